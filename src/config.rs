@@ -1,0 +1,281 @@
+//! Layered settings: the compiled-in `config/default.toml`, then an optional
+//! `config/<POSTLINE_ENV>.toml`, then `POSTLINE__SECTION__KEY` environment
+//! variables and `DATABASE_URL`. Every value is checked here so a bad
+//! deployment fails at start with the offending key named, not at first use.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use serde::Deserialize;
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// A string that never prints: `Debug` and `Display` show `[redacted]`.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub security: SecuritySettings,
+    pub auth: AuthSettings,
+    pub limits: LimitSettings,
+    pub delivery: DeliverySettings,
+    pub webhooks: WebhookSettings,
+    pub worker: WorkerSettings,
+    pub tenants: TenantSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub bind: String,
+    pub workers: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: Secret,
+    pub pool_size: u32,
+    pub connect_timeout_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySettings {
+    pub master_key: Secret,
+    pub master_key_file: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub cache_ttl_secs: u64,
+    pub last_used_flush_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    pub max_request_bytes: usize,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryMode {
+    Capture,
+    Smtp,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    None,
+    Starttls,
+    Tls,
+}
+
+impl TlsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::None => "none",
+            TlsMode::Starttls => "starttls",
+            TlsMode::Tls => "tls",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "none" => Some(TlsMode::None),
+            "starttls" => Some(TlsMode::Starttls),
+            "tls" => Some(TlsMode::Tls),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    pub mode: DeliveryMode,
+    pub capture_dir: PathBuf,
+    pub smtp: SmtpSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub username: String,
+    pub password: Secret,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    pub allow_private_targets: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSettings {
+    pub auto_create: bool,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// Why the configuration could not be loaded; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(String);
+
+impl Settings {
+    /// Loads settings from `config_dir` (defaults compiled in), the environment
+    /// named by `POSTLINE_ENV`, and environment variables.
+    pub fn load(config_dir: &Path) -> Result<Settings, ConfigError> {
+        let env_name = std::env::var("POSTLINE_ENV").ok();
+        Self::load_layers(config_dir, env_name.as_deref(), true)
+    }
+
+    /// The layers without the process environment when `use_env` is false
+    /// (tests build settings side by side in one process).
+    pub fn load_layers(
+        config_dir: &Path,
+        env_name: Option<&str>,
+        use_env: bool,
+    ) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(name) = env_name.filter(|n| !n.is_empty()) {
+            builder = builder.add_source(
+                config::File::from(config_dir.join(format!("{name}.toml"))).required(false),
+            );
+        }
+        if use_env {
+            builder = builder.add_source(
+                config::Environment::with_prefix("POSTLINE")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            );
+            if let Ok(url) = std::env::var("DATABASE_URL") {
+                builder = builder
+                    .set_override("database.url", url)
+                    .map_err(|e| ConfigError(format!("DATABASE_URL: {e}")))?;
+            }
+        }
+        let raw = builder.build().map_err(|e| ConfigError(e.to_string()))?;
+        let settings: Settings = raw
+            .try_deserialize()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks the values serde cannot: ranges, addresses, the master key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        if self.server.bind.parse::<SocketAddr>().is_err() {
+            return fail("server.bind", "expected host:port, e.g. 127.0.0.1:8080");
+        }
+        if self.database.url.is_empty() {
+            return fail("database.url", "must be set (or DATABASE_URL)");
+        }
+        if self.database.pool_size == 0 {
+            return fail("database.pool_size", "must be at least 1");
+        }
+        if self.auth.cache_ttl_secs > 5 {
+            return fail("auth.cache_ttl_secs", "must be at most 5");
+        }
+        if self.auth.last_used_flush_secs == 0 {
+            return fail("auth.last_used_flush_secs", "must be at least 1");
+        }
+        if self.limits.max_request_bytes < 1024 {
+            return fail("limits.max_request_bytes", "must be at least 1024");
+        }
+        if self.worker.concurrency == 0 {
+            return fail("worker.concurrency", "must be at least 1");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return fail(
+                "log.level",
+                "not a valid filter (e.g. info, postline=debug)",
+            );
+        }
+        self.master_key().map(|_| ())
+    }
+
+    /// The 32-byte master key for secrets at rest, from `security.master_key`
+    /// or the file named by `security.master_key_file`.
+    pub fn master_key(&self) -> Result<[u8; 32], ConfigError> {
+        let (key, source) = if !self.security.master_key.is_empty() {
+            (
+                self.security.master_key.expose().trim().to_string(),
+                "security.master_key",
+            )
+        } else if !self.security.master_key_file.is_empty() {
+            let text = std::fs::read_to_string(&self.security.master_key_file).map_err(|e| {
+                ConfigError(format!(
+                    "security.master_key_file: cannot read {}: {e}",
+                    self.security.master_key_file
+                ))
+            })?;
+            (text.trim().to_string(), "security.master_key_file")
+        } else {
+            return Err(ConfigError(
+                "security.master_key: set it (base64 of 32 bytes) or security.master_key_file"
+                    .into(),
+            ));
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(key.as_bytes())
+            .map_err(|_| ConfigError(format!("{source}: not valid base64")))?;
+        bytes
+            .try_into()
+            .map_err(|_| ConfigError(format!("{source}: must decode to exactly 32 bytes")))
+    }
+}

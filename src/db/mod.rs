@@ -1,0 +1,67 @@
+//! Database access: the r2d2 pool, the blocking-pool runner, embedded migrations.
+//! Diesel is synchronous, so every query runs through [`run`] on the blocking
+//! pool and never on a tokio worker thread.
+
+pub mod pagination;
+pub mod schema;
+
+use std::time::Duration;
+
+use diesel::pg::PgConnection;
+use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::config::DatabaseSettings;
+use crate::error::{AppError, AppResult};
+
+pub type PgPool = Pool<ConnectionManager<PgConnection>>;
+pub type PgConn = PooledConnection<ConnectionManager<PgConnection>>;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Builds the pool without connecting: the service starts (and answers 503 on
+/// `/readyz`) even while the database is down.
+pub fn build_pool(settings: &DatabaseSettings) -> PgPool {
+    let manager = ConnectionManager::<PgConnection>::new(settings.url.expose());
+    Pool::builder()
+        .max_size(settings.pool_size)
+        .min_idle(Some(0))
+        .connection_timeout(Duration::from_secs(settings.connect_timeout_secs.max(1)))
+        .test_on_check_out(false)
+        .build_unchecked(manager)
+}
+
+/// Runs `f` with a pooled connection on the blocking pool. A pool timeout is a
+/// 503; a panic inside `f` is re-raised on the caller.
+pub async fn run<T, F>(pool: &PgPool, f: F) -> AppResult<T>
+where
+    F: FnOnce(&mut PgConnection) -> AppResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    let pool = pool.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let mut conn = pool
+            .get()
+            .map_err(|e| AppError::Unavailable(format!("database pool: {e}")))?;
+        f(&mut conn)
+    })
+    .await;
+    match joined {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(AppError::internal("blocking task", e)),
+    }
+}
+
+/// Applies pending migrations; returns the versions applied.
+pub fn migrate(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
+    let applied = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map_err(|e| anyhow::anyhow!("running migrations: {e}"))?;
+    Ok(applied.iter().map(|v| v.to_string()).collect())
+}
+
+/// True when every embedded migration has been applied.
+pub fn is_migrated(conn: &mut PgConnection) -> bool {
+    matches!(conn.has_pending_migration(MIGRATIONS), Ok(false))
+}

@@ -1,0 +1,235 @@
+//! The one error type of the API, rendered as RFC 9457 problem JSON.
+//! 5xx bodies reveal nothing; their cause chain goes to the log.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+pub type AppResult<T> = Result<T, AppError>;
+
+/// One field-level validation message, e.g. `{"field": "to[0]", "message": "..."}`.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// Every authentication failure looks the same from outside.
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("forbidden ({code}): {detail}")]
+    Forbidden { code: &'static str, detail: String },
+    #[error("not found")]
+    NotFound,
+    #[error("conflict ({code}): {detail}")]
+    Conflict { code: &'static str, detail: String },
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("validation failed ({code}): {detail}")]
+    Validation {
+        code: &'static str,
+        detail: String,
+        errors: Vec<FieldError>,
+    },
+    #[error("rate limited ({code})")]
+    TooManyRequests {
+        code: &'static str,
+        detail: String,
+        retry_after_secs: u64,
+    },
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0:#}")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl AppError {
+    /// A 422 `validation_failed` naming one field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let error = FieldError::new(field, message);
+        AppError::Validation {
+            code: "validation_failed",
+            detail: format!("{}: {}", error.field, error.message),
+            errors: vec![error],
+        }
+    }
+
+    /// A 422 `validation_failed` with several field errors.
+    pub fn invalid_fields(errors: Vec<FieldError>) -> Self {
+        let detail = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        AppError::Validation {
+            code: "validation_failed",
+            detail,
+            errors,
+        }
+    }
+
+    pub fn forbidden(code: &'static str, detail: impl Into<String>) -> Self {
+        AppError::Forbidden {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        AppError::Conflict {
+            code: "conflict",
+            detail: detail.into(),
+        }
+    }
+
+    pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
+        AppError::Internal(anyhow::anyhow!("{context}: {err}"))
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            AppError::MalformedJson(_) => "malformed_json",
+            AppError::Unauthorized => "unauthorized",
+            AppError::Forbidden { code, .. } => code,
+            AppError::NotFound => "not_found",
+            AppError::Conflict { code, .. } => code,
+            AppError::PayloadTooLarge => "payload_too_large",
+            AppError::Validation { code, .. } => code,
+            AppError::TooManyRequests { code, .. } => code,
+            AppError::MethodNotAllowed => "method_not_allowed",
+            AppError::Unavailable(_) => "unavailable",
+            AppError::Internal(_) => "internal_error",
+        }
+    }
+
+    fn public_detail(&self) -> String {
+        match self {
+            AppError::MalformedJson(d) => d.clone(),
+            AppError::Unauthorized => "A valid API key is required.".into(),
+            AppError::Forbidden { detail, .. }
+            | AppError::Conflict { detail, .. }
+            | AppError::Validation { detail, .. }
+            | AppError::TooManyRequests { detail, .. } => detail.clone(),
+            AppError::NotFound => "The requested resource does not exist.".into(),
+            AppError::PayloadTooLarge => "The request body exceeds the allowed size.".into(),
+            AppError::MethodNotAllowed => "This method is not allowed on this resource.".into(),
+            AppError::Unavailable(_) => "The service is temporarily unavailable.".into(),
+            AppError::Internal(_) => "An internal error occurred.".into(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    code: &'a str,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [FieldError]>,
+}
+
+/// Builds a problem response for any status; used for actix's own errors too.
+pub fn problem_response(
+    status: StatusCode,
+    code: &str,
+    detail: String,
+    errors: Option<&[FieldError]>,
+) -> HttpResponse {
+    let body = Problem {
+        kind: format!("https://postline.dev/problems/{}", code.replace('_', "-")),
+        title: status.canonical_reason().unwrap_or("Error"),
+        status: status.as_u16(),
+        code,
+        detail,
+        errors,
+    };
+    let mut resp = HttpResponse::build(status);
+    resp.insert_header((header::CONTENT_TYPE, "application/problem+json"));
+    if status == StatusCode::UNAUTHORIZED {
+        resp.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+    }
+    resp.body(serde_json::to_string(&body).unwrap_or_default())
+}
+
+impl ResponseError for AppError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            AppError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            AppError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            AppError::NotFound => StatusCode::NOT_FOUND,
+            AppError::Conflict { .. } => StatusCode::CONFLICT,
+            AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            AppError::Internal(e) => tracing::error!(error = %format!("{e:#}"), "internal error"),
+            AppError::Unavailable(e) => tracing::warn!(error = %e, "service unavailable"),
+            _ => {}
+        }
+        let errors = match self {
+            AppError::Validation { errors, .. } if !errors.is_empty() => Some(errors.as_slice()),
+            _ => None,
+        };
+        let mut resp = problem_response(
+            self.status_code(),
+            self.code(),
+            self.public_detail(),
+            errors,
+        );
+        if let AppError::TooManyRequests {
+            retry_after_secs, ..
+        } = self
+        {
+            if let Ok(v) = header::HeaderValue::from_str(&retry_after_secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}
+
+impl From<diesel::result::Error> for AppError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match e {
+            Error::NotFound => AppError::NotFound,
+            Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => AppError::Conflict {
+                code: "conflict",
+                detail: format!(
+                    "A resource with these values already exists ({}).",
+                    info.constraint_name().unwrap_or("unique")
+                ),
+            },
+            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
+                AppError::Unavailable("database connection closed".into())
+            }
+            other => AppError::Internal(anyhow::Error::new(other).context("database query")),
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Postline: a self-hosted, multi-tenant transactional email server.
+//! `docs/ARCHITECTURE.md` maps these modules.
+
+pub mod auth;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod keys;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+pub mod tenants;

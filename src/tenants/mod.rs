@@ -1,0 +1,7 @@
+//! Tenants: the platform's customers (admin API).
+
+pub mod input;
+pub mod model;
+pub mod routes;
+pub mod service;
+pub mod view;

@@ -1,0 +1,118 @@
+//! Tenant business rules: create, update, suspend, delete.
+
+use chrono::Utc;
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use uuid::Uuid;
+
+use super::input::{CreateTenant, UpdateTenant};
+use super::model::{self, TenantRef, TenantRow};
+use crate::db;
+use crate::db::pagination::{Page, PageRequest};
+use crate::error::{AppError, AppResult};
+use crate::keys::model as keys_db;
+use crate::state::AppState;
+
+use super::view::TenantView;
+
+fn blank_tenant() -> TenantRow {
+    let now = Utc::now();
+    TenantRow {
+        id: Uuid::new_v4(),
+        external_id: None,
+        name: String::new(),
+        domain: None,
+        settings: serde_json::json!({}),
+        smtp_host: None,
+        smtp_port: None,
+        smtp_username: None,
+        smtp_password_enc: None,
+        smtp_tls: None,
+        requests_per_minute: None,
+        emails_per_day: None,
+        emails_per_second: None,
+        status: "active".into(),
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
+    }
+}
+
+/// Maps the live-external_id unique index to a readable 409.
+fn external_id_conflict(e: DieselError) -> AppError {
+    match e {
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+            AppError::conflict("external_id is already used by another tenant.")
+        }
+        other => other.into(),
+    }
+}
+
+pub async fn create(state: &AppState, input: CreateTenant) -> AppResult<TenantView> {
+    let mut row = blank_tenant();
+    UpdateTenant::from(input).apply(&mut row, &state.vault)?;
+    let saved = db::run(&state.pool, move |conn| {
+        row.insert(conn).map_err(external_id_conflict)
+    })
+    .await?;
+    tracing::info!(tenant_id = %saved.id, "tenant created");
+    Ok(saved.into())
+}
+
+pub async fn get(state: &AppState, r: TenantRef) -> AppResult<TenantView> {
+    db::run(&state.pool, move |conn| {
+        model::find(conn, &r, false)?.ok_or(AppError::NotFound)
+    })
+    .await
+    .map(Into::into)
+}
+
+pub async fn list(state: &AppState, page: PageRequest) -> AppResult<Page<TenantView>> {
+    let rows = db::run(&state.pool, move |conn| Ok(model::list(conn, page)?)).await?;
+    Ok(Page::from_rows(
+        rows,
+        page,
+        TenantRow::position,
+        TenantView::from,
+    ))
+}
+
+pub async fn update(state: &AppState, r: TenantRef, patch: UpdateTenant) -> AppResult<TenantView> {
+    let vault = state.vault.clone();
+    let (saved, status_changed) = db::run(&state.pool, move |conn| {
+        conn.transaction(|conn| {
+            let mut row = model::find(conn, &r, true)?.ok_or(AppError::NotFound)?;
+            let before = row.status.clone();
+            patch.apply(&mut row, &vault)?;
+            let saved = row.save(conn).map_err(external_id_conflict)?;
+            let changed = saved.status != before;
+            Ok::<_, AppError>((saved, changed))
+        })
+    })
+    .await?;
+    if status_changed {
+        // Suspension must bite at once on this node (DESIGN §4).
+        state.auth.invalidate_all();
+        tracing::info!(tenant_id = %saved.id, status = %saved.status, "tenant status changed");
+    }
+    Ok(saved.into())
+}
+
+/// Marks the tenant deleted, revokes its keys (and, with the queue, cancels its
+/// queued mail) in one transaction.
+pub async fn delete(state: &AppState, r: TenantRef) -> AppResult<()> {
+    let id = db::run(&state.pool, move |conn| {
+        conn.transaction(|conn| {
+            let mut row = model::find(conn, &r, true)?.ok_or(AppError::NotFound)?;
+            row.status = "deleted".into();
+            row.deleted_at = Some(Utc::now());
+            row.save(conn)?;
+            keys_db::revoke_all_of_tenant(conn, row.tenant_id())?;
+            Ok::<_, AppError>(row.id)
+        })
+    })
+    .await?;
+    state.auth.invalidate_all();
+    tracing::info!(tenant_id = %id, "tenant deleted");
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! The tenant as the API shows it. The SMTP password never leaves the
+//! database: only `password_set` says whether there is one.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::model::TenantRow;
+
+#[derive(Debug, Serialize)]
+pub struct SmtpView {
+    pub host: String,
+    pub port: i32,
+    pub username: Option<String>,
+    pub tls: String,
+    pub password_set: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RateLimitView {
+    pub requests_per_minute: Option<i32>,
+    pub emails_per_day: Option<i32>,
+    pub emails_per_second: Option<i32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TenantView {
+    pub id: Uuid,
+    pub external_id: Option<String>,
+    pub name: String,
+    pub domain: Option<String>,
+    pub settings: serde_json::Value,
+    pub smtp: Option<SmtpView>,
+    pub rate_limit: RateLimitView,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<TenantRow> for TenantView {
+    fn from(t: TenantRow) -> Self {
+        let smtp = t.smtp_host.map(|host| SmtpView {
+            host,
+            port: t.smtp_port.unwrap_or(587),
+            username: t.smtp_username,
+            tls: t.smtp_tls.unwrap_or_else(|| "starttls".into()),
+            password_set: t.smtp_password_enc.is_some(),
+        });
+        TenantView {
+            id: t.id,
+            external_id: t.external_id,
+            name: t.name,
+            domain: t.domain,
+            settings: t.settings,
+            smtp,
+            rate_limit: RateLimitView {
+                requests_per_minute: t.requests_per_minute,
+                emails_per_day: t.emails_per_day,
+                emails_per_second: t.emails_per_second,
+            },
+            status: t.status,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Test harness: a fresh database per test, cloned from a template migrated
+//! once per test binary, on the throwaway cluster that `deploy/dev test`
+//! starts (`POSTLINE_TEST_DATABASE_URL` names its maintenance database); the
+//! real application on port 0; a plain HTTP client.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use diesel::prelude::*;
+use diesel::PgConnection;
+use postline::config::{Secret, Settings};
+use postline::db::PgPool;
+use postline::startup::Application;
+use postline::state::AppState;
+use serde_json::Value;
+
+static TEMPLATE: OnceLock<String> = OnceLock::new();
+
+fn admin_url() -> String {
+    std::env::var("POSTLINE_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        panic!("POSTLINE_TEST_DATABASE_URL is not set: run the suite with `deploy/dev test`")
+    })
+}
+
+fn with_db(url: &str, db: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("database url has a path");
+    format!("{base}/{db}")
+}
+
+/// Creates (once per binary) a migrated template database.
+fn template() -> &'static str {
+    TEMPLATE.get_or_init(|| {
+        let name = format!("tpl_{}", std::process::id());
+        let admin = admin_url();
+        let mut conn = PgConnection::establish(&admin).expect("connect to the test cluster");
+        diesel::sql_query(format!("DROP DATABASE IF EXISTS {name}"))
+            .execute(&mut conn)
+            .unwrap();
+        diesel::sql_query(format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .unwrap();
+        let mut tpl = PgConnection::establish(&with_db(&admin, &name)).unwrap();
+        postline::db::migrate(&mut tpl).expect("migrations apply");
+        drop(tpl);
+        name
+    })
+}
+
+/// A fresh, migrated database; returns its URL.
+pub fn fresh_database() -> String {
+    let tpl = template();
+    let admin = admin_url();
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = PgConnection::establish(&admin).unwrap();
+    diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE {tpl}"))
+        .execute(&mut conn)
+        .unwrap();
+    with_db(&admin, &name)
+}
+
+pub fn test_settings(db_url: &str) -> Settings {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut s = Settings::load_layers(&dir, Some("test"), false).expect("test settings");
+    s.database.url = Secret::new(db_url);
+    s.database.pool_size = 8;
+    s.server.bind = "127.0.0.1:0".into();
+    s.server.workers = 2;
+    s
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub client: reqwest::Client,
+    pub admin_key: String,
+    pub db_url: String,
+    pub state: AppState,
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+    pub json: Value,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        let db_url = fresh_database();
+        let mut settings = test_settings(&db_url);
+        tweak(&mut settings);
+        Self::spawn_on(settings).await
+    }
+
+    /// Another instance of the app on the same database (multi-node tests).
+    pub async fn spawn_on(settings: Settings) -> TestApp {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(&settings.log.level))
+            .with_test_writer()
+            .try_init();
+        let db_url = settings.database.url.expose().to_string();
+        let app = Application::build(settings).expect("app builds");
+        let port = app.port();
+        let state = app.state().clone();
+        tokio::spawn(app.run_until_stopped());
+        let key =
+            postline::keys::service::bootstrap_admin_key(&state.pool, "test admin".into(), vec![])
+                .await
+                .expect("admin key");
+        TestApp {
+            address: format!("http://127.0.0.1:{port}"),
+            port,
+            client: reqwest::Client::new(),
+            admin_key: key.key.expect("key shown on create"),
+            db_url,
+            state,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.state.pool
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.address, path));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        Self::read(req.send().await.expect("request sent")).await
+    }
+
+    pub async fn read(resp: reqwest::Response) -> Resp {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            text,
+            json,
+        }
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Resp {
+        self.request("GET", path, Some(key), None).await
+    }
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> Resp {
+        self.request("POST", path, Some(key), Some(body)).await
+    }
+    pub async fn put(&self, path: &str, key: &str, body: Value) -> Resp {
+        self.request("PUT", path, Some(key), Some(body)).await
+    }
+    pub async fn patch(&self, path: &str, key: &str, body: Value) -> Resp {
+        self.request("PATCH", path, Some(key), Some(body)).await
+    }
+    pub async fn delete(&self, path: &str, key: &str) -> Resp {
+        self.request("DELETE", path, Some(key), None).await
+    }
+
+    /// Creates a tenant; returns its JSON.
+    pub async fn create_tenant(&self, body: Value) -> Value {
+        let r = self.post("/v1/tenants", &self.admin_key, body).await;
+        assert_eq!(r.status, 201, "create tenant: {}", r.text);
+        r.json
+    }
+
+    /// Creates a tenant key with the given permissions; returns the full key.
+    pub async fn tenant_key(&self, tenant_id: &str, permissions: &[&str]) -> String {
+        let r = self
+            .post(
+                &format!("/v1/tenants/{tenant_id}/api-keys"),
+                &self.admin_key,
+                serde_json::json!({"name": "test", "permissions": permissions}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "create key: {}", r.text);
+        r.json["key"].as_str().unwrap().to_string()
+    }
+
+    /// Runs raw SQL against this test's database (assertions on stored data).
+    pub fn sql_conn(&self) -> PgConnection {
+        PgConnection::establish(&self.db_url).unwrap()
+    }
+}

@@ -1,0 +1,136 @@
+//! Every error is problem JSON, including actix's own extractor errors.
+
+mod common;
+
+use common::TestApp;
+use serde_json::json;
+
+async fn raw(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    ctype: Option<&str>,
+    body: Vec<u8>,
+) -> common::Resp {
+    let mut req = app
+        .client
+        .request(method, format!("{}{path}", app.address))
+        .bearer_auth(&app.admin_key)
+        .body(body);
+    if let Some(c) = ctype {
+        req = req.header("content-type", c);
+    }
+    TestApp::read(req.send().await.unwrap()).await
+}
+
+fn assert_problem(r: &common::Resp, status: u16, code: &str) {
+    assert_eq!(r.status, status, "{}", r.text);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/problem+json"),
+        "{}",
+        r.text
+    );
+    assert_eq!(r.json["status"], status);
+    assert_eq!(r.json["code"], code, "{}", r.text);
+    assert!(
+        r.json["type"].is_string() && r.json["title"].is_string() && r.json["detail"].is_string()
+    );
+}
+
+#[tokio::test]
+async fn extractor_errors_are_problem_json() {
+    let app = TestApp::spawn_with(|s| s.limits.max_request_bytes = 4096).await;
+    use reqwest::Method;
+    let r = raw(
+        &app,
+        Method::POST,
+        "/v1/tenants",
+        Some("application/json"),
+        b"{\"name\": ".to_vec(),
+    )
+    .await;
+    assert_problem(&r, 400, "malformed_json");
+    let r = raw(
+        &app,
+        Method::POST,
+        "/v1/tenants",
+        Some("text/plain"),
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_problem(&r, 400, "malformed_json");
+    let r = raw(
+        &app,
+        Method::POST,
+        "/v1/tenants",
+        Some("application/json"),
+        br#"{"name":"a","bogus":1}"#.to_vec(),
+    )
+    .await;
+    assert_problem(&r, 422, "validation_failed");
+    let r = raw(
+        &app,
+        Method::POST,
+        "/v1/tenants",
+        Some("application/json"),
+        br#"{}"#.to_vec(),
+    )
+    .await;
+    assert_problem(&r, 422, "validation_failed");
+    let big = format!(r#"{{"name":"{}"}}"#, "a".repeat(10_000));
+    let r = raw(
+        &app,
+        Method::POST,
+        "/v1/tenants",
+        Some("application/json"),
+        big.into_bytes(),
+    )
+    .await;
+    assert_problem(&r, 413, "payload_too_large");
+    let r = app.get("/v1/no-such-route", &app.admin_key).await;
+    assert_problem(&r, 404, "not_found");
+    let r = app
+        .request("DELETE", "/v1/tenants", Some(&app.admin_key), None)
+        .await;
+    assert_problem(&r, 405, "method_not_allowed");
+    let r = app.get("/v1/tenants?limit=1000", &app.admin_key).await;
+    assert_problem(&r, 422, "validation_failed");
+    let r = app.get("/v1/tenants?limit=abc", &app.admin_key).await;
+    assert_problem(&r, 422, "validation_failed");
+    let r = app.get("/v1/tenants?cursor=%%%", &app.admin_key).await;
+    assert!(r.status == 422 || r.status == 400, "{}", r.text);
+    // nothing was created by any of the above
+    let list = app.get("/v1/tenants", &app.admin_key).await;
+    assert_eq!(list.json["data"], json!([]));
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = TestApp::spawn().await;
+    let r = app.request("GET", "/healthz", None, None).await;
+    assert_eq!(r.status, 200);
+    let r = app.request("GET", "/readyz", None, None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["status"], "ready");
+}
+
+#[tokio::test]
+async fn readyz_is_503_when_the_database_is_unreachable() {
+    let mut settings = common::test_settings("postgres://postgres@127.0.0.1:1/none");
+    settings.database.connect_timeout_secs = 1;
+    let app = postline::startup::Application::build(settings).unwrap();
+    let port = app.port();
+    tokio::spawn(app.run_until_stopped());
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let r = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/v1/tenants"))
+        .bearer_auth(format!("pl_admin_{}_{}", "a".repeat(16), "b".repeat(32)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+}
