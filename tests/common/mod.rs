@@ -4,6 +4,8 @@
 //! real application on port 0; a plain HTTP client.
 #![allow(dead_code)]
 
+pub mod smtp_sink;
+
 use std::path::Path;
 use std::sync::OnceLock;
 
