@@ -21,7 +21,7 @@ use base64::Engine;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 /// Longest command line accepted (RFC 5321 says 512; be generous).
@@ -104,6 +104,7 @@ pub struct SmtpSink {
     addr: SocketAddr,
     shared: Arc<Shared>,
     task: JoinHandle<()>,
+    kick: mpsc::UnboundedSender<oneshot::Sender<()>>,
 }
 
 impl Drop for SmtpSink {
@@ -131,8 +132,14 @@ impl SmtpSink {
             connections: AtomicUsize::new(0),
             next_connection: AtomicU64::new(1),
         });
-        let task = tokio::spawn(accept_loop(listener, shared.clone()));
-        SmtpSink { addr, shared, task }
+        let (kick, kicks) = mpsc::unbounded_channel();
+        let task = tokio::spawn(accept_loop(listener, shared.clone(), kicks));
+        SmtpSink {
+            addr,
+            shared,
+            task,
+            kick,
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -180,16 +187,34 @@ impl SmtpSink {
         self.shared.connections.load(Ordering::SeqCst)
     }
 
+    /// Closes every open session without a word, as a relay does on its
+    /// idle timeout or restart; returns once they are closed.
+    pub async fn drop_connections(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.kick.send(done).is_ok() {
+            let _ = closed.await;
+        }
+    }
+
     /// RCPT replies that were not 2xx, in order.
     pub fn rejected(&self) -> Vec<(String, u16)> {
         self.shared.lock().rejected.clone()
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut kicks: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+) {
     let mut sessions = JoinSet::new();
     loop {
         tokio::select! {
+            Some(done) = kicks.recv() => {
+                sessions.abort_all();
+                while sessions.join_next().await.is_some() {}
+                let _ = done.send(());
+            }
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else {
                     // Out of descriptors, most likely: back off instead of spinning.

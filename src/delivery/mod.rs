@@ -1,0 +1,242 @@
+//! Delivery transports (DESIGN §5): the worker hands a rendered message to
+//! the transport for its tenant and records the [`Outcome`]. Transports never
+//! fail with an error: every problem is an outcome the queue knows how to
+//! handle (retry later, or stop), with the relay's reply kept for the record.
+
+mod capture;
+mod session;
+mod smtp;
+mod tls;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::config::{DeliveryMode, Secret, Settings, SmtpSettings, TlsMode};
+use crate::domain::TenantId;
+
+pub use capture::CaptureTransport;
+pub use smtp::{SmtpOptions, SmtpTransport};
+
+/// One rendered message, ready for the wire.
+#[derive(Clone, Debug)]
+pub struct OutgoingMessage {
+    pub tenant_id: TenantId,
+    pub email_id: uuid::Uuid,
+    /// The envelope sender (`MAIL FROM`); empty for the null sender `<>`.
+    pub envelope_from: String,
+    /// Every envelope recipient (to, cc and bcc).
+    pub recipients: Vec<String>,
+    /// A complete RFC 5322 message with CRLF line endings.
+    pub raw: Vec<u8>,
+}
+
+/// What happened to one message. `response` is the relay's reply (e.g.
+/// `250 2.0.0 Ok: queued as X`) or, when there was none, what went wrong
+/// (e.g. `connection refused: …`), so it can be stored and shown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Accepted by the relay (or captured): terminal.
+    Delivered { response: String },
+    /// Not sent, may succeed later (4xx, timeouts, network and TLS errors).
+    Deferred { response: String },
+    /// Refused for good (5xx): terminal.
+    Bounced { response: String },
+}
+
+impl Outcome {
+    pub fn response(&self) -> &str {
+        match self {
+            Outcome::Delivered { response }
+            | Outcome::Deferred { response }
+            | Outcome::Bounced { response } => response,
+        }
+    }
+
+    pub fn is_delivered(&self) -> bool {
+        matches!(self, Outcome::Delivered { .. })
+    }
+
+    pub(crate) fn deferred(response: impl Into<String>) -> Self {
+        Outcome::Deferred {
+            response: response.into(),
+        }
+    }
+
+    pub(crate) fn bounced(response: impl Into<String>) -> Self {
+        Outcome::Bounced {
+            response: response.into(),
+        }
+    }
+}
+
+/// Where and how to relay: the default relay from config or a tenant's
+/// override. Equal configs share one pooled transport. `Debug` redacts the
+/// password (it is a [`Secret`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+}
+
+/// Consistent with `Eq`: equal configs hash equally. The password is left
+/// out (configs differing only by password land in one bucket and are told
+/// apart by `Eq`), so no secret-derived value is computed at all.
+impl Hash for RelayConfig {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.host.hash(state);
+        self.port.hash(state);
+        self.tls.as_str().hash(state);
+        self.username.hash(state);
+    }
+}
+
+impl RelayConfig {
+    /// The default relay from `delivery.smtp`; empty username/password mean
+    /// no AUTH.
+    pub fn from_settings(smtp: &SmtpSettings) -> Self {
+        RelayConfig {
+            host: smtp.host.clone(),
+            port: smtp.port,
+            tls: smtp.tls,
+            username: Some(smtp.username.clone()).filter(|u| !u.is_empty()),
+            password: Some(smtp.password.clone()).filter(|p| !p.is_empty()),
+        }
+    }
+}
+
+#[async_trait]
+pub trait Transport: Send + Sync {
+    async fn send(&self, msg: &OutgoingMessage) -> Outcome;
+}
+
+/// A relay transport nobody but the cache holds, unused this long, is
+/// dropped (with its idle connections) when a new relay is added.
+const RELAY_UNUSED_TTL: Duration = Duration::from_secs(600);
+
+struct CachedRelay {
+    transport: Arc<SmtpTransport>,
+    last_used: Instant,
+}
+
+/// Every transport of this node: the default (capture or the configured
+/// relay) and one pooled SMTP transport per distinct relay in use.
+pub struct Transports {
+    default: Arc<dyn Transport>,
+    options: SmtpOptions,
+    relays: Mutex<HashMap<RelayConfig, CachedRelay>>,
+}
+
+impl Transports {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self::with_options(settings, SmtpOptions::default())
+    }
+
+    /// Like [`Transports::from_settings`] with explicit SMTP timeouts and
+    /// limits (tests shorten them).
+    pub fn with_options(settings: &Settings, options: SmtpOptions) -> Self {
+        let delivery = &settings.delivery;
+        let mut relays = HashMap::new();
+        let default: Arc<dyn Transport> = match delivery.mode {
+            DeliveryMode::Capture => Arc::new(CaptureTransport::new(delivery.capture_dir.clone())),
+            DeliveryMode::Smtp => {
+                let relay = RelayConfig::from_settings(&delivery.smtp);
+                let transport = Arc::new(SmtpTransport::new(relay.clone(), options.clone()));
+                relays.insert(
+                    relay,
+                    CachedRelay {
+                        transport: transport.clone(),
+                        last_used: Instant::now(),
+                    },
+                );
+                transport
+            }
+        };
+        Transports {
+            default,
+            options,
+            relays: Mutex::new(relays),
+        }
+    }
+
+    /// The transport for one message: the tenant's SMTP override when given
+    /// (a pooled transport cached per distinct [`RelayConfig`], so a changed
+    /// override yields a new transport), else the default: capture
+    /// (mode=capture) or the default relay (mode=smtp).
+    pub fn for_tenant(&self, override_relay: Option<RelayConfig>) -> Arc<dyn Transport> {
+        let Some(relay) = override_relay else {
+            return self.default.clone();
+        };
+        // A poisoned lock only means a panic elsewhere mid-update of a plain
+        // map; its entries are still whole.
+        let mut relays = self.relays.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if let Some(cached) = relays.get_mut(&relay) {
+            cached.last_used = now;
+            return cached.transport.clone();
+        }
+        relays.retain(|_, c| {
+            Arc::strong_count(&c.transport) > 1
+                || now.duration_since(c.last_used) < RELAY_UNUSED_TTL
+        });
+        let transport = Arc::new(SmtpTransport::new(relay.clone(), self.options.clone()));
+        relays.insert(
+            relay,
+            CachedRelay {
+                transport: transport.clone(),
+                last_used: now,
+            },
+        );
+        transport
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::hash_map::DefaultHasher;
+
+    fn hash(r: &RelayConfig) -> u64 {
+        let mut h = DefaultHasher::new();
+        r.hash(&mut h);
+        h.finish()
+    }
+
+    #[test]
+    fn relay_from_settings_treats_empty_credentials_as_none() {
+        let smtp = SmtpSettings {
+            host: "relay.test".into(),
+            port: 587,
+            tls: TlsMode::Starttls,
+            username: String::new(),
+            password: Secret::default(),
+        };
+        let relay = RelayConfig::from_settings(&smtp);
+        assert_eq!(relay.username, None);
+        assert_eq!(relay.password, None);
+    }
+
+    #[test]
+    fn equal_relays_hash_equal_and_passwords_tell_them_apart() {
+        let a = RelayConfig {
+            host: "relay.test".into(),
+            port: 465,
+            tls: TlsMode::Tls,
+            username: Some("u".into()),
+            password: Some(Secret::new("p1")),
+        };
+        let b = RelayConfig {
+            password: Some(Secret::new("p2")),
+            ..a.clone()
+        };
+        assert_eq!(hash(&a), hash(&a.clone()));
+        assert_ne!(a, b);
+        assert!(!format!("{a:?}").contains("p1"));
+    }
+}

@@ -1,0 +1,306 @@
+//! One SMTP mail transaction on an open connection, and how its replies map
+//! to an [`Outcome`].
+//!
+//! We drive MAIL/RCPT/DATA ourselves instead of lettre's `send`, which
+//! aborts the whole connection on the first refused RCPT. Per recipient:
+//! - any RCPT refused with 4xx: RSET and defer the whole message. Sending to
+//!   the others now would make the retry send them a second copy; holding it
+//!   keeps "at most once per recipient" without per-recipient queue state.
+//! - some refused with 5xx, others accepted: send to the accepted ones, and
+//!   name the refused ones in the stored response (they will never succeed).
+//! - all refused with 5xx: RSET, bounced.
+
+use std::error::Error as _;
+use std::future::Future;
+use std::time::Duration;
+
+use lettre::transport::smtp::client::AsyncSmtpConnection;
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
+use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter};
+use lettre::transport::smtp::response::Response;
+use lettre::transport::smtp::Error as SmtpError;
+use lettre::Address;
+use tokio::time::timeout;
+
+use super::{Outcome, OutgoingMessage, SmtpOptions};
+
+/// The parsed envelope; addresses that do not parse never reach the relay.
+pub(super) struct Envelope {
+    from: Option<Address>,
+    to: Vec<Address>,
+    invalid: Vec<String>,
+    utf8: bool,
+}
+
+impl Envelope {
+    /// Bounced when nothing could ever be sent: a bad sender or no valid
+    /// recipient.
+    pub(super) fn parse(msg: &OutgoingMessage) -> Result<Self, Outcome> {
+        let from = if msg.envelope_from.is_empty() {
+            None
+        } else {
+            let parsed = msg.envelope_from.parse::<Address>();
+            Some(parsed.map_err(|_| Outcome::bounced("invalid envelope sender (not sent)"))?)
+        };
+        let mut to = Vec::with_capacity(msg.recipients.len());
+        let mut invalid = Vec::new();
+        for rcpt in &msg.recipients {
+            match rcpt.parse::<Address>() {
+                Ok(addr) => to.push(addr),
+                Err(_) => invalid.push(rcpt.escape_debug().to_string()),
+            }
+        }
+        if to.is_empty() {
+            return Err(Outcome::bounced("no valid recipient (not sent)"));
+        }
+        let utf8 =
+            !msg.envelope_from.is_ascii() || to.iter().any(|a| !AsRef::<str>::as_ref(a).is_ascii());
+        Ok(Envelope {
+            from,
+            to,
+            invalid,
+            utf8,
+        })
+    }
+}
+
+/// Replies to MAIL that mean "authenticate first / better" (RFC 4954): the
+/// relay's configuration is wrong, not the message, so they defer (an admin
+/// can fix the credentials) even though they are 5xx.
+const RELAY_AUTH_CODES: [u16; 4] = [530, 534, 535, 538];
+
+/// What one try did, and whether the connection can take the next message.
+pub(super) struct Attempt {
+    pub outcome: Outcome,
+    pub reusable: bool,
+    /// Failed at MAIL on a connection the relay had already dropped: nothing
+    /// was accepted, a fresh connection may retry at once.
+    pub stale: bool,
+}
+
+impl Attempt {
+    fn broken(outcome: Outcome, stale: bool) -> Self {
+        Attempt {
+            outcome,
+            reusable: false,
+            stale,
+        }
+    }
+}
+
+/// A negative reply, e.g. `451 4.3.0 try later`.
+struct Reply {
+    code: u16,
+    text: String,
+}
+
+impl Reply {
+    fn outcome(&self, context: &str) -> Outcome {
+        let response = format!("{}{context}", self.text);
+        if self.code >= 500 {
+            Outcome::bounced(response)
+        } else {
+            Outcome::deferred(response)
+        }
+    }
+}
+
+enum Failure {
+    /// The relay answered with a 4xx/5xx reply; the session is still in sync.
+    Reply(Reply),
+    /// Network error, timeout or garbled reply: the session is unusable.
+    Broken(String),
+}
+
+fn classify(err: SmtpError) -> Failure {
+    match err.status() {
+        Some(code) => {
+            let text = err.source().map(|s| s.to_string()).unwrap_or_default();
+            Failure::Reply(Reply {
+                code: u16::from(code),
+                text: format!("{code} {text}").trim_end().to_string(),
+            })
+        }
+        None => Failure::Broken(err.to_string()),
+    }
+}
+
+fn response_text(r: &Response) -> String {
+    let lines: Vec<&str> = r.message().collect();
+    format!("{} {}", r.code(), lines.join(" "))
+        .trim_end()
+        .to_string()
+}
+
+async fn step(
+    limit: Duration,
+    what: &str,
+    fut: impl Future<Output = Result<Response, SmtpError>>,
+) -> Result<Response, Failure> {
+    match timeout(limit, fut).await {
+        Ok(result) => result.map_err(classify),
+        Err(_) => Err(Failure::Broken(format!(
+            "timed out after {limit:?} waiting for the reply to {what}"
+        ))),
+    }
+}
+
+/// Session setup (greeting, EHLO, STARTTLS, AUTH) with a time limit. Any
+/// failure, 5xx included, is the relay's or its configuration's, not the
+/// message's, so the caller defers rather than bounces.
+pub(super) async fn within<T>(
+    limit: Duration,
+    what: &str,
+    fut: impl Future<Output = Result<T, SmtpError>>,
+) -> Result<T, String> {
+    match timeout(limit, fut).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(match classify(err) {
+            Failure::Reply(r) => format!("{what} refused: {}", r.text),
+            Failure::Broken(why) => format!("{what} failed: {why}"),
+        }),
+        Err(_) => Err(format!("{what} timed out after {limit:?}")),
+    }
+}
+
+/// Ends a refused transaction so the connection can be reused.
+async fn reset(conn: &mut AsyncSmtpConnection, opts: &SmtpOptions, outcome: Outcome) -> Attempt {
+    let reusable = step(opts.command_timeout, "RSET", conn.command(Rset))
+        .await
+        .is_ok();
+    Attempt {
+        outcome,
+        reusable,
+        stale: false,
+    }
+}
+
+pub(super) async fn transact(
+    conn: &mut AsyncSmtpConnection,
+    env: &Envelope,
+    raw: &[u8],
+    opts: &SmtpOptions,
+) -> Attempt {
+    let cmd = opts.command_timeout;
+    let info = conn.server_info();
+    let mut params = Vec::new();
+    if env.utf8 {
+        if !info.supports_feature(Extension::SmtpUtfEight) {
+            return Attempt {
+                outcome: Outcome::bounced("relay lacks SMTPUTF8 for non-ASCII addresses"),
+                reusable: true,
+                stale: false,
+            };
+        }
+        params.push(MailParameter::SmtpUtfEight);
+    }
+    if !raw.is_ascii() {
+        if !info.supports_feature(Extension::EightBitMime) {
+            return Attempt {
+                outcome: Outcome::bounced("relay lacks 8BITMIME for an 8-bit message"),
+                reusable: true,
+                stale: false,
+            };
+        }
+        params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+
+    match step(
+        cmd,
+        "MAIL",
+        conn.command(Mail::new(env.from.clone(), params)),
+    )
+    .await
+    {
+        Ok(_) => {}
+        Err(Failure::Reply(r)) if r.code == 421 => {
+            return Attempt::broken(r.outcome(""), true);
+        }
+        Err(Failure::Reply(r)) if RELAY_AUTH_CODES.contains(&r.code) => {
+            let outcome = Outcome::deferred(format!("MAIL refused: {}", r.text));
+            return reset(conn, opts, outcome).await;
+        }
+        Err(Failure::Reply(r)) => return reset(conn, opts, r.outcome("")).await,
+        Err(Failure::Broken(why)) => return Attempt::broken(Outcome::deferred(why), true),
+    }
+
+    let mut accepted = 0usize;
+    let mut refused: Vec<(String, Reply)> = Vec::new();
+    for rcpt in &env.to {
+        match step(cmd, "RCPT", conn.command(Rcpt::new(rcpt.clone(), vec![]))).await {
+            Ok(_) => accepted += 1,
+            Err(Failure::Reply(r)) if r.code == 421 => {
+                return Attempt::broken(r.outcome(""), false);
+            }
+            Err(Failure::Reply(r)) => refused.push((rcpt.to_string(), r)),
+            Err(Failure::Broken(why)) => return Attempt::broken(Outcome::deferred(why), false),
+        }
+    }
+    let several = env.to.len() > 1;
+    let context = |rcpt: &str| {
+        if several {
+            format!(" (RCPT {rcpt})")
+        } else {
+            String::new()
+        }
+    };
+    if let Some((rcpt, r)) = refused.iter().find(|(_, r)| r.code < 500) {
+        return reset(conn, opts, r.outcome(&context(rcpt))).await;
+    }
+    if accepted == 0 {
+        let outcome = match refused.first() {
+            Some((rcpt, r)) => r.outcome(&context(rcpt)),
+            None => Outcome::bounced("no recipient accepted"),
+        };
+        return reset(conn, opts, outcome).await;
+    }
+
+    match step(cmd, "DATA", conn.command(Data)).await {
+        Ok(_) => {}
+        Err(Failure::Reply(r)) if r.code == 421 => return Attempt::broken(r.outcome(""), false),
+        Err(Failure::Reply(r)) => return reset(conn, opts, r.outcome("")).await,
+        Err(Failure::Broken(why)) => return Attempt::broken(Outcome::deferred(why), false),
+    }
+    // From here a broken session may still have delivered (reply lost): the
+    // deferral then sends again, which DESIGN §5 accepts (at-least-once).
+    // lettre appends CRLF.CRLF; without this the relay would see one more,
+    // empty, line than the message has.
+    let body = raw.strip_suffix(b"\r\n").unwrap_or(raw);
+    match step(opts.data_timeout, "end of data", conn.message(body)).await {
+        Ok(reply) => Attempt {
+            outcome: Outcome::Delivered {
+                response: format!(
+                    "{}{}",
+                    response_text(&reply),
+                    not_sent(&refused, &env.invalid)
+                ),
+            },
+            reusable: true,
+            stale: false,
+        },
+        Err(Failure::Reply(r)) => Attempt {
+            outcome: r.outcome(""),
+            reusable: r.code != 421,
+            stale: false,
+        },
+        Err(Failure::Broken(why)) => Attempt::broken(Outcome::deferred(why), false),
+    }
+}
+
+/// Recipients left out of a delivered message, for the stored response.
+fn not_sent(refused: &[(String, Reply)], invalid: &[String]) -> String {
+    let mut parts: Vec<String> = refused
+        .iter()
+        .map(|(rcpt, r)| format!("{rcpt}: {}", r.text))
+        .collect();
+    parts.extend(
+        invalid
+            .iter()
+            .map(|rcpt| format!("{rcpt}: invalid address")),
+    );
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" (not sent to {})", parts.join("; "))
+    }
+}

@@ -1,0 +1,228 @@
+//! One pooled SMTP transport per relay. Connections are opened here, not by
+//! lettre's pool, for two reasons measured on this hardware (DESIGN §13):
+//! lettre's sockets lack TCP_NODELAY, which costs ~40 ms per message on a
+//! reused connection, and its `PoolConfig::max_size` caps idle connections,
+//! not concurrency. So: our own socket with `set_nodelay(true)` handed to
+//! `AsyncSmtpConnection::connect_with_transport`, our own idle list, and a
+//! semaphore bounding connections per relay.
+//!
+//! lettre's `tracing` feature must stay off: it logs every line written,
+//! AUTH included.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio::time::timeout;
+
+use super::session::{self, Envelope};
+use super::{tls, Outcome, OutgoingMessage, RelayConfig, Transport};
+use crate::config::TlsMode;
+
+/// Timeouts and limits of SMTP transports.
+#[derive(Clone, Debug)]
+pub struct SmtpOptions {
+    /// TCP connect (and, for `tls` mode, the TLS handshake).
+    pub connect_timeout: Duration,
+    /// Each command reply, greeting and EHLO/STARTTLS/AUTH included.
+    pub command_timeout: Duration,
+    /// Sending the message body and reading the final reply.
+    pub data_timeout: Duration,
+    /// Idle connections older than this are closed instead of reused.
+    pub idle_timeout: Duration,
+    /// Connections (and so messages in flight) per relay at most.
+    pub max_connections: usize,
+    /// The EHLO name; the host name when `None`.
+    pub hello_name: Option<String>,
+}
+
+impl Default for SmtpOptions {
+    fn default() -> Self {
+        SmtpOptions {
+            connect_timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(30),
+            data_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 16,
+            hello_name: None,
+        }
+    }
+}
+
+struct IdleConnection {
+    conn: AsyncSmtpConnection,
+    since: Instant,
+}
+
+pub struct SmtpTransport {
+    relay: RelayConfig,
+    options: SmtpOptions,
+    hello: ClientId,
+    idle: Mutex<Vec<IdleConnection>>,
+    permits: Semaphore,
+}
+
+impl SmtpTransport {
+    pub fn new(relay: RelayConfig, options: SmtpOptions) -> Self {
+        let hello = match &options.hello_name {
+            Some(name) => ClientId::Domain(name.clone()),
+            None => ClientId::default(),
+        };
+        let permits = Semaphore::new(options.max_connections.max(1));
+        SmtpTransport {
+            relay,
+            options,
+            hello,
+            idle: Mutex::new(Vec::new()),
+            permits,
+        }
+    }
+
+    pub fn relay(&self) -> &RelayConfig {
+        &self.relay
+    }
+
+    /// Connections open and waiting for the next message.
+    pub fn idle_connections(&self) -> usize {
+        self.idle_list().len()
+    }
+
+    /// A poisoned lock only means a panic elsewhere; the list is still whole.
+    fn idle_list(&self) -> MutexGuard<'_, Vec<IdleConnection>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently used live connection, so surplus ones age out.
+    fn checkout(&self) -> Option<AsyncSmtpConnection> {
+        let mut idle = self.idle_list();
+        while let Some(entry) = idle.pop() {
+            if entry.since.elapsed() <= self.options.idle_timeout && !entry.conn.has_broken() {
+                return Some(entry.conn);
+            }
+            close_politely(entry.conn);
+        }
+        None
+    }
+
+    fn checkin(&self, conn: AsyncSmtpConnection) {
+        let idle_timeout = self.options.idle_timeout;
+        let mut idle = self.idle_list();
+        let (fresh, expired): (Vec<_>, Vec<_>) = std::mem::take(&mut *idle)
+            .into_iter()
+            .partition(|e| e.since.elapsed() <= idle_timeout);
+        *idle = fresh;
+        idle.push(IdleConnection {
+            conn,
+            since: Instant::now(),
+        });
+        drop(idle);
+        expired.into_iter().for_each(|e| close_politely(e.conn));
+    }
+
+    /// Opens a session ready for `MAIL`: greeting, EHLO, STARTTLS and AUTH
+    /// as configured. The error is the text stored with the deferral.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, String> {
+        let RelayConfig { host, port, .. } = &self.relay;
+        let target = format!("{host}:{port}");
+        let limit = self.options.connect_timeout;
+        let tcp = match timeout(limit, TcpStream::connect((host.as_str(), *port))).await {
+            Err(_) => return Err(format!("connection timed out after {limit:?}: {target}")),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Err(format!("connection refused: {target}"))
+            }
+            Ok(Err(e)) => return Err(format!("connection failed: {target}: {e}")),
+            Ok(Ok(tcp)) => tcp,
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, relay = %target, "cannot set TCP_NODELAY; delivery will be slow");
+        }
+        let stream: Box<dyn AsyncTokioStream> = if self.relay.tls == TlsMode::Tls {
+            match timeout(limit, tls::connect(tcp, host)).await {
+                Err(_) => return Err(format!("tls handshake timed out after {limit:?}: {target}")),
+                Ok(result) => Box::new(result.map_err(|e| format!("{e} ({target})"))?),
+            }
+        } else {
+            Box::new(tcp)
+        };
+
+        let cmd = self.options.command_timeout;
+        let mut conn = session::within(
+            cmd,
+            "greeting/EHLO",
+            AsyncSmtpConnection::connect_with_transport(stream, &self.hello),
+        )
+        .await?;
+        if self.relay.tls == TlsMode::Starttls {
+            if !conn.can_starttls() {
+                return Err(format!("{target} does not offer STARTTLS"));
+            }
+            let params = TlsParameters::new(host.clone()).map_err(|e| e.to_string())?;
+            session::within(cmd, "STARTTLS", conn.starttls(params, &self.hello)).await?;
+        }
+        if let Some(user) = &self.relay.username {
+            let password = self.relay.password.as_ref().map(|p| p.expose().to_owned());
+            let credentials = Credentials::new(user.clone(), password.unwrap_or_default());
+            let mechanisms = [Mechanism::Plain, Mechanism::Login];
+            session::within(cmd, "AUTH", conn.auth(&mechanisms, &credentials)).await?;
+        }
+        Ok(conn)
+    }
+}
+
+#[async_trait]
+impl Transport for SmtpTransport {
+    #[tracing::instrument(skip_all, fields(
+        tenant_id = %msg.tenant_id,
+        email_id = %msg.email_id,
+        relay = %format_args!("{}:{}", self.relay.host, self.relay.port),
+    ))]
+    async fn send(&self, msg: &OutgoingMessage) -> Outcome {
+        let envelope = match Envelope::parse(msg) {
+            Ok(envelope) => envelope,
+            Err(outcome) => return outcome,
+        };
+        let Ok(_permit) = self.permits.acquire().await else {
+            return Outcome::deferred("smtp transport closed");
+        };
+        let (mut conn, reused) = match self.checkout() {
+            Some(conn) => (conn, true),
+            None => match self.connect().await {
+                Ok(conn) => (conn, false),
+                Err(why) => {
+                    tracing::debug!(%why, "relay session failed");
+                    return Outcome::deferred(why);
+                }
+            },
+        };
+        let mut attempt = session::transact(&mut conn, &envelope, &msg.raw, &self.options).await;
+        if reused && attempt.stale {
+            // The relay dropped the idle connection before accepting
+            // anything: nothing was sent, so one fresh try is safe.
+            tracing::debug!(response = %attempt.outcome.response(), "stale pooled connection");
+            conn = match self.connect().await {
+                Ok(conn) => conn,
+                Err(why) => return Outcome::deferred(why),
+            };
+            attempt = session::transact(&mut conn, &envelope, &msg.raw, &self.options).await;
+        }
+        if attempt.reusable {
+            self.checkin(conn);
+        }
+        tracing::debug!(outcome = ?attempt.outcome, "smtp attempt done");
+        attempt.outcome
+    }
+}
+
+/// Says QUIT in the background; the connection is dropped either way.
+fn close_politely(mut conn: AsyncSmtpConnection) {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(async move {
+            let _ = timeout(Duration::from_secs(5), conn.quit()).await;
+        });
+    }
+}
