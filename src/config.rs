@@ -46,6 +46,7 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     pub webhooks: WebhookSettings,
     pub worker: WorkerSettings,
+    pub ingest: IngestSettings,
     pub tenants: TenantSettings,
     pub log: LogSettings,
 }
@@ -123,6 +124,13 @@ impl TlsMode {
 pub struct DeliverySettings {
     pub mode: DeliveryMode,
     pub capture_dir: PathBuf,
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    pub max_lifetime_secs: u64,
+    pub lease_secs: u64,
+    pub connect_timeout_secs: u64,
+    pub command_timeout_secs: u64,
+    pub max_connections_per_relay: usize,
     pub smtp: SmtpSettings,
 }
 
@@ -146,6 +154,16 @@ pub struct WebhookSettings {
 #[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
     pub concurrency: usize,
+    pub loops: usize,
+    pub poll_interval_ms: u64,
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    pub writers: usize,
+    pub max_batch_rows: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -239,6 +257,38 @@ impl Settings {
         }
         if self.worker.concurrency == 0 {
             return fail("worker.concurrency", "must be at least 1");
+        }
+        if self.worker.loops == 0 {
+            return fail("worker.loops", "must be at least 1");
+        }
+        if self.worker.poll_interval_ms == 0 {
+            return fail("worker.poll_interval_ms", "must be at least 1");
+        }
+        if self.ingest.writers == 0 {
+            return fail("ingest.writers", "must be at least 1");
+        }
+        if !(1..=5000).contains(&self.ingest.max_batch_rows) {
+            return fail("ingest.max_batch_rows", "must be between 1 and 5000");
+        }
+        if self.delivery.retry_initial_ms == 0
+            || self.delivery.retry_max_ms < self.delivery.retry_initial_ms
+        {
+            return fail(
+                "delivery.retry_max_ms",
+                "must be at least delivery.retry_initial_ms (> 0)",
+            );
+        }
+        if self.delivery.lease_secs < 5 {
+            return fail("delivery.lease_secs", "must be at least 5");
+        }
+        if self.delivery.max_connections_per_relay == 0 {
+            return fail("delivery.max_connections_per_relay", "must be at least 1");
+        }
+        if self.delivery.mode == DeliveryMode::Smtp && self.delivery.smtp.host.trim().is_empty() {
+            return fail(
+                "delivery.smtp.host",
+                "must be set when delivery.mode = \"smtp\"",
+            );
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return fail(

@@ -3,9 +3,13 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use std::sync::Arc;
+use std::time::Duration;
+
 use postline::config::Settings;
+use postline::crypto::Vault;
 use postline::startup::{self, Application};
-use postline::{db, keys, telemetry};
+use postline::{db, keys, telemetry, worker};
 
 #[derive(Parser)]
 #[command(
@@ -28,8 +32,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Migrate, then serve the HTTP API.
+    /// Migrate, then run the HTTP API and the delivery worker.
     Serve,
+    /// Migrate, then run the HTTP API only.
+    Api,
+    /// Run the delivery worker only.
+    Worker,
     /// Apply pending database migrations and exit.
     Migrate,
     /// Manage admin keys.
@@ -83,7 +91,9 @@ fn main() {
         }
     };
     let result = match cli.command {
-        Command::Serve => runtime.block_on(serve(settings)),
+        Command::Serve => runtime.block_on(serve(settings, true)),
+        Command::Api => runtime.block_on(serve(settings, false)),
+        Command::Worker => runtime.block_on(worker_only(settings)),
         Command::Migrate => runtime.block_on(migrate(settings)),
         Command::AdminKey {
             command: AdminKeyCommand::Create { name, permissions },
@@ -101,16 +111,73 @@ fn main() {
     }
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<()> {
+async fn serve(settings: Settings, with_worker: bool) -> anyhow::Result<()> {
     let app = Application::build(settings)?;
-    match startup::migrate(&app.state().pool).await {
+    let state = app.state().clone();
+    match startup::migrate(&state.pool).await {
         Ok(applied) if !applied.is_empty() => tracing::info!(?applied, "migrations applied"),
         Ok(_) => {}
         // The API still starts; /readyz reports 503 until the database is back.
         Err(e) => tracing::error!(error = %format!("{e:#}"), "migrations not applied at start"),
     }
-    tracing::info!(port = app.port(), "postline listening");
-    app.run_until_stopped().await
+    let worker = with_worker.then(|| {
+        worker::spawn(
+            state.settings.clone(),
+            state.pool.clone(),
+            state.vault.clone(),
+        )
+    });
+    tracing::info!(
+        port = app.port(),
+        worker = with_worker,
+        "postline listening"
+    );
+    // actix handles SIGTERM/SIGINT: it stops accepting and drains requests.
+    let served = app.run_until_stopped().await;
+    if let Some(w) = worker {
+        w.stop(Duration::from_secs(
+            state.settings.worker.shutdown_timeout_secs,
+        ))
+        .await;
+    }
+    served
+}
+
+async fn worker_only(settings: Settings) -> anyhow::Result<()> {
+    let settings = Arc::new(settings);
+    let pool = db::build_pool(&settings.database);
+    let vault = Vault::new(&settings.master_key()?);
+    startup::migrate(&pool).await?;
+    let handle = worker::spawn(settings.clone(), pool, vault);
+    tracing::info!("postline worker running");
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight deliveries");
+    handle
+        .stop(Duration::from_secs(settings.worker.shutdown_timeout_secs))
+        .await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }
 
 async fn migrate(settings: Settings) -> anyhow::Result<()> {

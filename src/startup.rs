@@ -12,8 +12,10 @@ use crate::auth::AuthService;
 use crate::config::Settings;
 use crate::crypto::Vault;
 use crate::db::{self, PgPool};
+use crate::queue::ingest::Ingestor;
 use crate::state::AppState;
-use crate::{http, keys, tenants};
+use crate::tenants::cache::TenantCache;
+use crate::{emails, http, keys, tenants};
 
 pub struct Application {
     port: u16,
@@ -29,15 +31,21 @@ impl Application {
         let settings = Arc::new(settings);
         let pool = db::build_pool(&settings.database);
         let vault = Vault::new(&settings.master_key()?);
-        let auth = AuthService::new(
+        let ttl = Duration::from_secs(settings.auth.cache_ttl_secs);
+        let auth = AuthService::new(pool.clone(), ttl);
+        let tenants = TenantCache::new(pool.clone(), ttl);
+        let ingest = Ingestor::start(
             pool.clone(),
-            Duration::from_secs(settings.auth.cache_ttl_secs),
+            settings.ingest.writers,
+            settings.ingest.max_batch_rows,
         );
         let state = AppState {
             settings: settings.clone(),
             pool,
             vault,
             auth,
+            tenants,
+            ingest,
         };
         let listener = TcpListener::bind(&settings.server.bind).map_err(|e| {
             anyhow::anyhow!("server.bind: cannot bind {}: {e}", settings.server.bind)
@@ -107,6 +115,7 @@ fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server>
             .configure(http::configure)
             .configure(tenants::routes::configure)
             .configure(keys::routes::configure)
+            .configure(emails::routes::configure)
             .default_service(web::to(http::not_found))
     })
     .listen(listener)?

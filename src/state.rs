@@ -6,6 +6,8 @@ use crate::auth::AuthService;
 use crate::config::Settings;
 use crate::crypto::Vault;
 use crate::db::PgPool;
+use crate::queue::ingest::Ingestor;
+use crate::tenants::cache::TenantCache;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -13,4 +15,6 @@ pub struct AppState {
     pub pool: PgPool,
     pub vault: Vault,
     pub auth: AuthService,
+    pub tenants: TenantCache,
+    pub ingest: Ingestor,
 }

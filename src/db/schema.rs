@@ -41,3 +41,59 @@ diesel::table! {
 
 diesel::joinable!(api_keys -> tenants (tenant_id));
 diesel::allow_tables_to_appear_in_same_query!(tenants, api_keys);
+
+diesel::table! {
+    emails (tenant_id, id) {
+        tenant_id -> Uuid,
+        id -> Uuid,
+        status -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        locked_until -> Nullable<Timestamptz>,
+        expires_at -> Timestamptz,
+        last_error -> Nullable<Text>,
+        smtp_response -> Nullable<Text>,
+        message_id -> Text,
+        from_addr -> Text,
+        envelope_from -> Text,
+        to_addrs -> Array<Text>,
+        cc_addrs -> Array<Text>,
+        bcc_addrs -> Array<Text>,
+        reply_to -> Array<Text>,
+        subject -> Text,
+        text_body -> Nullable<Text>,
+        html_body -> Nullable<Text>,
+        headers -> Jsonb,
+        attachments -> Jsonb,
+        tags -> Jsonb,
+        created_at -> Timestamptz,
+        delivered_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    email_events (tenant_id, email_id, seq) {
+        tenant_id -> Uuid,
+        email_id -> Uuid,
+        seq -> Int8,
+        #[sql_name = "type"]
+        kind -> Text,
+        detail -> Jsonb,
+        at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (scope, key) {
+        scope -> Uuid,
+        key -> Text,
+        request_hash -> Bytea,
+        status_code -> Int4,
+        response -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(emails -> tenants (tenant_id));
+diesel::allow_tables_to_appear_in_same_query!(emails, tenants);
+diesel::allow_tables_to_appear_in_same_query!(emails, email_events);

@@ -134,8 +134,17 @@ pub struct Transports {
 }
 
 impl Transports {
+    /// Timeouts and the per-relay connection bound come from `delivery.*`.
     pub fn from_settings(settings: &Settings) -> Self {
-        Self::with_options(settings, SmtpOptions::default())
+        let d = &settings.delivery;
+        let options = SmtpOptions {
+            connect_timeout: Duration::from_secs(d.connect_timeout_secs.max(1)),
+            command_timeout: Duration::from_secs(d.command_timeout_secs.max(1)),
+            data_timeout: Duration::from_secs(d.command_timeout_secs.max(1)),
+            max_connections: d.max_connections_per_relay.max(1),
+            ..SmtpOptions::default()
+        };
+        Self::with_options(settings, options)
     }
 
     /// Like [`Transports::from_settings`] with explicit SMTP timeouts and

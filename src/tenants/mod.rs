@@ -1,5 +1,6 @@
 //! Tenants: the platform's customers (admin API).
 
+pub mod cache;
 pub mod input;
 pub mod model;
 pub mod routes;

@@ -135,3 +135,11 @@ pub fn list(conn: &mut PgConnection, page: PageRequest) -> QueryResult<Vec<Tenan
     }
     q.load(conn)
 }
+
+/// Several tenants by id in one query (the worker's relay lookup).
+pub fn find_many(conn: &mut PgConnection, ids: &[Uuid]) -> QueryResult<Vec<TenantRow>> {
+    tenants::table
+        .filter(tenants::id.eq_any(ids))
+        .select(TenantRow::as_select())
+        .load(conn)
+}

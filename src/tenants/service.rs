@@ -9,6 +9,7 @@ use super::input::{CreateTenant, UpdateTenant};
 use super::model::{self, TenantRef, TenantRow};
 use crate::db;
 use crate::db::pagination::{Page, PageRequest};
+use crate::emails::model as emails_db;
 use crate::error::{AppError, AppResult};
 use crate::keys::model as keys_db;
 use crate::state::AppState;
@@ -90,6 +91,7 @@ pub async fn update(state: &AppState, r: TenantRef, patch: UpdateTenant) -> AppR
         })
     })
     .await?;
+    state.tenants.invalidate_all();
     if status_changed {
         // Suspension must bite at once on this node (DESIGN §4).
         state.auth.invalidate_all();
@@ -108,11 +110,39 @@ pub async fn delete(state: &AppState, r: TenantRef) -> AppResult<()> {
             row.deleted_at = Some(Utc::now());
             row.save(conn)?;
             keys_db::revoke_all_of_tenant(conn, row.tenant_id())?;
+            emails_db::cancel_pending_of_tenant(conn, row.tenant_id())?;
             Ok::<_, AppError>(row.id)
         })
     })
     .await?;
     state.auth.invalidate_all();
+    state.tenants.invalidate_all();
     tracing::info!(tenant_id = %id, "tenant deleted");
+    Ok(())
+}
+
+/// Platform style with `tenants.auto_create`: an unknown external_id sent to
+/// by an admin becomes a tenant with default settings. Concurrent first sends
+/// race on the unique index; the loser simply finds the winner's row.
+pub async fn auto_create(state: &AppState, external_id: &str) -> AppResult<()> {
+    let input = CreateTenant {
+        name: external_id.to_string(),
+        external_id: Some(external_id.to_string()),
+        domain: None,
+        settings: None,
+        smtp: None,
+        rate_limit: None,
+    };
+    let mut row = blank_tenant();
+    UpdateTenant::from(input).apply(&mut row, &state.vault)?;
+    let created = db::run(&state.pool, move |conn| match row.insert(conn) {
+        Ok(_) => Ok(true),
+        Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => Ok(false),
+        Err(e) => Err(e.into()),
+    })
+    .await?;
+    if created {
+        tracing::info!(external_id, "tenant auto-created");
+    }
     Ok(())
 }

@@ -71,7 +71,21 @@ pub fn test_settings(db_url: &str) -> Settings {
     s
 }
 
+/// Delivery through the default relay on 127.0.0.1:`port`, retrying fast.
+pub fn smtp_settings(s: &mut Settings, port: u16) {
+    s.delivery.mode = postline::config::DeliveryMode::Smtp;
+    s.delivery.smtp.host = "127.0.0.1".into();
+    s.delivery.smtp.port = port;
+    s.delivery.smtp.tls = postline::config::TlsMode::None;
+    s.delivery.retry_initial_ms = 200;
+    s.delivery.retry_max_ms = 1000;
+    s.delivery.connect_timeout_secs = 2;
+    s.delivery.command_timeout_secs = 5;
+    s.worker.poll_interval_ms = 100;
+}
+
 pub struct TestApp {
+    pub worker: Option<postline::worker::WorkerHandle>,
     pub address: String,
     pub port: u16,
     pub client: reqwest::Client,
@@ -97,6 +111,7 @@ impl Resp {
 }
 
 impl TestApp {
+    /// The API alone (no delivery worker) on a fresh database.
     pub async fn spawn() -> TestApp {
         Self::spawn_with(|_| {}).await
     }
@@ -106,6 +121,27 @@ impl TestApp {
         let mut settings = test_settings(&db_url);
         tweak(&mut settings);
         Self::spawn_on(settings).await
+    }
+
+    /// API and delivery worker (like `postline serve`), relaying to `smtp_port`.
+    pub async fn spawn_serving(smtp_port: u16, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        let mut app = Self::spawn_with(|s| {
+            smtp_settings(s, smtp_port);
+            tweak(s);
+        })
+        .await;
+        app.start_worker();
+        app
+    }
+
+    /// Starts a delivery worker with this app's settings.
+    pub fn start_worker(&mut self) {
+        let s = self.state.settings.clone();
+        self.worker = Some(postline::worker::spawn(
+            s,
+            self.state.pool.clone(),
+            self.state.vault.clone(),
+        ));
     }
 
     /// Another instance of the app on the same database (multi-node tests).
@@ -124,6 +160,7 @@ impl TestApp {
                 .await
                 .expect("admin key");
         TestApp {
+            worker: None,
             address: format!("http://127.0.0.1:{port}"),
             port,
             client: reqwest::Client::new(),

@@ -1,0 +1,382 @@
+//! The send body and its validation (API.md "Sending"). Everything a message
+//! will carry into a header is parsed here, at the edge: a value with CR, LF or
+//! NUL never reaches the queue.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use lettre::message::header::ContentType;
+use lettre::message::Mailbox;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::has_line_break_or_nul;
+use crate::error::{AppError, AppResult, FieldError};
+
+pub const MAX_RECIPIENTS: usize = 50;
+pub const MAX_BATCH: usize = 100;
+const MAX_HEADERS: usize = 50;
+const MAX_TAGS: usize = 20;
+const MAX_SUBJECT: usize = 998;
+
+/// `"a@x.com"` or `["a@x.com", ...]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentInput {
+    pub filename: String,
+    pub content: String,
+    pub content_type: Option<String>,
+}
+
+/// One message as posted to `POST /v1/emails` (or inside a batch).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    /// Platform style: an admin key names the tenant (id or external_id).
+    pub tenant_id: Option<String>,
+    pub from: String,
+    pub to: Option<OneOrMany>,
+    pub cc: Option<OneOrMany>,
+    pub bcc: Option<OneOrMany>,
+    pub reply_to: Option<OneOrMany>,
+    pub subject: Option<String>,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub attachments: Option<Vec<AttachmentInput>>,
+    pub tags: Option<BTreeMap<String, String>>,
+    pub template: Option<String>,
+    pub variables: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub emails: Vec<SendRequest>,
+}
+
+/// What the tenant contributes to a message: its domain rule and defaults.
+#[derive(Clone, Debug)]
+pub struct SenderProfile {
+    pub domain: Option<String>,
+    pub from_name: Option<String>,
+    pub reply_to: Option<String>,
+}
+
+/// A message that passed every rule, ready to be queued.
+#[derive(Clone, Debug)]
+pub struct ValidEmail {
+    pub from: String,
+    pub envelope_from: String,
+    pub from_domain: String,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub bcc: Vec<String>,
+    pub reply_to: Vec<String>,
+    pub subject: String,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    pub attachments: Vec<AttachmentInput>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Headers Postline writes itself; a custom header may not replace them.
+const RESERVED_HEADERS: &[&str] = &[
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "reply-to",
+    "subject",
+    "date",
+    "message-id",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "content-disposition",
+    "return-path",
+    "received",
+    "sender",
+    "dkim-signature",
+];
+
+struct Checker {
+    prefix: String,
+    errors: Vec<FieldError>,
+}
+
+impl Checker {
+    fn err(&mut self, field: impl AsRef<str>, message: impl Into<String>) {
+        let field = field.as_ref();
+        self.errors.push(FieldError::new(
+            format!("{}{}", self.prefix, field),
+            message,
+        ));
+    }
+
+    fn header_text(&mut self, field: &str, value: &str, max: usize) -> bool {
+        if has_line_break_or_nul(value) {
+            self.err(field, "must not contain CR, LF or NUL");
+            false
+        } else if value.chars().count() > max {
+            self.err(field, format!("must be at most {max} characters"));
+            false
+        } else {
+            true
+        }
+    }
+
+    fn mailbox(&mut self, field: &str, raw: &str) -> Option<Mailbox> {
+        if !self.header_text(field, raw, 998) {
+            return None;
+        }
+        match raw.trim().parse::<Mailbox>() {
+            Ok(m) if m.name.as_deref().is_none_or(|n| !has_line_break_or_nul(n)) => Some(m),
+            _ => {
+                self.err(field, "is not a valid e-mail address");
+                None
+            }
+        }
+    }
+
+    fn mailboxes(&mut self, field: &str, list: Option<OneOrMany>) -> Vec<String> {
+        let list = list.map(OneOrMany::into_vec).unwrap_or_default();
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, raw)| {
+                self.mailbox(&format!("{field}[{i}]"), raw)
+                    .map(|m| m.to_string())
+            })
+            .collect()
+    }
+}
+
+/// True when `domain` is `base` or one of its subdomains.
+pub fn domain_allowed(domain: &str, base: &str) -> bool {
+    let domain = domain.to_ascii_lowercase();
+    domain == base || domain.ends_with(&format!(".{base}"))
+}
+
+fn valid_header_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 76 && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+}
+
+impl SendRequest {
+    /// Validates against the tenant's profile. `prefix` names the position in
+    /// a batch (`emails[3].`) so a 422 points at the failing message.
+    pub fn validate(
+        self,
+        profile: &SenderProfile,
+        prefix: &str,
+        max_attachment_bytes: usize,
+    ) -> AppResult<ValidEmail> {
+        let mut c = Checker {
+            prefix: prefix.to_string(),
+            errors: Vec::new(),
+        };
+        if self.template.is_some() || self.variables.is_some() {
+            c.err("template", "templates are not available on this server yet");
+        }
+        let from = c.mailbox("from", &self.from);
+        let to = c.mailboxes("to", self.to);
+        let cc = c.mailboxes("cc", self.cc);
+        let bcc = c.mailboxes("bcc", self.bcc);
+        let mut reply_to = c.mailboxes("reply_to", self.reply_to);
+        let total = to.len() + cc.len() + bcc.len();
+        if c.errors.is_empty() && total == 0 {
+            c.err("to", "at least one recipient is required in to, cc or bcc");
+        }
+        if total > MAX_RECIPIENTS {
+            c.err(
+                "to",
+                format!("at most {MAX_RECIPIENTS} recipients in to, cc and bcc together"),
+            );
+        }
+        let subject = match self.subject {
+            Some(s) if c.header_text("subject", &s, MAX_SUBJECT) => {
+                if s.trim().is_empty() {
+                    c.err("subject", "must not be empty");
+                }
+                s
+            }
+            Some(_) => String::new(),
+            None => {
+                c.err("subject", "is required");
+                String::new()
+            }
+        };
+        let text = self.text.filter(|t| !t.is_empty());
+        let html = self.html.filter(|h| !h.is_empty());
+        if text.is_none() && html.is_none() {
+            c.err("text", "one of text or html is required");
+        }
+        for body in [&text, &html].into_iter().flatten() {
+            if body.contains('\0') {
+                c.err("text", "bodies must not contain NUL");
+            }
+        }
+        let headers = self.headers.unwrap_or_default();
+        if headers.len() > MAX_HEADERS {
+            c.err("headers", format!("at most {MAX_HEADERS} custom headers"));
+        }
+        for (name, value) in &headers {
+            let field = format!("headers.{name}");
+            if !valid_header_name(name) {
+                c.err(&field, "is not a valid header name");
+            } else if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                c.err(&field, "is set by Postline and cannot be overridden");
+            }
+            c.header_text(&field, value, 998);
+        }
+        let attachments = self.attachments.unwrap_or_default();
+        let mut total_bytes = 0usize;
+        for (i, a) in attachments.iter().enumerate() {
+            let f = format!("attachments[{i}]");
+            if a.filename.trim().is_empty() || a.filename.contains(['/', '\\']) {
+                c.err(format!("{f}.filename"), "must be a plain file name");
+            }
+            c.header_text(&format!("{f}.filename"), &a.filename, 255);
+            match base64::engine::general_purpose::STANDARD.decode(a.content.as_bytes()) {
+                Ok(bytes) => total_bytes += bytes.len(),
+                Err(_) => c.err(format!("{f}.content"), "must be valid base64"),
+            }
+            if let Some(ct) = &a.content_type {
+                if has_line_break_or_nul(ct) || ContentType::parse(ct).is_err() {
+                    c.err(format!("{f}.content_type"), "is not a valid MIME type");
+                }
+            }
+        }
+        if total_bytes > max_attachment_bytes {
+            c.err(
+                "attachments",
+                format!("attachments exceed {max_attachment_bytes} bytes in total"),
+            );
+        }
+        let tags = self.tags.unwrap_or_default();
+        if tags.len() > MAX_TAGS {
+            c.err("tags", format!("at most {MAX_TAGS} tags"));
+        }
+        for (k, v) in &tags {
+            let ok_key = (1..=64).contains(&k.len())
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            if !ok_key {
+                c.err(
+                    format!("tags.{k}"),
+                    "tag names are 1-64 characters of a-z, 0-9, '_', '-', '.'",
+                );
+            }
+            c.header_text(&format!("tags.{k}"), v, 256);
+        }
+
+        let Some(mut from) = from else {
+            return Err(fail(c.errors));
+        };
+        let from_domain = from.email.domain().to_ascii_lowercase();
+        if let Some(base) = &profile.domain {
+            if !domain_allowed(&from_domain, base) {
+                let detail = format!(
+                    "The from address must use the domain {base} or one of its subdomains."
+                );
+                return Err(AppError::Validation {
+                    code: "from_domain_not_allowed",
+                    detail,
+                    errors: vec![FieldError::new(
+                        format!("{prefix}from"),
+                        "domain not allowed for this tenant",
+                    )],
+                });
+            }
+        }
+        if !c.errors.is_empty() {
+            return Err(fail(c.errors));
+        }
+        if from.name.is_none() {
+            from.name = profile.from_name.clone();
+        }
+        if reply_to.is_empty() {
+            reply_to.extend(profile.reply_to.clone());
+        }
+        Ok(ValidEmail {
+            envelope_from: from.email.to_string(),
+            from: from.to_string(),
+            from_domain,
+            to,
+            cc,
+            bcc,
+            reply_to,
+            subject,
+            text,
+            html,
+            headers,
+            attachments,
+            tags,
+        })
+    }
+}
+
+fn fail(errors: Vec<FieldError>) -> AppError {
+    AppError::invalid_fields(errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile() -> SenderProfile {
+        SenderProfile {
+            domain: Some("acme.com".into()),
+            from_name: Some("Acme".into()),
+            reply_to: Some("support@acme.com".into()),
+        }
+    }
+
+    fn req(v: serde_json::Value) -> SendRequest {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn defaults_and_domain_rule() {
+        let ok = req(serde_json::json!({"from": "noreply@mail.acme.com", "to": "a@x.com", "subject": "Hi", "text": "t"}))
+            .validate(&profile(), "", 1 << 20)
+            .unwrap();
+        assert_eq!(ok.from, "Acme <noreply@mail.acme.com>");
+        assert_eq!(ok.reply_to, vec!["support@acme.com".to_string()]);
+        let bad = req(serde_json::json!({"from": "x@evilacme.com", "to": "a@x.com", "subject": "Hi", "text": "t"}))
+            .validate(&profile(), "", 1 << 20);
+        assert!(matches!(
+            bad,
+            Err(AppError::Validation {
+                code: "from_domain_not_allowed",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn header_injection_is_refused() {
+        for v in [
+            serde_json::json!({"from": "a@acme.com\r\nBcc: x@y.z", "to": "a@x.com", "subject": "s", "text": "t"}),
+            serde_json::json!({"from": "a@acme.com", "to": "a@x.com", "subject": "s\nBcc: x@y.z", "text": "t"}),
+            serde_json::json!({"from": "a@acme.com", "to": "a@x.com", "subject": "s", "text": "t", "headers": {"X-A": "v\r\nBcc: x"}}),
+        ] {
+            assert!(req(v).validate(&profile(), "", 1 << 20).is_err());
+        }
+    }
+}

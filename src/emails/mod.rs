@@ -1,0 +1,9 @@
+//! Sending: the send API, message reads, and how a queued row becomes MIME.
+
+pub mod idempotency;
+pub mod input;
+pub mod mime;
+pub mod model;
+pub mod routes;
+pub mod service;
+pub mod view;

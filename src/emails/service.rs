@@ -1,0 +1,409 @@
+//! Sending and reading mail. A send resolves the tenant (from the key, the
+//! path, or the body for platform-style admin calls), validates every message,
+//! then queues them durably: coalesced with concurrent sends, or in their own
+//! transaction when an Idempotency-Key must be honoured.
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use chrono::{Duration as ChronoDuration, Utc};
+use diesel::Connection;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::idempotency;
+use super::input::{BatchRequest, SendRequest, SenderProfile, MAX_BATCH};
+use super::model::{self, EmailSummaryRow, ListFilter, NewEmail};
+use super::view::{Accepted, EmailDetail, EmailSummary};
+use crate::auth::Principal;
+use crate::db;
+use crate::db::pagination::{Page, PageQuery};
+use crate::domain::{Permission, TenantId};
+use crate::error::{AppError, AppResult};
+use crate::state::AppState;
+use crate::tenants::model::{TenantRef, TenantRow};
+
+/// A response to replay: status code and JSON body.
+pub type Reply = (StatusCode, serde_json::Value);
+
+const STATUSES: &[&str] = &[
+    "queued",
+    "sending",
+    "deferred",
+    "delivered",
+    "bounced",
+    "failed",
+    "canceled",
+];
+
+/// Which tenant a send or read is for, before lookup.
+fn target(
+    who: &Principal,
+    path: Option<&str>,
+    body: Option<&str>,
+    field: &str,
+) -> AppResult<TenantRef> {
+    match (who.tenant(), path, body) {
+        (Some(_), _, Some(_)) => Err(AppError::invalid(field, "is not allowed with a tenant key")),
+        (Some(own), _, None) => Ok(TenantRef::Id(own.0)),
+        (None, Some(_), Some(_)) => Err(AppError::invalid(
+            field,
+            "must not be given when the path names the tenant",
+        )),
+        (None, Some(p), None) => Ok(TenantRef::parse(p)),
+        (None, None, Some(b)) => Ok(TenantRef::parse(b)),
+        (None, None, None) => Err(AppError::invalid(field, "is required with an admin key")),
+    }
+}
+
+/// Looks the tenant up (creating it for platform-style sends when
+/// `tenants.auto_create` allows) and refuses suspended tenants.
+async fn sending_tenant(
+    state: &AppState,
+    who: &Principal,
+    r: TenantRef,
+) -> AppResult<Arc<TenantRow>> {
+    let found = state.tenants.get(&r).await;
+    let row = match (found, &r) {
+        (Err(AppError::NotFound), TenantRef::External(ext))
+            if who.is_admin() && state.settings.tenants.auto_create =>
+        {
+            crate::tenants::service::auto_create(state, ext).await?;
+            state.tenants.get(&r).await?
+        }
+        (other, _) => other?,
+    };
+    if row.status == "suspended" {
+        return Err(AppError::forbidden(
+            "tenant_suspended",
+            "This tenant is suspended.",
+        ));
+    }
+    Ok(row)
+}
+
+fn profile(t: &TenantRow) -> SenderProfile {
+    let text = |k: &str| {
+        t.settings
+            .get(k)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    SenderProfile {
+        domain: t.domain.clone(),
+        from_name: text("from_name"),
+        reply_to: text("reply_to"),
+    }
+}
+
+fn to_row(
+    state: &AppState,
+    tenant: &TenantRow,
+    v: super::input::ValidEmail,
+) -> AppResult<NewEmail> {
+    let id = Uuid::new_v4();
+    let now = Utc::now();
+    let lifetime = ChronoDuration::seconds(
+        i64::try_from(state.settings.delivery.max_lifetime_secs).unwrap_or(i64::MAX / 2),
+    );
+    let domain = tenant.domain.clone().unwrap_or(v.from_domain);
+    let json = |r: Result<serde_json::Value, serde_json::Error>| {
+        r.map_err(|e| AppError::internal("serialising message", e))
+    };
+    Ok(NewEmail {
+        tenant_id: tenant.id,
+        id,
+        expires_at: now + lifetime,
+        message_id: format!("<{}@{}>", id.simple(), domain),
+        from_addr: v.from,
+        envelope_from: v.envelope_from,
+        to_addrs: v.to,
+        cc_addrs: v.cc,
+        bcc_addrs: v.bcc,
+        reply_to: v.reply_to,
+        subject: v.subject,
+        text_body: v.text,
+        html_body: v.html,
+        headers: json(serde_json::to_value(v.headers))?,
+        attachments: json(serde_json::to_value(v.attachments))?,
+        tags: json(serde_json::to_value(v.tags))?,
+        created_at: now,
+    })
+}
+
+/// Names the failing message of a batch in the detail (field names already
+/// carry the `emails[i].` prefix).
+fn at_index(e: AppError, i: usize) -> AppError {
+    match e {
+        AppError::Validation {
+            code,
+            detail,
+            errors,
+        } => AppError::Validation {
+            code,
+            detail: format!("emails[{i}]: {detail}"),
+            errors,
+        },
+        other => other,
+    }
+}
+
+async fn prepare(
+    state: &AppState,
+    who: &Principal,
+    path: Option<&str>,
+    req: SendRequest,
+    prefix: &str,
+) -> AppResult<NewEmail> {
+    let field = format!("{prefix}tenant_id");
+    let tenant = sending_tenant(
+        state,
+        who,
+        target(who, path, req.tenant_id.as_deref(), &field)?,
+    )
+    .await?;
+    let max_attach = state.settings.limits.max_request_bytes;
+    let valid = req.validate(&profile(&tenant), prefix, max_attach)?;
+    to_row(state, &tenant, valid)
+}
+
+fn check_idempotency_key(key: &str) -> AppResult<()> {
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    {
+        return Err(AppError::invalid(
+            "Idempotency-Key",
+            "must be 1-255 printable ASCII characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Queues `rows` and returns `reply`; with an idempotency key the first reply
+/// of that key is replayed instead, and a different body is a 409.
+async fn enqueue(
+    state: &AppState,
+    rows: Vec<NewEmail>,
+    reply: Reply,
+    idem: Option<(Uuid, String, Vec<u8>)>,
+) -> AppResult<Reply> {
+    let Some((scope, key, hash)) = idem else {
+        state.ingest.submit(rows, None).await?;
+        return Ok(reply);
+    };
+    let (status, body) = reply;
+    db::run(&state.pool, move |conn| {
+        conn.transaction(|conn| {
+            if idempotency::claim(conn, scope, &key, &hash, i32::from(status.as_u16()), &body)? {
+                model::insert_with_events(conn, &rows)?;
+                diesel::RunQueryDsl::execute(
+                    diesel::sql_query(format!("NOTIFY {}", crate::queue::CHANNEL)),
+                    conn,
+                )?;
+                return Ok((status, body));
+            }
+            let stored = idempotency::find(conn, scope, &key)?
+                .ok_or_else(|| AppError::internal("idempotency", "entry vanished"))?;
+            if stored.request_hash != hash {
+                return Err(AppError::Conflict {
+                    code: "idempotency_key_reused",
+                    detail: "This Idempotency-Key was used with a different request body.".into(),
+                });
+            }
+            let code = u16::try_from(stored.status_code)
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .unwrap_or(StatusCode::ACCEPTED);
+            Ok((code, stored.response))
+        })
+    })
+    .await
+}
+
+fn request_hash(kind: &str, body: &[u8]) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(kind.as_bytes());
+    h.update([0]);
+    h.update(body);
+    h.finalize().to_vec()
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> AppResult<T> {
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            AppError::Validation {
+                code: "validation_failed",
+                detail: e.to_string(),
+                errors: Vec::new(),
+            }
+        } else {
+            AppError::MalformedJson(format!("The body is not valid JSON: {e}"))
+        }
+    })
+}
+
+/// `POST /v1/emails` and `POST /v1/tenants/{id}/emails`.
+pub async fn send_one(
+    state: &AppState,
+    who: &Principal,
+    path: Option<&str>,
+    body: &[u8],
+    idem_key: Option<String>,
+) -> AppResult<Reply> {
+    who.require(Permission::Send)?;
+    let req: SendRequest = parse(body)?;
+    let row = prepare(state, who, path, req, "").await?;
+    let reply = (
+        StatusCode::ACCEPTED,
+        serde_json::to_value(Accepted {
+            id: row.id,
+            status: "queued",
+        })
+        .unwrap_or_default(),
+    );
+    let idem = match idem_key {
+        Some(k) => {
+            check_idempotency_key(&k)?;
+            Some((row.tenant_id, k, request_hash("single", body)))
+        }
+        None => None,
+    };
+    enqueue(state, vec![row], reply, idem).await
+}
+
+/// `POST /v1/emails/batch`: every message is validated before any is queued.
+pub async fn send_batch(
+    state: &AppState,
+    who: &Principal,
+    body: &[u8],
+    idem_key: Option<String>,
+) -> AppResult<Reply> {
+    who.require(Permission::Send)?;
+    let batch: BatchRequest = parse(body)?;
+    if batch.emails.is_empty() || batch.emails.len() > MAX_BATCH {
+        return Err(AppError::invalid(
+            "emails",
+            format!("must hold 1 to {MAX_BATCH} messages"),
+        ));
+    }
+    let mut rows = Vec::with_capacity(batch.emails.len());
+    for (i, req) in batch.emails.into_iter().enumerate() {
+        rows.push(
+            prepare(state, who, None, req, &format!("emails[{i}]."))
+                .await
+                .map_err(|e| at_index(e, i))?,
+        );
+    }
+    let data: Vec<Accepted> = rows
+        .iter()
+        .map(|r| Accepted {
+            id: r.id,
+            status: "queued",
+        })
+        .collect();
+    let reply = (StatusCode::ACCEPTED, serde_json::json!({ "data": data }));
+    let idem = match idem_key {
+        Some(k) => {
+            check_idempotency_key(&k)?;
+            let first = rows[0].tenant_id;
+            // One tenant: scope by tenant; a platform batch across tenants: by the admin key.
+            let scope = if rows.iter().all(|r| r.tenant_id == first) {
+                first
+            } else {
+                who.0.api_key_id
+            };
+            Some((scope, k, request_hash("batch", body)))
+        }
+        None => None,
+    };
+    enqueue(state, rows, reply, idem).await
+}
+
+/// The tenant whose mail is read: a tenant key's own, the path's, or the
+/// admin's `?tenant_id=` (None = every tenant, admins only).
+async fn reading_tenant(
+    state: &AppState,
+    who: &Principal,
+    path: Option<&str>,
+    query: Option<&str>,
+) -> AppResult<Option<TenantId>> {
+    who.require(Permission::EmailsRead)?;
+    if who.tenant().is_none() && path.is_none() && query.is_none() {
+        return Ok(None);
+    }
+    let r = target(who, path, query, "tenant_id")?;
+    if let Some(own) = who.tenant() {
+        return Ok(Some(own));
+    }
+    let row = state.tenants.get(&r).await?;
+    Ok(Some(TenantId(row.id)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+    pub status: Option<String>,
+    pub tag: Option<String>,
+    pub tenant_id: Option<String>,
+}
+
+pub async fn list(
+    state: &AppState,
+    who: &Principal,
+    path: Option<&str>,
+    q: ListQuery,
+) -> AppResult<Page<EmailSummary>> {
+    let tenant = reading_tenant(state, who, path, q.tenant_id.as_deref()).await?;
+    let page = PageQuery {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .validate()?;
+    if let Some(s) = &q.status {
+        if !STATUSES.contains(&s.as_str()) {
+            return Err(AppError::invalid(
+                "status",
+                format!("must be one of {}", STATUSES.join(", ")),
+            ));
+        }
+    }
+    let tag = q.tag.map(|t| match t.split_once(':') {
+        Some((k, v)) => (k.to_string(), Some(v.to_string())),
+        None => (t, None),
+    });
+    let filter = ListFilter {
+        tenant,
+        status: q.status,
+        tag,
+    };
+    let rows = db::run(&state.pool, move |conn| {
+        Ok(model::list(conn, &filter, page)?)
+    })
+    .await?;
+    Ok(Page::from_rows(
+        rows,
+        page,
+        EmailSummaryRow::position,
+        EmailSummary::from,
+    ))
+}
+
+pub async fn get(
+    state: &AppState,
+    who: &Principal,
+    path: Option<&str>,
+    query: Option<&str>,
+    id: &str,
+) -> AppResult<EmailDetail> {
+    let tenant = reading_tenant(state, who, path, query)
+        .await?
+        .ok_or_else(|| AppError::invalid("tenant_id", "is required with an admin key"))?;
+    let id = Uuid::parse_str(id).map_err(|_| AppError::NotFound)?;
+    db::run(&state.pool, move |conn| {
+        let row = model::find(conn, tenant, id)?.ok_or(AppError::NotFound)?;
+        let events = model::events(conn, tenant, id)?;
+        Ok(EmailDetail::new(row, events))
+    })
+    .await
+}

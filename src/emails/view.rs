@@ -1,0 +1,105 @@
+//! Messages as the API shows them. Bcc recipients and bodies are not listed.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::model::{EmailRow, EmailSummaryRow, EventRow};
+
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub id: Uuid,
+    pub status: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EmailSummary {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub status: String,
+    pub from: String,
+    pub to: Vec<String>,
+    pub subject: String,
+    pub tags: serde_json::Value,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+impl From<EmailSummaryRow> for EmailSummary {
+    fn from(r: EmailSummaryRow) -> Self {
+        EmailSummary {
+            id: r.id,
+            tenant_id: r.tenant_id,
+            status: r.status,
+            from: r.from_addr,
+            to: r.to_addrs,
+            subject: r.subject,
+            tags: r.tags,
+            attempts: r.attempts,
+            created_at: r.created_at,
+            delivered_at: r.delivered_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct EventView {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub at: DateTime<Utc>,
+    pub detail: serde_json::Value,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EmailDetail {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub status: String,
+    pub from: String,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub reply_to: Vec<String>,
+    pub subject: String,
+    pub tags: serde_json::Value,
+    pub attempts: i32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub smtp_response: Option<String>,
+    pub message_id: String,
+    pub created_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub events: Vec<EventView>,
+}
+
+impl EmailDetail {
+    pub fn new(r: EmailRow, events: Vec<EventRow>) -> Self {
+        let pending = matches!(r.status.as_str(), "queued" | "deferred");
+        EmailDetail {
+            id: r.id,
+            tenant_id: r.tenant_id,
+            next_attempt_at: pending.then_some(r.next_attempt_at),
+            status: r.status,
+            from: r.from_addr,
+            to: r.to_addrs,
+            cc: r.cc_addrs,
+            reply_to: r.reply_to,
+            subject: r.subject,
+            tags: r.tags,
+            attempts: r.attempts,
+            last_error: r.last_error,
+            smtp_response: r.smtp_response,
+            message_id: r.message_id,
+            created_at: r.created_at,
+            delivered_at: r.delivered_at,
+            events: events
+                .into_iter()
+                .map(|e| EventView {
+                    kind: e.kind,
+                    at: e.at,
+                    detail: e.detail,
+                })
+                .collect(),
+        }
+    }
+}

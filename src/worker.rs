@@ -1,0 +1,376 @@
+//! The delivery worker (DESIGN §5): claim loops that lease due messages, send
+//! them through the tenant's transport, and record every outcome; a LISTEN
+//! task that wakes idle loops the moment mail is committed; a maintenance
+//! task that reclaims expired leases. On shutdown the loops stop claiming,
+//! finish the sends in flight, and hand back what they had not started.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures_util::stream::{self, StreamExt};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::config::{Secret, Settings, TlsMode};
+use crate::crypto::Vault;
+use crate::db::{self, PgPool};
+use crate::delivery::{self, OutgoingMessage, RelayConfig, Transports};
+use crate::domain::TenantId;
+use crate::emails::mime;
+use crate::emails::model::EmailRow;
+use crate::queue::claim::{self, Outcome, Resolution};
+use crate::queue::retry::RetryPolicy;
+use crate::tenants::input::smtp_password_context;
+use crate::tenants::model::{self as tenants_db, TenantRow};
+
+/// A running worker; [`WorkerHandle::stop`] shuts it down gracefully.
+pub struct WorkerHandle {
+    shutdown: watch::Sender<bool>,
+    loops: Vec<JoinHandle<()>>,
+    helpers: Vec<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// Stops claiming, waits up to `timeout` for in-flight sends and their
+    /// outcomes, then returns.
+    pub async fn stop(self, timeout: Duration) {
+        let _ = self.shutdown.send(true);
+        let all = futures_util::future::join_all(self.loops);
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            tracing::warn!("worker did not stop within the shutdown timeout; leases will expire and be reclaimed");
+        }
+        for h in self.helpers {
+            h.abort();
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Ctx {
+    pool: PgPool,
+    vault: Vault,
+    transports: Arc<Transports>,
+    settings: Arc<Settings>,
+    retry: RetryPolicy,
+}
+
+/// Starts the worker role: `worker.loops` claim loops plus the LISTEN and
+/// maintenance tasks.
+pub fn spawn(settings: Arc<Settings>, pool: PgPool, vault: Vault) -> WorkerHandle {
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (wake_tx, wake_rx) = watch::channel(0u64);
+    let ctx = Ctx {
+        retry: RetryPolicy {
+            initial: Duration::from_millis(settings.delivery.retry_initial_ms),
+            max: Duration::from_millis(settings.delivery.retry_max_ms),
+        },
+        transports: Arc::new(Transports::from_settings(&settings)),
+        pool,
+        vault,
+        settings,
+    };
+    let helpers = vec![
+        tokio::spawn(listen(ctx.settings.database.url.clone(), wake_tx)),
+        tokio::spawn(maintenance(ctx.pool.clone())),
+    ];
+    let loops = (0..ctx.settings.worker.loops)
+        .map(|_| {
+            tokio::spawn(claim_loop(
+                ctx.clone(),
+                wake_rx.clone(),
+                shutdown_rx.clone(),
+            ))
+        })
+        .collect();
+    WorkerHandle {
+        shutdown: shutdown_tx,
+        loops,
+        helpers,
+    }
+}
+
+async fn claim_loop(ctx: Ctx, mut wake: watch::Receiver<u64>, mut shutdown: watch::Receiver<bool>) {
+    let idle = Duration::from_millis(ctx.settings.worker.poll_interval_ms);
+    let limit = i64::try_from(ctx.settings.worker.concurrency).unwrap_or(32);
+    let lease = ctx.settings.delivery.lease_secs as f64;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        // Mark the current wake-up as seen before claiming, so a NOTIFY that
+        // lands during the claim is not lost.
+        wake.borrow_and_update();
+        let claimed = db::run(&ctx.pool, move |conn| Ok(claim::claim(conn, limit, lease)?)).await;
+        let pause = match claimed {
+            Ok(rows) if !rows.is_empty() => {
+                process(&ctx, rows, &shutdown).await;
+                continue;
+            }
+            Ok(_) => idle,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming mail failed; retrying");
+                idle.max(Duration::from_secs(1))
+            }
+        };
+        tokio::select! {
+            _ = wake.changed() => {}
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Sends one claimed batch concurrently and records every outcome.
+async fn process(ctx: &Ctx, rows: Vec<EmailRow>, shutdown: &watch::Receiver<bool>) {
+    let relays = tenant_relays(ctx, &rows).await;
+    let built = tokio::task::spawn_blocking(move || {
+        rows.into_iter()
+            .map(|row| {
+                let raw = mime::build(&row);
+                (row, raw)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    let concurrency = ctx.settings.worker.concurrency.max(1);
+    let outcomes: Vec<Outcome> = stream::iter(built)
+        .map(|(row, raw)| {
+            let relay = relays.get(&row.tenant_id).cloned();
+            let stopping = *shutdown.borrow();
+            async move { attempt(ctx, row, raw, relay, stopping).await }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    record_with_retry(ctx, outcomes).await;
+}
+
+async fn attempt(
+    ctx: &Ctx,
+    row: EmailRow,
+    raw: anyhow::Result<Vec<u8>>,
+    relay: Option<Result<Option<RelayConfig>, String>>,
+    stopping: bool,
+) -> Outcome {
+    let outcome = |resolution| Outcome {
+        tenant_id: row.tenant_id,
+        email_id: row.id,
+        attempt: row.attempts,
+        resolution,
+    };
+    if stopping {
+        return outcome(Resolution::Released);
+    }
+    let raw = match raw {
+        Ok(raw) => raw,
+        Err(e) => {
+            tracing::error!(email_id = %row.id, error = %e, "message cannot be built");
+            return outcome(Resolution::Failed {
+                reason: format!("message cannot be built: {e}"),
+            });
+        }
+    };
+    let relay = match relay.unwrap_or(Ok(None)) {
+        Ok(r) => r,
+        Err(why) => return outcome(deferral(ctx, &row, why)),
+    };
+    let transport = ctx.transports.for_tenant(relay);
+    let recipients = row
+        .to_addrs
+        .iter()
+        .chain(&row.cc_addrs)
+        .chain(&row.bcc_addrs);
+    let msg = OutgoingMessage {
+        tenant_id: TenantId(row.tenant_id),
+        email_id: row.id,
+        envelope_from: row.envelope_from.clone(),
+        recipients: recipients.map(|r| address_of(r)).collect(),
+        raw,
+    };
+    let resolution = match transport.send(&msg).await {
+        delivery::Outcome::Delivered { response } => Resolution::Delivered { response },
+        delivery::Outcome::Bounced { response } => Resolution::Bounced { response },
+        delivery::Outcome::Deferred { response } => deferral(ctx, &row, response),
+    };
+    outcome(resolution)
+}
+
+/// The bare address of a stored mailbox (`Name <a@b>` → `a@b`).
+fn address_of(mailbox: &str) -> String {
+    mailbox
+        .parse::<lettre::message::Mailbox>()
+        .map(|m| m.email.to_string())
+        .unwrap_or_else(|_| mailbox.to_string())
+}
+
+/// Deferred with backoff, or failed once the next try would pass the
+/// message's lifetime.
+fn deferral(ctx: &Ctx, row: &EmailRow, response: String) -> Resolution {
+    let delay = ctx.retry.delay(row.attempts);
+    let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1));
+    if next > row.expires_at {
+        Resolution::Failed {
+            reason: format!("gave up after {} attempts: {response}", row.attempts),
+        }
+    } else {
+        Resolution::Deferred {
+            response,
+            next_attempt_at: next,
+        }
+    }
+}
+
+/// The SMTP override of each tenant in the batch (decrypted), `None` for the
+/// default transport; an undecryptable password defers that tenant's mail
+/// rather than silently using another relay.
+async fn tenant_relays(
+    ctx: &Ctx,
+    rows: &[EmailRow],
+) -> HashMap<Uuid, Result<Option<RelayConfig>, String>> {
+    let mut ids: Vec<Uuid> = rows.iter().map(|r| r.tenant_id).collect();
+    ids.sort();
+    ids.dedup();
+    let fetched = db::run(&ctx.pool, move |conn| {
+        Ok(tenants_db::find_many(conn, &ids)?)
+    })
+    .await;
+    let tenants = match fetched {
+        Ok(t) => t,
+        Err(e) => {
+            let why = format!("tenant settings unavailable: {e}");
+            return rows
+                .iter()
+                .map(|r| (r.tenant_id, Err(why.clone())))
+                .collect();
+        }
+    };
+    tenants
+        .into_iter()
+        .map(|t| (t.id, relay_of(&ctx.vault, &t)))
+        .collect()
+}
+
+fn relay_of(vault: &Vault, t: &TenantRow) -> Result<Option<RelayConfig>, String> {
+    let Some(host) = t.smtp_host.clone() else {
+        return Ok(None);
+    };
+    let password = match &t.smtp_password_enc {
+        None => None,
+        Some(sealed) => {
+            let plain = vault
+                .open(sealed, &smtp_password_context(t.id))
+                .map_err(|e| format!("tenant SMTP password cannot be decrypted: {e}"))?;
+            Some(Secret::new(String::from_utf8_lossy(&plain).into_owned()))
+        }
+    };
+    Ok(Some(RelayConfig {
+        host,
+        port: t
+            .smtp_port
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(587),
+        tls: t
+            .smtp_tls
+            .as_deref()
+            .and_then(TlsMode::parse)
+            .unwrap_or(TlsMode::Starttls),
+        username: t.smtp_username.clone(),
+        password,
+    }))
+}
+
+/// Outcomes must reach the database: a message already accepted by the relay
+/// is otherwise sent again after its lease expires. Retries for a while.
+async fn record_with_retry(ctx: &Ctx, outcomes: Vec<Outcome>) {
+    let outcomes = Arc::new(outcomes);
+    for attempt in 0..30u32 {
+        let batch = outcomes.clone();
+        match db::run(&ctx.pool, move |conn| Ok(claim::record(conn, &batch)?)).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "recording delivery outcomes failed; retrying");
+                tokio::time::sleep(
+                    Duration::from_millis(200 * u64::from(attempt + 1)).min(Duration::from_secs(5)),
+                )
+                .await;
+            }
+        }
+    }
+    tracing::error!(
+        count = outcomes.len(),
+        "delivery outcomes lost; the leases will expire and the messages be retried"
+    );
+}
+
+/// LISTENs on the queue channel with a dedicated async connection and bumps
+/// the wake counter on every NOTIFY; reconnects with backoff.
+async fn listen(url: Secret, wake: watch::Sender<u64>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match tokio_postgres::connect(url.expose(), tokio_postgres::NoTls).await {
+            Ok((client, mut connection)) => {
+                backoff = Duration::from_millis(200);
+                let notifications = stream::poll_fn(move |cx| connection.poll_message(cx));
+                let wake2 = wake.clone();
+                let driver = tokio::spawn(async move {
+                    let mut notifications = Box::pin(notifications);
+                    while let Some(msg) = notifications.next().await {
+                        match msg {
+                            Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                                wake2.send_modify(|n| *n = n.wrapping_add(1));
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "LISTEN connection lost");
+                                break;
+                            }
+                        }
+                    }
+                });
+                if let Err(e) = client
+                    .batch_execute(&format!("LISTEN {}", crate::queue::CHANNEL))
+                    .await
+                {
+                    tracing::warn!(error = %e, "LISTEN failed");
+                    driver.abort();
+                } else {
+                    // Wake everyone once: mail may have arrived while we were not listening.
+                    wake.send_modify(|n| *n = n.wrapping_add(1));
+                    let _ = driver.await;
+                }
+                drop(client);
+            }
+            Err(e) => tracing::debug!(error = %e, "LISTEN connect failed"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Reclaims expired leases every few seconds and purges old idempotency keys.
+async fn maintenance(pool: PgPool) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        n += 1;
+        let purge = n % 720 == 0;
+        let r = db::run(&pool, move |conn| {
+            let reclaimed = claim::reclaim_expired(conn)?;
+            if purge {
+                crate::emails::idempotency::purge_expired(conn)?;
+            }
+            Ok(reclaimed)
+        })
+        .await;
+        match r {
+            Ok(0) => {}
+            Ok(k) => tracing::info!(reclaimed = k, "expired leases reclaimed"),
+            Err(e) => tracing::debug!(error = %e, "maintenance skipped"),
+        }
+    }
+}
