@@ -84,6 +84,10 @@ pub struct AuthSettings {
 #[serde(deny_unknown_fields)]
 pub struct LimitSettings {
     pub max_request_bytes: usize,
+    pub default_requests_per_minute: u32,
+    pub admin_requests_per_minute: u32,
+    pub nodes: u32,
+    pub usage_flush_secs: u64,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -254,6 +258,12 @@ impl Settings {
         }
         if self.limits.max_request_bytes < 1024 {
             return fail("limits.max_request_bytes", "must be at least 1024");
+        }
+        if self.limits.nodes == 0 {
+            return fail("limits.nodes", "must be at least 1");
+        }
+        if self.limits.usage_flush_secs == 0 {
+            return fail("limits.usage_flush_secs", "must be at least 1");
         }
         if self.worker.concurrency == 0 {
             return fail("worker.concurrency", "must be at least 1");

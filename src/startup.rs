@@ -6,16 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::{middleware, web, App, HttpServer};
+use actix_web::{middleware, web, App, HttpMessage, HttpServer};
 
 use crate::auth::AuthService;
 use crate::config::Settings;
 use crate::crypto::Vault;
 use crate::db::{self, PgPool};
+use crate::limits::api::{ApiLimiter, RateState};
 use crate::queue::ingest::Ingestor;
 use crate::state::AppState;
 use crate::tenants::cache::TenantCache;
-use crate::{emails, http, keys, tenants};
+use crate::usage::counter::RequestCounter;
+use crate::{emails, http, keys, limits, tenants, usage};
 
 pub struct Application {
     port: u16,
@@ -41,20 +43,27 @@ impl Application {
         );
         let state = AppState {
             settings: settings.clone(),
-            pool,
+            pool: pool.clone(),
             vault,
             auth,
             tenants,
             ingest,
+            api_limiter: Arc::new(ApiLimiter::new(settings.limits.nodes)),
+            requests: RequestCounter::new(pool.clone()),
         };
         let listener = TcpListener::bind(&settings.server.bind).map_err(|e| {
             anyhow::anyhow!("server.bind: cannot bind {}: {e}", settings.server.bind)
         })?;
         let port = listener.local_addr()?.port();
         let server = http_server(state.clone(), listener)?;
-        let background = vec![state
-            .auth
-            .spawn_last_used_flusher(Duration::from_secs(settings.auth.last_used_flush_secs))];
+        let background = vec![
+            state
+                .auth
+                .spawn_last_used_flusher(Duration::from_secs(settings.auth.last_used_flush_secs)),
+            state
+                .requests
+                .spawn_flusher(Duration::from_secs(settings.limits.usage_flush_secs)),
+        ];
         Ok(Application {
             port,
             server,
@@ -81,6 +90,9 @@ impl Application {
         if let Err(e) = self.state.auth.flush_last_used().await {
             tracing::warn!(error = %e, "final flush of last_used_at failed");
         }
+        if let Err(e) = self.state.requests.flush().await {
+            tracing::warn!(error = %e, "final flush of api request counts failed");
+        }
         Ok(())
     }
 }
@@ -100,14 +112,23 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<Vec<String>> {
 fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server> {
     let workers = state.settings.server.workers;
     let max_body = state.settings.limits.max_request_bytes;
-    let auth = web::Data::new(state.auth.clone());
     let data = web::Data::new(state);
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(http::problem_for_bare_errors())
+            .wrap_fn(|req, srv| {
+                let fut = actix_web::dev::Service::call(srv, req);
+                async move {
+                    let mut res = fut.await?;
+                    let rate = res.request().extensions().get::<RateState>().copied();
+                    if let Some(rate) = rate {
+                        limits::api::set_headers(res.headers_mut(), &rate);
+                    }
+                    Ok(res)
+                }
+            })
             .wrap(middleware::Logger::new("%r %s %Dms").exclude("/healthz"))
             .app_data(data.clone())
-            .app_data(auth.clone())
             .app_data(http::json_config(max_body))
             .app_data(web::PayloadConfig::new(max_body))
             .app_data(http::query_config())
@@ -116,6 +137,7 @@ fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server>
             .configure(tenants::routes::configure)
             .configure(keys::routes::configure)
             .configure(emails::routes::configure)
+            .configure(usage::routes::configure)
             .default_service(web::to(http::not_found))
     })
     .listen(listener)?

@@ -6,8 +6,10 @@ use crate::auth::AuthService;
 use crate::config::Settings;
 use crate::crypto::Vault;
 use crate::db::PgPool;
+use crate::limits::api::ApiLimiter;
 use crate::queue::ingest::Ingestor;
 use crate::tenants::cache::TenantCache;
+use crate::usage::counter::RequestCounter;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -17,4 +19,6 @@ pub struct AppState {
     pub auth: AuthService,
     pub tenants: TenantCache,
     pub ingest: Ingestor,
+    pub api_limiter: Arc<ApiLimiter>,
+    pub requests: RequestCounter,
 }

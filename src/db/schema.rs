@@ -97,3 +97,16 @@ diesel::table! {
 diesel::joinable!(emails -> tenants (tenant_id));
 diesel::allow_tables_to_appear_in_same_query!(emails, tenants);
 diesel::allow_tables_to_appear_in_same_query!(emails, email_events);
+
+diesel::table! {
+    usage_daily (tenant_id, day) {
+        tenant_id -> Uuid,
+        day -> Date,
+        emails_sent -> Int8,
+        emails_delivered -> Int8,
+        emails_bounced -> Int8,
+        emails_failed -> Int8,
+        api_requests -> Int8,
+    }
+}
+diesel::allow_tables_to_appear_in_same_query!(tenants, usage_daily);

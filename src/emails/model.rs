@@ -103,11 +103,11 @@ pub struct EventRow {
 }
 
 /// Inserts messages and their `email.queued` events (multi-row statements).
-pub fn insert_with_events(conn: &mut PgConnection, rows: &[NewEmail]) -> QueryResult<()> {
+pub fn insert_with_events(conn: &mut PgConnection, rows: &[&NewEmail]) -> QueryResult<()> {
     // 65,535 bind parameters per statement: stay well below with chunks.
     for chunk in rows.chunks(1000) {
         diesel::insert_into(emails::table)
-            .values(chunk)
+            .values(chunk.to_vec())
             .execute(conn)?;
         let events: Vec<NewEvent> = chunk
             .iter()

@@ -143,3 +143,33 @@ pub fn find_many(conn: &mut PgConnection, ids: &[Uuid]) -> QueryResult<Vec<Tenan
         .select(TenantRow::as_select())
         .load(conn)
 }
+
+/// Tenants for a usage report: live ones, and deleted ones that had usage
+/// between `from` and `to`.
+pub fn list_for_usage(
+    conn: &mut PgConnection,
+    page: PageRequest,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+) -> QueryResult<Vec<TenantRow>> {
+    use crate::db::schema::usage_daily;
+    let had_usage = diesel::dsl::exists(
+        usage_daily::table
+            .filter(usage_daily::tenant_id.eq(tenants::id))
+            .filter(usage_daily::day.between(from, to)),
+    );
+    let mut q = tenants::table
+        .select(TenantRow::as_select())
+        .filter(tenants::status.ne("deleted").or(had_usage))
+        .order((tenants::created_at.desc(), tenants::id.desc()))
+        .limit(page.limit + 1)
+        .into_boxed();
+    if let Some(c) = page.after {
+        q = q.filter(
+            tenants::created_at.lt(c.created_at).or(tenants::created_at
+                .eq(c.created_at)
+                .and(tenants::id.lt(c.id))),
+        );
+    }
+    q.load(conn)
+}
