@@ -89,6 +89,22 @@ impl ApiLimiter {
     }
 }
 
+/// `RateLimit-Policy: <limit>;w=60` and `RateLimit: limit=…, remaining=…, reset=…`
+/// on every response of a limited subject; 429s add `Retry-After` (set by the error).
+pub fn set_headers(headers: &mut actix_web::http::header::HeaderMap, s: &RateState) {
+    use actix_web::http::header::{HeaderName, HeaderValue};
+    let policy = format!("{};w=60", s.limit);
+    let state = format!(
+        "limit={}, remaining={}, reset={}",
+        s.limit, s.remaining, s.reset_secs
+    );
+    for (name, value) in [("ratelimit-policy", policy), ("ratelimit", state)] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,21 +124,5 @@ mod tests {
             l.check(a, 10).retry_after_secs.is_none(),
             "a new limit is a new bucket"
         );
-    }
-}
-
-/// `RateLimit-Policy: <limit>;w=60` and `RateLimit: limit=…, remaining=…, reset=…`
-/// on every response of a limited subject; 429s add `Retry-After` (set by the error).
-pub fn set_headers(headers: &mut actix_web::http::header::HeaderMap, s: &RateState) {
-    use actix_web::http::header::{HeaderName, HeaderValue};
-    let policy = format!("{};w=60", s.limit);
-    let state = format!(
-        "limit={}, remaining={}, reset={}",
-        s.limit, s.remaining, s.reset_secs
-    );
-    for (name, value) in [("ratelimit-policy", policy), ("ratelimit", state)] {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), v);
-        }
     }
 }
