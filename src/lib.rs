@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod keys;
 pub mod limits;
+pub mod metrics;
 pub mod queue;
 pub mod startup;
 pub mod state;

@@ -6,18 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::{middleware, web, App, HttpMessage, HttpServer};
+use actix_web::{web, App, HttpServer};
+use tracing_actix_web::TracingLogger;
 
 use crate::auth::AuthService;
 use crate::config::Settings;
 use crate::crypto::Vault;
 use crate::db::{self, PgPool};
-use crate::limits::api::{ApiLimiter, RateState};
+use crate::limits::api::ApiLimiter;
 use crate::queue::ingest::Ingestor;
 use crate::state::AppState;
 use crate::tenants::cache::TenantCache;
 use crate::usage::counter::RequestCounter;
-use crate::{emails, http, keys, limits, tenants, usage};
+use crate::{emails, http, keys, tenants, usage};
 
 pub struct Application {
     port: u16,
@@ -117,17 +118,17 @@ fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server>
         App::new()
             .wrap(http::problem_for_bare_errors())
             .wrap_fn(|req, srv| {
+                let started = std::time::Instant::now();
                 let fut = actix_web::dev::Service::call(srv, req);
                 async move {
                     let mut res = fut.await?;
-                    let rate = res.request().extensions().get::<RateState>().copied();
-                    if let Some(rate) = rate {
-                        limits::api::set_headers(res.headers_mut(), &rate);
-                    }
+                    http::finish(&mut res, started.elapsed());
                     Ok(res)
                 }
             })
-            .wrap(middleware::Logger::new("%r %s %Dms").exclude("/healthz"))
+            // Outermost: a span with a request id around everything, so every
+            // log line of a request carries it.
+            .wrap(TracingLogger::<http::QuietRootSpan>::new())
             .app_data(data.clone())
             .app_data(http::json_config(max_body))
             .app_data(web::PayloadConfig::new(max_body))

@@ -22,6 +22,7 @@ use crate::domain::TenantId;
 use crate::emails::mime;
 use crate::emails::model::EmailRow;
 use crate::limits::pacer::Pacer;
+use crate::metrics;
 use crate::queue::claim::{self, Outcome, Resolution};
 use crate::queue::retry::RetryPolicy;
 use crate::tenants::input::smtp_password_context;
@@ -161,8 +162,13 @@ async fn process(ctx: &Ctx, rows: Vec<EmailRow>, shutdown: &watch::Receiver<bool
             let hold = if *shutdown.borrow() {
                 Some(Utc::now())
             } else {
-                ctx.pacer
-                    .admit(row.tenant_id, tenant.as_ref().and_then(|t| t.per_second))
+                let turn = ctx
+                    .pacer
+                    .admit(row.tenant_id, tenant.as_ref().and_then(|t| t.per_second));
+                if turn.is_some() {
+                    metrics::limited("paced");
+                }
+                turn
             };
             async move {
                 match hold {
@@ -174,6 +180,9 @@ async fn process(ctx: &Ctx, rows: Vec<EmailRow>, shutdown: &watch::Receiver<bool
         .buffer_unordered(concurrency)
         .collect()
         .await;
+    for o in &outcomes {
+        metrics::delivery(o.resolution.label());
+    }
     record_with_retry(ctx, outcomes).await;
 }
 
@@ -224,7 +233,15 @@ async fn attempt(
         recipients: recipients.map(|r| address_of(r)).collect(),
         raw,
     };
-    let resolution = match transport.send(&msg).await {
+    let started = std::time::Instant::now();
+    let sent = transport.send(&msg).await;
+    let label = match &sent {
+        delivery::Outcome::Delivered { .. } => "delivered",
+        delivery::Outcome::Bounced { .. } => "bounced",
+        delivery::Outcome::Deferred { .. } => "deferred",
+    };
+    metrics::smtp_send(label, started.elapsed());
+    let resolution = match sent {
         delivery::Outcome::Delivered { response } => Resolution::Delivered { response },
         delivery::Outcome::Bounced { response } => Resolution::Bounced { response },
         delivery::Outcome::Deferred { response } => deferral(ctx, &row, response),

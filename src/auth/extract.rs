@@ -73,6 +73,7 @@ async fn rate_limit(state: &AppState, req: &HttpRequest, key: &VerifiedKey) -> A
         let rate = state.api_limiter.check(subject, per_minute);
         req.extensions_mut().insert(rate);
         if let Some(retry_after_secs) = rate.retry_after_secs {
+            crate::metrics::limited("rate_limited");
             return Err(AppError::TooManyRequests {
                 code: "rate_limited",
                 detail: format!("Rate limit of {} requests per minute exceeded.", rate.limit),

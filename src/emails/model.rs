@@ -218,3 +218,13 @@ pub fn cancel_pending_of_tenant(conn: &mut PgConnection, tenant: TenantId) -> Qu
     }
     Ok(ids.len())
 }
+
+/// Messages waiting, by status: only the queue statuses, which the partial
+/// indexes cover, so a scrape stays cheap however large the history is.
+pub fn queue_depth(conn: &mut PgConnection) -> QueryResult<Vec<(String, i64)>> {
+    emails::table
+        .filter(emails::status.eq_any(["queued", "deferred", "sending"]))
+        .group_by(emails::status)
+        .select((emails::status, diesel::dsl::count_star()))
+        .load(conn)
+}

@@ -85,6 +85,14 @@ impl Resolution {
         }
     }
 
+    /// The outcome name used in metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Resolution::Requeued { .. } => "requeued",
+            other => other.status(),
+        }
+    }
+
     /// The event type recorded (and later sent to webhooks).
     pub fn event(&self) -> Option<&'static str> {
         match self {

@@ -126,6 +126,7 @@ fn commit_jobs(pool: &PgPool, jobs: Vec<Job>) {
 
 /// 429 until the next UTC midnight, when the daily counters start over.
 pub fn quota_exceeded() -> AppError {
+    crate::metrics::limited("daily_quota_exceeded");
     let now = Utc::now();
     let midnight = (now.date_naive() + chrono::Days::new(1))
         .and_hms_opt(0, 0, 0)
@@ -176,6 +177,7 @@ pub fn write_jobs(conn: &mut PgConnection, subs: &[&Submission]) -> QueryResult<
         return Ok(admitted);
     }
     model::insert_with_events(conn, &rows)?;
+    crate::metrics::ingest_batch(rows.len());
     let mut deltas: BTreeMap<Uuid, Counters> = BTreeMap::new();
     for r in &rows {
         deltas.entry(r.tenant_id).or_default().emails_sent += 1;
