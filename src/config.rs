@@ -71,6 +71,9 @@ pub struct DatabaseSettings {
 pub struct SecuritySettings {
     pub master_key: Secret,
     pub master_key_file: String,
+    /// Comma-separated base64 keys still accepted for reading during a
+    /// rotation (`postline secrets rotate`); never used to encrypt.
+    pub previous_master_keys: Secret,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -306,7 +309,7 @@ impl Settings {
                 "not a valid filter (e.g. info, postline=debug)",
             );
         }
-        self.master_key().map(|_| ())
+        self.vault().map(|_| ())
     }
 
     /// The 32-byte master key for secrets at rest, from `security.master_key`
@@ -331,11 +334,37 @@ impl Settings {
                     .into(),
             ));
         };
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(key.as_bytes())
-            .map_err(|_| ConfigError(format!("{source}: not valid base64")))?;
-        bytes
-            .try_into()
-            .map_err(|_| ConfigError(format!("{source}: must decode to exactly 32 bytes")))
+        decode_key(&key, source)
     }
+
+    /// The keys of `security.previous_master_keys`.
+    pub fn previous_master_keys(&self) -> Result<Vec<[u8; 32]>, ConfigError> {
+        self.security
+            .previous_master_keys
+            .expose()
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(|k| decode_key(k, "security.previous_master_keys"))
+            .collect()
+    }
+
+    /// The vault for secrets at rest: the master key seals, previous keys
+    /// still open values sealed before a rotation.
+    pub fn vault(&self) -> Result<crate::crypto::Vault, ConfigError> {
+        let mut vault = crate::crypto::Vault::new(&self.master_key()?);
+        for old in self.previous_master_keys()? {
+            vault = vault.with_previous(&old);
+        }
+        Ok(vault)
+    }
+}
+
+fn decode_key(key: &str, source: &str) -> Result<[u8; 32], ConfigError> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(key.as_bytes())
+        .map_err(|_| ConfigError(format!("{source}: not valid base64")))?;
+    bytes
+        .try_into()
+        .map_err(|_| ConfigError(format!("{source}: must decode to exactly 32 bytes")))
 }

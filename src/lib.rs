@@ -14,6 +14,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod queue;
+pub mod secrets;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -11,7 +11,6 @@ use tracing_actix_web::TracingLogger;
 
 use crate::auth::AuthService;
 use crate::config::Settings;
-use crate::crypto::Vault;
 use crate::db::{self, PgPool};
 use crate::limits::api::ApiLimiter;
 use crate::queue::ingest::Ingestor;
@@ -33,7 +32,7 @@ impl Application {
     pub fn build(settings: Settings) -> anyhow::Result<Application> {
         let settings = Arc::new(settings);
         let pool = db::build_pool(&settings.database);
-        let vault = Vault::new(&settings.master_key()?);
+        let vault = settings.vault()?;
         let ttl = Duration::from_secs(settings.auth.cache_ttl_secs);
         let auth = AuthService::new(pool.clone(), ttl);
         let tenants = TenantCache::new(pool.clone(), ttl);
