@@ -17,7 +17,8 @@
 - systemd: `systemd-analyze verify` on copies whose Exec lines run /bin/true
   (the real binary is not installed here);
 - Dockerfile: the HEALTHCHECK command is valid JSON and the image runs as
-  uid 10001 with ENTRYPOINT postline.
+  uid 10001 with ENTRYPOINT postline;
+- docs/OPERATIONS.md names every key of config/default.toml and its env name.
 
 Exit status 1 when anything fails.
 """
@@ -177,6 +178,25 @@ for path in glob.glob(os.path.join(DEPLOY, "systemd", "*")) + \
 prod_toml = os.path.join(DEPLOY, "k8s", "production.toml")
 with open(prod_toml, "rb") as f:
     toml_keys_known(tomllib.load(f), rel(prod_toml))
+
+# --- docs/OPERATIONS.md lists every key -------------------------------------
+
+
+def leaves(node, prefix=()):
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from leaves(value, prefix + (key,))
+        else:
+            yield prefix + (key,), value
+
+
+with open(os.path.join(ROOT, "docs", "OPERATIONS.md")) as f:
+    operations = f.read()
+for path, value in leaves(DEFAULTS):
+    key = ".".join(path)
+    env = "POSTLINE__" + "__".join(p.upper() for p in path)
+    check(f"`{key}`" in operations and f"`{env}`" in operations,
+          f"docs/OPERATIONS.md: {key} / {env} not documented")
 
 # --- Kubernetes ------------------------------------------------------------
 
