@@ -20,13 +20,18 @@ pub struct RotationReport {
     pub skipped_concurrent: usize,
 }
 
+/// A page of `(row id, sealed value)` after a given id.
+type PageFn = fn(&mut PgConnection, Option<Uuid>, i64) -> diesel::QueryResult<Vec<(Uuid, Vec<u8>)>>;
+/// Swaps `old` for `new` on one row; false when the row changed meanwhile.
+type ReplaceFn = fn(&mut PgConnection, Uuid, &[u8], &[u8]) -> diesel::QueryResult<bool>;
+
 /// One kind of sealed column: how to page through it, its AEAD context, and
 /// how to swap a value.
 struct SealedColumn {
     name: &'static str,
-    page: fn(&mut PgConnection, Option<Uuid>, i64) -> diesel::QueryResult<Vec<(Uuid, Vec<u8>)>>,
+    page: PageFn,
     context: fn(Uuid) -> String,
-    replace: fn(&mut PgConnection, Uuid, &[u8], &[u8]) -> diesel::QueryResult<bool>,
+    replace: ReplaceFn,
 }
 
 fn columns() -> Vec<SealedColumn> {
