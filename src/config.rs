@@ -164,6 +164,8 @@ pub struct WorkerSettings {
     pub loops: usize,
     pub poll_interval_ms: u64,
     pub shutdown_timeout_secs: u64,
+    /// `postline worker` only: serve `/metrics` and `/healthz` here ("" = off).
+    pub metrics_bind: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -270,6 +272,11 @@ impl Settings {
         }
         if self.worker.concurrency == 0 {
             return fail("worker.concurrency", "must be at least 1");
+        }
+        if !self.worker.metrics_bind.is_empty()
+            && self.worker.metrics_bind.parse::<SocketAddr>().is_err()
+        {
+            return fail("worker.metrics_bind", "expected host:port or empty");
         }
         if self.worker.loops == 0 {
             return fail("worker.loops", "must be at least 1");

@@ -119,11 +119,13 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// Prometheus text; the queue depth is sampled from the database here (a
 /// scrape never fails because of it: an unreachable database shows zeros).
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let depth = db::run(&state.pool, |conn| {
-        Ok(crate::emails::model::queue_depth(conn)?)
-    })
-    .await
-    .unwrap_or_default();
+    metrics_of(&state.pool).await
+}
+
+async fn metrics_of(pool: &crate::db::PgPool) -> HttpResponse {
+    let depth = db::run(pool, |conn| Ok(crate::emails::model::queue_depth(conn)?))
+        .await
+        .unwrap_or_default();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(crate::metrics::render(&depth))
@@ -184,4 +186,28 @@ pub fn finish<B>(res: &mut ServiceResponse<B>, elapsed: std::time::Duration) {
             "request"
         );
     }
+}
+
+/// The worker role's own small HTTP listener (`worker.metrics_bind`):
+/// `/metrics` and `/healthz` only.
+pub fn worker_server(
+    pool: crate::db::PgPool,
+    listener: std::net::TcpListener,
+) -> std::io::Result<actix_web::dev::Server> {
+    let pool = web::Data::new(pool);
+    Ok(actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(pool.clone())
+            .route("/healthz", web::get().to(healthz))
+            .route(
+                "/metrics",
+                web::get().to(|pool: web::Data<crate::db::PgPool>| async move {
+                    metrics_of(&pool).await
+                }),
+            )
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run())
 }

@@ -162,9 +162,23 @@ async fn worker_only(settings: Settings) -> anyhow::Result<()> {
     let pool = db::build_pool(&settings.database);
     let vault = settings.vault()?;
     startup::migrate(&pool).await?;
+    let metrics = match settings.worker.metrics_bind.as_str() {
+        "" => None,
+        bind => {
+            let server = std::net::TcpListener::bind(bind)
+                .and_then(|l| postline::http::worker_server(pool.clone(), l))
+                .map_err(|e| anyhow::anyhow!("worker.metrics_bind: cannot bind {bind}: {e}"))?;
+            let handle = server.handle();
+            tokio::spawn(server);
+            Some(handle)
+        }
+    };
     let handle = worker::spawn(settings.clone(), pool, vault);
     tracing::info!("postline worker running");
     shutdown_signal().await;
+    if let Some(m) = metrics {
+        m.stop(true).await;
+    }
     tracing::info!("shutting down: finishing in-flight deliveries");
     handle
         .stop(Duration::from_secs(settings.worker.shutdown_timeout_secs))

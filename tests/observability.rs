@@ -113,3 +113,27 @@ async fn request_ids_metrics_and_no_secrets_in_logs() {
         assert!(!text.contains(s), "a secret reached the log");
     }
 }
+
+#[tokio::test]
+async fn the_worker_role_serves_metrics_on_its_own_listener() {
+    let db = common::fresh_database();
+    let pool = postline::db::build_pool(&common::test_settings(&db).database);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = postline::http::worker_server(pool, listener).unwrap();
+    tokio::spawn(server);
+    let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains("postline_queue_depth{status=\"queued\"} 0"),
+        "{body}"
+    );
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+}
