@@ -104,7 +104,7 @@ pub struct SmtpSink {
     addr: SocketAddr,
     shared: Arc<Shared>,
     task: JoinHandle<()>,
-    kick: mpsc::UnboundedSender<oneshot::Sender<()>>,
+    kick: Kick,
 }
 
 impl Drop for SmtpSink {
@@ -121,10 +121,16 @@ impl SmtpSink {
     }
 
     pub async fn start_with(cfg: SinkConfig) -> SmtpSink {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("smtp sink: bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("smtp sink: local addr");
+        Self::bind(0, cfg).await
+    }
+
+    /// A sink on a chosen port of 127.0.0.1 (e.g. one a relay was configured
+    /// with before the sink existed).
+    pub async fn start_on(port: u16) -> SmtpSink {
+        Self::bind(port, SinkConfig::default()).await
+    }
+
+    async fn bind(port: u16, cfg: SinkConfig) -> SmtpSink {
         let shared = Arc::new(Shared {
             cfg,
             recorded: Mutex::default(),
@@ -132,14 +138,32 @@ impl SmtpSink {
             connections: AtomicUsize::new(0),
             next_connection: AtomicU64::new(1),
         });
-        let (kick, kicks) = mpsc::unbounded_channel();
-        let task = tokio::spawn(accept_loop(listener, shared.clone(), kicks));
+        let (addr, task, kick) = listen(port, shared.clone()).await;
         SmtpSink {
             addr,
             shared,
             task,
             kick,
         }
+    }
+
+    /// Takes the relay down: the listening socket is closed (new connections
+    /// are refused) and every open session is cut, as when a relay's process
+    /// dies. What was received so far stays recorded.
+    pub async fn stop(&mut self) {
+        self.task.abort();
+        // Wait until the accept task (and with it the listener and the
+        // sessions' JoinSet) is really dropped.
+        let _ = (&mut self.task).await;
+    }
+
+    /// Brings a stopped sink back on the same port, keeping its records and
+    /// scripts.
+    pub async fn restart(&mut self) {
+        let (addr, task, kick) = listen(self.addr.port(), self.shared.clone()).await;
+        self.addr = addr;
+        self.task = task;
+        self.kick = kick;
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -200,6 +224,29 @@ impl SmtpSink {
     pub fn rejected(&self) -> Vec<(String, u16)> {
         self.shared.lock().rejected.clone()
     }
+}
+
+type Kick = mpsc::UnboundedSender<oneshot::Sender<()>>;
+
+/// Binds 127.0.0.1:`port` (0 = any) and starts accepting. The port of a
+/// sink that was just stopped can be bound again at once (tokio sets
+/// SO_REUSEADDR); a few retries cover a listener still being dropped.
+async fn listen(port: u16, shared: Arc<Shared>) -> (SocketAddr, JoinHandle<()>, Kick) {
+    let mut tries = 0;
+    let listener = loop {
+        match TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(l) => break l,
+            Err(_) if tries < 50 && port != 0 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("smtp sink: bind 127.0.0.1:{port}: {e}"),
+        }
+    };
+    let addr = listener.local_addr().expect("smtp sink: local addr");
+    let (kick, kicks) = mpsc::unbounded_channel();
+    let task = tokio::spawn(accept_loop(listener, shared, kicks));
+    (addr, task, kick)
 }
 
 async fn accept_loop(
