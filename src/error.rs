@@ -229,7 +229,41 @@ impl From<diesel::result::Error> for AppError {
             Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
                 AppError::Unavailable("database connection closed".into())
             }
+            // A connection lost mid-transaction leaves diesel's transaction
+            // manager broken (the ROLLBACK failed too): the next transaction
+            // on that connection fails with this. It is the same outage.
+            Error::BrokenTransactionManager => {
+                AppError::Unavailable("database connection broken".into())
+            }
+            // The COMMIT failed and so did the ROLLBACK: the commit error
+            // says why (a closed connection during an outage).
+            Error::RollbackErrorOnCommit { commit_error, .. } => AppError::from(*commit_error),
             other => AppError::Internal(anyhow::Error::new(other).context("database query")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the Postgres drill: requests retried on a connection lost
+    /// mid-transaction answered 500 instead of 503.
+    #[test]
+    fn a_connection_lost_mid_transaction_is_unavailable_not_internal() {
+        use diesel::result::Error;
+        let broken = AppError::from(Error::BrokenTransactionManager);
+        assert_eq!(broken.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(broken.code(), "unavailable");
+        let commit = AppError::from(Error::RollbackErrorOnCommit {
+            rollback_error: Box::new(Error::BrokenTransactionManager),
+            commit_error: Box::new(Error::BrokenTransactionManager),
+        });
+        assert_eq!(commit.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        let other = AppError::from(Error::RollbackErrorOnCommit {
+            rollback_error: Box::new(Error::RollbackTransaction),
+            commit_error: Box::new(Error::AlreadyInTransaction),
+        });
+        assert_eq!(other.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }
