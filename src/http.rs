@@ -59,11 +59,12 @@ pub fn path_config() -> web::PathConfig {
     web::PathConfig::default().error_handler(|_err: PathError, _req| AppError::NotFound.into())
 }
 
-/// Gives actix's bare 404/405 (unknown route, wrong method) a problem body.
+/// Gives actix's bare errors a problem body: 404/405 (unknown route, wrong
+/// method), and every other error status actix answers itself with plain
+/// text, e.g. 413 from the `Bytes` extractor's size limit (found by the
+/// input drill). Responses that are problem JSON already pass unchanged.
 pub fn problem_for_bare_errors<B: MessageBody + 'static>() -> ErrorHandlers<B> {
-    ErrorHandlers::new()
-        .handler(StatusCode::NOT_FOUND, bare_to_problem)
-        .handler(StatusCode::METHOD_NOT_ALLOWED, bare_to_problem)
+    ErrorHandlers::new().default_handler(bare_to_problem)
 }
 
 fn bare_to_problem<B: MessageBody + 'static>(
@@ -76,13 +77,27 @@ fn bare_to_problem<B: MessageBody + 'static>(
     if is_problem {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
-    let err = if res.status() == StatusCode::METHOD_NOT_ALLOWED {
-        AppError::MethodNotAllowed
-    } else {
-        AppError::NotFound
-    };
+    let status = res.status();
     let (req, _) = res.into_parts();
-    let resp: HttpResponse<BoxBody> = actix_web::ResponseError::error_response(&err);
+    let err = match status {
+        StatusCode::NOT_FOUND => Some(AppError::NotFound),
+        StatusCode::METHOD_NOT_ALLOWED => Some(AppError::MethodNotAllowed),
+        StatusCode::PAYLOAD_TOO_LARGE => Some(AppError::PayloadTooLarge),
+        _ => None,
+    };
+    let resp: HttpResponse<BoxBody> = match err {
+        Some(err) => actix_web::ResponseError::error_response(&err),
+        // Other statuses keep their code; the body says no more than it.
+        None => {
+            let reason = status.canonical_reason().unwrap_or("Error");
+            let code = if status.is_server_error() {
+                "internal_error".to_string()
+            } else {
+                reason.to_ascii_lowercase().replace([' ', '-'], "_")
+            };
+            problem_response(status, &code, format!("{reason}."), None)
+        }
+    };
     Ok(ErrorHandlerResponse::Response(
         ServiceResponse::new(req, resp).map_into_right_body::<B>(),
     ))

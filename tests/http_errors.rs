@@ -88,6 +88,23 @@ async fn extractor_errors_are_problem_json() {
     )
     .await;
     assert_problem(&r, 413, "payload_too_large");
+    // The send routes read raw bytes (not actix's Json extractor): their
+    // size limit is actix's own 413, which was plain text (input drill).
+    let big_send = format!(
+        r#"{{"from":"a@b.test","to":"c@d.test","subject":"s","text":"{}"}}"#,
+        "a".repeat(10_000)
+    );
+    for path in ["/v1/emails", "/v1/emails/batch"] {
+        let r = raw(
+            &app,
+            Method::POST,
+            path,
+            Some("application/json"),
+            big_send.clone().into_bytes(),
+        )
+        .await;
+        assert_problem(&r, 413, "payload_too_large");
+    }
     let r = app.get("/v1/no-such-route", &app.admin_key).await;
     assert_problem(&r, 404, "not_found");
     let r = app
