@@ -105,6 +105,12 @@ async fn extractor_errors_are_problem_json() {
         .await;
         assert_problem(&r, 413, "payload_too_large");
     }
+    // A NUL cannot be stored in Postgres text, so it names no tenant; the
+    // lookup used to fail with a 500 (input drill).
+    for path in ["/v1/tenants/%00", "/v1/tenants/a%00b/api-keys"] {
+        let r = app.get(path, &app.admin_key).await;
+        assert_problem(&r, 404, "not_found");
+    }
     let r = app.get("/v1/no-such-route", &app.admin_key).await;
     assert_problem(&r, 404, "not_found");
     let r = app

@@ -94,6 +94,11 @@ impl TenantRef {
 
 /// A live (not deleted) tenant; `lock` takes a row lock for an update.
 pub fn find(conn: &mut PgConnection, r: &TenantRef, lock: bool) -> QueryResult<Option<TenantRow>> {
+    // Postgres text cannot hold NUL, so no tenant has such a name; asking
+    // would fail the query (a 500, found by the input drill).
+    if matches!(r, TenantRef::External(ext) if ext.contains('\0')) {
+        return Ok(None);
+    }
     let base = tenants::table
         .select(TenantRow::as_select())
         .filter(tenants::status.ne("deleted"));
