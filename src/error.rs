@@ -229,6 +229,11 @@ impl From<diesel::result::Error> for AppError {
             Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
                 AppError::Unavailable("database connection closed".into())
             }
+            // libpq could not even send the query: the connection is gone
+            // ("no connection to the server").
+            Error::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _) => {
+                AppError::Unavailable("database connection lost".into())
+            }
             // A connection lost mid-transaction leaves diesel's transaction
             // manager broken (the ROLLBACK failed too): the next transaction
             // on that connection fails with this. It is the same outage.

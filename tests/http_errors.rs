@@ -157,3 +157,44 @@ async fn readyz_is_503_when_the_database_is_unreachable() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 503);
 }
+
+/// Postgres restarted (or a connection was killed) while the pool held a
+/// connection: the next request on it may answer 503, never 500, and the
+/// dead connection is dropped, not handed to the next caller. Found by the
+/// Postgres drill: a connection that failed while preparing a statement (one
+/// it had not run before) stayed in the pool, failing request after request.
+#[tokio::test]
+async fn a_connection_killed_under_the_pool_fails_one_request_at_most() {
+    use diesel::prelude::*;
+    let app = TestApp::spawn_with(|s| s.database.pool_size = 1).await;
+    // Each round asks something the pooled connection has not prepared yet.
+    for path in ["/v1/usage", "/v1/admin-keys", "/v1/tenants/no-such-tenant"] {
+        let r = app.get("/v1/tenants", &app.admin_key).await;
+        assert_eq!(r.status, 200, "{path}, before: {}", r.text);
+        let killed: Vec<KilledRow> = diesel::sql_query(
+            "SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .load(&mut app.sql_conn())
+        .unwrap();
+        assert!(killed.iter().any(|k| k.killed), "no pooled backend to kill");
+        let mut statuses = Vec::new();
+        for _ in 0..4 {
+            let r = app.get(path, &app.admin_key).await;
+            if r.status >= 500 {
+                assert_problem(&r, 503, "unavailable");
+            }
+            statuses.push(r.status);
+        }
+        assert!(
+            statuses[1..].iter().all(|s| *s < 500),
+            "{path} after the kill: {statuses:?}"
+        );
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct KilledRow {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    killed: bool,
+}

@@ -5,24 +5,73 @@
 pub mod pagination;
 pub mod schema;
 
+use std::cell::Cell;
 use std::time::Duration;
 
+use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
-use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
+use diesel::r2d2::{ConnectionManager, ManageConnection, Pool, PooledConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::config::DatabaseSettings;
 use crate::error::{AppError, AppResult};
 
-pub type PgPool = Pool<ConnectionManager<PgConnection>>;
-pub type PgConn = PooledConnection<ConnectionManager<PgConnection>>;
+pub type PgPool = Pool<Manager>;
+pub type PgConn = PooledConnection<Manager>;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// diesel's connection manager, plus a way to drop a connection that died
+/// (see [`release`]). diesel marks a connection broken only when a failure
+/// goes through its transaction bookkeeping; one that fails while preparing
+/// a statement (every `sql_query`, every uncached query) after Postgres
+/// restarted stayed in the pool and failed every caller it was handed to —
+/// found by the Postgres drill.
+#[derive(Debug)]
+pub struct Manager(ConnectionManager<PgConnection>);
+
+thread_local! {
+    /// Set by [`release`] just around dropping a dead connection; read by
+    /// `has_broken`, which r2d2 calls synchronously in that drop.
+    static DEAD: Cell<bool> = const { Cell::new(false) };
+}
+
+impl ManageConnection for Manager {
+    type Connection = PgConnection;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<PgConnection, Self::Error> {
+        self.0.connect()
+    }
+
+    fn is_valid(&self, conn: &mut PgConnection) -> Result<(), Self::Error> {
+        self.0.is_valid(conn)
+    }
+
+    fn has_broken(&self, conn: &mut PgConnection) -> bool {
+        DEAD.with(Cell::get) || self.0.has_broken(conn)
+    }
+}
+
+/// Returns a connection to the pool. After a failure (`failed`) it is pinged
+/// first, and dropped instead of pooled when it no longer answers: the hot
+/// path pays nothing, a dead connection fails one caller only.
+pub fn release(mut conn: PgConn, failed: bool) {
+    let dead = failed && conn.batch_execute("SELECT 1").is_err();
+    if !dead {
+        return;
+    }
+    DEAD.with(|d| d.set(true));
+    drop(conn);
+    DEAD.with(|d| d.set(false));
+}
 
 /// Builds the pool without connecting: the service starts (and answers 503 on
 /// `/readyz`) even while the database is down.
 pub fn build_pool(settings: &DatabaseSettings) -> PgPool {
-    let manager = ConnectionManager::<PgConnection>::new(settings.url.expose());
+    let manager = Manager(ConnectionManager::<PgConnection>::new(
+        settings.url.expose(),
+    ));
     Pool::builder()
         .max_size(settings.pool_size)
         .min_idle(Some(0))
@@ -43,7 +92,9 @@ where
         let mut conn = pool
             .get()
             .map_err(|e| AppError::Unavailable(format!("database pool: {e}")))?;
-        f(&mut conn)
+        let result = f(&mut conn);
+        release(conn, result.is_err());
+        result
     })
     .await;
     match joined {

@@ -103,6 +103,13 @@ fn commit_jobs(pool: &PgPool, jobs: Vec<Job>) {
             return;
         }
     };
+    let failed = commit_on(&mut conn, jobs);
+    // A connection that died under us must not serve the next batch.
+    crate::db::release(conn, failed);
+}
+
+/// [`commit_jobs`] on one connection; true when a transaction failed.
+fn commit_on(conn: &mut PgConnection, jobs: Vec<Job>) -> bool {
     if jobs.len() > 1 {
         let subs: Vec<&Submission> = jobs.iter().map(|j| &j.submission).collect();
         if let Ok(admitted) = conn.transaction(|c| write_jobs(c, &subs)) {
@@ -111,17 +118,20 @@ fn commit_jobs(pool: &PgPool, jobs: Vec<Job>) {
                     .done
                     .send(if ok { Ok(()) } else { Err(quota_exceeded()) });
             }
-            return;
+            return false;
         }
     }
+    let mut failed = false;
     for job in jobs {
         let r = conn.transaction(|c| write_jobs(c, &[&job.submission]));
+        failed |= r.is_err();
         let _ = job.done.send(match r {
             Ok(admitted) if admitted.first() == Some(&true) => Ok(()),
             Ok(_) => Err(quota_exceeded()),
             Err(e) => Err(e.into()),
         });
     }
+    failed
 }
 
 /// 429 until the next UTC midnight, when the daily counters start over.
