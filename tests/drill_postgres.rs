@@ -208,8 +208,36 @@ async fn postgres_stopped_under_load_gives_503_and_recovers() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stats = load.stop().await;
     probing.abort();
-    let acked = stats.acked();
+    let mut acked = stats.acked();
     let r = drills::reconcile(&sink, &acked, Duration::from_secs(60)).await;
+
+    // A quiet outage: no requests while Postgres is down, so pooled
+    // connections go stale unnoticed; then one request at a time until the
+    // first 202. Each 503 here is a stale connection found by a client.
+    cluster.stop().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.start().await;
+    let quiet = Instant::now();
+    let mut quiet_statuses: BTreeMap<u16, u32> = BTreeMap::new();
+    let mut quiet_first_accept = None;
+    for i in 0..100 {
+        let resp = http
+            .post(format!("{}/v1/emails", server.base))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"from": "a@sender.test", "to": "b@example.org", "subject": format!("quiet {i}"), "text": "t"}))
+            .send()
+            .await;
+        let status = resp.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
+        *quiet_statuses.entry(status).or_default() += 1;
+        if status == 202 {
+            let v: serde_json::Value = resp.unwrap().json().await.unwrap_or_default();
+            acked.extend(v["id"].as_str().and_then(|s| s.parse::<uuid::Uuid>().ok()));
+            quiet_first_accept = Some(quiet.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r_quiet = drills::reconcile(&sink, &acked, Duration::from_secs(30)).await;
     let in_db = drills::statuses_in_db(&db, &acked);
     let log_errors: Vec<String> = server
         .log_lines()
@@ -255,6 +283,12 @@ async fn postgres_stopped_under_load_gives_503_and_recovers() {
         r.unacked_delivered,
         in_db,
         log_errors.len()
+    );
+
+    report!(
+        "postgres drill, quiet outage (2 s, no traffic): answers until the first 202 {:?}, first 202 after {} ms",
+        quiet_statuses,
+        quiet_first_accept.map_or(-1, |d| d.as_millis() as i64)
     );
 
     let violations = stats.violations();
@@ -309,9 +343,19 @@ async fn postgres_stopped_under_load_gives_503_and_recovers() {
         r.lost.len(),
         &r.lost[..r.lost.len().min(10)]
     );
+    assert!(
+        quiet_statuses.keys().all(|s| *s == 202 || *s == 503) && quiet_first_accept.is_some(),
+        "after a quiet outage: {quiet_statuses:?}"
+    );
+    // Each stale pooled connection (pool_size 8) fails one request at most.
+    assert!(
+        quiet_statuses.get(&503).copied().unwrap_or(0) <= 8,
+        "stale connections kept failing after a quiet outage: {quiet_statuses:?}"
+    );
+    assert!(r_quiet.lost.is_empty(), "lost after the quiet outage");
     assert_eq!(
         in_db.get("delivered").copied().unwrap_or(0),
-        r.acked as i64,
+        r_quiet.acked as i64,
         "every acknowledged message delivered in the database: {in_db:?}"
     );
 }
