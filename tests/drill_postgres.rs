@@ -332,10 +332,18 @@ async fn postgres_stopped_under_load_gives_503_and_recovers() {
         recovery.is_some(),
         "no 202 within 60 s of Postgres coming back"
     );
-    let steady = stats.statuses(STEADY);
+    // After the restart: 202s, and at most one 503 per connection the pool
+    // held through the outage (pool_size 8) before it is found dead.
+    let (after, steady) = (stats.statuses(AFTER), stats.statuses(STEADY));
+    let late_503 = after.get(&503).unwrap_or(&0) + steady.get(&503).unwrap_or(&0);
     assert!(
-        steady.keys().all(|s| *s == 202) && !steady.is_empty(),
-        "after the recovery settled, only 202 expected: {steady:?}"
+        after
+            .keys()
+            .chain(steady.keys())
+            .all(|s| *s == 202 || *s == 503)
+            && late_503 <= 8
+            && steady.get(&202).is_some_and(|n| *n > 0),
+        "after the restart: {after:?}, once settled: {steady:?}"
     );
     assert!(
         r.lost.is_empty(),

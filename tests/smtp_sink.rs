@@ -252,3 +252,51 @@ async fn many_concurrent_connections() {
     assert_eq!(sink.wait_for(100, WAIT).await.len(), 100);
     assert_eq!(sink.connections(), 20);
 }
+
+/// The relay-down drill stops the sink and brings it back on the same port:
+/// while stopped, connections are refused and open sessions are cut; after
+/// the restart it accepts again and keeps what it had received.
+#[tokio::test]
+async fn stops_and_restarts_on_the_same_port() {
+    let mut sink = SmtpSink::start().await;
+    let port = sink.port();
+    let mut open = AsyncSmtpConnection::connect_tokio1(
+        sink.addr(),
+        Some(WAIT),
+        &ClientId::Domain("client.test".into()),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    let msg = message("before@example.org", "one");
+    open.send(msg.envelope(), &msg.formatted()).await.unwrap();
+
+    sink.stop().await;
+    assert!(TcpStream::connect(("127.0.0.1", port)).await.is_err());
+    let msg = message("during@example.org", "two");
+    assert!(open.send(msg.envelope(), &msg.formatted()).await.is_err());
+
+    sink.restart().await;
+    assert_eq!(sink.port(), port);
+    client(&sink)
+        .send(message("after@example.org", "three"))
+        .await
+        .unwrap();
+    let got = sink.wait_for(2, WAIT).await;
+    let rcpts: Vec<&str> = got.iter().map(|m| m.rcpt_to[0].as_str()).collect();
+    assert_eq!(rcpts, ["before@example.org", "after@example.org"]);
+
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let other = SmtpSink::start_on(free).await;
+    assert_eq!(other.port(), free);
+    client(&other)
+        .send(message("x@example.org", "four"))
+        .await
+        .unwrap();
+    assert_eq!(other.wait_for(1, WAIT).await.len(), 1);
+}
