@@ -19,7 +19,7 @@ const MAX_TAGS: usize = 20;
 const MAX_SUBJECT: usize = 998;
 
 /// `"a@x.com"` or `["a@x.com", ...]`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
@@ -35,7 +35,7 @@ impl OneOrMany {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttachmentInput {
     pub filename: String,
@@ -44,7 +44,7 @@ pub struct AttachmentInput {
 }
 
 /// One message as posted to `POST /v1/emails` (or inside a batch).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
     /// Platform style: an admin key names the tenant (id or external_id).
@@ -61,10 +61,11 @@ pub struct SendRequest {
     pub attachments: Option<Vec<AttachmentInput>>,
     pub tags: Option<BTreeMap<String, String>>,
     pub template: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub variables: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     pub emails: Vec<SendRequest>,

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::idempotency;
 use super::input::{BatchRequest, SendRequest, SenderProfile, MAX_BATCH};
 use super::model::{self, EmailSummaryRow, ListFilter, NewEmail};
-use super::view::{Accepted, EmailDetail, EmailSummary};
+use super::view::{Accepted, BatchAccepted, EmailDetail, EmailSummary};
 use crate::auth::Principal;
 use crate::db;
 use crate::db::pagination::{Page, PageQuery};
@@ -313,7 +313,10 @@ pub async fn send_batch(
             status: "queued",
         })
         .collect();
-    let reply = (StatusCode::ACCEPTED, serde_json::json!({ "data": data }));
+    let reply = (
+        StatusCode::ACCEPTED,
+        serde_json::to_value(BatchAccepted { data }).unwrap_or_default(),
+    );
     let idem = match idem_key {
         Some(k) => {
             check_idempotency_key(&k)?;
@@ -351,7 +354,8 @@ async fn reading_tenant(
     Ok(Some(TenantId(row.id)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     pub limit: Option<i64>,
     pub cursor: Option<String>,

@@ -20,7 +20,7 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsPatch {
     #[serde(default, deserialize_with = "nullable")]
@@ -29,7 +29,7 @@ pub struct SettingsPatch {
     pub reply_to: Option<Option<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpPatch {
     pub host: Option<String>,
@@ -41,7 +41,7 @@ pub struct SmtpPatch {
     pub tls: Option<TlsMode>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitPatch {
     #[serde(default, deserialize_with = "nullable")]
@@ -52,7 +52,7 @@ pub struct RateLimitPatch {
     pub emails_per_second: Option<Option<i32>>,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StatusInput {
     Active,
@@ -60,7 +60,7 @@ pub enum StatusInput {
 }
 
 /// `POST /v1/tenants`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     pub name: String,
@@ -72,7 +72,7 @@ pub struct CreateTenant {
 }
 
 /// `PUT`/`PATCH /v1/tenants/{id}`: only the given fields change.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTenant {
     pub name: Option<String>,
