@@ -141,15 +141,9 @@ impl AuthService {
     /// Flushes `last_used_at` every `every` until the returned handle is aborted.
     pub fn spawn_last_used_flusher(&self, every: Duration) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                if let Err(e) = this.flush_last_used().await {
-                    tracing::warn!(error = %e, "flushing api key last_used_at");
-                }
-            }
+        crate::db::every(every, "flushing api key last_used_at", move || {
+            let this = this.clone();
+            async move { this.flush_last_used().await.map(|_| ()) }
         })
     }
 }
