@@ -15,7 +15,7 @@ use crate::db::{self, PgPool};
 use crate::queue::ingest::Ingestor;
 use crate::state::AppState;
 use crate::tenants::cache::TenantCache;
-use crate::{emails, http, keys, tenants};
+use crate::{emails, http, keys, templates, tenants};
 
 pub struct Application {
     port: u16,
@@ -116,6 +116,7 @@ fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server>
             .configure(tenants::routes::configure)
             .configure(keys::routes::configure)
             .configure(emails::routes::configure)
+            .configure(templates::routes::configure)
             .default_service(web::to(http::not_found))
     })
     .listen(listener)?
