@@ -18,4 +18,5 @@ pub mod state;
 pub mod telemetry;
 pub mod templates;
 pub mod tenants;
+pub mod webhooks;
 pub mod worker;

@@ -15,7 +15,8 @@ use crate::db::{self, PgPool};
 use crate::queue::ingest::Ingestor;
 use crate::state::AppState;
 use crate::tenants::cache::TenantCache;
-use crate::{emails, http, keys, templates, tenants};
+use crate::webhooks::sender::Sender;
+use crate::{emails, http, keys, templates, tenants, webhooks};
 
 pub struct Application {
     port: u16,
@@ -46,6 +47,7 @@ impl Application {
             auth,
             tenants,
             ingest,
+            webhook_sender: Sender::new(&settings.webhooks)?,
         };
         let listener = TcpListener::bind(&settings.server.bind).map_err(|e| {
             anyhow::anyhow!("server.bind: cannot bind {}: {e}", settings.server.bind)
@@ -117,6 +119,7 @@ fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server>
             .configure(keys::routes::configure)
             .configure(emails::routes::configure)
             .configure(templates::routes::configure)
+            .configure(webhooks::routes::configure)
             .default_service(web::to(http::not_found))
     })
     .listen(listener)?

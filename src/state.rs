@@ -8,6 +8,7 @@ use crate::crypto::Vault;
 use crate::db::PgPool;
 use crate::queue::ingest::Ingestor;
 use crate::tenants::cache::TenantCache;
+use crate::webhooks::sender::Sender;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -17,4 +18,6 @@ pub struct AppState {
     pub auth: AuthService,
     pub tenants: TenantCache,
     pub ingest: Ingestor,
+    /// Sends `POST …/webhooks/{id}/test` pings (through the SSRF guard).
+    pub webhook_sender: Sender,
 }

@@ -25,6 +25,7 @@ use crate::queue::claim::{self, Outcome, Resolution};
 use crate::queue::retry::RetryPolicy;
 use crate::tenants::input::smtp_password_context;
 use crate::tenants::model::{self as tenants_db, TenantRow};
+use crate::webhooks::dispatcher;
 
 /// A running worker; [`WorkerHandle::stop`] shuts it down gracefully.
 pub struct WorkerHandle {
@@ -57,8 +58,8 @@ struct Ctx {
     retry: RetryPolicy,
 }
 
-/// Starts the worker role: `worker.loops` claim loops plus the LISTEN and
-/// maintenance tasks.
+/// Starts the worker role: `worker.loops` claim loops, the webhook
+/// dispatcher, and the LISTEN and maintenance tasks.
 pub fn spawn(settings: Arc<Settings>, pool: PgPool, vault: Vault) -> WorkerHandle {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (wake_tx, wake_rx) = watch::channel(0u64);
@@ -76,7 +77,7 @@ pub fn spawn(settings: Arc<Settings>, pool: PgPool, vault: Vault) -> WorkerHandl
         tokio::spawn(listen(ctx.settings.database.url.clone(), wake_tx)),
         tokio::spawn(maintenance(ctx.pool.clone())),
     ];
-    let loops = (0..ctx.settings.worker.loops)
+    let mut loops: Vec<JoinHandle<()>> = (0..ctx.settings.worker.loops)
         .map(|_| {
             tokio::spawn(claim_loop(
                 ctx.clone(),
@@ -85,6 +86,16 @@ pub fn spawn(settings: Arc<Settings>, pool: PgPool, vault: Vault) -> WorkerHandl
             ))
         })
         .collect();
+    // The webhook dispatcher runs with the worker role and stops with it.
+    match dispatcher::spawn(
+        ctx.settings.clone(),
+        ctx.pool.clone(),
+        ctx.vault.clone(),
+        shutdown_rx.clone(),
+    ) {
+        Ok(handle) => loops.push(handle),
+        Err(e) => tracing::error!(error = %format!("{e:#}"), "webhook dispatcher not started"),
+    }
     WorkerHandle {
         shutdown: shutdown_tx,
         loops,
