@@ -259,7 +259,9 @@ pub fn mime_parts(raw: &str) -> Vec<(String, String)> {
         let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
         unfolded.split("\r\n").find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
         })
     };
     let ctype = header("content-type").unwrap_or_else(|| "text/plain".into());
@@ -277,12 +279,16 @@ pub fn mime_parts(raw: &str) -> Vec<(String, String)> {
             .flat_map(|p| mime_parts(p.trim_start_matches("\r\n")))
             .collect();
     }
-    let encoding = header("content-transfer-encoding").unwrap_or_default().to_ascii_lowercase();
+    let encoding = header("content-transfer-encoding")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     let decoded = match encoding.as_str() {
         "base64" => {
             use base64::Engine;
             let compact: String = body.split_whitespace().collect();
-            let bytes = base64::engine::general_purpose::STANDARD.decode(compact).unwrap_or_default();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(compact)
+                .unwrap_or_default();
             String::from_utf8_lossy(&bytes).into_owned()
         }
         "quoted-printable" => {
@@ -305,6 +311,11 @@ pub fn mime_parts(raw: &str) -> Vec<(String, String)> {
         }
         _ => body.to_string(),
     };
-    let mime = ctype.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = ctype
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     vec![(mime, decoded)]
 }

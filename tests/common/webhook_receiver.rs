@@ -103,7 +103,9 @@ impl Receiver {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "webhook receiver: condition not met; received {:#?}",
-                got.iter().map(|h| (&h.webhook_id, h.body["type"].as_str(), h.answered)).collect::<Vec<_>>()
+                got.iter()
+                    .map(|h| (&h.webhook_id, h.body["type"].as_str(), h.answered))
+                    .collect::<Vec<_>>()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -113,7 +115,10 @@ impl Receiver {
 /// The Standard Webhooks verification, written out independently of the
 /// server's signing code.
 pub fn verify(secret: &str, id: &str, timestamp: &str, body: &[u8], header: &str) -> bool {
-    let Some(key) = secret.strip_prefix("whsec_").and_then(|s| STANDARD.decode(s).ok()) else {
+    let Some(key) = secret
+        .strip_prefix("whsec_")
+        .and_then(|s| STANDARD.decode(s).ok())
+    else {
         return false;
     };
     let Ok(ts) = timestamp.parse::<i64>() else {
@@ -179,7 +184,10 @@ async fn serve(mut stream: TcpStream, inner: Arc<Mutex<Inner>>) -> std::io::Resu
     );
     let answered = {
         let mut inner = inner.lock().unwrap();
-        let verified = inner.secrets.iter().any(|s| verify(s, &id, &ts, body, &sig));
+        let verified = inner
+            .secrets
+            .iter()
+            .any(|s| verify(s, &id, &ts, body, &sig));
         let answered = inner.script.pop_front().unwrap_or(inner.default_status);
         inner.received.push(Hook {
             path,
@@ -192,9 +200,8 @@ async fn serve(mut stream: TcpStream, inner: Arc<Mutex<Inner>>) -> std::io::Resu
         });
         answered
     };
-    let reply = format!(
-        "HTTP/1.1 {answered} Scripted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-    );
+    let reply =
+        format!("HTTP/1.1 {answered} Scripted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
     stream.write_all(reply.as_bytes()).await?;
     stream.shutdown().await
 }
