@@ -166,6 +166,8 @@ pub struct WebhookSettings {
     pub concurrency: usize,
     /// How often an idle dispatcher looks for due deliveries.
     pub poll_interval_ms: u64,
+    /// Finished deliveries (and their attempt log) are kept this many days.
+    pub log_retention_days: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -332,6 +334,9 @@ impl Settings {
         }
         if w.poll_interval_ms == 0 {
             return fail("webhooks.poll_interval_ms", "must be at least 1");
+        }
+        if w.log_retention_days == 0 {
+            return fail("webhooks.log_retention_days", "must be at least 1");
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return fail(

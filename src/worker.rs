@@ -75,7 +75,10 @@ pub fn spawn(settings: Arc<Settings>, pool: PgPool, vault: Vault) -> WorkerHandl
     };
     let helpers = vec![
         tokio::spawn(listen(ctx.settings.database.url.clone(), wake_tx)),
-        tokio::spawn(maintenance(ctx.pool.clone())),
+        tokio::spawn(maintenance(
+            ctx.pool.clone(),
+            ctx.settings.webhooks.log_retention_days,
+        )),
     ];
     let mut loops: Vec<JoinHandle<()>> = (0..ctx.settings.worker.loops)
         .map(|_| {
@@ -362,8 +365,9 @@ async fn listen(url: Secret, wake: watch::Sender<u64>) {
     }
 }
 
-/// Reclaims expired leases every few seconds and purges old idempotency keys.
-async fn maintenance(pool: PgPool) {
+/// Reclaims expired leases every few seconds; hourly, purges old
+/// idempotency keys and finished webhook deliveries.
+async fn maintenance(pool: PgPool, webhook_log_days: u32) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut n: u64 = 0;
     loop {
@@ -374,6 +378,7 @@ async fn maintenance(pool: PgPool) {
             let reclaimed = claim::reclaim_expired(conn)?;
             if purge {
                 crate::emails::idempotency::purge_expired(conn)?;
+                crate::webhooks::deliveries::purge_finished(conn, webhook_log_days)?;
             }
             Ok(reclaimed)
         })

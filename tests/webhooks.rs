@@ -292,6 +292,18 @@ async fn a_delivery_that_keeps_failing_gives_up_after_the_retry_window() {
         assert!(tokio::time::Instant::now() < deadline, "{}", log.text);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The log is pruned once finished deliveries pass the retention.
+    use postline::webhooks::deliveries::purge_finished;
+    let mut conn = app.sql_conn();
+    assert_eq!(purge_finished(&mut conn, 1).unwrap(), 0);
+    diesel::sql_query("UPDATE webhook_deliveries SET completed_at = now() - interval '2 days'")
+        .execute(&mut conn)
+        .unwrap();
+    assert_eq!(purge_finished(&mut conn, 1).unwrap(), 1);
+    let log = app
+        .get(&format!("/v1/webhooks/{id}/deliveries"), &key)
+        .await;
+    assert_eq!(log.json["data"], json!([]));
 }
 
 #[tokio::test]

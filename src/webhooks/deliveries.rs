@@ -238,3 +238,14 @@ pub fn find(
         .first(conn)
         .optional()
 }
+
+/// Drops finished deliveries (and their attempts) older than `days`: the
+/// log is for debugging recent traffic, not an archive.
+pub fn purge_finished(conn: &mut PgConnection, days: u32) -> QueryResult<usize> {
+    diesel::sql_query(
+        "DELETE FROM webhook_deliveries \
+         WHERE status <> 'pending' AND completed_at < now() - make_interval(days => $1)",
+    )
+    .bind::<Int4, _>(i32::try_from(days).unwrap_or(i32::MAX))
+    .execute(conn)
+}
