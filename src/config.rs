@@ -71,6 +71,9 @@ pub struct DatabaseSettings {
 pub struct SecuritySettings {
     pub master_key: Secret,
     pub master_key_file: String,
+    /// Comma-separated base64 keys still accepted for reading during a
+    /// rotation (`postline secrets rotate`); never used to encrypt.
+    pub previous_master_keys: Secret,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -84,6 +87,10 @@ pub struct AuthSettings {
 #[serde(deny_unknown_fields)]
 pub struct LimitSettings {
     pub max_request_bytes: usize,
+    pub default_requests_per_minute: u32,
+    pub admin_requests_per_minute: u32,
+    pub nodes: u32,
+    pub usage_flush_secs: u64,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -177,6 +184,8 @@ pub struct WorkerSettings {
     pub loops: usize,
     pub poll_interval_ms: u64,
     pub shutdown_timeout_secs: u64,
+    /// `postline worker` only: serve `/metrics` and `/healthz` here ("" = off).
+    pub metrics_bind: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -275,8 +284,19 @@ impl Settings {
         if self.limits.max_request_bytes < 1024 {
             return fail("limits.max_request_bytes", "must be at least 1024");
         }
+        if self.limits.nodes == 0 {
+            return fail("limits.nodes", "must be at least 1");
+        }
+        if self.limits.usage_flush_secs == 0 {
+            return fail("limits.usage_flush_secs", "must be at least 1");
+        }
         if self.worker.concurrency == 0 {
             return fail("worker.concurrency", "must be at least 1");
+        }
+        if !self.worker.metrics_bind.is_empty()
+            && self.worker.metrics_bind.parse::<SocketAddr>().is_err()
+        {
+            return fail("worker.metrics_bind", "expected host:port or empty");
         }
         if self.worker.loops == 0 {
             return fail("worker.loops", "must be at least 1");
@@ -344,7 +364,7 @@ impl Settings {
                 "not a valid filter (e.g. info, postline=debug)",
             );
         }
-        self.master_key().map(|_| ())
+        self.vault().map(|_| ())
     }
 
     /// The 32-byte master key for secrets at rest, from `security.master_key`
@@ -369,11 +389,37 @@ impl Settings {
                     .into(),
             ));
         };
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(key.as_bytes())
-            .map_err(|_| ConfigError(format!("{source}: not valid base64")))?;
-        bytes
-            .try_into()
-            .map_err(|_| ConfigError(format!("{source}: must decode to exactly 32 bytes")))
+        decode_key(&key, source)
     }
+
+    /// The keys of `security.previous_master_keys`.
+    pub fn previous_master_keys(&self) -> Result<Vec<[u8; 32]>, ConfigError> {
+        self.security
+            .previous_master_keys
+            .expose()
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(|k| decode_key(k, "security.previous_master_keys"))
+            .collect()
+    }
+
+    /// The vault for secrets at rest: the master key seals, previous keys
+    /// still open values sealed before a rotation.
+    pub fn vault(&self) -> Result<crate::crypto::Vault, ConfigError> {
+        let mut vault = crate::crypto::Vault::new(&self.master_key()?);
+        for old in self.previous_master_keys()? {
+            vault = vault.with_previous(&old);
+        }
+        Ok(vault)
+    }
+}
+
+fn decode_key(key: &str, source: &str) -> Result<[u8; 32], ConfigError> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(key.as_bytes())
+        .map_err(|_| ConfigError(format!("{source}: not valid base64")))?;
+    bytes
+        .try_into()
+        .map_err(|_| ConfigError(format!("{source}: must decode to exactly 32 bytes")))
 }

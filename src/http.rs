@@ -9,8 +9,11 @@ use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
+use actix_web::HttpMessage;
+
 use crate::db;
 use crate::error::{problem_response, AppError};
+use crate::limits::api::RateState;
 use crate::state::AppState;
 
 /// JSON bodies: size limit from config; every failure mode a problem response.
@@ -113,7 +116,98 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// Prometheus text; the queue depth is sampled from the database here (a
+/// scrape never fails because of it: an unreachable database shows zeros).
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    metrics_of(&state.pool).await
+}
+
+async fn metrics_of(pool: &crate::db::PgPool) -> HttpResponse {
+    let depth = db::run(pool, |conn| Ok(crate::emails::model::queue_depth(conn)?))
+        .await
+        .unwrap_or_default();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(crate::metrics::render(&depth))
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz));
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+/// The request span of `tracing-actix-web` without its per-error event
+/// (errors are logged once by `AppError`); the access line is written by
+/// [`finish`] inside the span, so it carries the request id.
+pub struct QuietRootSpan;
+
+impl tracing_actix_web::RootSpanBuilder for QuietRootSpan {
+    fn on_request_start(request: &actix_web::dev::ServiceRequest) -> tracing::Span {
+        tracing_actix_web::root_span!(level = tracing::Level::INFO, request)
+    }
+
+    fn on_request_end<B: MessageBody>(
+        _span: tracing::Span,
+        _outcome: &Result<ServiceResponse<B>, actix_web::Error>,
+    ) {
+    }
+}
+
+/// Runs on every response: RateLimit headers, `x-request-id`, metrics by
+/// route pattern, and one access log line (not for probes and scrapes).
+pub fn finish<B>(res: &mut ServiceResponse<B>, elapsed: std::time::Duration) {
+    let rate = res.request().extensions().get::<RateState>().copied();
+    if let Some(rate) = rate {
+        crate::limits::api::set_headers(res.headers_mut(), &rate);
+    }
+    let request_id = res
+        .request()
+        .extensions()
+        .get::<tracing_actix_web::RequestId>()
+        .map(|id| id.to_string());
+    if let Some(id) = request_id.and_then(|id| header::HeaderValue::from_str(&id).ok()) {
+        res.headers_mut()
+            .insert(header::HeaderName::from_static("x-request-id"), id);
+    }
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
+    let method = res.request().method().to_string();
+    let status = res.status().as_u16();
+    crate::metrics::http(&route, &method, status, elapsed);
+    if !matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics") {
+        tracing::info!(
+            method = %method,
+            route = %route,
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+}
+
+/// The worker role's own small HTTP listener (`worker.metrics_bind`):
+/// `/metrics` and `/healthz` only.
+pub fn worker_server(
+    pool: crate::db::PgPool,
+    listener: std::net::TcpListener,
+) -> std::io::Result<actix_web::dev::Server> {
+    let pool = web::Data::new(pool);
+    Ok(actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(pool.clone())
+            .route("/healthz", web::get().to(healthz))
+            .route(
+                "/metrics",
+                web::get().to(|pool: web::Data<crate::db::PgPool>| async move {
+                    metrics_of(&pool).await
+                }),
+            )
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run())
 }

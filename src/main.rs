@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postline::config::Settings;
-use postline::crypto::Vault;
 use postline::startup::{self, Application};
 use postline::{db, keys, telemetry, worker};
 
@@ -45,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: AdminKeyCommand,
     },
+    /// Manage secrets at rest.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
     /// Load and validate the configuration, then exit.
     Config {
         #[command(subcommand)]
@@ -62,6 +66,13 @@ enum AdminKeyCommand {
         #[arg(long = "permission")]
         permissions: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Re-encrypt every stored secret under `security.master_key`; old values
+    /// are opened with `security.previous_master_keys`.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -98,6 +109,9 @@ fn main() {
         Command::AdminKey {
             command: AdminKeyCommand::Create { name, permissions },
         } => runtime.block_on(create_admin_key(settings, name, permissions)),
+        Command::Secrets {
+            command: SecretsCommand::Rotate,
+        } => runtime.block_on(rotate_secrets(settings)),
         Command::Config {
             command: ConfigCommand::Check,
         } => {
@@ -146,11 +160,25 @@ async fn serve(settings: Settings, with_worker: bool) -> anyhow::Result<()> {
 async fn worker_only(settings: Settings) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     let pool = db::build_pool(&settings.database);
-    let vault = Vault::new(&settings.master_key()?);
+    let vault = settings.vault()?;
     startup::migrate(&pool).await?;
+    let metrics = match settings.worker.metrics_bind.as_str() {
+        "" => None,
+        bind => {
+            let server = std::net::TcpListener::bind(bind)
+                .and_then(|l| postline::http::worker_server(pool.clone(), l))
+                .map_err(|e| anyhow::anyhow!("worker.metrics_bind: cannot bind {bind}: {e}"))?;
+            let handle = server.handle();
+            tokio::spawn(server);
+            Some(handle)
+        }
+    };
     let handle = worker::spawn(settings.clone(), pool, vault);
     tracing::info!("postline worker running");
     shutdown_signal().await;
+    if let Some(m) = metrics {
+        m.stop(true).await;
+    }
     tracing::info!("shutting down: finishing in-flight deliveries");
     handle
         .stop(Duration::from_secs(settings.worker.shutdown_timeout_secs))
@@ -203,5 +231,25 @@ async fn create_admin_key(
         key.permissions.join(",")
     );
     println!("{}", key.key.unwrap_or_default());
+    Ok(())
+}
+
+async fn rotate_secrets(settings: Settings) -> anyhow::Result<()> {
+    let vault = settings.vault()?;
+    let pool = db::build_pool(&settings.database);
+    startup::migrate(&pool).await?;
+    let reports = tokio::task::spawn_blocking(move || {
+        let mut conn = pool
+            .get()
+            .map_err(|e| anyhow::anyhow!("database.url: cannot connect: {e}"))?;
+        postline::secrets::rotate(&mut conn, &vault)
+    })
+    .await??;
+    for (column, r) in reports {
+        println!(
+            "{column}: {} re-encrypted, {} already current, {} changed concurrently",
+            r.rotated, r.already_current, r.skipped_concurrent
+        );
+    }
     Ok(())
 }

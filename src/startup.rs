@@ -6,17 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::{middleware, web, App, HttpServer};
+use actix_web::{web, App, HttpServer};
+use tracing_actix_web::TracingLogger;
 
 use crate::auth::AuthService;
 use crate::config::Settings;
-use crate::crypto::Vault;
 use crate::db::{self, PgPool};
+use crate::limits::api::ApiLimiter;
 use crate::queue::ingest::Ingestor;
 use crate::state::AppState;
 use crate::tenants::cache::TenantCache;
+use crate::usage::counter::RequestCounter;
 use crate::webhooks::sender::Sender;
-use crate::{emails, http, keys, templates, tenants, webhooks};
+use crate::{emails, http, keys, templates, tenants, usage, webhooks};
 
 pub struct Application {
     port: u16,
@@ -31,7 +33,7 @@ impl Application {
     pub fn build(settings: Settings) -> anyhow::Result<Application> {
         let settings = Arc::new(settings);
         let pool = db::build_pool(&settings.database);
-        let vault = Vault::new(&settings.master_key()?);
+        let vault = settings.vault()?;
         let ttl = Duration::from_secs(settings.auth.cache_ttl_secs);
         let auth = AuthService::new(pool.clone(), ttl);
         let tenants = TenantCache::new(pool.clone(), ttl);
@@ -42,21 +44,28 @@ impl Application {
         );
         let state = AppState {
             settings: settings.clone(),
-            pool,
+            pool: pool.clone(),
             vault,
             auth,
             tenants,
             ingest,
             webhook_sender: Sender::new(&settings.webhooks)?,
+            api_limiter: Arc::new(ApiLimiter::new(settings.limits.nodes)),
+            requests: RequestCounter::new(pool.clone()),
         };
         let listener = TcpListener::bind(&settings.server.bind).map_err(|e| {
             anyhow::anyhow!("server.bind: cannot bind {}: {e}", settings.server.bind)
         })?;
         let port = listener.local_addr()?.port();
         let server = http_server(state.clone(), listener)?;
-        let background = vec![state
-            .auth
-            .spawn_last_used_flusher(Duration::from_secs(settings.auth.last_used_flush_secs))];
+        let background = vec![
+            state
+                .auth
+                .spawn_last_used_flusher(Duration::from_secs(settings.auth.last_used_flush_secs)),
+            state
+                .requests
+                .spawn_flusher(Duration::from_secs(settings.limits.usage_flush_secs)),
+        ];
         Ok(Application {
             port,
             server,
@@ -83,6 +92,9 @@ impl Application {
         if let Err(e) = self.state.auth.flush_last_used().await {
             tracing::warn!(error = %e, "final flush of last_used_at failed");
         }
+        if let Err(e) = self.state.requests.flush().await {
+            tracing::warn!(error = %e, "final flush of api request counts failed");
+        }
         Ok(())
     }
 }
@@ -102,14 +114,23 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<Vec<String>> {
 fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server> {
     let workers = state.settings.server.workers;
     let max_body = state.settings.limits.max_request_bytes;
-    let auth = web::Data::new(state.auth.clone());
     let data = web::Data::new(state);
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(http::problem_for_bare_errors())
-            .wrap(middleware::Logger::new("%r %s %Dms").exclude("/healthz"))
+            .wrap_fn(|req, srv| {
+                let started = std::time::Instant::now();
+                let fut = actix_web::dev::Service::call(srv, req);
+                async move {
+                    let mut res = fut.await?;
+                    http::finish(&mut res, started.elapsed());
+                    Ok(res)
+                }
+            })
+            // Outermost: a span with a request id around everything, so every
+            // log line of a request carries it.
+            .wrap(TracingLogger::<http::QuietRootSpan>::new())
             .app_data(data.clone())
-            .app_data(auth.clone())
             .app_data(http::json_config(max_body))
             .app_data(web::PayloadConfig::new(max_body))
             .app_data(http::query_config())
@@ -120,6 +141,7 @@ fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server>
             .configure(emails::routes::configure)
             .configure(templates::routes::configure)
             .configure(webhooks::routes::configure)
+            .configure(usage::routes::configure)
             .default_service(web::to(http::not_found))
     })
     .listen(listener)?

@@ -6,8 +6,10 @@ use crate::auth::AuthService;
 use crate::config::Settings;
 use crate::crypto::Vault;
 use crate::db::PgPool;
+use crate::limits::api::ApiLimiter;
 use crate::queue::ingest::Ingestor;
 use crate::tenants::cache::TenantCache;
+use crate::usage::counter::RequestCounter;
 use crate::webhooks::sender::Sender;
 
 #[derive(Clone)]
@@ -20,4 +22,6 @@ pub struct AppState {
     pub ingest: Ingestor,
     /// Sends `POST …/webhooks/{id}/test` pings (through the SSRF guard).
     pub webhook_sender: Sender,
+    pub api_limiter: Arc<ApiLimiter>,
+    pub requests: RequestCounter,
 }

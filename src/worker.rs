@@ -21,6 +21,8 @@ use crate::delivery::{self, OutgoingMessage, RelayConfig, Transports};
 use crate::domain::TenantId;
 use crate::emails::mime;
 use crate::emails::model::EmailRow;
+use crate::limits::pacer::Pacer;
+use crate::metrics;
 use crate::queue::claim::{self, Outcome, Resolution};
 use crate::queue::retry::RetryPolicy;
 use crate::tenants::input::smtp_password_context;
@@ -56,6 +58,16 @@ struct Ctx {
     transports: Arc<Transports>,
     settings: Arc<Settings>,
     retry: RetryPolicy,
+    pacer: Arc<Pacer>,
+}
+
+/// What the worker needs of a tenant for one batch.
+#[derive(Clone)]
+struct TenantDelivery {
+    /// The SMTP override (`None`: the default transport); `Err` when its
+    /// password cannot be decrypted.
+    relay: Result<Option<RelayConfig>, String>,
+    per_second: Option<i32>,
 }
 
 /// Starts the worker role: `worker.loops` claim loops, the webhook
@@ -69,6 +81,7 @@ pub fn spawn(settings: Arc<Settings>, pool: PgPool, vault: Vault) -> WorkerHandl
             max: Duration::from_millis(settings.delivery.retry_max_ms),
         },
         transports: Arc::new(Transports::from_settings(&settings)),
+        pacer: Arc::new(Pacer::new(settings.limits.nodes)),
         pool,
         vault,
         settings,
@@ -117,7 +130,11 @@ async fn claim_loop(ctx: Ctx, mut wake: watch::Receiver<u64>, mut shutdown: watc
         // Mark the current wake-up as seen before claiming, so a NOTIFY that
         // lands during the claim is not lost.
         wake.borrow_and_update();
-        let claimed = db::run(&ctx.pool, move |conn| Ok(claim::claim(conn, limit, lease)?)).await;
+        let skip = ctx.pacer.throttled();
+        let claimed = db::run(&ctx.pool, move |conn| {
+            Ok(claim::claim(conn, limit, lease, &skip)?)
+        })
+        .await;
         let pause = match claimed {
             Ok(rows) if !rows.is_empty() => {
                 process(&ctx, rows, &shutdown).await;
@@ -151,16 +168,45 @@ async fn process(ctx: &Ctx, rows: Vec<EmailRow>, shutdown: &watch::Receiver<bool
     .await
     .unwrap_or_default();
     let concurrency = ctx.settings.worker.concurrency.max(1);
+    // Admission runs in claim order as the stream is pulled: a paced tenant's
+    // surplus goes back to the queue at its turn instead of waiting here.
     let outcomes: Vec<Outcome> = stream::iter(built)
         .map(|(row, raw)| {
-            let relay = relays.get(&row.tenant_id).cloned();
-            let stopping = *shutdown.borrow();
-            async move { attempt(ctx, row, raw, relay, stopping).await }
+            let tenant = relays.get(&row.tenant_id).cloned();
+            let hold = if *shutdown.borrow() {
+                Some(Utc::now())
+            } else {
+                let turn = ctx
+                    .pacer
+                    .admit(row.tenant_id, tenant.as_ref().and_then(|t| t.per_second));
+                if turn.is_some() {
+                    metrics::limited("paced");
+                }
+                turn
+            };
+            async move {
+                match hold {
+                    Some(at) => requeue(row, at),
+                    None => attempt(ctx, row, raw, tenant.map(|t| t.relay)).await,
+                }
+            }
         })
         .buffer_unordered(concurrency)
         .collect()
         .await;
+    for o in &outcomes {
+        metrics::delivery(o.resolution.label());
+    }
     record_with_retry(ctx, outcomes).await;
+}
+
+fn requeue(row: EmailRow, at: chrono::DateTime<Utc>) -> Outcome {
+    Outcome {
+        tenant_id: row.tenant_id,
+        email_id: row.id,
+        attempt: row.attempts,
+        resolution: Resolution::Requeued { at },
+    }
 }
 
 async fn attempt(
@@ -168,7 +214,6 @@ async fn attempt(
     row: EmailRow,
     raw: anyhow::Result<Vec<u8>>,
     relay: Option<Result<Option<RelayConfig>, String>>,
-    stopping: bool,
 ) -> Outcome {
     let outcome = |resolution| Outcome {
         tenant_id: row.tenant_id,
@@ -176,9 +221,6 @@ async fn attempt(
         attempt: row.attempts,
         resolution,
     };
-    if stopping {
-        return outcome(Resolution::Released);
-    }
     let raw = match raw {
         Ok(raw) => raw,
         Err(e) => {
@@ -205,7 +247,15 @@ async fn attempt(
         recipients: recipients.map(|r| address_of(r)).collect(),
         raw,
     };
-    let resolution = match transport.send(&msg).await {
+    let started = std::time::Instant::now();
+    let sent = transport.send(&msg).await;
+    let label = match &sent {
+        delivery::Outcome::Delivered { .. } => "delivered",
+        delivery::Outcome::Bounced { .. } => "bounced",
+        delivery::Outcome::Deferred { .. } => "deferred",
+    };
+    metrics::smtp_send(label, started.elapsed());
+    let resolution = match sent {
         delivery::Outcome::Delivered { response } => Resolution::Delivered { response },
         delivery::Outcome::Bounced { response } => Resolution::Bounced { response },
         delivery::Outcome::Deferred { response } => deferral(ctx, &row, response),
@@ -241,10 +291,7 @@ fn deferral(ctx: &Ctx, row: &EmailRow, response: String) -> Resolution {
 /// The SMTP override of each tenant in the batch (decrypted), `None` for the
 /// default transport; an undecryptable password defers that tenant's mail
 /// rather than silently using another relay.
-async fn tenant_relays(
-    ctx: &Ctx,
-    rows: &[EmailRow],
-) -> HashMap<Uuid, Result<Option<RelayConfig>, String>> {
+async fn tenant_relays(ctx: &Ctx, rows: &[EmailRow]) -> HashMap<Uuid, TenantDelivery> {
     let mut ids: Vec<Uuid> = rows.iter().map(|r| r.tenant_id).collect();
     ids.sort();
     ids.dedup();
@@ -255,16 +302,25 @@ async fn tenant_relays(
     let tenants = match fetched {
         Ok(t) => t,
         Err(e) => {
-            let why = format!("tenant settings unavailable: {e}");
+            let unavailable = TenantDelivery {
+                relay: Err(format!("tenant settings unavailable: {e}")),
+                per_second: None,
+            };
             return rows
                 .iter()
-                .map(|r| (r.tenant_id, Err(why.clone())))
+                .map(|r| (r.tenant_id, unavailable.clone()))
                 .collect();
         }
     };
     tenants
         .into_iter()
-        .map(|t| (t.id, relay_of(&ctx.vault, &t)))
+        .map(|t| {
+            let delivery = TenantDelivery {
+                relay: relay_of(&ctx.vault, &t),
+                per_second: t.emails_per_second,
+            };
+            (t.id, delivery)
+        })
         .collect()
 }
 

@@ -407,7 +407,7 @@ async fn an_expired_lease_is_delivered_by_another_worker() {
         .await;
     let id = r.json["id"].as_str().unwrap().to_string();
     // A worker claims it with a 1 s lease and dies without an outcome.
-    let claimed = postline::queue::claim::claim(&mut app.sql_conn(), 10, 1.0).unwrap();
+    let claimed = postline::queue::claim::claim(&mut app.sql_conn(), 10, 1.0, &[]).unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(wait_status(&app, &key, &id, "sending").await["attempts"], 1);
     app.start_worker();

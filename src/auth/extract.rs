@@ -8,9 +8,13 @@ use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
 
-use super::{AuthService, VerifiedKey};
+use actix_web::HttpMessage;
+
+use super::VerifiedKey;
 use crate::domain::{KeyKind, Permission, TenantId};
 use crate::error::{AppError, AppResult};
+use crate::state::AppState;
+use crate::tenants::model::TenantRef;
 
 /// The authenticated caller. Tenant keys of a suspended tenant never get here
 /// (403 `tenant_suspended`).
@@ -50,6 +54,39 @@ impl Principal {
     }
 }
 
+/// `requests_per_minute` (DESIGN §6): a tenant key counts against its
+/// tenant's limit (or `limits.default_requests_per_minute`); an admin key
+/// against `limits.admin_requests_per_minute` for itself. The state goes into
+/// the request so the response carries the RateLimit headers; admitted tenant
+/// requests are counted for usage.
+async fn rate_limit(state: &AppState, req: &HttpRequest, key: &VerifiedKey) -> AppResult<()> {
+    let limits = &state.settings.limits;
+    let (subject, per_minute) = match key.tenant_id {
+        Some(tenant) => {
+            let row = state.tenants.get(&TenantRef::Id(tenant.0)).await?;
+            let own = row.requests_per_minute.and_then(|n| u32::try_from(n).ok());
+            (tenant.0, own.unwrap_or(limits.default_requests_per_minute))
+        }
+        None => (key.api_key_id, limits.admin_requests_per_minute),
+    };
+    if per_minute > 0 {
+        let rate = state.api_limiter.check(subject, per_minute);
+        req.extensions_mut().insert(rate);
+        if let Some(retry_after_secs) = rate.retry_after_secs {
+            crate::metrics::limited("rate_limited");
+            return Err(AppError::TooManyRequests {
+                code: "rate_limited",
+                detail: format!("Rate limit of {} requests per minute exceeded.", rate.limit),
+                retry_after_secs,
+            });
+        }
+    }
+    if let Some(tenant) = key.tenant_id {
+        state.requests.hit(tenant.0);
+    }
+    Ok(())
+}
+
 fn bearer(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
@@ -63,19 +100,21 @@ impl FromRequest for Principal {
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let auth = req.app_data::<web::Data<AuthService>>().cloned();
+        let state = req.app_data::<web::Data<AppState>>().cloned();
         let token = bearer(req);
+        let req = req.clone();
         Box::pin(async move {
-            let auth =
-                auth.ok_or_else(|| AppError::internal("auth", "AuthService not registered"))?;
+            let state =
+                state.ok_or_else(|| AppError::internal("auth", "AppState not registered"))?;
             let token = token.ok_or(AppError::Unauthorized)?;
-            let key = auth.authenticate(&token).await?;
+            let key = state.auth.authenticate(&token).await?;
             if key.kind == KeyKind::Live && key.tenant_suspended {
                 return Err(AppError::forbidden(
                     "tenant_suspended",
                     "This tenant is suspended.",
                 ));
             }
+            rate_limit(&state, &req, &key).await?;
             Ok(Principal(key))
         })
     }

@@ -162,3 +162,15 @@ diesel::joinable!(webhook_deliveries -> webhooks (webhook_id));
 diesel::joinable!(webhook_attempts -> webhook_deliveries (delivery_id));
 diesel::allow_tables_to_appear_in_same_query!(templates, tenants);
 diesel::allow_tables_to_appear_in_same_query!(webhooks, webhook_deliveries, webhook_attempts);
+diesel::table! {
+    usage_daily (tenant_id, day) {
+        tenant_id -> Uuid,
+        day -> Date,
+        emails_sent -> Int8,
+        emails_delivered -> Int8,
+        emails_bounced -> Int8,
+        emails_failed -> Int8,
+        api_requests -> Int8,
+    }
+}
+diesel::allow_tables_to_appear_in_same_query!(tenants, usage_daily);

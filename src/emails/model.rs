@@ -104,11 +104,11 @@ pub struct EventRow {
 
 /// Inserts messages, their `email.queued` events and the webhook deliveries
 /// those cause (multi-row statements; the caller holds the transaction).
-pub fn insert_with_events(conn: &mut PgConnection, rows: &[NewEmail]) -> QueryResult<()> {
+pub fn insert_with_events(conn: &mut PgConnection, rows: &[&NewEmail]) -> QueryResult<()> {
     // 65,535 bind parameters per statement: stay well below with chunks.
     for chunk in rows.chunks(1000) {
         diesel::insert_into(emails::table)
-            .values(chunk)
+            .values(chunk.to_vec())
             .execute(conn)?;
         let events: Vec<NewEvent> = chunk
             .iter()
@@ -220,4 +220,14 @@ pub fn cancel_pending_of_tenant(conn: &mut PgConnection, tenant: TenantId) -> Qu
             .execute(conn)?;
     }
     Ok(ids.len())
+}
+
+/// Messages waiting, by status: only the queue statuses, which the partial
+/// indexes cover, so a scrape stays cheap however large the history is.
+pub fn queue_depth(conn: &mut PgConnection) -> QueryResult<Vec<(String, i64)>> {
+    emails::table
+        .filter(emails::status.eq_any(["queued", "deferred", "sending"]))
+        .group_by(emails::status)
+        .select((emails::status, diesel::dsl::count_star()))
+        .load(conn)
 }

@@ -3,6 +3,7 @@
 //! then queues them durably: coalesced with concurrent sends, or in their own
 //! transaction when an Idempotency-Key must be honoured.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
@@ -21,6 +22,7 @@ use crate::db;
 use crate::db::pagination::{Page, PageQuery};
 use crate::domain::{Permission, TenantId};
 use crate::error::{AppError, AppResult};
+use crate::queue::ingest::{self, Submission};
 use crate::state::AppState;
 use crate::templates;
 use crate::templates::input::variables;
@@ -157,6 +159,7 @@ async fn prepare(
     path: Option<&str>,
     req: SendRequest,
     prefix: &str,
+    quotas: &mut BTreeMap<Uuid, i64>,
 ) -> AppResult<NewEmail> {
     let field = format!("{prefix}tenant_id");
     let tenant = sending_tenant(
@@ -182,6 +185,9 @@ async fn prepare(
     };
     let max_attach = state.settings.limits.max_request_bytes;
     let valid = req.validate(&profile(&tenant), prefix, max_attach)?;
+    if let Some(limit) = tenant.emails_per_day {
+        quotas.insert(tenant.id, i64::from(limit));
+    }
     to_row(state, &tenant, valid)
 }
 
@@ -200,23 +206,23 @@ fn check_idempotency_key(key: &str) -> AppResult<()> {
 /// of that key is replayed instead, and a different body is a 409.
 async fn enqueue(
     state: &AppState,
-    rows: Vec<NewEmail>,
+    submission: Submission,
     reply: Reply,
     idem: Option<(Uuid, String, Vec<u8>)>,
 ) -> AppResult<Reply> {
     let Some((scope, key, hash)) = idem else {
-        state.ingest.submit(rows, None).await?;
+        state.ingest.submit(submission).await?;
         return Ok(reply);
     };
     let (status, body) = reply;
     db::run(&state.pool, move |conn| {
         conn.transaction(|conn| {
             if idempotency::claim(conn, scope, &key, &hash, i32::from(status.as_u16()), &body)? {
-                model::insert_with_events(conn, &rows)?;
-                diesel::RunQueryDsl::execute(
-                    diesel::sql_query(format!("NOTIFY {}", crate::queue::CHANNEL)),
-                    conn,
-                )?;
+                // Refused by the quota: roll the key back too, so the same
+                // request can succeed once the quota allows it.
+                if ingest::write_jobs(conn, &[&submission])?.first() != Some(&true) {
+                    return Err(ingest::quota_exceeded());
+                }
                 return Ok((status, body));
             }
             let stored = idempotency::find(conn, scope, &key)?
@@ -269,7 +275,8 @@ pub async fn send_one(
 ) -> AppResult<Reply> {
     who.require(Permission::Send)?;
     let req: SendRequest = parse(body)?;
-    let row = prepare(state, who, path, req, "").await?;
+    let mut quotas = BTreeMap::new();
+    let row = prepare(state, who, path, req, "", &mut quotas).await?;
     let reply = (
         StatusCode::ACCEPTED,
         serde_json::to_value(Accepted {
@@ -285,7 +292,11 @@ pub async fn send_one(
         }
         None => None,
     };
-    enqueue(state, vec![row], reply, idem).await
+    let submission = Submission {
+        rows: vec![row],
+        quotas,
+    };
+    enqueue(state, submission, reply, idem).await
 }
 
 /// `POST /v1/emails/batch`: every message is validated before any is queued.
@@ -304,9 +315,10 @@ pub async fn send_batch(
         ));
     }
     let mut rows = Vec::with_capacity(batch.emails.len());
+    let mut quotas = BTreeMap::new();
     for (i, req) in batch.emails.into_iter().enumerate() {
         rows.push(
-            prepare(state, who, None, req, &format!("emails[{i}]."))
+            prepare(state, who, None, req, &format!("emails[{i}]."), &mut quotas)
                 .await
                 .map_err(|e| at_index(e, i))?,
         );
@@ -333,7 +345,7 @@ pub async fn send_batch(
         }
         None => None,
     };
-    enqueue(state, rows, reply, idem).await
+    enqueue(state, Submission { rows, quotas }, reply, idem).await
 }
 
 /// The tenant whose mail is read: a tenant key's own, the path's, or the

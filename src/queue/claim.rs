@@ -3,6 +3,8 @@
 //! expired leases, and record a batch of outcomes with their events in one
 //! transaction.
 
+use std::collections::{BTreeMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Double, Nullable, Text, Timestamptz, Uuid as SqlUuid};
@@ -10,15 +12,23 @@ use uuid::Uuid;
 
 use crate::db::schema::email_events;
 use crate::emails::model::{EmailRow, NewEvent};
+use crate::usage::model::{self as usage, Counters};
 
 /// Claims up to `limit` due messages for `lease_secs`, counting the attempt.
-pub fn claim(conn: &mut PgConnection, limit: i64, lease_secs: f64) -> QueryResult<Vec<EmailRow>> {
+/// Tenants in `skip` (paced out right now) are left for later.
+pub fn claim(
+    conn: &mut PgConnection,
+    limit: i64,
+    lease_secs: f64,
+    skip: &[Uuid],
+) -> QueryResult<Vec<EmailRow>> {
     diesel::sql_query(
         "UPDATE emails AS e \
          SET status = 'sending', attempts = e.attempts + 1, \
              locked_until = now() + make_interval(secs => $2) \
          FROM (SELECT tenant_id, id FROM emails \
                WHERE status IN ('queued', 'deferred') AND next_attempt_at <= now() \
+                 AND NOT (tenant_id = ANY($3)) \
                ORDER BY next_attempt_at \
                LIMIT $1 \
                FOR UPDATE SKIP LOCKED) AS due \
@@ -27,6 +37,7 @@ pub fn claim(conn: &mut PgConnection, limit: i64, lease_secs: f64) -> QueryResul
     )
     .bind::<BigInt, _>(limit)
     .bind::<Double, _>(lease_secs)
+    .bind::<Array<SqlUuid>, _>(skip)
     .load(conn)
 }
 
@@ -56,8 +67,11 @@ pub enum Resolution {
     Failed {
         reason: String,
     },
-    /// Not attempted (shutdown): back to the queue, attempt not counted.
-    Released,
+    /// Not attempted (shutdown, or paced out): back to the queue until `at`,
+    /// the attempt not counted.
+    Requeued {
+        at: DateTime<Utc>,
+    },
 }
 
 impl Resolution {
@@ -67,7 +81,15 @@ impl Resolution {
             Resolution::Deferred { .. } => "deferred",
             Resolution::Bounced { .. } => "bounced",
             Resolution::Failed { .. } => "failed",
-            Resolution::Released => "queued",
+            Resolution::Requeued { .. } => "queued",
+        }
+    }
+
+    /// The outcome name used in metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Resolution::Requeued { .. } => "requeued",
+            other => other.status(),
         }
     }
 
@@ -78,7 +100,7 @@ impl Resolution {
             Resolution::Deferred { .. } => Some("email.deferred"),
             Resolution::Bounced { .. } => Some("email.bounced"),
             Resolution::Failed { .. } => Some("email.failed"),
-            Resolution::Released => None,
+            Resolution::Requeued { .. } => None,
         }
     }
 }
@@ -117,7 +139,7 @@ pub fn record(conn: &mut PgConnection, outcomes: &[Outcome]) -> QueryResult<Vec<
                     (Some(response.clone()), Some(response.clone()), Some(*next_attempt_at))
                 }
                 Resolution::Failed { reason } => (None, Some(reason.clone()), None),
-                Resolution::Released => (None, None, Some(Utc::now())),
+                Resolution::Requeued { at } => (None, None, Some(*at)),
             };
             responses.push(resp);
             errors.push(err);
@@ -147,6 +169,7 @@ pub fn record(conn: &mut PgConnection, outcomes: &[Outcome]) -> QueryResult<Vec<
         .map(|r| (r.tenant_id, r.id))
         .collect();
         let now = Utc::now();
+        let changed: HashSet<(Uuid, Uuid)> = changed.into_iter().collect();
         let events: Vec<NewEvent> = outcomes
             .iter()
             .filter(|o| changed.contains(&(o.tenant_id, o.email_id)))
@@ -164,8 +187,31 @@ pub fn record(conn: &mut PgConnection, outcomes: &[Outcome]) -> QueryResult<Vec<
             diesel::insert_into(email_events::table).values(&events).execute(conn)?;
             crate::webhooks::outbox::enqueue(conn, &events)?;
         }
-        Ok(changed)
+        usage::add(conn, now.date_naive(), &terminal_counts(outcomes, &changed))?;
+        Ok(changed.into_iter().collect())
     })
+}
+
+/// Terminal outcomes per tenant, for usage (only rows this call changed).
+fn terminal_counts(
+    outcomes: &[Outcome],
+    changed: &HashSet<(Uuid, Uuid)>,
+) -> BTreeMap<Uuid, Counters> {
+    let mut deltas: BTreeMap<Uuid, Counters> = BTreeMap::new();
+    for o in outcomes
+        .iter()
+        .filter(|o| changed.contains(&(o.tenant_id, o.email_id)))
+    {
+        let c = deltas.entry(o.tenant_id).or_default();
+        match o.resolution {
+            Resolution::Delivered { .. } => c.emails_delivered += 1,
+            Resolution::Bounced { .. } => c.emails_bounced += 1,
+            Resolution::Failed { .. } => c.emails_failed += 1,
+            Resolution::Deferred { .. } | Resolution::Requeued { .. } => {}
+        }
+    }
+    deltas.retain(|_, c| c.emails_delivered + c.emails_bounced + c.emails_failed > 0);
+    deltas
 }
 
 #[derive(QueryableByName)]
@@ -190,6 +236,6 @@ fn event_detail(o: &Outcome) -> serde_json::Value {
         Resolution::Failed { reason } => {
             serde_json::json!({"attempt": o.attempt, "reason": reason})
         }
-        Resolution::Released => serde_json::json!({}),
+        Resolution::Requeued { .. } => serde_json::json!({}),
     }
 }

@@ -5,24 +5,33 @@
 //! No timer is involved: while a writer commits, new requests queue up in the
 //! channel and the next writer takes all of them at once, so batches grow with
 //! load and a lone request is written immediately.
+//!
+//! The same transaction enforces the daily quota exactly (DESIGN §6) and
+//! counts `emails_sent`: see [`write_jobs`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use chrono::{NaiveDate, Utc};
 use diesel::prelude::*;
 use diesel::PgConnection;
 use tokio::sync::{mpsc, oneshot, Mutex};
+use uuid::Uuid;
 
 use crate::db::PgPool;
 use crate::emails::model::{self, NewEmail};
 use crate::error::{AppError, AppResult};
+use crate::usage::model::{self as usage, Counters};
 
-/// Work a request asks for inside the enqueue transaction, after its rows are
-/// known to be valid (e.g. the daily quota check).
-pub type Precheck = Box<dyn Fn(&mut PgConnection) -> AppResult<()> + Send>;
+/// One request's messages (all or nothing) and the daily quotas that apply
+/// to their tenants (`tenant → emails_per_day`; absent = unlimited).
+pub struct Submission {
+    pub rows: Vec<NewEmail>,
+    pub quotas: BTreeMap<Uuid, i64>,
+}
 
 struct Job {
-    rows: Vec<NewEmail>,
-    precheck: Option<Precheck>,
+    submission: Submission,
     done: oneshot::Sender<AppResult<()>>,
 }
 
@@ -42,16 +51,11 @@ impl Ingestor {
         Ingestor { tx }
     }
 
-    /// Queues `rows` (one request's messages, all or nothing) and resolves
-    /// after their COMMIT.
-    pub async fn submit(&self, rows: Vec<NewEmail>, precheck: Option<Precheck>) -> AppResult<()> {
+    /// Queues one submission and resolves after its COMMIT.
+    pub async fn submit(&self, submission: Submission) -> AppResult<()> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Job {
-                rows,
-                precheck,
-                done,
-            })
+            .send(Job { submission, done })
             .await
             .map_err(|_| AppError::Unavailable("ingest writers stopped".into()))?;
         wait.await
@@ -68,11 +72,11 @@ async fn writer(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_rows: usi
                 Some(job) => jobs.push(job),
                 None => return,
             }
-            let mut rows = jobs[0].rows.len();
+            let mut rows = jobs[0].submission.rows.len();
             while rows < max_rows {
                 match rx.try_recv() {
                     Ok(job) => {
-                        rows += job.rows.len();
+                        rows += job.submission.rows.len();
                         jobs.push(job);
                     }
                     Err(_) => break,
@@ -80,8 +84,7 @@ async fn writer(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_rows: usi
             }
         }
         let pool = pool.clone();
-        let outcome = tokio::task::spawn_blocking(move || commit_jobs(&pool, jobs)).await;
-        if let Err(e) = outcome {
+        if let Err(e) = tokio::task::spawn_blocking(move || commit_jobs(&pool, jobs)).await {
             tracing::error!(error = %e, "ingest writer task failed");
         }
     }
@@ -100,58 +103,86 @@ fn commit_jobs(pool: &PgPool, jobs: Vec<Job>) {
             return;
         }
     };
-    let has_prechecks = jobs.iter().any(|j| j.precheck.is_some());
-    if jobs.len() > 1 && !has_prechecks {
-        let result = conn.transaction(|c| {
-            for job in &jobs {
-                model::insert_with_events(c, &job.rows)?;
-            }
-            notify(c)
-        });
-        if result.is_ok() {
-            for job in jobs {
-                let _ = job.done.send(Ok(()));
+    if jobs.len() > 1 {
+        let subs: Vec<&Submission> = jobs.iter().map(|j| &j.submission).collect();
+        if let Ok(admitted) = conn.transaction(|c| write_jobs(c, &subs)) {
+            for (job, ok) in jobs.into_iter().zip(admitted) {
+                let _ = job
+                    .done
+                    .send(if ok { Ok(()) } else { Err(quota_exceeded()) });
             }
             return;
         }
-    } else if jobs.len() > 1 {
-        // Prechecks (quota) may refuse single jobs: run each in a savepoint
-        // inside one transaction so the others still share the COMMIT.
-        let mut results: Vec<AppResult<()>> = Vec::with_capacity(jobs.len());
-        let committed = conn.transaction::<_, diesel::result::Error, _>(|c| {
-            for job in &jobs {
-                results.push(c.transaction::<_, AppError, _>(|c| run_job(c, job)));
-            }
-            notify(c)
-        });
-        if committed.is_ok() {
-            for (job, r) in jobs.into_iter().zip(results) {
-                let _ = job.done.send(r);
-            }
-            return;
-        }
-        // The outer COMMIT failed, so nothing was written: retry singly below.
     }
     for job in jobs {
-        let r = conn.transaction::<_, AppError, _>(|c| {
-            run_job(c, &job)?;
-            notify(c)?;
-            Ok(())
+        let r = conn.transaction(|c| write_jobs(c, &[&job.submission]));
+        let _ = job.done.send(match r {
+            Ok(admitted) if admitted.first() == Some(&true) => Ok(()),
+            Ok(_) => Err(quota_exceeded()),
+            Err(e) => Err(e.into()),
         });
-        let _ = job.done.send(r);
     }
 }
 
-fn run_job(conn: &mut PgConnection, job: &Job) -> AppResult<()> {
-    if let Some(check) = &job.precheck {
-        check(conn)?;
+/// 429 until the next UTC midnight, when the daily counters start over.
+pub fn quota_exceeded() -> AppError {
+    crate::metrics::limited("daily_quota_exceeded");
+    let now = Utc::now();
+    let midnight = (now.date_naive() + chrono::Days::new(1))
+        .and_hms_opt(0, 0, 0)
+        .map(|m| m.and_utc())
+        .unwrap_or(now);
+    AppError::TooManyRequests {
+        code: "daily_quota_exceeded",
+        detail: "The tenant's daily e-mail quota is used up.".into(),
+        retry_after_secs: (midnight - now).num_seconds().max(1) as u64,
     }
-    model::insert_with_events(conn, &job.rows)?;
-    Ok(())
 }
 
-fn notify(conn: &mut PgConnection) -> QueryResult<()> {
-    diesel::sql_query(format!("NOTIFY {}", super::CHANNEL))
-        .execute(conn)
-        .map(|_| ())
+/// Inside the caller's transaction: admits each submission whole or not at
+/// all against its tenants' daily quotas (their usage rows locked, in tenant
+/// order, so the quota holds exactly across nodes), inserts the admitted
+/// messages with their `email.queued` events, counts them in `usage_daily`,
+/// and NOTIFYs idle workers. Returns, per submission, whether it was admitted.
+pub fn write_jobs(conn: &mut PgConnection, subs: &[&Submission]) -> QueryResult<Vec<bool>> {
+    let day: NaiveDate = Utc::now().date_naive();
+    let quota_tenants: Vec<Uuid> = subs.iter().flat_map(|s| s.quotas.keys().copied()).collect();
+    let mut sent = usage::lock_sent(conn, day, &quota_tenants)?;
+    let mut admitted = Vec::with_capacity(subs.len());
+    for s in subs {
+        let mut need: BTreeMap<Uuid, i64> = BTreeMap::new();
+        for r in &s.rows {
+            *need.entry(r.tenant_id).or_default() += 1;
+        }
+        let fits = need.iter().all(|(t, n)| match s.quotas.get(t) {
+            Some(limit) => sent.get(t).copied().unwrap_or(0) + n <= *limit,
+            None => true,
+        });
+        if fits {
+            for (t, n) in &need {
+                if let Some(v) = sent.get_mut(t) {
+                    *v += n;
+                }
+            }
+        }
+        admitted.push(fits);
+    }
+    let rows: Vec<&NewEmail> = subs
+        .iter()
+        .zip(&admitted)
+        .filter(|(_, ok)| **ok)
+        .flat_map(|(s, _)| s.rows.iter())
+        .collect();
+    if rows.is_empty() {
+        return Ok(admitted);
+    }
+    model::insert_with_events(conn, &rows)?;
+    crate::metrics::ingest_batch(rows.len());
+    let mut deltas: BTreeMap<Uuid, Counters> = BTreeMap::new();
+    for r in &rows {
+        deltas.entry(r.tenant_id).or_default().emails_sent += 1;
+    }
+    usage::add(conn, day, &deltas)?;
+    diesel::sql_query(format!("NOTIFY {}", super::CHANNEL)).execute(conn)?;
+    Ok(admitted)
 }

@@ -143,3 +143,69 @@ pub fn find_many(conn: &mut PgConnection, ids: &[Uuid]) -> QueryResult<Vec<Tenan
         .select(TenantRow::as_select())
         .load(conn)
 }
+
+/// Tenants for a usage report: live ones, and deleted ones that had usage
+/// between `from` and `to`.
+pub fn list_for_usage(
+    conn: &mut PgConnection,
+    page: PageRequest,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+) -> QueryResult<Vec<TenantRow>> {
+    use crate::db::schema::usage_daily;
+    let had_usage = diesel::dsl::exists(
+        usage_daily::table
+            .filter(usage_daily::tenant_id.eq(tenants::id))
+            .filter(usage_daily::day.between(from, to)),
+    );
+    let mut q = tenants::table
+        .select(TenantRow::as_select())
+        .filter(tenants::status.ne("deleted").or(had_usage))
+        .order((tenants::created_at.desc(), tenants::id.desc()))
+        .limit(page.limit + 1)
+        .into_boxed();
+    if let Some(c) = page.after {
+        q = q.filter(
+            tenants::created_at.lt(c.created_at).or(tenants::created_at
+                .eq(c.created_at)
+                .and(tenants::id.lt(c.id))),
+        );
+    }
+    q.load(conn)
+}
+
+/// A page of sealed SMTP passwords, by id, for key rotation.
+pub fn sealed_passwords_after(
+    conn: &mut PgConnection,
+    after: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<(Uuid, Vec<u8>)>> {
+    let mut q = tenants::table
+        .filter(tenants::smtp_password_enc.is_not_null())
+        .select((tenants::id, tenants::smtp_password_enc.assume_not_null()))
+        .order(tenants::id)
+        .limit(limit)
+        .into_boxed();
+    if let Some(a) = after {
+        q = q.filter(tenants::id.gt(a));
+    }
+    q.load(conn)
+}
+
+/// Swaps one sealed password for its re-encryption, only if nobody changed
+/// it meanwhile.
+pub fn replace_sealed_password(
+    conn: &mut PgConnection,
+    id: Uuid,
+    old: &[u8],
+    new: &[u8],
+) -> QueryResult<bool> {
+    diesel::update(
+        tenants::table
+            .filter(tenants::id.eq(id))
+            .filter(tenants::smtp_password_enc.eq(old)),
+    )
+    .set(tenants::smtp_password_enc.eq(new))
+    .execute(conn)
+    .map(|n| n == 1)
+}

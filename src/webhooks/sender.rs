@@ -77,7 +77,7 @@ impl Sender {
             .body(body)
             .send()
             .await;
-        match sent {
+        let resp = match sent {
             Ok(resp) => {
                 let code = resp.status().as_u16();
                 Response {
@@ -87,7 +87,22 @@ impl Sender {
                 }
             }
             Err(e) => failed(describe(e)),
-        }
+        };
+        let outcome = match resp.status_code {
+            Some(c) if (200..300).contains(&c) => "success",
+            Some(410) => "gone",
+            Some(_) => "http_error",
+            None if resp
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("SSRF guard")) =>
+            {
+                "refused"
+            }
+            None => "error",
+        };
+        crate::metrics::webhook_request(outcome, resp.duration);
+        resp
     }
 }
 

@@ -1,0 +1,179 @@
+//! Usage reports: a period (a UTC month) is the sum of its days.
+
+use std::collections::BTreeMap;
+
+use chrono::{Datelike, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::model::{self, Counters};
+use crate::auth::Principal;
+use crate::db;
+use crate::db::pagination::{Page, PageQuery};
+use crate::domain::Permission;
+use crate::error::{AppError, AppResult};
+use crate::state::AppState;
+use crate::tenants::model::{self as tenants_db, TenantRef, TenantRow};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct UsageQuery {
+    pub period: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Range {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DayView {
+    pub date: NaiveDate,
+    #[serde(flatten)]
+    pub counters: Counters,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UsageView {
+    pub tenant_id: Uuid,
+    pub external_tenant_id: Option<String>,
+    pub period: String,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    #[serde(flatten)]
+    pub totals: Counters,
+    pub daily: Vec<DayView>,
+}
+
+fn parse_date(field: &str, s: &str) -> AppResult<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| AppError::invalid(field, "must be a date YYYY-MM-DD"))
+}
+
+fn month(s: &str) -> AppResult<Range> {
+    let bad = || AppError::invalid("period", "must be a month YYYY-MM");
+    let first = NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d").map_err(|_| bad())?;
+    let next = first
+        .checked_add_months(chrono::Months::new(1))
+        .ok_or_else(bad)?;
+    Ok(Range {
+        from: first,
+        to: next.pred_opt().ok_or_else(bad)?,
+    })
+}
+
+impl UsageQuery {
+    /// `period=YYYY-MM`, or `from`/`to` dates; the current UTC month by default.
+    pub fn range(&self) -> AppResult<(String, Range)> {
+        match (&self.period, &self.from, &self.to) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                Err(AppError::invalid("period", "give either period or from/to"))
+            }
+            (Some(p), None, None) => Ok((p.clone(), month(p)?)),
+            (None, None, None) => {
+                let today = Utc::now().date_naive();
+                let p = format!("{:04}-{:02}", today.year(), today.month());
+                Ok((p.clone(), month(&p)?))
+            }
+            (None, from, to) => {
+                let today = Utc::now().date_naive();
+                let from = match from {
+                    Some(f) => parse_date("from", f)?,
+                    None => today.with_day(1).unwrap_or(today),
+                };
+                let to = match to {
+                    Some(t) => parse_date("to", t)?,
+                    None => today,
+                };
+                if to < from || (to - from).num_days() > 366 {
+                    return Err(AppError::invalid(
+                        "to",
+                        "must be on or after from, at most 366 days later",
+                    ));
+                }
+                Ok((format!("{from}..{to}"), Range { from, to }))
+            }
+        }
+    }
+}
+
+fn view(t: &TenantRow, period: &str, range: Range, days: Vec<model::DayRow>) -> UsageView {
+    let mut totals = Counters::default();
+    let daily = days
+        .into_iter()
+        .map(|d| {
+            totals.add(&d.counters);
+            DayView {
+                date: d.day,
+                counters: d.counters,
+            }
+        })
+        .collect();
+    UsageView {
+        tenant_id: t.id,
+        external_tenant_id: t.external_id.clone(),
+        period: period.to_string(),
+        from: range.from,
+        to: range.to,
+        totals,
+        daily,
+    }
+}
+
+/// One tenant's usage; a deleted tenant's stays readable by its id.
+pub async fn for_tenant(state: &AppState, r: TenantRef, q: &UsageQuery) -> AppResult<UsageView> {
+    let (period, range) = q.range()?;
+    db::run(&state.pool, move |conn| {
+        let t = match tenants_db::find(conn, &r, false)? {
+            Some(t) => t,
+            None => match r {
+                TenantRef::Id(id) => tenants_db::find_any(conn, crate::domain::TenantId(id))?
+                    .ok_or(AppError::NotFound)?,
+                TenantRef::External(_) => return Err(AppError::NotFound),
+            },
+        };
+        let days = model::days(conn, &[t.id], range.from, range.to)?;
+        Ok(view(&t, &period, range, days))
+    })
+    .await
+}
+
+/// `GET /v1/usage`: a tenant key reads its own; an admin key pages through
+/// every tenant that is live or had usage in the period (the billing call).
+pub async fn list(
+    state: &AppState,
+    who: &Principal,
+    q: UsageQuery,
+) -> AppResult<serde_json::Value> {
+    who.require(Permission::UsageRead)?;
+    if let Some(own) = who.tenant() {
+        let v = for_tenant(state, TenantRef::Id(own.0), &q).await?;
+        return serde_json::to_value(v).map_err(|e| AppError::internal("usage", e));
+    }
+    let (period, range) = q.range()?;
+    let page = PageQuery {
+        limit: q.limit,
+        cursor: q.cursor.clone(),
+    }
+    .validate()?;
+    let (tenants, days) = db::run(&state.pool, move |conn| {
+        let tenants = tenants_db::list_for_usage(conn, page, range.from, range.to)?;
+        let ids: Vec<Uuid> = tenants.iter().map(|t| t.id).collect();
+        let days = model::days(conn, &ids, range.from, range.to)?;
+        Ok((tenants, days))
+    })
+    .await?;
+    let mut by_tenant: BTreeMap<Uuid, Vec<model::DayRow>> = BTreeMap::new();
+    for d in days {
+        by_tenant.entry(d.tenant_id).or_default().push(d);
+    }
+    let page = Page::from_rows(tenants, page, TenantRow::position, |t| {
+        let days = by_tenant.remove(&t.id).unwrap_or_default();
+        view(&t, &period, range, days)
+    });
+    serde_json::to_value(page).map_err(|e| AppError::internal("usage", e))
+}
