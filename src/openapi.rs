@@ -9,7 +9,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::Endpoint;
-use crate::{emails, http, keys, tenants, usage};
+use crate::{emails, http, keys, templates, tenants, usage, webhooks};
 
 struct BearerAuth;
 
@@ -29,6 +29,106 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Templates and webhooks are annotated once, in their tenant-key form
+/// (`/v1/templates…`, `/v1/webhooks…`); the same handlers also serve the
+/// admin forms. This adds those paths (with the `{tenant}` parameter, or
+/// platform-wide) and PATCH beside every PUT, so the document lists every
+/// route the server registers.
+struct ScopedForms;
+
+impl Modify for ScopedForms {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        let tenant_param = ParameterBuilder::new()
+            .name("tenant")
+            .parameter_in(ParameterIn::Path)
+            .required(utoipa::openapi::Required::True)
+            .description(Some("Tenant id or external_id (admin keys)"))
+            .schema(Some(
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String),
+            ))
+            .build();
+        let forms: [(&str, &str, bool, &str); 3] = [
+            (
+                "/v1/templates",
+                "/v1/tenants/{tenant}/templates",
+                true,
+                "Admin key acting for the tenant in the path.",
+            ),
+            (
+                "/v1/webhooks",
+                "/v1/tenants/{tenant}/webhooks",
+                true,
+                "Admin key acting for the tenant in the path.",
+            ),
+            (
+                "/v1/webhooks",
+                "/v1/admin/webhooks",
+                false,
+                "Platform-wide endpoint receiving every tenant's events (admin key).",
+            ),
+        ];
+        let originals: Vec<(String, utoipa::openapi::path::PathItem)> = api
+            .paths
+            .paths
+            .iter()
+            .map(|(p, item)| (p.clone(), item.clone()))
+            .collect();
+        for (path, item) in &originals {
+            if item.put.is_some()
+                && item.patch.is_none()
+                && (path.starts_with("/v1/templates") || path.starts_with("/v1/webhooks"))
+            {
+                if let Some(i) = api.paths.paths.get_mut(path) {
+                    i.patch = i.put.clone();
+                }
+            }
+        }
+        for (from, to, with_tenant, note) in forms {
+            for (path, _) in &originals {
+                let Some(rest) = path.strip_prefix(from) else {
+                    continue;
+                };
+                let Some(mut item) = api.paths.paths.get(path).cloned() else {
+                    continue;
+                };
+                for op in [
+                    &mut item.get,
+                    &mut item.post,
+                    &mut item.put,
+                    &mut item.patch,
+                    &mut item.delete,
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    op.description = Some(format!(
+                        "{} {note}",
+                        op.description.clone().unwrap_or_default()
+                    ));
+                    op.operation_id = op.operation_id.as_ref().map(|id| {
+                        format!(
+                            "{id}_{}",
+                            if with_tenant {
+                                "for_tenant"
+                            } else {
+                                "platform"
+                            }
+                        )
+                    });
+                    if with_tenant {
+                        op.parameters
+                            .get_or_insert_with(Vec::new)
+                            .insert(0, tenant_param.clone());
+                    }
+                }
+                api.paths.paths.insert(format!("{to}{rest}"), item);
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Postline API", version = "1", description = "Self-hosted, multi-tenant transactional email. Errors are RFC 9457 problem JSON; lists are cursor-paginated, newest first."),
@@ -41,14 +141,21 @@ impl Modify for BearerAuth {
         emails::routes::send, emails::routes::send_batch, emails::routes::list, emails::routes::get,
         emails::routes::send_for_tenant, emails::routes::list_for_tenant, emails::routes::get_for_tenant,
         usage::routes::for_tenant, usage::routes::list,
+        templates::routes::create, templates::routes::list, templates::routes::get,
+        templates::routes::update, templates::routes::delete, templates::routes::render,
+        webhooks::routes::create, webhooks::routes::list, webhooks::routes::get,
+        webhooks::routes::update, webhooks::routes::delete, webhooks::routes::deliveries,
+        webhooks::routes::test,
         openapi_json, docs,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ScopedForms),
     tags(
         (name = "Tenants", description = "The platform's customers (admin keys)"),
         (name = "API keys", description = "Tenant and admin keys (admin keys)"),
         (name = "Emails", description = "Sending and reading mail"),
         (name = "Usage", description = "Per-tenant usage for billing"),
+        (name = "Templates", description = "Stored designs rendered with minijinja (tenant keys; admins under /v1/tenants/{tenant}/templates)"),
+        (name = "Webhooks", description = "Signed event delivery (tenant keys; admins under /v1/tenants/{tenant}/webhooks; platform-wide at /v1/admin/webhooks)"),
         (name = "Operations", description = "Health, readiness, metrics, this document"),
     )
 )]

@@ -30,6 +30,8 @@ pub fn all() -> Vec<Endpoint> {
         crate::tenants::routes::endpoints(),
         crate::keys::routes::endpoints(),
         crate::emails::routes::endpoints(),
+        crate::templates::routes::endpoints(),
+        crate::webhooks::routes::endpoints(),
         crate::usage::routes::endpoints(),
         crate::openapi::endpoints(),
     ]

@@ -17,6 +17,7 @@ use crate::queue::ingest::Ingestor;
 use crate::state::AppState;
 use crate::tenants::cache::TenantCache;
 use crate::usage::counter::RequestCounter;
+use crate::webhooks::sender::Sender;
 use crate::{http, routes};
 
 pub struct Application {
@@ -48,6 +49,7 @@ impl Application {
             auth,
             tenants,
             ingest,
+            webhook_sender: Sender::new(&settings.webhooks)?,
             api_limiter: Arc::new(ApiLimiter::new(settings.limits.nodes)),
             requests: RequestCounter::new(pool.clone()),
         };

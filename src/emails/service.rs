@@ -24,6 +24,8 @@ use crate::domain::{Permission, TenantId};
 use crate::error::{AppError, AppResult};
 use crate::queue::ingest::{self, Submission};
 use crate::state::AppState;
+use crate::templates;
+use crate::templates::input::variables;
 use crate::tenants::model::{TenantRef, TenantRow};
 
 /// A response to replay: status code and JSON body.
@@ -166,6 +168,21 @@ async fn prepare(
         target(who, path, req.tenant_id.as_deref(), &field)?,
     )
     .await?;
+    let req = match req.template.clone() {
+        Some(name) => {
+            let vars = variables(&format!("{prefix}variables"), req.variables.clone())?;
+            let rendered = templates::service::render_for_send(
+                state,
+                TenantId(tenant.id),
+                &name,
+                vars,
+                prefix,
+            )
+            .await?;
+            req.with_rendered(rendered)
+        }
+        None => req,
+    };
     let max_attach = state.settings.limits.max_request_bytes;
     let valid = req.validate(&profile(&tenant), prefix, max_attach)?;
     if let Some(limit) = tenant.emails_per_day {
