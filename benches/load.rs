@@ -88,6 +88,12 @@ struct Rate {
 fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
     env.print_header();
     let p = Params::from(env);
+    if let Some(port) = std::env::var("POSTLINE_BENCH_RELAY_PORT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return side_by_side(env, rt, &p, port);
+    }
     let db = env.fresh_database();
     let postmaster = cpu::port_of(&env.admin_url).and_then(cpu::postmaster);
     let sink = SinkThread::start();
@@ -124,6 +130,7 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
     );
     let m = Measure {
         env,
+        db_url: db.url.clone(),
         addr: bench.addr,
         sink_tid: Some(sink.tid),
         postmaster,
@@ -131,6 +138,8 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
 
     // The client and HTTP stack alone: if this is not far above the ingest
     // rate, the client (or actix) would be the bottleneck.
+    let phases = std::env::var("POSTLINE_BENCH_PHASES").unwrap_or_else(|_| "all".into());
+    let only_ingest = phases == "ingest";
     let health = Arc::new(vec![http::get("/healthz")]);
     let ceiling = m.closed(
         "client ceiling: GET /healthz",
@@ -151,7 +160,7 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
         100,
         p.size,
     ));
-    let warm = p.messages.min(2_000);
+    let warm = p.messages.min(5_000);
     m.closed(
         "warm-up: POST /v1/emails",
         singles.clone(),
@@ -176,6 +185,10 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
             )
             .rate(),
         );
+        if p.batch_messages == 0 {
+            cancel_queued(&db.url);
+            continue;
+        }
         raw100.push(m.raw_insert(
             &db.url,
             &tenant_ids,
@@ -196,6 +209,15 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
         cancel_queued(&db.url);
     }
 
+    if only_ingest {
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let raw: Vec<f64> = raw1.iter().map(|r| r.per_sec).collect();
+        print_figure(
+            "ingest / raw single-row INSERT",
+            format!("{:.2}", mean(&ours1) / mean(&raw)),
+        );
+        return;
+    }
     // p99 at half of the peak single-send rate, open loop.
     let peak = ours1.iter().cloned().fold(0.0, f64::max);
     let half_rate = (peak / 2.0).max(1.0);
@@ -386,8 +408,67 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
     drop(sink);
 }
 
+/// For `deploy/bench-postfix.sh`: `DELIVERY_MESSAGES` single sends of
+/// `DELIVERY_SIZE` over HTTP at `SESSIONS` (default 16) connections, relayed
+/// to an external sink on 127.0.0.1:`port`; the time until all are accepted
+/// (202) and until all are recorded delivered, as smtp-source → Postfix is
+/// timed there.
+fn side_by_side(env: &BenchEnv, rt: &tokio::runtime::Runtime, p: &Params, port: u16) {
+    let sessions = env.param("SESSIONS", 16, 2);
+    let db = env.fresh_database();
+    let mut settings = app::settings(&db.url, Some(port));
+    settings.delivery.max_connections_per_relay = sessions;
+    let mut bench = rt.block_on(BenchApp::start(settings));
+    let tenants = rt.block_on(bench.tenants(p.tenants));
+    let n = p.delivery_messages;
+    let reqs = Arc::new(app::single_requests(
+        &tenants,
+        n / p.tenants + 1,
+        p.delivery_size,
+    ));
+    {
+        let _runtime = rt.enter();
+        bench.start_worker();
+    }
+    let started = Instant::now();
+    let sent = http::drive(&Load {
+        addr: bench.addr,
+        requests: reqs,
+        total: n,
+        concurrency: sessions,
+        rate: None,
+        expect: 202,
+        keep_bodies: false,
+    });
+    check(env, "side by side", &sent);
+    let accepted = started.elapsed();
+    let all = wait_delivered(&db.url, sent.ok, Duration::from_secs(600));
+    let delivered = started.elapsed();
+    print_figure(
+        "postline accepted",
+        format!(
+            "{} in {:.2} s: {:.0} msg/s",
+            sent.ok,
+            accepted.as_secs_f64(),
+            sent.ok as f64 / accepted.as_secs_f64()
+        ),
+    );
+    print_figure(
+        "postline delivered",
+        format!(
+            "{} in {:.2} s: {:.0} msg/s{}",
+            sent.ok,
+            delivered.as_secs_f64(),
+            sent.ok as f64 / delivered.as_secs_f64(),
+            if all { "" } else { " (TIMED OUT)" }
+        ),
+    );
+    rt.block_on(bench.stop_worker());
+}
+
 struct Measure<'a> {
     env: &'a BenchEnv,
+    db_url: String,
     addr: SocketAddr,
     sink_tid: Option<i32>,
     postmaster: Option<i32>,
@@ -425,6 +506,7 @@ impl Measure<'_> {
         rate: Option<f64>,
         expect: u16,
     ) -> Outcome {
+        let commits = xact_commits(&self.db_url);
         let meter = Meter::start(self.sink_tid, self.postmaster);
         let out = http::drive(&Load {
             addr: self.addr,
@@ -448,6 +530,14 @@ impl Measure<'_> {
             ),
         );
         print_figure("  cpu per request", split.per_message(out.ok, out.wall));
+        let commits = xact_commits(&self.db_url) - commits;
+        print_figure(
+            "  postgres commits",
+            format!(
+                "{commits} ({:.1} requests per commit)",
+                out.ok as f64 / commits.max(1) as f64
+            ),
+        );
         out
     }
 
@@ -761,6 +851,27 @@ fn cancel_queued(url: &str) {
     diesel::sql_query("VACUUM ANALYZE emails")
         .execute(&mut c)
         .expect("vacuum");
+}
+
+/// Transactions committed in the bench database so far (all sessions; the
+/// stats are updated by each backend within ~1 s, so read it after a pause).
+fn xact_commits(url: &str) -> i64 {
+    #[derive(QueryableByName)]
+    struct Commits {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut c = PgConnection::establish(url).expect("connect");
+    diesel::sql_query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut c)
+        .ok();
+    let r: Commits = diesel::sql_query(
+        "SELECT xact_commit AS n FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .get_result(&mut c)
+    .expect("commits");
+    r.n
 }
 
 fn wait_delivered(url: &str, n: usize, limit: Duration) -> bool {

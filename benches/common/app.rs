@@ -21,7 +21,9 @@ pub fn settings(db_url: &str, smtp_port: Option<u16>) -> Settings {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     // The test layer only adds a master key (replaced below), log level
     // warn and allow_private_targets; validation needs a key up front.
-    let mut s = Settings::load_layers(&dir, Some("test"), false).expect("default settings");
+    // `POSTLINE__SECTION__KEY` variables apply, so a setting can be tried
+    // out (e.g. POSTLINE__INGEST__WRITERS=1 deploy/dev bench load).
+    let mut s = Settings::load_layers(&dir, Some("test"), true).expect("default settings");
     s.database.url = Secret::new(db_url);
     s.server.bind = "127.0.0.1:0".into();
     let key: [u8; 32] = rand::random();
