@@ -53,6 +53,7 @@ fn main() {
             TENANTS.saturating_sub(api_tenants)
         ),
     );
+    print_figure("postgres", pg_settings(&mut conn));
     print_figure(
         "setup",
         format!(
@@ -125,10 +126,12 @@ fn main() {
     }
     let load_secs = t.elapsed().as_secs_f64();
     vacuum(&mut conn);
+    // Not measure the checkpoint the bulk load's WAL triggered.
+    exec(&mut conn, "CHECKPOINT");
     print_figure(
         "bulk load",
         format!(
-            "{queued} rows + events in {load_secs:.1} s ({:.0} rows/s), then VACUUM ANALYZE in {:.1} s; emails {}",
+            "{queued} rows + events in {load_secs:.1} s ({:.0} rows/s), then VACUUM ANALYZE + CHECKPOINT in {:.1} s; emails {}",
             queued as f64 / load_secs,
             t.elapsed().as_secs_f64() - load_secs,
             table_size(&mut conn)
@@ -243,6 +246,22 @@ fn table_size(conn: &mut PgConnection) -> String {
     .get_result(conn)
     .expect("size");
     format!("{} total, {} due", r.s, r.n)
+}
+
+fn pg_settings(conn: &mut PgConnection) -> String {
+    #[derive(QueryableByName)]
+    struct S {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        s: String,
+    }
+    let r: S = diesel::sql_query(
+        "SELECT 'shared_buffers ' || current_setting('shared_buffers') || ', max_wal_size ' || \
+         current_setting('max_wal_size') || ', fsync ' || current_setting('fsync') || \
+         ', synchronous_commit ' || current_setting('synchronous_commit') AS s",
+    )
+    .get_result(conn)
+    .expect("settings");
+    r.s
 }
 
 fn ms(d: Duration) -> f64 {

@@ -84,9 +84,11 @@ EOF
 # The packaged master.cf, without chroot (the private queue has no copies of
 # /etc files for a jail) and with smtpd on our loopback port only.
 awk -v port="127.0.0.1:$PF_PORT" '
-  /^#/ || NF < 8 { print; next }
+  /^#/ || /^$/ { print; next }
+  /^[ \t]/ { print (skip ? "#" : "") $0; next }
+  { skip = 0 }
   $1 == "smtp" && $2 == "inet" { $1 = port }
-  $2 == "inet" && $1 != port { print "#" $0; next }
+  $2 == "inet" && $1 != port { skip = 1; print "#" $0; next }
   { $5 = "n"; print }
 ' /usr/share/postfix/master.cf.dist > "$PF/etc/master.cf"
 
