@@ -573,7 +573,9 @@ impl Measure<'_> {
 
     /// The baseline: `total` rows, `per_tx` per statement, each statement
     /// inserting the `emails` rows and their `email_events` rows
-    /// (autocommit: one COMMIT each), over `concurrency` connections.
+    /// (autocommit: one COMMIT each), over `concurrency` connections;
+    /// open loop at `rate` statements/s when given.
+    #[allow(clippy::too_many_arguments)]
     fn raw_insert(
         &self,
         url: &str,
