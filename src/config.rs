@@ -100,7 +100,7 @@ pub enum DeliveryMode {
     Smtp,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
     None,
@@ -138,6 +138,9 @@ pub struct DeliverySettings {
     pub connect_timeout_secs: u64,
     pub command_timeout_secs: u64,
     pub max_connections_per_relay: usize,
+    /// Tenant SMTP overrides on loopback/private/link-local hosts (never
+    /// metadata). The default relay (`delivery.smtp`) is trusted config.
+    pub allow_private_relays: bool,
     pub smtp: SmtpSettings,
 }
 
@@ -154,7 +157,24 @@ pub struct SmtpSettings {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSettings {
+    /// Webhook URLs on loopback/private/link-local addresses (never metadata).
     pub allow_private_targets: bool,
+    /// Per-request timeout of a delivery POST.
+    pub timeout_secs: u64,
+    /// Backoff of failed deliveries: first retry after about
+    /// `retry_initial_ms`, doubling with jitter, capped at `retry_max_ms`.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// A delivery is retried until this long after its event, then failed.
+    pub retry_window_secs: u64,
+    /// A claimed delivery belongs to one dispatcher for this long.
+    pub lease_secs: u64,
+    /// Deliveries in flight per dispatcher.
+    pub concurrency: usize,
+    /// How often an idle dispatcher looks for due deliveries.
+    pub poll_interval_ms: u64,
+    /// Finished deliveries (and their attempt log) are kept this many days.
+    pub log_retention_days: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -309,6 +329,34 @@ impl Settings {
                 "delivery.smtp.host",
                 "must be set when delivery.mode = \"smtp\"",
             );
+        }
+        let w = &self.webhooks;
+        if !(1..=60).contains(&w.timeout_secs) {
+            return fail("webhooks.timeout_secs", "must be between 1 and 60");
+        }
+        if w.retry_initial_ms == 0 || w.retry_max_ms < w.retry_initial_ms {
+            return fail(
+                "webhooks.retry_max_ms",
+                "must be at least webhooks.retry_initial_ms (> 0)",
+            );
+        }
+        if w.retry_window_secs == 0 {
+            return fail("webhooks.retry_window_secs", "must be at least 1");
+        }
+        if w.lease_secs <= w.timeout_secs {
+            return fail(
+                "webhooks.lease_secs",
+                "must be longer than webhooks.timeout_secs",
+            );
+        }
+        if w.concurrency == 0 {
+            return fail("webhooks.concurrency", "must be at least 1");
+        }
+        if w.poll_interval_ms == 0 {
+            return fail("webhooks.poll_interval_ms", "must be at least 1");
+        }
+        if w.log_retention_days == 0 {
+            return fail("webhooks.log_retention_days", "must be at least 1");
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return fail(

@@ -36,6 +36,8 @@ macro_rules! id_newtype {
 
 id_newtype!(TenantId);
 id_newtype!(ApiKeyId);
+id_newtype!(TemplateId);
+id_newtype!(WebhookId);
 
 /// What an API key may do (DESIGN §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

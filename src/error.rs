@@ -8,7 +8,7 @@ use serde::Serialize;
 pub type AppResult<T> = Result<T, AppError>;
 
 /// One field-level validation message, e.g. `{"field": "to[0]", "message": "..."}`.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -134,16 +134,20 @@ impl AppError {
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// RFC 9457 problem details, as every error response carries them.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem type.
     #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    code: &'a str,
-    detail: String,
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    /// A stable machine-readable code, e.g. `validation_failed`.
+    pub code: String,
+    pub detail: String,
+    /// Field-level messages of a validation error.
     #[serde(skip_serializing_if = "Option::is_none")]
-    errors: Option<&'a [FieldError]>,
+    pub errors: Option<Vec<FieldError>>,
 }
 
 /// Builds a problem response for any status; used for actix's own errors too.
@@ -155,11 +159,11 @@ pub fn problem_response(
 ) -> HttpResponse {
     let body = Problem {
         kind: format!("https://postline.dev/problems/{}", code.replace('_', "-")),
-        title: status.canonical_reason().unwrap_or("Error"),
+        title: status.canonical_reason().unwrap_or("Error").to_string(),
         status: status.as_u16(),
-        code,
+        code: code.to_string(),
         detail,
-        errors,
+        errors: errors.map(<[FieldError]>::to_vec),
     };
     let mut resp = HttpResponse::build(status);
     resp.insert_header((header::CONTENT_TYPE, "application/problem+json"));

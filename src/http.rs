@@ -11,9 +11,12 @@ use serde_json::json;
 
 use actix_web::HttpMessage;
 
+use actix_web::http::Method;
+
 use crate::db;
-use crate::error::{problem_response, AppError};
+use crate::error::{problem_response, AppError, Problem};
 use crate::limits::api::RateState;
+use crate::routes::Endpoint;
 use crate::state::AppState;
 
 /// JSON bodies: size limit from config; every failure mode a problem response.
@@ -107,11 +110,15 @@ pub async fn not_found(_req: HttpRequest) -> Result<HttpResponse, AppError> {
     Err(AppError::NotFound)
 }
 
+/// The process is up (liveness; never touches the database).
+#[utoipa::path(get, path = "/healthz", tag = "Operations", responses((status = 200, description = "Up")))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// Ready when the database answers and every migration is applied.
+#[utoipa::path(get, path = "/readyz", tag = "Operations",
+    responses((status = 200, description = "Ready"), (status = 503, body = Problem)))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let ready = db::run(&state.pool, |conn| Ok(db::is_migrated(conn))).await;
     match ready {
@@ -133,6 +140,8 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 /// Prometheus text; the queue depth is sampled from the database here (a
 /// scrape never fails because of it: an unreachable database shows zeros).
+#[utoipa::path(get, path = "/metrics", tag = "Operations",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     metrics_of(&state.pool).await
 }
@@ -146,10 +155,12 @@ async fn metrics_of(pool: &crate::db::PgPool) -> HttpResponse {
         .body(crate::metrics::render(&depth))
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics));
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![
+        Endpoint::new(Method::GET, "/healthz", || web::route().to(healthz)),
+        Endpoint::new(Method::GET, "/readyz", || web::route().to(readyz)),
+        Endpoint::new(Method::GET, "/metrics", || web::route().to(metrics)),
+    ]
 }
 
 /// The request span of `tracing-actix-web` without its per-error event

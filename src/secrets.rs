@@ -8,6 +8,8 @@ use uuid::Uuid;
 use crate::crypto::Vault;
 use crate::tenants::input::smtp_password_context;
 use crate::tenants::model as tenants_db;
+use crate::webhooks::model as webhooks_db;
+use crate::webhooks::signing::secret_context;
 use diesel::PgConnection;
 
 /// What a rotation did, per kind of secret.
@@ -35,12 +37,20 @@ struct SealedColumn {
 }
 
 fn columns() -> Vec<SealedColumn> {
-    vec![SealedColumn {
-        name: "tenants.smtp_password",
-        page: tenants_db::sealed_passwords_after,
-        context: smtp_password_context,
-        replace: tenants_db::replace_sealed_password,
-    }]
+    vec![
+        SealedColumn {
+            name: "tenants.smtp_password",
+            page: tenants_db::sealed_passwords_after,
+            context: smtp_password_context,
+            replace: tenants_db::replace_sealed_password,
+        },
+        SealedColumn {
+            name: "webhooks.secret",
+            page: webhooks_db::sealed_secrets_after,
+            context: secret_context,
+            replace: webhooks_db::replace_sealed_secret,
+        },
+    ]
 }
 
 /// Re-encrypts every sealed value not yet under the vault's primary key.

@@ -17,7 +17,8 @@ use crate::queue::ingest::Ingestor;
 use crate::state::AppState;
 use crate::tenants::cache::TenantCache;
 use crate::usage::counter::RequestCounter;
-use crate::{emails, http, keys, tenants, usage};
+use crate::webhooks::sender::Sender;
+use crate::{http, routes};
 
 pub struct Application {
     port: u16,
@@ -48,6 +49,7 @@ impl Application {
             auth,
             tenants,
             ingest,
+            webhook_sender: Sender::new(&settings.webhooks)?,
             api_limiter: Arc::new(ApiLimiter::new(settings.limits.nodes)),
             requests: RequestCounter::new(pool.clone()),
         };
@@ -133,11 +135,7 @@ fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server>
             .app_data(web::PayloadConfig::new(max_body))
             .app_data(http::query_config())
             .app_data(http::path_config())
-            .configure(http::configure)
-            .configure(tenants::routes::configure)
-            .configure(keys::routes::configure)
-            .configure(emails::routes::configure)
-            .configure(usage::routes::configure)
+            .configure(routes::configure)
             .default_service(web::to(http::not_found))
     })
     .listen(listener)?

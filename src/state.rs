@@ -10,6 +10,7 @@ use crate::limits::api::ApiLimiter;
 use crate::queue::ingest::Ingestor;
 use crate::tenants::cache::TenantCache;
 use crate::usage::counter::RequestCounter;
+use crate::webhooks::sender::Sender;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -19,6 +20,8 @@ pub struct AppState {
     pub auth: AuthService,
     pub tenants: TenantCache,
     pub ingest: Ingestor,
+    /// Sends `POST …/webhooks/{id}/test` pings (through the SSRF guard).
+    pub webhook_sender: Sender,
     pub api_limiter: Arc<ApiLimiter>,
     pub requests: RequestCounter,
 }

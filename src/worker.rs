@@ -27,6 +27,7 @@ use crate::queue::claim::{self, Outcome, Resolution};
 use crate::queue::retry::RetryPolicy;
 use crate::tenants::input::smtp_password_context;
 use crate::tenants::model::{self as tenants_db, TenantRow};
+use crate::webhooks::dispatcher;
 
 /// A running worker; [`WorkerHandle::stop`] shuts it down gracefully.
 pub struct WorkerHandle {
@@ -69,8 +70,8 @@ struct TenantDelivery {
     per_second: Option<i32>,
 }
 
-/// Starts the worker role: `worker.loops` claim loops plus the LISTEN and
-/// maintenance tasks.
+/// Starts the worker role: `worker.loops` claim loops, the webhook
+/// dispatcher, and the LISTEN and maintenance tasks.
 pub fn spawn(settings: Arc<Settings>, pool: PgPool, vault: Vault) -> WorkerHandle {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (wake_tx, wake_rx) = watch::channel(0u64);
@@ -87,9 +88,12 @@ pub fn spawn(settings: Arc<Settings>, pool: PgPool, vault: Vault) -> WorkerHandl
     };
     let helpers = vec![
         tokio::spawn(listen(ctx.settings.database.url.clone(), wake_tx)),
-        tokio::spawn(maintenance(ctx.pool.clone())),
+        tokio::spawn(maintenance(
+            ctx.pool.clone(),
+            ctx.settings.webhooks.log_retention_days,
+        )),
     ];
-    let loops = (0..ctx.settings.worker.loops)
+    let mut loops: Vec<JoinHandle<()>> = (0..ctx.settings.worker.loops)
         .map(|_| {
             tokio::spawn(claim_loop(
                 ctx.clone(),
@@ -98,6 +102,16 @@ pub fn spawn(settings: Arc<Settings>, pool: PgPool, vault: Vault) -> WorkerHandl
             ))
         })
         .collect();
+    // The webhook dispatcher runs with the worker role and stops with it.
+    match dispatcher::spawn(
+        ctx.settings.clone(),
+        ctx.pool.clone(),
+        ctx.vault.clone(),
+        shutdown_rx.clone(),
+    ) {
+        Ok(handle) => loops.push(handle),
+        Err(e) => tracing::error!(error = %format!("{e:#}"), "webhook dispatcher not started"),
+    }
     WorkerHandle {
         shutdown: shutdown_tx,
         loops,
@@ -407,8 +421,9 @@ async fn listen(url: Secret, wake: watch::Sender<u64>) {
     }
 }
 
-/// Reclaims expired leases every few seconds and purges old idempotency keys.
-async fn maintenance(pool: PgPool) {
+/// Reclaims expired leases every few seconds; hourly, purges old
+/// idempotency keys and finished webhook deliveries.
+async fn maintenance(pool: PgPool, webhook_log_days: u32) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut n: u64 = 0;
     loop {
@@ -419,6 +434,7 @@ async fn maintenance(pool: PgPool) {
             let reclaimed = claim::reclaim_expired(conn)?;
             if purge {
                 crate::emails::idempotency::purge_expired(conn)?;
+                crate::webhooks::deliveries::purge_finished(conn, webhook_log_days)?;
             }
             Ok(reclaimed)
         })

@@ -103,3 +103,61 @@ async fn rotate_reencrypts_and_delivery_works_before_and_after() {
         .to_string();
     assert!(err.contains("previous_master_keys"), "{err}");
 }
+
+#[tokio::test]
+async fn rotate_reseals_webhook_secrets_and_signatures_still_verify() {
+    use common::webhook_receiver::Receiver;
+    let rx = Receiver::start().await;
+    let old_app = TestApp::spawn().await;
+    let t = old_app.create_tenant(json!({"name": "A"})).await;
+    let key = old_app
+        .tenant_key(
+            t["id"].as_str().unwrap(),
+            &["webhooks:read", "webhooks:write"],
+        )
+        .await;
+    let r = old_app
+        .post(
+            "/v1/webhooks",
+            &key,
+            json!({"url": rx.url("/h"), "events": ["*"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    rx.add_secret(r.json["secret"].as_str().unwrap());
+    let id = r.json["id"].as_str().unwrap().to_string();
+
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut settings = common::test_settings(&old_app.db_url);
+    settings.security.master_key = Secret::new(b64.encode([7u8; 32]));
+    settings.security.previous_master_keys = old_app.state.settings.security.master_key.clone();
+    let new_app = TestApp::spawn_on(settings).await;
+    ping(&new_app, &key, &id).await;
+    let vault = new_app.state.settings.vault().unwrap();
+    let report = postline::secrets::rotate(&mut new_app.sql_conn(), &vault).unwrap();
+    let hooks = report
+        .iter()
+        .find(|(n, _)| *n == "webhooks.secret")
+        .unwrap();
+    assert_eq!(hooks.1.rotated, 1);
+    ping(&new_app, &key, &id).await;
+    let got = rx.received();
+    assert_eq!(got.len(), 2);
+    assert!(
+        got.iter().all(|h| h.verified),
+        "the same secret signs after rotation"
+    );
+    // The old key alone no longer opens the secret.
+    let err = old_app
+        .post(&format!("/v1/webhooks/{id}/test"), &key, json!({}))
+        .await;
+    assert_eq!(err.status, 500, "{}", err.text);
+    assert!(!err.text.contains("whsec_"));
+}
+
+async fn ping(app: &TestApp, key: &str, id: &str) {
+    let r = app
+        .post(&format!("/v1/webhooks/{id}/test"), key, json!({}))
+        .await;
+    assert_eq!(r.json["status"], "succeeded", "{}", r.text);
+}

@@ -7,6 +7,10 @@
 //! run on the test cluster so the benchmarks cannot silently rot.
 #![allow(dead_code)]
 
+pub mod app;
+pub mod cpu;
+pub mod http;
+
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
@@ -25,7 +29,7 @@ pub struct BenchEnv {
     pub name: &'static str,
     pub mode: Mode,
     /// The maintenance database of the cluster; benchmarks make their own.
-    admin_url: String,
+    pub admin_url: String,
 }
 
 impl BenchEnv {
@@ -57,6 +61,15 @@ impl BenchEnv {
             Mode::Full => full,
             Mode::Smoke => smoke,
         }
+    }
+
+    /// A size from the environment (`POSTLINE_BENCH_<NAME>`), else `full`
+    /// when measuring or `smoke` when only checking it runs.
+    pub fn param(&self, name: &str, full: usize, smoke: usize) -> usize {
+        std::env::var(format!("POSTLINE_BENCH_{name}"))
+            .ok()
+            .and_then(|v| v.replace('_', "").parse().ok())
+            .unwrap_or_else(|| self.iters(full, smoke))
     }
 
     /// Prints the header every benchmark starts with: what ran, and where.
@@ -162,6 +175,39 @@ impl Samples {
 
     pub fn len(&self) -> usize {
         self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Nearest-rank percentiles `qs` (0..=1) at once (one sort).
+    pub fn percentiles(&self, qs: &[f64]) -> Vec<Duration> {
+        let mut v = self.0.clone();
+        v.sort_unstable();
+        let n = v.len();
+        qs.iter()
+            .map(|q| {
+                if n == 0 {
+                    Duration::ZERO
+                } else {
+                    v[((q * n as f64).ceil() as usize).clamp(1, n) - 1]
+                }
+            })
+            .collect()
+    }
+
+    /// `p50 … p95 … p99 … max …` in milliseconds.
+    pub fn latency_line(&self) -> String {
+        let p = self.percentiles(&[0.5, 0.95, 0.99, 1.0]);
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        format!(
+            "p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            ms(p[0]),
+            ms(p[1]),
+            ms(p[2]),
+            ms(p[3])
+        )
     }
 
     pub fn summary(&self) -> Summary {

@@ -116,3 +116,26 @@ pub fn migrate(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
 pub fn is_migrated(conn: &mut PgConnection) -> bool {
     matches!(conn.has_pending_migration(MIGRATIONS), Ok(false))
 }
+
+/// Runs `job` every `period` (first after one period) until the handle is
+/// aborted; a failed run is logged and retried at the next tick.
+pub fn every<F, Fut>(
+    period: Duration,
+    what: &'static str,
+    mut job: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = AppResult<()>> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = job().await {
+                tracing::warn!(error = %e, "{what}");
+            }
+        }
+    })
+}

@@ -98,6 +98,70 @@ diesel::joinable!(emails -> tenants (tenant_id));
 diesel::allow_tables_to_appear_in_same_query!(emails, tenants);
 diesel::allow_tables_to_appear_in_same_query!(emails, email_events);
 
+// --- templates and webhooks (migration 000004) ---
+
+diesel::table! {
+    templates (tenant_id, id) {
+        tenant_id -> Uuid,
+        id -> Uuid,
+        name -> Text,
+        subject -> Text,
+        html -> Nullable<Text>,
+        text -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    webhooks (id) {
+        id -> Uuid,
+        tenant_id -> Nullable<Uuid>,
+        url -> Text,
+        events -> Array<Text>,
+        description -> Nullable<Text>,
+        secret_enc -> Bytea,
+        enabled -> Bool,
+        disabled_reason -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (id) {
+        id -> Uuid,
+        webhook_id -> Uuid,
+        tenant_id -> Nullable<Uuid>,
+        email_id -> Nullable<Uuid>,
+        event_type -> Text,
+        payload -> Jsonb,
+        status -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        last_status_code -> Nullable<Int4>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamptz,
+        completed_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    webhook_attempts (delivery_id, attempt) {
+        delivery_id -> Uuid,
+        attempt -> Int4,
+        at -> Timestamptz,
+        status_code -> Nullable<Int4>,
+        error -> Nullable<Text>,
+        duration_ms -> Int4,
+    }
+}
+
+diesel::joinable!(templates -> tenants (tenant_id));
+diesel::joinable!(webhook_deliveries -> webhooks (webhook_id));
+diesel::joinable!(webhook_attempts -> webhook_deliveries (delivery_id));
+diesel::allow_tables_to_appear_in_same_query!(templates, tenants);
+diesel::allow_tables_to_appear_in_same_query!(webhooks, webhook_deliveries, webhook_attempts);
 diesel::table! {
     usage_daily (tenant_id, day) {
         tenant_id -> Uuid,

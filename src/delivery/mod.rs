@@ -17,6 +17,7 @@ use async_trait::async_trait;
 
 use crate::config::{DeliveryMode, Secret, Settings, SmtpSettings, TlsMode};
 use crate::domain::TenantId;
+use crate::net_guard::Guard;
 
 pub use capture::CaptureTransport;
 pub use smtp::{SmtpOptions, SmtpTransport};
@@ -129,6 +130,7 @@ struct CachedRelay {
 /// relay) and one pooled SMTP transport per distinct relay in use.
 pub struct Transports {
     default: Arc<dyn Transport>,
+    /// Options of tenant relays: these carry the SSRF guard.
     options: SmtpOptions,
     relays: Mutex<HashMap<RelayConfig, CachedRelay>>,
 }
@@ -167,9 +169,13 @@ impl Transports {
                 transport
             }
         };
+        let guard = Guard::new(delivery.allow_private_relays);
         Transports {
             default,
-            options,
+            options: SmtpOptions {
+                guard: Some(guard),
+                ..options
+            },
             relays: Mutex::new(relays),
         }
     }

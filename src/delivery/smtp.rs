@@ -23,6 +23,7 @@ use tokio::time::timeout;
 use super::session::{self, Envelope};
 use super::{tls, Outcome, OutgoingMessage, RelayConfig, Transport};
 use crate::config::TlsMode;
+use crate::net_guard::{Guard, Refusal};
 
 /// Timeouts and limits of SMTP transports.
 #[derive(Clone, Debug)]
@@ -39,6 +40,9 @@ pub struct SmtpOptions {
     pub max_connections: usize,
     /// The EHLO name; the host name when `None`.
     pub hello_name: Option<String>,
+    /// The SSRF guard for relays a tenant chose: only addresses it allows
+    /// (after DNS) are connected to. `None` for the operator's default relay.
+    pub guard: Option<Guard>,
 }
 
 impl Default for SmtpOptions {
@@ -50,6 +54,7 @@ impl Default for SmtpOptions {
             idle_timeout: Duration::from_secs(30),
             max_connections: 16,
             hello_name: None,
+            guard: None,
         }
     }
 }
@@ -130,14 +135,40 @@ impl SmtpTransport {
         let RelayConfig { host, port, .. } = &self.relay;
         let target = format!("{host}:{port}");
         let limit = self.options.connect_timeout;
-        let tcp = match timeout(limit, TcpStream::connect((host.as_str(), *port))).await {
+        let tcp = match timeout(limit, self.open_tcp(host, *port)).await {
             Err(_) => return Err(format!("connection timed out after {limit:?}: {target}")),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return Err(format!("connection refused: {target}"))
+            Ok(Err(Opened::Refused(r))) => {
+                return Err(format!("refused by the SSRF guard: {r} ({target})"))
             }
-            Ok(Err(e)) => return Err(format!("connection failed: {target}: {e}")),
+            Ok(Err(Opened::Io(e))) => return Err(connect_error(&target, &e)),
             Ok(Ok(tcp)) => tcp,
         };
+        self.session(tcp, &target).await
+    }
+
+    /// The TCP connection: straight to `host` for the default relay; for a
+    /// tenant's relay, only to the resolved addresses the guard allows.
+    async fn open_tcp(&self, host: &str, port: u16) -> Result<TcpStream, Opened> {
+        let Some(guard) = self.options.guard else {
+            return TcpStream::connect((host, port)).await.map_err(Opened::Io);
+        };
+        let addrs = guard.resolve(host, port).await.map_err(Opened::Refused)?;
+        let mut last = None;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(tcp) => return Ok(tcp),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(Opened::Io(last.unwrap_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no address")
+        })))
+    }
+
+    /// Greeting, EHLO, STARTTLS and AUTH on an open socket.
+    async fn session(&self, tcp: TcpStream, target: &str) -> Result<AsyncSmtpConnection, String> {
+        let RelayConfig { host, .. } = &self.relay;
+        let limit = self.options.connect_timeout;
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::warn!(error = %e, relay = %target, "cannot set TCP_NODELAY; delivery will be slow");
         }
@@ -215,6 +246,19 @@ impl Transport for SmtpTransport {
         }
         tracing::debug!(outcome = ?attempt.outcome, "smtp attempt done");
         attempt.outcome
+    }
+}
+
+enum Opened {
+    Refused(Refusal),
+    Io(std::io::Error),
+}
+
+fn connect_error(target: &str, e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::ConnectionRefused {
+        format!("connection refused: {target}")
+    } else {
+        format!("connection failed: {target}: {e}")
     }
 }
 

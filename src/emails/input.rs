@@ -19,7 +19,7 @@ const MAX_TAGS: usize = 20;
 const MAX_SUBJECT: usize = 998;
 
 /// `"a@x.com"` or `["a@x.com", ...]`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
@@ -35,7 +35,7 @@ impl OneOrMany {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttachmentInput {
     pub filename: String,
@@ -44,7 +44,7 @@ pub struct AttachmentInput {
 }
 
 /// One message as posted to `POST /v1/emails` (or inside a batch).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
     /// Platform style: an admin key names the tenant (id or external_id).
@@ -60,11 +60,27 @@ pub struct SendRequest {
     pub headers: Option<BTreeMap<String, String>>,
     pub attachments: Option<Vec<AttachmentInput>>,
     pub tags: Option<BTreeMap<String, String>>,
+    /// A template of the tenant (name or id), rendered with `variables`;
+    /// explicit subject/html/text override its parts.
     pub template: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub variables: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Deserialize)]
+impl SendRequest {
+    /// Fills the parts the body leaves out from a rendered template and
+    /// drops the template reference.
+    pub fn with_rendered(mut self, r: crate::templates::render::Rendered) -> SendRequest {
+        self.template = None;
+        self.variables = None;
+        self.subject = self.subject.or(Some(r.subject));
+        self.html = self.html.or(r.html);
+        self.text = self.text.or(r.text);
+        self
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     pub emails: Vec<SendRequest>,
@@ -190,8 +206,12 @@ impl SendRequest {
             prefix: prefix.to_string(),
             errors: Vec::new(),
         };
-        if self.template.is_some() || self.variables.is_some() {
-            c.err("template", "templates are not available on this server yet");
+        if self.template.is_some() {
+            // The service renders templates before validation; one left here
+            // was never resolved.
+            c.err("template", "was not rendered");
+        } else if self.variables.is_some() {
+            c.err("variables", "is only allowed with template");
         }
         let from = c.mailbox("from", &self.from);
         let to = c.mailboxes("to", self.to);

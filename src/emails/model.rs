@@ -102,7 +102,8 @@ pub struct EventRow {
     pub at: DateTime<Utc>,
 }
 
-/// Inserts messages and their `email.queued` events (multi-row statements).
+/// Inserts messages, their `email.queued` events and the webhook deliveries
+/// those cause (multi-row statements; the caller holds the transaction).
 pub fn insert_with_events(conn: &mut PgConnection, rows: &[&NewEmail]) -> QueryResult<()> {
     // 65,535 bind parameters per statement: stay well below with chunks.
     for chunk in rows.chunks(1000) {
@@ -122,6 +123,8 @@ pub fn insert_with_events(conn: &mut PgConnection, rows: &[&NewEmail]) -> QueryR
         diesel::insert_into(email_events::table)
             .values(&events)
             .execute(conn)?;
+        // Same transaction: the webhook outbox commits with the messages.
+        crate::webhooks::outbox::enqueue(conn, &events)?;
     }
     Ok(())
 }

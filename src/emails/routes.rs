@@ -2,29 +2,36 @@
 //! tenant (`/v1/tenants/{id}/emails`), and platform style (admin key with
 //! `tenant_id` in the body or query).
 
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::input::{BatchRequest, SendRequest};
 use super::service::{self, ListQuery, Reply};
+use super::view::{Accepted, BatchAccepted, EmailDetail, EmailSummary};
 use crate::auth::Principal;
-use crate::error::{AppError, AppResult};
+use crate::db::pagination::Page;
+use crate::error::{AppError, AppResult, Problem};
+use crate::routes::Endpoint;
 use crate::state::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/v1/emails")
-            .route(web::post().to(send))
-            .route(web::get().to(list)),
-    )
-    .service(web::resource("/v1/emails/batch").route(web::post().to(send_batch)))
-    .service(web::resource("/v1/emails/{email}").route(web::get().to(get)))
-    .service(
-        web::resource("/v1/tenants/{tenant}/emails")
-            .route(web::post().to(send_for_tenant))
-            .route(web::get().to(list_for_tenant)),
-    )
-    .service(
-        web::resource("/v1/tenants/{tenant}/emails/{email}").route(web::get().to(get_for_tenant)),
-    );
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![
+        Endpoint::new(Method::POST, "/v1/emails", || web::route().to(send)),
+        Endpoint::new(Method::GET, "/v1/emails", || web::route().to(list)),
+        Endpoint::new(Method::POST, "/v1/emails/batch", || {
+            web::route().to(send_batch)
+        }),
+        Endpoint::new(Method::GET, "/v1/emails/{email}", || web::route().to(get)),
+        Endpoint::new(Method::POST, "/v1/tenants/{tenant}/emails", || {
+            web::route().to(send_for_tenant)
+        }),
+        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/emails", || {
+            web::route().to(list_for_tenant)
+        }),
+        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/emails/{email}", || {
+            web::route().to(get_for_tenant)
+        }),
+    ]
 }
 
 /// The body must be declared JSON; anything else is a 400 like a bad body.
@@ -60,7 +67,12 @@ fn respond((status, body): Reply) -> HttpResponse {
     HttpResponse::build(status).json(body)
 }
 
-async fn send(
+/// Send one message (tenant key; or admin key with `tenant_id` in the body).
+#[utoipa::path(post, path = "/v1/emails", tag = "Emails", request_body = SendRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key + same body within 24 h replays the first response")),
+    responses((status = 202, body = Accepted), (status = "4XX", body = Problem)),
+    security(("bearer" = ["send"])))]
+pub async fn send(
     who: Principal,
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -77,7 +89,13 @@ async fn send(
     Ok(respond(reply))
 }
 
-async fn send_for_tenant(
+/// Send one message on behalf of a tenant (admin key).
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/emails", tag = "Emails", request_body = SendRequest,
+    params(("tenant" = String, Path, description = "Tenant id or external_id"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Same key + same body within 24 h replays the first response")),
+    responses((status = 202, body = Accepted), (status = "4XX", body = Problem)),
+    security(("bearer" = ["send"])))]
+pub async fn send_for_tenant(
     who: Principal,
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -96,7 +114,12 @@ async fn send_for_tenant(
     Ok(respond(reply))
 }
 
-async fn send_batch(
+/// Send up to 100 messages; all are validated before any is queued.
+#[utoipa::path(post, path = "/v1/emails/batch", tag = "Emails", request_body = BatchRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key + same body within 24 h replays the first response")),
+    responses((status = 202, body = BatchAccepted), (status = "4XX", body = Problem)),
+    security(("bearer" = ["send"])))]
+pub async fn send_batch(
     who: Principal,
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -112,7 +135,11 @@ async fn send_batch(
     Ok(respond(reply))
 }
 
-async fn list(
+/// List messages, newest first (admin keys: every tenant's, or `?tenant_id=`).
+#[utoipa::path(get, path = "/v1/emails", tag = "Emails", params(ListQuery),
+    responses((status = 200, body = Page<EmailSummary>), (status = "4XX", body = Problem)),
+    security(("bearer" = ["emails:read"])))]
+pub async fn list(
     who: Principal,
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
@@ -121,7 +148,12 @@ async fn list(
     Ok(HttpResponse::Ok().json(page))
 }
 
-async fn list_for_tenant(
+/// List one tenant's messages (admin key).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/emails", tag = "Emails",
+    params(("tenant" = String, Path, description = "Tenant id or external_id"), ListQuery),
+    responses((status = 200, body = Page<EmailSummary>), (status = "4XX", body = Problem)),
+    security(("bearer" = ["emails:read"])))]
+pub async fn list_for_tenant(
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -132,12 +164,20 @@ async fn list_for_tenant(
     Ok(HttpResponse::Ok().json(page))
 }
 
-#[derive(serde::Deserialize)]
-struct TenantQuery {
+/// `?tenant_id=` for admin keys reading one message.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TenantQuery {
+    /// Tenant id or external_id (admin keys only).
     tenant_id: Option<String>,
 }
 
-async fn get(
+/// A message with its event timeline.
+#[utoipa::path(get, path = "/v1/emails/{email}", tag = "Emails",
+    params(("email" = Uuid, Path, description = "Message id"), TenantQuery),
+    responses((status = 200, body = EmailDetail), (status = "4XX", body = Problem)),
+    security(("bearer" = ["emails:read"])))]
+pub async fn get(
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -147,7 +187,12 @@ async fn get(
     Ok(HttpResponse::Ok().json(detail))
 }
 
-async fn get_for_tenant(
+/// One tenant's message with its event timeline (admin key).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/emails/{email}", tag = "Emails",
+    params(("tenant" = String, Path, description = "Tenant id or external_id"), ("email" = Uuid, Path, description = "Message id")),
+    responses((status = 200, body = EmailDetail), (status = "4XX", body = Problem)),
+    security(("bearer" = ["emails:read"])))]
+pub async fn get_for_tenant(
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::idempotency;
 use super::input::{BatchRequest, SendRequest, SenderProfile, MAX_BATCH};
 use super::model::{self, EmailSummaryRow, ListFilter, NewEmail};
-use super::view::{Accepted, EmailDetail, EmailSummary};
+use super::view::{Accepted, BatchAccepted, EmailDetail, EmailSummary};
 use crate::auth::Principal;
 use crate::db;
 use crate::db::pagination::{Page, PageQuery};
@@ -24,6 +24,8 @@ use crate::domain::{Permission, TenantId};
 use crate::error::{AppError, AppResult};
 use crate::queue::ingest::{self, Submission};
 use crate::state::AppState;
+use crate::templates;
+use crate::templates::input::variables;
 use crate::tenants::model::{TenantRef, TenantRow};
 
 /// A response to replay: status code and JSON body.
@@ -166,6 +168,21 @@ async fn prepare(
         target(who, path, req.tenant_id.as_deref(), &field)?,
     )
     .await?;
+    let req = match req.template.clone() {
+        Some(name) => {
+            let vars = variables(&format!("{prefix}variables"), req.variables.clone())?;
+            let rendered = templates::service::render_for_send(
+                state,
+                TenantId(tenant.id),
+                &name,
+                vars,
+                prefix,
+            )
+            .await?;
+            req.with_rendered(rendered)
+        }
+        None => req,
+    };
     let max_attach = state.settings.limits.max_request_bytes;
     let valid = req.validate(&profile(&tenant), prefix, max_attach)?;
     if let Some(limit) = tenant.emails_per_day {
@@ -313,7 +330,10 @@ pub async fn send_batch(
             status: "queued",
         })
         .collect();
-    let reply = (StatusCode::ACCEPTED, serde_json::json!({ "data": data }));
+    let reply = (
+        StatusCode::ACCEPTED,
+        serde_json::to_value(BatchAccepted { data }).unwrap_or_default(),
+    );
     let idem = match idem_key {
         Some(k) => {
             check_idempotency_key(&k)?;
@@ -351,7 +371,8 @@ async fn reading_tenant(
     Ok(Some(TenantId(row.id)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     pub limit: Option<i64>,
     pub cursor: Option<String>,

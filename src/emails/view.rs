@@ -6,13 +6,19 @@ use uuid::Uuid;
 
 use super::model::{EmailRow, EmailSummaryRow, EventRow};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     pub id: Uuid,
     pub status: &'static str,
 }
 
-#[derive(Debug, Serialize)]
+/// The answer to a batch send.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BatchAccepted {
+    pub data: Vec<Accepted>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EmailSummary {
     pub id: Uuid,
     pub tenant_id: Uuid,
@@ -20,6 +26,7 @@ pub struct EmailSummary {
     pub from: String,
     pub to: Vec<String>,
     pub subject: String,
+    #[schema(value_type = Object)]
     pub tags: serde_json::Value,
     pub attempts: i32,
     pub created_at: DateTime<Utc>,
@@ -43,15 +50,16 @@ impl From<EmailSummaryRow> for EmailSummary {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventView {
     #[serde(rename = "type")]
     pub kind: String,
     pub at: DateTime<Utc>,
+    #[schema(value_type = Object)]
     pub detail: serde_json::Value,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EmailDetail {
     pub id: Uuid,
     pub tenant_id: Uuid,
@@ -61,6 +69,7 @@ pub struct EmailDetail {
     pub cc: Vec<String>,
     pub reply_to: Vec<String>,
     pub subject: String,
+    #[schema(value_type = Object)]
     pub tags: serde_json::Value,
     pub attempts: i32,
     pub next_attempt_at: Option<DateTime<Utc>>,

@@ -1,34 +1,48 @@
 //! Key management routes (admin keys only).
 
+use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 
-use super::service::{self, CreateKey};
+use super::service::{self, CreateKey, KeyView};
 use crate::auth::Principal;
-use crate::db::pagination::PageQuery;
+use crate::db::pagination::{Page, PageQuery};
 use crate::domain::Permission;
-use crate::error::AppResult;
+use crate::error::{AppResult, Problem};
+use crate::routes::Endpoint;
 use crate::state::AppState;
 use crate::tenants::model::TenantRef;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/v1/tenants/{tenant}/api-keys")
-            .route(web::get().to(list_tenant_keys))
-            .route(web::post().to(create_tenant_key)),
-    )
-    .service(
-        web::resource("/v1/tenants/{tenant}/api-keys/{key}")
-            .route(web::delete().to(revoke_tenant_key)),
-    )
-    .service(
-        web::resource("/v1/admin-keys")
-            .route(web::get().to(list_admin_keys))
-            .route(web::post().to(create_admin_key)),
-    )
-    .service(web::resource("/v1/admin-keys/{key}").route(web::delete().to(revoke_admin_key)));
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![
+        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/api-keys", || {
+            web::route().to(list_tenant_keys)
+        }),
+        Endpoint::new(Method::POST, "/v1/tenants/{tenant}/api-keys", || {
+            web::route().to(create_tenant_key)
+        }),
+        Endpoint::new(
+            Method::DELETE,
+            "/v1/tenants/{tenant}/api-keys/{key}",
+            || web::route().to(revoke_tenant_key),
+        ),
+        Endpoint::new(Method::GET, "/v1/admin-keys", || {
+            web::route().to(list_admin_keys)
+        }),
+        Endpoint::new(Method::POST, "/v1/admin-keys", || {
+            web::route().to(create_admin_key)
+        }),
+        Endpoint::new(Method::DELETE, "/v1/admin-keys/{key}", || {
+            web::route().to(revoke_admin_key)
+        }),
+    ]
 }
 
-async fn create_tenant_key(
+/// Create a tenant key; `key` is shown in this response only.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/api-keys", tag = "API keys", request_body = CreateKey,
+    params(("tenant" = String, Path, description = "Tenant id or external_id")),
+    responses((status = 201, body = KeyView), (status = "4XX", body = Problem)),
+    security(("bearer" = ["keys:write"])))]
+pub async fn create_tenant_key(
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -40,7 +54,12 @@ async fn create_tenant_key(
     Ok(HttpResponse::Created().json(key))
 }
 
-async fn list_tenant_keys(
+/// List a tenant's keys (never their secrets).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/api-keys", tag = "API keys",
+    params(("tenant" = String, Path, description = "Tenant id or external_id"), PageQuery),
+    responses((status = 200, body = Page<KeyView>), (status = "4XX", body = Problem)),
+    security(("bearer" = ["keys:write"])))]
+pub async fn list_tenant_keys(
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -51,7 +70,12 @@ async fn list_tenant_keys(
     Ok(HttpResponse::Ok().json(page))
 }
 
-async fn revoke_tenant_key(
+/// Revoke a tenant key; it stops working at once.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/api-keys/{key}", tag = "API keys",
+    params(("tenant" = String, Path, description = "Tenant id or external_id"), ("key" = Uuid, Path, description = "Key id")),
+    responses((status = 204), (status = "4XX", body = Problem)),
+    security(("bearer" = ["keys:write"])))]
+pub async fn revoke_tenant_key(
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -62,7 +86,11 @@ async fn revoke_tenant_key(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn create_admin_key(
+/// Create an admin key (never with more permissions than the caller's).
+#[utoipa::path(post, path = "/v1/admin-keys", tag = "API keys", request_body = CreateKey,
+    responses((status = 201, body = KeyView), (status = "4XX", body = Problem)),
+    security(("bearer" = ["keys:write"])))]
+pub async fn create_admin_key(
     who: Principal,
     state: web::Data<AppState>,
     body: web::Json<CreateKey>,
@@ -72,7 +100,11 @@ async fn create_admin_key(
     Ok(HttpResponse::Created().json(key))
 }
 
-async fn list_admin_keys(
+/// List admin keys.
+#[utoipa::path(get, path = "/v1/admin-keys", tag = "API keys", params(PageQuery),
+    responses((status = 200, body = Page<KeyView>), (status = "4XX", body = Problem)),
+    security(("bearer" = ["keys:write"])))]
+pub async fn list_admin_keys(
     who: Principal,
     state: web::Data<AppState>,
     query: web::Query<PageQuery>,
@@ -82,7 +114,12 @@ async fn list_admin_keys(
     Ok(HttpResponse::Ok().json(page))
 }
 
-async fn revoke_admin_key(
+/// Revoke an admin key.
+#[utoipa::path(delete, path = "/v1/admin-keys/{key}", tag = "API keys",
+    params(("key" = Uuid, Path, description = "Key id")),
+    responses((status = 204), (status = "4XX", body = Problem)),
+    security(("bearer" = ["keys:write"])))]
+pub async fn revoke_admin_key(
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<String>,

@@ -15,7 +15,7 @@ use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 use crate::tenants::model::{self as tenants_db, TenantRef};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     pub name: String,
@@ -23,7 +23,7 @@ pub struct CreateKey {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyView {
     pub id: Uuid,
     pub name: String,
@@ -185,20 +185,28 @@ pub async fn bootstrap_admin_key(
     issue(pool, KeyKind::Admin, None, spec).await
 }
 
+/// The owner of the keys addressed: a live tenant (`NotFound` otherwise), or
+/// `None` for the admin keys.
+fn owner(
+    conn: &mut diesel::PgConnection,
+    tenant: Option<TenantRef>,
+) -> AppResult<Option<TenantId>> {
+    match tenant {
+        Some(r) => {
+            let row = tenants_db::find(conn, &r, false)?.ok_or(AppError::NotFound)?;
+            Ok(Some(TenantId(row.id)))
+        }
+        None => Ok(None),
+    }
+}
+
 pub async fn list(
     state: &AppState,
     tenant: Option<TenantRef>,
     page: PageRequest,
 ) -> AppResult<Page<KeyView>> {
     let rows = db::run(&state.pool, move |conn| {
-        let owner = match tenant {
-            Some(r) => Some(TenantId(
-                tenants_db::find(conn, &r, false)?
-                    .ok_or(AppError::NotFound)?
-                    .id,
-            )),
-            None => None,
-        };
+        let owner = owner(conn, tenant)?;
         Ok(model::list(conn, owner, page)?)
     })
     .await?;
@@ -213,14 +221,7 @@ pub async fn list(
 pub async fn revoke(state: &AppState, tenant: Option<TenantRef>, key: &str) -> AppResult<()> {
     let id = Uuid::parse_str(key).map_err(|_| AppError::NotFound)?;
     db::run(&state.pool, move |conn| {
-        let owner = match tenant {
-            Some(r) => Some(TenantId(
-                tenants_db::find(conn, &r, false)?
-                    .ok_or(AppError::NotFound)?
-                    .id,
-            )),
-            None => None,
-        };
+        let owner = owner(conn, tenant)?;
         if model::revoke(conn, owner, ApiKeyId(id))? {
             Ok(())
         } else {

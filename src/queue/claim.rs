@@ -114,7 +114,8 @@ pub struct Outcome {
     pub resolution: Resolution,
 }
 
-/// Writes all outcomes in one statement plus one multi-row event insert.
+/// Writes all outcomes in one statement plus one multi-row event insert and
+/// the webhook outbox rows they cause, in one transaction.
 /// Only rows still leased (`status = 'sending'`) change, so a late worker
 /// whose lease was reclaimed cannot overwrite a newer result.
 pub fn record(conn: &mut PgConnection, outcomes: &[Outcome]) -> QueryResult<Vec<(Uuid, Uuid)>> {
@@ -184,6 +185,7 @@ pub fn record(conn: &mut PgConnection, outcomes: &[Outcome]) -> QueryResult<Vec<
             .collect();
         if !events.is_empty() {
             diesel::insert_into(email_events::table).values(&events).execute(conn)?;
+            crate::webhooks::outbox::enqueue(conn, &events)?;
         }
         usage::add(conn, now.date_naive(), &terminal_counts(outcomes, &changed))?;
         Ok(changed.into_iter().collect())

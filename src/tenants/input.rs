@@ -10,6 +10,7 @@ use crate::config::TlsMode;
 use crate::crypto::Vault;
 use crate::domain::{has_line_break_or_nul, parse_email, parse_hostname};
 use crate::error::{AppError, AppResult, FieldError};
+use crate::net_guard::Guard;
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
 pub fn nullable<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
@@ -20,7 +21,7 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsPatch {
     #[serde(default, deserialize_with = "nullable")]
@@ -29,7 +30,7 @@ pub struct SettingsPatch {
     pub reply_to: Option<Option<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpPatch {
     pub host: Option<String>,
@@ -41,7 +42,7 @@ pub struct SmtpPatch {
     pub tls: Option<TlsMode>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitPatch {
     #[serde(default, deserialize_with = "nullable")]
@@ -52,7 +53,7 @@ pub struct RateLimitPatch {
     pub emails_per_second: Option<Option<i32>>,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StatusInput {
     Active,
@@ -60,7 +61,7 @@ pub enum StatusInput {
 }
 
 /// `POST /v1/tenants`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     pub name: String,
@@ -72,7 +73,7 @@ pub struct CreateTenant {
 }
 
 /// `PUT`/`PATCH /v1/tenants/{id}`: only the given fields change.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTenant {
     pub name: Option<String>,
@@ -181,7 +182,7 @@ fn apply_limit(
 impl UpdateTenant {
     /// Applies this patch to `row`, validating every given field. All problems
     /// are reported together; `row` is only meaningful when this returns `Ok`.
-    pub fn apply(self, row: &mut TenantRow, vault: &Vault) -> AppResult<()> {
+    pub fn apply(self, row: &mut TenantRow, vault: &Vault, relays: Guard) -> AppResult<()> {
         let mut errors = Vec::new();
         if let Some(name) = self.name {
             if let Some(v) = check_text(&mut errors, "name", &name, 200) {
@@ -204,7 +205,7 @@ impl UpdateTenant {
         match self.smtp {
             None => {}
             Some(None) => clear_smtp(row),
-            Some(Some(s)) => apply_smtp(&mut errors, row, s, vault),
+            Some(Some(s)) => apply_smtp(&mut errors, row, s, vault, relays),
         }
         if let Some(rl) = self.rate_limit {
             apply_limit(
@@ -279,9 +280,25 @@ fn clear_smtp(row: &mut TenantRow) {
     row.smtp_tls = None;
 }
 
-fn apply_smtp(errors: &mut Vec<FieldError>, row: &mut TenantRow, s: SmtpPatch, vault: &Vault) {
+fn apply_smtp(
+    errors: &mut Vec<FieldError>,
+    row: &mut TenantRow,
+    s: SmtpPatch,
+    vault: &Vault,
+    relays: Guard,
+) {
     let host = match s.host {
-        Some(h) => collect(errors, parse_hostname("smtp.host", &h)),
+        Some(h) => collect(errors, parse_hostname("smtp.host", &h)).and_then(|h| {
+            // The SSRF guard (delivery.allow_private_relays): checked again,
+            // after DNS, when the worker connects.
+            match relays.check_host(&h) {
+                Ok(()) => Some(h),
+                Err(r) => {
+                    errors.push(FieldError::new("smtp.host", format!("is not allowed: {r}")));
+                    None
+                }
+            }
+        }),
         None if row.smtp_host.is_some() => row.smtp_host.clone(),
         None => {
             errors.push(FieldError::new("smtp.host", "is required"));

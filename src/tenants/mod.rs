@@ -4,5 +4,6 @@ pub mod cache;
 pub mod input;
 pub mod model;
 pub mod routes;
+pub mod scope;
 pub mod service;
 pub mod view;

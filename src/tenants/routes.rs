@@ -1,32 +1,39 @@
 //! `/v1/tenants` handlers: extract, check the permission, call the service.
 
+use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 
 use super::input::{CreateTenant, UpdateTenant};
 use super::model::TenantRef;
 use super::service;
+use super::view::TenantView;
 use crate::auth::Principal;
-use crate::db::pagination::PageQuery;
+use crate::db::pagination::{Page, PageQuery};
 use crate::domain::Permission;
-use crate::error::AppResult;
+use crate::error::{AppResult, Problem};
+use crate::routes::Endpoint;
 use crate::state::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/v1/tenants")
-            .route(web::get().to(list))
-            .route(web::post().to(create)),
-    )
-    .service(
-        web::resource("/v1/tenants/{tenant}")
-            .route(web::get().to(get))
-            .route(web::put().to(update))
-            .route(web::patch().to(update))
-            .route(web::delete().to(delete)),
-    );
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![
+        Endpoint::new(Method::GET, "/v1/tenants", || web::route().to(list)),
+        Endpoint::new(Method::POST, "/v1/tenants", || web::route().to(create)),
+        Endpoint::new(Method::GET, "/v1/tenants/{tenant}", || web::route().to(get)),
+        Endpoint::new(Method::PUT, "/v1/tenants/{tenant}", || web::route().to(put)),
+        Endpoint::new(Method::PATCH, "/v1/tenants/{tenant}", || {
+            web::route().to(patch)
+        }),
+        Endpoint::new(Method::DELETE, "/v1/tenants/{tenant}", || {
+            web::route().to(delete)
+        }),
+    ]
 }
 
-async fn create(
+/// Create a tenant.
+#[utoipa::path(post, path = "/v1/tenants", tag = "Tenants", request_body = CreateTenant,
+    responses((status = 201, body = TenantView), (status = "4XX", body = Problem)),
+    security(("bearer" = ["tenants:write"])))]
+pub async fn create(
     who: Principal,
     state: web::Data<AppState>,
     body: web::Json<CreateTenant>,
@@ -36,7 +43,11 @@ async fn create(
     Ok(HttpResponse::Created().json(tenant))
 }
 
-async fn list(
+/// List tenants, newest first.
+#[utoipa::path(get, path = "/v1/tenants", tag = "Tenants", params(PageQuery),
+    responses((status = 200, body = Page<TenantView>), (status = "4XX", body = Problem)),
+    security(("bearer" = ["tenants:read"])))]
+pub async fn list(
     who: Principal,
     state: web::Data<AppState>,
     query: web::Query<PageQuery>,
@@ -46,7 +57,12 @@ async fn list(
     Ok(HttpResponse::Ok().json(page))
 }
 
-async fn get(
+/// Get a tenant by id or `external_id`.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}", tag = "Tenants",
+    params(("tenant" = String, Path, description = "Tenant id or external_id")),
+    responses((status = 200, body = TenantView), (status = "4XX", body = Problem)),
+    security(("bearer" = ["tenants:read"])))]
+pub async fn get(
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -67,7 +83,40 @@ async fn update(
     Ok(HttpResponse::Ok().json(tenant))
 }
 
-async fn delete(
+/// Update a tenant: only the given fields change (`"smtp": null` removes the override).
+#[utoipa::path(put, path = "/v1/tenants/{tenant}", tag = "Tenants", request_body = UpdateTenant,
+    params(("tenant" = String, Path, description = "Tenant id or external_id")),
+    responses((status = 200, body = TenantView), (status = "4XX", body = Problem)),
+    security(("bearer" = ["tenants:write"])))]
+pub async fn put(
+    who: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<UpdateTenant>,
+) -> AppResult<HttpResponse> {
+    update(who, state, path, body).await
+}
+
+/// Update a tenant (same as PUT: a partial update).
+#[utoipa::path(patch, path = "/v1/tenants/{tenant}", tag = "Tenants", request_body = UpdateTenant,
+    params(("tenant" = String, Path, description = "Tenant id or external_id")),
+    responses((status = 200, body = TenantView), (status = "4XX", body = Problem)),
+    security(("bearer" = ["tenants:write"])))]
+pub async fn patch(
+    who: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<UpdateTenant>,
+) -> AppResult<HttpResponse> {
+    update(who, state, path, body).await
+}
+
+/// Delete a tenant: keys revoked, queued mail canceled, usage kept.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}", tag = "Tenants",
+    params(("tenant" = String, Path, description = "Tenant id or external_id")),
+    responses((status = 204), (status = "4XX", body = Problem)),
+    security(("bearer" = ["tenants:write"])))]
+pub async fn delete(
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<String>,

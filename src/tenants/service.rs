@@ -12,7 +12,10 @@ use crate::db::pagination::{Page, PageRequest};
 use crate::emails::model as emails_db;
 use crate::error::{AppError, AppResult};
 use crate::keys::model as keys_db;
+use crate::net_guard::Guard;
 use crate::state::AppState;
+use crate::templates::model as templates_db;
+use crate::templates::starter;
 
 use super::view::TenantView;
 
@@ -49,11 +52,39 @@ fn external_id_conflict(e: DieselError) -> AppError {
     }
 }
 
+/// Inserts a new tenant with its copy of the starter templates, in one
+/// transaction: a tenant never exists without them.
+fn insert_with_starters(conn: &mut PgConnection, row: &TenantRow) -> QueryResult<TenantRow> {
+    conn.transaction(|conn| {
+        let saved = row.insert(conn)?;
+        templates_db::insert(conn, &starter::rows_for(saved.tenant_id()))?;
+        Ok(saved)
+    })
+}
+
+/// The SMTP-override guard (`delivery.allow_private_relays`).
+fn relay_guard(state: &AppState) -> Guard {
+    Guard::new(state.settings.delivery.allow_private_relays)
+}
+
+/// The save-time DNS half of the relay check: a name whose addresses are
+/// refused is refused now, not only when mail is sent.
+async fn check_relay_resolves(state: &AppState, host: Option<&str>) -> AppResult<()> {
+    if let Some(host) = host {
+        relay_guard(state)
+            .check_resolved(host)
+            .await
+            .map_err(|r| AppError::invalid("smtp.host", format!("is not allowed: {r}")))?;
+    }
+    Ok(())
+}
+
 pub async fn create(state: &AppState, input: CreateTenant) -> AppResult<TenantView> {
     let mut row = blank_tenant();
-    UpdateTenant::from(input).apply(&mut row, &state.vault)?;
+    UpdateTenant::from(input).apply(&mut row, &state.vault, relay_guard(state))?;
+    check_relay_resolves(state, row.smtp_host.as_deref()).await?;
     let saved = db::run(&state.pool, move |conn| {
-        row.insert(conn).map_err(external_id_conflict)
+        insert_with_starters(conn, &row).map_err(external_id_conflict)
     })
     .await?;
     tracing::info!(tenant_id = %saved.id, "tenant created");
@@ -79,12 +110,21 @@ pub async fn list(state: &AppState, page: PageRequest) -> AppResult<Page<TenantV
 }
 
 pub async fn update(state: &AppState, r: TenantRef, patch: UpdateTenant) -> AppResult<TenantView> {
+    if let Some(Some(host)) = patch
+        .smtp
+        .as_ref()
+        .map(|s| s.as_ref().and_then(|s| s.host.as_deref()))
+    {
+        let host = host.trim().to_string();
+        check_relay_resolves(state, Some(&host)).await?;
+    }
     let vault = state.vault.clone();
+    let guard = relay_guard(state);
     let (saved, status_changed) = db::run(&state.pool, move |conn| {
         conn.transaction(|conn| {
             let mut row = model::find(conn, &r, true)?.ok_or(AppError::NotFound)?;
             let before = row.status.clone();
-            patch.apply(&mut row, &vault)?;
+            patch.apply(&mut row, &vault, guard)?;
             let saved = row.save(conn).map_err(external_id_conflict)?;
             let changed = saved.status != before;
             Ok::<_, AppError>((saved, changed))
@@ -134,11 +174,13 @@ pub async fn auto_create(state: &AppState, external_id: &str) -> AppResult<()> {
         rate_limit: None,
     };
     let mut row = blank_tenant();
-    UpdateTenant::from(input).apply(&mut row, &state.vault)?;
-    let created = db::run(&state.pool, move |conn| match row.insert(conn) {
-        Ok(_) => Ok(true),
-        Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => Ok(false),
-        Err(e) => Err(e.into()),
+    UpdateTenant::from(input).apply(&mut row, &state.vault, relay_guard(state))?;
+    let created = db::run(&state.pool, move |conn| {
+        match insert_with_starters(conn, &row) {
+            Ok(_) => Ok(true),
+            Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     })
     .await?;
     if created {

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::model::TenantRow;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SmtpView {
     pub host: String,
     pub port: i32,
@@ -16,19 +16,21 @@ pub struct SmtpView {
     pub password_set: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RateLimitView {
     pub requests_per_minute: Option<i32>,
     pub emails_per_day: Option<i32>,
     pub emails_per_second: Option<i32>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TenantView {
     pub id: Uuid,
     pub external_id: Option<String>,
     pub name: String,
     pub domain: Option<String>,
+    /// `from_name` and `reply_to` defaults.
+    #[schema(value_type = Object)]
     pub settings: serde_json::Value,
     pub smtp: Option<SmtpView>,
     pub rate_limit: RateLimitView,

@@ -66,15 +66,9 @@ impl RequestCounter {
 
     pub fn spawn_flusher(&self, every: Duration) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                if let Err(e) = this.flush().await {
-                    tracing::warn!(error = %e, "flushing api request counts");
-                }
-            }
+        crate::db::every(every, "flushing api request counts", move || {
+            let this = this.clone();
+            async move { this.flush().await }
         })
     }
 }

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::db::schema::usage_daily;
 
-#[derive(Clone, Debug, Default, Queryable, Selectable, serde::Serialize)]
+#[derive(Clone, Debug, Default, Queryable, Selectable, serde::Serialize, utoipa::ToSchema)]
 #[diesel(table_name = usage_daily)]
 pub struct Counters {
     pub emails_sent: i64,

@@ -1,20 +1,32 @@
 //! Usage routes: per tenant (admin) and the billing listing.
 
+use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 
-use super::service::{self, UsageQuery};
+use super::service::{self, UsageQuery, UsageView};
 use crate::auth::Principal;
+use crate::db::pagination::Page;
 use crate::domain::Permission;
-use crate::error::AppResult;
+use crate::error::{AppResult, Problem};
+use crate::routes::Endpoint;
 use crate::state::AppState;
 use crate::tenants::model::TenantRef;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/v1/tenants/{tenant}/usage").route(web::get().to(for_tenant)))
-        .service(web::resource("/v1/usage").route(web::get().to(list)));
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![
+        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/usage", || {
+            web::route().to(for_tenant)
+        }),
+        Endpoint::new(Method::GET, "/v1/usage", || web::route().to(list)),
+    ]
 }
 
-async fn for_tenant(
+/// One tenant's usage for a period (deleted tenants included).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/usage", tag = "Usage",
+    params(("tenant" = String, Path, description = "Tenant id or external_id"), UsageQuery),
+    responses((status = 200, body = UsageView), (status = "4XX", body = Problem)),
+    security(("bearer" = ["usage:read"])))]
+pub async fn for_tenant(
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -25,7 +37,12 @@ async fn for_tenant(
     Ok(HttpResponse::Ok().json(usage))
 }
 
-async fn list(
+/// Admin keys: a page of every tenant's usage (billing). Tenant keys: their own usage object.
+#[utoipa::path(get, path = "/v1/usage", tag = "Usage", params(UsageQuery),
+    responses((status = 200, description = "A page of usage (admin) or one usage object (tenant key)", body = Page<UsageView>),
+              (status = "4XX", body = Problem)),
+    security(("bearer" = ["usage:read"])))]
+pub async fn list(
     who: Principal,
     state: web::Data<AppState>,
     query: web::Query<UsageQuery>,

@@ -15,7 +15,8 @@ use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 use crate::tenants::model::{self as tenants_db, TenantRef, TenantRow};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     pub period: Option<String>,
     pub from: Option<String>,
@@ -30,14 +31,14 @@ pub struct Range {
     pub to: NaiveDate,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DayView {
     pub date: NaiveDate,
     #[serde(flatten)]
     pub counters: Counters,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UsageView {
     pub tenant_id: Uuid,
     pub external_tenant_id: Option<String>,

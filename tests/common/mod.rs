@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod smtp_sink;
+pub mod webhook_receiver;
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -247,4 +248,74 @@ impl TestApp {
     pub fn sql_conn(&self) -> PgConnection {
         PgConnection::establish(&self.db_url).unwrap()
     }
+}
+
+/// The decoded leaf parts of a MIME message: `(content type, body)`. Enough
+/// of MIME for assertions: multipart boundaries, base64, quoted-printable.
+pub fn mime_parts(raw: &str) -> Vec<(String, String)> {
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
+    let header = |name: &str| -> Option<String> {
+        // Unfold continuation lines, then find the header.
+        let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
+        unfolded.split("\r\n").find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    };
+    let ctype = header("content-type").unwrap_or_else(|| "text/plain".into());
+    if ctype.to_ascii_lowercase().starts_with("multipart/") {
+        let boundary = ctype
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("boundary="))
+            .map(|b| b.trim_matches('"').to_string())
+            .unwrap_or_default();
+        let delimiter = format!("--{boundary}");
+        return body
+            .split(&delimiter)
+            .skip(1)
+            .filter(|p| !p.starts_with("--"))
+            .flat_map(|p| mime_parts(p.trim_start_matches("\r\n")))
+            .collect();
+    }
+    let encoding = header("content-transfer-encoding")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let decoded = match encoding.as_str() {
+        "base64" => {
+            use base64::Engine;
+            let compact: String = body.split_whitespace().collect();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(compact)
+                .unwrap_or_default();
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+        "quoted-printable" => {
+            let joined = body.replace("=\r\n", "");
+            let bytes = joined.as_bytes();
+            let mut out = Vec::with_capacity(bytes.len());
+            let mut i = 0;
+            while i < bytes.len() {
+                if bytes[i] == b'=' && i + 2 < bytes.len() {
+                    if let Ok(b) = u8::from_str_radix(&joined[i + 1..i + 3], 16) {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                }
+                out.push(bytes[i]);
+                i += 1;
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        }
+        _ => body.to_string(),
+    };
+    let mime = ctype
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    vec![(mime, decoded)]
 }

@@ -49,6 +49,8 @@ pub struct ReceivedMessage {
     pub data: Vec<u8>,
     pub auth_user: Option<String>,
     pub connection_id: u64,
+    /// When the final `250` was decided (benchmarks: 202-to-sink latency).
+    pub received_at: std::time::Instant,
 }
 
 impl ReceivedMessage {
@@ -204,6 +206,18 @@ impl SmtpSink {
             );
         }
         self.messages()
+    }
+
+    /// Messages accepted so far (no copy of them, unlike [`SmtpSink::messages`]).
+    pub fn count(&self) -> usize {
+        *self.shared.count.borrow()
+    }
+
+    /// Waits until at least `n` messages were accepted; false on timeout.
+    pub async fn wait_count(&self, n: usize, timeout: Duration) -> bool {
+        let mut rx = self.shared.count.subscribe();
+        let waited = tokio::time::timeout(timeout, rx.wait_for(|count| *count >= n)).await;
+        waited.is_ok()
     }
 
     /// TCP connections accepted so far.
@@ -532,6 +546,7 @@ async fn data(wire: &mut Wire, s: &mut Session, id: u64, shared: &Shared) -> io:
         data: body,
         auth_user: s.auth_user.clone(),
         connection_id: id,
+        received_at: std::time::Instant::now(),
     };
     let count = {
         let mut rec = shared.lock();

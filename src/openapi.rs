@@ -1,0 +1,327 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations
+//! (utoipa), served at `/openapi.json`, and a readable reference page at
+//! `/docs` rendered here from the same document — no JavaScript, nothing
+//! fetched from elsewhere, so it works on an offline network too.
+
+use actix_web::http::Method;
+use actix_web::{web, HttpResponse};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::Endpoint;
+use crate::{emails, http, keys, templates, tenants, usage, webhooks};
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("pl_<admin|live>_<key_id>_<secret>")
+                    .description(Some("An admin key (`pl_admin_…`) or a tenant key (`pl_live_…`); the scopes listed per operation are the permissions it needs."))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Templates and webhooks are annotated once, in their tenant-key form
+/// (`/v1/templates…`, `/v1/webhooks…`); the same handlers also serve the
+/// admin forms. This adds those paths (with the `{tenant}` parameter, or
+/// platform-wide) and PATCH beside every PUT, so the document lists every
+/// route the server registers.
+struct ScopedForms;
+
+impl Modify for ScopedForms {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        let tenant_param = ParameterBuilder::new()
+            .name("tenant")
+            .parameter_in(ParameterIn::Path)
+            .required(utoipa::openapi::Required::True)
+            .description(Some("Tenant id or external_id (admin keys)"))
+            .schema(Some(
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String),
+            ))
+            .build();
+        let forms: [(&str, &str, bool, &str); 3] = [
+            (
+                "/v1/templates",
+                "/v1/tenants/{tenant}/templates",
+                true,
+                "Admin key acting for the tenant in the path.",
+            ),
+            (
+                "/v1/webhooks",
+                "/v1/tenants/{tenant}/webhooks",
+                true,
+                "Admin key acting for the tenant in the path.",
+            ),
+            (
+                "/v1/webhooks",
+                "/v1/admin/webhooks",
+                false,
+                "Platform-wide endpoint receiving every tenant's events (admin key).",
+            ),
+        ];
+        let originals: Vec<(String, utoipa::openapi::path::PathItem)> = api
+            .paths
+            .paths
+            .iter()
+            .map(|(p, item)| (p.clone(), item.clone()))
+            .collect();
+        for (path, item) in &originals {
+            if item.put.is_some()
+                && item.patch.is_none()
+                && (path.starts_with("/v1/templates") || path.starts_with("/v1/webhooks"))
+            {
+                if let Some(i) = api.paths.paths.get_mut(path) {
+                    i.patch = i.put.clone();
+                }
+            }
+        }
+        for (from, to, with_tenant, note) in forms {
+            for (path, _) in &originals {
+                let Some(rest) = path.strip_prefix(from) else {
+                    continue;
+                };
+                let Some(mut item) = api.paths.paths.get(path).cloned() else {
+                    continue;
+                };
+                for op in [
+                    &mut item.get,
+                    &mut item.post,
+                    &mut item.put,
+                    &mut item.patch,
+                    &mut item.delete,
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    op.description = Some(format!(
+                        "{} {note}",
+                        op.description.clone().unwrap_or_default()
+                    ));
+                    op.operation_id = op.operation_id.as_ref().map(|id| {
+                        format!(
+                            "{id}_{}",
+                            if with_tenant {
+                                "for_tenant"
+                            } else {
+                                "platform"
+                            }
+                        )
+                    });
+                    if with_tenant {
+                        op.parameters
+                            .get_or_insert_with(Vec::new)
+                            .insert(0, tenant_param.clone());
+                    }
+                }
+                api.paths.paths.insert(format!("{to}{rest}"), item);
+            }
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Postline API", version = "1", description = "Self-hosted, multi-tenant transactional email. Errors are RFC 9457 problem JSON; lists are cursor-paginated, newest first."),
+    paths(
+        http::healthz, http::readyz, http::metrics,
+        tenants::routes::create, tenants::routes::list, tenants::routes::get,
+        tenants::routes::put, tenants::routes::patch, tenants::routes::delete,
+        keys::routes::create_tenant_key, keys::routes::list_tenant_keys, keys::routes::revoke_tenant_key,
+        keys::routes::create_admin_key, keys::routes::list_admin_keys, keys::routes::revoke_admin_key,
+        emails::routes::send, emails::routes::send_batch, emails::routes::list, emails::routes::get,
+        emails::routes::send_for_tenant, emails::routes::list_for_tenant, emails::routes::get_for_tenant,
+        usage::routes::for_tenant, usage::routes::list,
+        templates::routes::create, templates::routes::list, templates::routes::get,
+        templates::routes::update, templates::routes::delete, templates::routes::render,
+        webhooks::routes::create, webhooks::routes::list, webhooks::routes::get,
+        webhooks::routes::update, webhooks::routes::delete, webhooks::routes::deliveries,
+        webhooks::routes::test,
+        openapi_json, docs,
+    ),
+    modifiers(&BearerAuth, &ScopedForms),
+    tags(
+        (name = "Tenants", description = "The platform's customers (admin keys)"),
+        (name = "API keys", description = "Tenant and admin keys (admin keys)"),
+        (name = "Emails", description = "Sending and reading mail"),
+        (name = "Usage", description = "Per-tenant usage for billing"),
+        (name = "Templates", description = "Stored designs rendered with minijinja (tenant keys; admins under /v1/tenants/{tenant}/templates)"),
+        (name = "Webhooks", description = "Signed event delivery (tenant keys; admins under /v1/tenants/{tenant}/webhooks; platform-wide at /v1/admin/webhooks)"),
+        (name = "Operations", description = "Health, readiness, metrics, this document"),
+    )
+)]
+pub struct ApiDoc;
+
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![
+        Endpoint::new(Method::GET, "/openapi.json", || {
+            web::route().to(openapi_json)
+        }),
+        Endpoint::new(Method::GET, "/docs", || web::route().to(docs)),
+    ]
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "Operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
+pub async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
+/// A readable API reference rendered from this document.
+#[utoipa::path(get, path = "/docs", tag = "Operations",
+    responses((status = 200, description = "HTML reference", content_type = "text/html")))]
+pub async fn docs() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(render_html(&ApiDoc::openapi()))
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// One section per operation: method, path, summary, permissions,
+/// parameters, request body and responses, with schema names linked to the
+/// schema list at the end.
+pub fn render_html(api: &utoipa::openapi::OpenApi) -> String {
+    let doc = serde_json::to_value(api).unwrap_or_default();
+    let mut out = String::from(concat!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Postline API reference</title>",
+        "<style>body{font:15px/1.5 system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}",
+        "h2{border-bottom:1px solid #ddd;margin-top:2em}.op{margin:1.2em 0;padding:.6em 1em;border-left:4px solid #36c;background:#f7f9fc}",
+        ".m{font-weight:700;text-transform:uppercase;margin-right:.5em}code,pre{background:#eef;padding:0 .3em}",
+        "pre{padding:.6em;overflow:auto}table{border-collapse:collapse}td,th{padding:.2em .6em;border:1px solid #ddd;text-align:left}</style>",
+        "</head><body><h1>Postline API reference</h1>",
+    ));
+    let info = &doc["info"];
+    out.push_str(&format!("<p>{}</p><p>Machine-readable: <a href=\"/openapi.json\">/openapi.json</a> (OpenAPI {}).</p>",
+        esc(info["description"].as_str().unwrap_or_default()), esc(doc["openapi"].as_str().unwrap_or_default())));
+    let mut by_tag: Vec<(String, Vec<String>)> = Vec::new();
+    if let Some(paths) = doc["paths"].as_object() {
+        for (path, item) in paths {
+            let Some(ops) = item.as_object() else {
+                continue;
+            };
+            for (method, op) in ops {
+                let tag = op["tags"][0].as_str().unwrap_or("Other").to_string();
+                let mut html = format!("<div class=\"op\" id=\"{}-{}\"><div><span class=\"m\">{}</span><code>{}</code></div>",
+                    esc(method), esc(path), esc(method), esc(path));
+                let summary = op["summary"]
+                    .as_str()
+                    .or(op["description"].as_str())
+                    .unwrap_or_default();
+                html.push_str(&format!("<p>{}</p>", esc(summary)));
+                if let Some(sec) = op["security"].as_array() {
+                    let scopes: Vec<String> = sec
+                        .iter()
+                        .filter_map(|s| s["bearer"].as_array())
+                        .flatten()
+                        .filter_map(|v| v.as_str())
+                        .map(|s| format!("<code>{}</code>", esc(s)))
+                        .collect();
+                    if !scopes.is_empty() {
+                        html.push_str(&format!("<p>Bearer key with {}</p>", scopes.join(", ")));
+                    }
+                }
+                if let Some(params) = op["parameters"].as_array() {
+                    html.push_str(
+                        "<table><tr><th>parameter</th><th>in</th><th>description</th></tr>",
+                    );
+                    for p in params {
+                        html.push_str(&format!(
+                            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                            esc(p["name"].as_str().unwrap_or_default()),
+                            esc(p["in"].as_str().unwrap_or_default()),
+                            esc(p["description"].as_str().unwrap_or_default())
+                        ));
+                    }
+                    html.push_str("</table>");
+                }
+                if let Some(body) =
+                    op["requestBody"]["content"]["application/json"]["schema"].as_object()
+                {
+                    html.push_str(&format!(
+                        "<p>Body: {}</p>",
+                        schema_ref(&serde_json::Value::Object(body.clone()))
+                    ));
+                }
+                if let Some(resps) = op["responses"].as_object() {
+                    html.push_str("<ul>");
+                    for (code, r) in resps {
+                        let schema = r["content"]["application/json"]["schema"].clone();
+                        let schema = if schema.is_null() {
+                            r["content"]["application/problem+json"]["schema"].clone()
+                        } else {
+                            schema
+                        };
+                        html.push_str(&format!(
+                            "<li><b>{}</b> {} {}</li>",
+                            esc(code),
+                            esc(r["description"].as_str().unwrap_or_default()),
+                            if schema.is_null() {
+                                String::new()
+                            } else {
+                                schema_ref(&schema)
+                            }
+                        ));
+                    }
+                    html.push_str("</ul>");
+                }
+                html.push_str("</div>");
+                match by_tag.iter_mut().find(|(t, _)| *t == tag) {
+                    Some((_, list)) => list.push(html),
+                    None => by_tag.push((tag, vec![html])),
+                }
+            }
+        }
+    }
+    for (tag, ops) in by_tag {
+        out.push_str(&format!("<h2>{}</h2>", esc(&tag)));
+        for op in ops {
+            out.push_str(&op);
+        }
+    }
+    out.push_str("<h2>Schemas</h2>");
+    if let Some(schemas) = doc["components"]["schemas"].as_object() {
+        for (name, schema) in schemas {
+            let pretty = serde_json::to_string_pretty(schema).unwrap_or_default();
+            out.push_str(&format!(
+                "<h3 id=\"schema-{0}\">{0}</h3><pre>{1}</pre>",
+                esc(name),
+                esc(&pretty)
+            ));
+        }
+    }
+    out.push_str("</body></html>");
+    out
+}
+
+/// A schema reference as a link, or a short inline description.
+fn schema_ref(schema: &serde_json::Value) -> String {
+    let name = |r: &str| r.rsplit('/').next().unwrap_or(r).to_string();
+    if let Some(r) = schema["$ref"].as_str() {
+        let n = name(r);
+        return format!("<a href=\"#schema-{0}\">{0}</a>", esc(&n));
+    }
+    if let Some(r) = schema["items"]["$ref"].as_str() {
+        let n = name(r);
+        return format!("array of <a href=\"#schema-{0}\">{0}</a>", esc(&n));
+    }
+    format!(
+        "<code>{}</code>",
+        esc(&serde_json::to_string(schema).unwrap_or_default())
+    )
+}

@@ -1,0 +1,168 @@
+//! Template routes: `/v1/templates` for tenant keys and
+//! `/v1/tenants/{tenant}/templates` for admin keys (same handlers; the path
+//! decides the tenant).
+
+use actix_web::http::Method;
+use actix_web::{web, HttpResponse};
+
+use super::input::{CreateTemplate, RenderRequest, UpdateTemplate};
+use super::model::TemplateRef;
+use super::render::Rendered;
+use super::service;
+use super::view::TemplateView;
+use crate::auth::Principal;
+use crate::db::pagination::{Page, PageQuery};
+use crate::domain::{Permission, TenantId};
+use crate::error::{AppResult, Problem};
+use crate::routes::Endpoint;
+use crate::state::AppState;
+use crate::tenants::scope::{self, ScopedPath};
+
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![
+        Endpoint::new(Method::GET, "/v1/templates", || web::route().to(list)),
+        Endpoint::new(Method::POST, "/v1/templates", || web::route().to(create)),
+        Endpoint::new(Method::GET, "/v1/templates/{id}", || web::route().to(get)),
+        Endpoint::new(Method::PUT, "/v1/templates/{id}", || {
+            web::route().to(update)
+        }),
+        Endpoint::new(Method::PATCH, "/v1/templates/{id}", || {
+            web::route().to(update)
+        }),
+        Endpoint::new(Method::DELETE, "/v1/templates/{id}", || {
+            web::route().to(delete)
+        }),
+        Endpoint::new(Method::POST, "/v1/templates/{id}/render", || {
+            web::route().to(render)
+        }),
+        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/templates", || {
+            web::route().to(list)
+        }),
+        Endpoint::new(Method::POST, "/v1/tenants/{tenant}/templates", || {
+            web::route().to(create)
+        }),
+        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/templates/{id}", || {
+            web::route().to(get)
+        }),
+        Endpoint::new(Method::PUT, "/v1/tenants/{tenant}/templates/{id}", || {
+            web::route().to(update)
+        }),
+        Endpoint::new(Method::PATCH, "/v1/tenants/{tenant}/templates/{id}", || {
+            web::route().to(update)
+        }),
+        Endpoint::new(
+            Method::DELETE,
+            "/v1/tenants/{tenant}/templates/{id}",
+            || web::route().to(delete),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/tenants/{tenant}/templates/{id}/render",
+            || web::route().to(render),
+        ),
+    ]
+}
+
+async fn tenant(
+    state: &AppState,
+    who: &Principal,
+    path: &ScopedPath,
+    write: bool,
+) -> AppResult<TenantId> {
+    let p = if write {
+        Permission::TemplatesWrite
+    } else {
+        Permission::TemplatesRead
+    };
+    scope::resolve(state, who, path, p, "templates").await
+}
+
+/// Create a template (name unique per tenant).
+#[utoipa::path(post, path = "/v1/templates", tag = "Templates", request_body = CreateTemplate,
+    responses((status = 201, body = TemplateView), (status = "4XX", body = Problem)),
+    security(("bearer" = ["templates:write"])))]
+pub async fn create(
+    who: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<ScopedPath>,
+    body: web::Json<CreateTemplate>,
+) -> AppResult<HttpResponse> {
+    let t = tenant(&state, &who, &path, true).await?;
+    let view = service::create(&state, t, body.into_inner()).await?;
+    Ok(HttpResponse::Created().json(view))
+}
+
+/// List templates.
+#[utoipa::path(get, path = "/v1/templates", tag = "Templates", params(PageQuery),
+    responses((status = 200, body = Page<TemplateView>), (status = "4XX", body = Problem)),
+    security(("bearer" = ["templates:read"])))]
+pub async fn list(
+    who: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<ScopedPath>,
+    query: web::Query<PageQuery>,
+) -> AppResult<HttpResponse> {
+    let t = tenant(&state, &who, &path, false).await?;
+    let page = service::list(&state, t, query.validate()?).await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// Get a template by id or name.
+#[utoipa::path(get, path = "/v1/templates/{id}", tag = "Templates", params(("id" = String, Path, description = "Template id or name")),
+    responses((status = 200, body = TemplateView), (status = "4XX", body = Problem)),
+    security(("bearer" = ["templates:read"])))]
+pub async fn get(
+    who: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<ScopedPath>,
+) -> AppResult<HttpResponse> {
+    let t = tenant(&state, &who, &path, false).await?;
+    let view = service::get(&state, t, TemplateRef::parse(path.id()?)).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Update a template: only the given fields change (PUT and PATCH alike).
+#[utoipa::path(put, path = "/v1/templates/{id}", tag = "Templates", request_body = UpdateTemplate, params(("id" = String, Path, description = "Template id or name")),
+    responses((status = 200, body = TemplateView), (status = "4XX", body = Problem)),
+    security(("bearer" = ["templates:write"])))]
+pub async fn update(
+    who: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<ScopedPath>,
+    body: web::Json<UpdateTemplate>,
+) -> AppResult<HttpResponse> {
+    let t = tenant(&state, &who, &path, true).await?;
+    let view =
+        service::update(&state, t, TemplateRef::parse(path.id()?), body.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Delete a template.
+#[utoipa::path(delete, path = "/v1/templates/{id}", tag = "Templates", params(("id" = String, Path, description = "Template id or name")),
+    responses((status = 204), (status = "4XX", body = Problem)),
+    security(("bearer" = ["templates:write"])))]
+pub async fn delete(
+    who: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<ScopedPath>,
+) -> AppResult<HttpResponse> {
+    let t = tenant(&state, &who, &path, true).await?;
+    service::delete(&state, t, TemplateRef::parse(path.id()?)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Preview: render a template with variables (html autoescaped).
+#[utoipa::path(post, path = "/v1/templates/{id}/render", tag = "Templates", request_body = RenderRequest, params(("id" = String, Path, description = "Template id or name")),
+    responses((status = 200, body = Rendered), (status = "4XX", body = Problem)),
+    security(("bearer" = ["templates:read"])))]
+pub async fn render(
+    who: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<ScopedPath>,
+    body: web::Json<RenderRequest>,
+) -> AppResult<HttpResponse> {
+    let t = tenant(&state, &who, &path, false).await?;
+    let r = TemplateRef::parse(path.id()?);
+    let rendered = service::preview(&state, t, r, body.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(rendered))
+}

@@ -1,0 +1,186 @@
+//! The webhook dispatcher (worker role): leases due outbox rows with
+//! `FOR UPDATE SKIP LOCKED` (so several workers share the work without a
+//! coordinator), POSTs them concurrently, and records every attempt. Any 2xx
+//! succeeds; 410 Gone fails the delivery and disables the endpoint; anything
+//! else is retried with exponential backoff and jitter until
+//! `webhooks.retry_window_secs` after the event, then the delivery fails.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::stream::{self, StreamExt};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::deliveries::{self, Attempt, Claimed, Next};
+use super::sender::Sender;
+use super::signing;
+use crate::config::Settings;
+use crate::crypto::Vault;
+use crate::db::{self, PgPool};
+use crate::queue::retry::RetryPolicy;
+
+#[derive(Clone)]
+struct Dispatcher {
+    pool: PgPool,
+    vault: Vault,
+    sender: Sender,
+    settings: Arc<Settings>,
+    retry: RetryPolicy,
+}
+
+/// Starts the dispatcher loop; it stops (after finishing the POSTs in
+/// flight) when `shutdown` turns true.
+pub fn spawn(
+    settings: Arc<Settings>,
+    pool: PgPool,
+    vault: Vault,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<JoinHandle<()>> {
+    let w = &settings.webhooks;
+    let d = Dispatcher {
+        sender: Sender::new(w)?,
+        retry: RetryPolicy {
+            initial: Duration::from_millis(w.retry_initial_ms),
+            max: Duration::from_millis(w.retry_max_ms),
+        },
+        pool,
+        vault,
+        settings,
+    };
+    Ok(tokio::spawn(d.run(shutdown)))
+}
+
+impl Dispatcher {
+    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let w = &self.settings.webhooks;
+        let idle = Duration::from_millis(w.poll_interval_ms);
+        let limit = i64::try_from(w.concurrency).unwrap_or(16);
+        let lease = w.lease_secs as f64;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let claimed = db::run(&self.pool, move |conn| {
+                Ok(deliveries::claim(conn, limit, lease)?)
+            })
+            .await;
+            let pause = match claimed {
+                Ok(rows) if !rows.is_empty() => {
+                    self.deliver(rows).await;
+                    continue;
+                }
+                Ok(_) => idle,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming webhook deliveries failed; retrying");
+                    idle.max(Duration::from_secs(1))
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    async fn deliver(&self, rows: Vec<Claimed>) {
+        let attempts: Vec<Attempt> = stream::iter(rows)
+            .map(|c| self.attempt(c))
+            .buffer_unordered(self.settings.webhooks.concurrency.max(1))
+            .collect()
+            .await;
+        let attempts = Arc::new(attempts);
+        for round in 0..10u64 {
+            let batch = attempts.clone();
+            match db::run(&self.pool, move |conn| {
+                Ok(deliveries::record(conn, &batch)?)
+            })
+            .await
+            {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, round, "recording webhook attempts failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * (round + 1))).await;
+                }
+            }
+        }
+        tracing::error!(
+            count = attempts.len(),
+            "webhook attempts not recorded; their leases will expire and they will be sent again"
+        );
+    }
+
+    #[tracing::instrument(skip_all, fields(delivery_id = %c.id, webhook_id = %c.webhook_id))]
+    async fn attempt(&self, c: Claimed) -> Attempt {
+        let result =
+            |status_code: Option<u16>, error: Option<String>, ms: u128, next: Next| Attempt {
+                delivery_id: c.id,
+                webhook_id: c.webhook_id,
+                attempt: c.attempts,
+                status_code: status_code.map(i32::from),
+                error,
+                duration_ms: i32::try_from(ms).unwrap_or(i32::MAX),
+                next,
+            };
+        if !c.enabled {
+            return result(
+                None,
+                Some("the endpoint is disabled; not sent".into()),
+                0,
+                Next::Failed,
+            );
+        }
+        let key = match self
+            .vault
+            .open(&c.secret_enc, &signing::secret_context(c.webhook_id))
+        {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::error!(error = %e, "webhook secret cannot be opened");
+                let why = format!("the signing secret cannot be decrypted: {e}");
+                return self.retry_or_fail(result(None, Some(why), 0, Next::Failed), c.created_at);
+            }
+        };
+        let body = serde_json::to_vec(&c.payload).unwrap_or_default();
+        let resp = self
+            .sender
+            .post(&c.url, &c.id.to_string(), &key, body)
+            .await;
+        let ms = resp.duration.as_millis();
+        match resp.status_code {
+            Some(_) if resp.is_success() => result(resp.status_code, None, ms, Next::Succeeded),
+            Some(410) => result(resp.status_code, resp.error, ms, Next::Gone),
+            _ => {
+                tracing::debug!(status = ?resp.status_code, error = ?resp.error, "webhook attempt failed");
+                self.retry_or_fail(
+                    result(resp.status_code, resp.error, ms, Next::Failed),
+                    c.created_at,
+                )
+            }
+        }
+    }
+
+    /// Schedules the next try, or fails the delivery once the retry window
+    /// since its event has passed.
+    fn retry_or_fail(&self, mut a: Attempt, created_at: DateTime<Utc>) -> Attempt {
+        let window = chrono::Duration::seconds(
+            i64::try_from(self.settings.webhooks.retry_window_secs).unwrap_or(86_400),
+        );
+        let now = Utc::now();
+        if now >= created_at + window {
+            a.error = Some(format!(
+                "{}; gave up after {} attempts",
+                a.error.as_deref().unwrap_or("failed"),
+                a.attempt
+            ));
+            a.next = Next::Failed;
+        } else {
+            let delay = self.retry.delay(a.attempt);
+            a.next = Next::Retry(
+                now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1)),
+            );
+        }
+        a
+    }
+}

@@ -1,0 +1,26 @@
+//! Webhooks: tenant endpoints and platform-wide admin endpoints, an outbox
+//! written in the transaction of each status change, and a dispatcher that
+//! delivers it signed per Standard Webhooks, retrying with backoff.
+
+pub mod deliveries;
+pub mod dispatcher;
+pub mod input;
+pub mod model;
+pub mod outbox;
+pub mod routes;
+pub mod sender;
+pub mod service;
+pub mod signing;
+pub mod view;
+
+/// The events an endpoint can subscribe to (`"*"` means all of them).
+pub const EVENTS: [&str; 5] = [
+    "email.queued",
+    "email.delivered",
+    "email.deferred",
+    "email.bounced",
+    "email.failed",
+];
+
+/// The event type of `POST …/test`.
+pub const PING_EVENT: &str = "webhook.test";

@@ -1,0 +1,247 @@
+//! Webhook routes. Tenant endpoints: `/v1/webhooks` (tenant keys) and
+//! `/v1/tenants/{tenant}/webhooks` (admin keys); platform-wide endpoints:
+//! `/v1/admin/webhooks` (admin keys). One set of handlers; the [`Realm`]
+//! extractor says which owner a path means.
+
+use actix_web::http::Method;
+use actix_web::{web, HttpResponse};
+
+use super::input::{CreateWebhook, UpdateWebhook};
+use super::model::Owner;
+use super::service;
+use super::view::{CreatedWebhook, DeliveryView, WebhookView};
+use crate::auth::Principal;
+use crate::db::pagination::{Page, PageQuery};
+use crate::domain::Permission;
+use crate::error::{AppResult, Problem};
+use crate::routes::Endpoint;
+use crate::state::AppState;
+use crate::tenants::scope::{self, ScopedPath};
+
+/// Which owner a path means: `/v1/admin/webhooks…` is platform-wide,
+/// everything else belongs to one tenant.
+#[derive(Clone, Copy, Debug)]
+pub enum Realm {
+    Tenant,
+    Platform,
+}
+
+impl actix_web::FromRequest for Realm {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let platform = req
+            .match_pattern()
+            .is_some_and(|p| p.starts_with("/v1/admin/webhooks"));
+        std::future::ready(Ok(if platform {
+            Realm::Platform
+        } else {
+            Realm::Tenant
+        }))
+    }
+}
+
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![
+        Endpoint::new(Method::GET, "/v1/webhooks", || web::route().to(list)),
+        Endpoint::new(Method::POST, "/v1/webhooks", || web::route().to(create)),
+        Endpoint::new(Method::GET, "/v1/webhooks/{id}", || web::route().to(get)),
+        Endpoint::new(Method::PUT, "/v1/webhooks/{id}", || web::route().to(update)),
+        Endpoint::new(Method::PATCH, "/v1/webhooks/{id}", || {
+            web::route().to(update)
+        }),
+        Endpoint::new(Method::DELETE, "/v1/webhooks/{id}", || {
+            web::route().to(delete)
+        }),
+        Endpoint::new(Method::GET, "/v1/webhooks/{id}/deliveries", || {
+            web::route().to(deliveries)
+        }),
+        Endpoint::new(Method::POST, "/v1/webhooks/{id}/test", || {
+            web::route().to(test)
+        }),
+        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/webhooks", || {
+            web::route().to(list)
+        }),
+        Endpoint::new(Method::POST, "/v1/tenants/{tenant}/webhooks", || {
+            web::route().to(create)
+        }),
+        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/webhooks/{id}", || {
+            web::route().to(get)
+        }),
+        Endpoint::new(Method::PUT, "/v1/tenants/{tenant}/webhooks/{id}", || {
+            web::route().to(update)
+        }),
+        Endpoint::new(Method::PATCH, "/v1/tenants/{tenant}/webhooks/{id}", || {
+            web::route().to(update)
+        }),
+        Endpoint::new(Method::DELETE, "/v1/tenants/{tenant}/webhooks/{id}", || {
+            web::route().to(delete)
+        }),
+        Endpoint::new(
+            Method::GET,
+            "/v1/tenants/{tenant}/webhooks/{id}/deliveries",
+            || web::route().to(deliveries),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/tenants/{tenant}/webhooks/{id}/test",
+            || web::route().to(test),
+        ),
+        Endpoint::new(Method::GET, "/v1/admin/webhooks", || web::route().to(list)),
+        Endpoint::new(Method::POST, "/v1/admin/webhooks", || {
+            web::route().to(create)
+        }),
+        Endpoint::new(Method::GET, "/v1/admin/webhooks/{id}", || {
+            web::route().to(get)
+        }),
+        Endpoint::new(Method::PUT, "/v1/admin/webhooks/{id}", || {
+            web::route().to(update)
+        }),
+        Endpoint::new(Method::PATCH, "/v1/admin/webhooks/{id}", || {
+            web::route().to(update)
+        }),
+        Endpoint::new(Method::DELETE, "/v1/admin/webhooks/{id}", || {
+            web::route().to(delete)
+        }),
+        Endpoint::new(Method::GET, "/v1/admin/webhooks/{id}/deliveries", || {
+            web::route().to(deliveries)
+        }),
+        Endpoint::new(Method::POST, "/v1/admin/webhooks/{id}/test", || {
+            web::route().to(test)
+        }),
+    ]
+}
+
+/// Checks the permission (admin key for admin forms) before any lookup.
+async fn owner(
+    state: &AppState,
+    who: &Principal,
+    realm: Realm,
+    path: &ScopedPath,
+    write: bool,
+) -> AppResult<Owner> {
+    let p = if write {
+        Permission::WebhooksWrite
+    } else {
+        Permission::WebhooksRead
+    };
+    match realm {
+        Realm::Platform => {
+            who.require_admin(p)?;
+            Ok(Owner::Platform)
+        }
+        Realm::Tenant => Ok(Owner::Tenant(
+            scope::resolve(state, who, path, p, "webhooks (or /v1/admin/webhooks)").await?,
+        )),
+    }
+}
+
+/// Create a webhook endpoint; `secret` (`whsec_…`) is shown in this response only.
+#[utoipa::path(post, path = "/v1/webhooks", tag = "Webhooks", request_body = CreateWebhook,
+    responses((status = 201, body = CreatedWebhook), (status = "4XX", body = Problem)),
+    security(("bearer" = ["webhooks:write"])))]
+pub async fn create(
+    who: Principal,
+    state: web::Data<AppState>,
+    realm: Realm,
+    path: web::Path<ScopedPath>,
+    body: web::Json<CreateWebhook>,
+) -> AppResult<HttpResponse> {
+    let o = owner(&state, &who, realm, &path, true).await?;
+    let created = service::create(&state, o, body.into_inner()).await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+/// List webhook endpoints.
+#[utoipa::path(get, path = "/v1/webhooks", tag = "Webhooks", params(PageQuery),
+    responses((status = 200, body = Page<WebhookView>), (status = "4XX", body = Problem)),
+    security(("bearer" = ["webhooks:read"])))]
+pub async fn list(
+    who: Principal,
+    state: web::Data<AppState>,
+    realm: Realm,
+    path: web::Path<ScopedPath>,
+    query: web::Query<PageQuery>,
+) -> AppResult<HttpResponse> {
+    let o = owner(&state, &who, realm, &path, false).await?;
+    let page = service::list(&state, o, query.validate()?).await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// Get a webhook endpoint (never its secret).
+#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "Webhooks", params(("id" = Uuid, Path, description = "Webhook id")),
+    responses((status = 200, body = WebhookView), (status = "4XX", body = Problem)),
+    security(("bearer" = ["webhooks:read"])))]
+pub async fn get(
+    who: Principal,
+    state: web::Data<AppState>,
+    realm: Realm,
+    path: web::Path<ScopedPath>,
+) -> AppResult<HttpResponse> {
+    let o = owner(&state, &who, realm, &path, false).await?;
+    let view = service::get(&state, o, path.id()?).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Update a webhook endpoint: only the given fields change (PUT and PATCH alike).
+#[utoipa::path(put, path = "/v1/webhooks/{id}", tag = "Webhooks", request_body = UpdateWebhook, params(("id" = Uuid, Path, description = "Webhook id")),
+    responses((status = 200, body = WebhookView), (status = "4XX", body = Problem)),
+    security(("bearer" = ["webhooks:write"])))]
+pub async fn update(
+    who: Principal,
+    state: web::Data<AppState>,
+    realm: Realm,
+    path: web::Path<ScopedPath>,
+    body: web::Json<UpdateWebhook>,
+) -> AppResult<HttpResponse> {
+    let o = owner(&state, &who, realm, &path, true).await?;
+    let view = service::update(&state, o, path.id()?, body.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Delete a webhook endpoint.
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "Webhooks", params(("id" = Uuid, Path, description = "Webhook id")),
+    responses((status = 204), (status = "4XX", body = Problem)),
+    security(("bearer" = ["webhooks:write"])))]
+pub async fn delete(
+    who: Principal,
+    state: web::Data<AppState>,
+    realm: Realm,
+    path: web::Path<ScopedPath>,
+) -> AppResult<HttpResponse> {
+    let o = owner(&state, &who, realm, &path, true).await?;
+    service::delete(&state, o, path.id()?).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The delivery log of an endpoint, newest first.
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "Webhooks", params(("id" = Uuid, Path, description = "Webhook id"), PageQuery),
+    responses((status = 200, body = Page<DeliveryView>), (status = "4XX", body = Problem)),
+    security(("bearer" = ["webhooks:read"])))]
+pub async fn deliveries(
+    who: Principal,
+    state: web::Data<AppState>,
+    realm: Realm,
+    path: web::Path<ScopedPath>,
+    query: web::Query<PageQuery>,
+) -> AppResult<HttpResponse> {
+    let o = owner(&state, &who, realm, &path, false).await?;
+    let page = service::deliveries(&state, o, path.id()?, query.validate()?).await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// Send a signed test ping now and return its delivery.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/test", tag = "Webhooks", params(("id" = Uuid, Path, description = "Webhook id")),
+    responses((status = 200, body = DeliveryView), (status = "4XX", body = Problem)),
+    security(("bearer" = ["webhooks:write"])))]
+pub async fn test(
+    who: Principal,
+    state: web::Data<AppState>,
+    realm: Realm,
+    path: web::Path<ScopedPath>,
+) -> AppResult<HttpResponse> {
+    let o = owner(&state, &who, realm, &path, true).await?;
+    let delivery = service::test(&state, o, path.id()?).await?;
+    Ok(HttpResponse::Ok().json(delivery))
+}
