@@ -401,6 +401,10 @@ pub async fn list(
             ));
         }
     }
+    // Postgres text cannot hold NUL; asking for it failed the query (500).
+    if q.tag.as_deref().is_some_and(|t| t.contains('\0')) {
+        return Err(AppError::invalid("tag", "must not contain NUL"));
+    }
     let tag = q.tag.map(|t| match t.split_once(':') {
         Some((k, v)) => (k.to_string(), Some(v.to_string())),
         None => (t, None),

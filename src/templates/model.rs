@@ -47,6 +47,11 @@ impl TemplateRef {
             Err(_) => TemplateRef::Name(raw.to_string()),
         }
     }
+
+    /// A name no row can have (it contains NUL).
+    fn is_impossible(&self) -> bool {
+        matches!(self, TemplateRef::Name(n) if n.contains('\0'))
+    }
 }
 
 /// The tenant's template by id or name; `lock` takes a row lock for an update.
@@ -56,6 +61,11 @@ pub fn find(
     r: &TemplateRef,
     lock: bool,
 ) -> QueryResult<Option<TemplateRow>> {
+    // Postgres text cannot hold NUL, so no template has such a name; asking
+    // would fail the query (a 500, found by the input drill).
+    if r.is_impossible() {
+        return Ok(None);
+    }
     let base = templates::table
         .filter(templates::tenant_id.eq(tenant.0))
         .select(TemplateRow::as_select());
@@ -108,6 +118,9 @@ pub fn save(conn: &mut PgConnection, row: &mut TemplateRow) -> QueryResult<Templ
 }
 
 pub fn delete(conn: &mut PgConnection, tenant: TenantId, r: &TemplateRef) -> QueryResult<usize> {
+    if r.is_impossible() {
+        return Ok(0);
+    }
     let scoped = templates::table.filter(templates::tenant_id.eq(tenant.0));
     match r {
         TemplateRef::Id(id) => diesel::delete(scoped.filter(templates::id.eq(*id))).execute(conn),
