@@ -760,6 +760,64 @@ fn malformed_input_never_gets_a_5xx_and_stores_nothing() {
         r.body = Some(bytes);
         fx.check("raw bytes", &r)
     });
+    // A deterministic sweep: every read route, with real ids, each query
+    // parameter set to a NUL or a CRLF (free text reaching SQL), and each id
+    // replaced by one.
+    let reads = [
+        "/v1/emails".to_string(),
+        format!("/v1/tenants/{sender}/emails"),
+        "/v1/tenants".to_string(),
+        format!("/v1/tenants/{sender}"),
+        format!("/v1/tenants/{sender}/api-keys"),
+        format!("/v1/tenants/{sender}/usage"),
+        "/v1/usage".to_string(),
+        "/v1/admin-keys".to_string(),
+        "/v1/templates".to_string(),
+        format!("/v1/templates/{template}"),
+        format!("/v1/tenants/{sender}/templates"),
+        "/v1/webhooks".to_string(),
+        format!("/v1/webhooks/{webhook}"),
+        format!("/v1/webhooks/{webhook}/deliveries"),
+        format!("/v1/tenants/{sender}/webhooks"),
+        "/v1/admin/webhooks".to_string(),
+    ];
+    let params = [
+        "limit",
+        "cursor",
+        "status",
+        "tag",
+        "tenant_id",
+        "period",
+        "from",
+        "to",
+        "event",
+        "type",
+        "enabled",
+    ];
+    for path in &reads {
+        let mut paths = Vec::new();
+        for v in ["%00", "a%00b", "%0D%0A"] {
+            for p in params {
+                paths.push(format!("{path}?{p}={v}"));
+            }
+            for id in [&sender, &template, &webhook] {
+                if path.contains(id.as_str()) {
+                    paths.push(path.replace(id.as_str(), v));
+                }
+            }
+        }
+        for p in paths {
+            for auth in [Auth::Admin, Auth::Tenant] {
+                let mut r = json_req("GET", p.clone(), auth, Value::Null);
+                r.body = None;
+                r.content_type = None;
+                if let Err(e) = fx.check("nul sweep", &r) {
+                    panic!("{e}");
+                }
+            }
+        }
+    }
+
     // Last: it may delete or suspend the victim tenant.
     run(n * 2, any_request(victim.clone()), |r| {
         fx.check("any request", &r)
