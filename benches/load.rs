@@ -140,6 +140,7 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
     // rate, the client (or actix) would be the bottleneck.
     let phases = std::env::var("POSTLINE_BENCH_PHASES").unwrap_or_else(|_| "all".into());
     let only_ingest = phases == "ingest";
+    let only_delivery = phases == "delivery";
     let health = Arc::new(vec![http::get("/healthz")]);
     let ceiling = m.closed(
         "client ceiling: GET /healthz",
@@ -172,7 +173,7 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
     let tenant_ids: Vec<Uuid> = tenants.iter().map(|t| t.id.parse().unwrap()).collect();
     let sample = app::message(&tenants[0], 0, p.size);
     let (mut raw1, mut ours1, mut raw100, mut ours100) = (vec![], vec![], vec![], vec![]);
-    for round in 1..=p.rounds {
+    for round in (1..=p.rounds).filter(|_| !only_delivery) {
         println!("-- ingest round {round}/{} --", p.rounds);
         raw1.push(
             m.raw_insert(
@@ -234,34 +235,20 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
         return;
     }
     // p99 at half of the peak single-send rate, open loop.
-    let peak = ours1.iter().cloned().fold(0.0, f64::max);
-    let half_rate = (peak / 2.0).max(1.0);
-    let half_n = ((half_rate * p.half_secs as f64) as usize).max(10);
-    let half = m.open(
-        &format!("open loop at {half_rate:.0}/s (50% of peak)"),
-        singles.clone(),
-        half_n,
-        p.concurrency,
-        half_rate,
-    );
-    let half_p99 = half.latencies.percentiles(&[0.99])[0];
-    // The same offered load as raw INSERTs: what the machine and Postgres
-    // alone do to the tail at this rate.
-    let raw_half = m
-        .raw_insert(
-            &db.url,
-            &tenant_ids,
-            &sample,
-            half_n,
-            1,
-            p.concurrency,
-            Some(half_rate),
-        )
-        .1
-        .percentiles(&[0.99])[0];
-    cancel_queued(&db.url);
+    let peak = if only_delivery {
+        f64::INFINITY
+    } else {
+        ours1.iter().cloned().fold(0.0, f64::max)
+    };
+    let (half_rate, half_p99, raw_half) = if only_delivery {
+        (0.0, Duration::ZERO, Duration::ZERO)
+    } else {
+        half_peak(&m, &db.url, &p, peak, &singles, &tenant_ids, &sample)
+    };
 
-    // Delivery.
+    // Delivery, from an empty queue (the warm-up's mail is still queued
+    // when the ingest phases were skipped).
+    cancel_queued(&db.url);
     println!("-- delivery ({} B messages) --", p.delivery_size);
     let big_batches = Arc::new(app::batch_requests(
         &tenants,
@@ -352,7 +339,16 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
             "n={} {}{}",
             e2e.len(),
             e2e.latency_line(),
-            if all { "" } else { " (NOT ALL ARRIVED)" }
+            if all {
+                String::new()
+            } else {
+                format!(
+                    " (NOT ALL ARRIVED: {} accepted, {} failed, {} at the sink)",
+                    sent.ok,
+                    sent.failed,
+                    sink.sink.count() - base
+                )
+            }
         ),
     );
     print_figure(
@@ -436,6 +432,46 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
     );
     drop(bench);
     drop(sink);
+}
+
+/// Open loop at half the peak single-send rate, then raw INSERTs at the same
+/// rate: `(rate, our p99, raw p99)`.
+fn half_peak(
+    m: &Measure,
+    url: &str,
+    p: &Params,
+    peak: f64,
+    singles: &Arc<Vec<Vec<u8>>>,
+    tenant_ids: &[Uuid],
+    sample: &serde_json::Value,
+) -> (f64, Duration, Duration) {
+    let half_rate = (peak / 2.0).max(1.0);
+    let half_n = ((half_rate * p.half_secs as f64) as usize).max(10);
+    let half = m.open(
+        &format!("open loop at {half_rate:.0}/s (50% of peak)"),
+        singles.clone(),
+        half_n,
+        p.concurrency,
+        half_rate,
+    );
+    let half_p99 = half.latencies.percentiles(&[0.99])[0];
+    // The same offered load as raw INSERTs: what the machine and Postgres
+    // alone do to the tail at this rate.
+    let raw_half = m
+        .raw_insert(
+            url,
+            tenant_ids,
+            sample,
+            half_n,
+            1,
+            p.concurrency,
+            Some(half_rate),
+        )
+        .1
+        .percentiles(&[0.99])[0];
+    cancel_queued(url);
+
+    (half_rate, half_p99, raw_half)
 }
 
 /// For `deploy/bench-postfix.sh`: `DELIVERY_MESSAGES` single sends of
@@ -536,7 +572,9 @@ impl Measure<'_> {
         rate: Option<f64>,
         expect: u16,
     ) -> Outcome {
-        let commits = xact_commits(&self.db_url);
+        // Commit counts need the stats to settle (~1 s each side): full runs only.
+        let full = self.env.mode == Mode::Full;
+        let commits = if full { xact_commits(&self.db_url) } else { 0 };
         let meter = Meter::start(self.sink_tid, self.postmaster);
         let out = http::drive(&Load {
             addr: self.addr,
@@ -560,14 +598,16 @@ impl Measure<'_> {
             ),
         );
         print_figure("  cpu per request", split.per_message(out.ok, out.wall));
-        let commits = xact_commits(&self.db_url) - commits;
-        print_figure(
-            "  postgres commits",
-            format!(
-                "{commits} ({:.1} requests per commit)",
-                out.ok as f64 / commits.max(1) as f64
-            ),
-        );
+        if full {
+            let commits = xact_commits(&self.db_url) - commits;
+            print_figure(
+                "  postgres commits",
+                format!(
+                    "{commits} ({:.1} requests per commit)",
+                    out.ok as f64 / commits.max(1) as f64
+                ),
+            );
+        }
         out
     }
 
