@@ -34,11 +34,7 @@ fn main() {
     let Some(env) = BenchEnv::from_env("limits") else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = common::runtime();
     env.print_header();
     let db = env.fresh_database();
     let postmaster = cpu::port_of(&env.admin_url).and_then(cpu::postmaster);

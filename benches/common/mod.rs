@@ -134,6 +134,16 @@ fn with_db(url: &str, db: &str) -> String {
     format!("{base}/{db}")
 }
 
+/// The server's runtime in the load benchmarks: 2 workers, as on the
+/// 2-core bench machine.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 /// Cores, CPU model and load average: the figures mean little without them
 /// (the bench machines are small and shared).
 pub fn machine() -> String {
