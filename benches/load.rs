@@ -16,10 +16,7 @@
 //! (`POSTLINE_BENCH_<NAME>`, see `Params`). Run: `deploy/dev bench load`.
 
 mod common;
-#[path = "../tests/common/smtp_sink.rs"]
-mod smtp_sink;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -29,9 +26,9 @@ use chrono::Utc;
 use common::app::{self, BenchApp};
 use common::cpu::{self, Meter};
 use common::http::{self, Load, Outcome};
-use common::{print_figure, BenchEnv, Mode, Samples};
+use common::sink::{latency_to_sink, SinkThread};
+use common::{cancel_queued, check, print_figure, BenchEnv, Mode, Samples};
 use diesel::prelude::*;
-use smtp_sink::SmtpSink;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -681,20 +678,6 @@ impl Measure<'_> {
     }
 }
 
-/// Failed requests abort a smoke run (the code rotted); a full run reports them.
-fn check(env: &BenchEnv, label: &str, out: &Outcome) {
-    if out.failed > 0 {
-        let why = out.first_failure.clone().unwrap_or_default();
-        if env.mode == Mode::Smoke {
-            panic!("{label}: {} request(s) failed, first: {why}", out.failed);
-        }
-        print_figure(
-            &format!("  {label}: FAILED"),
-            format!("{} first: {why}", out.failed),
-        );
-    }
-}
-
 async fn raw_insert(
     url: &str,
     tenants: &[Uuid],
@@ -852,95 +835,6 @@ async fn plain_smtp(sink: SocketAddr, raw: &[u8], total: usize, sessions: usize)
         t.await.expect("smtp task");
     }
     start.elapsed()
-}
-
-/// The in-process sink on its own thread and current-thread runtime.
-struct SinkThread {
-    sink: SmtpSink,
-    tid: i32,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl SinkThread {
-    fn start() -> SinkThread {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("sink runtime");
-            rt.block_on(async move {
-                let sink = SmtpSink::start().await;
-                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-                tx.send((sink, cpu::tid(), stop))
-                    .expect("hand over the sink");
-                let _ = stopped.await;
-            });
-        });
-        let (sink, tid, stop) = rx.recv().expect("sink started");
-        SinkThread {
-            sink,
-            tid,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for SinkThread {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Per accepted message: sink arrival − 202 arrival, matched by Message-ID
-/// (`<{id without dashes}@domain>`, see `emails::service`).
-fn latency_to_sink(sent: &Outcome, received: &[smtp_sink::ReceivedMessage]) -> Samples {
-    let mut accepted: HashMap<String, Instant> = HashMap::with_capacity(sent.bodies.len());
-    for (at, body) in &sent.bodies {
-        let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-        if let Some(id) = v["id"].as_str() {
-            accepted.insert(id.replace('-', ""), *at);
-        }
-    }
-    let mut out = Samples::with_capacity(received.len());
-    for m in received {
-        let text = String::from_utf8_lossy(&m.data[..m.data.len().min(4096)]).into_owned();
-        let id = text.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("message-id").then(|| {
-                v.trim()
-                    .trim_start_matches('<')
-                    .split('@')
-                    .next()
-                    .map(str::to_string)
-            })?
-        });
-        if let Some(at) = id.and_then(|id| accepted.get(&id)) {
-            out.push(m.received_at.saturating_duration_since(*at));
-        }
-    }
-    out
-}
-
-/// Cancels what earlier phases left queued, so the next phase starts with
-/// an empty due index (and a later worker does not deliver it).
-fn cancel_queued(url: &str) {
-    let mut c = PgConnection::establish(url).expect("connect");
-    diesel::sql_query(
-        "UPDATE emails SET status = 'canceled' WHERE status IN ('queued', 'deferred')",
-    )
-    .execute(&mut c)
-    .expect("cancel queued");
-    diesel::sql_query("VACUUM ANALYZE emails")
-        .execute(&mut c)
-        .expect("vacuum");
 }
 
 /// Transactions committed in the bench database so far (all sessions; the
