@@ -111,7 +111,8 @@ fn main() {
         &mut conn,
         "UPDATE emails SET status = 'delivered', delivered_at = now() WHERE status = 'queued'",
     );
-    bulk_load(&mut conn, claims * CLAIM as usize, "claim probes");
+    // One claim more than measured: the EXPLAIN after them must find 50 too.
+    bulk_load(&mut conn, (claims + 1) * CLAIM as usize, "claim probes");
     vacuum(&mut conn);
     let empty_claim = claim_run(&mut conn, claims, "claim 50, empty queue");
 
@@ -264,7 +265,12 @@ fn explain_claim(conn: &mut PgConnection) -> String {
         .find(|l| l.line.starts_with("Execution Time"))
         .map(|l| l.line.trim().to_string())
         .unwrap_or_default();
-    format!("{time}; top node {buffers}")
+    let rows = lines
+        .first()
+        .and_then(|l| l.line.rsplit_once("rows=").map(|(_, r)| r.to_string()))
+        .and_then(|r| r.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default();
+    format!("{rows} rows, {time}; top node {buffers}")
 }
 
 fn table_size(conn: &mut PgConnection) -> String {
