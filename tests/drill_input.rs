@@ -5,16 +5,21 @@
 //! - never a 5xx (the app is healthy, so not even a 503);
 //! - every 4xx is problem JSON (`application/problem+json`, `status` equal
 //!   to the HTTP status, a `code`);
-//! - nothing is stored for a rejected request: the `emails`, `tenants` and
-//!   `api_keys` row counts do not move unless the answer is 2xx.
+//! - nothing is stored for a rejected request: the `emails`, `tenants`,
+//!   `api_keys`, `templates` and `webhooks` row counts do not move unless the
+//!   answer is 2xx.
 //!
 //! Generated: arbitrary JSON values, valid bodies with fields removed,
 //! replaced by arbitrary JSON or hostile strings (CR/LF/NUL, control and
 //! bidi characters, huge strings) and unknown fields added, for
 //! `POST /v1/emails` (tenant key and platform style), `/v1/emails/batch`,
-//! `POST /v1/tenants`, `PATCH /v1/tenants/{id}` and
-//! `POST /v1/tenants/{id}/api-keys`; raw bytes as bodies; arbitrary
-//! methods, paths, query strings, `Authorization` values and headers.
+//! `POST /v1/tenants`, `PATCH /v1/tenants/{id}`,
+//! `POST /v1/tenants/{id}/api-keys`, templates (create, update, render, with
+//! hostile template sources) and webhooks (create, update; every URL that
+//! could be one is rewritten to 127.0.0.1: nothing else is ever a target,
+//! and no worker runs, so no webhook is ever sent); raw bytes as bodies;
+//! arbitrary methods, paths, query strings, `Authorization` values and
+//! headers.
 //!
 //! Short version in the suite (~2,000 requests); `POSTLINE_DRILL_LONG=1`:
 //! ten times as many cases. Failures shrink to a minimal request.
@@ -220,6 +225,66 @@ fn key_json() -> BoxedStrategy<Value> {
     prop_oneof![1 => arb_json(), 3 => mutated(base)].boxed()
 }
 
+fn template_body() -> Value {
+    json!({"name": "base", "subject": "Hi {{ name }}", "text": "Hello {{ name }}",
+           "html": "<p>Hello {{ name }}</p>"})
+}
+
+/// Template sources that stress the engine: syntax errors, unknown
+/// filters, attribute walks, loops that must run out of fuel.
+fn template_source() -> BoxedStrategy<Value> {
+    prop_oneof![
+        Just("{{".to_string()),
+        Just("{% for x in y %}".to_string()),
+        Just("{{ name | no_such_filter }}".to_string()),
+        Just("{{ ''.__class__ }}".to_string()),
+        Just("{% for i in range(100000000) %}x{% endfor %}".to_string()),
+        Just("{{ name * 99999999 }}".to_string()),
+        Just("{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}".to_string()),
+        Just("{% include 'x' %}{% extends 'y' %}".to_string()),
+        Just("{{ missing.deep.path }}".to_string()),
+        "[{}%# a-z|]{0,30}",
+    ]
+    .prop_map(Value::String)
+    .boxed()
+}
+
+fn template_json() -> BoxedStrategy<Value> {
+    let sourced = (
+        mutated(template_body()),
+        proptest::sample::select(&["subject", "text", "html"][..]),
+        template_source(),
+    )
+        .prop_map(|(mut b, field, src)| {
+            if let Some(o) = b.as_object_mut() {
+                o.insert(field.to_string(), src);
+            }
+            b
+        });
+    prop_oneof![1 => arb_json(), 2 => mutated(template_body()), 2 => sourced].boxed()
+}
+
+fn webhook_body() -> Value {
+    json!({"url": "http://127.0.0.1:9/hook", "events": ["email.delivered"], "description": "d"})
+}
+
+fn webhook_json() -> BoxedStrategy<Value> {
+    prop_oneof![1 => arb_json(), 3 => mutated(webhook_body())].boxed()
+}
+
+/// Nothing but 127.0.0.1 may ever be a target: a generated `url` that looks
+/// like a URL at all is pointed back at the loopback discard port.
+fn local_urls(mut body: Value) -> Value {
+    if let Some(o) = body.as_object_mut() {
+        if let Some(Value::String(u)) = o.get("url") {
+            if u.to_ascii_lowercase().contains("://") || u.contains('.') {
+                o.insert("url".into(), json!("http://127.0.0.1:9/hook"));
+            }
+        }
+    }
+    body
+}
+
 /// Who is calling.
 #[derive(Clone, Debug)]
 enum Auth {
@@ -313,6 +378,16 @@ const TEMPLATES: &[&str] = &[
     "/v1/usage",
     "/v1/admin-keys",
     "/v1/admin-keys/{}",
+    "/v1/templates",
+    "/v1/templates/{}",
+    "/v1/templates/{}/render",
+    "/v1/tenants/{}/templates",
+    "/v1/webhooks",
+    "/v1/webhooks/{}",
+    "/v1/webhooks/{}/deliveries",
+    "/v1/admin/webhooks",
+    "/v1/admin/webhooks/{}",
+    "/openapi.json",
     "/healthz",
     "/readyz",
     "/{}",
@@ -406,7 +481,7 @@ fn any_request(victim: String) -> BoxedStrategy<Req> {
     );
     let body = prop_oneof![
         Just(None),
-        arb_json().prop_map(|v| Some(serde_json::to_vec(&v).unwrap())),
+        arb_json().prop_map(|v| Some(serde_json::to_vec(&local_urls(v)).unwrap())),
         broken_bytes().prop_map(Some),
     ];
     (method, path, auth, ctype, headers, body)
@@ -429,6 +504,10 @@ struct Counts {
     tenants: i64,
     #[diesel(sql_type = BigInt)]
     keys: i64,
+    #[diesel(sql_type = BigInt)]
+    templates: i64,
+    #[diesel(sql_type = BigInt)]
+    webhooks: i64,
 }
 
 struct Fixture {
@@ -445,7 +524,9 @@ impl Fixture {
         diesel::sql_query(
             "SELECT (SELECT count(*) FROM emails) AS emails, \
                     (SELECT count(*) FROM tenants) AS tenants, \
-                    (SELECT count(*) FROM api_keys) AS keys",
+                    (SELECT count(*) FROM api_keys) AS keys, \
+                    (SELECT count(*) FROM templates) AS templates, \
+                    (SELECT count(*) FROM webhooks) AS webhooks",
         )
         .get_result(&mut *self.conn.lock().unwrap())
         .expect("row counts")
@@ -557,12 +638,34 @@ fn malformed_input_never_gets_a_5xx_and_stores_nothing() {
     let app = rt.block_on(TestApp::spawn_with(|s| {
         s.limits.max_request_bytes = 64 * 1024;
     }));
-    let (tenant_key, sender, victim) = rt.block_on(async {
+    let (tenant_key, sender, victim, template, webhook) = rt.block_on(async {
         let t = app.create_tenant(json!({"name": "Sender"})).await;
         let sender = t["id"].as_str().unwrap().to_string();
-        let key = app.tenant_key(&sender, &["send", "emails:read"]).await;
+        let key = app
+            .tenant_key(
+                &sender,
+                &[
+                    "send",
+                    "emails:read",
+                    "templates:read",
+                    "templates:write",
+                    "webhooks:read",
+                    "webhooks:write",
+                ],
+            )
+            .await;
         let v = app.create_tenant(json!({"name": "Victim"})).await;
-        (key, sender, v["id"].as_str().unwrap().to_string())
+        let tpl = app.post("/v1/templates", &key, template_body()).await;
+        assert_eq!(tpl.status, 201, "{}", tpl.text);
+        let hook = app.post("/v1/webhooks", &key, webhook_body()).await;
+        assert_eq!(hook.status, 201, "{}", hook.text);
+        (
+            key,
+            sender,
+            v["id"].as_str().unwrap().to_string(),
+            tpl.json["id"].as_str().unwrap().to_string(),
+            hook.json["id"].as_str().unwrap().to_string(),
+        )
     });
     let conn = Mutex::new(app.sql_conn());
     let fx = Fixture {
@@ -598,6 +701,44 @@ fn malformed_input_never_gets_a_5xx_and_stores_nothing() {
         fx.check(
             "create tenant",
             &json_req("POST", "/v1/tenants".into(), Auth::Admin, b),
+        )
+    });
+    // A fresh name unless the edits chose one, so creations can succeed.
+    let create_tpl = (template_json(), "[a-z]{12}").prop_map(|(mut b, name)| {
+        if b.get("name") == Some(&json!("base")) {
+            b["name"] = json!(name);
+        }
+        b
+    });
+    run(n, create_tpl, |b| {
+        fx.check(
+            "create template",
+            &json_req("POST", "/v1/templates".into(), Auth::Tenant, b),
+        )
+    });
+    let tpl_path = format!("/v1/templates/{template}");
+    run(n, template_json(), |b| {
+        fx.check(
+            "update template",
+            &json_req("PUT", tpl_path.clone(), Auth::Tenant, b),
+        )
+    });
+    let render = format!("/v1/templates/{template}/render");
+    let vars = prop_oneof![1 => arb_json(), 3 => mutated(json!({"variables": {"name": "Ann"}}))];
+    run(n / 2, vars, |b| {
+        fx.check("render", &json_req("POST", render.clone(), Auth::Tenant, b))
+    });
+    run(n, webhook_json(), |b| {
+        fx.check(
+            "create webhook",
+            &json_req("POST", "/v1/webhooks".into(), Auth::Tenant, local_urls(b)),
+        )
+    });
+    let hook_path = format!("/v1/webhooks/{webhook}");
+    run(n / 2, webhook_json(), |b| {
+        fx.check(
+            "update webhook",
+            &json_req("PUT", hook_path.clone(), Auth::Tenant, local_urls(b)),
         )
     });
     let patch = format!("/v1/tenants/{victim}");
