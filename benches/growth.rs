@@ -111,7 +111,8 @@ fn main() {
         &mut conn,
         "UPDATE emails SET status = 'delivered', delivered_at = now() WHERE status = 'queued'",
     );
-    bulk_load(&mut conn, claims * CLAIM as usize, "claim probes");
+    // One claim more than measured: the EXPLAIN after them must find 50 too.
+    bulk_load(&mut conn, (claims + 1) * CLAIM as usize, "claim probes");
     vacuum(&mut conn);
     let empty_claim = claim_run(&mut conn, claims, "claim 50, empty queue");
 
@@ -228,7 +229,48 @@ fn claim_run(conn: &mut PgConnection, claims: usize, label: &str) -> Samples {
         label,
         format!("n={claims} ({claimed} rows)  {}", s.latency_line()),
     );
+    print_figure("  one more, EXPLAIN", explain_claim(conn));
     s
+}
+
+/// One more claim, the statement of `queue::claim::claim` (same text), under
+/// `EXPLAIN (ANALYZE, BUFFERS)`: execution time and the shared buffers it
+/// hit and read (reads = pages that were not in shared_buffers).
+fn explain_claim(conn: &mut PgConnection) -> String {
+    #[derive(QueryableByName)]
+    struct Line {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        #[diesel(column_name = "QUERY PLAN")]
+        line: String,
+    }
+    let lines: Vec<Line> = diesel::sql_query(
+        "EXPLAIN (ANALYZE, BUFFERS) UPDATE emails AS e \
+                 SET status = 'sending', attempts = e.attempts + 1, \
+                     locked_until = now() + make_interval(secs => 300) \
+                 FROM (SELECT tenant_id, id FROM emails \
+                       WHERE status IN ('queued', 'deferred') AND next_attempt_at <= now() \
+                         AND NOT (tenant_id = ANY('{}'::uuid[])) \
+                       ORDER BY next_attempt_at LIMIT 50 FOR UPDATE SKIP LOCKED) AS due \
+                 WHERE e.tenant_id = due.tenant_id AND e.id = due.id RETURNING e.*",
+    )
+    .load(conn)
+    .unwrap_or_default();
+    let buffers = lines
+        .iter()
+        .find(|l| l.line.trim_start().starts_with("Buffers:"))
+        .map(|l| l.line.trim().to_string())
+        .unwrap_or_default();
+    let time = lines
+        .iter()
+        .find(|l| l.line.starts_with("Execution Time"))
+        .map(|l| l.line.trim().to_string())
+        .unwrap_or_default();
+    let rows = lines
+        .first()
+        .and_then(|l| l.line.rsplit_once("rows=").map(|(_, r)| r.to_string()))
+        .and_then(|r| r.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default();
+    format!("{rows} rows, {time}; top node {buffers}")
 }
 
 fn table_size(conn: &mut PgConnection) -> String {

@@ -16,10 +16,7 @@
 //! (`POSTLINE_BENCH_<NAME>`, see `Params`). Run: `deploy/dev bench load`.
 
 mod common;
-#[path = "../tests/common/smtp_sink.rs"]
-mod smtp_sink;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -29,9 +26,9 @@ use chrono::Utc;
 use common::app::{self, BenchApp};
 use common::cpu::{self, Meter};
 use common::http::{self, Load, Outcome};
-use common::{print_figure, BenchEnv, Mode, Samples};
+use common::sink::{latency_to_sink, SinkThread};
+use common::{cancel_queued, check, print_figure, BenchEnv, Mode, Samples};
 use diesel::prelude::*;
-use smtp_sink::SmtpSink;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -140,6 +137,7 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
     // rate, the client (or actix) would be the bottleneck.
     let phases = std::env::var("POSTLINE_BENCH_PHASES").unwrap_or_else(|_| "all".into());
     let only_ingest = phases == "ingest";
+    let only_delivery = phases == "delivery";
     let health = Arc::new(vec![http::get("/healthz")]);
     let ceiling = m.closed(
         "client ceiling: GET /healthz",
@@ -172,7 +170,7 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
     let tenant_ids: Vec<Uuid> = tenants.iter().map(|t| t.id.parse().unwrap()).collect();
     let sample = app::message(&tenants[0], 0, p.size);
     let (mut raw1, mut ours1, mut raw100, mut ours100) = (vec![], vec![], vec![], vec![]);
-    for round in 1..=p.rounds {
+    for round in (1..=p.rounds).filter(|_| !only_delivery) {
         println!("-- ingest round {round}/{} --", p.rounds);
         raw1.push(
             m.raw_insert(
@@ -234,34 +232,20 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
         return;
     }
     // p99 at half of the peak single-send rate, open loop.
-    let peak = ours1.iter().cloned().fold(0.0, f64::max);
-    let half_rate = (peak / 2.0).max(1.0);
-    let half_n = ((half_rate * p.half_secs as f64) as usize).max(10);
-    let half = m.open(
-        &format!("open loop at {half_rate:.0}/s (50% of peak)"),
-        singles.clone(),
-        half_n,
-        p.concurrency,
-        half_rate,
-    );
-    let half_p99 = half.latencies.percentiles(&[0.99])[0];
-    // The same offered load as raw INSERTs: what the machine and Postgres
-    // alone do to the tail at this rate.
-    let raw_half = m
-        .raw_insert(
-            &db.url,
-            &tenant_ids,
-            &sample,
-            half_n,
-            1,
-            p.concurrency,
-            Some(half_rate),
-        )
-        .1
-        .percentiles(&[0.99])[0];
-    cancel_queued(&db.url);
+    let peak = if only_delivery {
+        f64::INFINITY
+    } else {
+        ours1.iter().cloned().fold(0.0, f64::max)
+    };
+    let (half_rate, half_p99, raw_half) = if only_delivery {
+        (0.0, Duration::ZERO, Duration::ZERO)
+    } else {
+        half_peak(&m, &db.url, &p, peak, &singles, &tenant_ids, &sample)
+    };
 
-    // Delivery.
+    // Delivery, from an empty queue (the warm-up's mail is still queued
+    // when the ingest phases were skipped).
+    cancel_queued(&db.url);
     println!("-- delivery ({} B messages) --", p.delivery_size);
     let big_batches = Arc::new(app::batch_requests(
         &tenants,
@@ -352,7 +336,16 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
             "n={} {}{}",
             e2e.len(),
             e2e.latency_line(),
-            if all { "" } else { " (NOT ALL ARRIVED)" }
+            if all {
+                String::new()
+            } else {
+                format!(
+                    " (NOT ALL ARRIVED: {} accepted, {} failed, {} at the sink)",
+                    sent.ok,
+                    sent.failed,
+                    sink.sink.count() - base
+                )
+            }
         ),
     );
     print_figure(
@@ -436,6 +429,46 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
     );
     drop(bench);
     drop(sink);
+}
+
+/// Open loop at half the peak single-send rate, then raw INSERTs at the same
+/// rate: `(rate, our p99, raw p99)`.
+fn half_peak(
+    m: &Measure,
+    url: &str,
+    p: &Params,
+    peak: f64,
+    singles: &Arc<Vec<Vec<u8>>>,
+    tenant_ids: &[Uuid],
+    sample: &serde_json::Value,
+) -> (f64, Duration, Duration) {
+    let half_rate = (peak / 2.0).max(1.0);
+    let half_n = ((half_rate * p.half_secs as f64) as usize).max(10);
+    let half = m.open(
+        &format!("open loop at {half_rate:.0}/s (50% of peak)"),
+        singles.clone(),
+        half_n,
+        p.concurrency,
+        half_rate,
+    );
+    let half_p99 = half.latencies.percentiles(&[0.99])[0];
+    // The same offered load as raw INSERTs: what the machine and Postgres
+    // alone do to the tail at this rate.
+    let raw_half = m
+        .raw_insert(
+            url,
+            tenant_ids,
+            sample,
+            half_n,
+            1,
+            p.concurrency,
+            Some(half_rate),
+        )
+        .1
+        .percentiles(&[0.99])[0];
+    cancel_queued(url);
+
+    (half_rate, half_p99, raw_half)
 }
 
 /// For `deploy/bench-postfix.sh`: `DELIVERY_MESSAGES` single sends of
@@ -536,7 +569,9 @@ impl Measure<'_> {
         rate: Option<f64>,
         expect: u16,
     ) -> Outcome {
-        let commits = xact_commits(&self.db_url);
+        // Commit counts need the stats to settle (~1 s each side): full runs only.
+        let full = self.env.mode == Mode::Full;
+        let commits = if full { xact_commits(&self.db_url) } else { 0 };
         let meter = Meter::start(self.sink_tid, self.postmaster);
         let out = http::drive(&Load {
             addr: self.addr,
@@ -560,14 +595,16 @@ impl Measure<'_> {
             ),
         );
         print_figure("  cpu per request", split.per_message(out.ok, out.wall));
-        let commits = xact_commits(&self.db_url) - commits;
-        print_figure(
-            "  postgres commits",
-            format!(
-                "{commits} ({:.1} requests per commit)",
-                out.ok as f64 / commits.max(1) as f64
-            ),
-        );
+        if full {
+            let commits = xact_commits(&self.db_url) - commits;
+            print_figure(
+                "  postgres commits",
+                format!(
+                    "{commits} ({:.1} requests per commit)",
+                    out.ok as f64 / commits.max(1) as f64
+                ),
+            );
+        }
         out
     }
 
@@ -638,20 +675,6 @@ impl Measure<'_> {
         );
         print_figure("  cpu", split.per_message(total, wall));
         rate
-    }
-}
-
-/// Failed requests abort a smoke run (the code rotted); a full run reports them.
-fn check(env: &BenchEnv, label: &str, out: &Outcome) {
-    if out.failed > 0 {
-        let why = out.first_failure.clone().unwrap_or_default();
-        if env.mode == Mode::Smoke {
-            panic!("{label}: {} request(s) failed, first: {why}", out.failed);
-        }
-        print_figure(
-            &format!("  {label}: FAILED"),
-            format!("{} first: {why}", out.failed),
-        );
     }
 }
 
@@ -812,95 +835,6 @@ async fn plain_smtp(sink: SocketAddr, raw: &[u8], total: usize, sessions: usize)
         t.await.expect("smtp task");
     }
     start.elapsed()
-}
-
-/// The in-process sink on its own thread and current-thread runtime.
-struct SinkThread {
-    sink: SmtpSink,
-    tid: i32,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl SinkThread {
-    fn start() -> SinkThread {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("sink runtime");
-            rt.block_on(async move {
-                let sink = SmtpSink::start().await;
-                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-                tx.send((sink, cpu::tid(), stop))
-                    .expect("hand over the sink");
-                let _ = stopped.await;
-            });
-        });
-        let (sink, tid, stop) = rx.recv().expect("sink started");
-        SinkThread {
-            sink,
-            tid,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for SinkThread {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Per accepted message: sink arrival − 202 arrival, matched by Message-ID
-/// (`<{id without dashes}@domain>`, see `emails::service`).
-fn latency_to_sink(sent: &Outcome, received: &[smtp_sink::ReceivedMessage]) -> Samples {
-    let mut accepted: HashMap<String, Instant> = HashMap::with_capacity(sent.bodies.len());
-    for (at, body) in &sent.bodies {
-        let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-        if let Some(id) = v["id"].as_str() {
-            accepted.insert(id.replace('-', ""), *at);
-        }
-    }
-    let mut out = Samples::with_capacity(received.len());
-    for m in received {
-        let text = String::from_utf8_lossy(&m.data[..m.data.len().min(4096)]).into_owned();
-        let id = text.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("message-id").then(|| {
-                v.trim()
-                    .trim_start_matches('<')
-                    .split('@')
-                    .next()
-                    .map(str::to_string)
-            })?
-        });
-        if let Some(at) = id.and_then(|id| accepted.get(&id)) {
-            out.push(m.received_at.saturating_duration_since(*at));
-        }
-    }
-    out
-}
-
-/// Cancels what earlier phases left queued, so the next phase starts with
-/// an empty due index (and a later worker does not deliver it).
-fn cancel_queued(url: &str) {
-    let mut c = PgConnection::establish(url).expect("connect");
-    diesel::sql_query(
-        "UPDATE emails SET status = 'canceled' WHERE status IN ('queued', 'deferred')",
-    )
-    .execute(&mut c)
-    .expect("cancel queued");
-    diesel::sql_query("VACUUM ANALYZE emails")
-        .execute(&mut c)
-        .expect("vacuum");
 }
 
 /// Transactions committed in the bench database so far (all sessions; the

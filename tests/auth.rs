@@ -366,3 +366,32 @@ async fn last_used_at_is_flushed_without_a_write_per_request() {
     let list = app.get(&format!("/v1/tenants/{tid}/api-keys"), &k).await;
     assert!(list.json["data"][0]["last_used_at"].is_string());
 }
+
+#[tokio::test]
+async fn a_flood_of_wrong_secrets_is_refused_while_cached_keys_keep_working() {
+    let app = TestApp::spawn().await;
+    let k = app.admin_key.clone();
+    assert_eq!(
+        app.get("/v1/tenants", &k).await.status,
+        200,
+        "warm the cache"
+    );
+    let prefix = k.rsplit_once('_').unwrap().0.to_string();
+    // every attempt is a new token for a real key id: each needs argon2, and
+    // they queue on the verifier's permits
+    let wrong = (0..8).map(|i| {
+        let token = format!("{prefix}_{}{}", "W".repeat(31), char::from(b'a' + i));
+        let app = &app;
+        async move { app.get("/v1/tenants", &token).await.status }
+    });
+    let good = (0..8).map(|_| {
+        let (app, k) = (&app, k.clone());
+        async move { app.get("/v1/tenants", &k).await.status }
+    });
+    let (wrong, good) = tokio::join!(
+        futures_util::future::join_all(wrong),
+        futures_util::future::join_all(good)
+    );
+    assert!(wrong.iter().all(|s| *s == 401), "{wrong:?}");
+    assert!(good.iter().all(|s| *s == 200), "{good:?}");
+}

@@ -87,16 +87,26 @@ impl BenchApp {
     /// `n` tenants (domain `tNN-<run>.example`), each with a `send` key,
     /// through the admin API.
     pub async fn tenants(&self, n: usize) -> Vec<BenchTenant> {
+        self.tenants_with(n, json!({})).await
+    }
+
+    /// As [`tenants`](Self::tenants), with `extra` merged into each create
+    /// body (e.g. `{"rate_limit": {"emails_per_second": 20}}`).
+    pub async fn tenants_with(&self, n: usize, extra: serde_json::Value) -> Vec<BenchTenant> {
         let client = reqwest::Client::new();
         let base = format!("http://{}", self.addr);
         let run = &uuid::Uuid::new_v4().simple().to_string()[..6];
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
             let domain = format!("t{i}-{run}.example");
+            let mut body = json!({"name": format!("bench tenant {i}"), "domain": domain});
+            if let (Some(b), Some(x)) = (body.as_object_mut(), extra.as_object()) {
+                b.extend(x.clone());
+            }
             let t: serde_json::Value = client
                 .post(format!("{base}/v1/tenants"))
                 .bearer_auth(&self.admin_key)
-                .json(&json!({"name": format!("bench tenant {i}"), "domain": domain}))
+                .json(&body)
                 .send()
                 .await
                 .expect("create tenant")

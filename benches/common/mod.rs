@@ -10,6 +10,7 @@
 pub mod app;
 pub mod cpu;
 pub mod http;
+pub mod sink;
 
 use std::time::{Duration, Instant};
 
@@ -131,6 +132,16 @@ impl Drop for BenchDb {
 fn with_db(url: &str, db: &str) -> String {
     let (base, _) = url.rsplit_once('/').expect("database url has a path");
     format!("{base}/{db}")
+}
+
+/// The server's runtime in the load benchmarks: 2 workers, as on the
+/// 2-core bench machine.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 /// Cores, CPU model and load average: the figures mean little without them
@@ -286,4 +297,32 @@ impl Summary {
 /// A labelled figure that is not a latency distribution (a rate, a ratio).
 pub fn print_figure(label: &str, value: impl std::fmt::Display) {
     println!("{label:<34} {value}");
+}
+
+/// Failed requests abort a smoke run (the code rotted); a full run reports them.
+pub fn check(env: &BenchEnv, label: &str, out: &http::Outcome) {
+    if out.failed > 0 {
+        let why = out.first_failure.clone().unwrap_or_default();
+        if env.mode == Mode::Smoke {
+            panic!("{label}: {} request(s) failed, first: {why}", out.failed);
+        }
+        print_figure(
+            &format!("  {label}: FAILED"),
+            format!("{} first: {why}", out.failed),
+        );
+    }
+}
+
+/// Cancels what earlier phases left queued, so the next phase starts with
+/// an empty due index (and a later worker does not deliver it).
+pub fn cancel_queued(url: &str) {
+    let mut c = PgConnection::establish(url).expect("connect");
+    diesel::sql_query(
+        "UPDATE emails SET status = 'canceled' WHERE status IN ('queued', 'deferred')",
+    )
+    .execute(&mut c)
+    .expect("cancel queued");
+    diesel::sql_query("VACUUM ANALYZE emails")
+        .execute(&mut c)
+        .expect("vacuum");
 }

@@ -50,6 +50,10 @@ struct Inner {
     /// that same hash: a busy key no longer costs a ~30 ms verify, and its
     /// requests a stall behind it, every TTL. Cleared with the other caches.
     proven: moka::future::Cache<[u8; 32], Arc<str>>,
+    /// At most half the cores run argon2 at once: a flood of wrong secrets
+    /// for a real key id (each a new token, so never in `rejected`) queues
+    /// here instead of taking every core from the requests that hit the cache.
+    argon2: Arc<tokio::sync::Semaphore>,
     last_used: Mutex<HashMap<Uuid, DateTime<Utc>>>,
 }
 
@@ -78,6 +82,9 @@ impl AuthService {
                     .max_capacity(100_000)
                     .time_to_idle(PROVEN_IDLE)
                     .build(),
+                argon2: Arc::new(tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+                )),
                 last_used: Mutex::new(HashMap::new()),
             }),
         }
@@ -97,12 +104,13 @@ impl AuthService {
         );
         let pool = self.inner.pool.clone();
         let proven = (self.inner.proven.clone(), cache_key);
+        let argon2 = self.inner.argon2.clone();
         // Concurrent misses for one token share a single lookup and argon2 run.
         let result = self
             .inner
             .verified
             .try_get_with(cache_key, async move {
-                load_and_verify(pool, kind, key_id, secret, proven).await
+                load_and_verify(pool, kind, key_id, secret, proven, argon2).await
             })
             .await;
         let key = match result {
@@ -170,6 +178,7 @@ async fn load_and_verify(
     key_id: String,
     secret: String,
     (proven, token_key): (moka::future::Cache<[u8; 32], Arc<str>>, [u8; 32]),
+    argon2: Arc<tokio::sync::Semaphore>,
 ) -> Result<Arc<VerifiedKey>, Miss> {
     let found = db::run(&pool, move |conn| {
         Ok(keys_db::find_for_auth(conn, &key_id)?)
@@ -189,6 +198,10 @@ async fn load_and_verify(
     let known = proven.get(&token_key).await;
     if known.as_deref() != Some(row.secret_hash.as_str()) {
         let hash = row.secret_hash.clone();
+        let _permit = argon2
+            .acquire_owned()
+            .await
+            .map_err(|_| Miss::Unavailable("auth shutting down".into()))?;
         let ok = tokio::task::spawn_blocking(move || token::verify_secret(&secret, &hash))
             .await
             .unwrap_or(false);
