@@ -5,7 +5,7 @@
 //! lettre's own pooled `AsyncSmtpTransport` the same way, for comparison
 //! (DESIGN §13 explains the gap).
 
-#[path = "../tests/common/smtp_sink.rs"]
+#[path = "../tests/suite/common/smtp_sink.rs"]
 mod smtp_sink;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -13,7 +13,9 @@
 //!
 //! Short version: Postgres down 3 s; `POSTLINE_DRILL_LONG=1`: 10 s.
 
+#[path = "suite/common/mod.rs"]
 mod common;
+#[path = "suite/drills/mod.rs"]
 mod drills;
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! The in-process SMTP sink (`tests/common/smtp_sink.rs`) on its own thread,
+//! The in-process SMTP sink (`tests/suite/common/smtp_sink.rs`) on its own thread,
 //! so its CPU can be told apart from the server's, and 202 → sink latency.
 
 use std::collections::HashMap;
@@ -8,7 +8,7 @@ use super::cpu;
 use super::http::Outcome;
 use super::Samples;
 
-#[path = "../../tests/common/smtp_sink.rs"]
+#[path = "../../tests/suite/common/smtp_sink.rs"]
 pub mod smtp_sink;
 
 use smtp_sink::SmtpSink;

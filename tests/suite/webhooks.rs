@@ -2,7 +2,7 @@
 //! Webhooks signatures, the outbox written with status changes, retries,
 //! 410 Gone, platform-wide endpoints, the SSRF guard, and secrets at rest.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Templates end to end: CRUD, rendering rules, starter templates, and
 //! sending with a template through a real SMTP sink.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

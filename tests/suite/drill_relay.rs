@@ -7,8 +7,8 @@
 //! Retries are configured small (200 ms doubling to 1 s, production: 1 min to
 //! 1 h) so the drill measures the recovery, not the backoff.
 
-mod common;
-mod drills;
+use crate::common;
+use crate::drills;
 
 use std::time::{Duration, Instant};
 

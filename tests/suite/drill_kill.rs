@@ -5,8 +5,8 @@
 //!
 //! Short version in the suite (5 kills); `POSTLINE_DRILL_LONG=1` for 30.
 
-mod common;
-mod drills;
+use crate::common;
+use crate::drills;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! Tenant CRUD against the real app and a real Postgres.
 
-mod common;
+use crate::common;
 
 use common::TestApp;
 use diesel::prelude::*;

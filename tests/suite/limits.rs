@@ -1,6 +1,6 @@
 //! Per-tenant limits and usage metering against the real app, Postgres and SMTP sink.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Delivery transports against a real SMTP sink on a socket (no mocks) and
 //! the capture directory. No database needed.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! so the harness itself is known to speak SMTP correctly before delivery
 //! tests rely on it. No database needed.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

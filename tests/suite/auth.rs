@@ -1,6 +1,6 @@
 //! Keys and authentication: lifecycle, the 401/403/404 contract, isolation.
 
-mod common;
+use crate::common;
 
 use common::TestApp;
 use serde_json::json;

@@ -85,14 +85,52 @@ pub fn smtp_settings(s: &mut Settings, port: u16) {
     s.worker.poll_interval_ms = 100;
 }
 
+/// An in-process app: the HTTP helpers of [`Api`] (by `Deref`) plus its
+/// state, database and optional worker.
 pub struct TestApp {
+    pub api: Api,
     pub worker: Option<postline::worker::WorkerHandle>,
-    pub address: String,
     pub port: u16,
-    pub client: reqwest::Client,
-    pub admin_key: String,
     pub db_url: String,
     pub state: AppState,
+    /// Made by `spawn_with`: the database is dropped with this app (tests run
+    /// one binary of ~75 databases, ~8 MB each; CI disks can be small).
+    /// Other nodes on the same database (`spawn_on`) leave it be.
+    owns_db: bool,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if self.owns_db && !std::thread::panicking() {
+            drop_database(&self.db_url);
+        }
+    }
+}
+
+/// Drops a test database, closing what still uses it (the app's pool).
+/// Best effort: a leftover database only costs disk.
+pub fn drop_database(db_url: &str) {
+    let Some((_, name)) = db_url.rsplit_once('/') else {
+        return;
+    };
+    if let Ok(mut conn) = PgConnection::establish(&admin_url()) {
+        let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn);
+    }
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+/// The HTTP side of a running Postline, in this process or not.
+pub struct Api {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub admin_key: String,
 }
 
 pub struct Resp {
@@ -121,7 +159,9 @@ impl TestApp {
         let db_url = fresh_database();
         let mut settings = test_settings(&db_url);
         tweak(&mut settings);
-        Self::spawn_on(settings).await
+        let mut app = Self::spawn_on(settings).await;
+        app.owns_db = true;
+        app
     }
 
     /// API and delivery worker (like `postline serve`), relaying to `smtp_port`.
@@ -161,18 +201,40 @@ impl TestApp {
                 .await
                 .expect("admin key");
         TestApp {
+            api: Api::remote(
+                &format!("http://127.0.0.1:{port}"),
+                &key.key.expect("key shown on create"),
+            ),
             worker: None,
-            address: format!("http://127.0.0.1:{port}"),
             port,
-            client: reqwest::Client::new(),
-            admin_key: key.key.expect("key shown on create"),
             db_url,
             state,
+            owns_db: false,
         }
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.state.pool
+    }
+
+    pub async fn read(resp: reqwest::Response) -> Resp {
+        Api::read(resp).await
+    }
+
+    /// Runs raw SQL against this test's database (assertions on stored data).
+    pub fn sql_conn(&self) -> PgConnection {
+        PgConnection::establish(&self.db_url).unwrap()
+    }
+}
+
+impl Api {
+    /// A server at `address` (e.g. the real binary) with this admin key.
+    pub fn remote(address: &str, admin_key: &str) -> Api {
+        Api {
+            address: address.to_string(),
+            client: reqwest::Client::new(),
+            admin_key: admin_key.to_string(),
+        }
     }
 
     pub async fn request(
@@ -242,11 +304,6 @@ impl TestApp {
             .await;
         assert_eq!(r.status, 201, "create key: {}", r.text);
         r.json["key"].as_str().unwrap().to_string()
-    }
-
-    /// Runs raw SQL against this test's database (assertions on stored data).
-    pub fn sql_conn(&self) -> PgConnection {
-        PgConnection::establish(&self.db_url).unwrap()
     }
 }
 

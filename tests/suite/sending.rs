@@ -1,6 +1,6 @@
 //! Sending end to end: real HTTP, real Postgres, a real SMTP sink on a socket.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

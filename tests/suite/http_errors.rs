@@ -1,6 +1,6 @@
 //! Every error is problem JSON, including actix's own extractor errors.
 
-mod common;
+use crate::common;
 
 use common::TestApp;
 use serde_json::json;

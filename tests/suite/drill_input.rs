@@ -24,8 +24,8 @@
 //! Short version in the suite (~2,000 requests); `POSTLINE_DRILL_LONG=1`:
 //! ten times as many cases. Failures shrink to a minimal request.
 
-mod common;
-mod drills;
+use crate::common;
+use crate::drills;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

@@ -1,7 +1,7 @@
 //! Master key rotation: re-encrypt every stored secret while the old key is
 //! still accepted, proven against Postgres and a relay that checks credentials.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The OpenAPI document matches the routes actix serves: every registered
 //! route is documented and every documented operation exists.
 
-mod common;
+use crate::common;
 
 use common::TestApp;
 

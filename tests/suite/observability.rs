@@ -1,46 +1,34 @@
 //! Metrics, request ids and logs: what operators see, and that secrets never
 //! appear in it.
 
-mod common;
+use crate::common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use common::TestApp;
+use crate::drills::Server;
+use common::Api;
 use serde_json::json;
 
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buffer {
-    type Writer = Buffer;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-/// One test owns the process-wide subscriber: it captures every log line.
+/// The real binary (`postline api`, JSON logs at info) owns its logs: the
+/// test reads every line it wrote, which a subscriber inside this shared test
+/// process could not do.
 #[tokio::test]
 async fn request_ids_metrics_and_no_secrets_in_logs() {
-    let logs = Buffer::default();
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter("info")
-        .with_writer(logs.clone())
-        .with_current_span(true)
-        .init();
-
-    let app = TestApp::spawn().await;
+    let db = common::fresh_database();
+    let mut server = Server::new(
+        &db,
+        1,
+        &[
+            ("POSTLINE__LOG__LEVEL", "info"),
+            ("POSTLINE__LOG__FORMAT", "json"),
+        ],
+    );
+    server.role = "api";
+    let admin_key = server.admin_key();
+    server.start();
+    let client = reqwest::Client::new();
+    server.wait_up(&client, Duration::from_secs(30)).await;
+    let app = Api::remote(&server.base, &admin_key);
     let password = "Relay-Pa55word-never-logged";
     let t = app
         .create_tenant(json!({"name": "Acme", "smtp": {"host": "smtp.acme.example", "password": password, "username": "u"}}))
@@ -99,7 +87,7 @@ async fn request_ids_metrics_and_no_secrets_in_logs() {
         .contains("postline_http_request_duration_seconds_bucket"));
     assert!(m.text.contains("postline_ingest_batch_rows_count"));
 
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = std::fs::read_to_string(server.log_path()).unwrap();
     assert!(
         text.contains(&id1),
         "the request id is on the request's log lines"

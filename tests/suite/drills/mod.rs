@@ -53,6 +53,8 @@ pub struct Server {
     env: Vec<(String, String)>,
     log_path: PathBuf,
     pub starts: u32,
+    /// The subcommand `start` runs: `serve` (API and worker), or `api` alone.
+    pub role: &'static str,
 }
 
 impl Server {
@@ -100,6 +102,7 @@ impl Server {
             env: env.into_iter().collect(),
             log_path,
             starts: 0,
+            role: "serve",
         }
     }
 
@@ -138,7 +141,8 @@ impl Server {
             .to_string()
     }
 
-    /// Starts `postline serve`; its output is appended to one log file.
+    /// Starts `postline serve` (or `self.role`); its output is appended to
+    /// one log file.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "server already running");
         let log = File::options()
@@ -150,11 +154,11 @@ impl Server {
         self.starts += 1;
         let child = self
             .command()
-            .arg("serve")
+            .arg(self.role)
             .stdout(log)
             .stderr(err)
             .spawn()
-            .expect("spawn postline serve");
+            .expect("spawn postline");
         self.child = Some(child);
     }
 
