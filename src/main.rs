@@ -49,6 +49,11 @@ enum Command {
         #[command(subcommand)]
         command: SecretsCommand,
     },
+    /// Manage templates.
+    Templates {
+        #[command(subcommand)]
+        command: TemplatesCommand,
+    },
     /// Load and validate the configuration, then exit.
     Config {
         #[command(subcommand)]
@@ -73,6 +78,18 @@ enum SecretsCommand {
     /// Re-encrypt every stored secret under `security.master_key`; old values
     /// are opened with `security.previous_master_keys`.
     Rotate,
+}
+
+#[derive(Subcommand)]
+enum TemplatesCommand {
+    /// Copy the starter templates (the `templates/` folder) into every live
+    /// tenant that lacks one of that name, e.g. after an upgrade added one.
+    /// A tenant's own template of the same name is left as it is.
+    InstallStarters {
+        /// Only this tenant (its id).
+        #[arg(long)]
+        tenant: Option<uuid::Uuid>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -112,6 +129,9 @@ fn main() {
         Command::Secrets {
             command: SecretsCommand::Rotate,
         } => runtime.block_on(rotate_secrets(settings)),
+        Command::Templates {
+            command: TemplatesCommand::InstallStarters { tenant },
+        } => runtime.block_on(install_starters(settings, tenant)),
         Command::Config {
             command: ConfigCommand::Check,
         } => {
@@ -231,6 +251,25 @@ async fn create_admin_key(
         key.permissions.join(",")
     );
     println!("{}", key.key.unwrap_or_default());
+    Ok(())
+}
+
+async fn install_starters(settings: Settings, tenant: Option<uuid::Uuid>) -> anyhow::Result<()> {
+    let pool = db::build_pool(&settings.database);
+    startup::migrate(&pool).await?;
+    let added = tokio::task::spawn_blocking(move || {
+        let mut conn = pool
+            .get()
+            .map_err(|e| anyhow::anyhow!("database.url: cannot connect: {e}"))?;
+        let tenant = tenant.map(postline::domain::TenantId);
+        Ok::<_, anyhow::Error>(postline::templates::starter::install_missing(
+            &mut conn, tenant,
+        )?)
+    })
+    .await??;
+    for (name, n) in added {
+        println!("{name}: added to {n} tenant(s)");
+    }
     Ok(())
 }
 

@@ -1,8 +1,11 @@
 //! The starter templates of the top-level `templates/` folder, compiled into
 //! the binary and copied into every new tenant (in the transaction that
-//! creates it).
+//! creates it); `postline templates install-starters` adds the missing ones
+//! to existing tenants.
 
 use chrono::Utc;
+use diesel::prelude::*;
+use diesel::sql_types::{Nullable, Text, Uuid as SqlUuid};
 use uuid::Uuid;
 
 use super::model::NewTemplate;
@@ -50,6 +53,37 @@ pub fn rows_for(tenant: TenantId) -> Vec<NewTemplate> {
             updated_at: now,
         })
         .collect()
+}
+
+/// Copies every starter that a live tenant lacks (by name) into it: all
+/// tenants, or only `tenant`. For starters added in a newer release and for
+/// tenants created before them; a tenant's own template of the same name is
+/// never touched, but a starter the tenant deleted comes back. One
+/// transaction; returns the rows added per starter name.
+pub fn install_missing(
+    conn: &mut PgConnection,
+    tenant: Option<TenantId>,
+) -> QueryResult<Vec<(&'static str, usize)>> {
+    conn.transaction(|conn| {
+        STARTERS
+            .iter()
+            .map(|s| {
+                let added = diesel::sql_query(
+                    "INSERT INTO templates (tenant_id, id, name, subject, html, text) \
+                     SELECT t.id, gen_random_uuid(), $1, $2, $3, $4 FROM tenants t \
+                     WHERE t.status <> 'deleted' AND ($5::uuid IS NULL OR t.id = $5) \
+                     ON CONFLICT (tenant_id, name) DO NOTHING",
+                )
+                .bind::<Text, _>(s.name)
+                .bind::<Text, _>(s.subject.trim())
+                .bind::<Text, _>(s.html)
+                .bind::<Text, _>(s.text)
+                .bind::<Nullable<SqlUuid>, _>(tenant.map(|t| t.0))
+                .execute(conn)?;
+                Ok((s.name, added))
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]

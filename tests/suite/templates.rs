@@ -83,6 +83,100 @@ async fn new_tenants_start_with_the_starter_templates() {
     assert_eq!(names(&listed.json).len(), 4, "{}", listed.text);
 }
 
+/// `postline templates install-starters`: existing tenants get the starters
+/// they lack, their own templates stay as they are, deleted tenants get
+/// nothing, and a second run adds nothing.
+#[tokio::test]
+async fn install_starters_backfills_what_tenants_lack_and_nothing_else() {
+    let app = TestApp::spawn().await;
+    let (_, key_a) = tenant(&app, json!({"name": "A"}), RW).await;
+    let (b, key_b) = tenant(&app, json!({"name": "B"}), RW).await;
+    let (gone, key_gone) = tenant(&app, json!({"name": "Gone"}), RW).await;
+    // As if A, B and Gone predated some starters; A changed another one.
+    for (key, name) in [
+        (&key_a, "welcome"),
+        (&key_a, "receipt"),
+        (&key_b, "receipt"),
+        (&key_gone, "welcome"),
+    ] {
+        let r = app.delete(&format!("/v1/templates/{name}"), key).await;
+        assert_eq!(r.status, 204, "{}", r.text);
+    }
+    let r = app
+        .patch(
+            "/v1/templates/password-reset",
+            &key_a,
+            json!({"subject": "Ours"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = app
+        .delete(&format!("/v1/tenants/{gone}"), &app.admin_key)
+        .await;
+    assert!(r.status == 204 || r.status == 200, "{}", r.text);
+
+    // One tenant only, through the library call.
+    let only_b = postline::templates::starter::install_missing(
+        &mut app.sql_conn(),
+        Some(postline::domain::TenantId(b.parse().unwrap())),
+    )
+    .unwrap();
+    let added: usize = only_b.iter().map(|(_, n)| n).sum();
+    assert_eq!(added, 1, "{only_b:?}");
+    assert_eq!(names(&app.get("/v1/templates", &key_a).await.json).len(), 2);
+
+    // Every tenant, through the real binary.
+    let server = crate::drills::Server::new(&app.db_url, 1, &[]);
+    let out = server.cli(&["templates", "install-starters"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("welcome: added to 1 tenant(s)"), "{stdout}");
+    assert!(stdout.contains("receipt: added to 1 tenant(s)"), "{stdout}");
+    assert!(
+        stdout.contains("password-reset: added to 0 tenant(s)"),
+        "{stdout}"
+    );
+    for key in [&key_a, &key_b] {
+        assert_eq!(
+            names(&app.get("/v1/templates", key).await.json),
+            vec!["password-reset", "receipt", "verification-code", "welcome"]
+        );
+    }
+    let own = app.get("/v1/templates/password-reset", &key_a).await;
+    assert_eq!(
+        own.json["subject"], "Ours",
+        "a tenant's own template is kept"
+    );
+    let n: i64 = diesel::sql_query(format!(
+        "SELECT count(*) AS n FROM templates WHERE tenant_id = '{gone}'"
+    ))
+    .get_result::<Count>(&mut app.sql_conn())
+    .unwrap()
+    .n;
+    assert_eq!(n, 3, "a deleted tenant gets nothing");
+
+    let again = server.cli(&["templates", "install-starters"]);
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert_eq!(
+        stdout.matches("added to 0 tenant(s)").count(),
+        4,
+        "{stdout}"
+    );
+    // A bad tenant id is refused by the CLI, changing nothing.
+    let bad = server.cli(&["templates", "install-starters", "--tenant", "nope"]);
+    assert!(!bad.status.success());
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
 #[tokio::test]
 async fn crud_names_conflicts_and_partial_updates() {
     let app = TestApp::spawn().await;

@@ -120,6 +120,11 @@ impl Server {
         cmd
     }
 
+    /// Runs another `postline` subcommand with this server's environment.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        self.command().args(args).output().expect("run postline")
+    }
+
     /// `postline admin-key create`: the key is the last line of stdout.
     pub fn admin_key(&self) -> String {
         let out = self
