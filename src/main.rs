@@ -254,19 +254,30 @@ async fn create_admin_key(
     Ok(())
 }
 
-async fn install_starters(settings: Settings, tenant: Option<uuid::Uuid>) -> anyhow::Result<()> {
+/// For one-shot maintenance commands: migrates, then runs `f` on one
+/// connection on the blocking pool.
+async fn with_connection<T, F>(settings: &Settings, f: F) -> anyhow::Result<T>
+where
+    F: FnOnce(&mut diesel::PgConnection) -> anyhow::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
     let pool = db::build_pool(&settings.database);
     startup::migrate(&pool).await?;
-    let added = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let mut conn = pool
             .get()
             .map_err(|e| anyhow::anyhow!("database.url: cannot connect: {e}"))?;
-        let tenant = tenant.map(postline::domain::TenantId);
-        Ok::<_, anyhow::Error>(postline::templates::starter::install_missing(
-            &mut conn, tenant,
-        )?)
+        f(&mut conn)
     })
-    .await??;
+    .await?
+}
+
+async fn install_starters(settings: Settings, tenant: Option<uuid::Uuid>) -> anyhow::Result<()> {
+    let tenant = tenant.map(postline::domain::TenantId);
+    let added = with_connection(&settings, move |conn| {
+        Ok(postline::templates::starter::install_missing(conn, tenant)?)
+    })
+    .await?;
     for (name, n) in added {
         println!("{name}: added to {n} tenant(s)");
     }
@@ -275,15 +286,10 @@ async fn install_starters(settings: Settings, tenant: Option<uuid::Uuid>) -> any
 
 async fn rotate_secrets(settings: Settings) -> anyhow::Result<()> {
     let vault = settings.vault()?;
-    let pool = db::build_pool(&settings.database);
-    startup::migrate(&pool).await?;
-    let reports = tokio::task::spawn_blocking(move || {
-        let mut conn = pool
-            .get()
-            .map_err(|e| anyhow::anyhow!("database.url: cannot connect: {e}"))?;
-        postline::secrets::rotate(&mut conn, &vault)
+    let reports = with_connection(&settings, move |conn| {
+        postline::secrets::rotate(conn, &vault)
     })
-    .await??;
+    .await?;
     for (column, r) in reports {
         println!(
             "{column}: {} re-encrypted, {} already current, {} changed concurrently",

@@ -153,6 +153,36 @@ async fn rotate_reseals_webhook_secrets_and_signatures_still_verify() {
         .await;
     assert_eq!(err.status, 500, "{}", err.text);
     assert!(!err.text.contains("whsec_"));
+
+    // The CLI (`postline secrets rotate`, the real binary) finds nothing left
+    // to do, and says so per column.
+    let new_key = b64.encode([7u8; 32]);
+    let old_key = old_app
+        .state
+        .settings
+        .security
+        .master_key
+        .expose()
+        .to_string();
+    let server = crate::drills::Server::new(
+        &old_app.db_url,
+        1,
+        &[
+            ("POSTLINE__SECURITY__MASTER_KEY", new_key.as_str()),
+            ("POSTLINE__SECURITY__PREVIOUS_MASTER_KEYS", old_key.as_str()),
+        ],
+    );
+    let out = server.cli(&["secrets", "rotate"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("webhooks.secret: 0 re-encrypted, 1 already current"),
+        "{stdout}"
+    );
 }
 
 async fn ping(app: &TestApp, key: &str, id: &str) {
