@@ -1,6 +1,6 @@
 //! The delivery worker (DESIGN §5): claim loops that lease due messages, send
 //! them through the tenant's transport, and record every outcome; a LISTEN
-//! task that wakes idle loops the moment mail is committed; a maintenance
+//! thread that wakes idle loops the moment mail is committed; a maintenance
 //! task that reclaims expired leases. On shutdown the loops stop claiming,
 //! finish the sends in flight, and hand back what they had not started.
 
@@ -86,13 +86,19 @@ pub fn spawn(settings: Arc<Settings>, pool: PgPool, vault: Vault) -> WorkerHandl
         vault,
         settings,
     };
-    let helpers = vec![
-        tokio::spawn(listen(ctx.settings.database.url.clone(), wake_tx)),
-        tokio::spawn(maintenance(
-            ctx.pool.clone(),
-            ctx.settings.webhooks.log_retention_days,
-        )),
-    ];
+    // The LISTEN thread ends by itself once every claim loop (and with them
+    // every wake receiver) is gone.
+    let url = ctx.settings.database.url.clone();
+    if let Err(e) = std::thread::Builder::new()
+        .name("postline-listen".into())
+        .spawn(move || listen(url, wake_tx))
+    {
+        tracing::error!(error = %e, "LISTEN thread not started; claim loops poll");
+    }
+    let helpers = vec![tokio::spawn(maintenance(
+        ctx.pool.clone(),
+        ctx.settings.webhooks.log_retention_days,
+    ))];
     let mut loops: Vec<JoinHandle<()>> = (0..ctx.settings.worker.loops)
         .map(|_| {
             tokio::spawn(claim_loop(
@@ -376,49 +382,67 @@ async fn record_with_retry(ctx: &Ctx, outcomes: Vec<Outcome>) {
     );
 }
 
-/// LISTENs on the queue channel with a dedicated async connection and bumps
-/// the wake counter on every NOTIFY; reconnects with backoff.
-async fn listen(url: Secret, wake: watch::Sender<u64>) {
+/// How often the LISTEN thread reads its socket for notifications.
+const LISTEN_POLL: Duration = Duration::from_millis(10);
+
+/// LISTENs on the queue channel and bumps the wake counter on every NOTIFY;
+/// reconnects with backoff; ends once every claim loop is gone.
+///
+/// The connection is libpq's (diesel), opened from `database.url` exactly as
+/// the pool's are, so every `sslmode` (`require`, `verify-full` with
+/// `sslrootcert`, …) and libpq parameter works here too. libpq has no
+/// blocking wait for notifications without a query, so a dedicated thread
+/// reads what has arrived every [`LISTEN_POLL`] (a non-blocking read: one
+/// syscall, ~100 a second), adding at most that to a wake-up.
+fn listen(url: Secret, wake: watch::Sender<u64>) {
+    use diesel::{Connection, PgConnection, RunQueryDsl};
     let mut backoff = Duration::from_millis(200);
-    loop {
-        match tokio_postgres::connect(url.expose(), tokio_postgres::NoTls).await {
-            Ok((client, mut connection)) => {
+    while !wake.is_closed() {
+        match PgConnection::establish(url.expose()) {
+            Ok(mut conn) => {
                 backoff = Duration::from_millis(200);
-                let notifications = stream::poll_fn(move |cx| connection.poll_message(cx));
-                let wake2 = wake.clone();
-                let driver = tokio::spawn(async move {
-                    let mut notifications = Box::pin(notifications);
-                    while let Some(msg) = notifications.next().await {
-                        match msg {
-                            Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
-                                wake2.send_modify(|n| *n = n.wrapping_add(1));
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                tracing::warn!(error = %e, "LISTEN connection lost");
-                                break;
-                            }
+                match diesel::sql_query(format!("LISTEN {}", crate::queue::CHANNEL))
+                    .execute(&mut conn)
+                {
+                    Ok(_) => {
+                        // Wake everyone once: mail may have arrived while we were not listening.
+                        wake.send_modify(|n| *n = n.wrapping_add(1));
+                        if let Err(e) = relay_notifications(&mut conn, &wake) {
+                            tracing::warn!(error = %e, "LISTEN connection lost");
                         }
                     }
-                });
-                if let Err(e) = client
-                    .batch_execute(&format!("LISTEN {}", crate::queue::CHANNEL))
-                    .await
-                {
-                    tracing::warn!(error = %e, "LISTEN failed");
-                    driver.abort();
-                } else {
-                    // Wake everyone once: mail may have arrived while we were not listening.
-                    wake.send_modify(|n| *n = n.wrapping_add(1));
-                    let _ = driver.await;
+                    Err(e) => tracing::warn!(error = %e, "LISTEN failed"),
                 }
-                drop(client);
             }
             Err(e) => tracing::debug!(error = %e, "LISTEN connect failed"),
         }
-        tokio::time::sleep(backoff).await;
+        // Sleep in small steps, so a stopped worker does not wait for it.
+        let until = std::time::Instant::now() + backoff;
+        while std::time::Instant::now() < until && !wake.is_closed() {
+            std::thread::sleep(LISTEN_POLL);
+        }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
+}
+
+/// Turns the notifications arriving on `conn` into wake-ups until the
+/// connection fails (`Err`) or the worker is gone (`Ok`).
+fn relay_notifications(
+    conn: &mut diesel::PgConnection,
+    wake: &watch::Sender<u64>,
+) -> diesel::QueryResult<()> {
+    while !wake.is_closed() {
+        let mut woken = false;
+        for n in conn.notifications_iter() {
+            n?;
+            woken = true;
+        }
+        if woken {
+            wake.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        std::thread::sleep(LISTEN_POLL);
+    }
+    Ok(())
 }
 
 /// Reclaims expired leases every few seconds; hourly, purges old

@@ -41,6 +41,75 @@ fn count_emails(app: &TestApp) -> i64 {
     emails.count().get_result(&mut app.sql_conn()).unwrap()
 }
 
+/// A database URL that demands TLS and verifies the server (libpq's
+/// `verify-full`, the test cluster's self-signed certificate as the CA): the
+/// pool and the worker's LISTEN connection both use it, and a NOTIFY still
+/// wakes the worker at once (the fallback poll is a minute here).
+#[tokio::test]
+async fn over_a_tls_only_database_url_the_worker_is_woken_by_notify() {
+    let ca = std::env::var("POSTLINE_TEST_PG_CA").expect(
+        "POSTLINE_TEST_PG_CA is not set: run the suite with `deploy/dev test` (TLS test cluster)",
+    );
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={ca}",
+        common::fresh_database()
+    );
+    let sink = SmtpSink::start().await;
+    let mut settings = common::test_settings(&url);
+    common::smtp_settings(&mut settings, sink.port());
+    settings.worker.poll_interval_ms = 60_000;
+    let mut app = TestApp::spawn_on(settings).await;
+    app.start_worker();
+    let (_, key) = tenant_with_key(&app, json!({"name": "Acme"})).await;
+    // The LISTEN connection is up (and encrypted) before the send.
+    let listening = || {
+        let rows: Vec<Ssl> = diesel::sql_query(
+            "SELECT s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.datname = current_database() AND a.query LIKE 'LISTEN%'",
+        )
+        .load(&mut app.sql_conn())
+        .unwrap();
+        rows
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while listening().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no LISTEN connection"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(listening().iter().all(|r| r.ssl), "LISTEN over TLS");
+    let mine: Vec<Ssl> =
+        diesel::sql_query("SELECT s.ssl FROM pg_stat_ssl s WHERE s.pid = pg_backend_pid()")
+            .load(&mut app.sql_conn())
+            .unwrap();
+    assert!(mine[0].ssl, "the URL's own connections are TLS too");
+
+    let sent = std::time::Instant::now();
+    let r = app
+        .post(
+            "/v1/emails",
+            &key,
+            json!({"from": "a@acme.example", "to": "x@example.com", "subject": "s", "text": "t"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_string();
+    wait_status(&app, &key, &id, "delivered").await;
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "woken by NOTIFY, not by the 60 s poll"
+    );
+    assert_eq!(sink.count(), 1);
+}
+
+#[derive(diesel::QueryableByName)]
+struct Ssl {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    ssl: bool,
+}
+
 #[tokio::test]
 async fn delivered_with_mime_headers_attachment_and_no_bcc() {
     let sink = SmtpSink::start().await;
