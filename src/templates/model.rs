@@ -108,6 +108,36 @@ pub fn insert(conn: &mut PgConnection, rows: &[NewTemplate]) -> QueryResult<Vec<
         .get_results(conn)
 }
 
+/// A template to copy into tenants (a starter).
+pub struct NewStarter<'a> {
+    pub name: &'a str,
+    pub subject: &'a str,
+    pub html: &'a str,
+    pub text: &'a str,
+}
+
+/// Inserts `t` into every live tenant (or only `tenant`) that has no template
+/// of its name; returns how many tenants got it.
+pub fn insert_where_missing(
+    conn: &mut PgConnection,
+    t: &NewStarter<'_>,
+    tenant: Option<TenantId>,
+) -> QueryResult<usize> {
+    use diesel::sql_types::{Nullable, Text, Uuid as SqlUuid};
+    diesel::sql_query(
+        "INSERT INTO templates (tenant_id, id, name, subject, html, text) \
+         SELECT t.id, gen_random_uuid(), $1, $2, $3, $4 FROM tenants t \
+         WHERE t.status <> 'deleted' AND ($5::uuid IS NULL OR t.id = $5) \
+         ON CONFLICT (tenant_id, name) DO NOTHING",
+    )
+    .bind::<Text, _>(t.name)
+    .bind::<Text, _>(t.subject)
+    .bind::<Text, _>(t.html)
+    .bind::<Text, _>(t.text)
+    .bind::<Nullable<SqlUuid>, _>(tenant.map(|t| t.0))
+    .execute(conn)
+}
+
 /// Writes the row back (computed by the service from a locked read).
 pub fn save(conn: &mut PgConnection, row: &mut TemplateRow) -> QueryResult<TemplateRow> {
     row.updated_at = Utc::now();

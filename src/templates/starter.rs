@@ -4,11 +4,10 @@
 //! to existing tenants.
 
 use chrono::Utc;
-use diesel::prelude::*;
-use diesel::sql_types::{Nullable, Text, Uuid as SqlUuid};
+use diesel::{Connection, PgConnection, QueryResult};
 use uuid::Uuid;
 
-use super::model::NewTemplate;
+use super::model::{self, NewStarter, NewTemplate};
 use crate::domain::TenantId;
 
 /// One starter: name, subject, text part, html part.
@@ -68,19 +67,13 @@ pub fn install_missing(
         STARTERS
             .iter()
             .map(|s| {
-                let added = diesel::sql_query(
-                    "INSERT INTO templates (tenant_id, id, name, subject, html, text) \
-                     SELECT t.id, gen_random_uuid(), $1, $2, $3, $4 FROM tenants t \
-                     WHERE t.status <> 'deleted' AND ($5::uuid IS NULL OR t.id = $5) \
-                     ON CONFLICT (tenant_id, name) DO NOTHING",
-                )
-                .bind::<Text, _>(s.name)
-                .bind::<Text, _>(s.subject.trim())
-                .bind::<Text, _>(s.html)
-                .bind::<Text, _>(s.text)
-                .bind::<Nullable<SqlUuid>, _>(tenant.map(|t| t.0))
-                .execute(conn)?;
-                Ok((s.name, added))
+                let copy = NewStarter {
+                    name: s.name,
+                    subject: s.subject.trim(),
+                    html: s.html,
+                    text: s.text,
+                };
+                Ok((s.name, model::insert_where_missing(conn, &copy, tenant)?))
             })
             .collect()
     })
