@@ -383,7 +383,7 @@ async fn record_with_retry(ctx: &Ctx, outcomes: Vec<Outcome>) {
 }
 
 /// How often the LISTEN thread reads its socket for notifications.
-const LISTEN_POLL: Duration = Duration::from_millis(10);
+const LISTEN_POLL: Duration = Duration::from_millis(5);
 
 /// LISTENs on the queue channel and bumps the wake counter on every NOTIFY;
 /// reconnects with backoff; ends once every claim loop is gone.
@@ -393,7 +393,7 @@ const LISTEN_POLL: Duration = Duration::from_millis(10);
 /// `sslrootcert`, …) and libpq parameter works here too. libpq has no
 /// blocking wait for notifications without a query, so a dedicated thread
 /// reads what has arrived every [`LISTEN_POLL`] (a non-blocking read: one
-/// syscall, ~100 a second), adding at most that to a wake-up.
+/// syscall, ~200 a second), adding at most that to a wake-up.
 fn listen(url: Secret, wake: watch::Sender<u64>) {
     use diesel::{Connection, PgConnection, RunQueryDsl};
     let mut backoff = Duration::from_millis(200);
