@@ -59,6 +59,9 @@ struct Ctx {
     settings: Arc<Settings>,
     retry: RetryPolicy,
     pacer: Arc<Pacer>,
+    /// Bumped after outcomes that wrote webhook outbox rows: wakes the
+    /// dispatcher now instead of at its next poll.
+    outbox: Arc<watch::Sender<u64>>,
 }
 
 /// What the worker needs of a tenant for one batch.
@@ -75,6 +78,7 @@ struct TenantDelivery {
 pub fn spawn(settings: Arc<Settings>, pool: PgPool, vault: Vault) -> WorkerHandle {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (wake_tx, wake_rx) = watch::channel(0u64);
+    let (outbox_tx, outbox_rx) = watch::channel(0u64);
     let ctx = Ctx {
         retry: RetryPolicy {
             initial: Duration::from_millis(settings.delivery.retry_initial_ms),
@@ -82,6 +86,7 @@ pub fn spawn(settings: Arc<Settings>, pool: PgPool, vault: Vault) -> WorkerHandl
         },
         transports: Arc::new(Transports::from_settings(&settings)),
         pacer: Arc::new(Pacer::new(settings.limits.nodes)),
+        outbox: Arc::new(outbox_tx),
         pool,
         vault,
         settings,
@@ -108,12 +113,15 @@ pub fn spawn(settings: Arc<Settings>, pool: PgPool, vault: Vault) -> WorkerHandl
             ))
         })
         .collect();
-    // The webhook dispatcher runs with the worker role and stops with it.
+    // The webhook dispatcher runs with the worker role and stops with it. It
+    // wakes on commits of new mail (their `email.queued` events, via LISTEN)
+    // and on recorded outcomes (their events), besides its own poll.
     match dispatcher::spawn(
         ctx.settings.clone(),
         ctx.pool.clone(),
         ctx.vault.clone(),
         shutdown_rx.clone(),
+        [wake_rx.clone(), outbox_rx],
     ) {
         Ok(handle) => loops.push(handle),
         Err(e) => tracing::error!(error = %format!("{e:#}"), "webhook dispatcher not started"),
@@ -153,9 +161,9 @@ async fn claim_loop(ctx: Ctx, mut wake: watch::Receiver<u64>, mut shutdown: watc
             }
         };
         tokio::select! {
-            _ = wake.changed() => {}
+            _ = changed(&mut wake) => {}
             _ = tokio::time::sleep(pause) => {}
-            _ = shutdown.changed() => {}
+            _ = changed(&mut shutdown) => {}
         }
     }
 }
@@ -203,7 +211,11 @@ async fn process(ctx: &Ctx, rows: Vec<EmailRow>, shutdown: &watch::Receiver<bool
     for o in &outcomes {
         metrics::delivery(o.resolution.label());
     }
+    let evented = outcomes.iter().any(|o| o.resolution.event().is_some());
     record_with_retry(ctx, outcomes).await;
+    if evented {
+        ctx.outbox.send_modify(|n| *n = n.wrapping_add(1));
+    }
 }
 
 fn requeue(row: EmailRow, at: chrono::DateTime<Utc>) -> Outcome {
@@ -380,6 +392,14 @@ async fn record_with_retry(ctx: &Ctx, outcomes: Vec<Outcome>) {
         count = outcomes.len(),
         "delivery outcomes lost; the leases will expire and the messages be retried"
     );
+}
+
+/// Resolves when `rx` sees a new value; never, once its sender is gone (a
+/// closed channel must not turn a `select!` into a busy loop).
+pub(crate) async fn changed<T>(rx: &mut watch::Receiver<T>) {
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// How often the LISTEN thread reads its socket for notifications.

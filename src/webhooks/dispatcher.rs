@@ -20,6 +20,7 @@ use crate::config::Settings;
 use crate::crypto::Vault;
 use crate::db::{self, PgPool};
 use crate::queue::retry::RetryPolicy;
+use crate::worker::changed;
 
 #[derive(Clone)]
 struct Dispatcher {
@@ -30,13 +31,20 @@ struct Dispatcher {
     retry: RetryPolicy,
 }
 
+/// Wake-ups closer than this are coalesced into one claim: under load, new
+/// mail commits hundreds of times a second, and each would otherwise cost an
+/// (empty) claim query.
+const MIN_WAKE_GAP: Duration = Duration::from_millis(20);
+
 /// Starts the dispatcher loop; it stops (after finishing the POSTs in
-/// flight) when `shutdown` turns true.
+/// flight) when `shutdown` turns true. A change on either of `wakes` (new
+/// outbox rows were committed) starts a claim before the poll interval is up.
 pub fn spawn(
     settings: Arc<Settings>,
     pool: PgPool,
     vault: Vault,
     shutdown: watch::Receiver<bool>,
+    wakes: [watch::Receiver<u64>; 2],
 ) -> anyhow::Result<JoinHandle<()>> {
     let w = &settings.webhooks;
     let d = Dispatcher {
@@ -49,11 +57,12 @@ pub fn spawn(
         vault,
         settings,
     };
-    Ok(tokio::spawn(d.run(shutdown)))
+    Ok(tokio::spawn(d.run(shutdown, wakes)))
 }
 
 impl Dispatcher {
-    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    async fn run(self, mut shutdown: watch::Receiver<bool>, wakes: [watch::Receiver<u64>; 2]) {
+        let [mut queue, mut outbox] = wakes;
         let w = &self.settings.webhooks;
         let idle = Duration::from_millis(w.poll_interval_ms);
         let limit = i64::try_from(w.concurrency).unwrap_or(16);
@@ -62,6 +71,10 @@ impl Dispatcher {
             if *shutdown.borrow() {
                 return;
             }
+            // Seen before claiming, so rows committed during the claim wake us again.
+            queue.borrow_and_update();
+            outbox.borrow_and_update();
+            let claimed_at = tokio::time::Instant::now();
             let claimed = db::run(&self.pool, move |conn| {
                 Ok(deliveries::claim(conn, limit, lease)?)
             })
@@ -79,7 +92,9 @@ impl Dispatcher {
             };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
-                _ = shutdown.changed() => {}
+                _ = changed(&mut shutdown) => {}
+                _ = changed(&mut queue) => tokio::time::sleep_until(claimed_at + MIN_WAKE_GAP).await,
+                _ = changed(&mut outbox) => tokio::time::sleep_until(claimed_at + MIN_WAKE_GAP).await,
             }
         }
     }

@@ -128,6 +128,47 @@ async fn signed_delivery_is_retried_after_a_500_with_the_same_webhook_id() {
     assert!(entry["log"][0]["duration_ms"].is_i64());
 }
 
+/// The dispatcher is woken by new outbox rows — `email.queued` through the
+/// queue's NOTIFY, outcomes by the worker that recorded them — so events
+/// arrive at once although its own poll is a minute here.
+#[tokio::test]
+async fn events_are_dispatched_when_committed_not_at_the_next_poll() {
+    let sink = SmtpSink::start().await;
+    let rx = Receiver::start().await;
+    let app = TestApp::spawn_serving(sink.port(), |s| {
+        fast(s);
+        s.webhooks.poll_interval_ms = 60_000;
+    })
+    .await;
+    let (_, key) = tenant(&app, json!({"name": "Acme"}), ALL).await;
+    let hook = create_hook(
+        &app,
+        "/v1/webhooks",
+        &key,
+        &rx.url("/hook"),
+        json!(["email.queued", "email.delivered"]),
+    )
+    .await;
+    rx.add_secret(hook["secret"].as_str().unwrap());
+    // The dispatcher's first claim (at start) found nothing; it now sleeps.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    send(&app, &key).await;
+    let got = rx.wait_until(WAIT, |h| h.len() >= 2).await;
+    let mut types: Vec<&str> = got
+        .iter()
+        .map(|h| h.body["type"].as_str().unwrap())
+        .collect();
+    types.sort();
+    assert_eq!(types, ["email.delivered", "email.queued"]);
+    assert!(got.iter().all(|h| h.verified));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "woken by the commits, not by the 60 s poll: {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn platform_webhook_sees_every_tenants_events_and_tenant_webhooks_only_their_own() {
     let sink = SmtpSink::start().await;
