@@ -357,9 +357,11 @@ async fn postgres_stopped_under_load_gives_503_and_recovers() {
         quiet_statuses.keys().all(|s| *s == 202 || *s == 503) && quiet_first_accept.is_some(),
         "after a quiet outage: {quiet_statuses:?}"
     );
-    // Each stale pooled connection (pool_size 8) fails one request at most.
+    // The first stale connection found puts the pool in suspect mode
+    // (checkouts ping), so the other stale ones fail nobody: one 503 at most
+    // (none when a background task found it first).
     assert!(
-        quiet_statuses.get(&503).copied().unwrap_or(0) <= 8,
+        quiet_statuses.get(&503).copied().unwrap_or(0) <= 1,
         "stale connections kept failing after a quiet outage: {quiet_statuses:?}"
     );
     assert!(r_quiet.lost.is_empty(), "lost after the quiet outage");

@@ -6,6 +6,7 @@ pub mod pagination;
 pub mod schema;
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -27,8 +28,27 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// a statement (every `sql_query`, every uncached query) after Postgres
 /// restarted stayed in the pool and failed every caller it was handed to —
 /// found by the Postgres drill.
+///
+/// One dead connection usually means the others in the pool died with it
+/// (Postgres restarted or failed over): for [`SUSPECT_FOR`] after one is
+/// found, every checkout pings its connection first, so the other stale ones
+/// are replaced instead of each failing a request. Otherwise a checkout
+/// costs nothing (no ping on the hot path).
 #[derive(Debug)]
-pub struct Manager(ConnectionManager<PgConnection>);
+pub struct Manager {
+    inner: ConnectionManager<PgConnection>,
+    /// Until when (ms since the Unix epoch) checkouts ping.
+    suspect_until: AtomicU64,
+}
+
+/// How long checkouts ping after a dead connection was found.
+pub const SUSPECT_FOR: Duration = Duration::from_secs(30);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 thread_local! {
     /// Set by [`release`] just around dropping a dead connection; read by
@@ -41,15 +61,25 @@ impl ManageConnection for Manager {
     type Error = diesel::r2d2::Error;
 
     fn connect(&self) -> Result<PgConnection, Self::Error> {
-        self.0.connect()
+        self.inner.connect()
     }
 
+    /// Called on every checkout: a ping only while suspect.
     fn is_valid(&self, conn: &mut PgConnection) -> Result<(), Self::Error> {
-        self.0.is_valid(conn)
+        if now_ms() < self.suspect_until.load(Ordering::Relaxed) {
+            self.inner.is_valid(conn)
+        } else {
+            Ok(())
+        }
     }
 
     fn has_broken(&self, conn: &mut PgConnection) -> bool {
-        DEAD.with(Cell::get) || self.0.has_broken(conn)
+        if DEAD.with(Cell::get) {
+            let until = now_ms().saturating_add(SUSPECT_FOR.as_millis() as u64);
+            self.suspect_until.fetch_max(until, Ordering::Relaxed);
+            return true;
+        }
+        self.inner.has_broken(conn)
     }
 }
 
@@ -69,14 +99,16 @@ pub fn release(mut conn: PgConn, failed: bool) {
 /// Builds the pool without connecting: the service starts (and answers 503 on
 /// `/readyz`) even while the database is down.
 pub fn build_pool(settings: &DatabaseSettings) -> PgPool {
-    let manager = Manager(ConnectionManager::<PgConnection>::new(
-        settings.url.expose(),
-    ));
+    let manager = Manager {
+        inner: ConnectionManager::<PgConnection>::new(settings.url.expose()),
+        suspect_until: AtomicU64::new(0),
+    };
     Pool::builder()
         .max_size(settings.pool_size)
         .min_idle(Some(0))
         .connection_timeout(Duration::from_secs(settings.connect_timeout_secs.max(1)))
-        .test_on_check_out(false)
+        // `Manager::is_valid` pings only after a dead connection was found.
+        .test_on_check_out(true)
         .build_unchecked(manager)
 }
 

@@ -210,6 +210,45 @@ async fn a_connection_killed_under_the_pool_fails_one_request_at_most() {
     }
 }
 
+/// Every pooled connection killed at once (as by a Postgres restart while
+/// the service was idle): the first request that meets a dead one may get a
+/// 503; it puts the pool in suspect mode, so the other dead connections are
+/// found by a ping at checkout instead of each failing a request.
+#[tokio::test]
+async fn after_all_pooled_connections_die_at_most_one_request_fails() {
+    use diesel::prelude::*;
+    let app = TestApp::spawn_with(|s| s.database.pool_size = 4).await;
+    // Fill the pool: four connections open and idle.
+    let held: Vec<_> = (0..4).map(|_| app.pool().get().unwrap()).collect();
+    drop(held);
+    assert_eq!(app.pool().state().connections, 4);
+    let killed: Vec<KilledRow> = diesel::sql_query(
+        "SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .load(&mut app.sql_conn())
+    .unwrap();
+    assert!(
+        killed.iter().filter(|k| k.killed).count() >= 4,
+        "{}",
+        killed.len()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = app.get("/v1/tenants", &app.admin_key).await;
+        if r.status >= 500 {
+            assert_problem(&r, 503, "unavailable");
+        }
+        statuses.push(r.status);
+    }
+    assert!(
+        statuses.iter().filter(|s| **s >= 500).count() <= 1,
+        "one dead connection each: {statuses:?}"
+    );
+    assert_eq!(statuses.last(), Some(&200), "{statuses:?}");
+}
+
 #[derive(diesel::QueryableByName)]
 struct KilledRow {
     #[diesel(sql_type = diesel::sql_types::Bool)]
