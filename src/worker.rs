@@ -91,8 +91,8 @@ pub fn spawn(settings: Arc<Settings>, pool: PgPool, vault: Vault) -> WorkerHandl
         vault,
         settings,
     };
-    // The LISTEN thread ends by itself once every claim loop (and with them
-    // every wake receiver) is gone.
+    // The LISTEN thread ends by itself once every wake receiver (the claim
+    // loops and the webhook dispatcher) is gone.
     let url = ctx.settings.database.url.clone();
     if let Err(e) = std::thread::Builder::new()
         .name("postline-listen".into())
@@ -406,7 +406,7 @@ pub(crate) async fn changed<T>(rx: &mut watch::Receiver<T>) {
 const LISTEN_POLL: Duration = Duration::from_millis(5);
 
 /// LISTENs on the queue channel and bumps the wake counter on every NOTIFY;
-/// reconnects with backoff; ends once every claim loop is gone.
+/// reconnects with backoff; ends once every receiver of `wake` is gone.
 ///
 /// The connection is libpq's (diesel), opened from `database.url` exactly as
 /// the pool's are, so every `sslmode` (`require`, `verify-full` with
