@@ -107,17 +107,14 @@ fn main() {
     println!("-- empty queue --");
     ingest("warm-up ingest");
     let empty_ingest = ingest("ingest, empty queue").rate();
-    exec(
-        &mut conn,
-        "UPDATE emails SET status = 'delivered', delivered_at = now() WHERE status = 'queued'",
-    );
+    exec(&mut conn, DELIVER_ALL);
     // One claim more than measured: the EXPLAIN after them must find 50 too.
     bulk_load(&mut conn, (claims + 1) * CLAIM as usize, "claim probes");
     vacuum(&mut conn);
     let empty_claim = claim_run(&mut conn, claims, "claim 50, empty queue");
 
     println!("-- {queued} queued over {TENANTS} tenants --");
-    exec(&mut conn, "UPDATE emails SET status = 'delivered', delivered_at = now() WHERE status IN ('queued', 'sending')");
+    exec(&mut conn, DELIVER_ALL);
     let t = Instant::now();
     let mut left = queued;
     while left > 0 {
@@ -172,6 +169,11 @@ fn main() {
     drop(bench);
 }
 
+/// Every queued message becomes history (delivered), as the worker would.
+const DELIVER_ALL: &str = "WITH d AS (DELETE FROM email_queue RETURNING tenant_id, email_id) \
+         UPDATE emails e SET status = 'delivered', delivered_at = now() FROM d \
+         WHERE e.tenant_id = d.tenant_id AND e.id = d.email_id";
+
 fn exec(conn: &mut PgConnection, sql: &str) {
     diesel::sql_query(sql)
         .execute(conn)
@@ -180,6 +182,7 @@ fn exec(conn: &mut PgConnection, sql: &str) {
 
 fn vacuum(conn: &mut PgConnection) {
     exec(conn, "VACUUM ANALYZE emails");
+    exec(conn, "VACUUM ANALYZE email_queue");
     exec(conn, "VACUUM ANALYZE email_events");
 }
 
@@ -192,16 +195,19 @@ fn bulk_load(conn: &mut PgConnection, n: usize, label: &str) {
         &format!(
             "WITH ts AS (SELECT array_agg(id ORDER BY id) AS ids, \
                           array_agg(domain ORDER BY id) AS ds, count(*)::int AS n FROM tenants), \
-             e AS (INSERT INTO emails (tenant_id, id, next_attempt_at, expires_at, message_id, \
+             g AS (SELECT ts.ids[1 + g % ts.n] AS t, gen_random_uuid() AS id, ts.ds[1 + g % ts.n] AS d, g, \
+                          now() - random() * interval '1 hour' AS due \
+                   FROM generate_series(1, {n}) g, ts), \
+             e AS (INSERT INTO emails (tenant_id, id, expires_at, message_id, \
                      from_addr, envelope_from, to_addrs, subject, text_body, tags, created_at) \
-                   SELECT ts.ids[1 + g % ts.n], gen_random_uuid(), now() - random() * interval '1 hour', \
-                          now() + interval '4 days', '<' || g || '.bulk@' || ts.ds[1 + g % ts.n] || '>', \
-                          'orders@' || ts.ds[1 + g % ts.n], 'orders@' || ts.ds[1 + g % ts.n], \
+                   SELECT t, id, now() + interval '4 days', '<' || g || '.bulk@' || d || '>', \
+                          'orders@' || d, 'orders@' || d, \
                           ARRAY['customer' || g || '@example.com'], 'Your order #' || g, \
                           repeat('Thank you for your order. We are getting it ready. ', 16), \
                           '{{\"kind\": \"order\"}}'::jsonb, now() - interval '1 hour' \
-                   FROM generate_series(1, {n}) g, ts \
-                   RETURNING tenant_id, id, created_at) \
+                   FROM g RETURNING tenant_id, id, created_at), \
+             q AS (INSERT INTO email_queue (tenant_id, email_id, next_attempt_at, size_bytes) \
+                   SELECT t, id, due, 900 FROM g) \
              INSERT INTO email_events (tenant_id, email_id, type, at) \
              SELECT tenant_id, id, 'email.queued', created_at FROM e"
         ),
@@ -214,63 +220,33 @@ fn bulk_load(conn: &mut PgConnection, n: usize, label: &str) {
     }
 }
 
-/// `claims` claims of 50 as the worker issues them, each timed; the
-/// claimed rows are then marked delivered (the worker's `record`, simplified).
+/// `claims` fair claims of 50 as the worker issues them (no tenant in flight
+/// yet, no byte limit), each timed; the claimed rows stay leased.
 fn claim_run(conn: &mut PgConnection, claims: usize, label: &str) -> Samples {
     let mut s = Samples::with_capacity(claims);
     let mut claimed = 0;
+    let mut cursor = uuid::Uuid::nil();
+    let none = std::collections::HashMap::new();
+    let want = postline::queue::claim::Want {
+        slots: CLAIM as usize,
+        bytes: i64::MAX,
+        idle: true,
+        tenant_cap: CLAIM as usize,
+        inflight: &none,
+        skip: &[],
+        lease_secs: 300.0,
+    };
     for _ in 0..claims {
         let t = Instant::now();
-        let rows = postline::queue::claim::claim(conn, CLAIM, 300.0, &[]).expect("claim");
+        let got = postline::queue::claim::claim(conn, &want, &mut cursor).expect("claim");
         s.push(t.elapsed());
-        claimed += rows.len();
+        claimed += got.messages.len();
     }
     print_figure(
         label,
         format!("n={claims} ({claimed} rows)  {}", s.latency_line()),
     );
-    print_figure("  one more, EXPLAIN", explain_claim(conn));
     s
-}
-
-/// One more claim, the statement of `queue::claim::claim` (same text), under
-/// `EXPLAIN (ANALYZE, BUFFERS)`: execution time and the shared buffers it
-/// hit and read (reads = pages that were not in shared_buffers).
-fn explain_claim(conn: &mut PgConnection) -> String {
-    #[derive(QueryableByName)]
-    struct Line {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        #[diesel(column_name = "QUERY PLAN")]
-        line: String,
-    }
-    let lines: Vec<Line> = diesel::sql_query(
-        "EXPLAIN (ANALYZE, BUFFERS) UPDATE emails AS e \
-                 SET status = 'sending', attempts = e.attempts + 1, \
-                     locked_until = now() + make_interval(secs => 300) \
-                 FROM (SELECT tenant_id, id FROM emails \
-                       WHERE status IN ('queued', 'deferred') AND next_attempt_at <= now() \
-                         AND NOT (tenant_id = ANY('{}'::uuid[])) \
-                       ORDER BY next_attempt_at LIMIT 50 FOR UPDATE SKIP LOCKED) AS due \
-                 WHERE e.tenant_id = due.tenant_id AND e.id = due.id RETURNING e.*",
-    )
-    .load(conn)
-    .unwrap_or_default();
-    let buffers = lines
-        .iter()
-        .find(|l| l.line.trim_start().starts_with("Buffers:"))
-        .map(|l| l.line.trim().to_string())
-        .unwrap_or_default();
-    let time = lines
-        .iter()
-        .find(|l| l.line.starts_with("Execution Time"))
-        .map(|l| l.line.trim().to_string())
-        .unwrap_or_default();
-    let rows = lines
-        .first()
-        .and_then(|l| l.line.rsplit_once("rows=").map(|(_, r)| r.to_string()))
-        .and_then(|r| r.split_whitespace().next().map(str::to_string))
-        .unwrap_or_default();
-    format!("{rows} rows, {time}; top node {buffers}")
 }
 
 fn table_size(conn: &mut PgConnection) -> String {
@@ -282,8 +258,9 @@ fn table_size(conn: &mut PgConnection) -> String {
         n: i64,
     }
     let r: Size = diesel::sql_query(
-        "SELECT pg_size_pretty(pg_total_relation_size('emails')) AS s, \
-         (SELECT count(*) FROM emails WHERE status IN ('queued', 'deferred')) AS n",
+        "SELECT pg_size_pretty(pg_total_relation_size('emails')) || ' emails, ' || \
+           pg_size_pretty(pg_total_relation_size('email_queue')) || ' queue' AS s, \
+         (SELECT count(*) FROM email_queue WHERE next_attempt_at <= now()) AS n",
     )
     .get_result(conn)
     .expect("size");

@@ -47,13 +47,13 @@ fn main() {
     print_figure(
         "setup",
         format!(
-            "http workers {}, pool {}, ingest writers {}, worker {} loops x {}, poll {} ms, \
+            "http workers {}, pool {}, ingest writers {}, worker {} in flight (claims of {}), poll {} ms, \
              default rpm {}, nodes {}",
             s.server.workers,
             s.database.pool_size,
             s.ingest.writers,
-            s.worker.loops,
             s.worker.concurrency,
+            s.worker.claim_batch,
             s.worker.poll_interval_ms,
             s.limits.default_requests_per_minute,
             s.limits.nodes,

@@ -98,13 +98,36 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
         &db.url,
         Some(sink.sink.port()),
     )));
-    let tenants = rt.block_on(bench.tenants(p.tenants));
+    // As a platform runs it: POSTLINE_BENCH_QUOTA=1 gives every tenant a daily
+    // quota (the admission row lock is then on the ingest path);
+    // POSTLINE_BENCH_SERVE=1 keeps the worker delivering to the sink during
+    // the ingest rounds, as `postline serve` does.
+    let quota = std::env::var("POSTLINE_BENCH_QUOTA").is_ok_and(|v| v == "1");
+    let serving = std::env::var("POSTLINE_BENCH_SERVE").is_ok_and(|v| v == "1");
+    let extra = if quota {
+        serde_json::json!({"rate_limit": {"emails_per_day": 1_000_000_000}})
+    } else {
+        serde_json::json!({})
+    };
+    let tenants = rt.block_on(bench.tenants_with(p.tenants, extra));
+    print_figure(
+        "shape",
+        format!(
+            "tenants {} a daily quota; worker {} during ingest",
+            if quota { "with" } else { "without" },
+            if serving { "delivering" } else { "off" }
+        ),
+    );
+    if serving {
+        let _runtime = rt.enter();
+        bench.start_worker();
+    }
     let s = &bench.state.settings;
     print_figure(
         "setup",
         format!(
             "db {}, {} tenants, http workers {}, pool {}, ingest writers {} x {} rows, \
-             worker {} loops x {}, {} smtp sessions; postgres cpu {}",
+             worker {} in flight (claims of {}), {} smtp sessions; postgres cpu {}",
             db.name,
             p.tenants,
             if s.server.workers == 0 {
@@ -115,8 +138,8 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
             s.database.pool_size,
             s.ingest.writers,
             s.ingest.max_batch_rows,
-            s.worker.loops,
             s.worker.concurrency,
+            s.worker.claim_batch,
             s.delivery.max_connections_per_relay,
             if postmaster.is_some() {
                 "measured"
@@ -245,6 +268,7 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
 
     // Delivery, from an empty queue (the warm-up's mail is still queued
     // when the ingest phases were skipped).
+    rt.block_on(bench.stop_worker());
     cancel_queued(&db.url);
     println!("-- delivery ({} B messages) --", p.delivery_size);
     let big_batches = Arc::new(app::batch_requests(
@@ -482,7 +506,30 @@ fn side_by_side(env: &BenchEnv, rt: &tokio::runtime::Runtime, p: &Params, port: 
     let mut settings = app::settings(&db.url, Some(port));
     settings.delivery.max_connections_per_relay = sessions;
     let mut bench = rt.block_on(BenchApp::start(settings));
-    let tenants = rt.block_on(bench.tenants(p.tenants));
+    // As a platform runs it: POSTLINE_BENCH_QUOTA=1 gives every tenant a daily
+    // quota (the admission row lock is then on the ingest path);
+    // POSTLINE_BENCH_SERVE=1 keeps the worker delivering to the sink during
+    // the ingest rounds, as `postline serve` does.
+    let quota = std::env::var("POSTLINE_BENCH_QUOTA").is_ok_and(|v| v == "1");
+    let serving = std::env::var("POSTLINE_BENCH_SERVE").is_ok_and(|v| v == "1");
+    let extra = if quota {
+        serde_json::json!({"rate_limit": {"emails_per_day": 1_000_000_000}})
+    } else {
+        serde_json::json!({})
+    };
+    let tenants = rt.block_on(bench.tenants_with(p.tenants, extra));
+    print_figure(
+        "shape",
+        format!(
+            "tenants {} a daily quota; worker {} during ingest",
+            if quota { "with" } else { "without" },
+            if serving { "delivering" } else { "off" }
+        ),
+    );
+    if serving {
+        let _runtime = rt.enter();
+        bench.start_worker();
+    }
     let n = p.delivery_messages;
     let reqs = Arc::new(app::single_requests(
         &tenants,

@@ -180,8 +180,17 @@ pub struct WebhookSettings {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
+    /// Messages in flight at once (per worker process).
     pub concurrency: usize,
-    pub loops: usize,
+    /// Messages taken by one claim at most.
+    pub claim_batch: usize,
+    /// Content bytes in flight at once (`email_queue.size_bytes` summed).
+    pub max_inflight_bytes: u64,
+    /// Messages of one tenant in flight at once; 0 = half of `concurrency`.
+    pub max_inflight_per_tenant: usize,
+    /// Leases of one message that may expire without an outcome before it
+    /// fails ("worker lost it repeatedly").
+    pub max_lost_leases: u32,
     pub poll_interval_ms: u64,
     pub shutdown_timeout_secs: u64,
     /// `postline worker` only: serve `/metrics` and `/healthz` here ("" = off).
@@ -298,8 +307,17 @@ impl Settings {
         {
             return fail("worker.metrics_bind", "expected host:port or empty");
         }
-        if self.worker.loops == 0 {
-            return fail("worker.loops", "must be at least 1");
+        if self.worker.claim_batch == 0 {
+            return fail("worker.claim_batch", "must be at least 1");
+        }
+        if self.worker.max_inflight_bytes < 1024 * 1024 {
+            return fail(
+                "worker.max_inflight_bytes",
+                "must be at least 1048576 (1 MiB)",
+            );
+        }
+        if self.worker.max_lost_leases == 0 {
+            return fail("worker.max_lost_leases", "must be at least 1");
         }
         if self.worker.poll_interval_ms == 0 {
             return fail("worker.poll_interval_ms", "must be at least 1");
@@ -318,8 +336,8 @@ impl Settings {
                 "must be at least delivery.retry_initial_ms (> 0)",
             );
         }
-        if self.delivery.lease_secs < 5 {
-            return fail("delivery.lease_secs", "must be at least 5");
+        if self.delivery.lease_secs < 2 {
+            return fail("delivery.lease_secs", "must be at least 2");
         }
         if self.delivery.max_connections_per_relay == 0 {
             return fail("delivery.max_connections_per_relay", "must be at least 1");

@@ -147,9 +147,14 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn metrics_of(pool: &crate::db::PgPool) -> HttpResponse {
-    let depth = db::run(pool, |conn| Ok(crate::emails::model::queue_depth(conn)?))
-        .await
-        .unwrap_or_default();
+    let depth = db::run(pool, |conn| {
+        Ok(crate::queue::model::depth(conn)?
+            .into_iter()
+            .map(|r| (r.state, r.n))
+            .collect::<Vec<_>>())
+    })
+    .await
+    .unwrap_or_default();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(crate::metrics::render(&depth))

@@ -154,11 +154,16 @@ async fn serve(settings: Settings, with_worker: bool) -> anyhow::Result<()> {
         // The API still starts; /readyz reports 503 until the database is back.
         Err(e) => tracing::error!(error = %format!("{e:#}"), "migrations not applied at start"),
     }
+    // In `serve` the worker is woken by this process's commits directly.
     let worker = with_worker.then(|| {
-        worker::spawn(
+        worker::spawn_with(
             state.settings.clone(),
             state.pool.clone(),
             state.vault.clone(),
+            worker::Options {
+                wake: Some(state.ingest.committed()),
+                ..worker::Options::default()
+            },
         )
     });
     tracing::info!(

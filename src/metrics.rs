@@ -68,7 +68,7 @@ fn build() -> prometheus::Result<Metrics> {
     let queue_depth = IntGaugeVec::new(
         Opts::new(
             "queue_depth",
-            "Messages waiting, by status (sampled at scrape)",
+            "Messages in the queue: ready (queued or deferred), sending (leased), held (tenant suspended); sampled at scrape",
         ),
         &["status"],
     )?;
@@ -175,7 +175,7 @@ pub fn render(queue: &[(String, i64)]) -> String {
     let Some(m) = get() else {
         return String::new();
     };
-    for status in ["queued", "sending", "deferred"] {
+    for status in ["ready", "sending", "held"] {
         let n = queue
             .iter()
             .find(|(s, _)| s == status)

@@ -71,10 +71,14 @@ impl BenchApp {
 
     /// Starts the delivery worker, as `postline serve` does.
     pub fn start_worker(&mut self) {
-        self.worker = Some(postline::worker::spawn(
+        self.worker = Some(postline::worker::spawn_with(
             self.state.settings.clone(),
             self.state.pool.clone(),
             self.state.vault.clone(),
+            postline::worker::Options {
+                wake: Some(self.state.ingest.committed()),
+                ..Default::default()
+            },
         ));
     }
 

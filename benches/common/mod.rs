@@ -318,11 +318,15 @@ pub fn check(env: &BenchEnv, label: &str, out: &http::Outcome) {
 pub fn cancel_queued(url: &str) {
     let mut c = PgConnection::establish(url).expect("connect");
     diesel::sql_query(
-        "UPDATE emails SET status = 'canceled' WHERE status IN ('queued', 'deferred')",
+        "WITH q AS (DELETE FROM email_queue WHERE lease_until IS NULL RETURNING tenant_id, email_id) \
+         UPDATE emails e SET status = 'canceled' FROM q \
+         WHERE e.tenant_id = q.tenant_id AND e.id = q.email_id",
     )
     .execute(&mut c)
     .expect("cancel queued");
-    diesel::sql_query("VACUUM ANALYZE emails")
-        .execute(&mut c)
-        .expect("vacuum");
+    for t in ["emails", "email_queue"] {
+        diesel::sql_query(format!("VACUUM ANALYZE {t}"))
+            .execute(&mut c)
+            .expect("vacuum");
+    }
 }

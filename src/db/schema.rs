@@ -48,8 +48,6 @@ diesel::table! {
         id -> Uuid,
         status -> Text,
         attempts -> Int4,
-        next_attempt_at -> Timestamptz,
-        locked_until -> Nullable<Timestamptz>,
         expires_at -> Timestamptz,
         last_error -> Nullable<Text>,
         smtp_response -> Nullable<Text>,
@@ -70,6 +68,21 @@ diesel::table! {
         delivered_at -> Nullable<Timestamptz>,
     }
 }
+
+diesel::table! {
+    email_queue (tenant_id, email_id) {
+        tenant_id -> Uuid,
+        email_id -> Uuid,
+        next_attempt_at -> Timestamptz,
+        lease_until -> Nullable<Timestamptz>,
+        fence -> Int8,
+        lost -> Int4,
+        held -> Bool,
+        size_bytes -> Int4,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(emails, email_queue);
 
 diesel::table! {
     email_events (tenant_id, email_id, seq) {
@@ -163,9 +176,10 @@ diesel::joinable!(webhook_attempts -> webhook_deliveries (delivery_id));
 diesel::allow_tables_to_appear_in_same_query!(templates, tenants);
 diesel::allow_tables_to_appear_in_same_query!(webhooks, webhook_deliveries, webhook_attempts);
 diesel::table! {
-    usage_daily (tenant_id, day) {
+    usage_daily (tenant_id, day, shard) {
         tenant_id -> Uuid,
         day -> Date,
+        shard -> Int2,
         emails_sent -> Int8,
         emails_delivered -> Int8,
         emails_bounced -> Int8,

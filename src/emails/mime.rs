@@ -16,9 +16,7 @@ fn mailbox(s: &str) -> anyhow::Result<Mailbox> {
         .map_err(|e| anyhow::anyhow!("stored address {s:?} no longer parses: {e}"))
 }
 
-fn body_part(row: &EmailRow) -> MultiPart {
-    let text = row.text_body.clone();
-    let html = row.html_body.clone();
+fn body_part(text: Option<String>, html: Option<String>) -> MultiPart {
     match (text, html) {
         (Some(t), Some(h)) => MultiPart::alternative_plain_html(t, h),
         (Some(t), None) => MultiPart::mixed().singlepart(SinglePart::plain(t)),
@@ -29,7 +27,8 @@ fn body_part(row: &EmailRow) -> MultiPart {
 
 /// Builds the RFC 5322 message. Input was validated at acceptance, so an
 /// error here means stored data is corrupt; the caller fails the message.
-pub fn build(row: &EmailRow) -> anyhow::Result<Vec<u8>> {
+/// Takes the row so its bodies move into the message instead of being copied.
+pub fn build(row: EmailRow) -> anyhow::Result<Vec<u8>> {
     // The envelope is explicit: it carries Bcc, which the headers never do.
     let recipients = row
         .to_addrs
@@ -42,7 +41,7 @@ pub fn build(row: &EmailRow) -> anyhow::Result<Vec<u8>> {
     let mut b = Message::builder()
         .envelope(envelope)
         .from(mailbox(&row.from_addr)?)
-        .subject(row.subject.clone())
+        .subject(row.subject)
         .date_now()
         .message_id(Some(row.message_id.clone()));
     for to in &row.to_addrs {
@@ -64,17 +63,18 @@ pub fn build(row: &EmailRow) -> anyhow::Result<Vec<u8>> {
             ));
         }
     }
-    let attachments: Vec<AttachmentInput> = serde_json::from_value(row.attachments.clone())?;
-    let message = match (attachments.is_empty(), &row.text_body, &row.html_body) {
+    let attachments: Vec<AttachmentInput> = serde_json::from_value(row.attachments)?;
+    let message = match (attachments.is_empty(), row.text_body, row.html_body) {
         // A single body needs no multipart wrapper.
-        (true, Some(t), None) => b.singlepart(SinglePart::plain(t.clone()))?,
-        (true, None, Some(h)) => b.singlepart(SinglePart::html(h.clone()))?,
-        (true, _, _) => b.multipart(body_part(row))?,
-        (false, _, _) => {
-            let mut mixed = MultiPart::mixed().multipart(body_part(row));
+        (true, Some(t), None) => b.singlepart(SinglePart::plain(t))?,
+        (true, None, Some(h)) => b.singlepart(SinglePart::html(h))?,
+        (true, t, h) => b.multipart(body_part(t, h))?,
+        (false, t, h) => {
+            let mut mixed = MultiPart::mixed().multipart(body_part(t, h));
             for a in attachments {
                 let bytes =
                     base64::engine::general_purpose::STANDARD.decode(a.content.as_bytes())?;
+                drop(a.content);
                 let ct = ContentType::parse(
                     a.content_type
                         .as_deref()

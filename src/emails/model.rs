@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use crate::db::pagination::{Cursor, PageRequest};
-use crate::db::schema::{email_events, emails};
+use crate::db::schema::{email_events, email_queue, emails};
 use crate::domain::TenantId;
 
 #[derive(Clone, Debug, Insertable)]
@@ -38,7 +38,6 @@ pub struct EmailRow {
     pub id: Uuid,
     pub status: String,
     pub attempts: i32,
-    pub next_attempt_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub last_error: Option<String>,
     pub smtp_response: Option<String>,
@@ -168,8 +167,26 @@ pub fn list(
     if let Some(t) = filter.tenant {
         q = q.filter(emails::tenant_id.eq(t.0));
     }
-    if let Some(s) = &filter.status {
-        q = q.filter(emails::status.eq(s.clone()));
+    // `sending` is not stored on the message: it is a queue row under lease.
+    let leased = diesel::dsl::exists(
+        email_queue::table
+            .filter(email_queue::tenant_id.eq(emails::tenant_id))
+            .filter(email_queue::email_id.eq(emails::id))
+            .filter(email_queue::lease_until.gt(diesel::dsl::now)),
+    );
+    match filter.status.as_deref() {
+        Some("sending") => {
+            q = q
+                .filter(emails::status.eq_any(["queued", "deferred"]))
+                .filter(leased)
+        }
+        Some(s @ ("queued" | "deferred")) => {
+            q = q
+                .filter(emails::status.eq(s.to_string()))
+                .filter(diesel::dsl::not(leased))
+        }
+        Some(s) => q = q.filter(emails::status.eq(s.to_string())),
+        None => {}
     }
     match &filter.tag {
         Some((k, Some(v))) => {
@@ -187,20 +204,31 @@ pub fn list(
                 .or(emails::created_at.eq(c.created_at).and(emails::id.lt(c.id))),
         );
     }
-    q.load(conn)
+    let mut rows: Vec<EmailSummaryRow> = q.load(conn)?;
+    let pending: Vec<(Uuid, Uuid)> = rows
+        .iter()
+        .filter(|r| matches!(r.status.as_str(), "queued" | "deferred"))
+        .map(|r| (r.tenant_id, r.id))
+        .collect();
+    let leased = crate::queue::model::leased(conn, &pending)?;
+    for r in rows.iter_mut() {
+        if leased.contains(&(r.tenant_id, r.id)) {
+            r.status = "sending".into();
+        }
+    }
+    Ok(rows)
 }
 
-/// Cancels a tenant's unsent mail (tenant deletion); records the event.
+/// Cancels a tenant's unsent mail (tenant deletion): it leaves the queue
+/// (mail in flight finishes); records the event.
 pub fn cancel_pending_of_tenant(conn: &mut PgConnection, tenant: TenantId) -> QueryResult<usize> {
+    let pending = crate::queue::model::remove_pending_of_tenant(conn, tenant)?;
     let ids: Vec<Uuid> = diesel::update(
         emails::table
             .filter(emails::tenant_id.eq(tenant.0))
-            .filter(emails::status.eq_any(["queued", "deferred"])),
+            .filter(emails::id.eq_any(&pending)),
     )
-    .set((
-        emails::status.eq("canceled"),
-        emails::locked_until.eq(None::<DateTime<Utc>>),
-    ))
+    .set(emails::status.eq("canceled"))
     .returning(emails::id)
     .get_results(conn)?;
     let now = Utc::now();
@@ -220,14 +248,4 @@ pub fn cancel_pending_of_tenant(conn: &mut PgConnection, tenant: TenantId) -> Qu
             .execute(conn)?;
     }
     Ok(ids.len())
-}
-
-/// Messages waiting, by status: only the queue statuses, which the partial
-/// indexes cover, so a scrape stays cheap however large the history is.
-pub fn queue_depth(conn: &mut PgConnection) -> QueryResult<Vec<(String, i64)>> {
-    emails::table
-        .filter(emails::status.eq_any(["queued", "deferred", "sending"]))
-        .group_by(emails::status)
-        .select((emails::status, diesel::dsl::count_star()))
-        .load(conn)
 }

@@ -39,6 +39,7 @@ const STATUSES: &[&str] = &[
     "bounced",
     "failed",
     "canceled",
+    "held",
 ];
 
 /// Which tenant a send or read is for, before lookup.
@@ -215,15 +216,16 @@ async fn enqueue(
         return Ok(reply);
     };
     let (status, body) = reply;
-    db::run(&state.pool, move |conn| {
+    let shard = crate::usage::model::pick_shard();
+    let (reply, fresh) = db::run(&state.pool, move |conn| {
         conn.transaction(|conn| {
             if idempotency::claim(conn, scope, &key, &hash, i32::from(status.as_u16()), &body)? {
                 // Refused by the quota: roll the key back too, so the same
                 // request can succeed once the quota allows it.
-                if ingest::write_jobs(conn, &[&submission])?.first() != Some(&true) {
+                if ingest::write_jobs(conn, &[&submission], shard)?.first() != Some(&true) {
                     return Err(ingest::quota_exceeded());
                 }
-                return Ok((status, body));
+                return Ok(((status, body), true));
             }
             let stored = idempotency::find(conn, scope, &key)?
                 .ok_or_else(|| AppError::internal("idempotency", "entry vanished"))?;
@@ -237,10 +239,14 @@ async fn enqueue(
                 .ok()
                 .and_then(|c| StatusCode::from_u16(c).ok())
                 .unwrap_or(StatusCode::ACCEPTED);
-            Ok((code, stored.response))
+            Ok(((code, stored.response), false))
         })
     })
-    .await
+    .await?;
+    if fresh {
+        state.ingest.mark_committed();
+    }
+    Ok(reply)
 }
 
 fn request_hash(kind: &str, body: &[u8]) -> Vec<u8> {
@@ -440,7 +446,8 @@ pub async fn get(
     db::run(&state.pool, move |conn| {
         let row = model::find(conn, tenant, id)?.ok_or(AppError::NotFound)?;
         let events = model::events(conn, tenant, id)?;
-        Ok(EmailDetail::new(row, events))
+        let queue = crate::queue::model::states(conn, tenant, &[id])?.pop();
+        Ok(EmailDetail::new(row, queue, events))
     })
     .await
 }

@@ -5,6 +5,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::model::{EmailRow, EmailSummaryRow, EventRow};
+use crate::queue::model::QueueState;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
@@ -82,13 +83,19 @@ pub struct EmailDetail {
 }
 
 impl EmailDetail {
-    pub fn new(r: EmailRow, events: Vec<EventRow>) -> Self {
-        let pending = matches!(r.status.as_str(), "queued" | "deferred");
+    /// `queue`: the message's queue row, while it has one: under lease the
+    /// message shows as `sending`; waiting, with its next attempt.
+    pub fn new(r: EmailRow, queue: Option<QueueState>, events: Vec<EventRow>) -> Self {
+        let pending = matches!(r.status.as_str(), "queued" | "deferred" | "held");
+        let leased = pending && queue.as_ref().is_some_and(|q| q.leased);
         EmailDetail {
             id: r.id,
             tenant_id: r.tenant_id,
-            next_attempt_at: pending.then_some(r.next_attempt_at),
-            status: r.status,
+            next_attempt_at: queue
+                .as_ref()
+                .filter(|_| pending && !leased)
+                .map(|q| q.next_attempt_at),
+            status: if leased { "sending".into() } else { r.status },
             from: r.from_addr,
             to: r.to_addrs,
             cc: r.cc_addrs,

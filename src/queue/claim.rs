@@ -1,241 +1,273 @@
-//! The worker's side of the queue: claim due messages with a lease
-//! (`FOR UPDATE SKIP LOCKED`, so workers never wait on each other), reclaim
-//! expired leases, and record a batch of outcomes with their events in one
-//! transaction.
+//! Fair claiming (issue 10): due work is taken across tenants in turn.
+//!
+//! A claim walks the tenants that have claimable rows in `email_queue_ready`
+//! in id order, starting after the tenant where the previous claim of this
+//! loop stopped (a round-robin cursor, wrapping around), one index descent per
+//! tenant, and keeps those whose earliest row is due, that are active, and
+//! that are neither paced out nor at their in-flight cap. The wanted slots are
+//! shared evenly among them; each tenant's share is its earliest due rows
+//! (`FOR UPDATE SKIP LOCKED`), interleaved so the byte budget cuts evenly
+//! too. So a backlog of one tenant takes at most its share of a claim, and a
+//! tenant with one due message gets it into the next claim round.
+//!
+//! Cost: one descent per tenant with claimable rows walked (up to the tenants
+//! wanted, more only while walked tenants have nothing due), plus one per
+//! tenant taken; independent of how many rows each tenant has queued.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Double, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Double, Integer, Uuid as SqlUuid};
 use uuid::Uuid;
 
-use crate::db::schema::email_events;
-use crate::emails::model::{EmailRow, NewEvent};
-use crate::usage::model::{self as usage, Counters};
+use super::model::Lease;
+use crate::emails::model::EmailRow;
 
-/// Claims up to `limit` due messages for `lease_secs`, counting the attempt.
-/// Tenants in `skip` (paced out right now) are left for later.
-pub fn claim(
+/// What the worker can take now.
+pub struct Want<'a> {
+    /// Free in-flight slots (messages).
+    pub slots: usize,
+    /// Free in-flight bytes (`email_queue.size_bytes`).
+    pub bytes: i64,
+    /// Nothing is in flight: one message larger than `bytes` may still go,
+    /// alone (else it could never be sent).
+    pub idle: bool,
+    /// The most messages of one tenant in flight at once.
+    pub tenant_cap: usize,
+    /// Messages in flight per tenant now.
+    pub inflight: &'a HashMap<Uuid, usize>,
+    /// Tenants left out of this claim (paced).
+    pub skip: &'a [Uuid],
+    pub lease_secs: f64,
+}
+
+/// One claimed message with its content.
+pub struct Claimed {
+    pub lease: Lease,
+    /// Leases of it that expired before (a worker died or hung).
+    pub lost: i32,
+    pub size_bytes: i32,
+    pub row: EmailRow,
+}
+
+pub struct Claim {
+    pub messages: Vec<Claimed>,
+    /// Some tenant had more due than its share: claim again when slots free.
+    pub more: bool,
+}
+
+const MAX_UUID: Uuid = Uuid::from_u128(u128::MAX);
+
+#[derive(QueryableByName)]
+struct TenantRow {
+    #[diesel(sql_type = SqlUuid)]
+    tenant_id: Uuid,
+}
+
+/// Up to `n` tenants with due, claimable mail in `(after, upto]`, in id order.
+fn walk(
     conn: &mut PgConnection,
-    limit: i64,
-    lease_secs: f64,
+    after: Uuid,
+    upto: Uuid,
     skip: &[Uuid],
-) -> QueryResult<Vec<EmailRow>> {
-    diesel::sql_query(
-        "UPDATE emails AS e \
-         SET status = 'sending', attempts = e.attempts + 1, \
-             locked_until = now() + make_interval(secs => $2) \
-         FROM (SELECT tenant_id, id FROM emails \
-               WHERE status IN ('queued', 'deferred') AND next_attempt_at <= now() \
-                 AND NOT (tenant_id = ANY($3)) \
-               ORDER BY next_attempt_at \
-               LIMIT $1 \
-               FOR UPDATE SKIP LOCKED) AS due \
-         WHERE e.tenant_id = due.tenant_id AND e.id = due.id \
-         RETURNING e.*",
+    n: usize,
+) -> QueryResult<Vec<Uuid>> {
+    let rows: Vec<TenantRow> = diesel::sql_query(
+        "WITH RECURSIVE walk AS ( \
+           (SELECT tenant_id, next_attempt_at FROM email_queue \
+            WHERE lease_until IS NULL AND NOT held AND tenant_id > $1 AND tenant_id <= $2 \
+            ORDER BY tenant_id, next_attempt_at LIMIT 1) \
+           UNION ALL \
+           SELECT nx.tenant_id, nx.next_attempt_at FROM walk w CROSS JOIN LATERAL \
+             (SELECT q.tenant_id, q.next_attempt_at FROM email_queue q \
+              WHERE q.lease_until IS NULL AND NOT q.held AND q.tenant_id > w.tenant_id AND q.tenant_id <= $2 \
+              ORDER BY q.tenant_id, q.next_attempt_at LIMIT 1) nx) \
+         SELECT w.tenant_id FROM walk w \
+         WHERE w.next_attempt_at <= now() AND NOT (w.tenant_id = ANY($3)) \
+           AND EXISTS (SELECT 1 FROM tenants t WHERE t.id = w.tenant_id AND t.status = 'active') \
+         LIMIT $4",
     )
-    .bind::<BigInt, _>(limit)
-    .bind::<Double, _>(lease_secs)
+    .bind::<SqlUuid, _>(after)
+    .bind::<SqlUuid, _>(upto)
     .bind::<Array<SqlUuid>, _>(skip)
-    .load(conn)
-}
-
-/// Makes messages whose worker died (lease expired) claimable again.
-pub fn reclaim_expired(conn: &mut PgConnection) -> QueryResult<usize> {
-    diesel::sql_query(
-        "UPDATE emails SET status = 'deferred', locked_until = NULL, next_attempt_at = now(), \
-           last_error = 'lease expired: the worker holding it stopped' \
-         WHERE status = 'sending' AND locked_until < now()",
-    )
-    .execute(conn)
-}
-
-/// What happened to one claimed message.
-#[derive(Clone, Debug)]
-pub enum Resolution {
-    Delivered {
-        response: String,
-    },
-    Deferred {
-        response: String,
-        next_attempt_at: DateTime<Utc>,
-    },
-    Bounced {
-        response: String,
-    },
-    Failed {
-        reason: String,
-    },
-    /// Not attempted (shutdown, or paced out): back to the queue until `at`,
-    /// the attempt not counted.
-    Requeued {
-        at: DateTime<Utc>,
-    },
-}
-
-impl Resolution {
-    fn status(&self) -> &'static str {
-        match self {
-            Resolution::Delivered { .. } => "delivered",
-            Resolution::Deferred { .. } => "deferred",
-            Resolution::Bounced { .. } => "bounced",
-            Resolution::Failed { .. } => "failed",
-            Resolution::Requeued { .. } => "queued",
-        }
-    }
-
-    /// The outcome name used in metrics.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Resolution::Requeued { .. } => "requeued",
-            other => other.status(),
-        }
-    }
-
-    /// The event type recorded (and later sent to webhooks).
-    pub fn event(&self) -> Option<&'static str> {
-        match self {
-            Resolution::Delivered { .. } => Some("email.delivered"),
-            Resolution::Deferred { .. } => Some("email.deferred"),
-            Resolution::Bounced { .. } => Some("email.bounced"),
-            Resolution::Failed { .. } => Some("email.failed"),
-            Resolution::Requeued { .. } => None,
-        }
-    }
-}
-
-/// One outcome to record.
-#[derive(Clone, Debug)]
-pub struct Outcome {
-    pub tenant_id: Uuid,
-    pub email_id: Uuid,
-    pub attempt: i32,
-    pub resolution: Resolution,
-}
-
-/// Writes all outcomes in one statement plus one multi-row event insert and
-/// the webhook outbox rows they cause, in one transaction.
-/// Only rows still leased (`status = 'sending'`) change, so a late worker
-/// whose lease was reclaimed cannot overwrite a newer result.
-pub fn record(conn: &mut PgConnection, outcomes: &[Outcome]) -> QueryResult<Vec<(Uuid, Uuid)>> {
-    if outcomes.is_empty() {
-        return Ok(Vec::new());
-    }
-    conn.transaction(|conn| {
-        let mut tenants = Vec::with_capacity(outcomes.len());
-        let mut ids = Vec::with_capacity(outcomes.len());
-        let mut statuses = Vec::with_capacity(outcomes.len());
-        let mut responses: Vec<Option<String>> = Vec::with_capacity(outcomes.len());
-        let mut errors: Vec<Option<String>> = Vec::with_capacity(outcomes.len());
-        let mut next: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(outcomes.len());
-        for o in outcomes {
-            tenants.push(o.tenant_id);
-            ids.push(o.email_id);
-            statuses.push(o.resolution.status().to_string());
-            let (resp, err, at) = match &o.resolution {
-                Resolution::Delivered { response } | Resolution::Bounced { response } => (Some(response.clone()), None, None),
-                Resolution::Deferred { response, next_attempt_at } => {
-                    (Some(response.clone()), Some(response.clone()), Some(*next_attempt_at))
-                }
-                Resolution::Failed { reason } => (None, Some(reason.clone()), None),
-                Resolution::Requeued { at } => (None, None, Some(*at)),
-            };
-            responses.push(resp);
-            errors.push(err);
-            next.push(at);
-        }
-        let changed: Vec<(Uuid, Uuid)> = diesel::sql_query(
-            "UPDATE emails AS e SET \
-               status = u.status, \
-               locked_until = NULL, \
-               smtp_response = COALESCE(u.resp, e.smtp_response), \
-               last_error = CASE WHEN u.status = 'delivered' THEN NULL ELSE COALESCE(u.err, e.last_error) END, \
-               next_attempt_at = COALESCE(u.next, e.next_attempt_at), \
-               attempts = CASE WHEN u.status = 'queued' THEN GREATEST(e.attempts - 1, 0) ELSE e.attempts END, \
-               delivered_at = CASE WHEN u.status = 'delivered' THEN now() ELSE e.delivered_at END \
-             FROM unnest($1, $2, $3, $4, $5, $6) AS u(tenant_id, id, status, resp, err, next) \
-             WHERE e.tenant_id = u.tenant_id AND e.id = u.id AND e.status = 'sending' \
-             RETURNING e.tenant_id, e.id",
-        )
-        .bind::<Array<SqlUuid>, _>(&tenants)
-        .bind::<Array<SqlUuid>, _>(&ids)
-        .bind::<Array<Text>, _>(&statuses)
-        .bind::<Array<Nullable<Text>>, _>(&responses)
-        .bind::<Array<Nullable<Text>>, _>(&errors)
-        .bind::<Array<Nullable<Timestamptz>>, _>(&next)
-        .load::<ChangedRow>(conn)?
-        .into_iter()
-        .map(|r| (r.tenant_id, r.id))
-        .collect();
-        let now = Utc::now();
-        let changed: HashSet<(Uuid, Uuid)> = changed.into_iter().collect();
-        let events: Vec<NewEvent> = outcomes
-            .iter()
-            .filter(|o| changed.contains(&(o.tenant_id, o.email_id)))
-            .filter_map(|o| {
-                o.resolution.event().map(|kind| NewEvent {
-                    tenant_id: o.tenant_id,
-                    email_id: o.email_id,
-                    kind: kind.to_string(),
-                    detail: event_detail(o),
-                    at: now,
-                })
-            })
-            .collect();
-        if !events.is_empty() {
-            diesel::insert_into(email_events::table).values(&events).execute(conn)?;
-            crate::webhooks::outbox::enqueue(conn, &events)?;
-        }
-        usage::add(conn, now.date_naive(), &terminal_counts(outcomes, &changed))?;
-        Ok(changed.into_iter().collect())
-    })
-}
-
-/// Terminal outcomes per tenant, for usage (only rows this call changed).
-fn terminal_counts(
-    outcomes: &[Outcome],
-    changed: &HashSet<(Uuid, Uuid)>,
-) -> BTreeMap<Uuid, Counters> {
-    let mut deltas: BTreeMap<Uuid, Counters> = BTreeMap::new();
-    for o in outcomes
-        .iter()
-        .filter(|o| changed.contains(&(o.tenant_id, o.email_id)))
-    {
-        let c = deltas.entry(o.tenant_id).or_default();
-        match o.resolution {
-            Resolution::Delivered { .. } => c.emails_delivered += 1,
-            Resolution::Bounced { .. } => c.emails_bounced += 1,
-            Resolution::Failed { .. } => c.emails_failed += 1,
-            Resolution::Deferred { .. } | Resolution::Requeued { .. } => {}
-        }
-    }
-    deltas.retain(|_, c| c.emails_delivered + c.emails_bounced + c.emails_failed > 0);
-    deltas
+    .bind::<BigInt, _>(i64::try_from(n).unwrap_or(i64::MAX))
+    .load(conn)?;
+    Ok(rows.into_iter().map(|r| r.tenant_id).collect())
 }
 
 #[derive(QueryableByName)]
-struct ChangedRow {
+struct Candidate {
     #[diesel(sql_type = SqlUuid)]
     tenant_id: Uuid,
     #[diesel(sql_type = SqlUuid)]
-    id: Uuid,
+    email_id: Uuid,
+    #[diesel(sql_type = Integer)]
+    size_bytes: i32,
 }
 
-fn event_detail(o: &Outcome) -> serde_json::Value {
-    match &o.resolution {
-        Resolution::Delivered { response } | Resolution::Bounced { response } => {
-            serde_json::json!({"attempt": o.attempt, "smtp_response": response})
-        }
-        Resolution::Deferred {
-            response,
-            next_attempt_at,
-        } => {
-            serde_json::json!({"attempt": o.attempt, "smtp_response": response, "next_attempt_at": next_attempt_at})
-        }
-        Resolution::Failed { reason } => {
-            serde_json::json!({"attempt": o.attempt, "reason": reason})
-        }
-        Resolution::Requeued { .. } => serde_json::json!({}),
+#[derive(QueryableByName)]
+struct Leased {
+    #[diesel(sql_type = SqlUuid)]
+    tenant_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    email_id: Uuid,
+    #[diesel(sql_type = BigInt)]
+    fence: i64,
+    #[diesel(sql_type = Integer)]
+    lost: i32,
+    #[diesel(sql_type = Integer)]
+    size_bytes: i32,
+}
+
+/// Claims fairly (see the module doc), advancing `cursor`. One transaction.
+pub fn claim(conn: &mut PgConnection, want: &Want, cursor: &mut Uuid) -> QueryResult<Claim> {
+    let empty = Claim {
+        messages: Vec::new(),
+        more: false,
+    };
+    if want.slots == 0 {
+        return Ok(empty);
     }
+    let mut skip: Vec<Uuid> = want.skip.to_vec();
+    skip.extend(
+        want.inflight
+            .iter()
+            .filter(|(_, n)| **n >= want.tenant_cap)
+            .map(|(t, _)| *t),
+    );
+    conn.transaction(|conn| {
+        let mut tenants = walk(conn, *cursor, MAX_UUID, &skip, want.slots)?;
+        if tenants.len() < want.slots && !cursor.is_nil() {
+            let rest = walk(
+                conn,
+                Uuid::nil(),
+                *cursor,
+                &skip,
+                want.slots - tenants.len(),
+            )?;
+            tenants.extend(rest);
+        }
+        let Some(last) = tenants.last() else {
+            *cursor = Uuid::nil();
+            return Ok(empty);
+        };
+        *cursor = *last;
+        let even = want.slots.div_ceil(tenants.len());
+        let shares: Vec<i32> = tenants
+            .iter()
+            .map(|t| {
+                let room = want
+                    .tenant_cap
+                    .saturating_sub(want.inflight.get(t).copied().unwrap_or(0));
+                i32::try_from(even.min(room)).unwrap_or(i32::MAX)
+            })
+            .collect();
+        let candidates: Vec<Candidate> = diesel::sql_query(
+            "SELECT c.tenant_id, c.email_id, c.size_bytes \
+             FROM unnest($1, $2) WITH ORDINALITY AS d(t, share, ord) CROSS JOIN LATERAL \
+               (SELECT q.tenant_id, q.email_id, q.size_bytes, q.next_attempt_at FROM email_queue q \
+                WHERE q.tenant_id = d.t AND q.lease_until IS NULL AND NOT q.held \
+                  AND q.next_attempt_at <= now() \
+                ORDER BY q.next_attempt_at LIMIT d.share FOR UPDATE SKIP LOCKED) c \
+             ORDER BY d.ord, c.next_attempt_at",
+        )
+        .bind::<Array<SqlUuid>, _>(&tenants)
+        .bind::<Array<Integer>, _>(&shares)
+        .load(conn)?;
+        let mut per: HashMap<Uuid, i32> = HashMap::new();
+        for c in &candidates {
+            *per.entry(c.tenant_id).or_default() += 1;
+        }
+        let found = candidates.len();
+        let taken = take_within(candidates, &tenants, want);
+        // Claimable mail was left: a tenant had more than its share, or the
+        // byte budget cut the claim.
+        let more = taken.len() < found
+            || tenants
+                .iter()
+                .zip(&shares)
+                .any(|(t, s)| *s > 0 && per.get(t).copied().unwrap_or(0) >= *s);
+        if taken.is_empty() {
+            return Ok(Claim {
+                messages: Vec::new(),
+                more,
+            });
+        }
+        let t: Vec<Uuid> = taken.iter().map(|c| c.tenant_id).collect();
+        let e: Vec<Uuid> = taken.iter().map(|c| c.email_id).collect();
+        let leased: Vec<Leased> = diesel::sql_query(
+            "UPDATE email_queue AS q \
+             SET lease_until = now() + make_interval(secs => $3), fence = q.fence + 1 \
+             FROM unnest($1, $2) AS u(t, e) WHERE q.tenant_id = u.t AND q.email_id = u.e \
+             RETURNING q.tenant_id, q.email_id, q.fence, q.lost, q.size_bytes",
+        )
+        .bind::<Array<SqlUuid>, _>(&t)
+        .bind::<Array<SqlUuid>, _>(&e)
+        .bind::<Double, _>(want.lease_secs)
+        .load(conn)?;
+        let rows: Vec<EmailRow> = diesel::sql_query(
+            "SELECT e.* FROM emails e JOIN unnest($1, $2) AS u(t, i) \
+               ON e.tenant_id = u.t AND e.id = u.i",
+        )
+        .bind::<Array<SqlUuid>, _>(&t)
+        .bind::<Array<SqlUuid>, _>(&e)
+        .load(conn)?;
+        let mut by_id: HashMap<(Uuid, Uuid), EmailRow> =
+            rows.into_iter().map(|r| ((r.tenant_id, r.id), r)).collect();
+        let messages = leased
+            .into_iter()
+            .filter_map(|l| {
+                let row = by_id.remove(&(l.tenant_id, l.email_id))?;
+                Some(Claimed {
+                    lease: Lease {
+                        tenant_id: l.tenant_id,
+                        email_id: l.email_id,
+                        fence: l.fence,
+                    },
+                    lost: l.lost,
+                    size_bytes: l.size_bytes,
+                    row,
+                })
+            })
+            .collect();
+        Ok(Claim { messages, more })
+    })
+}
+
+/// The candidates to lease: round-robin over tenants (walk order), within
+/// the slots and the byte budget.
+fn take_within(candidates: Vec<Candidate>, tenants: &[Uuid], want: &Want) -> Vec<Candidate> {
+    let mut queues: Vec<std::collections::VecDeque<Candidate>> =
+        tenants.iter().map(|_| Default::default()).collect();
+    let index: HashMap<Uuid, usize> = tenants.iter().enumerate().map(|(i, t)| (*t, i)).collect();
+    for c in candidates {
+        if let Some(i) = index.get(&c.tenant_id) {
+            queues[*i].push_back(c);
+        }
+    }
+    let mut taken = Vec::new();
+    let mut bytes = 0i64;
+    'rounds: loop {
+        let mut any = false;
+        for q in queues.iter_mut() {
+            let Some(c) = q.front() else { continue };
+            any = true;
+            let size = i64::from(c.size_bytes.max(0));
+            let alone = want.idle && taken.is_empty();
+            if bytes + size > want.bytes && !alone {
+                break 'rounds;
+            }
+            bytes += size;
+            if let Some(c) = q.pop_front() {
+                taken.push(c);
+            }
+            if taken.len() >= want.slots {
+                break 'rounds;
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    taken
 }

@@ -1,9 +1,12 @@
-//! The durable queue in Postgres: coalesced enqueue (`ingest`), claiming with
-//! a lease and recording outcomes (`claim`), and the retry policy (`retry`).
+//! The durable queue in Postgres: coalesced enqueue (`ingest`), the narrow
+//! queue table with leases and their heartbeat (`model`), fair claiming
+//! (`claim`), fenced outcomes (`record`), and the retry policy (`retry`).
 
 pub mod claim;
 pub mod ingest;
+pub mod model;
+pub mod record;
 pub mod retry;
 
-/// The channel `NOTIFY`d after every committed enqueue; idle workers LISTEN on it.
+/// The channel `NOTIFY`d after committed enqueues; idle workers LISTEN on it.
 pub const CHANNEL: &str = "postline_email";

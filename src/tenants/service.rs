@@ -127,6 +127,16 @@ pub async fn update(state: &AppState, r: TenantRef, patch: UpdateTenant) -> AppR
             patch.apply(&mut row, &vault, guard)?;
             let saved = row.save(conn).map_err(external_id_conflict)?;
             let changed = saved.status != before;
+            // Suspension holds the tenant's waiting mail; activation resumes it.
+            match (before.as_str(), saved.status.as_str()) {
+                (_, "suspended") if changed => {
+                    crate::queue::model::hold_tenant(conn, saved.tenant_id())?;
+                }
+                ("suspended", "active") => {
+                    crate::queue::model::resume_tenant(conn, saved.tenant_id())?;
+                }
+                _ => {}
+            }
             Ok::<_, AppError>((saved, changed))
         })
     })

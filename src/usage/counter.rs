@@ -50,7 +50,7 @@ impl RequestCounter {
         }
         let result = db::run(&self.pool, move |conn| {
             for (day, deltas) in &by_day {
-                model::add(conn, *day, deltas)?;
+                model::add(conn, *day, model::pick_shard(), deltas)?;
             }
             Ok(())
         })

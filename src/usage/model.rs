@@ -1,12 +1,18 @@
-//! `usage_daily`: per tenant, per UTC day counters, and the exact daily quota.
-//! Rows are locked and updated in tenant-id order so concurrent transactions
-//! (also on other nodes) never deadlock on them.
+//! `usage_daily`: per tenant, per UTC day counters in shards, and the exact
+//! daily quota.
+//!
+//! One lock order: shard 0 holds the quota count and is locked (in tenant
+//! order) only by ingest, only for quota-bound tenants, and always first.
+//! Every other counter is added to one of the shards `1..=SHARDS` in a single
+//! statement in tenant order. So ingest and the worker never lock each
+//! other's rows in opposite orders, and the worker never waits for a quota
+//! lock. Reads sum the shards.
 
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Date, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Date, SmallInt, Uuid as SqlUuid};
 use uuid::Uuid;
 
 use crate::db::schema::usage_daily;
@@ -31,6 +37,15 @@ impl Counters {
     }
 }
 
+/// Counter shards besides the quota shard 0.
+pub const SHARDS: i16 = 8;
+
+/// A shard for one writer's counters: spreads concurrent writers over rows.
+pub fn pick_shard() -> i16 {
+    use rand::Rng;
+    rand::thread_rng().gen_range(1..=SHARDS)
+}
+
 #[derive(QueryableByName)]
 struct SentRow {
     #[diesel(sql_type = SqlUuid)]
@@ -39,8 +54,10 @@ struct SentRow {
     emails_sent: i64,
 }
 
-/// Locks the day's rows of the given tenants (creating them) and returns
-/// what each has sent so far. Call inside the enqueue transaction.
+/// Locks the day's quota rows (shard 0) of the given tenants, creating them,
+/// and returns what each has sent so far over all shards. Call inside the
+/// enqueue transaction, before any other usage write of it; while a tenant is
+/// quota-bound, its `emails_sent` is only ever added to shard 0, under this lock.
 pub fn lock_sent(
     conn: &mut PgConnection,
     day: NaiveDate,
@@ -53,15 +70,22 @@ pub fn lock_sent(
         return Ok(BTreeMap::new());
     }
     diesel::sql_query(
-        "INSERT INTO usage_daily (tenant_id, day) SELECT t, $2 FROM unnest($1) AS t ORDER BY t \
-         ON CONFLICT (tenant_id, day) DO NOTHING",
+        "INSERT INTO usage_daily (tenant_id, day, shard) SELECT t, $2, 0 FROM unnest($1) AS t \
+         ORDER BY t ON CONFLICT (tenant_id, day, shard) DO NOTHING",
+    )
+    .bind::<Array<SqlUuid>, _>(&sorted)
+    .bind::<Date, _>(day)
+    .execute(conn)?;
+    diesel::sql_query(
+        "SELECT 1 FROM usage_daily WHERE tenant_id = ANY($1) AND day = $2 AND shard = 0 \
+         ORDER BY tenant_id FOR UPDATE",
     )
     .bind::<Array<SqlUuid>, _>(&sorted)
     .bind::<Date, _>(day)
     .execute(conn)?;
     let rows: Vec<SentRow> = diesel::sql_query(
-        "SELECT tenant_id, emails_sent FROM usage_daily WHERE tenant_id = ANY($1) AND day = $2 \
-         ORDER BY tenant_id FOR UPDATE",
+        "SELECT tenant_id, sum(emails_sent)::bigint AS emails_sent FROM usage_daily \
+         WHERE tenant_id = ANY($1) AND day = $2 GROUP BY tenant_id",
     )
     .bind::<Array<SqlUuid>, _>(&sorted)
     .bind::<Date, _>(day)
@@ -72,10 +96,13 @@ pub fn lock_sent(
         .collect())
 }
 
-/// Adds to the day's counters of many tenants in one statement.
+/// Adds to the day's counters of many tenants in one statement, in tenant
+/// order, on `shard` (0 only for the quota count of tenants locked by
+/// [`lock_sent`] in this transaction; else [`pick_shard`]).
 pub fn add(
     conn: &mut PgConnection,
     day: NaiveDate,
+    shard: i16,
     deltas: &BTreeMap<Uuid, Counters>,
 ) -> QueryResult<()> {
     if deltas.is_empty() {
@@ -84,9 +111,9 @@ pub fn add(
     let col = |f: fn(&Counters) -> i64| deltas.values().map(f).collect::<Vec<i64>>();
     let ids: Vec<Uuid> = deltas.keys().copied().collect();
     diesel::sql_query(
-        "INSERT INTO usage_daily AS u (tenant_id, day, emails_sent, emails_delivered, emails_bounced, emails_failed, api_requests) \
-         SELECT t, $2, s, d, b, f, a FROM unnest($1, $3, $4, $5, $6, $7) AS x(t, s, d, b, f, a) ORDER BY t \
-         ON CONFLICT (tenant_id, day) DO UPDATE SET \
+        "INSERT INTO usage_daily AS u (tenant_id, day, shard, emails_sent, emails_delivered, emails_bounced, emails_failed, api_requests) \
+         SELECT t, $2, $8, s, d, b, f, a FROM unnest($1, $3, $4, $5, $6, $7) AS x(t, s, d, b, f, a) ORDER BY t \
+         ON CONFLICT (tenant_id, day, shard) DO UPDATE SET \
            emails_sent = u.emails_sent + EXCLUDED.emails_sent, \
            emails_delivered = u.emails_delivered + EXCLUDED.emails_delivered, \
            emails_bounced = u.emails_bounced + EXCLUDED.emails_bounced, \
@@ -100,32 +127,67 @@ pub fn add(
     .bind::<Array<BigInt>, _>(col(|c| c.emails_bounced))
     .bind::<Array<BigInt>, _>(col(|c| c.emails_failed))
     .bind::<Array<BigInt>, _>(col(|c| c.api_requests))
+    .bind::<SmallInt, _>(shard)
     .execute(conn)
     .map(|_| ())
 }
 
-#[derive(Debug, Queryable)]
+#[derive(Debug)]
 pub struct DayRow {
     pub tenant_id: Uuid,
     pub day: NaiveDate,
     pub counters: Counters,
 }
 
-/// Daily rows of the given tenants between two dates (inclusive).
+#[derive(QueryableByName)]
+struct SummedRow {
+    #[diesel(sql_type = SqlUuid)]
+    tenant_id: Uuid,
+    #[diesel(sql_type = Date)]
+    day: NaiveDate,
+    #[diesel(sql_type = BigInt)]
+    emails_sent: i64,
+    #[diesel(sql_type = BigInt)]
+    emails_delivered: i64,
+    #[diesel(sql_type = BigInt)]
+    emails_bounced: i64,
+    #[diesel(sql_type = BigInt)]
+    emails_failed: i64,
+    #[diesel(sql_type = BigInt)]
+    api_requests: i64,
+}
+
+/// Daily counters (shards summed) of the given tenants between two dates
+/// (inclusive), by tenant and day.
 pub fn days(
     conn: &mut PgConnection,
     tenants: &[Uuid],
     from: NaiveDate,
     to: NaiveDate,
 ) -> QueryResult<Vec<DayRow>> {
-    usage_daily::table
-        .filter(usage_daily::tenant_id.eq_any(tenants))
-        .filter(usage_daily::day.between(from, to))
-        .order((usage_daily::tenant_id, usage_daily::day))
-        .select((
-            usage_daily::tenant_id,
-            usage_daily::day,
-            Counters::as_select(),
-        ))
-        .load(conn)
+    let rows: Vec<SummedRow> = diesel::sql_query(
+        "SELECT tenant_id, day, sum(emails_sent)::bigint AS emails_sent, \
+           sum(emails_delivered)::bigint AS emails_delivered, sum(emails_bounced)::bigint AS emails_bounced, \
+           sum(emails_failed)::bigint AS emails_failed, sum(api_requests)::bigint AS api_requests \
+         FROM usage_daily WHERE tenant_id = ANY($1) AND day BETWEEN $2 AND $3 \
+         GROUP BY tenant_id, day ORDER BY tenant_id, day",
+    )
+    .bind::<Array<SqlUuid>, _>(tenants)
+    .bind::<Date, _>(from)
+    .bind::<Date, _>(to)
+    .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| DayRow {
+            tenant_id: r.tenant_id,
+            day: r.day,
+            counters: Counters {
+                emails_sent: r.emails_sent,
+                emails_delivered: r.emails_delivered,
+                emails_bounced: r.emails_bounced,
+                emails_failed: r.emails_failed,
+                api_requests: r.api_requests,
+            },
+        })
+        .collect())
 }

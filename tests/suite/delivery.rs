@@ -205,6 +205,7 @@ async fn authenticates_to_the_relay() {
     let sink = SmtpSink::start_with(SinkConfig {
         require_auth: Some(("tenant-relay".into(), "pa55".into())),
         advertise_starttls: false,
+        ..Default::default()
     })
     .await;
     let with = |password: &str| {
@@ -298,6 +299,7 @@ async fn tls_modes_never_fall_back_to_plaintext() {
     let offering = SmtpSink::start_with(SinkConfig {
         require_auth: None,
         advertise_starttls: true,
+        ..Default::default()
     })
     .await;
     let refused = with_tls(TlsMode::Starttls, offering.port())

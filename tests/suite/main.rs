@@ -22,6 +22,7 @@ mod http_errors;
 mod limits;
 mod observability;
 mod openapi;
+mod queue;
 mod rotation;
 mod sending;
 mod smtp_sink;

@@ -78,7 +78,7 @@ async fn request_ids_metrics_and_no_secrets_in_logs() {
     );
     assert!(!m.text.contains(tid), "raw ids never become labels");
     assert!(
-        m.text.contains("postline_queue_depth{status=\"queued\"} 1"),
+        m.text.contains("postline_queue_depth{status=\"ready\"} 1"),
         "{}",
         m.text
     );
@@ -117,7 +117,7 @@ async fn the_worker_role_serves_metrics_on_its_own_listener() {
         .await
         .unwrap();
     assert!(
-        body.contains("postline_queue_depth{status=\"queued\"} 0"),
+        body.contains("postline_queue_depth{status=\"ready\"} 0"),
         "{body}"
     );
     let health = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))

@@ -116,6 +116,7 @@ async fn auth_is_enforced_for_plain_and_login() {
     let sink = SmtpSink::start_with(SinkConfig {
         require_auth: Some(("relay-user".into(), "s3cret".into())),
         advertise_starttls: false,
+        ..Default::default()
     })
     .await;
 

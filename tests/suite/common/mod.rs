@@ -178,10 +178,15 @@ impl TestApp {
     /// Starts a delivery worker with this app's settings.
     pub fn start_worker(&mut self) {
         let s = self.state.settings.clone();
-        self.worker = Some(postline::worker::spawn(
+        // Woken by this app's commits, as in `postline serve`.
+        self.worker = Some(postline::worker::spawn_with(
             s,
             self.state.pool.clone(),
             self.state.vault.clone(),
+            postline::worker::Options {
+                wake: Some(self.state.ingest.committed()),
+                ..Default::default()
+            },
         ));
     }
 
@@ -375,4 +380,25 @@ pub fn mime_parts(raw: &str) -> Vec<(String, String)> {
         .trim()
         .to_ascii_lowercase();
     vec![(mime, decoded)]
+}
+
+/// Claims like a worker would (fair claim, no byte limit) with `lease_secs`,
+/// and does nothing more: a worker that died or hangs.
+pub fn claim_as_worker(
+    conn: &mut PgConnection,
+    slots: usize,
+    lease_secs: f64,
+) -> postline::queue::claim::Claim {
+    let none = std::collections::HashMap::new();
+    let want = postline::queue::claim::Want {
+        slots,
+        bytes: i64::MAX,
+        idle: true,
+        tenant_cap: slots,
+        inflight: &none,
+        skip: &[],
+        lease_secs,
+    };
+    let mut cursor = uuid::Uuid::nil();
+    postline::queue::claim::claim(conn, &want, &mut cursor).expect("claim")
 }

@@ -38,6 +38,8 @@ pub struct SinkConfig {
     pub require_auth: Option<(String, String)>,
     /// Advertise STARTTLS (the sink answers the command with 454: no TLS here).
     pub advertise_starttls: bool,
+    /// A slow relay: wait this long after the end of DATA before accepting.
+    pub data_delay: Duration,
 }
 
 /// One message accepted after `DATA` (`250`).
@@ -539,6 +541,9 @@ async fn data(wire: &mut Wire, s: &mut Session, id: u64, shared: &Shared) -> io:
     }
     if let Some(reply) = failure {
         return Ok(reply.to_string());
+    }
+    if !shared.cfg.data_delay.is_zero() {
+        tokio::time::sleep(shared.cfg.data_delay).await;
     }
     let msg = ReceivedMessage {
         mail_from: s.mail_from.clone().unwrap_or_default(),

@@ -1,0 +1,280 @@
+//! `email_queue`: one narrow row per message with work left (DESIGN §5,
+//! issue 10). Enqueue, leases and their heartbeat, the reclaim of expired
+//! leases, and holding a suspended tenant's mail. The claim itself is in
+//! [`super::claim`], outcomes in [`super::record`].
+
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Double, Integer, Text, Uuid as SqlUuid};
+use uuid::Uuid;
+
+use crate::db::schema::email_queue;
+use crate::domain::TenantId;
+use crate::emails::model::NewEmail;
+
+#[derive(Insertable)]
+#[diesel(table_name = email_queue)]
+struct NewEntry {
+    tenant_id: Uuid,
+    email_id: Uuid,
+    next_attempt_at: chrono::DateTime<chrono::Utc>,
+    size_bytes: i32,
+}
+
+/// The content bytes a message holds in memory while it is being sent,
+/// before MIME encoding: what `worker.max_inflight_bytes` counts.
+pub fn content_size(e: &NewEmail) -> i32 {
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    let json = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => 0,
+        serde_json::Value::String(s) => s.len(),
+        other => other.to_string().len(),
+    };
+    let addrs: usize = [&e.to_addrs, &e.cc_addrs, &e.bcc_addrs, &e.reply_to]
+        .iter()
+        .flat_map(|v| v.iter())
+        .map(String::len)
+        .sum();
+    let total = e.subject.len()
+        + text(&e.text_body)
+        + text(&e.html_body)
+        + json(&e.headers)
+        + json(&e.attachments)
+        + addrs;
+    i32::try_from(total).unwrap_or(i32::MAX)
+}
+
+/// Queue rows for new messages (same transaction as the messages).
+pub fn insert(conn: &mut PgConnection, rows: &[&NewEmail]) -> QueryResult<()> {
+    for chunk in rows.chunks(5000) {
+        let entries: Vec<NewEntry> = chunk
+            .iter()
+            .map(|e| NewEntry {
+                tenant_id: e.tenant_id,
+                email_id: e.id,
+                next_attempt_at: e.created_at,
+                size_bytes: content_size(e),
+            })
+            .collect();
+        diesel::insert_into(email_queue::table)
+            .values(&entries)
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// One lease this worker holds: the fencing token of its claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Lease {
+    pub tenant_id: Uuid,
+    pub email_id: Uuid,
+    pub fence: i64,
+}
+
+fn columns(leases: &[Lease]) -> (Vec<Uuid>, Vec<Uuid>, Vec<i64>) {
+    (
+        leases.iter().map(|l| l.tenant_id).collect(),
+        leases.iter().map(|l| l.email_id).collect(),
+        leases.iter().map(|l| l.fence).collect(),
+    )
+}
+
+/// Renews the leases still held with these fences for `lease_secs` from now;
+/// returns how many were renewed (a lease taken over by another claim, or
+/// reclaimed, is not).
+pub fn heartbeat(conn: &mut PgConnection, leases: &[Lease], lease_secs: f64) -> QueryResult<usize> {
+    if leases.is_empty() {
+        return Ok(0);
+    }
+    let (t, e, f) = columns(leases);
+    diesel::sql_query(
+        "UPDATE email_queue AS q SET lease_until = now() + make_interval(secs => $4) \
+         FROM unnest($1, $2, $3) AS u(t, e, f) \
+         WHERE q.tenant_id = u.t AND q.email_id = u.e AND q.fence = u.f AND q.lease_until IS NOT NULL",
+    )
+    .bind::<Array<SqlUuid>, _>(&t)
+    .bind::<Array<SqlUuid>, _>(&e)
+    .bind::<Array<BigInt>, _>(&f)
+    .bind::<Double, _>(lease_secs)
+    .execute(conn)
+}
+
+/// A message whose lease expired `max_lost` times without an outcome.
+#[derive(Debug, QueryableByName)]
+pub struct Lost {
+    #[diesel(sql_type = SqlUuid)]
+    pub tenant_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub email_id: Uuid,
+    #[diesel(sql_type = BigInt)]
+    pub fence: i64,
+    #[diesel(sql_type = Integer)]
+    pub lost: i32,
+}
+
+/// Expired leases become claimable again at once, counting the loss; the
+/// fence stays, so the late worker's outcome still counts until another
+/// claim takes the message. Returns (reclaimed, those lost `max_lost` times):
+/// the caller fails the latter ([`super::record`]).
+pub fn reclaim_expired(conn: &mut PgConnection, max_lost: i32) -> QueryResult<(usize, Vec<Lost>)> {
+    let over: Vec<Lost> = diesel::sql_query(
+        "SELECT tenant_id, email_id, fence, lost + 1 AS lost FROM email_queue \
+         WHERE lease_until < now() AND lost + 1 >= $1 LIMIT 1000",
+    )
+    .bind::<Integer, _>(max_lost)
+    .load(conn)?;
+    let n = diesel::sql_query(
+        "UPDATE email_queue SET lease_until = NULL, lost = lost + 1, next_attempt_at = now() \
+         WHERE lease_until < now() AND lost + 1 < $1",
+    )
+    .bind::<Integer, _>(max_lost)
+    .execute(conn)?;
+    Ok((n, over))
+}
+
+/// Suspension: the tenant's waiting mail is held (not claimable; status
+/// `held`). Mail in flight finishes; if it is deferred, [`hold_stragglers`]
+/// holds it too.
+pub fn hold_tenant(conn: &mut PgConnection, tenant: TenantId) -> QueryResult<usize> {
+    diesel::sql_query(
+        "UPDATE email_queue SET held = true WHERE tenant_id = $1 AND NOT held AND lease_until IS NULL",
+    )
+    .bind::<SqlUuid, _>(tenant.0)
+    .execute(conn)?;
+    diesel::sql_query(
+        "UPDATE emails AS e SET status = 'held' FROM email_queue q \
+         WHERE q.tenant_id = $1 AND q.held AND e.tenant_id = q.tenant_id AND e.id = q.email_id \
+           AND e.status IN ('queued', 'deferred')",
+    )
+    .bind::<SqlUuid, _>(tenant.0)
+    .execute(conn)
+}
+
+/// The tenant is active again: its held mail is claimable at once.
+pub fn resume_tenant(conn: &mut PgConnection, tenant: TenantId) -> QueryResult<usize> {
+    diesel::sql_query(
+        "UPDATE emails AS e SET status = 'queued' FROM email_queue q \
+         WHERE q.tenant_id = $1 AND q.held AND e.tenant_id = q.tenant_id AND e.id = q.email_id \
+           AND e.status = 'held'",
+    )
+    .bind::<SqlUuid, _>(tenant.0)
+    .execute(conn)?;
+    diesel::sql_query(
+        "UPDATE email_queue SET held = false, next_attempt_at = LEAST(next_attempt_at, now()) \
+         WHERE tenant_id = $1 AND held",
+    )
+    .bind::<SqlUuid, _>(tenant.0)
+    .execute(conn)
+}
+
+/// Holds what suspended tenants had in flight when they were suspended and
+/// has since come back to the queue (deferred or requeued).
+pub fn hold_stragglers(conn: &mut PgConnection) -> QueryResult<usize> {
+    let ids: Vec<TenantIdRow> =
+        diesel::sql_query("SELECT id FROM tenants WHERE status = 'suspended'").load(conn)?;
+    let mut n = 0;
+    for t in ids {
+        n += hold_tenant(conn, TenantId(t.id))?;
+    }
+    Ok(n)
+}
+
+#[derive(QueryableByName)]
+struct TenantIdRow {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+}
+
+/// Deletion: the tenant's waiting and held mail leaves the queue; returns the
+/// message ids (their `emails` rows are marked canceled by the caller).
+pub fn remove_pending_of_tenant(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+) -> QueryResult<Vec<Uuid>> {
+    let rows: Vec<IdRow> = diesel::sql_query(
+        "DELETE FROM email_queue WHERE tenant_id = $1 AND lease_until IS NULL RETURNING email_id",
+    )
+    .bind::<SqlUuid, _>(tenant.0)
+    .load(conn)?;
+    Ok(rows.into_iter().map(|r| r.email_id).collect())
+}
+
+#[derive(QueryableByName)]
+struct IdRow {
+    #[diesel(sql_type = SqlUuid)]
+    email_id: Uuid,
+}
+
+/// What a reader sees of a message still in the queue.
+#[derive(Debug, QueryableByName)]
+pub struct QueueState {
+    #[diesel(sql_type = SqlUuid)]
+    pub email_id: Uuid,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    pub next_attempt_at: chrono::DateTime<chrono::Utc>,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub leased: bool,
+}
+
+/// Queue state of some of a tenant's messages (those not in the queue are
+/// absent).
+pub fn states(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    ids: &[Uuid],
+) -> QueryResult<Vec<QueueState>> {
+    diesel::sql_query(
+        "SELECT email_id, next_attempt_at, coalesce(lease_until > now(), false) AS leased \
+         FROM email_queue WHERE tenant_id = $1 AND email_id = ANY($2)",
+    )
+    .bind::<SqlUuid, _>(tenant.0)
+    .bind::<Array<SqlUuid>, _>(ids)
+    .load(conn)
+}
+
+#[derive(QueryableByName)]
+struct PairRow {
+    #[diesel(sql_type = SqlUuid)]
+    tenant_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    email_id: Uuid,
+}
+
+/// Which of these messages are under lease right now (shown as `sending`).
+pub fn leased(
+    conn: &mut PgConnection,
+    pairs: &[(Uuid, Uuid)],
+) -> QueryResult<std::collections::HashSet<(Uuid, Uuid)>> {
+    if pairs.is_empty() {
+        return Ok(Default::default());
+    }
+    let t: Vec<Uuid> = pairs.iter().map(|p| p.0).collect();
+    let e: Vec<Uuid> = pairs.iter().map(|p| p.1).collect();
+    let rows: Vec<PairRow> = diesel::sql_query(
+        "SELECT q.tenant_id, q.email_id FROM email_queue q JOIN unnest($1, $2) AS u(t, e) \
+           ON q.tenant_id = u.t AND q.email_id = u.e WHERE q.lease_until > now()",
+    )
+    .bind::<Array<SqlUuid>, _>(&t)
+    .bind::<Array<SqlUuid>, _>(&e)
+    .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.tenant_id, r.email_id))
+        .collect())
+}
+
+#[derive(QueryableByName)]
+pub struct DepthRow {
+    #[diesel(sql_type = Text)]
+    pub state: String,
+    #[diesel(sql_type = BigInt)]
+    pub n: i64,
+}
+
+/// Messages in the queue by state (`ready`, `sending`, `held`).
+pub fn depth(conn: &mut PgConnection) -> QueryResult<Vec<DepthRow>> {
+    diesel::sql_query(
+        "SELECT CASE WHEN held THEN 'held' WHEN lease_until IS NOT NULL THEN 'sending' \
+           ELSE 'ready' END AS state, count(*) AS n FROM email_queue GROUP BY 1",
+    )
+    .load(conn)
+}

@@ -1,0 +1,215 @@
+//! Recording outcomes, fenced: an outcome changes a message only while the
+//! queue row still carries the fence of the claim it belongs to, so a worker
+//! whose lease was taken over by another claim writes nothing. Outcomes, their
+//! events, the webhook outbox rows and the usage counters commit together.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use uuid::Uuid;
+
+use super::model::Lease;
+use crate::db::schema::email_events;
+use crate::emails::model::NewEvent;
+use crate::usage::model::{self as usage, Counters};
+
+/// What happened to one claimed message.
+#[derive(Clone, Debug)]
+pub enum Resolution {
+    Delivered {
+        response: String,
+    },
+    Deferred {
+        response: String,
+        next_attempt_at: DateTime<Utc>,
+    },
+    Bounced {
+        response: String,
+    },
+    Failed {
+        reason: String,
+    },
+    /// Not attempted (shutdown, or paced out): back to the queue until `at`,
+    /// the attempt not counted.
+    Requeued {
+        at: DateTime<Utc>,
+    },
+}
+
+impl Resolution {
+    fn status(&self) -> &'static str {
+        match self {
+            Resolution::Delivered { .. } => "delivered",
+            Resolution::Deferred { .. } => "deferred",
+            Resolution::Bounced { .. } => "bounced",
+            Resolution::Failed { .. } => "failed",
+            Resolution::Requeued { .. } => "queued",
+        }
+    }
+
+    /// The outcome name used in metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Resolution::Requeued { .. } => "requeued",
+            other => other.status(),
+        }
+    }
+
+    /// The event type recorded (and later sent to webhooks).
+    pub fn event(&self) -> Option<&'static str> {
+        match self {
+            Resolution::Delivered { .. } => Some("email.delivered"),
+            Resolution::Deferred { .. } => Some("email.deferred"),
+            Resolution::Bounced { .. } => Some("email.bounced"),
+            Resolution::Failed { .. } => Some("email.failed"),
+            Resolution::Requeued { .. } => None,
+        }
+    }
+}
+
+/// One outcome to record: the lease it belongs to, and which try it was.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub lease: Lease,
+    pub attempt: i32,
+    pub resolution: Resolution,
+}
+
+#[derive(QueryableByName)]
+struct ChangedRow {
+    #[diesel(sql_type = SqlUuid)]
+    tenant_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    email_id: Uuid,
+}
+
+/// Writes the outcomes that still hold their fence (two statements for the
+/// queue and the messages, one for events, one for the outbox, one for
+/// usage), in one transaction. Returns the messages changed.
+pub fn record(conn: &mut PgConnection, outcomes: &[Outcome]) -> QueryResult<Vec<(Uuid, Uuid)>> {
+    if outcomes.is_empty() {
+        return Ok(Vec::new());
+    }
+    conn.transaction(|conn| {
+        let n = outcomes.len();
+        let (mut t, mut e, mut f) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut statuses = Vec::with_capacity(n);
+        let mut responses: Vec<Option<String>> = Vec::with_capacity(n);
+        let mut errors: Vec<Option<String>> = Vec::with_capacity(n);
+        let mut next: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+        for o in outcomes {
+            t.push(o.lease.tenant_id);
+            e.push(o.lease.email_id);
+            f.push(o.lease.fence);
+            statuses.push(o.resolution.status().to_string());
+            let (resp, err, at) = match &o.resolution {
+                Resolution::Delivered { response } | Resolution::Bounced { response } => {
+                    (Some(response.clone()), None, None)
+                }
+                Resolution::Deferred {
+                    response,
+                    next_attempt_at,
+                } => (Some(response.clone()), Some(response.clone()), Some(*next_attempt_at)),
+                Resolution::Failed { reason } => (None, Some(reason.clone()), None),
+                Resolution::Requeued { at } => (None, None, Some(*at)),
+            };
+            responses.push(resp);
+            errors.push(err);
+            next.push(at);
+        }
+        let changed: Vec<ChangedRow> = diesel::sql_query(
+            "WITH u AS (SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7) \
+                         AS u(tenant_id, id, fence, status, resp, err, next)), \
+             gone AS (DELETE FROM email_queue q USING u \
+                      WHERE q.tenant_id = u.tenant_id AND q.email_id = u.id AND q.fence = u.fence \
+                        AND u.status IN ('delivered', 'bounced', 'failed') \
+                      RETURNING q.tenant_id, q.email_id), \
+             kept AS (UPDATE email_queue q SET lease_until = NULL, next_attempt_at = u.next \
+                      FROM u WHERE q.tenant_id = u.tenant_id AND q.email_id = u.id AND q.fence = u.fence \
+                        AND u.status IN ('deferred', 'queued') \
+                      RETURNING q.tenant_id, q.email_id), \
+             hit AS (SELECT * FROM gone UNION ALL SELECT * FROM kept), \
+             upd AS (UPDATE emails e SET \
+                       status = u.status, \
+                       attempts = e.attempts + 1, \
+                       smtp_response = COALESCE(u.resp, e.smtp_response), \
+                       last_error = CASE WHEN u.status = 'delivered' THEN NULL ELSE COALESCE(u.err, e.last_error) END, \
+                       delivered_at = CASE WHEN u.status = 'delivered' THEN now() ELSE e.delivered_at END \
+                     FROM u JOIN hit ON hit.tenant_id = u.tenant_id AND hit.email_id = u.id \
+                     WHERE e.tenant_id = u.tenant_id AND e.id = u.id AND u.status <> 'queued') \
+             SELECT tenant_id, email_id FROM hit",
+        )
+        .bind::<Array<SqlUuid>, _>(&t)
+        .bind::<Array<SqlUuid>, _>(&e)
+        .bind::<Array<BigInt>, _>(&f)
+        .bind::<Array<Text>, _>(&statuses)
+        .bind::<Array<Nullable<Text>>, _>(&responses)
+        .bind::<Array<Nullable<Text>>, _>(&errors)
+        .bind::<Array<Nullable<Timestamptz>>, _>(&next)
+        .load(conn)?;
+        let changed: HashSet<(Uuid, Uuid)> =
+            changed.into_iter().map(|r| (r.tenant_id, r.email_id)).collect();
+        let now = Utc::now();
+        let events: Vec<NewEvent> = outcomes
+            .iter()
+            .filter(|o| changed.contains(&(o.lease.tenant_id, o.lease.email_id)))
+            .filter_map(|o| {
+                o.resolution.event().map(|kind| NewEvent {
+                    tenant_id: o.lease.tenant_id,
+                    email_id: o.lease.email_id,
+                    kind: kind.to_string(),
+                    detail: event_detail(o),
+                    at: now,
+                })
+            })
+            .collect();
+        if !events.is_empty() {
+            diesel::insert_into(email_events::table).values(&events).execute(conn)?;
+            crate::webhooks::outbox::enqueue(conn, &events)?;
+        }
+        usage::add(conn, now.date_naive(), usage::pick_shard(), &terminal_counts(outcomes, &changed))?;
+        Ok(changed.into_iter().collect())
+    })
+}
+
+/// Terminal outcomes per tenant, for usage (only rows this call changed).
+fn terminal_counts(
+    outcomes: &[Outcome],
+    changed: &HashSet<(Uuid, Uuid)>,
+) -> BTreeMap<Uuid, Counters> {
+    let mut deltas: BTreeMap<Uuid, Counters> = BTreeMap::new();
+    for o in outcomes
+        .iter()
+        .filter(|o| changed.contains(&(o.lease.tenant_id, o.lease.email_id)))
+    {
+        let c = deltas.entry(o.lease.tenant_id).or_default();
+        match o.resolution {
+            Resolution::Delivered { .. } => c.emails_delivered += 1,
+            Resolution::Bounced { .. } => c.emails_bounced += 1,
+            Resolution::Failed { .. } => c.emails_failed += 1,
+            Resolution::Deferred { .. } | Resolution::Requeued { .. } => {}
+        }
+    }
+    deltas.retain(|_, c| c.emails_delivered + c.emails_bounced + c.emails_failed > 0);
+    deltas
+}
+
+fn event_detail(o: &Outcome) -> serde_json::Value {
+    match &o.resolution {
+        Resolution::Delivered { response } | Resolution::Bounced { response } => {
+            serde_json::json!({"attempt": o.attempt, "smtp_response": response})
+        }
+        Resolution::Deferred {
+            response,
+            next_attempt_at,
+        } => {
+            serde_json::json!({"attempt": o.attempt, "smtp_response": response, "next_attempt_at": next_attempt_at})
+        }
+        Resolution::Failed { reason } => {
+            serde_json::json!({"attempt": o.attempt, "reason": reason})
+        }
+        Resolution::Requeued { .. } => serde_json::json!({}),
+    }
+}

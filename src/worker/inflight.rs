@@ -1,0 +1,126 @@
+//! What this worker holds: in-flight slots (count and bytes, per tenant) and
+//! the leases the heartbeat renews until their outcome is recorded.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::config::WorkerSettings;
+use crate::queue::model::Lease;
+
+/// What a stopped worker did with the messages it held.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Sent (or failed) and recorded after the stop began.
+    pub finished: usize,
+    /// Not started, given back to the queue.
+    pub released: usize,
+}
+
+#[derive(Default)]
+struct State {
+    count: usize,
+    bytes: i64,
+    per_tenant: HashMap<Uuid, usize>,
+    /// Leases held, until their outcome is recorded.
+    leases: HashMap<(Uuid, Uuid), Lease>,
+}
+
+pub struct Inflight {
+    state: Mutex<State>,
+    /// A slot was freed.
+    pub freed: Notify,
+    pub max_count: usize,
+    pub max_bytes: i64,
+    pub tenant_cap: usize,
+}
+
+/// Room for the next claim.
+pub struct Room {
+    pub slots: usize,
+    pub bytes: i64,
+    pub idle: bool,
+    pub per_tenant: HashMap<Uuid, usize>,
+}
+
+impl Inflight {
+    pub fn new(w: &WorkerSettings) -> Self {
+        let max_count = w.concurrency.max(1);
+        let tenant_cap = match w.max_inflight_per_tenant {
+            0 => max_count.div_ceil(2),
+            n => n.min(max_count),
+        };
+        Inflight {
+            state: Mutex::new(State::default()),
+            freed: Notify::new(),
+            max_count,
+            max_bytes: i64::try_from(w.max_inflight_bytes).unwrap_or(i64::MAX),
+            tenant_cap,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A poisoned lock means a panic mid-update of plain counters; they
+        // are still whole.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn room(&self, batch: usize) -> Room {
+        let s = self.lock();
+        Room {
+            slots: self.max_count.saturating_sub(s.count).min(batch),
+            bytes: self.max_bytes - s.bytes,
+            idle: s.count == 0,
+            per_tenant: s.per_tenant.clone(),
+        }
+    }
+
+    pub fn free_slots(&self) -> usize {
+        self.max_count.saturating_sub(self.lock().count)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().count == 0
+    }
+
+    /// Takes a slot for a claimed message.
+    pub fn take(&self, lease: Lease, bytes: i32) {
+        let mut s = self.lock();
+        s.count += 1;
+        s.bytes += i64::from(bytes.max(0));
+        *s.per_tenant.entry(lease.tenant_id).or_default() += 1;
+        s.leases.insert((lease.tenant_id, lease.email_id), lease);
+    }
+
+    /// The send is over (its memory is gone); the lease stays held until
+    /// [`Inflight::recorded`].
+    pub fn release(&self, tenant: Uuid, bytes: i32) {
+        {
+            let mut s = self.lock();
+            s.count = s.count.saturating_sub(1);
+            s.bytes -= i64::from(bytes.max(0));
+            if let Some(n) = s.per_tenant.get_mut(&tenant) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    s.per_tenant.remove(&tenant);
+                }
+            }
+        }
+        self.freed.notify_one();
+    }
+
+    pub fn recorded(&self, leases: &[Lease]) {
+        let mut s = self.lock();
+        for l in leases {
+            if s.leases.get(&(l.tenant_id, l.email_id)) == Some(l) {
+                s.leases.remove(&(l.tenant_id, l.email_id));
+            }
+        }
+    }
+
+    pub fn leases(&self) -> Vec<Lease> {
+        self.lock().leases.values().copied().collect()
+    }
+}

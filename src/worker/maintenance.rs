@@ -1,0 +1,101 @@
+//! Lease heartbeat and queue maintenance.
+
+use std::time::Duration;
+
+use super::recorder::record_with_retry;
+use super::Ctx;
+use crate::db;
+use crate::queue::model as queue_db;
+use crate::queue::record::{Outcome, Resolution};
+
+/// Renews every lease this worker holds, every third of the lease, so a send
+/// longer than the lease is never taken over while its worker lives, and a
+/// dead worker's leases expire within one lease.
+pub async fn heartbeat(ctx: Ctx) {
+    let lease = ctx.settings.delivery.lease_secs as f64;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64((lease / 3.0).max(0.5)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let leases = ctx.inflight.leases();
+        if leases.is_empty() {
+            continue;
+        }
+        let held = leases.len();
+        let r = db::run(&ctx.pool, move |conn| {
+            Ok(queue_db::heartbeat(conn, &leases, lease)?)
+        })
+        .await;
+        match r {
+            Ok(renewed) if renewed < held => {
+                tracing::warn!(held, renewed, "some leases were lost (taken over or reclaimed); their outcomes will be ignored")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "lease heartbeat failed"),
+        }
+    }
+}
+
+/// Every second: expired leases become claimable (and a message lost
+/// `worker.max_lost_leases` times fails); every 5 s: mail of suspended
+/// tenants that came back from a send is held; hourly: old idempotency keys
+/// and finished webhook deliveries are purged.
+pub async fn run(ctx: Ctx) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let max_lost = i32::try_from(ctx.settings.worker.max_lost_leases).unwrap_or(i32::MAX);
+    let log_days = ctx.settings.webhooks.log_retention_days;
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        n += 1;
+        let (hold, purge) = (n % 5 == 0, n % 3600 == 0);
+        let r = db::run(&ctx.pool, move |conn| {
+            let reclaimed = queue_db::reclaim_expired(conn, max_lost)?;
+            if hold {
+                queue_db::hold_stragglers(conn)?;
+            }
+            if purge {
+                crate::emails::idempotency::purge_expired(conn)?;
+                crate::webhooks::deliveries::purge_finished(conn, log_days)?;
+            }
+            Ok(reclaimed)
+        })
+        .await;
+        let (reclaimed, lost) = match r {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!(error = %e, "maintenance skipped");
+                continue;
+            }
+        };
+        if reclaimed > 0 {
+            tracing::info!(reclaimed, "expired leases reclaimed");
+            ctx.wake_local.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        if !lost.is_empty() {
+            tracing::error!(
+                count = lost.len(),
+                "messages failed: their worker lost them repeatedly"
+            );
+            let failed = lost
+                .into_iter()
+                .map(|l| Outcome {
+                    lease: queue_db::Lease {
+                        tenant_id: l.tenant_id,
+                        email_id: l.email_id,
+                        fence: l.fence,
+                    },
+                    attempt: l.lost,
+                    resolution: Resolution::Failed {
+                        reason: format!(
+                            "worker lost it repeatedly: {} leases expired without an outcome",
+                            l.lost
+                        ),
+                    },
+                })
+                .collect();
+            record_with_retry(&ctx.pool, failed).await;
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The delivery worker (DESIGN §5, issue 10), by what each part does:
+//! - [`dispatch`]: the claim loop: fair claims (`queue::claim`) whenever
+//!   in-flight slots and bytes are free, one task per message;
+//! - [`send`]: one message: prepare (MIME, on its own failure path), pace,
+//!   relay, and what the reply means;
+//! - [`recorder`]: outcomes recorded as sends finish, batched, fenced;
+//! - [`maintenance`]: lease heartbeat, reclaim of expired leases (and the cap
+//!   on lost leases), held stragglers, purges;
+//! - [`listen`]: the LISTEN thread that wakes the loop on other nodes' mail.
+//!
+//! On shutdown the loop stops claiming, sends already started finish and are
+//! recorded, messages not yet started go back to the queue.
+
+mod dispatch;
+mod inflight;
+mod listen;
+mod maintenance;
+mod recorder;
+mod relays;
+mod send;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::Settings;
+use crate::crypto::Vault;
+use crate::db::PgPool;
+use crate::delivery::Transports;
+use crate::emails::model::EmailRow;
+use crate::limits::pacer::Pacer;
+use crate::queue::retry::RetryPolicy;
+use crate::webhooks::dispatcher;
+
+pub use inflight::Summary;
+
+/// Turns a claimed row into the bytes sent. Runs on the blocking pool; an
+/// error or a panic fails that message alone.
+pub type Prepare = Arc<dyn Fn(EmailRow) -> anyhow::Result<Vec<u8>> + Send + Sync>;
+
+/// How the worker is wired into its process.
+#[derive(Clone)]
+pub struct Options {
+    /// In-process wake-ups (the ingestor's commits in `serve`), besides LISTEN.
+    pub wake: Option<watch::Receiver<u64>>,
+    pub prepare: Prepare,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            wake: None,
+            prepare: Arc::new(crate::emails::mime::build),
+        }
+    }
+}
+
+/// A running worker; [`WorkerHandle::stop`] shuts it down gracefully.
+pub struct WorkerHandle {
+    shutdown: watch::Sender<bool>,
+    dispatch: JoinHandle<Summary>,
+    others: Vec<JoinHandle<()>>,
+    helpers: Vec<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// Stops claiming, waits up to `timeout` for the sends in flight and
+    /// their outcomes, logs what happened, and returns it.
+    pub async fn stop(self, timeout: Duration) -> Summary {
+        let _ = self.shutdown.send(true);
+        tracing::info!("worker: stopped claiming; finishing the sends in flight");
+        let summary = match tokio::time::timeout(timeout, self.dispatch).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "worker: claim loop failed");
+                Summary::default()
+            }
+            Err(_) => {
+                tracing::warn!("worker: sends still in flight at the shutdown timeout; their leases will expire and be reclaimed");
+                Summary::default()
+            }
+        };
+        // The recorder ends once every sender of outcomes is gone: the
+        // helpers hold one.
+        for h in self.helpers {
+            h.abort();
+        }
+        let _ = tokio::time::timeout(timeout, futures_util::future::join_all(self.others)).await;
+        tracing::info!(
+            finished = summary.finished,
+            released = summary.released,
+            "worker: stopped ({} in flight finished, {} released to the queue)",
+            summary.finished,
+            summary.released
+        );
+        summary
+    }
+}
+
+#[derive(Clone)]
+struct Ctx {
+    pool: PgPool,
+    vault: Vault,
+    transports: Arc<Transports>,
+    settings: Arc<Settings>,
+    retry: RetryPolicy,
+    pacer: Arc<Pacer>,
+    prepare: Prepare,
+    inflight: Arc<inflight::Inflight>,
+    outcomes: mpsc::Sender<recorder::Done>,
+    /// Bumped by maintenance when it made mail claimable (reclaim, resume).
+    wake_local: Arc<watch::Sender<u64>>,
+}
+
+/// Starts the worker role with default options (LISTEN wake-ups only).
+pub fn spawn(settings: Arc<Settings>, pool: PgPool, vault: Vault) -> WorkerHandle {
+    spawn_with(settings, pool, vault, Options::default())
+}
+
+/// Starts the worker role: the claim loop, the outcome recorder, the webhook
+/// dispatcher, and the LISTEN, heartbeat and maintenance tasks.
+pub fn spawn_with(
+    settings: Arc<Settings>,
+    pool: PgPool,
+    vault: Vault,
+    options: Options,
+) -> WorkerHandle {
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (listen_tx, listen_rx) = watch::channel(0u64);
+    let (outbox_tx, outbox_rx) = watch::channel(0u64);
+    let (local_tx, local_rx) = watch::channel(0u64);
+    let w = &settings.worker;
+    let (done_tx, done_rx) = mpsc::channel(w.concurrency.max(1) * 2);
+    let ctx = Ctx {
+        retry: RetryPolicy {
+            initial: Duration::from_millis(settings.delivery.retry_initial_ms),
+            max: Duration::from_millis(settings.delivery.retry_max_ms),
+        },
+        transports: Arc::new(Transports::from_settings(&settings)),
+        pacer: Arc::new(Pacer::new(settings.limits.nodes)),
+        prepare: options.prepare,
+        inflight: Arc::new(inflight::Inflight::new(w)),
+        outcomes: done_tx,
+        wake_local: Arc::new(local_tx),
+        pool,
+        vault,
+        settings,
+    };
+    // The LISTEN thread ends by itself once every receiver of it is gone.
+    listen::start(ctx.settings.database.url.clone(), listen_tx);
+    let recorder = tokio::spawn(recorder::run(
+        ctx.pool.clone(),
+        ctx.inflight.clone(),
+        done_rx,
+        outbox_tx,
+    ));
+    let helpers = vec![
+        tokio::spawn(maintenance::heartbeat(ctx.clone())),
+        tokio::spawn(maintenance::run(ctx.clone())),
+    ];
+    let mut wakes = vec![listen_rx.clone(), local_rx];
+    wakes.extend(options.wake.clone());
+    let dispatch = tokio::spawn(dispatch::run(ctx.clone(), wakes, shutdown_rx.clone()));
+    let mut others = vec![recorder];
+    // The webhook dispatcher runs with the worker role and stops with it. It
+    // wakes on commits of new mail (their `email.queued` events) and on
+    // recorded outcomes (their events), besides its own poll.
+    let queue_wake = options.wake.unwrap_or(listen_rx);
+    match dispatcher::spawn(
+        ctx.settings.clone(),
+        ctx.pool.clone(),
+        ctx.vault.clone(),
+        shutdown_rx,
+        [queue_wake, outbox_rx],
+    ) {
+        Ok(handle) => others.push(handle),
+        Err(e) => tracing::error!(error = %format!("{e:#}"), "webhook dispatcher not started"),
+    }
+    drop(ctx);
+    WorkerHandle {
+        shutdown: shutdown_tx,
+        dispatch,
+        others,
+        helpers,
+    }
+}
+
+/// Resolves when `rx` sees a new value; never, once its sender is gone (a
+/// closed channel must not turn a `select!` into a busy loop).
+pub(crate) async fn changed<T>(rx: &mut watch::Receiver<T>) {
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
