@@ -13,7 +13,12 @@
 //! Part B (worker on, relay = the in-process sink): tenant W (no limit) at
 //! `W_RATE`/s alone, then again while tenant F (`emails_per_second` =
 //! `F_LIMIT`) floods at 10× its limit; W's 202 → sink latency both times.
-//! Run: `deploy/dev bench limits`.
+//!
+//! Part C (worker on): head-of-line blocking (issue 10). Tenant H, with no
+//! limit at all, enqueues a backlog of `BACKLOG` 10 KB messages at once;
+//! W's 202 → sink latency while the worker drains it, against W alone in
+//! the same run. Fair claiming gives W's mail a share of the next claim.
+//! Run: `deploy/dev bench limits` (`POSTLINE_BENCH_PARTS=C` for C alone).
 
 mod common;
 
@@ -60,9 +65,17 @@ fn main() {
         ),
     );
 
-    part_a(&env, &rt, &bench, &db, &sink, postmaster);
-    cancel_queued(&db.url);
-    part_b(&env, &rt, &mut bench, &db.url, &sink);
+    let parts = std::env::var("POSTLINE_BENCH_PARTS").unwrap_or_else(|_| "ABC".into());
+    if parts.contains('A') {
+        part_a(&env, &rt, &bench, &db, &sink, postmaster);
+        cancel_queued(&db.url);
+    }
+    if parts.contains('B') {
+        part_b(&env, &rt, &mut bench, &db.url, &sink);
+    }
+    if parts.contains('C') {
+        part_c(&env, &rt, &mut bench, &db.url, &sink);
+    }
     drop(bench);
     drop(sink);
 }
@@ -263,9 +276,9 @@ fn part_b(
     let warm = drive(bench, w_reqs.clone(), 5, 1, Some(w_rate));
     rt.block_on(sink.sink.wait_count(warm.ok, Duration::from_secs(30)));
 
-    let w_alone = w_pass(env, bench, sink, &w_reqs, w_n, w_rate, None);
+    let w_alone = w_pass(env, bench, sink, &w_reqs, w_n, w_rate, None, "W alone");
     let flood = Some((f_reqs, f_n, f_rate, f[0].domain.clone()));
-    let w_flood = w_pass(env, bench, sink, &w_reqs, w_n, w_rate, flood);
+    let w_flood = w_pass(env, bench, sink, &w_reqs, w_n, w_rate, flood, "W during F's flood");
 
     let p_alone = w_alone.percentiles(&[0.5, 0.95, 0.99]);
     let p_flood = w_flood.percentiles(&[0.5, 0.95, 0.99]);
@@ -279,6 +292,64 @@ fn part_b(
             ms(p_alone[2]),
             ms(p_flood[0]),
             ms(p_alone[0])
+        ),
+    );
+    rt.block_on(bench.stop_worker());
+    cancel_queued(db_url);
+}
+
+fn part_c(
+    env: &BenchEnv,
+    rt: &tokio::runtime::Runtime,
+    bench: &mut BenchApp,
+    db_url: &str,
+    sink: &SinkThread,
+) {
+    let backlog = env.param("BACKLOG", 20_000, 1_000);
+    let w_rate = env.param("W_RATE", 5, 5) as f64;
+    let secs = env.param("FLOOD_SECS", 15, 1) as f64;
+    println!("-- C: head-of-line: H enqueues {backlog} x 10 KB at once, W at {w_rate}/s meanwhile, {secs} s --");
+    let w = rt.block_on(bench.tenants(1));
+    let h = rt.block_on(bench.tenants(1));
+    let w_n = (w_rate * secs) as usize;
+    let w_reqs = Arc::new(app::single_requests(&w, w_n, 1024));
+    let h_reqs = Arc::new(app::batch_requests(&h, backlog / 100, 100, 10 * 1024));
+    {
+        let _rt = rt.enter();
+        bench.start_worker();
+    }
+    let warm = drive(bench, w_reqs.clone(), 5, 1, Some(w_rate));
+    rt.block_on(sink.sink.wait_count(warm.ok, Duration::from_secs(30)));
+    let alone = w_pass(env, bench, sink, &w_reqs, w_n, w_rate, None, "W alone");
+    let before = sink.sink.count();
+    let t0 = Instant::now();
+    let h_out = drive(bench, h_reqs, backlog / 100, 16, None);
+    check(env, "H backlog", &h_out);
+    let enqueued = t0.elapsed();
+    let during = w_pass(env, bench, sink, &w_reqs, w_n, w_rate, None, "W during H's backlog");
+    let window = t0.elapsed();
+    let delivered = sink.sink.count() - before;
+    print_figure(
+        "H backlog",
+        format!(
+            "{} accepted in {:.2} s; {delivered} of them and W's delivered {:.1} s after H began (still draining: {})",
+            h_out.ok * 100,
+            enqueued.as_secs_f64(),
+            window.as_secs_f64(),
+            delivered < h_out.ok * 100
+        ),
+    );
+    let (a, d) = (alone.percentiles(&[0.5, 0.99]), during.percentiles(&[0.5, 0.99]));
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    print_figure(
+        "W p99 during H's backlog / alone",
+        format!(
+            "{:.2} ({:.2} vs {:.2} ms; target <= 2000 ms); p50 {:.2} vs {:.2} ms",
+            ms(d[1]) / ms(a[1]).max(1e-6),
+            ms(d[1]),
+            ms(a[1]),
+            ms(d[0]),
+            ms(a[0])
         ),
     );
     rt.block_on(bench.stop_worker());
@@ -299,12 +370,8 @@ fn w_pass(
     w_n: usize,
     w_rate: f64,
     flood: Option<Flood>,
+    label: &str,
 ) -> Samples {
-    let label = if flood.is_some() {
-        "W during F's flood"
-    } else {
-        "W alone"
-    };
     let base = sink.sink.count();
     let t0 = Instant::now();
     let (w_out, f_out) = std::thread::scope(|s| {

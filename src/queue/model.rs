@@ -135,53 +135,41 @@ pub fn reclaim_expired(conn: &mut PgConnection, max_lost: i32) -> QueryResult<(u
 /// `held`). Mail in flight finishes; if it is deferred, [`hold_stragglers`]
 /// holds it too.
 pub fn hold_tenant(conn: &mut PgConnection, tenant: TenantId) -> QueryResult<usize> {
-    diesel::sql_query(
-        "UPDATE email_queue SET held = true WHERE tenant_id = $1 AND NOT held AND lease_until IS NULL",
-    )
-    .bind::<SqlUuid, _>(tenant.0)
-    .execute(conn)?;
-    diesel::sql_query(
-        "UPDATE emails AS e SET status = 'held' FROM email_queue q \
-         WHERE q.tenant_id = $1 AND q.held AND e.tenant_id = q.tenant_id AND e.id = q.email_id \
-           AND e.status IN ('queued', 'deferred')",
-    )
-    .bind::<SqlUuid, _>(tenant.0)
+    diesel::sql_query(format!("{HOLD} AND q.tenant_id = $1) {HOLD_EMAILS}"))
+        .bind::<SqlUuid, _>(tenant.0)
+        .execute(conn)
+}
+
+/// Holds the waiting mail of every suspended tenant that is not held yet:
+/// what such tenants had in flight when they were suspended and has come
+/// back (deferred or requeued) since. One statement.
+pub fn hold_stragglers(conn: &mut PgConnection) -> QueryResult<usize> {
+    diesel::sql_query(format!(
+        "{HOLD} AND EXISTS (SELECT 1 FROM tenants t WHERE t.id = q.tenant_id AND t.status = 'suspended')) \
+         {HOLD_EMAILS}"
+    ))
     .execute(conn)
 }
+
+/// The start of a hold: the CTE `h` of the queue rows held, completed by
+/// the caller's tenant condition and `)`.
+const HOLD: &str = "WITH h AS (UPDATE email_queue q SET held = true \
+    WHERE NOT q.held AND q.lease_until IS NULL";
+/// The messages of the rows held show `held`.
+const HOLD_EMAILS: &str = "RETURNING q.tenant_id, q.email_id) \
+    UPDATE emails e SET status = 'held' FROM h \
+    WHERE e.tenant_id = h.tenant_id AND e.id = h.email_id AND e.status IN ('queued', 'deferred')";
 
 /// The tenant is active again: its held mail is claimable at once.
 pub fn resume_tenant(conn: &mut PgConnection, tenant: TenantId) -> QueryResult<usize> {
     diesel::sql_query(
-        "UPDATE emails AS e SET status = 'queued' FROM email_queue q \
-         WHERE q.tenant_id = $1 AND q.held AND e.tenant_id = q.tenant_id AND e.id = q.email_id \
-           AND e.status = 'held'",
-    )
-    .bind::<SqlUuid, _>(tenant.0)
-    .execute(conn)?;
-    diesel::sql_query(
-        "UPDATE email_queue SET held = false, next_attempt_at = LEAST(next_attempt_at, now()) \
-         WHERE tenant_id = $1 AND held",
+        "WITH r AS (UPDATE email_queue SET held = false, next_attempt_at = LEAST(next_attempt_at, now()) \
+           WHERE tenant_id = $1 AND held RETURNING tenant_id, email_id) \
+         UPDATE emails e SET status = 'queued' FROM r \
+         WHERE e.tenant_id = r.tenant_id AND e.id = r.email_id AND e.status = 'held'",
     )
     .bind::<SqlUuid, _>(tenant.0)
     .execute(conn)
-}
-
-/// Holds what suspended tenants had in flight when they were suspended and
-/// has since come back to the queue (deferred or requeued).
-pub fn hold_stragglers(conn: &mut PgConnection) -> QueryResult<usize> {
-    let ids: Vec<TenantIdRow> =
-        diesel::sql_query("SELECT id FROM tenants WHERE status = 'suspended'").load(conn)?;
-    let mut n = 0;
-    for t in ids {
-        n += hold_tenant(conn, TenantId(t.id))?;
-    }
-    Ok(n)
-}
-
-#[derive(QueryableByName)]
-struct TenantIdRow {
-    #[diesel(sql_type = SqlUuid)]
-    id: Uuid,
 }
 
 /// Deletion: the tenant's waiting and held mail leaves the queue; returns the

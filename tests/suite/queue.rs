@@ -501,3 +501,27 @@ async fn in_flight_content_is_bounded_by_bytes_and_a_larger_message_still_goes_a
         sink.connections()
     );
 }
+
+#[tokio::test]
+async fn mail_that_comes_back_after_its_tenant_was_suspended_is_held_too() {
+    let sink = SmtpSink::start().await;
+    let mut app = TestApp::spawn_with(|s| common::smtp_settings(s, sink.port())).await;
+    let (tenant, key) = tenant_with_key(&app, json!({"name": "A"})).await;
+    let id = send(&app, &key, "a@a.example", "straggler").await;
+    // As if the message had been on the wire at the moment of suspension
+    // and came back deferred: the tenant is suspended, its row not held.
+    diesel::sql_query(format!(
+        "UPDATE tenants SET status = 'suspended' WHERE id = '{tenant}'"
+    ))
+    .execute(&mut app.sql_conn())
+    .unwrap();
+    app.start_worker();
+    let admin = app.admin_key.clone();
+    let path = format!("/v1/tenants/{tenant}/emails/{id}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.get(&path, &admin).await.json["status"] != "held" {
+        assert!(Instant::now() < deadline, "never held");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(sink.count(), 0, "a suspended tenant's mail was sent");
+}
