@@ -62,6 +62,8 @@ struct Ctx {
     /// Bumped after outcomes that wrote webhook outbox rows: wakes the
     /// dispatcher now instead of at its next poll.
     outbox: Arc<watch::Sender<u64>>,
+    /// DKIM signing with cached keys (issue 12).
+    signer: crate::domains::signing::Signer,
 }
 
 /// What the worker needs of a tenant for one batch.
@@ -87,6 +89,11 @@ pub fn spawn(settings: Arc<Settings>, pool: PgPool, vault: Vault) -> WorkerHandl
         transports: Arc::new(Transports::from_settings(&settings)),
         pacer: Arc::new(Pacer::new(settings.limits.nodes)),
         outbox: Arc::new(outbox_tx),
+        signer: crate::domains::signing::Signer::new(
+            pool.clone(),
+            vault.clone(),
+            Duration::from_secs(settings.domains.cache_secs),
+        ),
         pool,
         vault,
         settings,
@@ -250,6 +257,11 @@ async fn attempt(
     };
     let relay = match relay.unwrap_or(Ok(None)) {
         Ok(r) => r,
+        Err(why) => return outcome(deferral(ctx, &row, why)),
+    };
+    // DKIM: sign exactly the bytes sent (issue 12; a key that cannot be loaded defers).
+    let raw = match ctx.signer.sign(row.tenant_id, &row.from_addr, raw).await {
+        Ok(signed) => signed,
         Err(why) => return outcome(deferral(ctx, &row, why)),
     };
     let transport = ctx.transports.for_tenant(relay);
