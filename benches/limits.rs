@@ -278,7 +278,16 @@ fn part_b(
 
     let w_alone = w_pass(env, bench, sink, &w_reqs, w_n, w_rate, None, "W alone");
     let flood = Some((f_reqs, f_n, f_rate, f[0].domain.clone()));
-    let w_flood = w_pass(env, bench, sink, &w_reqs, w_n, w_rate, flood, "W during F's flood");
+    let w_flood = w_pass(
+        env,
+        bench,
+        sink,
+        &w_reqs,
+        w_n,
+        w_rate,
+        flood,
+        "W during F's flood",
+    );
 
     let p_alone = w_alone.percentiles(&[0.5, 0.95, 0.99]);
     let p_flood = w_flood.percentiles(&[0.5, 0.95, 0.99]);
@@ -326,7 +335,16 @@ fn part_c(
     let h_out = drive(bench, h_reqs, backlog / 100, 16, None);
     check(env, "H backlog", &h_out);
     let enqueued = t0.elapsed();
-    let during = w_pass(env, bench, sink, &w_reqs, w_n, w_rate, None, "W during H's backlog");
+    let during = w_pass(
+        env,
+        bench,
+        sink,
+        &w_reqs,
+        w_n,
+        w_rate,
+        None,
+        "W during H's backlog",
+    );
     let window = t0.elapsed();
     let delivered = sink.sink.count() - before;
     print_figure(
@@ -339,7 +357,10 @@ fn part_c(
             delivered < h_out.ok * 100
         ),
     );
-    let (a, d) = (alone.percentiles(&[0.5, 0.99]), during.percentiles(&[0.5, 0.99]));
+    let (a, d) = (
+        alone.percentiles(&[0.5, 0.99]),
+        during.percentiles(&[0.5, 0.99]),
+    );
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     print_figure(
         "W p99 during H's backlog / alone",

@@ -8,6 +8,9 @@
 #
 #   deploy/bench-postfix.sh            # N=10000 messages of SIZE=10240 B, C=16 sessions
 #   N=2000 SIZE=10240 C=16 deploy/bench-postfix.sh
+#   OPENDKIM=1 deploy/bench-postfix.sh  # both sides DKIM-sign (RSA-2048,
+#                                       # relaxed/relaxed): Postfix through
+#                                       # OpenDKIM as a milter, Postline itself
 #
 # Installs postfix if missing (needs root, as apt-get does). The instance is
 # private: its own config dir, queue and data dir in a temp dir, smtpd on a
@@ -35,6 +38,14 @@ if [ ! -x /usr/sbin/postfix ] || [ ! -x /usr/sbin/smtp-source ]; then
 fi
 [ "$(id -u)" = 0 ] || die "run as root: postfix -c starts a master process that needs it"
 
+OPENDKIM="${OPENDKIM:-0}"
+if [ "$OPENDKIM" = 1 ] && ! command -v opendkim >/dev/null; then
+  log "installing opendkim (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq opendkim opendkim-tools >/dev/null
+fi
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
@@ -44,8 +55,10 @@ chmod 755 "$PF"
 SINK_PORT="$(free_port)"
 PF_PORT="$(free_port)"
 SINK_PID=""
+DKIM_PID=""
 cleanup() {
   /usr/sbin/postfix -c "$PF/etc" stop >/dev/null 2>&1 || true
+  [ -n "$DKIM_PID" ] && kill "$DKIM_PID" 2>/dev/null || true
   [ -n "$SINK_PID" ] && kill "$SINK_PID" 2>/dev/null || true
   rm -rf "$PF"
 }
@@ -81,6 +94,40 @@ default_process_limit = $((C * 2 + 10))
 message_size_limit = 52428800
 biff = no
 EOF
+if [ "$OPENDKIM" = 1 ]; then
+  # OpenDKIM signing bench.example (the smtp-source sender's domain) with a
+  # fresh RSA-2048 key, relaxed/relaxed, on a loopback milter port.
+  MILTER_PORT="$(free_port)"
+  mkdir -p "$PF/dkim"
+  opendkim-genkey -b 2048 -d bench.example -s pl -D "$PF/dkim"
+  chown -R opendkim "$PF/dkim" 2>/dev/null || true
+  cat > "$PF/dkim/opendkim.conf" <<DKIMCONF
+Syslog no
+Mode s
+Domain bench.example
+Selector pl
+KeyFile $PF/dkim/pl.private
+Canonicalization relaxed/relaxed
+SignHeaders From,To,Cc,Subject,Date,Message-ID,MIME-Version,Content-Type,Reply-To
+Socket inet:$MILTER_PORT@127.0.0.1
+UserID opendkim
+PidFile $PF/dkim/opendkim.pid
+Background no
+DKIMCONF
+  opendkim -x "$PF/dkim/opendkim.conf" -f &
+  DKIM_PID=$!
+  {
+    echo "smtpd_milters = inet:127.0.0.1:$MILTER_PORT"
+    echo "non_smtpd_milters = inet:127.0.0.1:$MILTER_PORT"
+    echo "milter_default_action = tempfail"
+  } >> "$PF/etc/main.cf"
+  for _ in $(seq 50); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$MILTER_PORT") 2>/dev/null && break
+    sleep 0.1
+  done
+  log "opendkim milter on 127.0.0.1:$MILTER_PORT signing bench.example"
+fi
+
 # The packaged master.cf, without chroot (the private queue has no copies of
 # /etc files for a jail) and with smtpd on our loopback port only.
 awk -v port="127.0.0.1:$PF_PORT" '
@@ -121,7 +168,8 @@ printf '%-34s %d in %.2f s: %.0f msg/s (%d deferred)\n' "postfix delivered" "$N"
 /usr/sbin/postfix -c "$PF/etc" stop >/dev/null 2>&1 || true
 
 # Postline: the load bench's side-by-side mode, relaying to the same sink.
-out="$(POSTLINE_BENCH_RELAY_PORT="$SINK_PORT" POSTLINE_BENCH_DELIVERY_MESSAGES="$N" \
+# With OPENDKIM=1 Postline signs every message too (POSTLINE_BENCH_DKIM).
+out="$(POSTLINE_BENCH_DKIM="$OPENDKIM" POSTLINE_BENCH_RELAY_PORT="$SINK_PORT" POSTLINE_BENCH_DELIVERY_MESSAGES="$N" \
   POSTLINE_BENCH_DELIVERY_SIZE="$SIZE" POSTLINE_BENCH_SESSIONS="$C" \
   deploy/dev bench load 2>&1)" || { echo "$out" >&2; die "postline run failed"; }
 echo "$out" | grep -E '^postline (accepted|delivered)'

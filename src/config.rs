@@ -48,6 +48,8 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub ingest: IngestSettings,
     pub tenants: TenantSettings,
+    pub domains: DomainSettings,
+    pub dns: DnsSettings,
     pub log: LogSettings,
 }
 
@@ -208,6 +210,50 @@ pub struct IngestSettings {
 #[serde(deny_unknown_fields)]
 pub struct TenantSettings {
     pub auto_create: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainSettings {
+    /// The From domain must be a verified domain of the tenant (false: its
+    /// pending domains too; local runs only).
+    pub require_verified: bool,
+    /// Seconds between DNS rechecks of each domain.
+    pub recheck_secs: u64,
+    /// A verified domain whose DKIM record is gone this long becomes failed.
+    pub grace_secs: u64,
+    /// Days a rotated-out DKIM key stays published (`retiring`).
+    pub dkim_retire_days: u32,
+    /// Seconds the worker keeps a domain's decrypted signing keys, and the
+    /// API a From domain's ownership, in memory.
+    pub cache_secs: u64,
+}
+
+/// `dns.nameservers`: a TOML list, or one comma-separated string (the
+/// environment form `POSTLINE__DNS__NAMESERVERS=127.0.0.1:5353`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSettings {
+    #[serde(deserialize_with = "list_or_csv")]
+    pub nameservers: Vec<String>,
+}
+
+fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::List(l) => l,
+        Raw::Csv(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_string)
+            .collect(),
+    })
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -375,6 +421,22 @@ impl Settings {
         }
         if w.log_retention_days == 0 {
             return fail("webhooks.log_retention_days", "must be at least 1");
+        }
+        let d = &self.domains;
+        if d.recheck_secs == 0 {
+            return fail("domains.recheck_secs", "must be at least 1");
+        }
+        if d.dkim_retire_days > 365 {
+            return fail("domains.dkim_retire_days", "must be at most 365");
+        }
+        if !(1..=300).contains(&d.cache_secs) {
+            return fail("domains.cache_secs", "must be between 1 and 300");
+        }
+        if self.dns.nameservers.len() > 8 {
+            return fail("dns.nameservers", "at most 8 entries");
+        }
+        if let Err(why) = crate::dns::parse_nameservers(&self.dns.nameservers) {
+            return fail("dns.nameservers", &why);
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return fail(

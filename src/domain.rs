@@ -38,6 +38,7 @@ id_newtype!(TenantId);
 id_newtype!(ApiKeyId);
 id_newtype!(TemplateId);
 id_newtype!(WebhookId);
+id_newtype!(DomainId);
 
 /// What an API key may do (DESIGN §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -49,6 +50,8 @@ pub enum Permission {
     WebhooksRead,
     WebhooksWrite,
     UsageRead,
+    DomainsRead,
+    DomainsWrite,
     TenantsRead,
     TenantsWrite,
     KeysWrite,
@@ -56,7 +59,7 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 11] = [
+    pub const ALL: [Permission; 13] = [
         Permission::Send,
         Permission::EmailsRead,
         Permission::TemplatesRead,
@@ -64,6 +67,8 @@ impl Permission {
         Permission::WebhooksRead,
         Permission::WebhooksWrite,
         Permission::UsageRead,
+        Permission::DomainsRead,
+        Permission::DomainsWrite,
         Permission::TenantsRead,
         Permission::TenantsWrite,
         Permission::KeysWrite,
@@ -79,6 +84,8 @@ impl Permission {
             Permission::WebhooksRead => "webhooks:read",
             Permission::WebhooksWrite => "webhooks:write",
             Permission::UsageRead => "usage:read",
+            Permission::DomainsRead => "domains:read",
+            Permission::DomainsWrite => "domains:write",
             Permission::TenantsRead => "tenants:read",
             Permission::TenantsWrite => "tenants:write",
             Permission::KeysWrite => "keys:write",
@@ -101,6 +108,8 @@ impl Permission {
                 | Permission::WebhooksRead
                 | Permission::WebhooksWrite
                 | Permission::UsageRead
+                | Permission::DomainsRead
+                | Permission::DomainsWrite
         )
     }
 }

@@ -166,6 +166,9 @@ async fn serve(settings: Settings, with_worker: bool) -> anyhow::Result<()> {
             },
         )
     });
+    // The domain recheck runs with the worker role (issue 12).
+    let recheck =
+        with_worker.then(|| postline::domains::service::spawn_recheck(state.domains.clone()));
     tracing::info!(
         port = app.port(),
         worker = with_worker,
@@ -173,6 +176,9 @@ async fn serve(settings: Settings, with_worker: bool) -> anyhow::Result<()> {
     );
     // actix handles SIGTERM/SIGINT: it stops accepting and drains requests.
     let served = app.run_until_stopped().await;
+    if let Some(r) = recheck {
+        r.abort();
+    }
     if let Some(w) = worker {
         w.stop(Duration::from_secs(
             state.settings.worker.shutdown_timeout_secs,
@@ -198,9 +204,12 @@ async fn worker_only(settings: Settings) -> anyhow::Result<()> {
             Some(handle)
         }
     };
+    let domains = postline::domains::service::build(&settings, pool.clone(), vault.clone())?;
+    let recheck = postline::domains::service::spawn_recheck(domains);
     let handle = worker::spawn(settings.clone(), pool, vault);
     tracing::info!("postline worker running");
     shutdown_signal().await;
+    recheck.abort();
     if let Some(m) = metrics {
         m.stop(true).await;
     }

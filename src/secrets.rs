@@ -1,4 +1,5 @@
-//! Master key rotation: re-encrypt every stored secret under the current
+//! Master key rotation: re-encrypt every stored secret (SMTP passwords,
+//! webhook secrets, DKIM private keys) under the current
 //! master key. Nodes run with the new key as `security.master_key` and the old
 //! one in `security.previous_master_keys`, so both keep working while this
 //! runs; afterwards the old key can be removed (docs/OPERATIONS.md).
@@ -49,6 +50,12 @@ fn columns() -> Vec<SealedColumn> {
             page: webhooks_db::sealed_secrets_after,
             context: secret_context,
             replace: webhooks_db::replace_sealed_secret,
+        },
+        SealedColumn {
+            name: "domain_dkim_keys.private_key_enc",
+            page: crate::domains::model::sealed_keys_after,
+            context: crate::domains::keys::private_key_context,
+            replace: crate::domains::model::replace_sealed_key,
         },
     ]
 }

@@ -45,13 +45,14 @@ impl Application {
         let state = AppState {
             settings: settings.clone(),
             pool: pool.clone(),
-            vault,
+            vault: vault.clone(),
             auth,
             tenants,
             ingest,
             webhook_sender: Sender::new(&settings.webhooks)?,
             api_limiter: Arc::new(ApiLimiter::new(settings.limits.nodes)),
             requests: RequestCounter::new(pool.clone()),
+            domains: crate::domains::service::build(&settings, pool.clone(), vault.clone())?,
         };
         let listener = TcpListener::bind(&settings.server.bind).map_err(|e| {
             anyhow::anyhow!("server.bind: cannot bind {}: {e}", settings.server.bind)

@@ -6,6 +6,7 @@ use crate::auth::AuthService;
 use crate::config::Settings;
 use crate::crypto::Vault;
 use crate::db::PgPool;
+use crate::domains::Domains;
 use crate::limits::api::ApiLimiter;
 use crate::queue::ingest::Ingestor;
 use crate::tenants::cache::TenantCache;
@@ -24,4 +25,6 @@ pub struct AppState {
     pub webhook_sender: Sender,
     pub api_limiter: Arc<ApiLimiter>,
     pub requests: RequestCounter,
+    /// Sending domains: DNS checks and the From-domain rule.
+    pub domains: Domains,
 }

@@ -88,6 +88,42 @@ impl BenchApp {
         }
     }
 
+    /// Benches have no DNS to publish records in: the tenant's domain is
+    /// marked verified in the database (the sending rule then holds as in
+    /// production). With `POSTLINE_BENCH_DKIM=1` its DKIM key (made by the
+    /// first read) is made active too, so every message is signed.
+    async fn verify_domain(&self, client: &reqwest::Client, tenant: &str, domain: &str) {
+        let dkim = std::env::var("POSTLINE_BENCH_DKIM").is_ok_and(|v| v == "1");
+        if dkim {
+            let r = client
+                .get(format!(
+                    "http://{}/v1/tenants/{tenant}/domains/{domain}",
+                    self.addr
+                ))
+                .bearer_auth(&self.admin_key)
+                .send()
+                .await
+                .expect("read domain");
+            assert!(r.status().is_success(), "domain read: {}", r.status());
+        }
+        let tenant = uuid::Uuid::parse_str(tenant).expect("tenant uuid");
+        postline::db::run(&self.state.pool, move |conn| {
+            use diesel::RunQueryDsl;
+            diesel::sql_query("UPDATE domains SET status = 'verified', verified_at = now() WHERE tenant_id = $1")
+                .bind::<diesel::sql_types::Uuid, _>(tenant)
+                .execute(conn)?;
+            if dkim {
+                diesel::sql_query("UPDATE domain_dkim_keys SET status = 'active', activated_at = now() WHERE tenant_id = $1")
+                    .bind::<diesel::sql_types::Uuid, _>(tenant)
+                    .execute(conn)?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("domain marked verified");
+        self.state.domains.rule.invalidate();
+    }
+
     /// `n` tenants (domain `tNN-<run>.example`), each with a `send` key,
     /// through the admin API.
     pub async fn tenants(&self, n: usize) -> Vec<BenchTenant> {
@@ -129,6 +165,7 @@ impl BenchApp {
                 .await
                 .expect("key json");
             let key = k["key"].as_str().expect("key").to_string();
+            self.verify_domain(&client, &id, &domain).await;
             out.push(BenchTenant { id, domain, key });
         }
         out

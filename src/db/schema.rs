@@ -188,3 +188,37 @@ diesel::table! {
     }
 }
 diesel::allow_tables_to_appear_in_same_query!(tenants, usage_daily);
+
+diesel::table! {
+    domains (tenant_id, id) {
+        tenant_id -> Uuid,
+        id -> Uuid,
+        name -> Text,
+        status -> Text,
+        created_at -> Timestamptz,
+        verified_at -> Nullable<Timestamptz>,
+        last_checked_at -> Nullable<Timestamptz>,
+        failing_since -> Nullable<Timestamptz>,
+        next_check_at -> Timestamptz,
+        checks -> Jsonb,
+    }
+}
+
+diesel::table! {
+    domain_dkim_keys (tenant_id, domain_id, id) {
+        tenant_id -> Uuid,
+        domain_id -> Uuid,
+        id -> Uuid,
+        selector -> Text,
+        algorithm -> Text,
+        status -> Text,
+        private_key_enc -> Bytea,
+        public_key -> Text,
+        created_at -> Timestamptz,
+        activated_at -> Nullable<Timestamptz>,
+        retire_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::joinable!(domains -> tenants (tenant_id));
+diesel::allow_tables_to_appear_in_same_query!(domains, domain_dkim_keys, tenants);

@@ -86,10 +86,10 @@ pub struct BatchRequest {
     pub emails: Vec<SendRequest>,
 }
 
-/// What the tenant contributes to a message: its domain rule and defaults.
+/// What the tenant contributes to a message: its defaults. (The From-domain
+/// rule is `domains::sending`, applied by the service.)
 #[derive(Clone, Debug)]
 pub struct SenderProfile {
-    pub domain: Option<String>,
     pub from_name: Option<String>,
     pub reply_to: Option<String>,
 }
@@ -181,12 +181,6 @@ impl Checker {
             })
             .collect()
     }
-}
-
-/// True when `domain` is `base` or one of its subdomains.
-pub fn domain_allowed(domain: &str, base: &str) -> bool {
-    let domain = domain.to_ascii_lowercase();
-    domain == base || domain.ends_with(&format!(".{base}"))
 }
 
 fn valid_header_name(name: &str) -> bool {
@@ -309,21 +303,6 @@ impl SendRequest {
             return Err(fail(c.errors));
         };
         let from_domain = from.email.domain().to_ascii_lowercase();
-        if let Some(base) = &profile.domain {
-            if !domain_allowed(&from_domain, base) {
-                let detail = format!(
-                    "The from address must use the domain {base} or one of its subdomains."
-                );
-                return Err(AppError::Validation {
-                    code: "from_domain_not_allowed",
-                    detail,
-                    errors: vec![FieldError::new(
-                        format!("{prefix}from"),
-                        "domain not allowed for this tenant",
-                    )],
-                });
-            }
-        }
         if !c.errors.is_empty() {
             return Err(fail(c.errors));
         }
@@ -361,7 +340,6 @@ mod tests {
 
     fn profile() -> SenderProfile {
         SenderProfile {
-            domain: Some("acme.com".into()),
             from_name: Some("Acme".into()),
             reply_to: Some("support@acme.com".into()),
         }
@@ -372,21 +350,13 @@ mod tests {
     }
 
     #[test]
-    fn defaults_and_domain_rule() {
+    fn defaults_are_applied() {
         let ok = req(serde_json::json!({"from": "noreply@mail.acme.com", "to": "a@x.com", "subject": "Hi", "text": "t"}))
             .validate(&profile(), "", 1 << 20)
             .unwrap();
         assert_eq!(ok.from, "Acme <noreply@mail.acme.com>");
         assert_eq!(ok.reply_to, vec!["support@acme.com".to_string()]);
-        let bad = req(serde_json::json!({"from": "x@evilacme.com", "to": "a@x.com", "subject": "Hi", "text": "t"}))
-            .validate(&profile(), "", 1 << 20);
-        assert!(matches!(
-            bad,
-            Err(AppError::Validation {
-                code: "from_domain_not_allowed",
-                ..
-            })
-        ));
+        assert_eq!(ok.from_domain, "mail.acme.com");
     }
 
     #[test]

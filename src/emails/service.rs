@@ -96,7 +96,6 @@ fn profile(t: &TenantRow) -> SenderProfile {
             .map(str::to_string)
     };
     SenderProfile {
-        domain: t.domain.clone(),
         from_name: text("from_name"),
         reply_to: text("reply_to"),
     }
@@ -112,7 +111,8 @@ fn to_row(
     let lifetime = ChronoDuration::seconds(
         i64::try_from(state.settings.delivery.max_lifetime_secs).unwrap_or(i64::MAX / 2),
     );
-    let domain = tenant.domain.clone().unwrap_or(v.from_domain);
+    // The Message-ID is on the sending (From) domain, which DKIM signs for.
+    let domain = v.from_domain.clone();
     let json = |r: Result<serde_json::Value, serde_json::Error>| {
         r.map_err(|e| AppError::internal("serialising message", e))
     };
@@ -186,6 +186,15 @@ async fn prepare(
     };
     let max_attach = state.settings.limits.max_request_bytes;
     let valid = req.validate(&profile(&tenant), prefix, max_attach)?;
+    state
+        .domains
+        .rule
+        .check(
+            TenantId(tenant.id),
+            &valid.from_domain,
+            &format!("{prefix}from"),
+        )
+        .await?;
     if let Some(limit) = tenant.emails_per_day {
         quotas.insert(tenant.id, i64::from(limit));
     }

@@ -135,7 +135,7 @@ pub fn reclaim_expired(conn: &mut PgConnection, max_lost: i32) -> QueryResult<(u
 /// `held`). Mail in flight finishes; if it is deferred, [`hold_stragglers`]
 /// holds it too.
 pub fn hold_tenant(conn: &mut PgConnection, tenant: TenantId) -> QueryResult<usize> {
-    diesel::sql_query(format!("{HOLD} AND q.tenant_id = $1) {HOLD_EMAILS}"))
+    diesel::sql_query(format!("{HOLD} AND q.tenant_id = $1 {HOLD_EMAILS}"))
         .bind::<SqlUuid, _>(tenant.0)
         .execute(conn)
 }
@@ -145,14 +145,14 @@ pub fn hold_tenant(conn: &mut PgConnection, tenant: TenantId) -> QueryResult<usi
 /// back (deferred or requeued) since. One statement.
 pub fn hold_stragglers(conn: &mut PgConnection) -> QueryResult<usize> {
     diesel::sql_query(format!(
-        "{HOLD} AND EXISTS (SELECT 1 FROM tenants t WHERE t.id = q.tenant_id AND t.status = 'suspended')) \
+        "{HOLD} AND EXISTS (SELECT 1 FROM tenants t WHERE t.id = q.tenant_id AND t.status = 'suspended') \
          {HOLD_EMAILS}"
     ))
     .execute(conn)
 }
 
 /// The start of a hold: the CTE `h` of the queue rows held, completed by
-/// the caller's tenant condition and `)`.
+/// the caller's tenant condition and then [`HOLD_EMAILS`].
 const HOLD: &str = "WITH h AS (UPDATE email_queue q SET held = true \
     WHERE NOT q.held AND q.lease_until IS NULL";
 /// The messages of the rows held show `held`.

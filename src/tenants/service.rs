@@ -58,6 +58,9 @@ fn insert_with_starters(conn: &mut PgConnection, row: &TenantRow) -> QueryResult
     conn.transaction(|conn| {
         let saved = row.insert(conn)?;
         templates_db::insert(conn, &starter::rows_for(saved.tenant_id()))?;
+        if let Some(name) = &saved.domain {
+            crate::domains::model::adopt_legacy(conn, saved.tenant_id(), name)?;
+        }
         Ok(saved)
     })
 }
@@ -87,6 +90,7 @@ pub async fn create(state: &AppState, input: CreateTenant) -> AppResult<TenantVi
         insert_with_starters(conn, &row).map_err(external_id_conflict)
     })
     .await?;
+    state.domains.rule.invalidate();
     tracing::info!(tenant_id = %saved.id, "tenant created");
     Ok(saved.into())
 }
@@ -126,6 +130,9 @@ pub async fn update(state: &AppState, r: TenantRef, patch: UpdateTenant) -> AppR
             let before = row.status.clone();
             patch.apply(&mut row, &vault, guard)?;
             let saved = row.save(conn).map_err(external_id_conflict)?;
+            if let Some(name) = &saved.domain {
+                crate::domains::model::adopt_legacy(conn, saved.tenant_id(), name)?;
+            }
             let changed = saved.status != before;
             // Suspension holds the tenant's waiting mail; activation resumes it.
             match (before.as_str(), saved.status.as_str()) {
@@ -142,6 +149,7 @@ pub async fn update(state: &AppState, r: TenantRef, patch: UpdateTenant) -> AppR
     })
     .await?;
     state.tenants.invalidate_all();
+    state.domains.rule.invalidate();
     if status_changed {
         // Suspension must bite at once on this node (DESIGN §4).
         state.auth.invalidate_all();

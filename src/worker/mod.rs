@@ -112,6 +112,8 @@ struct Ctx {
     outcomes: mpsc::Sender<recorder::Done>,
     /// Bumped by maintenance when it made mail claimable (reclaim, resume).
     wake_local: Arc<watch::Sender<u64>>,
+    /// DKIM signing with cached keys (issue 12).
+    signer: crate::domains::signing::Signer,
 }
 
 /// Starts the worker role with default options (LISTEN wake-ups only).
@@ -144,6 +146,11 @@ pub fn spawn_with(
         inflight: Arc::new(inflight::Inflight::new(w)),
         outcomes: done_tx,
         wake_local: Arc::new(local_tx),
+        signer: crate::domains::signing::Signer::new(
+            pool.clone(),
+            vault.clone(),
+            Duration::from_secs(settings.domains.cache_secs),
+        ),
         pool,
         vault,
         settings,

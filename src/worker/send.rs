@@ -21,6 +21,7 @@ struct Meta {
     id: Uuid,
     attempt: i32,
     expires_at: chrono::DateTime<Utc>,
+    from_addr: String,
     envelope_from: String,
     recipients: Vec<String>,
 }
@@ -32,6 +33,7 @@ impl Meta {
             id: row.id,
             attempt: row.attempts + 1,
             expires_at: row.expires_at,
+            from_addr: row.from_addr.clone(),
             envelope_from: row.envelope_from.clone(),
             recipients: row
                 .to_addrs
@@ -86,6 +88,11 @@ pub async fn attempt(
     }
     let relay = match tenant.map(|t| t.relay).unwrap_or(Ok(None)) {
         Ok(r) => r,
+        Err(why) => return outcome(deferral(ctx, &meta, why)),
+    };
+    // DKIM: sign exactly the bytes sent (issue 12; a key that cannot be loaded defers).
+    let raw = match ctx.signer.sign(meta.tenant_id, &meta.from_addr, raw).await {
+        Ok(signed) => signed,
         Err(why) => return outcome(deferral(ctx, &meta, why)),
     };
     let transport = ctx.transports.for_tenant(relay);

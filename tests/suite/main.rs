@@ -15,6 +15,8 @@ mod drills;
 
 mod auth;
 mod delivery;
+mod domains;
+mod domains_dkim;
 mod drill_input;
 mod drill_kill;
 mod drill_relay;

@@ -166,8 +166,9 @@ async fn delivered_with_mime_headers_attachment_and_no_bcc() {
     assert!(data.contains("receipt.txt"));
     assert!(data.contains("Content-Disposition: attachment"), "{data}");
     assert!(data.contains("hello world"), "attachment body: {data}");
+    // The Message-ID is on the sending (From) domain, the one DKIM signs for.
     assert!(
-        data.contains("Message-ID: <") && data.contains("@acme.com>"),
+        data.contains("Message-ID: <") && data.contains("@mail.acme.com>"),
         "{data}"
     );
     assert!(data.contains("Date: "));

@@ -4,6 +4,7 @@
 //! real application on port 0; a plain HTTP client.
 #![allow(dead_code)]
 
+pub mod dns_server;
 pub mod smtp_sink;
 pub mod webhook_receiver;
 
@@ -90,6 +91,8 @@ pub fn smtp_settings(s: &mut Settings, port: u16) {
 pub struct TestApp {
     pub api: Api,
     pub worker: Option<postline::worker::WorkerHandle>,
+    /// The domain recheck task, started with the worker (as `serve` does).
+    pub recheck: Option<tokio::task::JoinHandle<()>>,
     pub port: u16,
     pub db_url: String,
     pub state: AppState,
@@ -101,6 +104,9 @@ pub struct TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        if let Some(r) = self.recheck.take() {
+            r.abort();
+        }
         if self.owns_db && !std::thread::panicking() {
             drop_database(&self.db_url);
         }
@@ -188,6 +194,9 @@ impl TestApp {
                 ..Default::default()
             },
         ));
+        self.recheck = Some(postline::domains::service::spawn_recheck(
+            self.state.domains.clone(),
+        ));
     }
 
     /// Another instance of the app on the same database (multi-node tests).
@@ -211,6 +220,7 @@ impl TestApp {
                 &key.key.expect("key shown on create"),
             ),
             worker: None,
+            recheck: None,
             port,
             db_url,
             state,

@@ -1,0 +1,2 @@
+DROP TABLE domain_dkim_keys;
+DROP TABLE domains;

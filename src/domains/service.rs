@@ -1,0 +1,419 @@
+//! Domain business rules: create (with DKIM keys), read, delete, verify by
+//! DNS, rotate keys, and the periodic recheck. Services take the resolved
+//! tenant and return domain results.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use uuid::Uuid;
+
+use super::checks::{self, Record};
+use super::input::CreateDomain;
+use super::keys::{self, Algorithm};
+use super::model::{self, DkimKeyRow, DomainRef, DomainRow};
+use super::sending::suffixes;
+use super::view::DomainView;
+use super::{events, Domains};
+use crate::config::DomainSettings;
+use crate::crypto::Vault;
+use crate::db::pagination::{Page, PageRequest};
+use crate::db::{self, PgPool};
+use crate::dns::Dns;
+use crate::domain::TenantId;
+use crate::error::{AppError, AppResult};
+
+/// Domains per tenant.
+pub const MAX_DOMAINS: i64 = 100;
+/// DKIM keys per domain (active + pending + retiring); a rotation beyond it
+/// waits for retiring keys to expire.
+pub const MAX_KEYS: usize = 6;
+
+fn taken(name: &str) -> AppError {
+    AppError::Conflict {
+        code: "domain_taken",
+        detail: format!("{name} (or a parent of it) is verified by another tenant."),
+    }
+}
+
+/// True when another tenant has `name` or one of its parents verified.
+fn taken_by_other(conn: &mut PgConnection, tenant: TenantId, name: &str) -> QueryResult<bool> {
+    Ok(model::holders(conn, &suffixes(name))?
+        .iter()
+        .any(|(t, _, status)| *t != tenant.0 && status == "verified"))
+}
+
+async fn generate(
+    vault: &Vault,
+    tenant: TenantId,
+    domain: Uuid,
+    algs: Vec<Algorithm>,
+) -> AppResult<Vec<DkimKeyRow>> {
+    let vault = vault.clone();
+    tokio::task::spawn_blocking(move || {
+        algs.into_iter()
+            .map(|a| keys::new_key_row(&vault, tenant.0, domain, a))
+            .collect::<anyhow::Result<Vec<_>>>()
+    })
+    .await
+    .map_err(|e| AppError::internal("key generation task", e))?
+    .map_err(|e| AppError::internal("DKIM key generation", format!("{e:#}")))
+}
+
+pub async fn create(d: &Domains, tenant: TenantId, input: CreateDomain) -> AppResult<DomainView> {
+    let (name, algs) = input.parse()?;
+    let now = Utc::now();
+    let row = DomainRow {
+        tenant_id: tenant.0,
+        id: Uuid::new_v4(),
+        name,
+        status: "pending".into(),
+        created_at: now,
+        verified_at: None,
+        last_checked_at: None,
+        failing_since: None,
+        next_check_at: now,
+        checks: serde_json::json!({}),
+    };
+    let new_keys = generate(&d.vault, tenant, row.id, algs).await?;
+    let view = db::run(&d.pool, move |conn| {
+        conn.transaction(|conn| {
+            if model::count(conn, tenant)? >= MAX_DOMAINS {
+                return Err(AppError::conflict(format!(
+                    "A tenant can have at most {MAX_DOMAINS} domains."
+                )));
+            }
+            if taken_by_other(conn, tenant, &row.name)? {
+                return Err(taken(&row.name));
+            }
+            model::insert(conn, &row, &new_keys).map_err(|e| match e {
+                DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                    AppError::conflict("This tenant already has this domain.")
+                }
+                other => other.into(),
+            })?;
+            Ok(DomainView::new(row, &new_keys))
+        })
+    })
+    .await?;
+    d.rule.invalidate();
+    tracing::info!(tenant_id = %tenant, domain = %view.name, "domain created");
+    Ok(view)
+}
+
+pub async fn list(d: &Domains, tenant: TenantId, page: PageRequest) -> AppResult<Page<DomainView>> {
+    let (rows, keys) = db::run(&d.pool, move |conn| {
+        let rows = model::list(conn, tenant, page)?;
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+        Ok((rows, model::keys_of(conn, tenant, &ids)?))
+    })
+    .await?;
+    Ok(Page::from_rows(rows, page, DomainRow::position, |r| {
+        let own: Vec<DkimKeyRow> = keys
+            .iter()
+            .filter(|k| k.domain_id == r.id)
+            .cloned()
+            .collect();
+        DomainView::new(r, &own)
+    }))
+}
+
+/// The domain and its keys; a domain without keys (adopted from a tenant's
+/// legacy `domain`) gets its default RSA key now.
+async fn load(
+    d: &Domains,
+    tenant: TenantId,
+    r: DomainRef,
+) -> AppResult<(DomainRow, Vec<DkimKeyRow>)> {
+    let (row, keys) = db::run(&d.pool, move |conn| {
+        let row = model::find(conn, tenant, &r, false)?.ok_or(AppError::NotFound)?;
+        let keys = model::keys_of(conn, tenant, &[row.id])?;
+        Ok((row, keys))
+    })
+    .await?;
+    if !keys.is_empty() {
+        return Ok((row, keys));
+    }
+    let fresh = generate(&d.vault, tenant, row.id, vec![Algorithm::RsaSha256]).await?;
+    let id = row.id;
+    let keys = db::run(&d.pool, move |conn| {
+        conn.transaction(|conn| {
+            if model::keys_of(conn, tenant, &[id])?.is_empty() {
+                model::insert_keys(conn, &fresh)?;
+            }
+            Ok(model::keys_of(conn, tenant, &[id])?)
+        })
+    })
+    .await?;
+    Ok((row, keys))
+}
+
+pub async fn get(d: &Domains, tenant: TenantId, r: DomainRef) -> AppResult<DomainView> {
+    let (row, keys) = load(d, tenant, r).await?;
+    Ok(DomainView::new(row, &keys))
+}
+
+pub async fn delete(d: &Domains, tenant: TenantId, r: DomainRef) -> AppResult<()> {
+    let removed = db::run(&d.pool, move |conn| {
+        let Some(row) = model::find(conn, tenant, &r, false)? else {
+            return Ok(0);
+        };
+        Ok(model::delete(conn, tenant, row.id)?)
+    })
+    .await?;
+    if removed == 0 {
+        return Err(AppError::NotFound);
+    }
+    d.rule.invalidate();
+    Ok(())
+}
+
+/// `POST …/verify`: checks DNS now. 409 `domain_taken` when every record is
+/// right but another tenant verified the name (or a parent) first.
+pub async fn verify(d: &Domains, tenant: TenantId, r: DomainRef) -> AppResult<DomainView> {
+    let (row, keys) = load(d, tenant, r).await?;
+    let outcome = check_and_apply(d, row, keys).await?;
+    d.rule.invalidate();
+    if outcome.taken {
+        return Err(taken(&outcome.domain.name));
+    }
+    Ok(DomainView::new(outcome.domain, &outcome.keys))
+}
+
+/// `POST …/dkim/rotate`: a new key per algorithm in use, `pending` until its
+/// record is seen; then it signs and the old one is `retiring`.
+pub async fn rotate(d: &Domains, tenant: TenantId, r: DomainRef) -> AppResult<DomainView> {
+    let (row, current) = load(d, tenant, r).await?;
+    if current.iter().any(|k| k.status == "pending") {
+        return Err(AppError::conflict(
+            "A rotation is already pending: publish its record and verify first.",
+        ));
+    }
+    let mut algs: Vec<Algorithm> = current
+        .iter()
+        .filter(|k| k.status == "active")
+        .filter_map(|k| Algorithm::parse(&k.algorithm))
+        .collect();
+    algs.dedup();
+    if algs.is_empty() {
+        return Err(AppError::conflict(
+            "The domain has no active key yet: verify it before rotating.",
+        ));
+    }
+    if current.len() + algs.len() > MAX_KEYS {
+        return Err(AppError::conflict(format!(
+            "At most {MAX_KEYS} DKIM keys per domain: wait until retiring keys expire."
+        )));
+    }
+    let fresh = generate(&d.vault, tenant, row.id, algs).await?;
+    let id = row.id;
+    let keys = db::run(&d.pool, move |conn| {
+        model::insert_keys(conn, &fresh)?;
+        Ok(model::keys_of(conn, tenant, &[id])?)
+    })
+    .await?;
+    Ok(DomainView::new(row, &keys))
+}
+
+struct Outcome {
+    domain: DomainRow,
+    keys: Vec<DkimKeyRow>,
+    taken: bool,
+}
+
+/// Looks the records up, then applies the result in one transaction on the
+/// locked row: key activation and retirement, status, webhook event.
+async fn check_and_apply(d: &Domains, row: DomainRow, keys: Vec<DkimKeyRow>) -> AppResult<Outcome> {
+    let list = checks::records(&row, &keys);
+    let statuses = checks::check(&d.dns, &keys, &list)
+        .await
+        .map_err(|e| AppError::Unavailable(format!("DNS lookup failed: {e}")))?;
+    let settings = d.settings.clone();
+    let tenant = TenantId(row.tenant_id);
+    db::run(&d.pool, move |conn| {
+        conn.transaction(|conn| {
+            let Some(mut domain) = model::find(conn, tenant, &DomainRef::Id(row.id), true)? else {
+                return Err(AppError::NotFound);
+            };
+            let mut keys = model::keys_of(conn, tenant, &[domain.id])?;
+            domain.checks = serde_json::Value::Object(statuses);
+            let change = apply(&mut domain, &mut keys, &settings, Utc::now(), |name| {
+                taken_by_other(conn, tenant, name)
+            })?;
+            for k in &change.changed {
+                model::save_key(conn, k)?;
+            }
+            for k in &change.deleted {
+                model::delete_key(conn, k)?;
+            }
+            model::save_check(conn, &domain).map_err(|e| match e {
+                // Another tenant verified the same name a moment ago.
+                DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => taken(&domain.name),
+                other => other.into(),
+            })?;
+            if let Some(kind) = change.event {
+                events::enqueue(conn, kind, &domain)?;
+                tracing::info!(tenant_id = %tenant, domain = %domain.name, event = kind, "domain status changed");
+            }
+            keys.retain(|k| !change.deleted.iter().any(|x| x.id == k.id));
+            Ok(Outcome { domain, keys, taken: change.taken })
+        })
+    })
+    .await
+}
+
+/// What a check changed.
+#[derive(Default)]
+pub struct Change {
+    pub event: Option<&'static str>,
+    pub taken: bool,
+    pub changed: Vec<DkimKeyRow>,
+    pub deleted: Vec<DkimKeyRow>,
+}
+
+/// The state machine of a check, on rows whose `checks` hold the fresh
+/// statuses. `is_taken` is asked only when the domain would become verified.
+pub fn apply(
+    domain: &mut DomainRow,
+    keys: &mut [DkimKeyRow],
+    s: &DomainSettings,
+    now: DateTime<Utc>,
+    mut is_taken: impl FnMut(&str) -> QueryResult<bool>,
+) -> QueryResult<Change> {
+    let mut change = Change::default();
+    let list: Vec<Record> = checks::records(domain, keys);
+    let ok = |r: &Record| checks::last_status(&domain.checks, r) == "ok";
+    let required: Vec<&Record> = list.iter().filter(|r| r.required).collect();
+    let all_ok = !required.is_empty() && required.iter().all(|r| ok(r));
+    let published: Vec<Uuid> = list
+        .iter()
+        .filter(|r| ok(r))
+        .filter_map(|r| r.key)
+        .collect();
+    domain.last_checked_at = Some(now);
+    domain.next_check_at = now + secs(s.recheck_secs);
+
+    let verified_now = if all_ok && domain.status != "verified" {
+        if is_taken(&domain.name)? {
+            change.taken = true;
+            false
+        } else {
+            true
+        }
+    } else {
+        domain.status == "verified" && all_ok
+    };
+    if all_ok && !change.taken {
+        domain.failing_since = None;
+        if domain.status != "verified" {
+            domain.status = "verified".into();
+            domain.verified_at = Some(now);
+            change.event = Some("domain.verified");
+        }
+    } else if domain.status == "verified" {
+        let since = *domain.failing_since.get_or_insert(now);
+        if now - since >= secs(s.grace_secs) {
+            domain.status = "failed".into();
+            change.event = Some("domain.failed");
+        }
+    }
+    // Keys: a published pending key signs once the domain is verified; the
+    // key it replaces (same algorithm) is retiring from then on.
+    if verified_now || domain.status == "verified" {
+        let activate: Vec<usize> = (0..keys.len())
+            .filter(|&i| keys[i].status == "pending" && published.contains(&keys[i].id))
+            .collect();
+        for i in activate {
+            let alg = keys[i].algorithm.clone();
+            for old in keys
+                .iter_mut()
+                .filter(|k| k.status == "active" && k.algorithm == alg)
+            {
+                old.status = "retiring".into();
+                old.retire_at = Some(now + chrono::Duration::days(i64::from(s.dkim_retire_days)));
+                change.changed.push(old.clone());
+            }
+            keys[i].status = "active".into();
+            keys[i].activated_at = Some(now);
+            change.changed.push(keys[i].clone());
+        }
+    }
+    for k in keys
+        .iter()
+        .filter(|k| k.status == "retiring" && k.retire_at.is_some_and(|t| t <= now))
+    {
+        change.deleted.push(k.clone());
+    }
+    Ok(change)
+}
+
+fn secs(n: u64) -> chrono::Duration {
+    chrono::Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 4_000))
+}
+
+/// Rechecks every domain due (`next_check_at` passed), a batch at a time;
+/// returns how many were checked. A DNS failure leaves a domain as it was.
+pub async fn recheck_due(d: &Domains) -> AppResult<usize> {
+    let mut checked = 0;
+    loop {
+        let next = Utc::now() + secs(d.settings.recheck_secs);
+        let due = db::run(&d.pool, move |conn| Ok(model::claim_due(conn, 20, next)?)).await?;
+        if due.is_empty() {
+            return Ok(checked);
+        }
+        for row in due {
+            let (tenant, id, name) = (TenantId(row.tenant_id), row.id, row.name.clone());
+            let result = match load(d, tenant, DomainRef::Id(id)).await {
+                Ok((row, keys)) => check_and_apply(d, row, keys).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => checked += 1,
+                Err(AppError::NotFound) => {}
+                Err(e) => {
+                    tracing::warn!(tenant_id = %tenant, domain = %name, error = %e, "domain recheck skipped")
+                }
+            }
+        }
+        d.rule.invalidate();
+    }
+}
+
+/// The periodic recheck, started next to the worker (`serve` and `worker`
+/// roles): every few seconds it checks the domains that are due.
+pub fn spawn_recheck(d: Domains) -> tokio::task::JoinHandle<()> {
+    let period = Duration::from_secs(d.settings.recheck_secs.clamp(1, 30));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = recheck_due(&d).await {
+                tracing::debug!(error = %e, "domain recheck failed; retrying");
+            }
+        }
+    })
+}
+
+/// Everything the domain services need, built once per process.
+pub fn build(
+    settings: &crate::config::Settings,
+    pool: PgPool,
+    vault: Vault,
+) -> anyhow::Result<Domains> {
+    let servers = crate::dns::parse_nameservers(&settings.dns.nameservers)
+        .map_err(|e| anyhow::anyhow!("dns.nameservers: {e}"))?;
+    let ttl = Duration::from_secs(settings.domains.cache_secs);
+    Ok(Domains {
+        rule: super::sending::SendingRule::new(
+            pool.clone(),
+            settings.domains.require_verified,
+            ttl,
+        ),
+        dns: Dns::new(&servers),
+        settings: std::sync::Arc::new(settings.domains.clone()),
+        pool,
+        vault,
+    })
+}
