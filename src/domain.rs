@@ -52,11 +52,13 @@ pub enum Permission {
     TenantsRead,
     TenantsWrite,
     KeysWrite,
+    SuppressionsRead,
+    SuppressionsWrite,
     All,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 11] = [
+    pub const ALL: [Permission; 13] = [
         Permission::Send,
         Permission::EmailsRead,
         Permission::TemplatesRead,
@@ -67,6 +69,8 @@ impl Permission {
         Permission::TenantsRead,
         Permission::TenantsWrite,
         Permission::KeysWrite,
+        Permission::SuppressionsRead,
+        Permission::SuppressionsWrite,
         Permission::All,
     ];
 
@@ -82,6 +86,8 @@ impl Permission {
             Permission::TenantsRead => "tenants:read",
             Permission::TenantsWrite => "tenants:write",
             Permission::KeysWrite => "keys:write",
+            Permission::SuppressionsRead => "suppressions:read",
+            Permission::SuppressionsWrite => "suppressions:write",
             Permission::All => "*",
         }
     }
@@ -101,6 +107,8 @@ impl Permission {
                 | Permission::WebhooksRead
                 | Permission::WebhooksWrite
                 | Permission::UsageRead
+                | Permission::SuppressionsRead
+                | Permission::SuppressionsWrite
         )
     }
 }

@@ -154,6 +154,12 @@ async fn serve(settings: Settings, with_worker: bool) -> anyhow::Result<()> {
         // The API still starts; /readyz reports 503 until the database is back.
         Err(e) => tracing::error!(error = %format!("{e:#}"), "migrations not applied at start"),
     }
+    // The inbound SMTP listener (bounces, complaints) runs with the worker.
+    let inbound = if with_worker {
+        postline::bounces::inbound::start(&state.settings, state.pool.clone()).await?
+    } else {
+        None
+    };
     // In `serve` the worker is woken by this process's commits directly.
     let worker = with_worker.then(|| {
         worker::spawn_with(
@@ -173,6 +179,9 @@ async fn serve(settings: Settings, with_worker: bool) -> anyhow::Result<()> {
     );
     // actix handles SIGTERM/SIGINT: it stops accepting and drains requests.
     let served = app.run_until_stopped().await;
+    if let Some(i) = inbound {
+        i.stop().await;
+    }
     if let Some(w) = worker {
         w.stop(Duration::from_secs(
             state.settings.worker.shutdown_timeout_secs,
@@ -198,9 +207,13 @@ async fn worker_only(settings: Settings) -> anyhow::Result<()> {
             Some(handle)
         }
     };
+    let inbound = postline::bounces::inbound::start(&settings, pool.clone()).await?;
     let handle = worker::spawn(settings.clone(), pool, vault);
     tracing::info!("postline worker running");
     shutdown_signal().await;
+    if let Some(i) = inbound {
+        i.stop().await;
+    }
     if let Some(m) = metrics {
         m.stop(true).await;
     }

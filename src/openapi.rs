@@ -9,7 +9,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::Endpoint;
-use crate::{emails, http, keys, templates, tenants, usage, webhooks};
+use crate::{emails, http, keys, suppressions, templates, tenants, usage, webhooks};
 
 struct BearerAuth;
 
@@ -49,7 +49,13 @@ impl Modify for ScopedForms {
                     .schema_type(utoipa::openapi::schema::Type::String),
             ))
             .build();
-        let forms: [(&str, &str, bool, &str); 3] = [
+        let forms: [(&str, &str, bool, &str); 4] = [
+            (
+                "/v1/suppressions",
+                "/v1/tenants/{tenant}/suppressions",
+                true,
+                "Admin key acting for the tenant in the path.",
+            ),
             (
                 "/v1/templates",
                 "/v1/tenants/{tenant}/templates",
@@ -146,6 +152,8 @@ impl Modify for ScopedForms {
         webhooks::routes::create, webhooks::routes::list, webhooks::routes::get,
         webhooks::routes::update, webhooks::routes::delete, webhooks::routes::deliveries,
         webhooks::routes::test,
+        suppressions::routes::list, suppressions::routes::create, suppressions::routes::get,
+        suppressions::routes::delete,
         openapi_json, docs,
     ),
     modifiers(&BearerAuth, &ScopedForms),
@@ -156,6 +164,7 @@ impl Modify for ScopedForms {
         (name = "Usage", description = "Per-tenant usage for billing"),
         (name = "Templates", description = "Stored designs rendered with minijinja (tenant keys; admins under /v1/tenants/{tenant}/templates)"),
         (name = "Webhooks", description = "Signed event delivery (tenant keys; admins under /v1/tenants/{tenant}/webhooks; platform-wide at /v1/admin/webhooks)"),
+        (name = "Suppressions", description = "Addresses never sent to: hard bounces (expiring), complaints, manual entries (tenant keys; admins under /v1/tenants/{tenant}/suppressions)"),
         (name = "Operations", description = "Health, readiness, metrics, this document"),
     )
 )]

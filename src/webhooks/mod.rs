@@ -14,12 +14,14 @@ pub mod signing;
 pub mod view;
 
 /// The events an endpoint can subscribe to (`"*"` means all of them).
-pub const EVENTS: [&str; 5] = [
+pub const EVENTS: [&str; 7] = [
     "email.queued",
     "email.delivered",
     "email.deferred",
     "email.bounced",
     "email.failed",
+    "email.suppressed",
+    "email.complained",
 ];
 
 /// The event type of `POST …/test`.

@@ -87,6 +87,7 @@ pub async fn run(ctx: Ctx) {
                         fence: l.fence,
                     },
                     attempt: l.lost,
+                    recipients: Vec::new(),
                     resolution: Resolution::Failed {
                         reason: format!(
                             "worker lost it repeatedly: {} leases expired without an outcome",

@@ -112,6 +112,8 @@ struct Ctx {
     outcomes: mpsc::Sender<recorder::Done>,
     /// Bumped by maintenance when it made mail claimable (reclaim, resume).
     wake_local: Arc<watch::Sender<u64>>,
+    /// VERP return paths (issue 13); `None` if the master key is unusable.
+    verp: Option<crate::bounces::token::VerpKeys>,
 }
 
 /// Starts the worker role with default options (LISTEN wake-ups only).
@@ -144,6 +146,7 @@ pub fn spawn_with(
         inflight: Arc::new(inflight::Inflight::new(w)),
         outcomes: done_tx,
         wake_local: Arc::new(local_tx),
+        verp: crate::bounces::token::VerpKeys::from_settings(&settings).ok(),
         pool,
         vault,
         settings,
