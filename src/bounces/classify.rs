@@ -172,9 +172,7 @@ pub fn infer_status(code: Option<u16>, text: &str) -> Option<String> {
         "1.2"
     } else if has_any(&t, &UNKNOWN_MAILBOX) {
         "1.1"
-    } else if has_any(&t, &GREYLIST) {
-        "7.1"
-    } else if has_any(&t, &POLICY) {
+    } else if has_any(&t, &GREYLIST) || has_any(&t, &POLICY) {
         "7.1"
     } else if code.is_some() {
         "0.0"
