@@ -51,6 +51,9 @@ pub struct Settings {
     pub domains: DomainSettings,
     pub dns: DnsSettings,
     pub log: LogSettings,
+    pub bounces: BounceSettings,
+    pub inbound: InboundSettings,
+    pub suppressions: SuppressionSettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -270,6 +273,37 @@ pub struct LogSettings {
     pub level: String,
 }
 
+/// Return paths and complaint address (issue 13).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BounceSettings {
+    /// The bounce domain: messages go out with `MAIL FROM:<b+TOKEN@domain>`
+    /// and the inbound listener accepts mail for it. Empty = off (the
+    /// message's own envelope sender is used and no DSN can be matched).
+    pub domain: String,
+    /// The feedback-loop (ARF) address the inbound listener accepts; empty = none.
+    pub fbl_address: String,
+}
+
+/// The inbound SMTP listener (bounces, FBL reports).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundSettings {
+    /// host:port; empty = no listener.
+    pub bind: String,
+    pub max_connections: usize,
+    pub max_message_bytes: usize,
+    /// RFC 5321 §4.5.3.2.7: the server waits at least 5 minutes for a command.
+    pub command_timeout_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuppressionSettings {
+    /// A hard bounce's suppression expires after this many days; 0 = never.
+    pub hard_bounce_days: u32,
+}
+
 /// Why the configuration could not be loaded; the message names the key.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {0}")]
@@ -437,6 +471,27 @@ impl Settings {
         }
         if let Err(why) = crate::dns::parse_nameservers(&self.dns.nameservers) {
             return fail("dns.nameservers", &why);
+        }
+        if !self.inbound.bind.is_empty() && self.inbound.bind.parse::<SocketAddr>().is_err() {
+            return fail("inbound.bind", "expected host:port or empty");
+        }
+        if self.inbound.max_connections == 0 {
+            return fail("inbound.max_connections", "must be at least 1");
+        }
+        if self.inbound.max_message_bytes < 64 * 1024 {
+            return fail("inbound.max_message_bytes", "must be at least 65536");
+        }
+        if self.inbound.command_timeout_secs == 0 {
+            return fail("inbound.command_timeout_secs", "must be at least 1");
+        }
+        let b = &self.bounces;
+        if !b.domain.is_empty()
+            && crate::domain::parse_hostname("bounces.domain", &b.domain).is_err()
+        {
+            return fail("bounces.domain", "not a valid domain name");
+        }
+        if !b.fbl_address.is_empty() && !b.fbl_address.contains('@') {
+            return fail("bounces.fbl_address", "expected an e-mail address or empty");
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return fail(

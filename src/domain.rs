@@ -55,11 +55,13 @@ pub enum Permission {
     TenantsRead,
     TenantsWrite,
     KeysWrite,
+    SuppressionsRead,
+    SuppressionsWrite,
     All,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 13] = [
+    pub const ALL: [Permission; 15] = [
         Permission::Send,
         Permission::EmailsRead,
         Permission::TemplatesRead,
@@ -72,6 +74,8 @@ impl Permission {
         Permission::TenantsRead,
         Permission::TenantsWrite,
         Permission::KeysWrite,
+        Permission::SuppressionsRead,
+        Permission::SuppressionsWrite,
         Permission::All,
     ];
 
@@ -89,6 +93,8 @@ impl Permission {
             Permission::TenantsRead => "tenants:read",
             Permission::TenantsWrite => "tenants:write",
             Permission::KeysWrite => "keys:write",
+            Permission::SuppressionsRead => "suppressions:read",
+            Permission::SuppressionsWrite => "suppressions:write",
             Permission::All => "*",
         }
     }
@@ -110,6 +116,8 @@ impl Permission {
                 | Permission::UsageRead
                 | Permission::DomainsRead
                 | Permission::DomainsWrite
+                | Permission::SuppressionsRead
+                | Permission::SuppressionsWrite
         )
     }
 }

@@ -2,6 +2,7 @@
 //! `docs/ARCHITECTURE.md` maps these modules.
 
 pub mod auth;
+pub mod bounces;
 pub mod config;
 pub mod crypto;
 pub mod db;
@@ -20,8 +21,10 @@ pub mod openapi;
 pub mod queue;
 pub mod routes;
 pub mod secrets;
+pub mod smtp_server;
 pub mod startup;
 pub mod state;
+pub mod suppressions;
 pub mod telemetry;
 pub mod templates;
 pub mod tenants;

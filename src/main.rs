@@ -154,6 +154,12 @@ async fn serve(settings: Settings, with_worker: bool) -> anyhow::Result<()> {
         // The API still starts; /readyz reports 503 until the database is back.
         Err(e) => tracing::error!(error = %format!("{e:#}"), "migrations not applied at start"),
     }
+    // The inbound SMTP listener (bounces, complaints) runs with the worker.
+    let inbound = if with_worker {
+        postline::bounces::inbound::start(&state.settings, state.pool.clone()).await?
+    } else {
+        None
+    };
     // In `serve` the worker is woken by this process's commits directly.
     let worker = with_worker.then(|| {
         worker::spawn_with(
@@ -178,6 +184,9 @@ async fn serve(settings: Settings, with_worker: bool) -> anyhow::Result<()> {
     let served = app.run_until_stopped().await;
     if let Some(r) = recheck {
         r.abort();
+    }
+    if let Some(i) = inbound {
+        i.stop().await;
     }
     if let Some(w) = worker {
         w.stop(Duration::from_secs(
@@ -206,10 +215,14 @@ async fn worker_only(settings: Settings) -> anyhow::Result<()> {
     };
     let domains = postline::domains::service::build(&settings, pool.clone(), vault.clone())?;
     let recheck = postline::domains::service::spawn_recheck(domains);
+    let inbound = postline::bounces::inbound::start(&settings, pool.clone()).await?;
     let handle = worker::spawn(settings.clone(), pool, vault);
     tracing::info!("postline worker running");
     shutdown_signal().await;
     recheck.abort();
+    if let Some(i) = inbound {
+        i.stop().await;
+    }
     if let Some(m) = metrics {
         m.stop(true).await;
     }

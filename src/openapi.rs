@@ -9,7 +9,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::Endpoint;
-use crate::{domains, emails, http, keys, templates, tenants, usage, webhooks};
+use crate::{domains, emails, http, keys, suppressions, templates, tenants, usage, webhooks};
 
 struct BearerAuth;
 
@@ -49,10 +49,16 @@ impl Modify for ScopedForms {
                     .schema_type(utoipa::openapi::schema::Type::String),
             ))
             .build();
-        let forms: [(&str, &str, bool, &str); 4] = [
+        let forms: [(&str, &str, bool, &str); 5] = [
             (
                 "/v1/domains",
                 "/v1/tenants/{tenant}/domains",
+                true,
+                "Admin key acting for the tenant in the path.",
+            ),
+            (
+                "/v1/suppressions",
+                "/v1/tenants/{tenant}/suppressions",
                 true,
                 "Admin key acting for the tenant in the path.",
             ),
@@ -154,6 +160,8 @@ impl Modify for ScopedForms {
         webhooks::routes::test,
         domains::routes::create, domains::routes::list_domains, domains::routes::get,
         domains::routes::delete, domains::routes::verify, domains::routes::rotate,
+        suppressions::routes::list, suppressions::routes::create, suppressions::routes::get,
+        suppressions::routes::delete,
         openapi_json, docs,
     ),
     modifiers(&BearerAuth, &ScopedForms),
@@ -165,6 +173,7 @@ impl Modify for ScopedForms {
         (name = "Templates", description = "Stored designs rendered with minijinja (tenant keys; admins under /v1/tenants/{tenant}/templates)"),
         (name = "Webhooks", description = "Signed event delivery (tenant keys; admins under /v1/tenants/{tenant}/webhooks; platform-wide at /v1/admin/webhooks)"),
         (name = "Domains", description = "Sending domains: DNS verification and DKIM keys (tenant keys; admins under /v1/tenants/{tenant}/domains)"),
+        (name = "Suppressions", description = "Addresses never sent to: hard bounces (expiring), complaints, manual entries (tenant keys; admins under /v1/tenants/{tenant}/suppressions)"),
         (name = "Operations", description = "Health, readiness, metrics, this document"),
     )
 )]

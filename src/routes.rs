@@ -34,6 +34,7 @@ pub fn all() -> Vec<Endpoint> {
         crate::webhooks::routes::endpoints(),
         crate::usage::routes::endpoints(),
         crate::domains::routes::endpoints(),
+        crate::suppressions::routes::endpoints(),
         crate::openapi::endpoints(),
     ]
     .into_iter()

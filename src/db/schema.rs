@@ -185,6 +185,8 @@ diesel::table! {
         emails_bounced -> Int8,
         emails_failed -> Int8,
         api_requests -> Int8,
+        emails_complained -> Int8,
+        emails_suppressed -> Int8,
     }
 }
 diesel::allow_tables_to_appear_in_same_query!(tenants, usage_daily);
@@ -222,3 +224,32 @@ diesel::table! {
 
 diesel::joinable!(domains -> tenants (tenant_id));
 diesel::allow_tables_to_appear_in_same_query!(domains, domain_dkim_keys, tenants);
+
+// --- bounces and suppressions (migration 000010) ---
+
+diesel::table! {
+    email_recipients (tenant_id, email_id, recipient) {
+        tenant_id -> Uuid,
+        email_id -> Uuid,
+        recipient -> Text,
+        kind -> Text,
+        status -> Text,
+        smtp_response -> Nullable<Text>,
+        bounce -> Nullable<Jsonb>,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    suppressions (tenant_id, email) {
+        tenant_id -> Uuid,
+        email -> Text,
+        reason -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Nullable<Timestamptz>,
+        source_email_id -> Nullable<Uuid>,
+        detail -> Nullable<Text>,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(emails, email_recipients);

@@ -46,6 +46,29 @@ pub enum Outcome {
     Deferred { response: String },
     /// Refused for good (5xx): terminal.
     Bounced { response: String },
+    /// The recipients fared differently (the relay refused some RCPTs):
+    /// each one's fate and reply. `response` is the end-of-data reply, or
+    /// the first refusal when nothing was sent.
+    PerRecipient {
+        response: String,
+        recipients: Vec<RcptResult>,
+    },
+}
+
+/// What happened to one recipient of a [`Outcome::PerRecipient`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    Delivered,
+    Deferred,
+    Bounced,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RcptResult {
+    /// As given in [`OutgoingMessage::recipients`].
+    pub recipient: String,
+    pub fate: Fate,
+    pub response: String,
 }
 
 impl Outcome {
@@ -53,7 +76,8 @@ impl Outcome {
         match self {
             Outcome::Delivered { response }
             | Outcome::Deferred { response }
-            | Outcome::Bounced { response } => response,
+            | Outcome::Bounced { response }
+            | Outcome::PerRecipient { response, .. } => response,
         }
     }
 
@@ -142,7 +166,10 @@ impl Transports {
         let options = SmtpOptions {
             connect_timeout: Duration::from_secs(d.connect_timeout_secs.max(1)),
             command_timeout: Duration::from_secs(d.command_timeout_secs.max(1)),
-            data_timeout: Duration::from_secs(d.command_timeout_secs.max(1)),
+            // RFC 5321 §4.5.3.2.6: wait 10 minutes for the reply to the
+            // final dot (the relay may be filtering the message), not the
+            // command timeout.
+            data_timeout: Duration::from_secs(600),
             max_connections: d.max_connections_per_relay.max(1),
             ..SmtpOptions::default()
         };

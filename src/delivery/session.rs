@@ -2,13 +2,13 @@
 //! to an [`Outcome`].
 //!
 //! We drive MAIL/RCPT/DATA ourselves instead of lettre's `send`, which
-//! aborts the whole connection on the first refused RCPT. Per recipient:
-//! - any RCPT refused with 4xx: RSET and defer the whole message. Sending to
-//!   the others now would make the retry send them a second copy; holding it
-//!   keeps "at most once per recipient" without per-recipient queue state.
-//! - some refused with 5xx, others accepted: send to the accepted ones, and
-//!   name the refused ones in the stored response (they will never succeed).
-//! - all refused with 5xx: RSET, bounced.
+//! aborts the whole connection on the first refused RCPT. Per recipient
+//! (issue 13): the accepted ones get the message and the DATA reply; each
+//! refused one gets its own reply: 4xx (and 552, which RFC 5321
+//! §4.5.3.1.10 says to treat as temporary on RCPT) defers it alone, so the
+//! retry sends only to it; 5xx bounces it alone. When every recipient fared
+//! the same the outcome is that one ([`Outcome::Delivered`], …); otherwise
+//! [`Outcome::PerRecipient`].
 
 use std::error::Error as _;
 use std::future::Future;
@@ -22,12 +22,13 @@ use lettre::transport::smtp::Error as SmtpError;
 use lettre::Address;
 use tokio::time::timeout;
 
-use super::{Outcome, OutgoingMessage, SmtpOptions};
+use super::{Fate, Outcome, OutgoingMessage, RcptResult, SmtpOptions};
 
 /// The parsed envelope; addresses that do not parse never reach the relay.
 pub(super) struct Envelope {
     from: Option<Address>,
-    to: Vec<Address>,
+    /// (as given, parsed)
+    to: Vec<(String, Address)>,
     invalid: Vec<String>,
     utf8: bool,
 }
@@ -46,15 +47,14 @@ impl Envelope {
         let mut invalid = Vec::new();
         for rcpt in &msg.recipients {
             match rcpt.parse::<Address>() {
-                Ok(addr) => to.push(addr),
-                Err(_) => invalid.push(rcpt.escape_debug().to_string()),
+                Ok(addr) => to.push((rcpt.clone(), addr)),
+                Err(_) => invalid.push(rcpt.clone()),
             }
         }
         if to.is_empty() {
             return Err(Outcome::bounced("no valid recipient (not sent)"));
         }
-        let utf8 =
-            !msg.envelope_from.is_ascii() || to.iter().any(|a| !AsRef::<str>::as_ref(a).is_ascii());
+        let utf8 = !msg.envelope_from.is_ascii() || to.iter().any(|(a, _)| !a.is_ascii());
         Ok(Envelope {
             from,
             to,
@@ -95,6 +95,15 @@ struct Reply {
 }
 
 impl Reply {
+    /// A refused RCPT: 552 there is temporary (RFC 5321 §4.5.3.1.10).
+    fn rcpt_fate(&self) -> Fate {
+        if self.code >= 500 && self.code != 552 {
+            Fate::Bounced
+        } else {
+            Fate::Deferred
+        }
+    }
+
     fn outcome(&self, context: &str) -> Outcome {
         let response = format!("{}{context}", self.text);
         if self.code >= 500 {
@@ -224,41 +233,53 @@ pub(super) async fn transact(
         Err(Failure::Broken(why)) => return Attempt::broken(Outcome::deferred(why), true),
     }
 
-    let mut accepted = 0usize;
-    let mut refused: Vec<(String, Reply)> = Vec::new();
-    for rcpt in &env.to {
+    let mut accepted: Vec<&str> = Vec::new();
+    let mut refused: Vec<RcptResult> = env
+        .invalid
+        .iter()
+        .map(|r| RcptResult {
+            recipient: r.clone(),
+            fate: Fate::Bounced,
+            response: "invalid address (not sent)".into(),
+        })
+        .collect();
+    for (given, rcpt) in &env.to {
         match step(cmd, "RCPT", conn.command(Rcpt::new(rcpt.clone(), vec![]))).await {
-            Ok(_) => accepted += 1,
+            Ok(_) => accepted.push(given),
             Err(Failure::Reply(r)) if r.code == 421 => {
                 return Attempt::broken(r.outcome(""), false);
             }
-            Err(Failure::Reply(r)) => refused.push((rcpt.to_string(), r)),
+            Err(Failure::Reply(r)) => refused.push(RcptResult {
+                recipient: given.clone(),
+                fate: r.rcpt_fate(),
+                response: r.text,
+            }),
             Err(Failure::Broken(why)) => return Attempt::broken(Outcome::deferred(why), false),
         }
     }
-    let several = env.to.len() > 1;
-    let context = |rcpt: &str| {
-        if several {
-            format!(" (RCPT {rcpt})")
-        } else {
-            String::new()
-        }
-    };
-    if let Some((rcpt, r)) = refused.iter().find(|(_, r)| r.code < 500) {
-        return reset(conn, opts, r.outcome(&context(rcpt))).await;
-    }
-    if accepted == 0 {
-        let outcome = match refused.first() {
-            Some((rcpt, r)) => r.outcome(&context(rcpt)),
-            None => Outcome::bounced("no recipient accepted"),
-        };
+    if accepted.is_empty() {
+        let first = refused
+            .iter()
+            .find(|r| r.fate == Fate::Deferred)
+            .or(refused.first())
+            .map(|r| r.response.clone())
+            .unwrap_or_else(|| "no recipient accepted".into());
+        let outcome = combine(first, &[], Fate::Bounced, refused);
         return reset(conn, opts, outcome).await;
     }
 
     match step(cmd, "DATA", conn.command(Data)).await {
         Ok(_) => {}
         Err(Failure::Reply(r)) if r.code == 421 => return Attempt::broken(r.outcome(""), false),
-        Err(Failure::Reply(r)) => return reset(conn, opts, r.outcome("")).await,
+        Err(Failure::Reply(r)) => {
+            let fate = if r.code >= 500 {
+                Fate::Bounced
+            } else {
+                Fate::Deferred
+            };
+            let outcome = combine(r.text.clone(), &accepted, fate, refused);
+            return reset(conn, opts, outcome).await;
+        }
         Err(Failure::Broken(why)) => return Attempt::broken(Outcome::deferred(why), false),
     }
     // From here a broken session may still have delivered (reply lost): the
@@ -268,39 +289,58 @@ pub(super) async fn transact(
     let body = raw.strip_suffix(b"\r\n").unwrap_or(raw);
     match step(opts.data_timeout, "end of data", conn.message(body)).await {
         Ok(reply) => Attempt {
-            outcome: Outcome::Delivered {
-                response: format!(
-                    "{}{}",
-                    response_text(&reply),
-                    not_sent(&refused, &env.invalid)
-                ),
-            },
+            outcome: combine(response_text(&reply), &accepted, Fate::Delivered, refused),
             reusable: true,
             stale: false,
         },
-        Err(Failure::Reply(r)) => Attempt {
-            outcome: r.outcome(""),
-            reusable: r.code != 421,
-            stale: false,
-        },
-        Err(Failure::Broken(why)) => Attempt::broken(Outcome::deferred(why), false),
+        Err(Failure::Reply(r)) => {
+            let fate = if r.code >= 500 {
+                Fate::Bounced
+            } else {
+                Fate::Deferred
+            };
+            Attempt {
+                outcome: combine(r.text.clone(), &accepted, fate, refused),
+                reusable: r.code != 421,
+                stale: false,
+            }
+        }
+        Err(Failure::Broken(why)) => {
+            let outcome = combine(why, &accepted, Fate::Deferred, refused);
+            Attempt::broken(outcome, false)
+        }
     }
 }
 
-/// Recipients left out of a delivered message, for the stored response.
-fn not_sent(refused: &[(String, Reply)], invalid: &[String]) -> String {
-    let mut parts: Vec<String> = refused
-        .iter()
-        .map(|(rcpt, r)| format!("{rcpt}: {}", r.text))
-        .collect();
-    parts.extend(
-        invalid
+/// The outcome of a transaction: `accepted` recipients share `fate` and
+/// `response`; `refused` have their own. One plain outcome when all agree.
+fn combine(response: String, accepted: &[&str], fate: Fate, refused: Vec<RcptResult>) -> Outcome {
+    let uniform = match refused.first() {
+        None => Some((fate, response.clone())),
+        Some(first) if accepted.is_empty() => refused
             .iter()
-            .map(|rcpt| format!("{rcpt}: invalid address")),
-    );
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!(" (not sent to {})", parts.join("; "))
+            .all(|r| r.fate == first.fate && r.response == first.response)
+            .then(|| (first.fate, first.response.clone())),
+        Some(_) => None,
+    };
+    if let Some((fate, response)) = uniform {
+        return match fate {
+            Fate::Delivered => Outcome::Delivered { response },
+            Fate::Deferred => Outcome::Deferred { response },
+            Fate::Bounced => Outcome::Bounced { response },
+        };
+    }
+    let mut recipients: Vec<RcptResult> = accepted
+        .iter()
+        .map(|r| RcptResult {
+            recipient: r.to_string(),
+            fate,
+            response: response.clone(),
+        })
+        .collect();
+    recipients.extend(refused);
+    Outcome::PerRecipient {
+        response,
+        recipients,
     }
 }

@@ -152,6 +152,8 @@ pub struct ListFilter {
     pub status: Option<String>,
     /// `(name, Some(value))` matches a tag value; `(name, None)` any value.
     pub tag: Option<(String, Option<String>)>,
+    /// A bare, lower-cased address: messages with that recipient.
+    pub recipient: Option<String>,
 }
 
 pub fn list(
@@ -196,6 +198,15 @@ pub fn list(
         }
         Some((k, None)) => q = q.filter(emails::tags.has_key(k.clone())),
         None => {}
+    }
+    if let Some(r) = &filter.recipient {
+        use crate::db::schema::email_recipients as er;
+        q = q.filter(diesel::dsl::exists(
+            er::table
+                .filter(er::tenant_id.eq(emails::tenant_id))
+                .filter(er::email_id.eq(emails::id))
+                .filter(er::recipient.eq(r.clone())),
+        ));
     }
     if let Some(c) = page.after {
         q = q.filter(

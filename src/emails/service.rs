@@ -40,6 +40,7 @@ const STATUSES: &[&str] = &[
     "failed",
     "canceled",
     "held",
+    "suppressed",
 ];
 
 /// Which tenant a send or read is for, before lookup.
@@ -393,6 +394,8 @@ pub struct ListQuery {
     pub cursor: Option<String>,
     pub status: Option<String>,
     pub tag: Option<String>,
+    /// Messages to this address (exact, case-insensitive).
+    pub recipient: Option<String>,
     pub tenant_id: Option<String>,
 }
 
@@ -424,10 +427,16 @@ pub async fn list(
         Some((k, v)) => (k.to_string(), Some(v.to_string())),
         None => (t, None),
     });
+    let recipient = q
+        .recipient
+        .as_deref()
+        .map(|r| crate::domain::parse_email("recipient", r).map(|a| a.to_ascii_lowercase()))
+        .transpose()?;
     let filter = ListFilter {
         tenant,
         status: q.status,
         tag,
+        recipient,
     };
     let rows = db::run(&state.pool, move |conn| {
         Ok(model::list(conn, &filter, page)?)
@@ -456,7 +465,10 @@ pub async fn get(
         let row = model::find(conn, tenant, id)?.ok_or(AppError::NotFound)?;
         let events = model::events(conn, tenant, id)?;
         let queue = crate::queue::model::states(conn, tenant, &[id])?.pop();
-        Ok(EmailDetail::new(row, queue, events))
+        let recipients = crate::bounces::recipients::of_email(conn, tenant, id)?;
+        let mut detail = EmailDetail::new(row, queue, events);
+        detail.recipients = recipients.into_iter().map(Into::into).collect();
+        Ok(detail)
     })
     .await
 }

@@ -79,7 +79,37 @@ pub struct EmailDetail {
     pub message_id: String,
     pub created_at: DateTime<Utc>,
     pub delivered_at: Option<DateTime<Utc>>,
+    /// Each recipient's own state (issue 13).
+    pub recipients: Vec<RecipientView>,
     pub events: Vec<EventView>,
+}
+
+/// One recipient of a message: `status` queued, delivered, deferred,
+/// bounced, complained, suppressed or failed; `bounce` when it bounced.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RecipientView {
+    pub email: String,
+    /// `to`, `cc` or `bcc`.
+    pub kind: String,
+    pub status: String,
+    pub smtp_response: Option<String>,
+    /// `{"type": "hard|soft", "status": "5.1.1", "diagnostic", "reported_by"}`.
+    #[schema(value_type = Option<Object>)]
+    pub bounce: Option<serde_json::Value>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<crate::bounces::recipients::RecipientRow> for RecipientView {
+    fn from(r: crate::bounces::recipients::RecipientRow) -> Self {
+        RecipientView {
+            email: r.recipient,
+            kind: r.kind,
+            status: r.status,
+            smtp_response: r.smtp_response,
+            bounce: r.bounce,
+            updated_at: r.updated_at,
+        }
+    }
 }
 
 impl EmailDetail {
@@ -108,6 +138,7 @@ impl EmailDetail {
             message_id: r.message_id,
             created_at: r.created_at,
             delivered_at: r.delivered_at,
+            recipients: Vec::new(),
             events: events
                 .into_iter()
                 .map(|e| EventView {

@@ -48,6 +48,9 @@ pub struct Claimed {
     pub lost: i32,
     pub size_bytes: i32,
     pub row: EmailRow,
+    /// Its `email_recipients` rows, every status (empty for mail queued
+    /// before they existed: then every address is sent to).
+    pub recipients: Vec<crate::bounces::recipients::RecipientRow>,
 }
 
 pub struct Claim {
@@ -214,6 +217,11 @@ pub fn claim(conn: &mut PgConnection, want: &Want, cursor: &mut Uuid) -> QueryRe
         .load(conn)?;
         let mut by_id: HashMap<(Uuid, Uuid), EmailRow> =
             rows.into_iter().map(|r| ((r.tenant_id, r.id), r)).collect();
+        let keys: Vec<(Uuid, Uuid)> = t.iter().copied().zip(e.iter().copied()).collect();
+        let mut rcpts: HashMap<(Uuid, Uuid), Vec<_>> = HashMap::new();
+        for r in crate::bounces::recipients::of_emails(conn, &keys)? {
+            rcpts.entry((r.tenant_id, r.email_id)).or_default().push(r);
+        }
         let messages = leased
             .into_iter()
             .filter_map(|l| {
@@ -226,6 +234,7 @@ pub fn claim(conn: &mut PgConnection, want: &Want, cursor: &mut Uuid) -> QueryRe
                     },
                     lost: l.lost,
                     size_bytes: l.size_bytes,
+                    recipients: rcpts.remove(&(l.tenant_id, l.email_id)).unwrap_or_default(),
                     row,
                 })
             })

@@ -263,7 +263,15 @@ pub fn write_jobs(
         return Ok(admitted);
     }
     model::insert_with_events(conn, &rows)?;
-    queue_db::insert(conn, &rows)?;
+    // Recipients recorded, suppressed ones refused (issue 13); a message with
+    // nobody left to send to is `suppressed` and never queued.
+    let checked = crate::suppressions::check::at_ingest(conn, &rows)?;
+    let queued: Vec<&NewEmail> = rows
+        .iter()
+        .copied()
+        .filter(|r| !checked.all_suppressed.contains(&(r.tenant_id, r.id)))
+        .collect();
+    queue_db::insert(conn, &queued)?;
     crate::metrics::ingest_batch(rows.len());
     let (mut quota, mut other): (BTreeMap<Uuid, Counters>, BTreeMap<Uuid, Counters>) =
         Default::default();
@@ -274,6 +282,9 @@ pub fn write_jobs(
             &mut other
         };
         to.entry(r.tenant_id).or_default().emails_sent += 1;
+    }
+    for (t, n) in &checked.per_tenant {
+        other.entry(*t).or_default().emails_suppressed += n;
     }
     usage::add(conn, day, 0, &quota)?;
     usage::add(conn, day, shard, &other)?;

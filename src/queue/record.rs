@@ -11,8 +11,10 @@ use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamptz, Uuid as SqlU
 use uuid::Uuid;
 
 use super::model::Lease;
+use crate::bounces::recipients::{self, Update};
 use crate::db::schema::email_events;
 use crate::emails::model::NewEvent;
+use crate::suppressions::model::{self as suppressions, NewSuppression};
 use crate::usage::model::{self as usage, Counters};
 
 /// What happened to one claimed message.
@@ -75,6 +77,19 @@ pub struct Outcome {
     pub lease: Lease,
     pub attempt: i32,
     pub resolution: Resolution,
+    /// What happened to each recipient tried (issue 13); written with the
+    /// outcome, under the same fence. Empty for messages without recipient
+    /// rows (queued before migration 000010) and for requeues.
+    pub recipients: Vec<RcptOutcome>,
+}
+
+/// One recipient's result in an [`Outcome`].
+#[derive(Clone, Debug)]
+pub struct RcptOutcome {
+    pub update: Update,
+    /// Put the address on the tenant's suppression list (a hard bounce),
+    /// expiring then (`None` = never).
+    pub suppress: Option<Option<DateTime<Utc>>>,
 }
 
 #[derive(QueryableByName)]
@@ -152,19 +167,73 @@ pub fn record(conn: &mut PgConnection, outcomes: &[Outcome]) -> QueryResult<Vec<
         let changed: HashSet<(Uuid, Uuid)> =
             changed.into_iter().map(|r| (r.tenant_id, r.email_id)).collect();
         let now = Utc::now();
-        let events: Vec<NewEvent> = outcomes
+        let mine: Vec<&Outcome> = outcomes
             .iter()
             .filter(|o| changed.contains(&(o.lease.tenant_id, o.lease.email_id)))
-            .filter_map(|o| {
-                o.resolution.event().map(|kind| NewEvent {
-                    tenant_id: o.lease.tenant_id,
-                    email_id: o.lease.email_id,
-                    kind: kind.to_string(),
-                    detail: event_detail(o),
-                    at: now,
+            .collect();
+        let updates: Vec<(Uuid, Uuid, &Update)> = mine
+            .iter()
+            .flat_map(|o| {
+                o.recipients
+                    .iter()
+                    .map(|r| (o.lease.tenant_id, o.lease.email_id, &r.update))
+            })
+            .collect();
+        recipients::apply(conn, &updates)?;
+        let failed: Vec<(Uuid, Uuid)> = mine
+            .iter()
+            .filter(|o| matches!(o.resolution, Resolution::Failed { .. }))
+            .map(|o| (o.lease.tenant_id, o.lease.email_id))
+            .collect();
+        recipients::fail_pending(conn, &failed)?;
+        let suppress: Vec<NewSuppression> = mine
+            .iter()
+            .flat_map(|o| {
+                o.recipients.iter().filter_map(|r| {
+                    r.suppress.map(|expires_at| NewSuppression {
+                        tenant_id: o.lease.tenant_id,
+                        email: r.update.recipient.clone(),
+                        reason: "hard_bounce",
+                        expires_at,
+                        source_email_id: Some(o.lease.email_id),
+                        detail: r.update.smtp_response.clone(),
+                    })
                 })
             })
             .collect();
+        suppressions::upsert(conn, &suppress)?;
+        let mut events: Vec<NewEvent> = Vec::new();
+        for o in &mine {
+            // `email.bounced` is per recipient (API.md); the message's own
+            // bounce event only for messages without recipient rows.
+            let mut per_recipient = false;
+            for r in o.recipients.iter().filter(|r| r.update.status == "bounced") {
+                per_recipient = true;
+                events.push(NewEvent {
+                    tenant_id: o.lease.tenant_id,
+                    email_id: o.lease.email_id,
+                    kind: "email.bounced".into(),
+                    detail: serde_json::json!({
+                        "attempt": o.attempt,
+                        "recipient": r.update.recipient,
+                        "bounce": r.update.bounce,
+                        "smtp_response": r.update.smtp_response,
+                    }),
+                    at: now,
+                });
+            }
+            let Some(kind) = o.resolution.event() else { continue };
+            if kind == "email.bounced" && per_recipient {
+                continue;
+            }
+            events.push(NewEvent {
+                tenant_id: o.lease.tenant_id,
+                email_id: o.lease.email_id,
+                kind: kind.to_string(),
+                detail: event_detail(o),
+                at: now,
+            });
+        }
         if !events.is_empty() {
             diesel::insert_into(email_events::table).values(&events).execute(conn)?;
             crate::webhooks::outbox::enqueue(conn, &events)?;

@@ -25,6 +25,8 @@ pub struct Counters {
     pub emails_bounced: i64,
     pub emails_failed: i64,
     pub api_requests: i64,
+    pub emails_complained: i64,
+    pub emails_suppressed: i64,
 }
 
 impl Counters {
@@ -34,6 +36,8 @@ impl Counters {
         self.emails_bounced += o.emails_bounced;
         self.emails_failed += o.emails_failed;
         self.api_requests += o.api_requests;
+        self.emails_complained += o.emails_complained;
+        self.emails_suppressed += o.emails_suppressed;
     }
 }
 
@@ -111,14 +115,16 @@ pub fn add(
     let col = |f: fn(&Counters) -> i64| deltas.values().map(f).collect::<Vec<i64>>();
     let ids: Vec<Uuid> = deltas.keys().copied().collect();
     diesel::sql_query(
-        "INSERT INTO usage_daily AS u (tenant_id, day, shard, emails_sent, emails_delivered, emails_bounced, emails_failed, api_requests) \
-         SELECT t, $2, $8, s, d, b, f, a FROM unnest($1, $3, $4, $5, $6, $7) AS x(t, s, d, b, f, a) ORDER BY t \
+        "INSERT INTO usage_daily AS u (tenant_id, day, shard, emails_sent, emails_delivered, emails_bounced, emails_failed, api_requests, emails_complained, emails_suppressed) \
+         SELECT t, $2, $8, s, d, b, f, a, c, x FROM unnest($1, $3, $4, $5, $6, $7, $9, $10) AS x(t, s, d, b, f, a, c, x) ORDER BY t \
          ON CONFLICT (tenant_id, day, shard) DO UPDATE SET \
            emails_sent = u.emails_sent + EXCLUDED.emails_sent, \
            emails_delivered = u.emails_delivered + EXCLUDED.emails_delivered, \
            emails_bounced = u.emails_bounced + EXCLUDED.emails_bounced, \
            emails_failed = u.emails_failed + EXCLUDED.emails_failed, \
-           api_requests = u.api_requests + EXCLUDED.api_requests",
+           api_requests = u.api_requests + EXCLUDED.api_requests, \
+           emails_complained = u.emails_complained + EXCLUDED.emails_complained, \
+           emails_suppressed = u.emails_suppressed + EXCLUDED.emails_suppressed",
     )
     .bind::<Array<SqlUuid>, _>(&ids)
     .bind::<Date, _>(day)
@@ -128,6 +134,8 @@ pub fn add(
     .bind::<Array<BigInt>, _>(col(|c| c.emails_failed))
     .bind::<Array<BigInt>, _>(col(|c| c.api_requests))
     .bind::<SmallInt, _>(shard)
+    .bind::<Array<BigInt>, _>(col(|c| c.emails_complained))
+    .bind::<Array<BigInt>, _>(col(|c| c.emails_suppressed))
     .execute(conn)
     .map(|_| ())
 }
@@ -155,6 +163,10 @@ struct SummedRow {
     emails_failed: i64,
     #[diesel(sql_type = BigInt)]
     api_requests: i64,
+    #[diesel(sql_type = BigInt)]
+    emails_complained: i64,
+    #[diesel(sql_type = BigInt)]
+    emails_suppressed: i64,
 }
 
 /// Daily counters (shards summed) of the given tenants between two dates
@@ -168,7 +180,8 @@ pub fn days(
     let rows: Vec<SummedRow> = diesel::sql_query(
         "SELECT tenant_id, day, sum(emails_sent)::bigint AS emails_sent, \
            sum(emails_delivered)::bigint AS emails_delivered, sum(emails_bounced)::bigint AS emails_bounced, \
-           sum(emails_failed)::bigint AS emails_failed, sum(api_requests)::bigint AS api_requests \
+           sum(emails_failed)::bigint AS emails_failed, sum(api_requests)::bigint AS api_requests, \
+           sum(emails_complained)::bigint AS emails_complained, sum(emails_suppressed)::bigint AS emails_suppressed \
          FROM usage_daily WHERE tenant_id = ANY($1) AND day BETWEEN $2 AND $3 \
          GROUP BY tenant_id, day ORDER BY tenant_id, day",
     )
@@ -187,6 +200,8 @@ pub fn days(
                 emails_bounced: r.emails_bounced,
                 emails_failed: r.emails_failed,
                 api_requests: r.api_requests,
+                emails_complained: r.emails_complained,
+                emails_suppressed: r.emails_suppressed,
             },
         })
         .collect())

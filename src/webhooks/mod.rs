@@ -14,7 +14,7 @@ pub mod signing;
 pub mod view;
 
 /// The events an endpoint can subscribe to (`"*"` means all of them).
-pub const EVENTS: [&str; 7] = [
+pub const EVENTS: [&str; 9] = [
     "email.queued",
     "email.delivered",
     "email.deferred",
@@ -22,6 +22,8 @@ pub const EVENTS: [&str; 7] = [
     "email.failed",
     "domain.verified",
     "domain.failed",
+    "email.suppressed",
+    "email.complained",
 ];
 
 /// The event type of `POST …/test`.

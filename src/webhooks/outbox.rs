@@ -42,7 +42,11 @@ pub fn enqueue(conn: &mut PgConnection, events: &[NewEvent]) -> QueryResult<usiz
                'to', to_jsonb(m.to_addrs), \
                'subject', m.subject, \
                'tags', m.tags, \
-               'smtp_response', COALESCE(e.detail ->> 'smtp_response', m.smtp_response))), \
+               'smtp_response', COALESCE(e.detail ->> 'smtp_response', m.smtp_response)) \
+               || jsonb_strip_nulls(jsonb_build_object( \
+                    'recipient', e.detail -> 'recipient', \
+                    'bounce', (e.detail -> 'bounce') - 'reported_by', \
+                    'feedback_type', e.detail -> 'feedback_type'))), \
            now(), now() \
          FROM unnest($1, $2, $3, $4, $5) AS e(tenant_id, email_id, kind, detail, at) \
          JOIN webhooks w \

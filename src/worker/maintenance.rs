@@ -39,7 +39,7 @@ pub async fn heartbeat(ctx: Ctx) {
 /// Every second: expired leases become claimable (and a message lost
 /// `worker.max_lost_leases` times fails); every 5 s: mail of suspended
 /// tenants that came back from a send is held; hourly: old idempotency keys
-/// and finished webhook deliveries are purged.
+/// finished webhook deliveries and expired suppressions are purged.
 pub async fn run(ctx: Ctx) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -58,6 +58,7 @@ pub async fn run(ctx: Ctx) {
             if purge {
                 crate::emails::idempotency::purge_expired(conn)?;
                 crate::webhooks::deliveries::purge_finished(conn, log_days)?;
+                crate::suppressions::model::purge_expired(conn, 10_000)?;
             }
             Ok(reclaimed)
         })
@@ -87,6 +88,7 @@ pub async fn run(ctx: Ctx) {
                         fence: l.fence,
                     },
                     attempt: l.lost,
+                    recipients: Vec::new(),
                     resolution: Resolution::Failed {
                         reason: format!(
                             "worker lost it repeatedly: {} leases expired without an outcome",

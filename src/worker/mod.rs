@@ -114,6 +114,8 @@ struct Ctx {
     wake_local: Arc<watch::Sender<u64>>,
     /// DKIM signing with cached keys (issue 12).
     signer: crate::domains::signing::Signer,
+    /// VERP return paths (issue 13); `None` if the master key is unusable.
+    verp: Option<crate::bounces::token::VerpKeys>,
 }
 
 /// Starts the worker role with default options (LISTEN wake-ups only).
@@ -151,6 +153,7 @@ pub fn spawn_with(
             vault.clone(),
             Duration::from_secs(settings.domains.cache_secs),
         ),
+        verp: crate::bounces::token::VerpKeys::from_settings(&settings).ok(),
         pool,
         vault,
         settings,

@@ -1,18 +1,22 @@
 //! One claimed message, on its own failure path: prepare it (MIME on the
 //! blocking pool; an error or a panic fails this message alone, with the
-//! reason), pace it, hand it to its transport, and say what the reply means.
+//! reason), pace it, hand it to its transport, and say what the reply means
+//! for the message and for each recipient (issue 13: only recipients with
+//! work left are sent to; each one's fate is recorded on its own).
 
 use chrono::Utc;
 use uuid::Uuid;
 
 use super::relays::TenantDelivery;
 use super::Ctx;
-use crate::delivery::{self, OutgoingMessage};
+use crate::bounces::recipients::{self, Update};
+use crate::bounces::token::Ref;
+use crate::bounces::{bounce_json, classify};
+use crate::delivery::{self, Fate, OutgoingMessage};
 use crate::domain::TenantId;
-use crate::emails::model::EmailRow;
 use crate::metrics;
 use crate::queue::claim::Claimed;
-use crate::queue::record::{Outcome, Resolution};
+use crate::queue::record::{Outcome, RcptOutcome, Resolution};
 
 /// What the send path keeps of a row once its content went into the MIME
 /// build (the row itself is consumed there, so its bodies are not held twice).
@@ -23,11 +27,35 @@ struct Meta {
     expires_at: chrono::DateTime<Utc>,
     from_addr: String,
     envelope_from: String,
+    /// The recipients to send to now: those with work left.
     recipients: Vec<String>,
+    /// Some recipient was delivered by an earlier attempt.
+    delivered_before: bool,
 }
 
 impl Meta {
-    fn of(row: &EmailRow) -> Self {
+    fn of(claimed: &Claimed) -> Self {
+        let row = &claimed.row;
+        let (recipients, delivered_before) = if claimed.recipients.is_empty() {
+            // Queued before per-recipient state existed: everyone.
+            let all = row
+                .to_addrs
+                .iter()
+                .chain(&row.cc_addrs)
+                .chain(&row.bcc_addrs)
+                .map(|r| address_of(r))
+                .collect();
+            (all, false)
+        } else {
+            let pending = claimed
+                .recipients
+                .iter()
+                .filter(|r| recipients::PENDING.contains(&r.status.as_str()))
+                .map(|r| r.recipient.clone())
+                .collect();
+            let before = claimed.recipients.iter().any(|r| r.status == "delivered");
+            (pending, before)
+        };
         Meta {
             tenant_id: row.tenant_id,
             id: row.id,
@@ -35,13 +63,8 @@ impl Meta {
             expires_at: row.expires_at,
             from_addr: row.from_addr.clone(),
             envelope_from: row.envelope_from.clone(),
-            recipients: row
-                .to_addrs
-                .iter()
-                .chain(&row.cc_addrs)
-                .chain(&row.bcc_addrs)
-                .map(|r| address_of(r))
-                .collect(),
+            recipients,
+            delivered_before,
         }
     }
 }
@@ -55,11 +78,12 @@ pub async fn attempt(
     shutting_down: impl Fn() -> bool,
 ) -> Outcome {
     let lease = claimed.lease;
-    let meta = Meta::of(&claimed.row);
+    let meta = Meta::of(&claimed);
     let outcome = |resolution| Outcome {
         lease,
         attempt: meta.attempt,
         resolution,
+        recipients: Vec::new(),
     };
     let prepare = ctx.prepare.clone();
     let row = claimed.row;
@@ -81,6 +105,18 @@ pub async fn attempt(
     if shutting_down() {
         return outcome(Resolution::Requeued { at: Utc::now() });
     }
+    if meta.recipients.is_empty() {
+        // Nothing left to send (every recipient already has an outcome).
+        return outcome(if meta.delivered_before {
+            Resolution::Delivered {
+                response: "no recipient left to send to".into(),
+            }
+        } else {
+            Resolution::Failed {
+                reason: "no recipient left to send to".into(),
+            }
+        });
+    }
     let per_second = tenant.as_ref().and_then(|t| t.per_second);
     if let Some(at) = ctx.pacer.admit(meta.tenant_id, per_second) {
         metrics::limited("paced");
@@ -96,10 +132,11 @@ pub async fn attempt(
         Err(why) => return outcome(deferral(ctx, &meta, why)),
     };
     let transport = ctx.transports.for_tenant(relay);
+    let (envelope_from, raw) = return_path(ctx, &meta, raw);
     let msg = OutgoingMessage {
         tenant_id: TenantId(meta.tenant_id),
         email_id: meta.id,
-        envelope_from: meta.envelope_from.clone(),
+        envelope_from,
         recipients: meta.recipients.clone(),
         raw,
     };
@@ -110,13 +147,106 @@ pub async fn attempt(
         delivery::Outcome::Delivered { .. } => "delivered",
         delivery::Outcome::Bounced { .. } => "bounced",
         delivery::Outcome::Deferred { .. } => "deferred",
+        delivery::Outcome::PerRecipient { .. } => "per_recipient",
     };
     metrics::smtp_send(label, started.elapsed());
-    outcome(match sent {
-        delivery::Outcome::Delivered { response } => Resolution::Delivered { response },
-        delivery::Outcome::Bounced { response } => Resolution::Bounced { response },
-        delivery::Outcome::Deferred { response } => deferral(ctx, &meta, response),
-    })
+    resolve(ctx, &meta, lease, sent)
+}
+
+/// The VERP return path and the `X-Postline-ID` header, when
+/// `bounces.domain` is set; else the message's own envelope sender.
+fn return_path(ctx: &Ctx, meta: &Meta, raw: Vec<u8>) -> (String, Vec<u8>) {
+    let domain = &ctx.settings.bounces.domain;
+    let Some(keys) = ctx.verp.as_ref().filter(|_| !domain.is_empty()) else {
+        return (meta.envelope_from.clone(), raw);
+    };
+    let r = Ref {
+        tenant_id: meta.tenant_id,
+        email_id: meta.id,
+    };
+    let mut with_id = format!("X-Postline-ID: {}\r\n", keys.token(&r)).into_bytes();
+    with_id.extend_from_slice(&raw);
+    (keys.return_path(&r, domain), with_id)
+}
+
+/// Each recipient's fate, and the message's: deferred while any recipient
+/// is (the retry sends only to those), else delivered when any recipient
+/// was, else bounced.
+fn resolve(
+    ctx: &Ctx,
+    meta: &Meta,
+    lease: crate::queue::model::Lease,
+    sent: delivery::Outcome,
+) -> Outcome {
+    let fates: Vec<(String, Fate, String)> = match sent {
+        delivery::Outcome::PerRecipient { recipients, .. } => recipients
+            .into_iter()
+            .map(|r| (r.recipient, r.fate, r.response))
+            .collect(),
+        uniform => {
+            let fate = match &uniform {
+                delivery::Outcome::Delivered { .. } => Fate::Delivered,
+                delivery::Outcome::Deferred { .. } => Fate::Deferred,
+                _ => Fate::Bounced,
+            };
+            let response = uniform.response().to_string();
+            meta.recipients
+                .iter()
+                .map(|r| (r.clone(), fate, response.clone()))
+                .collect()
+        }
+    };
+    let first = |f: Fate| fates.iter().find(|x| x.1 == f).map(|x| x.2.clone());
+    let resolution = if let Some(response) = first(Fate::Deferred) {
+        deferral(ctx, meta, response)
+    } else if let Some(response) = first(Fate::Delivered) {
+        Resolution::Delivered { response }
+    } else if meta.delivered_before {
+        Resolution::Delivered {
+            response: first(Fate::Bounced).unwrap_or_default(),
+        }
+    } else {
+        Resolution::Bounced {
+            response: first(Fate::Bounced).unwrap_or_default(),
+        }
+    };
+    let gave_up = matches!(resolution, Resolution::Failed { .. });
+    let days = ctx.settings.suppressions.hard_bounce_days;
+    let recipients = fates
+        .into_iter()
+        .map(|(recipient, fate, response)| {
+            let (status, bounce, suppress) = match fate {
+                Fate::Delivered => ("delivered", None, None),
+                Fate::Deferred if gave_up => ("failed", None, None),
+                Fate::Deferred => ("deferred", None, None),
+                Fate::Bounced => {
+                    let b = classify::of_reply(&response);
+                    let hard = b.bounce_type == classify::BounceType::Hard;
+                    let expires = crate::suppressions::hard_bounce_expiry(days);
+                    (
+                        "bounced",
+                        Some(bounce_json(&b, "smtp")),
+                        hard.then_some(expires),
+                    )
+                }
+            };
+            RcptOutcome {
+                update: Update {
+                    recipient,
+                    status,
+                    smtp_response: Some(response),
+                    bounce,
+                },
+                suppress,
+            }
+        })
+        .collect();
+    Outcome {
+        lease,
+        attempt: meta.attempt,
+        resolution,
+        recipients,
+    }
 }
 
 /// The bare address of a stored mailbox (`Name <a@b>` → `a@b`).

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::smtp_sink::{SinkConfig, SmtpSink};
 use postline::config::{DeliveryMode, Secret, Settings, TlsMode};
 use postline::delivery::{
-    Outcome, OutgoingMessage, RelayConfig, SmtpOptions, SmtpTransport, Transport, Transports,
+    Fate, Outcome, OutgoingMessage, RelayConfig, SmtpOptions, SmtpTransport, Transport, Transports,
 };
 use postline::domain::TenantId;
 
@@ -168,31 +168,40 @@ async fn transient_reply_defers_and_permanent_bounces() {
 async fn partial_recipient_refusals() {
     let sink = SmtpSink::start().await;
     let t = smtp(&sink);
-    // A permanent refusal: the others still get it, the response says who did not.
+    // A permanent refusal: the others still get it; each recipient has its
+    // own fate and reply.
     let outcome = t
         .send(&message(&["ok@example.org", "bounce@example.org"], "x"))
         .await;
-    let Outcome::Delivered { response } = &outcome else {
+    let Outcome::PerRecipient { recipients, .. } = &outcome else {
         panic!("{outcome:?}")
     };
-    assert!(
-        response.contains("not sent to bounce@example.org: 550 5.1.1 no such user"),
-        "{response}"
-    );
+    assert_eq!(recipients.len(), 2, "{recipients:?}");
+    assert_eq!(recipients[0].recipient, "ok@example.org");
+    assert_eq!(recipients[0].fate, Fate::Delivered);
+    assert_eq!(recipients[1].recipient, "bounce@example.org");
+    assert_eq!(recipients[1].fate, Fate::Bounced);
+    assert_eq!(recipients[1].response, "550 5.1.1 no such user");
     let got = sink.wait_for(1, WAIT).await;
     assert_eq!(got[0].rcpt_to, vec!["ok@example.org".to_string()]);
 
-    // A transient refusal holds the whole message (no partial send to retry).
+    // A transient refusal defers that recipient alone; 552 on RCPT is
+    // temporary too (RFC 5321 §4.5.3.1.10).
+    sink.script("big@example.org", vec![552]);
     let outcome = t
-        .send(&message(&["ok2@example.org", "defer@example.org"], "x"))
+        .send(&message(
+            &["ok2@example.org", "defer@example.org", "big@example.org"],
+            "x",
+        ))
         .await;
-    assert_eq!(
-        outcome,
-        Outcome::Deferred {
-            response: "451 4.3.0 try later (RCPT defer@example.org)".into()
-        }
-    );
-    assert_eq!(sink.messages().len(), 1);
+    let Outcome::PerRecipient { recipients, .. } = &outcome else {
+        panic!("{outcome:?}")
+    };
+    let fates: Vec<Fate> = recipients.iter().map(|r| r.fate).collect();
+    assert_eq!(fates, vec![Fate::Delivered, Fate::Deferred, Fate::Deferred]);
+    assert_eq!(recipients[1].response, "451 4.3.0 try later");
+    let got = sink.wait_for(2, WAIT).await;
+    assert_eq!(got[1].rcpt_to, vec!["ok2@example.org".to_string()]);
     assert!(t
         .send(&message(&["ok3@example.org"], "x"))
         .await

@@ -14,6 +14,8 @@ mod common;
 mod drills;
 
 mod auth;
+mod bounce_corpus;
+mod bounces;
 mod delivery;
 mod domains;
 mod domains_dkim;

@@ -125,6 +125,7 @@ async fn an_outcome_with_a_stale_fence_is_ignored() {
     let outcome = |lease: Lease, response: &str| Outcome {
         lease,
         attempt: 1,
+        recipients: Vec::new(),
         resolution: Resolution::Bounced {
             response: response.into(),
         },
@@ -136,6 +137,7 @@ async fn an_outcome_with_a_stale_fence_is_ignored() {
     let delivered = Outcome {
         lease: fresh,
         attempt: 1,
+        recipients: Vec::new(),
         resolution: Resolution::Delivered {
             response: "250 ok".into(),
         },

@@ -1,0 +1,156 @@
+//! A parsed bounce or complaint recorded against the message it names, in
+//! one transaction: the recipient's state, its event (and webhook outbox
+//! rows), the suppression entry, the message status and the usage counter.
+//! A report that names no message of ours (no verifying token, no such
+//! message) changes nothing.
+
+use chrono::Utc;
+use diesel::prelude::*;
+
+use super::dsn::{Kind, Report};
+use super::recipients::{self, RecipientRow};
+use super::token::{Ref, VerpKeys};
+use super::{bounce_json, classify};
+use crate::db::schema::{email_events, emails};
+use crate::domain::TenantId;
+use crate::emails::model::NewEvent;
+use crate::suppressions::model::{self as suppressions, NewSuppression};
+use crate::usage::model::{self as usage, Counters};
+
+/// What recording a report did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The report named a message of ours (a verified token).
+    pub matched: Option<Ref>,
+    pub bounced: Vec<String>,
+    pub complained: Vec<String>,
+}
+
+/// The message a report is about: a return path among the envelope
+/// recipients, else a token quoted in the report (`X-Postline-ID`, or the
+/// original return path). Tokens that do not verify are ignored.
+pub fn find_message(keys: &VerpKeys, rcpt_to: &[String], report: &Report) -> Option<Ref> {
+    rcpt_to
+        .iter()
+        .find_map(|a| keys.verify_address(a))
+        .or_else(|| report.tokens.iter().find_map(|t| keys.verify(t)))
+}
+
+/// The message's recipient a report names; the only recipient when the
+/// report's address is not one of them (forwarding rewrote it).
+fn pick<'a>(
+    rows: &'a [RecipientRow],
+    named: Option<&str>,
+    reports: usize,
+) -> Option<&'a RecipientRow> {
+    named
+        .and_then(|n| rows.iter().find(|r| r.recipient.eq_ignore_ascii_case(n)))
+        .or_else(|| (rows.len() == 1 && reports == 1).then(|| &rows[0]))
+}
+
+pub fn record(
+    conn: &mut PgConnection,
+    found: Ref,
+    report: &Report,
+    hard_bounce_days: u32,
+) -> QueryResult<Applied> {
+    conn.transaction(|conn| {
+        let tenant = TenantId(found.tenant_id);
+        let mut applied = Applied {
+            matched: Some(found),
+            ..Applied::default()
+        };
+        let status: Option<String> = emails::table
+            .find((found.tenant_id, found.email_id))
+            .select(emails::status)
+            .for_update()
+            .first(conn)
+            .optional()?;
+        let Some(status) = status else {
+            applied.matched = None;
+            return Ok(applied);
+        };
+        let rows = recipients::of_email(conn, tenant, found.email_id)?;
+        let now = Utc::now();
+        let mut events = Vec::new();
+        let mut suppress = Vec::new();
+        let mut counters = Counters::default();
+        let reporter = report.reporting_mta.clone().unwrap_or_else(|| "dsn".into());
+        if let Kind::Complaint { feedback_type } = &report.kind {
+            if let Some(r) = pick(&rows, report.complained.as_deref(), 1) {
+                if recipients::set_reported(conn, found.tenant_id, found.email_id, &r.recipient, "complained", None)? {
+                    applied.complained.push(r.recipient.clone());
+                    counters.emails_complained += 1;
+                    events.push(NewEvent {
+                        tenant_id: found.tenant_id,
+                        email_id: found.email_id,
+                        kind: "email.complained".into(),
+                        detail: serde_json::json!({"recipient": r.recipient, "feedback_type": feedback_type, "reported_by": reporter}),
+                        at: now,
+                    });
+                }
+                suppress.push(NewSuppression {
+                    tenant_id: found.tenant_id,
+                    email: r.recipient.clone(),
+                    reason: "complaint",
+                    expires_at: None,
+                    source_email_id: Some(found.email_id),
+                    detail: Some(format!("{feedback_type} report from {reporter}")),
+                });
+            }
+        }
+        for f in &report.failures {
+            let Some(r) = pick(&rows, Some(&f.recipient), report.failures.len()) else {
+                continue;
+            };
+            let b = classify::Bounce {
+                bounce_type: f.bounce_type,
+                status: f.status.clone(),
+                diagnostic: f.diagnostic.clone(),
+            };
+            let json = bounce_json(&b, &reporter);
+            if !recipients::set_reported(conn, found.tenant_id, found.email_id, &r.recipient, "bounced", Some(&json))? {
+                continue;
+            }
+            applied.bounced.push(r.recipient.clone());
+            events.push(NewEvent {
+                tenant_id: found.tenant_id,
+                email_id: found.email_id,
+                kind: "email.bounced".into(),
+                detail: serde_json::json!({"recipient": r.recipient, "bounce": json, "smtp_response": f.diagnostic}),
+                at: now,
+            });
+            if f.bounce_type == classify::BounceType::Hard {
+                suppress.push(NewSuppression {
+                    tenant_id: found.tenant_id,
+                    email: r.recipient.clone(),
+                    reason: "hard_bounce",
+                    expires_at: crate::suppressions::hard_bounce_expiry(hard_bounce_days),
+                    source_email_id: Some(found.email_id),
+                    detail: Some(format!("{} {}", f.status, f.diagnostic).trim().to_string()),
+                });
+            }
+        }
+        suppressions::upsert(conn, &suppress)?;
+        // A delivered message none of whose recipients is delivered any
+        // more has bounced (API.md: `bounced` when all bounced).
+        if !applied.bounced.is_empty() && status == "delivered" {
+            let now_rows = recipients::of_email(conn, tenant, found.email_id)?;
+            if now_rows.iter().all(|r| r.status == "bounced") {
+                diesel::update(emails::table.find((found.tenant_id, found.email_id)))
+                    .set(emails::status.eq("bounced"))
+                    .execute(conn)?;
+                counters.emails_bounced += 1;
+            }
+        }
+        if !events.is_empty() {
+            diesel::insert_into(email_events::table).values(&events).execute(conn)?;
+            crate::webhooks::outbox::enqueue(conn, &events)?;
+        }
+        if counters.emails_bounced + counters.emails_complained > 0 {
+            let deltas = std::iter::once((found.tenant_id, counters)).collect();
+            usage::add(conn, now.date_naive(), usage::pick_shard(), &deltas)?;
+        }
+        Ok(applied)
+    })
+}

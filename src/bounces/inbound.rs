@@ -1,0 +1,122 @@
+//! The inbound SMTP listener (`inbound.bind`): accepts mail only for the
+//! bounce domain (`bounces.domain`) and the feedback-loop address
+//! (`bounces.fbl_address`), 550 for any other recipient (never a relay),
+//! parses what arrives on the blocking pool and records it (`apply`).
+//! A report that names no message of ours is accepted and dropped, so a
+//! forger learns nothing; a database failure answers 451 so the sender
+//! retries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::token::VerpKeys;
+use super::{apply, dsn};
+use crate::config::Settings;
+use crate::db::{self, PgPool};
+use crate::smtp_server::{Envelope, Handler, Limits, Reply, Server};
+
+pub struct BounceHandler {
+    pool: PgPool,
+    keys: VerpKeys,
+    domain: String,
+    fbl: String,
+    hard_bounce_days: u32,
+}
+
+impl BounceHandler {
+    pub fn new(settings: &Settings, pool: PgPool) -> anyhow::Result<Self> {
+        Ok(BounceHandler {
+            pool,
+            keys: VerpKeys::from_settings(settings)?,
+            domain: settings.bounces.domain.to_ascii_lowercase(),
+            fbl: settings.bounces.fbl_address.to_ascii_lowercase(),
+            hard_bounce_days: settings.suppressions.hard_bounce_days,
+        })
+    }
+
+    fn serves(&self, address: &str) -> bool {
+        let a = address.trim().to_ascii_lowercase();
+        if !self.fbl.is_empty() && a == self.fbl {
+            return true;
+        }
+        match a.rsplit_once('@') {
+            Some((local, domain)) => {
+                !self.domain.is_empty() && domain == self.domain && !local.is_empty()
+            }
+            None => false,
+        }
+    }
+
+    /// Parses and records one message; the reply for the sender.
+    pub fn process(&self, rcpt_to: &[String], message: &[u8]) -> Result<apply::Applied, Reply> {
+        let Some(report) = dsn::parse(message) else {
+            return Ok(apply::Applied::default());
+        };
+        let Some(found) = apply::find_message(&self.keys, rcpt_to, &report) else {
+            tracing::debug!("inbound report names no message of ours; ignored");
+            return Ok(apply::Applied::default());
+        };
+        let mut conn = self
+            .pool
+            .get()
+            .map_err(|_| Reply::new(451, "4.3.0 temporary failure, try again later"))?;
+        let applied = apply::record(&mut conn, found, &report, self.hard_bounce_days);
+        let failed = applied.is_err();
+        db::release(conn, failed);
+        applied.map_err(|e| {
+            tracing::warn!(error = %e, "recording an inbound report failed");
+            Reply::new(451, "4.3.0 temporary failure, try again later")
+        })
+    }
+}
+
+#[async_trait]
+impl Handler for Arc<BounceHandler> {
+    async fn rcpt(&self, _env: &Envelope, to: &str) -> Reply {
+        if self.serves(to) {
+            Reply::new(250, "2.1.5 OK")
+        } else {
+            Reply::new(550, "5.7.1 relaying denied: no such recipient here")
+        }
+    }
+
+    async fn data(&self, env: Envelope, message: Vec<u8>) -> Reply {
+        let this = self.clone();
+        let done = tokio::task::spawn_blocking(move || this.process(&env.rcpt_to, &message)).await;
+        match done {
+            Ok(Ok(_)) => Reply::new(250, "2.0.0 processed"),
+            Ok(Err(reply)) => reply,
+            Err(e) => {
+                tracing::error!(error = %e, "processing an inbound report panicked");
+                Reply::new(451, "4.3.0 temporary failure, try again later")
+            }
+        }
+    }
+}
+
+/// Starts the listener on `inbound.bind`; `None` when it is empty.
+pub async fn start(settings: &Settings, pool: PgPool) -> anyhow::Result<Option<Server>> {
+    let inbound = &settings.inbound;
+    if inbound.bind.is_empty() {
+        return Ok(None);
+    }
+    let handler = Arc::new(BounceHandler::new(settings, pool)?);
+    let limits = Limits {
+        hostname: if settings.bounces.domain.is_empty() {
+            "postline".into()
+        } else {
+            settings.bounces.domain.clone()
+        },
+        max_connections: inbound.max_connections,
+        max_message_bytes: inbound.max_message_bytes,
+        command_timeout: Duration::from_secs(inbound.command_timeout_secs),
+        ..Limits::default()
+    };
+    let server = Server::bind(&inbound.bind, limits, Arc::new(handler))
+        .await
+        .map_err(|e| anyhow::anyhow!("inbound.bind: cannot bind {}: {e}", inbound.bind))?;
+    tracing::info!(addr = %server.addr(), "inbound SMTP listening (bounces, complaints)");
+    Ok(Some(server))
+}

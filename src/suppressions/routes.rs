@@ -1,0 +1,115 @@
+//! Suppression routes: `/v1/suppressions` for tenant keys and
+//! `/v1/tenants/{tenant}/suppressions` for admin keys (same handlers).
+
+use actix_web::http::Method;
+use actix_web::{web, HttpResponse};
+
+use super::service::{self, CreateSuppression, ListQuery, SuppressionView};
+use crate::auth::Principal;
+use crate::db::pagination::Page;
+use crate::domain::{Permission, TenantId};
+use crate::error::{AppResult, Problem};
+use crate::routes::Endpoint;
+use crate::state::AppState;
+use crate::tenants::scope::{self, ScopedPath};
+
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![
+        Endpoint::new(Method::GET, "/v1/suppressions", || web::route().to(list)),
+        Endpoint::new(Method::POST, "/v1/suppressions", || web::route().to(create)),
+        Endpoint::new(Method::GET, "/v1/suppressions/{id}", || {
+            web::route().to(get)
+        }),
+        Endpoint::new(Method::DELETE, "/v1/suppressions/{id}", || {
+            web::route().to(delete)
+        }),
+        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/suppressions", || {
+            web::route().to(list)
+        }),
+        Endpoint::new(Method::POST, "/v1/tenants/{tenant}/suppressions", || {
+            web::route().to(create)
+        }),
+        Endpoint::new(
+            Method::GET,
+            "/v1/tenants/{tenant}/suppressions/{id}",
+            || web::route().to(get),
+        ),
+        Endpoint::new(
+            Method::DELETE,
+            "/v1/tenants/{tenant}/suppressions/{id}",
+            || web::route().to(delete),
+        ),
+    ]
+}
+
+async fn tenant(
+    state: &AppState,
+    who: &Principal,
+    path: &ScopedPath,
+    write: bool,
+) -> AppResult<TenantId> {
+    let p = if write {
+        Permission::SuppressionsWrite
+    } else {
+        Permission::SuppressionsRead
+    };
+    scope::resolve(state, who, path, p, "suppressions").await
+}
+
+/// List the suppression list (live entries, newest first).
+#[utoipa::path(get, path = "/v1/suppressions", tag = "Suppressions", params(ListQuery),
+    responses((status = 200, body = Page<SuppressionView>), (status = "4XX", body = Problem)),
+    security(("bearer" = ["suppressions:read"])))]
+pub async fn list(
+    who: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<ScopedPath>,
+    query: web::Query<ListQuery>,
+) -> AppResult<HttpResponse> {
+    let t = tenant(&state, &who, &path, false).await?;
+    let page = service::list(&state, t, query.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// Add an address by hand (`reason` manual; never expires).
+#[utoipa::path(post, path = "/v1/suppressions", tag = "Suppressions", request_body = CreateSuppression,
+    responses((status = 201, body = SuppressionView), (status = "4XX", body = Problem)),
+    security(("bearer" = ["suppressions:write"])))]
+pub async fn create(
+    who: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<ScopedPath>,
+    body: web::Json<CreateSuppression>,
+) -> AppResult<HttpResponse> {
+    let t = tenant(&state, &who, &path, true).await?;
+    let view = service::create(&state, t, body.into_inner()).await?;
+    Ok(HttpResponse::Created().json(view))
+}
+
+/// One entry by address.
+#[utoipa::path(get, path = "/v1/suppressions/{id}", tag = "Suppressions", params(("id" = String, Path, description = "The e-mail address")),
+    responses((status = 200, body = SuppressionView), (status = "4XX", body = Problem)),
+    security(("bearer" = ["suppressions:read"])))]
+pub async fn get(
+    who: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<ScopedPath>,
+) -> AppResult<HttpResponse> {
+    let t = tenant(&state, &who, &path, false).await?;
+    let view = service::get(&state, t, path.id()?).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Remove an address: mail to it is sent again.
+#[utoipa::path(delete, path = "/v1/suppressions/{id}", tag = "Suppressions", params(("id" = String, Path, description = "The e-mail address")),
+    responses((status = 204), (status = "4XX", body = Problem)),
+    security(("bearer" = ["suppressions:write"])))]
+pub async fn delete(
+    who: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<ScopedPath>,
+) -> AppResult<HttpResponse> {
+    let t = tenant(&state, &who, &path, true).await?;
+    service::delete(&state, t, path.id()?).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
