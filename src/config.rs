@@ -141,6 +141,8 @@ pub struct DeliverySettings {
     /// Tenant SMTP overrides on loopback/private/link-local hosts (never
     /// metadata). The default relay (`delivery.smtp`) is trusted config.
     pub allow_private_relays: bool,
+    /// SMTP AUTH without TLS to relays other than a loopback IP literal.
+    pub allow_plaintext_auth: bool,
     pub smtp: SmtpSettings,
 }
 

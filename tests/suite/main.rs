@@ -19,6 +19,7 @@ mod drill_input;
 mod drill_kill;
 mod drill_relay;
 mod http_errors;
+mod leaks;
 mod limits;
 mod observability;
 mod openapi;
