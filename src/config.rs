@@ -8,26 +8,68 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use zeroize::Zeroizing;
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
-/// A string that never prints: `Debug` and `Display` show `[redacted]`.
-#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+/// A string that never prints and is wiped from memory when dropped
+/// (`secrecy::SecretString`): `Debug` shows `[redacted]`, there is no
+/// `Display` or `Serialize`; reading it takes an explicit [`Secret::expose`].
+/// Every secret of the process is one of these: SMTP passwords (config and
+/// tenant input), API tokens and their secrets, webhook secrets, the master
+/// key's text, the database URL.
+#[derive(Clone, Deserialize)]
 #[serde(transparent)]
-pub struct Secret(String);
+pub struct Secret(SecretString);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(SecretString::from(value.into()))
     }
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.expose().is_empty()
+    }
+
+    /// For the one response that shows a secret once (a created key's
+    /// token, a new webhook's signing secret): `#[serde(serialize_with =
+    /// "Secret::serialize_exposed")]` makes the exposure explicit at the field.
+    pub fn serialize_exposed<S: serde::Serializer>(
+        secret: &Secret,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(secret.expose())
+    }
+
+    /// [`Secret::serialize_exposed`] for an optional field.
+    pub fn serialize_exposed_opt<S: serde::Serializer>(
+        secret: &Option<Secret>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match secret {
+            Some(s) => serializer.serialize_some(s.expose()),
+            None => serializer.serialize_none(),
+        }
     }
 }
+
+impl Default for Secret {
+    fn default() -> Self {
+        Secret::new(String::new())
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -370,21 +412,27 @@ impl Settings {
     }
 
     /// The 32-byte master key for secrets at rest, from `security.master_key`
-    /// or the file named by `security.master_key_file`.
-    pub fn master_key(&self) -> Result<[u8; 32], ConfigError> {
+    /// or the file named by `security.master_key_file`. Every copy of it
+    /// (text, decoded bytes) is wiped when dropped.
+    pub fn master_key(&self) -> Result<Zeroizing<[u8; 32]>, ConfigError> {
         let (key, source) = if !self.security.master_key.is_empty() {
             (
-                self.security.master_key.expose().trim().to_string(),
+                Zeroizing::new(self.security.master_key.expose().trim().to_string()),
                 "security.master_key",
             )
         } else if !self.security.master_key_file.is_empty() {
-            let text = std::fs::read_to_string(&self.security.master_key_file).map_err(|e| {
-                ConfigError(format!(
-                    "security.master_key_file: cannot read {}: {e}",
-                    self.security.master_key_file
-                ))
-            })?;
-            (text.trim().to_string(), "security.master_key_file")
+            let text = Zeroizing::new(
+                std::fs::read_to_string(&self.security.master_key_file).map_err(|e| {
+                    ConfigError(format!(
+                        "security.master_key_file: cannot read {}: {e}",
+                        self.security.master_key_file
+                    ))
+                })?,
+            );
+            (
+                Zeroizing::new(text.trim().to_string()),
+                "security.master_key_file",
+            )
         } else {
             return Err(ConfigError(
                 "security.master_key: set it (base64 of 32 bytes) or security.master_key_file"
@@ -395,7 +443,7 @@ impl Settings {
     }
 
     /// The keys of `security.previous_master_keys`.
-    pub fn previous_master_keys(&self) -> Result<Vec<[u8; 32]>, ConfigError> {
+    pub fn previous_master_keys(&self) -> Result<Vec<Zeroizing<[u8; 32]>>, ConfigError> {
         self.security
             .previous_master_keys
             .expose()
@@ -409,19 +457,26 @@ impl Settings {
     /// The vault for secrets at rest: the master key seals, previous keys
     /// still open values sealed before a rotation.
     pub fn vault(&self) -> Result<crate::crypto::Vault, ConfigError> {
-        let mut vault = crate::crypto::Vault::new(&self.master_key()?);
+        let mut vault = crate::crypto::Vault::new(&*self.master_key()?);
         for old in self.previous_master_keys()? {
-            vault = vault.with_previous(&old);
+            vault = vault.with_previous(&*old);
         }
         Ok(vault)
     }
 }
 
-fn decode_key(key: &str, source: &str) -> Result<[u8; 32], ConfigError> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(key.as_bytes())
-        .map_err(|_| ConfigError(format!("{source}: not valid base64")))?;
-    bytes
-        .try_into()
-        .map_err(|_| ConfigError(format!("{source}: must decode to exactly 32 bytes")))
+fn decode_key(key: &str, source: &str) -> Result<Zeroizing<[u8; 32]>, ConfigError> {
+    let bytes = Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(key.as_bytes())
+            .map_err(|_| ConfigError(format!("{source}: not valid base64")))?,
+    );
+    let mut out = Zeroizing::new([0u8; 32]);
+    if bytes.len() != 32 {
+        return Err(ConfigError(format!(
+            "{source}: must decode to exactly 32 bytes"
+        )));
+    }
+    out.copy_from_slice(&bytes);
+    Ok(out)
 }

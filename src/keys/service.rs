@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::model::{self, ApiKeyRow, NewApiKey};
 use crate::auth::token;
 use crate::auth::Principal;
+use crate::config::Secret;
 use crate::db::pagination::{Page, PageRequest};
 use crate::db::{self, PgPool};
 use crate::domain::{ApiKeyId, KeyKind, Permission, Permissions, TenantId};
@@ -34,8 +35,12 @@ pub struct KeyView {
     pub revoked_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     /// The whole key: present only in the response that created it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "Secret::serialize_exposed_opt"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub key: Option<Secret>,
 }
 
 impl From<ApiKeyRow> for KeyView {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
 use super::model::TenantRow;
-use crate::config::TlsMode;
+use crate::config::{Secret, TlsMode};
 use crate::crypto::Vault;
 use crate::domain::{has_line_break_or_nul, parse_email, parse_hostname};
 use crate::error::{AppError, AppResult, FieldError};
@@ -37,8 +37,10 @@ pub struct SmtpPatch {
     pub port: Option<u16>,
     #[serde(default, deserialize_with = "nullable")]
     pub username: Option<Option<String>>,
+    /// Wiped from memory once sealed; `Debug` shows `[redacted]`.
     #[serde(default, deserialize_with = "nullable")]
-    pub password: Option<Option<String>>,
+    #[schema(value_type = Option<String>)]
+    pub password: Option<Option<Secret>>,
     pub tls: Option<TlsMode>,
 }
 
@@ -322,11 +324,12 @@ fn apply_smtp(
     match s.password {
         None => {}
         Some(None) => row.smtp_password_enc = None,
-        Some(Some(p)) if p.is_empty() || p.len() > 1024 => {
+        Some(Some(p)) if p.is_empty() || p.expose().len() > 1024 => {
             errors.push(FieldError::new("smtp.password", "must be 1-1024 bytes"))
         }
         Some(Some(p)) => {
-            row.smtp_password_enc = Some(vault.seal(p.as_bytes(), &smtp_password_context(row.id)))
+            row.smtp_password_enc =
+                Some(vault.seal(p.expose().as_bytes(), &smtp_password_context(row.id)))
         }
     }
     row.smtp_host = host;

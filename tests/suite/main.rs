@@ -24,6 +24,7 @@ mod limits;
 mod observability;
 mod openapi;
 mod rotation;
+mod secrets;
 mod sending;
 mod smtp_sink;
 mod templates;
