@@ -459,7 +459,7 @@ impl Settings {
     pub fn vault(&self) -> Result<crate::crypto::Vault, ConfigError> {
         let mut vault = crate::crypto::Vault::new(&*self.master_key()?);
         for old in self.previous_master_keys()? {
-            vault = vault.with_previous(&*old);
+            vault = vault.with_previous(&old);
         }
         Ok(vault)
     }
