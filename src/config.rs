@@ -90,6 +90,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub ingest: IngestSettings,
     pub tenants: TenantSettings,
+    pub retention: RetentionSettings,
     pub log: LogSettings,
 }
 
@@ -243,6 +244,21 @@ pub struct IngestSettings {
 #[serde(deny_unknown_fields)]
 pub struct TenantSettings {
     pub auto_create: bool,
+}
+
+/// How long message content and metadata are kept (`src/retention`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Bodies, headers and attachments of finished mail, in days after
+    /// acceptance; a tenant's `retention_content_days` overrides it.
+    pub content_days: u32,
+    /// The message row, its status and events, in days after acceptance.
+    pub metadata_days: u32,
+    /// Rows per purge statement.
+    pub batch_rows: usize,
+    /// Statements of each kind per maintenance run (hourly).
+    pub max_batches: usize,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -401,6 +417,22 @@ impl Settings {
         }
         if w.log_retention_days == 0 {
             return fail("webhooks.log_retention_days", "must be at least 1");
+        }
+        let r = &self.retention;
+        if !(1..=3650).contains(&r.content_days) {
+            return fail("retention.content_days", "must be between 1 and 3650");
+        }
+        if r.metadata_days < r.content_days || r.metadata_days > 36500 {
+            return fail(
+                "retention.metadata_days",
+                "must be at least retention.content_days (and at most 36500)",
+            );
+        }
+        if !(1..=10_000).contains(&r.batch_rows) {
+            return fail("retention.batch_rows", "must be between 1 and 10000");
+        }
+        if !(1..=10_000).contains(&r.max_batches) {
+            return fail("retention.max_batches", "must be between 1 and 10000");
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return fail(

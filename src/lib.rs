@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod net_guard;
 pub mod openapi;
 pub mod queue;
+pub mod retention;
 pub mod routes;
 pub mod secrets;
 pub mod startup;

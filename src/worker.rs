@@ -103,6 +103,7 @@ pub fn spawn(settings: Arc<Settings>, pool: PgPool, vault: Vault) -> WorkerHandl
     let helpers = vec![tokio::spawn(maintenance(
         ctx.pool.clone(),
         ctx.settings.webhooks.log_retention_days,
+        ctx.settings.retention.clone(),
     ))];
     let mut loops: Vec<JoinHandle<()>> = (0..ctx.settings.worker.loops)
         .map(|_| {
@@ -467,18 +468,24 @@ fn relay_notifications(
 
 /// Reclaims expired leases every few seconds; hourly, purges old
 /// idempotency keys and finished webhook deliveries.
-async fn maintenance(pool: PgPool, webhook_log_days: u32) {
+async fn maintenance(
+    pool: PgPool,
+    webhook_log_days: u32,
+    retention: crate::config::RetentionSettings,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut n: u64 = 0;
     loop {
         tick.tick().await;
         n += 1;
         let purge = n % 720 == 0;
+        let retention = retention.clone();
         let r = db::run(&pool, move |conn| {
             let reclaimed = claim::reclaim_expired(conn)?;
             if purge {
                 crate::emails::idempotency::purge_expired(conn)?;
                 crate::webhooks::deliveries::purge_finished(conn, webhook_log_days)?;
+                crate::retention::purge(conn, &retention)?;
             }
             Ok(reclaimed)
         })

@@ -20,6 +20,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         deleted_at -> Nullable<Timestamptz>,
+        retention_content_days -> Nullable<Int4>,
     }
 }
 
@@ -68,6 +69,7 @@ diesel::table! {
         tags -> Jsonb,
         created_at -> Timestamptz,
         delivered_at -> Nullable<Timestamptz>,
+        content_purged_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -174,3 +176,17 @@ diesel::table! {
     }
 }
 diesel::allow_tables_to_appear_in_same_query!(tenants, usage_daily);
+
+diesel::table! {
+    audit_log (id) {
+        id -> Uuid,
+        tenant_id -> Nullable<Uuid>,
+        at -> Timestamptz,
+        actor_kind -> Text,
+        actor_id -> Nullable<Text>,
+        action -> Text,
+        target_id -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        changes -> Jsonb,
+    }
+}

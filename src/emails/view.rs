@@ -78,6 +78,11 @@ pub struct EmailDetail {
     pub message_id: String,
     pub created_at: DateTime<Utc>,
     pub delivered_at: Option<DateTime<Utc>>,
+    /// When retention (`retention.content_days` or the tenant's override)
+    /// removed the body, headers and attachments; `null` while they are kept.
+    /// Status, addresses, subject, tags and events stay until
+    /// `retention.metadata_days`.
+    pub content_purged_at: Option<DateTime<Utc>>,
     pub events: Vec<EventView>,
 }
 
@@ -101,6 +106,7 @@ impl EmailDetail {
             message_id: r.message_id,
             created_at: r.created_at,
             delivered_at: r.delivered_at,
+            content_purged_at: r.content_purged_at,
             events: events
                 .into_iter()
                 .map(|e| EventView {

@@ -72,6 +72,8 @@ pub struct CreateTenant {
     pub settings: Option<SettingsPatch>,
     pub smtp: Option<SmtpPatch>,
     pub rate_limit: Option<RateLimitPatch>,
+    /// Days message content is kept (1-3650); default `retention.content_days`.
+    pub retention_content_days: Option<i32>,
 }
 
 /// `PUT`/`PATCH /v1/tenants/{id}`: only the given fields change.
@@ -87,6 +89,9 @@ pub struct UpdateTenant {
     #[serde(default, deserialize_with = "nullable")]
     pub smtp: Option<Option<SmtpPatch>>,
     pub rate_limit: Option<RateLimitPatch>,
+    /// Days message content is kept (1-3650); `null` = `retention.content_days`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub retention_content_days: Option<Option<i32>>,
     pub status: Option<StatusInput>,
 }
 
@@ -99,10 +104,14 @@ impl From<CreateTenant> for UpdateTenant {
             settings: c.settings,
             smtp: c.smtp.map(Some),
             rate_limit: c.rate_limit,
+            retention_content_days: c.retention_content_days.map(Some),
             status: None,
         }
     }
 }
+
+/// The longest per-tenant content retention (ten years; the column's CHECK).
+pub const MAX_RETENTION_DAYS: i32 = 3650;
 
 /// The context string a tenant's SMTP password is sealed under.
 pub fn smtp_password_context(tenant: uuid::Uuid) -> String {
@@ -228,6 +237,16 @@ impl UpdateTenant {
                 &mut row.emails_per_second,
                 rl.emails_per_second,
             );
+        }
+        match self.retention_content_days {
+            None => {}
+            Some(Some(d)) if !(1..=MAX_RETENTION_DAYS).contains(&d) => {
+                errors.push(FieldError::new(
+                    "retention_content_days",
+                    format!("must be between 1 and {MAX_RETENTION_DAYS}, or null"),
+                ))
+            }
+            Some(d) => row.retention_content_days = d,
         }
         if let Some(status) = self.status {
             row.status = match status {

@@ -39,6 +39,7 @@ fn blank_tenant() -> TenantRow {
         created_at: now,
         updated_at: now,
         deleted_at: None,
+        retention_content_days: None,
     }
 }
 
@@ -172,6 +173,7 @@ pub async fn auto_create(state: &AppState, external_id: &str) -> AppResult<()> {
         settings: None,
         smtp: None,
         rate_limit: None,
+        retention_content_days: None,
     };
     let mut row = blank_tenant();
     UpdateTenant::from(input).apply(&mut row, &state.vault, relay_guard(state))?;

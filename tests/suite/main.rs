@@ -23,6 +23,7 @@ mod leaks;
 mod limits;
 mod observability;
 mod openapi;
+mod retention;
 mod rotation;
 mod secrets;
 mod sending;
