@@ -49,6 +49,7 @@ pub enum Permission {
     WebhooksRead,
     WebhooksWrite,
     UsageRead,
+    AuditRead,
     TenantsRead,
     TenantsWrite,
     KeysWrite,
@@ -56,7 +57,7 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 11] = [
+    pub const ALL: [Permission; 12] = [
         Permission::Send,
         Permission::EmailsRead,
         Permission::TemplatesRead,
@@ -64,6 +65,7 @@ impl Permission {
         Permission::WebhooksRead,
         Permission::WebhooksWrite,
         Permission::UsageRead,
+        Permission::AuditRead,
         Permission::TenantsRead,
         Permission::TenantsWrite,
         Permission::KeysWrite,
@@ -79,6 +81,7 @@ impl Permission {
             Permission::WebhooksRead => "webhooks:read",
             Permission::WebhooksWrite => "webhooks:write",
             Permission::UsageRead => "usage:read",
+            Permission::AuditRead => "audit:read",
             Permission::TenantsRead => "tenants:read",
             Permission::TenantsWrite => "tenants:write",
             Permission::KeysWrite => "keys:write",
@@ -101,6 +104,7 @@ impl Permission {
                 | Permission::WebhooksRead
                 | Permission::WebhooksWrite
                 | Permission::UsageRead
+                | Permission::AuditRead
         )
     }
 }

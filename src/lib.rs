@@ -1,6 +1,7 @@
 //! Postline: a self-hosted, multi-tenant transactional email server.
 //! `docs/ARCHITECTURE.md` maps these modules.
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod crypto;

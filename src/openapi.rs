@@ -9,7 +9,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::Endpoint;
-use crate::{emails, http, keys, templates, tenants, usage, webhooks};
+use crate::{audit, emails, http, keys, templates, tenants, usage, webhooks};
 
 struct BearerAuth;
 
@@ -141,6 +141,7 @@ impl Modify for ScopedForms {
         emails::routes::send, emails::routes::send_batch, emails::routes::list, emails::routes::get,
         emails::routes::send_for_tenant, emails::routes::list_for_tenant, emails::routes::get_for_tenant,
         usage::routes::for_tenant, usage::routes::list,
+        audit::routes::list,
         templates::routes::create, templates::routes::list, templates::routes::get,
         templates::routes::update, templates::routes::delete, templates::routes::render,
         webhooks::routes::create, webhooks::routes::list, webhooks::routes::get,
@@ -154,6 +155,7 @@ impl Modify for ScopedForms {
         (name = "API keys", description = "Tenant and admin keys (admin keys)"),
         (name = "Emails", description = "Sending and reading mail"),
         (name = "Usage", description = "Per-tenant usage for billing"),
+        (name = "Audit", description = "Who changed tenants, keys and webhooks (`audit:read`; tenant keys see their own tenant's entries)"),
         (name = "Templates", description = "Stored designs rendered with minijinja (tenant keys; admins under /v1/tenants/{tenant}/templates)"),
         (name = "Webhooks", description = "Signed event delivery (tenant keys; admins under /v1/tenants/{tenant}/webhooks; platform-wide at /v1/admin/webhooks)"),
         (name = "Operations", description = "Health, readiness, metrics, this document"),

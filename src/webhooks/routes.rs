@@ -4,12 +4,13 @@
 //! extractor says which owner a path means.
 
 use actix_web::http::Method;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::input::{CreateWebhook, UpdateWebhook};
 use super::model::Owner;
 use super::service;
 use super::view::{CreatedWebhook, DeliveryView, WebhookView};
+use crate::audit::Actor;
 use crate::auth::Principal;
 use crate::db::pagination::{Page, PageQuery};
 use crate::domain::Permission;
@@ -143,13 +144,14 @@ async fn owner(
     security(("bearer" = ["webhooks:write"])))]
 pub async fn create(
     who: Principal,
+    req: HttpRequest,
     state: web::Data<AppState>,
     realm: Realm,
     path: web::Path<ScopedPath>,
     body: web::Json<CreateWebhook>,
 ) -> AppResult<HttpResponse> {
     let o = owner(&state, &who, realm, &path, true).await?;
-    let created = service::create(&state, o, body.into_inner()).await?;
+    let created = service::create(&state, &Actor::of(&who, &req), o, body.into_inner()).await?;
     Ok(HttpResponse::Created().json(created))
 }
 
@@ -190,13 +192,21 @@ pub async fn get(
     security(("bearer" = ["webhooks:write"])))]
 pub async fn update(
     who: Principal,
+    req: HttpRequest,
     state: web::Data<AppState>,
     realm: Realm,
     path: web::Path<ScopedPath>,
     body: web::Json<UpdateWebhook>,
 ) -> AppResult<HttpResponse> {
     let o = owner(&state, &who, realm, &path, true).await?;
-    let view = service::update(&state, o, path.id()?, body.into_inner()).await?;
+    let view = service::update(
+        &state,
+        &Actor::of(&who, &req),
+        o,
+        path.id()?,
+        body.into_inner(),
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -206,12 +216,13 @@ pub async fn update(
     security(("bearer" = ["webhooks:write"])))]
 pub async fn delete(
     who: Principal,
+    req: HttpRequest,
     state: web::Data<AppState>,
     realm: Realm,
     path: web::Path<ScopedPath>,
 ) -> AppResult<HttpResponse> {
     let o = owner(&state, &who, realm, &path, true).await?;
-    service::delete(&state, o, path.id()?).await?;
+    service::delete(&state, &Actor::of(&who, &req), o, path.id()?).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -13,6 +13,7 @@ mod common;
 #[macro_use]
 mod drills;
 
+mod audit;
 mod auth;
 mod delivery;
 mod drill_input;
