@@ -8,7 +8,7 @@ use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::Endpoint;
+use crate::routes::{Access, Endpoint};
 use crate::{audit, emails, http, keys, templates, tenants, usage, webhooks};
 
 struct BearerAuth;
@@ -165,10 +165,12 @@ pub struct ApiDoc;
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
-        Endpoint::new(Method::GET, "/openapi.json", || {
+        Endpoint::new(Method::GET, "/openapi.json", Access::Public, || {
             web::route().to(openapi_json)
         }),
-        Endpoint::new(Method::GET, "/docs", || web::route().to(docs)),
+        Endpoint::new(Method::GET, "/docs", Access::Public, || {
+            web::route().to(docs)
+        }),
     ]
 }
 

@@ -8,13 +8,16 @@ use crate::auth::Principal;
 use crate::db::pagination::Page;
 use crate::domain::Permission;
 use crate::error::{AppResult, Problem};
-use crate::routes::Endpoint;
+use crate::routes::{Access, Endpoint};
 use crate::state::AppState;
 
 pub fn endpoints() -> Vec<Endpoint> {
-    vec![Endpoint::new(Method::GET, "/v1/audit-log", || {
-        web::route().to(list)
-    })]
+    vec![Endpoint::new(
+        Method::GET,
+        "/v1/audit-log",
+        Access::Any(Permission::AuditRead),
+        || web::route().to(list),
+    )]
 }
 
 /// The audit log, newest first: every entry for admin keys, the own

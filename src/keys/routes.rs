@@ -9,32 +9,48 @@ use crate::auth::Principal;
 use crate::db::pagination::{Page, PageQuery};
 use crate::domain::Permission;
 use crate::error::{AppResult, Problem};
-use crate::routes::Endpoint;
+use crate::routes::{Access, Endpoint};
 use crate::state::AppState;
 use crate::tenants::model::TenantRef;
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
-        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/api-keys", || {
-            web::route().to(list_tenant_keys)
-        }),
-        Endpoint::new(Method::POST, "/v1/tenants/{tenant}/api-keys", || {
-            web::route().to(create_tenant_key)
-        }),
+        Endpoint::new(
+            Method::GET,
+            "/v1/tenants/{tenant}/api-keys",
+            Access::Admin(Permission::KeysWrite),
+            || web::route().to(list_tenant_keys),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/tenants/{tenant}/api-keys",
+            Access::Admin(Permission::KeysWrite),
+            || web::route().to(create_tenant_key),
+        ),
         Endpoint::new(
             Method::DELETE,
             "/v1/tenants/{tenant}/api-keys/{key}",
+            Access::Admin(Permission::KeysWrite),
             || web::route().to(revoke_tenant_key),
         ),
-        Endpoint::new(Method::GET, "/v1/admin-keys", || {
-            web::route().to(list_admin_keys)
-        }),
-        Endpoint::new(Method::POST, "/v1/admin-keys", || {
-            web::route().to(create_admin_key)
-        }),
-        Endpoint::new(Method::DELETE, "/v1/admin-keys/{key}", || {
-            web::route().to(revoke_admin_key)
-        }),
+        Endpoint::new(
+            Method::GET,
+            "/v1/admin-keys",
+            Access::Admin(Permission::KeysWrite),
+            || web::route().to(list_admin_keys),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/admin-keys",
+            Access::Admin(Permission::KeysWrite),
+            || web::route().to(create_admin_key),
+        ),
+        Endpoint::new(
+            Method::DELETE,
+            "/v1/admin-keys/{key}",
+            Access::Admin(Permission::KeysWrite),
+            || web::route().to(revoke_admin_key),
+        ),
     ]
 }
 

@@ -12,21 +12,47 @@ use crate::auth::Principal;
 use crate::db::pagination::{Page, PageQuery};
 use crate::domain::Permission;
 use crate::error::{AppResult, Problem};
-use crate::routes::Endpoint;
+use crate::routes::{Access, Endpoint};
 use crate::state::AppState;
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
-        Endpoint::new(Method::GET, "/v1/tenants", || web::route().to(list)),
-        Endpoint::new(Method::POST, "/v1/tenants", || web::route().to(create)),
-        Endpoint::new(Method::GET, "/v1/tenants/{tenant}", || web::route().to(get)),
-        Endpoint::new(Method::PUT, "/v1/tenants/{tenant}", || web::route().to(put)),
-        Endpoint::new(Method::PATCH, "/v1/tenants/{tenant}", || {
-            web::route().to(patch)
-        }),
-        Endpoint::new(Method::DELETE, "/v1/tenants/{tenant}", || {
-            web::route().to(delete)
-        }),
+        Endpoint::new(
+            Method::GET,
+            "/v1/tenants",
+            Access::Admin(Permission::TenantsRead),
+            || web::route().to(list),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/tenants",
+            Access::Admin(Permission::TenantsWrite),
+            || web::route().to(create),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/tenants/{tenant}",
+            Access::Admin(Permission::TenantsRead),
+            || web::route().to(get),
+        ),
+        Endpoint::new(
+            Method::PUT,
+            "/v1/tenants/{tenant}",
+            Access::Admin(Permission::TenantsWrite),
+            || web::route().to(put),
+        ),
+        Endpoint::new(
+            Method::PATCH,
+            "/v1/tenants/{tenant}",
+            Access::Admin(Permission::TenantsWrite),
+            || web::route().to(patch),
+        ),
+        Endpoint::new(
+            Method::DELETE,
+            "/v1/tenants/{tenant}",
+            Access::Admin(Permission::TenantsWrite),
+            || web::route().to(delete),
+        ),
     ]
 }
 

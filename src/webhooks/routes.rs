@@ -15,7 +15,7 @@ use crate::auth::Principal;
 use crate::db::pagination::{Page, PageQuery};
 use crate::domain::Permission;
 use crate::error::{AppResult, Problem};
-use crate::routes::Endpoint;
+use crate::routes::{Access, Endpoint};
 use crate::state::AppState;
 use crate::tenants::scope::{self, ScopedPath};
 
@@ -45,72 +45,150 @@ impl actix_web::FromRequest for Realm {
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
-        Endpoint::new(Method::GET, "/v1/webhooks", || web::route().to(list)),
-        Endpoint::new(Method::POST, "/v1/webhooks", || web::route().to(create)),
-        Endpoint::new(Method::GET, "/v1/webhooks/{id}", || web::route().to(get)),
-        Endpoint::new(Method::PUT, "/v1/webhooks/{id}", || web::route().to(update)),
-        Endpoint::new(Method::PATCH, "/v1/webhooks/{id}", || {
-            web::route().to(update)
-        }),
-        Endpoint::new(Method::DELETE, "/v1/webhooks/{id}", || {
-            web::route().to(delete)
-        }),
-        Endpoint::new(Method::GET, "/v1/webhooks/{id}/deliveries", || {
-            web::route().to(deliveries)
-        }),
-        Endpoint::new(Method::POST, "/v1/webhooks/{id}/test", || {
-            web::route().to(test)
-        }),
-        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/webhooks", || {
-            web::route().to(list)
-        }),
-        Endpoint::new(Method::POST, "/v1/tenants/{tenant}/webhooks", || {
-            web::route().to(create)
-        }),
-        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/webhooks/{id}", || {
-            web::route().to(get)
-        }),
-        Endpoint::new(Method::PUT, "/v1/tenants/{tenant}/webhooks/{id}", || {
-            web::route().to(update)
-        }),
-        Endpoint::new(Method::PATCH, "/v1/tenants/{tenant}/webhooks/{id}", || {
-            web::route().to(update)
-        }),
-        Endpoint::new(Method::DELETE, "/v1/tenants/{tenant}/webhooks/{id}", || {
-            web::route().to(delete)
-        }),
+        Endpoint::new(
+            Method::GET,
+            "/v1/webhooks",
+            Access::Tenant(Permission::WebhooksRead),
+            || web::route().to(list),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/webhooks",
+            Access::Tenant(Permission::WebhooksWrite),
+            || web::route().to(create),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/webhooks/{id}",
+            Access::Tenant(Permission::WebhooksRead),
+            || web::route().to(get),
+        ),
+        Endpoint::new(
+            Method::PUT,
+            "/v1/webhooks/{id}",
+            Access::Tenant(Permission::WebhooksWrite),
+            || web::route().to(update),
+        ),
+        Endpoint::new(
+            Method::PATCH,
+            "/v1/webhooks/{id}",
+            Access::Tenant(Permission::WebhooksWrite),
+            || web::route().to(update),
+        ),
+        Endpoint::new(
+            Method::DELETE,
+            "/v1/webhooks/{id}",
+            Access::Tenant(Permission::WebhooksWrite),
+            || web::route().to(delete),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/webhooks/{id}/deliveries",
+            Access::Tenant(Permission::WebhooksRead),
+            || web::route().to(deliveries),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/webhooks/{id}/test",
+            Access::Tenant(Permission::WebhooksWrite),
+            || web::route().to(test),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/tenants/{tenant}/webhooks",
+            Access::Admin(Permission::WebhooksRead),
+            || web::route().to(list),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/tenants/{tenant}/webhooks",
+            Access::Admin(Permission::WebhooksWrite),
+            || web::route().to(create),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/tenants/{tenant}/webhooks/{id}",
+            Access::Admin(Permission::WebhooksRead),
+            || web::route().to(get),
+        ),
+        Endpoint::new(
+            Method::PUT,
+            "/v1/tenants/{tenant}/webhooks/{id}",
+            Access::Admin(Permission::WebhooksWrite),
+            || web::route().to(update),
+        ),
+        Endpoint::new(
+            Method::PATCH,
+            "/v1/tenants/{tenant}/webhooks/{id}",
+            Access::Admin(Permission::WebhooksWrite),
+            || web::route().to(update),
+        ),
+        Endpoint::new(
+            Method::DELETE,
+            "/v1/tenants/{tenant}/webhooks/{id}",
+            Access::Admin(Permission::WebhooksWrite),
+            || web::route().to(delete),
+        ),
         Endpoint::new(
             Method::GET,
             "/v1/tenants/{tenant}/webhooks/{id}/deliveries",
+            Access::Admin(Permission::WebhooksRead),
             || web::route().to(deliveries),
         ),
         Endpoint::new(
             Method::POST,
             "/v1/tenants/{tenant}/webhooks/{id}/test",
+            Access::Admin(Permission::WebhooksWrite),
             || web::route().to(test),
         ),
-        Endpoint::new(Method::GET, "/v1/admin/webhooks", || web::route().to(list)),
-        Endpoint::new(Method::POST, "/v1/admin/webhooks", || {
-            web::route().to(create)
-        }),
-        Endpoint::new(Method::GET, "/v1/admin/webhooks/{id}", || {
-            web::route().to(get)
-        }),
-        Endpoint::new(Method::PUT, "/v1/admin/webhooks/{id}", || {
-            web::route().to(update)
-        }),
-        Endpoint::new(Method::PATCH, "/v1/admin/webhooks/{id}", || {
-            web::route().to(update)
-        }),
-        Endpoint::new(Method::DELETE, "/v1/admin/webhooks/{id}", || {
-            web::route().to(delete)
-        }),
-        Endpoint::new(Method::GET, "/v1/admin/webhooks/{id}/deliveries", || {
-            web::route().to(deliveries)
-        }),
-        Endpoint::new(Method::POST, "/v1/admin/webhooks/{id}/test", || {
-            web::route().to(test)
-        }),
+        Endpoint::new(
+            Method::GET,
+            "/v1/admin/webhooks",
+            Access::Admin(Permission::WebhooksRead),
+            || web::route().to(list),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/admin/webhooks",
+            Access::Admin(Permission::WebhooksWrite),
+            || web::route().to(create),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/admin/webhooks/{id}",
+            Access::Admin(Permission::WebhooksRead),
+            || web::route().to(get),
+        ),
+        Endpoint::new(
+            Method::PUT,
+            "/v1/admin/webhooks/{id}",
+            Access::Admin(Permission::WebhooksWrite),
+            || web::route().to(update),
+        ),
+        Endpoint::new(
+            Method::PATCH,
+            "/v1/admin/webhooks/{id}",
+            Access::Admin(Permission::WebhooksWrite),
+            || web::route().to(update),
+        ),
+        Endpoint::new(
+            Method::DELETE,
+            "/v1/admin/webhooks/{id}",
+            Access::Admin(Permission::WebhooksWrite),
+            || web::route().to(delete),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/admin/webhooks/{id}/deliveries",
+            Access::Admin(Permission::WebhooksRead),
+            || web::route().to(deliveries),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/admin/webhooks/{id}/test",
+            Access::Admin(Permission::WebhooksWrite),
+            || web::route().to(test),
+        ),
     ]
 }
 

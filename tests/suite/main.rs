@@ -20,6 +20,7 @@ mod drill_input;
 mod drill_kill;
 mod drill_relay;
 mod http_errors;
+mod isolation;
 mod leaks;
 mod limits;
 mod observability;
