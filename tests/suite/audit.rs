@@ -333,3 +333,41 @@ async fn tenant_scoped_reads_filters_and_pagination() {
         );
     }
 }
+
+/// A tenant auto-created by a platform-style send is audited like any other,
+/// with the sending admin key as its actor.
+#[tokio::test]
+async fn an_auto_created_tenant_is_audited() {
+    let app = TestApp::spawn_with(|s| s.tenants.auto_create = true).await;
+    let admin_id = admin_key_id(&app).await;
+    let r = app
+        .post(
+            "/v1/emails",
+            &app.admin_key,
+            json!({"tenant_id": "clinic-new", "from": "a@c.example", "to": "p@example.com", "subject": "s", "text": "t"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let created = log(&app, &app.admin_key, "&action=tenant.created").await;
+    assert_eq!(created.len(), 1);
+    assert_eq!(
+        created[0]["actor"],
+        json!({"kind": "admin_key", "id": admin_id})
+    );
+    assert_eq!(created[0]["changes"]["external_id"], "clinic-new");
+    // A second send finds the tenant: no second entry.
+    let r = app
+        .post(
+            "/v1/emails",
+            &app.admin_key,
+            json!({"tenant_id": "clinic-new", "from": "a@c.example", "to": "p@example.com", "subject": "s", "text": "t"}),
+        )
+        .await;
+    assert_eq!(r.status, 202);
+    assert_eq!(
+        log(&app, &app.admin_key, "&action=tenant.created")
+            .await
+            .len(),
+        1
+    );
+}
