@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod queue;
 pub mod retention;
 pub mod routes;
+pub mod secret;
 pub mod secrets;
 pub mod startup;
 pub mod state;
