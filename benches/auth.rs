@@ -45,7 +45,7 @@ async fn run(env: &BenchEnv) {
     let key = bootstrap_admin_key(&pool, "bench admin".into(), vec![])
         .await
         .expect("bootstrap admin key");
-    let token: Arc<str> = key.key.expect("key shown on create").into();
+    let token: Arc<str> = key.key.expect("key shown on create").expose().into();
     let parsed = token::parse(&token).expect("well-formed token");
     let secret = parsed.secret.to_string();
     let hash = {

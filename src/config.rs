@@ -3,37 +3,15 @@
 //! variables and `DATABASE_URL`. Every value is checked here so a bad
 //! deployment fails at start with the offending key named, not at first use.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub use crate::secret::Secret;
 use base64::Engine;
 use serde::Deserialize;
+use zeroize::Zeroizing;
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
-
-/// A string that never prints: `Debug` and `Display` show `[redacted]`.
-#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +28,7 @@ pub struct Settings {
     pub tenants: TenantSettings,
     pub domains: DomainSettings,
     pub dns: DnsSettings,
+    pub retention: RetentionSettings,
     pub log: LogSettings,
     pub bounces: BounceSettings,
     pub inbound: InboundSettings,
@@ -146,6 +125,8 @@ pub struct DeliverySettings {
     /// Tenant SMTP overrides on loopback/private/link-local hosts (never
     /// metadata). The default relay (`delivery.smtp`) is trusted config.
     pub allow_private_relays: bool,
+    /// SMTP AUTH without TLS to relays other than a loopback IP literal.
+    pub allow_plaintext_auth: bool,
     pub smtp: SmtpSettings,
 }
 
@@ -257,6 +238,21 @@ fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
             .map(str::to_string)
             .collect(),
     })
+}
+
+/// How long message content and metadata are kept (`src/retention`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Bodies, headers and attachments of finished mail, in days after
+    /// acceptance; a tenant's `retention_content_days` overrides it.
+    pub content_days: u32,
+    /// The message row, its status and events, in days after acceptance.
+    pub metadata_days: u32,
+    /// Rows per purge statement.
+    pub batch_rows: usize,
+    /// Statements of each kind per maintenance run (hourly).
+    pub max_batches: usize,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -493,6 +489,22 @@ impl Settings {
         if !b.fbl_address.is_empty() && !b.fbl_address.contains('@') {
             return fail("bounces.fbl_address", "expected an e-mail address or empty");
         }
+        let r = &self.retention;
+        if !(1..=3650).contains(&r.content_days) {
+            return fail("retention.content_days", "must be between 1 and 3650");
+        }
+        if r.metadata_days < r.content_days || r.metadata_days > 36500 {
+            return fail(
+                "retention.metadata_days",
+                "must be at least retention.content_days (and at most 36500)",
+            );
+        }
+        if !(1..=10_000).contains(&r.batch_rows) {
+            return fail("retention.batch_rows", "must be between 1 and 10000");
+        }
+        if !(1..=10_000).contains(&r.max_batches) {
+            return fail("retention.max_batches", "must be between 1 and 10000");
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return fail(
                 "log.level",
@@ -503,21 +515,27 @@ impl Settings {
     }
 
     /// The 32-byte master key for secrets at rest, from `security.master_key`
-    /// or the file named by `security.master_key_file`.
-    pub fn master_key(&self) -> Result<[u8; 32], ConfigError> {
+    /// or the file named by `security.master_key_file`. Every copy of it
+    /// (text, decoded bytes) is wiped when dropped.
+    pub fn master_key(&self) -> Result<Zeroizing<[u8; 32]>, ConfigError> {
         let (key, source) = if !self.security.master_key.is_empty() {
             (
-                self.security.master_key.expose().trim().to_string(),
+                Zeroizing::new(self.security.master_key.expose().trim().to_string()),
                 "security.master_key",
             )
         } else if !self.security.master_key_file.is_empty() {
-            let text = std::fs::read_to_string(&self.security.master_key_file).map_err(|e| {
-                ConfigError(format!(
-                    "security.master_key_file: cannot read {}: {e}",
-                    self.security.master_key_file
-                ))
-            })?;
-            (text.trim().to_string(), "security.master_key_file")
+            let text = Zeroizing::new(
+                std::fs::read_to_string(&self.security.master_key_file).map_err(|e| {
+                    ConfigError(format!(
+                        "security.master_key_file: cannot read {}: {e}",
+                        self.security.master_key_file
+                    ))
+                })?,
+            );
+            (
+                Zeroizing::new(text.trim().to_string()),
+                "security.master_key_file",
+            )
         } else {
             return Err(ConfigError(
                 "security.master_key: set it (base64 of 32 bytes) or security.master_key_file"
@@ -528,7 +546,7 @@ impl Settings {
     }
 
     /// The keys of `security.previous_master_keys`.
-    pub fn previous_master_keys(&self) -> Result<Vec<[u8; 32]>, ConfigError> {
+    pub fn previous_master_keys(&self) -> Result<Vec<Zeroizing<[u8; 32]>>, ConfigError> {
         self.security
             .previous_master_keys
             .expose()
@@ -542,7 +560,7 @@ impl Settings {
     /// The vault for secrets at rest: the master key seals, previous keys
     /// still open values sealed before a rotation.
     pub fn vault(&self) -> Result<crate::crypto::Vault, ConfigError> {
-        let mut vault = crate::crypto::Vault::new(&self.master_key()?);
+        let mut vault = crate::crypto::Vault::new(&*self.master_key()?);
         for old in self.previous_master_keys()? {
             vault = vault.with_previous(&old);
         }
@@ -550,11 +568,18 @@ impl Settings {
     }
 }
 
-fn decode_key(key: &str, source: &str) -> Result<[u8; 32], ConfigError> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(key.as_bytes())
-        .map_err(|_| ConfigError(format!("{source}: not valid base64")))?;
-    bytes
-        .try_into()
-        .map_err(|_| ConfigError(format!("{source}: must decode to exactly 32 bytes")))
+fn decode_key(key: &str, source: &str) -> Result<Zeroizing<[u8; 32]>, ConfigError> {
+    let bytes = Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(key.as_bytes())
+            .map_err(|_| ConfigError(format!("{source}: not valid base64")))?,
+    );
+    let mut out = Zeroizing::new([0u8; 32]);
+    if bytes.len() != 32 {
+        return Err(ConfigError(format!(
+            "{source}: must decode to exactly 32 bytes"
+        )));
+    }
+    out.copy_from_slice(&bytes);
+    Ok(out)
 }

@@ -6,7 +6,10 @@
 
 use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
 use aes_gcm::{AeadCore, Aes256Gcm, Key, Nonce};
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 const VERSION: u8 = 1;
 
@@ -28,9 +31,17 @@ impl MasterKey {
     }
 }
 
-/// Seals with the primary key; opens with any key it knows.
+/// Seals with the primary key; opens with any key it knows. Clones share
+/// one copy of the key schedules (an `Arc`), so the master key is not copied
+/// around with the state; with aes-gcm's `zeroize` feature they are wiped
+/// when the last clone goes.
 #[derive(Clone)]
 pub struct Vault {
+    keys: Arc<Keys>,
+}
+
+#[derive(Clone)]
+struct Keys {
     primary: MasterKey,
     previous: Vec<MasterKey>,
 }
@@ -54,20 +65,25 @@ pub enum VaultError {
 impl Vault {
     pub fn new(primary: &[u8; 32]) -> Self {
         Self {
-            primary: MasterKey::new(primary),
-            previous: Vec::new(),
+            keys: Arc::new(Keys {
+                primary: MasterKey::new(primary),
+                previous: Vec::new(),
+            }),
         }
     }
 
     /// Adds an older key that can still open values (used during rotation).
     pub fn with_previous(mut self, key: &[u8; 32]) -> Self {
-        self.previous.push(MasterKey::new(key));
+        Arc::make_mut(&mut self.keys)
+            .previous
+            .push(MasterKey::new(key));
         self
     }
 
     pub fn seal(&self, plaintext: &[u8], context: &str) -> Vec<u8> {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let ciphertext = self
+            .keys
             .primary
             .cipher
             .encrypt(
@@ -80,19 +96,20 @@ impl Vault {
             .unwrap_or_default(); // AES-GCM encryption cannot fail for in-memory sizes.
         let mut out = Vec::with_capacity(1 + 4 + 12 + ciphertext.len());
         out.push(VERSION);
-        out.extend_from_slice(&self.primary.fingerprint);
+        out.extend_from_slice(&self.keys.primary.fingerprint);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ciphertext);
         out
     }
 
-    pub fn open(&self, sealed: &[u8], context: &str) -> Result<Vec<u8>, VaultError> {
+    /// The plaintext is wiped when the caller drops it.
+    pub fn open(&self, sealed: &[u8], context: &str) -> Result<Zeroizing<Vec<u8>>, VaultError> {
         if sealed.len() < 1 + 4 + 12 + 16 || sealed[0] != VERSION {
             return Err(VaultError::Malformed);
         }
         let fingerprint = &sealed[1..5];
-        let key = std::iter::once(&self.primary)
-            .chain(self.previous.iter())
+        let key = std::iter::once(&self.keys.primary)
+            .chain(self.keys.previous.iter())
             .find(|k| k.fingerprint == fingerprint)
             .ok_or(VaultError::UnknownKey)?;
         key.cipher
@@ -103,12 +120,13 @@ impl Vault {
                     aad: context.as_bytes(),
                 },
             )
+            .map(Zeroizing::new)
             .map_err(|_| VaultError::Tampered)
     }
 
     /// True when `sealed` was made with the primary key (rotation skips it).
     pub fn is_current(&self, sealed: &[u8]) -> bool {
-        sealed.len() > 5 && sealed[1..5] == self.primary.fingerprint
+        sealed.len() > 5 && sealed[1..5] == self.keys.primary.fingerprint
     }
 }
 
@@ -128,7 +146,10 @@ mod tests {
         let vault = Vault::new(&[7u8; 32]);
         let sealed = vault.seal(b"hunter2", "tenant:a:smtp");
         assert!(!sealed.windows(7).any(|w| w == b"hunter2"));
-        assert_eq!(vault.open(&sealed, "tenant:a:smtp").unwrap(), b"hunter2");
+        assert_eq!(
+            *vault.open(&sealed, "tenant:a:smtp").unwrap(),
+            b"hunter2".to_vec()
+        );
         assert!(matches!(
             vault.open(&sealed, "tenant:b:smtp"),
             Err(VaultError::Tampered)
@@ -140,7 +161,7 @@ mod tests {
         let old = Vault::new(&[1u8; 32]);
         let sealed = old.seal(b"s", "c");
         let new = Vault::new(&[2u8; 32]).with_previous(&[1u8; 32]);
-        assert_eq!(new.open(&sealed, "c").unwrap(), b"s");
+        assert_eq!(*new.open(&sealed, "c").unwrap(), b"s".to_vec());
         assert!(!new.is_current(&sealed));
         assert!(matches!(
             Vault::new(&[2u8; 32]).open(&sealed, "c"),

@@ -52,6 +52,7 @@ pub enum Permission {
     UsageRead,
     DomainsRead,
     DomainsWrite,
+    AuditRead,
     TenantsRead,
     TenantsWrite,
     KeysWrite,
@@ -61,7 +62,7 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 15] = [
+    pub const ALL: [Permission; 16] = [
         Permission::Send,
         Permission::EmailsRead,
         Permission::TemplatesRead,
@@ -71,6 +72,7 @@ impl Permission {
         Permission::UsageRead,
         Permission::DomainsRead,
         Permission::DomainsWrite,
+        Permission::AuditRead,
         Permission::TenantsRead,
         Permission::TenantsWrite,
         Permission::KeysWrite,
@@ -90,6 +92,7 @@ impl Permission {
             Permission::UsageRead => "usage:read",
             Permission::DomainsRead => "domains:read",
             Permission::DomainsWrite => "domains:write",
+            Permission::AuditRead => "audit:read",
             Permission::TenantsRead => "tenants:read",
             Permission::TenantsWrite => "tenants:write",
             Permission::KeysWrite => "keys:write",
@@ -118,6 +121,7 @@ impl Permission {
                 | Permission::DomainsWrite
                 | Permission::SuppressionsRead
                 | Permission::SuppressionsWrite
+                | Permission::AuditRead
         )
     }
 }

@@ -223,13 +223,16 @@ impl From<diesel::result::Error> for AppError {
         use diesel::result::{DatabaseErrorKind, Error};
         match e {
             Error::NotFound => AppError::NotFound,
-            Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => AppError::Conflict {
-                code: "conflict",
-                detail: format!(
-                    "A resource with these values already exists ({}).",
-                    info.constraint_name().unwrap_or("unique")
-                ),
-            },
+            // The constraint's name is the schema's, not the tenant's: it
+            // goes to the log only.
+            Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+                tracing::info!(
+                    constraint = info.constraint_name().unwrap_or("?"),
+                    table = info.table_name().unwrap_or("?"),
+                    "unique violation answered 409"
+                );
+                AppError::conflict("A resource with these values already exists.")
+            }
             Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
                 AppError::Unavailable("database connection closed".into())
             }
@@ -255,6 +258,46 @@ impl From<diesel::result::Error> for AppError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Info;
+    impl diesel::result::DatabaseErrorInformation for Info {
+        fn message(&self) -> &str {
+            "duplicate key value violates unique constraint \"secret_schema_idx\""
+        }
+        fn details(&self) -> Option<&str> {
+            Some("Key (x)=(1) already exists.")
+        }
+        fn hint(&self) -> Option<&str> {
+            None
+        }
+        fn table_name(&self) -> Option<&str> {
+            Some("secret_table")
+        }
+        fn column_name(&self) -> Option<&str> {
+            None
+        }
+        fn constraint_name(&self) -> Option<&str> {
+            Some("secret_schema_idx")
+        }
+        fn statement_position(&self) -> Option<i32> {
+            None
+        }
+    }
+
+    /// Finding 5: a 409 names no constraint, table or key value.
+    #[test]
+    fn unique_violations_name_nothing_of_the_schema() {
+        use diesel::result::{DatabaseErrorKind, Error};
+        let e = AppError::from(Error::DatabaseError(
+            DatabaseErrorKind::UniqueViolation,
+            Box::new(Info),
+        ));
+        assert_eq!(e.status_code(), StatusCode::CONFLICT);
+        let detail = e.public_detail();
+        for leak in ["secret_schema_idx", "secret_table", "Key (x)"] {
+            assert!(!detail.contains(leak), "{detail}");
+        }
+    }
 
     /// Found by the Postgres drill: requests retried on a connection lost
     /// mid-transaction answered 500 instead of 503.

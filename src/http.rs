@@ -16,7 +16,7 @@ use actix_web::http::Method;
 use crate::db;
 use crate::error::{problem_response, AppError, Problem};
 use crate::limits::api::RateState;
-use crate::routes::Endpoint;
+use crate::routes::{Access, Endpoint};
 use crate::state::AppState;
 
 /// JSON bodies: size limit from config; every failure mode a problem response.
@@ -162,9 +162,15 @@ async fn metrics_of(pool: &crate::db::PgPool) -> HttpResponse {
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
-        Endpoint::new(Method::GET, "/healthz", || web::route().to(healthz)),
-        Endpoint::new(Method::GET, "/readyz", || web::route().to(readyz)),
-        Endpoint::new(Method::GET, "/metrics", || web::route().to(metrics)),
+        Endpoint::new(Method::GET, "/healthz", Access::Public, || {
+            web::route().to(healthz)
+        }),
+        Endpoint::new(Method::GET, "/readyz", Access::Public, || {
+            web::route().to(readyz)
+        }),
+        Endpoint::new(Method::GET, "/metrics", Access::Public, || {
+            web::route().to(metrics)
+        }),
     ]
 }
 

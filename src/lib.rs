@@ -1,6 +1,7 @@
 //! Postline: a self-hosted, multi-tenant transactional email server.
 //! `docs/ARCHITECTURE.md` maps these modules.
 
+pub mod audit;
 pub mod auth;
 pub mod bounces;
 pub mod config;
@@ -19,7 +20,9 @@ pub mod metrics;
 pub mod net_guard;
 pub mod openapi;
 pub mod queue;
+pub mod retention;
 pub mod routes;
+pub mod secret;
 pub mod secrets;
 pub mod smtp_server;
 pub mod startup;

@@ -277,7 +277,7 @@ async fn create_admin_key(
         key.prefix,
         key.permissions.join(",")
     );
-    println!("{}", key.key.unwrap_or_default());
+    println!("{}", key.key.unwrap_or_default().expose());
     Ok(())
 }
 

@@ -8,8 +8,8 @@ use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::Endpoint;
-use crate::{domains, emails, http, keys, suppressions, templates, tenants, usage, webhooks};
+use crate::routes::{Access, Endpoint};
+use crate::{audit, domains, emails, http, keys, suppressions, templates, tenants, usage, webhooks};
 
 struct BearerAuth;
 
@@ -153,6 +153,7 @@ impl Modify for ScopedForms {
         emails::routes::send, emails::routes::send_batch, emails::routes::list, emails::routes::get,
         emails::routes::send_for_tenant, emails::routes::list_for_tenant, emails::routes::get_for_tenant,
         usage::routes::for_tenant, usage::routes::list,
+        audit::routes::list,
         templates::routes::create, templates::routes::list, templates::routes::get,
         templates::routes::update, templates::routes::delete, templates::routes::render,
         webhooks::routes::create, webhooks::routes::list, webhooks::routes::get,
@@ -170,6 +171,7 @@ impl Modify for ScopedForms {
         (name = "API keys", description = "Tenant and admin keys (admin keys)"),
         (name = "Emails", description = "Sending and reading mail"),
         (name = "Usage", description = "Per-tenant usage for billing"),
+        (name = "Audit", description = "Who changed tenants, keys and webhooks (`audit:read`; tenant keys see their own tenant's entries)"),
         (name = "Templates", description = "Stored designs rendered with minijinja (tenant keys; admins under /v1/tenants/{tenant}/templates)"),
         (name = "Webhooks", description = "Signed event delivery (tenant keys; admins under /v1/tenants/{tenant}/webhooks; platform-wide at /v1/admin/webhooks)"),
         (name = "Domains", description = "Sending domains: DNS verification and DKIM keys (tenant keys; admins under /v1/tenants/{tenant}/domains)"),
@@ -181,10 +183,12 @@ pub struct ApiDoc;
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
-        Endpoint::new(Method::GET, "/openapi.json", || {
+        Endpoint::new(Method::GET, "/openapi.json", Access::Public, || {
             web::route().to(openapi_json)
         }),
-        Endpoint::new(Method::GET, "/docs", || web::route().to(docs)),
+        Endpoint::new(Method::GET, "/docs", Access::Public, || {
+            web::route().to(docs)
+        }),
     ]
 }
 

@@ -1,22 +1,53 @@
 //! The one table of HTTP endpoints. Every capability lists its endpoints
-//! here as `(method, path, handler)`; the server is built from this table and
-//! the OpenAPI test checks the same table against `/openapi.json`, so a route
-//! cannot exist without being documented.
+//! here as `(method, path, access, handler)`; the server is built from this
+//! table, the OpenAPI test checks the same table against `/openapi.json`, so
+//! a route cannot exist without being documented, and the isolation matrix
+//! (`tests/suite/isolation.rs`) drives every route with the keys its
+//! [`Access`] names, so a route cannot exist without being checked for 403s
+//! and cross-tenant 404s.
 
 use actix_web::http::Method;
 use actix_web::{web, Route};
 
+use crate::domain::Permission;
+
+/// Who may call an endpoint: declared with the route, checked by the
+/// isolation matrix against what the handler really does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// No key (health, metrics, the API document).
+    Public,
+    /// Tenant keys with the permission, acting for their own tenant; admin
+    /// keys are refused (they use the `/v1/tenants/{tenant}/…` form).
+    Tenant(Permission),
+    /// Tenant keys (their own tenant) and admin keys, with the permission.
+    Any(Permission),
+    /// Admin keys with the permission; tenant keys get 403.
+    Admin(Permission),
+}
+
+impl Access {
+    pub fn permission(self) -> Option<Permission> {
+        match self {
+            Access::Public => None,
+            Access::Tenant(p) | Access::Any(p) | Access::Admin(p) => Some(p),
+        }
+    }
+}
+
 pub struct Endpoint {
     pub method: Method,
     pub path: &'static str,
+    pub access: Access,
     pub route: fn() -> Route,
 }
 
 impl Endpoint {
-    pub fn new(method: Method, path: &'static str, route: fn() -> Route) -> Self {
+    pub fn new(method: Method, path: &'static str, access: Access, route: fn() -> Route) -> Self {
         Self {
             method,
             path,
+            access,
             route,
         }
     }
@@ -35,6 +66,7 @@ pub fn all() -> Vec<Endpoint> {
         crate::usage::routes::endpoints(),
         crate::domains::routes::endpoints(),
         crate::suppressions::routes::endpoints(),
+        crate::audit::routes::endpoints(),
         crate::openapi::endpoints(),
     ]
     .into_iter()

@@ -64,7 +64,7 @@ impl BenchApp {
         BenchApp {
             state,
             addr,
-            admin_key: key.key.expect("key shown on create"),
+            admin_key: key.key.expect("key shown on create").expose().to_string(),
             worker: None,
         }
     }

@@ -11,6 +11,7 @@ use actix_web::{web, FromRequest, HttpRequest};
 use actix_web::HttpMessage;
 
 use super::VerifiedKey;
+use crate::config::Secret;
 use crate::domain::{KeyKind, Permission, TenantId};
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
@@ -87,12 +88,13 @@ async fn rate_limit(state: &AppState, req: &HttpRequest, key: &VerifiedKey) -> A
     Ok(())
 }
 
-fn bearer(req: &HttpRequest) -> Option<String> {
+/// The bearer token, held as a [`Secret`] while the future awaits.
+fn bearer(req: &HttpRequest) -> Option<Secret> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_string())
+        .then(|| Secret::new(token.trim()))
 }
 
 impl FromRequest for Principal {
@@ -107,7 +109,7 @@ impl FromRequest for Principal {
             let state =
                 state.ok_or_else(|| AppError::internal("auth", "AppState not registered"))?;
             let token = token.ok_or(AppError::Unauthorized)?;
-            let key = state.auth.authenticate(&token).await?;
+            let key = state.auth.authenticate(token.expose()).await?;
             if key.kind == KeyKind::Live && key.tenant_suspended {
                 return Err(AppError::forbidden(
                     "tenant_suspended",

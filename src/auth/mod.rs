@@ -14,6 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::config::Secret;
 use crate::db::{self, PgPool};
 use crate::domain::{KeyKind, Permission, Permissions, TenantId};
 use crate::error::{AppError, AppResult};
@@ -97,10 +98,12 @@ impl AuthService {
         if self.inner.rejected.contains_key(&cache_key) {
             return Err(AppError::Unauthorized);
         }
+        // The one copy of the secret that outlives this call (it moves to
+        // the blocking pool for argon2) is a `Secret`: wiped when dropped.
         let (kind, key_id, secret) = (
             parsed.kind,
             parsed.key_id.to_string(),
-            parsed.secret.to_string(),
+            Secret::new(parsed.secret),
         );
         let pool = self.inner.pool.clone();
         let proven = (self.inner.proven.clone(), cache_key);
@@ -176,7 +179,7 @@ async fn load_and_verify(
     pool: PgPool,
     kind: KeyKind,
     key_id: String,
-    secret: String,
+    secret: Secret,
     (proven, token_key): (moka::future::Cache<[u8; 32], Arc<str>>, [u8; 32]),
     argon2: Arc<tokio::sync::Semaphore>,
 ) -> Result<Arc<VerifiedKey>, Miss> {
@@ -202,7 +205,7 @@ async fn load_and_verify(
             .acquire_owned()
             .await
             .map_err(|_| Miss::Unavailable("auth shutting down".into()))?;
-        let ok = tokio::task::spawn_blocking(move || token::verify_secret(&secret, &hash))
+        let ok = tokio::task::spawn_blocking(move || token::verify_secret(secret.expose(), &hash))
             .await
             .unwrap_or(false);
         if !ok {

@@ -9,6 +9,9 @@ use rand::rngs::OsRng;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
+use zeroize::Zeroizing;
+
+use crate::config::Secret;
 use crate::domain::KeyKind;
 
 pub const KEY_ID_LEN: usize = 16;
@@ -16,17 +19,29 @@ pub const SECRET_LEN: usize = 32;
 const KEY_ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
 /// A token split into its parts; only the format is known to be right.
-#[derive(Debug)]
+/// It borrows from the caller's [`Secret`] token (no copy of the secret);
+/// `Debug` leaves the secret out.
 pub struct ParsedToken<'a> {
     pub kind: KeyKind,
     pub key_id: &'a str,
     pub secret: &'a str,
 }
 
-/// A freshly generated key: the full token is shown once and then forgotten.
+impl std::fmt::Debug for ParsedToken<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParsedToken")
+            .field("kind", &self.kind)
+            .field("key_id", &self.key_id)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
+}
+
+/// A freshly generated key: the full token is shown once and then forgotten
+/// (wiped on drop).
 pub struct NewToken {
     pub key_id: String,
-    pub token: String,
+    pub token: Secret,
     pub secret_hash: String,
 }
 
@@ -54,10 +69,10 @@ pub fn generate(kind: KeyKind) -> anyhow::Result<NewToken> {
     let key_id: String = (0..KEY_ID_LEN)
         .map(|_| KEY_ID_ALPHABET[rng.gen_range(0..KEY_ID_ALPHABET.len())] as char)
         .collect();
-    let secret = Alphanumeric.sample_string(&mut rng, SECRET_LEN);
+    let secret = Zeroizing::new(Alphanumeric.sample_string(&mut rng, SECRET_LEN));
     let secret_hash = hash_secret(&secret)?;
     Ok(NewToken {
-        token: format!("{}_{}", prefix(kind, &key_id), secret),
+        token: Secret::new(format!("{}_{}", prefix(kind, &key_id), secret.as_str())),
         key_id,
         secret_hash,
     })
@@ -95,7 +110,8 @@ mod tests {
     #[test]
     fn generate_parse_verify() {
         let t = generate(KeyKind::Live).unwrap();
-        let p = parse(&t.token).unwrap();
+        let p = parse(t.token.expose()).unwrap();
+        assert!(!format!("{p:?}").contains(p.secret), "Debug redacts");
         assert_eq!(p.kind, KeyKind::Live);
         assert_eq!(p.key_id, t.key_id);
         assert!(verify_secret(p.secret, &t.secret_hash));

@@ -20,6 +20,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         deleted_at -> Nullable<Timestamptz>,
+        retention_content_days -> Nullable<Int4>,
     }
 }
 
@@ -66,6 +67,7 @@ diesel::table! {
         tags -> Jsonb,
         created_at -> Timestamptz,
         delivered_at -> Nullable<Timestamptz>,
+        content_purged_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -253,3 +255,17 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(emails, email_recipients);
+
+diesel::table! {
+    audit_log (id) {
+        id -> Uuid,
+        tenant_id -> Nullable<Uuid>,
+        at -> Timestamptz,
+        actor_kind -> Text,
+        actor_id -> Nullable<Text>,
+        action -> Text,
+        target_id -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        changes -> Jsonb,
+    }
+}

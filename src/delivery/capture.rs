@@ -31,12 +31,17 @@ impl Transport for CaptureTransport {
     async fn send(&self, msg: &OutgoingMessage) -> Outcome {
         let path = self.path_for(msg);
         match write_atomically(&path, &msg.raw).await {
-            Ok(()) => Outcome::Delivered {
-                response: format!("250 captured {}", path.display()),
-            },
+            // The path is the operator's: logged, never stored where the
+            // tenant reads it.
+            Ok(()) => {
+                tracing::debug!(path = %path.display(), "message captured");
+                Outcome::Delivered {
+                    response: "250 captured".into(),
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, path = %path.display(), "capture failed");
-                Outcome::deferred(format!("capture failed: {}: {e}", path.display()))
+                Outcome::deferred(format!("capture failed ({})", e.kind()))
             }
         }
     }

@@ -180,6 +180,10 @@ impl Transports {
     /// limits (tests shorten them).
     pub fn with_options(settings: &Settings, options: SmtpOptions) -> Self {
         let delivery = &settings.delivery;
+        let options = SmtpOptions {
+            allow_plaintext_auth: options.allow_plaintext_auth || delivery.allow_plaintext_auth,
+            ..options
+        };
         let mut relays = HashMap::new();
         let default: Arc<dyn Transport> = match delivery.mode {
             DeliveryMode::Capture => Arc::new(CaptureTransport::new(delivery.capture_dir.clone())),

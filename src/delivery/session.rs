@@ -22,7 +22,9 @@ use lettre::transport::smtp::Error as SmtpError;
 use lettre::Address;
 use tokio::time::timeout;
 
-use super::{Fate, Outcome, OutgoingMessage, RcptResult, SmtpOptions};
+use super::smtp::SessionError;
+use super::{Fate, Outcome, OutgoingMessage, RcptResult, RelayConfig, SmtpOptions};
+use crate::config::TlsMode;
 
 /// The parsed envelope; addresses that do not parse never reach the relay.
 pub(super) struct Envelope {
@@ -169,6 +171,34 @@ pub(super) async fn within<T>(
             Failure::Broken(why) => format!("{what} failed: {why}"),
         }),
         Err(_) => Err(format!("{what} timed out after {limit:?}")),
+    }
+}
+
+/// Whether the password may be sent on this session (finding 7): only over
+/// TLS (`tls` or a completed `starttls`; the caller has already failed the
+/// session when STARTTLS did not succeed), to a relay configured as a
+/// loopback IP literal (`127.0.0.1`, `::1`: the bytes never leave the
+/// host), or with `delivery.allow_plaintext_auth`. A host *name* such as
+/// `localhost` does not count: what it resolves to is not the config's to
+/// promise. Refused → the message is deferred and the password never sent.
+pub(super) fn check_auth_allowed(
+    relay: &RelayConfig,
+    allow_plaintext: bool,
+) -> Result<(), SessionError> {
+    let encrypted = relay.tls != TlsMode::None;
+    let loopback_literal = relay
+        .host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback());
+    if encrypted || loopback_literal || allow_plaintext {
+        Ok(())
+    } else {
+        Err(SessionError::same(
+            "SMTP AUTH not attempted: the relay connection is not encrypted \
+             (set its tls to starttls or tls, or delivery.allow_plaintext_auth)",
+        ))
     }
 }
 
@@ -342,5 +372,42 @@ fn combine(response: String, accepted: &[&str], fate: Fate, refused: Vec<RcptRes
     Outcome::PerRecipient {
         response,
         recipients,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay(host: &str, tls: TlsMode) -> RelayConfig {
+        RelayConfig {
+            host: host.into(),
+            port: 25,
+            tls,
+            username: Some("u".into()),
+            password: None,
+        }
+    }
+
+    #[test]
+    fn plaintext_auth_only_to_loopback_literals_or_when_allowed() {
+        for host in ["127.0.0.1", "127.1.2.3", "::1", "[::1]"] {
+            assert!(
+                check_auth_allowed(&relay(host, TlsMode::None), false).is_ok(),
+                "{host}"
+            );
+        }
+        for host in ["localhost", "relay.example", "10.0.0.1", "0.0.0.0"] {
+            assert!(
+                check_auth_allowed(&relay(host, TlsMode::None), false).is_err(),
+                "{host}"
+            );
+            assert!(
+                check_auth_allowed(&relay(host, TlsMode::None), true).is_ok(),
+                "{host}"
+            );
+            assert!(check_auth_allowed(&relay(host, TlsMode::Starttls), false).is_ok());
+            assert!(check_auth_allowed(&relay(host, TlsMode::Tls), false).is_ok());
+        }
     }
 }

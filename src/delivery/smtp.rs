@@ -43,6 +43,9 @@ pub struct SmtpOptions {
     /// The SSRF guard for relays a tenant chose: only addresses it allows
     /// (after DNS) are connected to. `None` for the operator's default relay.
     pub guard: Option<Guard>,
+    /// `delivery.allow_plaintext_auth`: AUTH without TLS to any relay, not
+    /// only to a loopback IP literal.
+    pub allow_plaintext_auth: bool,
 }
 
 impl Default for SmtpOptions {
@@ -55,6 +58,7 @@ impl Default for SmtpOptions {
             max_connections: 16,
             hello_name: None,
             guard: None,
+            allow_plaintext_auth: false,
         }
     }
 }
@@ -130,20 +134,27 @@ impl SmtpTransport {
     }
 
     /// Opens a session ready for `MAIL`: greeting, EHLO, STARTTLS and AUTH
-    /// as configured. The error is the text stored with the deferral.
-    async fn connect(&self) -> Result<AsyncSmtpConnection, String> {
+    /// as configured. The error's `public` text is stored with the deferral
+    /// (the tenant reads it: no relay address); `detail` is for the log.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, SessionError> {
         let RelayConfig { host, port, .. } = &self.relay;
-        let target = format!("{host}:{port}");
         let limit = self.options.connect_timeout;
         let tcp = match timeout(limit, self.open_tcp(host, *port)).await {
-            Err(_) => return Err(format!("connection timed out after {limit:?}: {target}")),
-            Ok(Err(Opened::Refused(r))) => {
-                return Err(format!("refused by the SSRF guard: {r} ({target})"))
+            Err(_) => {
+                return Err(SessionError::same(format!(
+                    "connection to the relay timed out after {limit:?}"
+                )))
             }
-            Ok(Err(Opened::Io(e))) => return Err(connect_error(&target, &e)),
+            Ok(Err(Opened::Refused(r))) => {
+                return Err(SessionError {
+                    public: "relay address refused by the SSRF guard".into(),
+                    detail: format!("refused by the SSRF guard: {r}"),
+                })
+            }
+            Ok(Err(Opened::Io(e))) => return Err(connect_error(&e)),
             Ok(Ok(tcp)) => tcp,
         };
-        self.session(tcp, &target).await
+        self.session(tcp).await
     }
 
     /// The TCP connection: straight to `host` for the default relay; for a
@@ -166,16 +177,23 @@ impl SmtpTransport {
     }
 
     /// Greeting, EHLO, STARTTLS and AUTH on an open socket.
-    async fn session(&self, tcp: TcpStream, target: &str) -> Result<AsyncSmtpConnection, String> {
+    async fn session(&self, tcp: TcpStream) -> Result<AsyncSmtpConnection, SessionError> {
         let RelayConfig { host, .. } = &self.relay;
         let limit = self.options.connect_timeout;
         if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, relay = %target, "cannot set TCP_NODELAY; delivery will be slow");
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY; delivery will be slow");
         }
         let stream: Box<dyn AsyncTokioStream> = if self.relay.tls == TlsMode::Tls {
             match timeout(limit, tls::connect(tcp, host)).await {
-                Err(_) => return Err(format!("tls handshake timed out after {limit:?}: {target}")),
-                Ok(result) => Box::new(result.map_err(|e| format!("{e} ({target})"))?),
+                Err(_) => {
+                    return Err(SessionError::same(format!(
+                        "tls handshake with the relay timed out after {limit:?}"
+                    )))
+                }
+                Ok(result) => Box::new(result.map_err(|e| SessionError {
+                    public: "tls handshake with the relay failed".into(),
+                    detail: e.to_string(),
+                })?),
             }
         } else {
             Box::new(tcp)
@@ -187,21 +205,64 @@ impl SmtpTransport {
             "greeting/EHLO",
             AsyncSmtpConnection::connect_with_transport(stream, &self.hello),
         )
-        .await?;
+        .await
+        .map_err(SessionError::same)?;
         if self.relay.tls == TlsMode::Starttls {
             if !conn.can_starttls() {
-                return Err(format!("{target} does not offer STARTTLS"));
+                return Err(SessionError::same("the relay does not offer STARTTLS"));
             }
-            let params = TlsParameters::new(host.clone()).map_err(|e| e.to_string())?;
-            session::within(cmd, "STARTTLS", conn.starttls(params, &self.hello)).await?;
+            let params = TlsParameters::new(host.clone()).map_err(|e| SessionError {
+                public: "TLS setup for the relay failed".into(),
+                detail: e.to_string(),
+            })?;
+            session::within(cmd, "STARTTLS", conn.starttls(params, &self.hello))
+                .await
+                .map_err(SessionError::same)?;
         }
         if let Some(user) = &self.relay.username {
+            session::check_auth_allowed(&self.relay, self.options.allow_plaintext_auth)?;
             let password = self.relay.password.as_ref().map(|p| p.expose().to_owned());
             let credentials = Credentials::new(user.clone(), password.unwrap_or_default());
             let mechanisms = [Mechanism::Plain, Mechanism::Login];
-            session::within(cmd, "AUTH", conn.auth(&mechanisms, &credentials)).await?;
+            session::within(cmd, "AUTH", conn.auth(&mechanisms, &credentials))
+                .await
+                .map_err(SessionError::same)?;
         }
         Ok(conn)
+    }
+
+    /// Connects, logging the operator's detail (relay address included) at
+    /// warn; the tenant-visible text goes into the outcome.
+    async fn connect_logged(&self, email_id: uuid::Uuid) -> Result<AsyncSmtpConnection, Outcome> {
+        self.connect().await.map_err(|e| {
+            tracing::warn!(
+                %email_id,
+                relay = %format_args!("{}:{}", self.relay.host, self.relay.port),
+                detail = %e.detail,
+                "relay session failed"
+            );
+            Outcome::deferred(e.public)
+        })
+    }
+}
+
+/// Why a session could not be opened: `public` is stored and shown to the
+/// tenant (never the relay's address, a file path or a DNS name of ours),
+/// `detail` goes to the operator's log.
+pub(super) struct SessionError {
+    pub public: String,
+    pub detail: String,
+}
+
+impl SessionError {
+    /// Text that names nothing of the infrastructure (a relay reply, a
+    /// timeout): stored and logged alike.
+    pub(super) fn same(text: impl Into<String>) -> Self {
+        let text = text.into();
+        SessionError {
+            public: text.clone(),
+            detail: text,
+        }
     }
 }
 
@@ -222,12 +283,9 @@ impl Transport for SmtpTransport {
         };
         let (mut conn, reused) = match self.checkout() {
             Some(conn) => (conn, true),
-            None => match self.connect().await {
+            None => match self.connect_logged(msg.email_id).await {
                 Ok(conn) => (conn, false),
-                Err(why) => {
-                    tracing::debug!(%why, "relay session failed");
-                    return Outcome::deferred(why);
-                }
+                Err(outcome) => return outcome,
             },
         };
         let mut attempt = session::transact(&mut conn, &envelope, &msg.raw, &self.options).await;
@@ -235,9 +293,9 @@ impl Transport for SmtpTransport {
             // The relay dropped the idle connection before accepting
             // anything: nothing was sent, so one fresh try is safe.
             tracing::debug!(response = %attempt.outcome.response(), "stale pooled connection");
-            conn = match self.connect().await {
+            conn = match self.connect_logged(msg.email_id).await {
                 Ok(conn) => conn,
-                Err(why) => return Outcome::deferred(why),
+                Err(outcome) => return outcome,
             };
             attempt = session::transact(&mut conn, &envelope, &msg.raw, &self.options).await;
         }
@@ -254,11 +312,17 @@ enum Opened {
     Io(std::io::Error),
 }
 
-fn connect_error(target: &str, e: &std::io::Error) -> String {
-    if e.kind() == std::io::ErrorKind::ConnectionRefused {
-        format!("connection refused: {target}")
+/// The tenant sees what kind of failure it was; the log also gets the OS
+/// error (which may name an address).
+fn connect_error(e: &std::io::Error) -> SessionError {
+    let public = if e.kind() == std::io::ErrorKind::ConnectionRefused {
+        "connection refused by the relay".to_string()
     } else {
-        format!("connection failed: {target}: {e}")
+        format!("connection to the relay failed ({})", e.kind())
+    };
+    SessionError {
+        public,
+        detail: e.to_string(),
     }
 }
 

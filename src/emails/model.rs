@@ -56,6 +56,8 @@ pub struct EmailRow {
     pub tags: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub delivered_at: Option<DateTime<Utc>>,
+    /// Set when retention purged bodies, headers and attachments.
+    pub content_purged_at: Option<DateTime<Utc>>,
 }
 
 /// The columns a listing shows (no bodies or attachments).

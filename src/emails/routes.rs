@@ -10,27 +10,55 @@ use super::service::{self, ListQuery, Reply};
 use super::view::{Accepted, BatchAccepted, EmailDetail, EmailSummary};
 use crate::auth::Principal;
 use crate::db::pagination::Page;
+use crate::domain::Permission;
 use crate::error::{AppError, AppResult, Problem};
-use crate::routes::Endpoint;
+use crate::routes::{Access, Endpoint};
 use crate::state::AppState;
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
-        Endpoint::new(Method::POST, "/v1/emails", || web::route().to(send)),
-        Endpoint::new(Method::GET, "/v1/emails", || web::route().to(list)),
-        Endpoint::new(Method::POST, "/v1/emails/batch", || {
-            web::route().to(send_batch)
-        }),
-        Endpoint::new(Method::GET, "/v1/emails/{email}", || web::route().to(get)),
-        Endpoint::new(Method::POST, "/v1/tenants/{tenant}/emails", || {
-            web::route().to(send_for_tenant)
-        }),
-        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/emails", || {
-            web::route().to(list_for_tenant)
-        }),
-        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/emails/{email}", || {
-            web::route().to(get_for_tenant)
-        }),
+        Endpoint::new(
+            Method::POST,
+            "/v1/emails",
+            Access::Any(Permission::Send),
+            || web::route().to(send),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/emails",
+            Access::Any(Permission::EmailsRead),
+            || web::route().to(list),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/emails/batch",
+            Access::Any(Permission::Send),
+            || web::route().to(send_batch),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/emails/{email}",
+            Access::Any(Permission::EmailsRead),
+            || web::route().to(get),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/tenants/{tenant}/emails",
+            Access::Admin(Permission::Send),
+            || web::route().to(send_for_tenant),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/tenants/{tenant}/emails",
+            Access::Admin(Permission::EmailsRead),
+            || web::route().to(list_for_tenant),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/tenants/{tenant}/emails/{email}",
+            Access::Admin(Permission::EmailsRead),
+            || web::route().to(get_for_tenant),
+        ),
     ]
 }
 
@@ -102,7 +130,7 @@ pub async fn send_for_tenant(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> AppResult<HttpResponse> {
-    who.require_admin(crate::domain::Permission::Send)?;
+    who.require_admin(Permission::Send)?;
     let reply = service::send_one(
         &state,
         &who,
@@ -159,7 +187,7 @@ pub async fn list_for_tenant(
     path: web::Path<String>,
     query: web::Query<ListQuery>,
 ) -> AppResult<HttpResponse> {
-    who.require_admin(crate::domain::Permission::EmailsRead)?;
+    who.require_admin(Permission::EmailsRead)?;
     let page = service::list(&state, &who, Some(&path), query.into_inner()).await?;
     Ok(HttpResponse::Ok().json(page))
 }
@@ -197,7 +225,7 @@ pub async fn get_for_tenant(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> AppResult<HttpResponse> {
-    who.require_admin(crate::domain::Permission::EmailsRead)?;
+    who.require_admin(Permission::EmailsRead)?;
     let (tenant, email) = path.into_inner();
     let detail = service::get(&state, &who, Some(&tenant), None, &email).await?;
     Ok(HttpResponse::Ok().json(detail))

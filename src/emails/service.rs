@@ -75,7 +75,8 @@ async fn sending_tenant(
         (Err(AppError::NotFound), TenantRef::External(ext))
             if who.is_admin() && state.settings.tenants.auto_create =>
         {
-            crate::tenants::service::auto_create(state, ext).await?;
+            let actor = crate::audit::Actor::key(who, None);
+            crate::tenants::service::auto_create(state, &actor, ext).await?;
             state.tenants.get(&r).await?
         }
         (other, _) => other?,

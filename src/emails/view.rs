@@ -81,6 +81,11 @@ pub struct EmailDetail {
     pub delivered_at: Option<DateTime<Utc>>,
     /// Each recipient's own state (issue 13).
     pub recipients: Vec<RecipientView>,
+    /// When retention (`retention.content_days` or the tenant's override)
+    /// removed the body, headers and attachments; `null` while they are kept.
+    /// Status, addresses, subject, tags and events stay until
+    /// `retention.metadata_days`.
+    pub content_purged_at: Option<DateTime<Utc>>,
     pub events: Vec<EventView>,
 }
 
@@ -139,6 +144,7 @@ impl EmailDetail {
             created_at: r.created_at,
             delivered_at: r.delivered_at,
             recipients: Vec::new(),
+            content_purged_at: r.content_purged_at,
             events: events
                 .into_iter()
                 .map(|e| EventView {

@@ -1,39 +1,56 @@
 //! Key management routes (admin keys only).
 
 use actix_web::http::Method;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::service::{self, CreateKey, KeyView};
+use crate::audit::Actor;
 use crate::auth::Principal;
 use crate::db::pagination::{Page, PageQuery};
 use crate::domain::Permission;
 use crate::error::{AppResult, Problem};
-use crate::routes::Endpoint;
+use crate::routes::{Access, Endpoint};
 use crate::state::AppState;
 use crate::tenants::model::TenantRef;
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
-        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/api-keys", || {
-            web::route().to(list_tenant_keys)
-        }),
-        Endpoint::new(Method::POST, "/v1/tenants/{tenant}/api-keys", || {
-            web::route().to(create_tenant_key)
-        }),
+        Endpoint::new(
+            Method::GET,
+            "/v1/tenants/{tenant}/api-keys",
+            Access::Admin(Permission::KeysWrite),
+            || web::route().to(list_tenant_keys),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/tenants/{tenant}/api-keys",
+            Access::Admin(Permission::KeysWrite),
+            || web::route().to(create_tenant_key),
+        ),
         Endpoint::new(
             Method::DELETE,
             "/v1/tenants/{tenant}/api-keys/{key}",
+            Access::Admin(Permission::KeysWrite),
             || web::route().to(revoke_tenant_key),
         ),
-        Endpoint::new(Method::GET, "/v1/admin-keys", || {
-            web::route().to(list_admin_keys)
-        }),
-        Endpoint::new(Method::POST, "/v1/admin-keys", || {
-            web::route().to(create_admin_key)
-        }),
-        Endpoint::new(Method::DELETE, "/v1/admin-keys/{key}", || {
-            web::route().to(revoke_admin_key)
-        }),
+        Endpoint::new(
+            Method::GET,
+            "/v1/admin-keys",
+            Access::Admin(Permission::KeysWrite),
+            || web::route().to(list_admin_keys),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/admin-keys",
+            Access::Admin(Permission::KeysWrite),
+            || web::route().to(create_admin_key),
+        ),
+        Endpoint::new(
+            Method::DELETE,
+            "/v1/admin-keys/{key}",
+            Access::Admin(Permission::KeysWrite),
+            || web::route().to(revoke_admin_key),
+        ),
     ]
 }
 
@@ -44,13 +61,20 @@ pub fn endpoints() -> Vec<Endpoint> {
     security(("bearer" = ["keys:write"])))]
 pub async fn create_tenant_key(
     who: Principal,
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Json<CreateKey>,
 ) -> AppResult<HttpResponse> {
     who.require_admin(Permission::KeysWrite)?;
-    let key = service::create_tenant_key(&state, &who, TenantRef::parse(&path), body.into_inner())
-        .await?;
+    let key = service::create_tenant_key(
+        &state,
+        &who,
+        &Actor::of(&who, &req),
+        TenantRef::parse(&path),
+        body.into_inner(),
+    )
+    .await?;
     Ok(HttpResponse::Created().json(key))
 }
 
@@ -77,12 +101,19 @@ pub async fn list_tenant_keys(
     security(("bearer" = ["keys:write"])))]
 pub async fn revoke_tenant_key(
     who: Principal,
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> AppResult<HttpResponse> {
     who.require_admin(Permission::KeysWrite)?;
     let (tenant, key) = path.into_inner();
-    service::revoke(&state, Some(TenantRef::parse(&tenant)), &key).await?;
+    service::revoke(
+        &state,
+        &Actor::of(&who, &req),
+        Some(TenantRef::parse(&tenant)),
+        &key,
+    )
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -92,11 +123,13 @@ pub async fn revoke_tenant_key(
     security(("bearer" = ["keys:write"])))]
 pub async fn create_admin_key(
     who: Principal,
+    req: HttpRequest,
     state: web::Data<AppState>,
     body: web::Json<CreateKey>,
 ) -> AppResult<HttpResponse> {
     who.require_admin(Permission::KeysWrite)?;
-    let key = service::create_admin_key(&state, &who, body.into_inner()).await?;
+    let key =
+        service::create_admin_key(&state, &who, &Actor::of(&who, &req), body.into_inner()).await?;
     Ok(HttpResponse::Created().json(key))
 }
 
@@ -121,10 +154,11 @@ pub async fn list_admin_keys(
     security(("bearer" = ["keys:write"])))]
 pub async fn revoke_admin_key(
     who: Principal,
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> AppResult<HttpResponse> {
     who.require_admin(Permission::KeysWrite)?;
-    service::revoke(&state, None, &path).await?;
+    service::revoke(&state, &Actor::of(&who, &req), None, &path).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -6,8 +6,12 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::model::{self, ApiKeyRow, NewApiKey};
+use diesel::Connection;
+
+use crate::audit::{self, Actor};
 use crate::auth::token;
 use crate::auth::Principal;
+use crate::config::Secret;
 use crate::db::pagination::{Page, PageRequest};
 use crate::db::{self, PgPool};
 use crate::domain::{ApiKeyId, KeyKind, Permission, Permissions, TenantId};
@@ -34,8 +38,12 @@ pub struct KeyView {
     pub revoked_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     /// The whole key: present only in the response that created it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "Secret::serialize_exposed_opt"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub key: Option<Secret>,
 }
 
 impl From<ApiKeyRow> for KeyView {
@@ -114,6 +122,7 @@ fn validate(input: CreateKey, kind: KeyKind, granter: Option<&Principal>) -> App
 
 async fn issue(
     pool: &PgPool,
+    actor: &Actor,
     kind: KeyKind,
     tenant: Option<TenantRef>,
     spec: KeySpec,
@@ -123,26 +132,35 @@ async fn issue(
         .await
         .map_err(|e| AppError::internal("key generation", e))??;
     let token_text = new.token.clone();
+    let actor = actor.clone();
     let row = db::run(pool, move |conn| {
-        let tenant_id = match tenant {
-            Some(r) => Some(
-                tenants_db::find(conn, &r, false)?
-                    .ok_or(AppError::NotFound)?
-                    .id,
-            ),
-            None => None,
-        };
-        Ok(NewApiKey {
-            id: Uuid::new_v4(),
-            tenant_id,
-            kind: kind.as_str(),
-            name: &spec.name,
-            key_id: &new.key_id,
-            secret_hash: &new.secret_hash,
-            permissions: spec.permissions.names(),
-            expires_at: spec.expires_at,
-        }
-        .insert(conn)?)
+        conn.transaction(|conn| {
+            let tenant_id = match tenant {
+                Some(r) => Some(
+                    tenants_db::find(conn, &r, false)?
+                        .ok_or(AppError::NotFound)?
+                        .id,
+                ),
+                None => None,
+            };
+            let row = NewApiKey {
+                id: Uuid::new_v4(),
+                tenant_id,
+                kind: kind.as_str(),
+                name: &spec.name,
+                key_id: &new.key_id,
+                secret_hash: &new.secret_hash,
+                permissions: spec.permissions.names(),
+                expires_at: spec.expires_at,
+            }
+            .insert(conn)?;
+            let changes = serde_json::json!({
+                "kind": kind.as_str(), "name": row.name, "prefix": token::prefix(kind, &row.key_id),
+                "permissions": row.permissions, "expires_at": row.expires_at,
+            });
+            audit::record(conn, &actor, "key.created", row.tenant_id, row.id, changes)?;
+            Ok::<_, AppError>(row)
+        })
     })
     .await?;
     tracing::info!(api_key_id = %row.id, kind = kind.as_str(), "api key created");
@@ -154,20 +172,22 @@ async fn issue(
 pub async fn create_tenant_key(
     state: &AppState,
     who: &Principal,
+    actor: &Actor,
     tenant: TenantRef,
     input: CreateKey,
 ) -> AppResult<KeyView> {
     let spec = validate(input, KeyKind::Live, Some(who))?;
-    issue(&state.pool, KeyKind::Live, Some(tenant), spec).await
+    issue(&state.pool, actor, KeyKind::Live, Some(tenant), spec).await
 }
 
 pub async fn create_admin_key(
     state: &AppState,
     who: &Principal,
+    actor: &Actor,
     input: CreateKey,
 ) -> AppResult<KeyView> {
     let spec = validate(input, KeyKind::Admin, Some(who))?;
-    issue(&state.pool, KeyKind::Admin, None, spec).await
+    issue(&state.pool, actor, KeyKind::Admin, None, spec).await
 }
 
 /// The CLI bootstrap: no granting key, so any permission may be given.
@@ -182,7 +202,7 @@ pub async fn bootstrap_admin_key(
         expires_at: None,
     };
     let spec = validate(input, KeyKind::Admin, None)?;
-    issue(pool, KeyKind::Admin, None, spec).await
+    issue(pool, &Actor::cli(), KeyKind::Admin, None, spec).await
 }
 
 /// The owner of the keys addressed: a live tenant (`NotFound` otherwise), or
@@ -218,15 +238,30 @@ pub async fn list(
     ))
 }
 
-pub async fn revoke(state: &AppState, tenant: Option<TenantRef>, key: &str) -> AppResult<()> {
+pub async fn revoke(
+    state: &AppState,
+    actor: &Actor,
+    tenant: Option<TenantRef>,
+    key: &str,
+) -> AppResult<()> {
     let id = Uuid::parse_str(key).map_err(|_| AppError::NotFound)?;
+    let actor = actor.clone();
     db::run(&state.pool, move |conn| {
-        let owner = owner(conn, tenant)?;
-        if model::revoke(conn, owner, ApiKeyId(id))? {
+        conn.transaction(|conn| {
+            let owner = owner(conn, tenant)?;
+            if !model::revoke(conn, owner, ApiKeyId(id))? {
+                return Err(AppError::NotFound);
+            }
+            audit::record(
+                conn,
+                &actor,
+                "key.revoked",
+                owner.map(|t| t.0),
+                id,
+                serde_json::json!({}),
+            )?;
             Ok(())
-        } else {
-            Err(AppError::NotFound)
-        }
+        })
     })
     .await?;
     state.auth.invalidate_all();

@@ -14,50 +14,94 @@ use crate::auth::Principal;
 use crate::db::pagination::{Page, PageQuery};
 use crate::domain::{Permission, TenantId};
 use crate::error::{AppResult, Problem};
-use crate::routes::Endpoint;
+use crate::routes::{Access, Endpoint};
 use crate::state::AppState;
 use crate::tenants::scope::{self, ScopedPath};
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
-        Endpoint::new(Method::GET, "/v1/templates", || web::route().to(list)),
-        Endpoint::new(Method::POST, "/v1/templates", || web::route().to(create)),
-        Endpoint::new(Method::GET, "/v1/templates/{id}", || web::route().to(get)),
-        Endpoint::new(Method::PUT, "/v1/templates/{id}", || {
-            web::route().to(update)
-        }),
-        Endpoint::new(Method::PATCH, "/v1/templates/{id}", || {
-            web::route().to(update)
-        }),
-        Endpoint::new(Method::DELETE, "/v1/templates/{id}", || {
-            web::route().to(delete)
-        }),
-        Endpoint::new(Method::POST, "/v1/templates/{id}/render", || {
-            web::route().to(render)
-        }),
-        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/templates", || {
-            web::route().to(list)
-        }),
-        Endpoint::new(Method::POST, "/v1/tenants/{tenant}/templates", || {
-            web::route().to(create)
-        }),
-        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/templates/{id}", || {
-            web::route().to(get)
-        }),
-        Endpoint::new(Method::PUT, "/v1/tenants/{tenant}/templates/{id}", || {
-            web::route().to(update)
-        }),
-        Endpoint::new(Method::PATCH, "/v1/tenants/{tenant}/templates/{id}", || {
-            web::route().to(update)
-        }),
+        Endpoint::new(
+            Method::GET,
+            "/v1/templates",
+            Access::Tenant(Permission::TemplatesRead),
+            || web::route().to(list),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/templates",
+            Access::Tenant(Permission::TemplatesWrite),
+            || web::route().to(create),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/templates/{id}",
+            Access::Tenant(Permission::TemplatesRead),
+            || web::route().to(get),
+        ),
+        Endpoint::new(
+            Method::PUT,
+            "/v1/templates/{id}",
+            Access::Tenant(Permission::TemplatesWrite),
+            || web::route().to(update),
+        ),
+        Endpoint::new(
+            Method::PATCH,
+            "/v1/templates/{id}",
+            Access::Tenant(Permission::TemplatesWrite),
+            || web::route().to(update),
+        ),
+        Endpoint::new(
+            Method::DELETE,
+            "/v1/templates/{id}",
+            Access::Tenant(Permission::TemplatesWrite),
+            || web::route().to(delete),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/templates/{id}/render",
+            Access::Tenant(Permission::TemplatesRead),
+            || web::route().to(render),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/tenants/{tenant}/templates",
+            Access::Admin(Permission::TemplatesRead),
+            || web::route().to(list),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/tenants/{tenant}/templates",
+            Access::Admin(Permission::TemplatesWrite),
+            || web::route().to(create),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/tenants/{tenant}/templates/{id}",
+            Access::Admin(Permission::TemplatesRead),
+            || web::route().to(get),
+        ),
+        Endpoint::new(
+            Method::PUT,
+            "/v1/tenants/{tenant}/templates/{id}",
+            Access::Admin(Permission::TemplatesWrite),
+            || web::route().to(update),
+        ),
+        Endpoint::new(
+            Method::PATCH,
+            "/v1/tenants/{tenant}/templates/{id}",
+            Access::Admin(Permission::TemplatesWrite),
+            || web::route().to(update),
+        ),
         Endpoint::new(
             Method::DELETE,
             "/v1/tenants/{tenant}/templates/{id}",
+            Access::Admin(Permission::TemplatesWrite),
             || web::route().to(delete),
         ),
         Endpoint::new(
             Method::POST,
             "/v1/tenants/{tenant}/templates/{id}/render",
+            Access::Admin(Permission::TemplatesRead),
             || web::route().to(render),
         ),
     ]

@@ -6,7 +6,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
 use super::model::TenantRow;
-use crate::config::TlsMode;
+use crate::config::{Secret, TlsMode};
 use crate::crypto::Vault;
 use crate::domain::{has_line_break_or_nul, parse_email, parse_hostname};
 use crate::error::{AppError, AppResult, FieldError};
@@ -37,8 +37,10 @@ pub struct SmtpPatch {
     pub port: Option<u16>,
     #[serde(default, deserialize_with = "nullable")]
     pub username: Option<Option<String>>,
+    /// Wiped from memory once sealed; `Debug` shows `[redacted]`.
     #[serde(default, deserialize_with = "nullable")]
-    pub password: Option<Option<String>>,
+    #[schema(value_type = Option<String>)]
+    pub password: Option<Option<Secret>>,
     pub tls: Option<TlsMode>,
 }
 
@@ -70,6 +72,8 @@ pub struct CreateTenant {
     pub settings: Option<SettingsPatch>,
     pub smtp: Option<SmtpPatch>,
     pub rate_limit: Option<RateLimitPatch>,
+    /// Days message content is kept (1-3650); default `retention.content_days`.
+    pub retention_content_days: Option<i32>,
 }
 
 /// `PUT`/`PATCH /v1/tenants/{id}`: only the given fields change.
@@ -85,6 +89,9 @@ pub struct UpdateTenant {
     #[serde(default, deserialize_with = "nullable")]
     pub smtp: Option<Option<SmtpPatch>>,
     pub rate_limit: Option<RateLimitPatch>,
+    /// Days message content is kept (1-3650); `null` = `retention.content_days`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub retention_content_days: Option<Option<i32>>,
     pub status: Option<StatusInput>,
 }
 
@@ -97,10 +104,14 @@ impl From<CreateTenant> for UpdateTenant {
             settings: c.settings,
             smtp: c.smtp.map(Some),
             rate_limit: c.rate_limit,
+            retention_content_days: c.retention_content_days.map(Some),
             status: None,
         }
     }
 }
+
+/// The longest per-tenant content retention (ten years; the column's CHECK).
+pub const MAX_RETENTION_DAYS: i32 = 3650;
 
 /// The context string a tenant's SMTP password is sealed under.
 pub fn smtp_password_context(tenant: uuid::Uuid) -> String {
@@ -227,6 +238,16 @@ impl UpdateTenant {
                 rl.emails_per_second,
             );
         }
+        match self.retention_content_days {
+            None => {}
+            Some(Some(d)) if !(1..=MAX_RETENTION_DAYS).contains(&d) => {
+                errors.push(FieldError::new(
+                    "retention_content_days",
+                    format!("must be between 1 and {MAX_RETENTION_DAYS}, or null"),
+                ))
+            }
+            Some(d) => row.retention_content_days = d,
+        }
         if let Some(status) = self.status {
             row.status = match status {
                 StatusInput::Active => "active",
@@ -322,11 +343,12 @@ fn apply_smtp(
     match s.password {
         None => {}
         Some(None) => row.smtp_password_enc = None,
-        Some(Some(p)) if p.is_empty() || p.len() > 1024 => {
+        Some(Some(p)) if p.is_empty() || p.expose().len() > 1024 => {
             errors.push(FieldError::new("smtp.password", "must be 1-1024 bytes"))
         }
         Some(Some(p)) => {
-            row.smtp_password_enc = Some(vault.seal(p.as_bytes(), &smtp_password_context(row.id)))
+            row.smtp_password_enc =
+                Some(vault.seal(p.expose().as_bytes(), &smtp_password_context(row.id)))
         }
     }
     row.smtp_host = host;

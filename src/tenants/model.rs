@@ -29,6 +29,8 @@ pub struct TenantRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
+    /// Days bodies/headers/attachments are kept; `None` = `retention.content_days`.
+    pub retention_content_days: Option<i32>,
 }
 
 impl TenantRow {
@@ -60,6 +62,7 @@ impl TenantRow {
                 tenants::emails_per_day.eq(self.emails_per_day),
                 tenants::emails_per_second.eq(self.emails_per_second),
                 tenants::status.eq(&self.status),
+                tenants::retention_content_days.eq(self.retention_content_days),
             ))
             .returning(TenantRow::as_returning())
             .get_result(conn)

@@ -1,31 +1,58 @@
 //! `/v1/tenants` handlers: extract, check the permission, call the service.
 
 use actix_web::http::Method;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::input::{CreateTenant, UpdateTenant};
 use super::model::TenantRef;
 use super::service;
 use super::view::TenantView;
+use crate::audit::Actor;
 use crate::auth::Principal;
 use crate::db::pagination::{Page, PageQuery};
 use crate::domain::Permission;
 use crate::error::{AppResult, Problem};
-use crate::routes::Endpoint;
+use crate::routes::{Access, Endpoint};
 use crate::state::AppState;
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
-        Endpoint::new(Method::GET, "/v1/tenants", || web::route().to(list)),
-        Endpoint::new(Method::POST, "/v1/tenants", || web::route().to(create)),
-        Endpoint::new(Method::GET, "/v1/tenants/{tenant}", || web::route().to(get)),
-        Endpoint::new(Method::PUT, "/v1/tenants/{tenant}", || web::route().to(put)),
-        Endpoint::new(Method::PATCH, "/v1/tenants/{tenant}", || {
-            web::route().to(patch)
-        }),
-        Endpoint::new(Method::DELETE, "/v1/tenants/{tenant}", || {
-            web::route().to(delete)
-        }),
+        Endpoint::new(
+            Method::GET,
+            "/v1/tenants",
+            Access::Admin(Permission::TenantsRead),
+            || web::route().to(list),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/tenants",
+            Access::Admin(Permission::TenantsWrite),
+            || web::route().to(create),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/tenants/{tenant}",
+            Access::Admin(Permission::TenantsRead),
+            || web::route().to(get),
+        ),
+        Endpoint::new(
+            Method::PUT,
+            "/v1/tenants/{tenant}",
+            Access::Admin(Permission::TenantsWrite),
+            || web::route().to(put),
+        ),
+        Endpoint::new(
+            Method::PATCH,
+            "/v1/tenants/{tenant}",
+            Access::Admin(Permission::TenantsWrite),
+            || web::route().to(patch),
+        ),
+        Endpoint::new(
+            Method::DELETE,
+            "/v1/tenants/{tenant}",
+            Access::Admin(Permission::TenantsWrite),
+            || web::route().to(delete),
+        ),
     ]
 }
 
@@ -35,11 +62,12 @@ pub fn endpoints() -> Vec<Endpoint> {
     security(("bearer" = ["tenants:write"])))]
 pub async fn create(
     who: Principal,
+    req: HttpRequest,
     state: web::Data<AppState>,
     body: web::Json<CreateTenant>,
 ) -> AppResult<HttpResponse> {
     who.require_admin(Permission::TenantsWrite)?;
-    let tenant = service::create(&state, body.into_inner()).await?;
+    let tenant = service::create(&state, &Actor::of(&who, &req), body.into_inner()).await?;
     Ok(HttpResponse::Created().json(tenant))
 }
 
@@ -74,12 +102,15 @@ pub async fn get(
 
 async fn update(
     who: Principal,
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Json<UpdateTenant>,
 ) -> AppResult<HttpResponse> {
     who.require_admin(Permission::TenantsWrite)?;
-    let tenant = service::update(&state, TenantRef::parse(&path), body.into_inner()).await?;
+    let actor = Actor::of(&who, &req);
+    let tenant =
+        service::update(&state, &actor, TenantRef::parse(&path), body.into_inner()).await?;
     Ok(HttpResponse::Ok().json(tenant))
 }
 
@@ -90,11 +121,12 @@ async fn update(
     security(("bearer" = ["tenants:write"])))]
 pub async fn put(
     who: Principal,
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Json<UpdateTenant>,
 ) -> AppResult<HttpResponse> {
-    update(who, state, path, body).await
+    update(who, req, state, path, body).await
 }
 
 /// Update a tenant (same as PUT: a partial update).
@@ -104,11 +136,12 @@ pub async fn put(
     security(("bearer" = ["tenants:write"])))]
 pub async fn patch(
     who: Principal,
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Json<UpdateTenant>,
 ) -> AppResult<HttpResponse> {
-    update(who, state, path, body).await
+    update(who, req, state, path, body).await
 }
 
 /// Delete a tenant: keys revoked, queued mail canceled, usage kept.
@@ -118,10 +151,11 @@ pub async fn patch(
     security(("bearer" = ["tenants:write"])))]
 pub async fn delete(
     who: Principal,
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> AppResult<HttpResponse> {
     who.require_admin(Permission::TenantsWrite)?;
-    service::delete(&state, TenantRef::parse(&path)).await?;
+    service::delete(&state, &Actor::of(&who, &req), TenantRef::parse(&path)).await?;
     Ok(HttpResponse::NoContent().finish())
 }

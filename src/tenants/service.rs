@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::input::{CreateTenant, UpdateTenant};
 use super::model::{self, TenantRef, TenantRow};
+use crate::audit::{self, Actor};
 use crate::db;
 use crate::db::pagination::{Page, PageRequest};
 use crate::emails::model as emails_db;
@@ -39,6 +40,7 @@ fn blank_tenant() -> TenantRow {
         created_at: now,
         updated_at: now,
         deleted_at: None,
+        retention_content_days: None,
     }
 }
 
@@ -82,14 +84,34 @@ async fn check_relay_resolves(state: &AppState, host: Option<&str>) -> AppResult
     Ok(())
 }
 
-pub async fn create(state: &AppState, input: CreateTenant) -> AppResult<TenantView> {
+/// The audit snapshot of a tenant: its view (which never holds the password).
+fn snapshot(row: &TenantRow) -> serde_json::Value {
+    serde_json::to_value(TenantView::from(row.clone())).unwrap_or_default()
+}
+
+/// Inserts the tenant (with its starters) and its `tenant.created` entry in
+/// one transaction.
+fn insert_audited(conn: &mut PgConnection, row: &TenantRow, actor: &Actor) -> AppResult<TenantRow> {
+    conn.transaction(|conn| {
+        let saved = insert_with_starters(conn, row).map_err(external_id_conflict)?;
+        audit::record(
+            conn,
+            actor,
+            "tenant.created",
+            Some(saved.id),
+            saved.id,
+            snapshot(&saved),
+        )?;
+        Ok(saved)
+    })
+}
+
+pub async fn create(state: &AppState, actor: &Actor, input: CreateTenant) -> AppResult<TenantView> {
     let mut row = blank_tenant();
     UpdateTenant::from(input).apply(&mut row, &state.vault, relay_guard(state))?;
     check_relay_resolves(state, row.smtp_host.as_deref()).await?;
-    let saved = db::run(&state.pool, move |conn| {
-        insert_with_starters(conn, &row).map_err(external_id_conflict)
-    })
-    .await?;
+    let actor = actor.clone();
+    let saved = db::run(&state.pool, move |conn| insert_audited(conn, &row, &actor)).await?;
     state.domains.rule.invalidate();
     tracing::info!(tenant_id = %saved.id, "tenant created");
     Ok(saved.into())
@@ -113,7 +135,12 @@ pub async fn list(state: &AppState, page: PageRequest) -> AppResult<Page<TenantV
     ))
 }
 
-pub async fn update(state: &AppState, r: TenantRef, patch: UpdateTenant) -> AppResult<TenantView> {
+pub async fn update(
+    state: &AppState,
+    actor: &Actor,
+    r: TenantRef,
+    patch: UpdateTenant,
+) -> AppResult<TenantView> {
     if let Some(Some(host)) = patch
         .smtp
         .as_ref()
@@ -124,18 +151,19 @@ pub async fn update(state: &AppState, r: TenantRef, patch: UpdateTenant) -> AppR
     }
     let vault = state.vault.clone();
     let guard = relay_guard(state);
+    let actor = actor.clone();
     let (saved, status_changed) = db::run(&state.pool, move |conn| {
         conn.transaction(|conn| {
             let mut row = model::find(conn, &r, true)?.ok_or(AppError::NotFound)?;
-            let before = row.status.clone();
+            let before = row.clone();
             patch.apply(&mut row, &vault, guard)?;
             let saved = row.save(conn).map_err(external_id_conflict)?;
             if let Some(name) = &saved.domain {
                 crate::domains::model::adopt_legacy(conn, saved.tenant_id(), name)?;
             }
-            let changed = saved.status != before;
+            let changed = saved.status != before.status;
             // Suspension holds the tenant's waiting mail; activation resumes it.
-            match (before.as_str(), saved.status.as_str()) {
+            match (before.status.as_str(), saved.status.as_str()) {
                 (_, "suspended") if changed => {
                     crate::queue::model::hold_tenant(conn, saved.tenant_id())?;
                 }
@@ -144,6 +172,18 @@ pub async fn update(state: &AppState, r: TenantRef, patch: UpdateTenant) -> AppR
                 }
                 _ => {}
             }
+            let action = match saved.status.as_str() {
+                "suspended" if changed => "tenant.suspended",
+                "active" if changed => "tenant.reactivated",
+                _ => "tenant.updated",
+            };
+            let mut changes = audit::diff(&snapshot(&before), &snapshot(&saved));
+            if saved.smtp_password_enc != before.smtp_password_enc {
+                // A new password shows as set, never as its value.
+                changes["smtp_password"] =
+                    serde_json::json!({"password_set": saved.smtp_password_enc.is_some()});
+            }
+            audit::record(conn, &actor, action, Some(saved.id), saved.id, changes)?;
             Ok::<_, AppError>((saved, changed))
         })
     })
@@ -160,7 +200,8 @@ pub async fn update(state: &AppState, r: TenantRef, patch: UpdateTenant) -> AppR
 
 /// Marks the tenant deleted, revokes its keys (and, with the queue, cancels its
 /// queued mail) in one transaction.
-pub async fn delete(state: &AppState, r: TenantRef) -> AppResult<()> {
+pub async fn delete(state: &AppState, actor: &Actor, r: TenantRef) -> AppResult<()> {
+    let actor = actor.clone();
     let id = db::run(&state.pool, move |conn| {
         conn.transaction(|conn| {
             let mut row = model::find(conn, &r, true)?.ok_or(AppError::NotFound)?;
@@ -169,6 +210,15 @@ pub async fn delete(state: &AppState, r: TenantRef) -> AppResult<()> {
             row.save(conn)?;
             keys_db::revoke_all_of_tenant(conn, row.tenant_id())?;
             emails_db::cancel_pending_of_tenant(conn, row.tenant_id())?;
+            let changes = serde_json::json!({"name": row.name, "external_id": row.external_id});
+            audit::record(
+                conn,
+                &actor,
+                "tenant.deleted",
+                Some(row.id),
+                row.id,
+                changes,
+            )?;
             Ok::<_, AppError>(row.id)
         })
     })
@@ -182,7 +232,7 @@ pub async fn delete(state: &AppState, r: TenantRef) -> AppResult<()> {
 /// Platform style with `tenants.auto_create`: an unknown external_id sent to
 /// by an admin becomes a tenant with default settings. Concurrent first sends
 /// race on the unique index; the loser simply finds the winner's row.
-pub async fn auto_create(state: &AppState, external_id: &str) -> AppResult<()> {
+pub async fn auto_create(state: &AppState, actor: &Actor, external_id: &str) -> AppResult<()> {
     let input = CreateTenant {
         name: external_id.to_string(),
         external_id: Some(external_id.to_string()),
@@ -190,14 +240,17 @@ pub async fn auto_create(state: &AppState, external_id: &str) -> AppResult<()> {
         settings: None,
         smtp: None,
         rate_limit: None,
+        retention_content_days: None,
     };
     let mut row = blank_tenant();
     UpdateTenant::from(input).apply(&mut row, &state.vault, relay_guard(state))?;
+    let actor = actor.clone();
     let created = db::run(&state.pool, move |conn| {
-        match insert_with_starters(conn, &row) {
+        match insert_audited(conn, &row, &actor) {
             Ok(_) => Ok(true),
-            Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => Ok(false),
-            Err(e) => Err(e.into()),
+            // The unique index: another first send created it.
+            Err(AppError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e),
         }
     })
     .await?;

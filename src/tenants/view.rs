@@ -34,6 +34,8 @@ pub struct TenantView {
     pub settings: serde_json::Value,
     pub smtp: Option<SmtpView>,
     pub rate_limit: RateLimitView,
+    /// Days message content is kept; `null` = the platform's `retention.content_days`.
+    pub retention_content_days: Option<i32>,
     pub status: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -60,6 +62,7 @@ impl From<TenantRow> for TenantView {
                 emails_per_day: t.emails_per_day,
                 emails_per_second: t.emails_per_second,
             },
+            retention_content_days: t.retention_content_days,
             status: t.status,
             created_at: t.created_at,
             updated_at: t.updated_at,

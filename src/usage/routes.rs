@@ -8,16 +8,24 @@ use crate::auth::Principal;
 use crate::db::pagination::Page;
 use crate::domain::Permission;
 use crate::error::{AppResult, Problem};
-use crate::routes::Endpoint;
+use crate::routes::{Access, Endpoint};
 use crate::state::AppState;
 use crate::tenants::model::TenantRef;
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
-        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/usage", || {
-            web::route().to(for_tenant)
-        }),
-        Endpoint::new(Method::GET, "/v1/usage", || web::route().to(list)),
+        Endpoint::new(
+            Method::GET,
+            "/v1/tenants/{tenant}/usage",
+            Access::Admin(Permission::UsageRead),
+            || web::route().to(for_tenant),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/usage",
+            Access::Any(Permission::UsageRead),
+            || web::route().to(list),
+        ),
     ]
 }
 

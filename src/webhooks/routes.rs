@@ -4,17 +4,18 @@
 //! extractor says which owner a path means.
 
 use actix_web::http::Method;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::input::{CreateWebhook, UpdateWebhook};
 use super::model::Owner;
 use super::service;
 use super::view::{CreatedWebhook, DeliveryView, WebhookView};
+use crate::audit::Actor;
 use crate::auth::Principal;
 use crate::db::pagination::{Page, PageQuery};
 use crate::domain::Permission;
 use crate::error::{AppResult, Problem};
-use crate::routes::Endpoint;
+use crate::routes::{Access, Endpoint};
 use crate::state::AppState;
 use crate::tenants::scope::{self, ScopedPath};
 
@@ -44,72 +45,150 @@ impl actix_web::FromRequest for Realm {
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
-        Endpoint::new(Method::GET, "/v1/webhooks", || web::route().to(list)),
-        Endpoint::new(Method::POST, "/v1/webhooks", || web::route().to(create)),
-        Endpoint::new(Method::GET, "/v1/webhooks/{id}", || web::route().to(get)),
-        Endpoint::new(Method::PUT, "/v1/webhooks/{id}", || web::route().to(update)),
-        Endpoint::new(Method::PATCH, "/v1/webhooks/{id}", || {
-            web::route().to(update)
-        }),
-        Endpoint::new(Method::DELETE, "/v1/webhooks/{id}", || {
-            web::route().to(delete)
-        }),
-        Endpoint::new(Method::GET, "/v1/webhooks/{id}/deliveries", || {
-            web::route().to(deliveries)
-        }),
-        Endpoint::new(Method::POST, "/v1/webhooks/{id}/test", || {
-            web::route().to(test)
-        }),
-        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/webhooks", || {
-            web::route().to(list)
-        }),
-        Endpoint::new(Method::POST, "/v1/tenants/{tenant}/webhooks", || {
-            web::route().to(create)
-        }),
-        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/webhooks/{id}", || {
-            web::route().to(get)
-        }),
-        Endpoint::new(Method::PUT, "/v1/tenants/{tenant}/webhooks/{id}", || {
-            web::route().to(update)
-        }),
-        Endpoint::new(Method::PATCH, "/v1/tenants/{tenant}/webhooks/{id}", || {
-            web::route().to(update)
-        }),
-        Endpoint::new(Method::DELETE, "/v1/tenants/{tenant}/webhooks/{id}", || {
-            web::route().to(delete)
-        }),
+        Endpoint::new(
+            Method::GET,
+            "/v1/webhooks",
+            Access::Tenant(Permission::WebhooksRead),
+            || web::route().to(list),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/webhooks",
+            Access::Tenant(Permission::WebhooksWrite),
+            || web::route().to(create),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/webhooks/{id}",
+            Access::Tenant(Permission::WebhooksRead),
+            || web::route().to(get),
+        ),
+        Endpoint::new(
+            Method::PUT,
+            "/v1/webhooks/{id}",
+            Access::Tenant(Permission::WebhooksWrite),
+            || web::route().to(update),
+        ),
+        Endpoint::new(
+            Method::PATCH,
+            "/v1/webhooks/{id}",
+            Access::Tenant(Permission::WebhooksWrite),
+            || web::route().to(update),
+        ),
+        Endpoint::new(
+            Method::DELETE,
+            "/v1/webhooks/{id}",
+            Access::Tenant(Permission::WebhooksWrite),
+            || web::route().to(delete),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/webhooks/{id}/deliveries",
+            Access::Tenant(Permission::WebhooksRead),
+            || web::route().to(deliveries),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/webhooks/{id}/test",
+            Access::Tenant(Permission::WebhooksWrite),
+            || web::route().to(test),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/tenants/{tenant}/webhooks",
+            Access::Admin(Permission::WebhooksRead),
+            || web::route().to(list),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/tenants/{tenant}/webhooks",
+            Access::Admin(Permission::WebhooksWrite),
+            || web::route().to(create),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/tenants/{tenant}/webhooks/{id}",
+            Access::Admin(Permission::WebhooksRead),
+            || web::route().to(get),
+        ),
+        Endpoint::new(
+            Method::PUT,
+            "/v1/tenants/{tenant}/webhooks/{id}",
+            Access::Admin(Permission::WebhooksWrite),
+            || web::route().to(update),
+        ),
+        Endpoint::new(
+            Method::PATCH,
+            "/v1/tenants/{tenant}/webhooks/{id}",
+            Access::Admin(Permission::WebhooksWrite),
+            || web::route().to(update),
+        ),
+        Endpoint::new(
+            Method::DELETE,
+            "/v1/tenants/{tenant}/webhooks/{id}",
+            Access::Admin(Permission::WebhooksWrite),
+            || web::route().to(delete),
+        ),
         Endpoint::new(
             Method::GET,
             "/v1/tenants/{tenant}/webhooks/{id}/deliveries",
+            Access::Admin(Permission::WebhooksRead),
             || web::route().to(deliveries),
         ),
         Endpoint::new(
             Method::POST,
             "/v1/tenants/{tenant}/webhooks/{id}/test",
+            Access::Admin(Permission::WebhooksWrite),
             || web::route().to(test),
         ),
-        Endpoint::new(Method::GET, "/v1/admin/webhooks", || web::route().to(list)),
-        Endpoint::new(Method::POST, "/v1/admin/webhooks", || {
-            web::route().to(create)
-        }),
-        Endpoint::new(Method::GET, "/v1/admin/webhooks/{id}", || {
-            web::route().to(get)
-        }),
-        Endpoint::new(Method::PUT, "/v1/admin/webhooks/{id}", || {
-            web::route().to(update)
-        }),
-        Endpoint::new(Method::PATCH, "/v1/admin/webhooks/{id}", || {
-            web::route().to(update)
-        }),
-        Endpoint::new(Method::DELETE, "/v1/admin/webhooks/{id}", || {
-            web::route().to(delete)
-        }),
-        Endpoint::new(Method::GET, "/v1/admin/webhooks/{id}/deliveries", || {
-            web::route().to(deliveries)
-        }),
-        Endpoint::new(Method::POST, "/v1/admin/webhooks/{id}/test", || {
-            web::route().to(test)
-        }),
+        Endpoint::new(
+            Method::GET,
+            "/v1/admin/webhooks",
+            Access::Admin(Permission::WebhooksRead),
+            || web::route().to(list),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/admin/webhooks",
+            Access::Admin(Permission::WebhooksWrite),
+            || web::route().to(create),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/admin/webhooks/{id}",
+            Access::Admin(Permission::WebhooksRead),
+            || web::route().to(get),
+        ),
+        Endpoint::new(
+            Method::PUT,
+            "/v1/admin/webhooks/{id}",
+            Access::Admin(Permission::WebhooksWrite),
+            || web::route().to(update),
+        ),
+        Endpoint::new(
+            Method::PATCH,
+            "/v1/admin/webhooks/{id}",
+            Access::Admin(Permission::WebhooksWrite),
+            || web::route().to(update),
+        ),
+        Endpoint::new(
+            Method::DELETE,
+            "/v1/admin/webhooks/{id}",
+            Access::Admin(Permission::WebhooksWrite),
+            || web::route().to(delete),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/admin/webhooks/{id}/deliveries",
+            Access::Admin(Permission::WebhooksRead),
+            || web::route().to(deliveries),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/admin/webhooks/{id}/test",
+            Access::Admin(Permission::WebhooksWrite),
+            || web::route().to(test),
+        ),
     ]
 }
 
@@ -143,13 +222,14 @@ async fn owner(
     security(("bearer" = ["webhooks:write"])))]
 pub async fn create(
     who: Principal,
+    req: HttpRequest,
     state: web::Data<AppState>,
     realm: Realm,
     path: web::Path<ScopedPath>,
     body: web::Json<CreateWebhook>,
 ) -> AppResult<HttpResponse> {
     let o = owner(&state, &who, realm, &path, true).await?;
-    let created = service::create(&state, o, body.into_inner()).await?;
+    let created = service::create(&state, &Actor::of(&who, &req), o, body.into_inner()).await?;
     Ok(HttpResponse::Created().json(created))
 }
 
@@ -190,13 +270,21 @@ pub async fn get(
     security(("bearer" = ["webhooks:write"])))]
 pub async fn update(
     who: Principal,
+    req: HttpRequest,
     state: web::Data<AppState>,
     realm: Realm,
     path: web::Path<ScopedPath>,
     body: web::Json<UpdateWebhook>,
 ) -> AppResult<HttpResponse> {
     let o = owner(&state, &who, realm, &path, true).await?;
-    let view = service::update(&state, o, path.id()?, body.into_inner()).await?;
+    let view = service::update(
+        &state,
+        &Actor::of(&who, &req),
+        o,
+        path.id()?,
+        body.into_inner(),
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -206,12 +294,13 @@ pub async fn update(
     security(("bearer" = ["webhooks:write"])))]
 pub async fn delete(
     who: Principal,
+    req: HttpRequest,
     state: web::Data<AppState>,
     realm: Realm,
     path: web::Path<ScopedPath>,
 ) -> AppResult<HttpResponse> {
     let o = owner(&state, &who, realm, &path, true).await?;
-    service::delete(&state, o, path.id()?).await?;
+    service::delete(&state, &Actor::of(&who, &req), o, path.id()?).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

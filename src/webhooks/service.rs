@@ -11,6 +11,7 @@ use super::model::{self, Owner, WebhookRow};
 use super::signing;
 use super::view::{CreatedWebhook, DeliveryView, WebhookView};
 use super::PING_EVENT;
+use crate::audit::{self, Actor};
 use crate::db;
 use crate::db::pagination::{Page, PageRequest};
 use crate::error::{AppError, AppResult};
@@ -60,8 +61,14 @@ fn apply(row: &mut WebhookRow, c: WebhookChanges) {
     }
 }
 
+/// The audit snapshot of an endpoint: its view (never the secret).
+fn snapshot(row: &WebhookRow) -> serde_json::Value {
+    serde_json::to_value(WebhookView::from(row.clone())).unwrap_or_default()
+}
+
 pub async fn create(
     state: &AppState,
+    actor: &Actor,
     owner: Owner,
     input: CreateWebhook,
 ) -> AppResult<CreatedWebhook> {
@@ -83,7 +90,23 @@ pub async fn create(
         updated_at: now,
     };
     apply(&mut row, changes);
-    let saved = db::run(&state.pool, move |conn| Ok(model::insert(conn, &row)?)).await?;
+    let actor = actor.clone();
+    let saved = db::run(&state.pool, move |conn| {
+        conn.transaction(|conn| {
+            let saved = model::insert(conn, &row)?;
+            let changes = snapshot(&saved);
+            audit::record(
+                conn,
+                &actor,
+                "webhook.created",
+                saved.tenant_id,
+                saved.id,
+                changes,
+            )?;
+            Ok::<_, AppError>(saved)
+        })
+    })
+    .await?;
     tracing::info!(webhook_id = %saved.id, tenant_id = ?saved.tenant_id, "webhook created");
     Ok(CreatedWebhook {
         webhook: saved.into(),
@@ -116,6 +139,7 @@ pub async fn get(state: &AppState, owner: Owner, id: &str) -> AppResult<WebhookV
 
 pub async fn update(
     state: &AppState,
+    actor: &Actor,
     owner: Owner,
     id: &str,
     patch: UpdateWebhook,
@@ -123,24 +147,50 @@ pub async fn update(
     let id = parse_id(id)?;
     let changes = patch.validate(guard(state))?;
     check_resolves(state, &changes).await?;
+    let actor = actor.clone();
     db::run(&state.pool, move |conn| {
         conn.transaction(|conn| {
             let mut row = model::find(conn, owner, id, true)?.ok_or(AppError::NotFound)?;
+            let before = snapshot(&row);
             apply(&mut row, changes);
-            Ok(model::save(conn, &mut row)?)
+            let saved = model::save(conn, &mut row)?;
+            let diff = audit::diff(&before, &snapshot(&saved));
+            audit::record(
+                conn,
+                &actor,
+                "webhook.updated",
+                saved.tenant_id,
+                saved.id,
+                diff,
+            )?;
+            Ok::<_, AppError>(saved)
         })
     })
     .await
     .map(Into::into)
 }
 
-pub async fn delete(state: &AppState, owner: Owner, id: &str) -> AppResult<()> {
+pub async fn delete(state: &AppState, actor: &Actor, owner: Owner, id: &str) -> AppResult<()> {
     let id = parse_id(id)?;
-    let n = db::run(&state.pool, move |conn| Ok(model::delete(conn, owner, id)?)).await?;
-    if n == 0 {
-        return Err(AppError::NotFound);
-    }
-    Ok(())
+    let actor = actor.clone();
+    db::run(&state.pool, move |conn| {
+        conn.transaction(|conn| {
+            if model::delete(conn, owner, id)? == 0 {
+                return Err(AppError::NotFound);
+            }
+            let changes = serde_json::json!({});
+            audit::record(
+                conn,
+                &actor,
+                "webhook.deleted",
+                owner.tenant_id(),
+                id,
+                changes,
+            )?;
+            Ok(())
+        })
+    })
+    .await
 }
 
 /// `GET …/webhooks/{id}/deliveries`: newest first, each with its attempts.

@@ -7,14 +7,19 @@ use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use rand::RngCore;
 use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::config::Secret;
 
 pub const SECRET_PREFIX: &str = "whsec_";
 
-/// A new secret: the raw key (to seal) and its `whsec_…` form (shown once).
-pub fn generate() -> (Vec<u8>, String) {
-    let mut key = vec![0u8; 32];
+/// A new secret: the raw key (to seal) and its `whsec_…` form (shown
+/// once); both are wiped when dropped.
+pub fn generate() -> (Zeroizing<Vec<u8>>, Secret) {
+    let mut key = Zeroizing::new(vec![0u8; 32]);
     rand::rngs::OsRng.fill_bytes(&mut key);
-    let shown = format!("{SECRET_PREFIX}{}", STANDARD.encode(&key));
+    let encoded = Zeroizing::new(STANDARD.encode(&*key));
+    let shown = Secret::new(format!("{SECRET_PREFIX}{}", encoded.as_str()));
     (key, shown)
 }
 
@@ -61,8 +66,8 @@ mod tests {
     #[test]
     fn generated_secrets_round_trip() {
         let (key, shown) = generate();
-        assert!(shown.starts_with("whsec_"));
-        assert_eq!(decode(&shown).unwrap(), key);
+        assert!(shown.expose().starts_with("whsec_"));
+        assert_eq!(decode(shown.expose()).unwrap(), *key);
         assert_eq!(key.len(), 32);
     }
 }

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::deliveries::{AttemptRow, DeliveryRow};
 use super::model::WebhookRow;
+use crate::config::Secret;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WebhookView {
@@ -43,7 +44,10 @@ impl From<WebhookRow> for WebhookView {
 pub struct CreatedWebhook {
     #[serde(flatten)]
     pub webhook: WebhookView,
-    pub secret: String,
+    /// `whsec_…`: in this response only; wiped from memory after it.
+    #[serde(serialize_with = "Secret::serialize_exposed")]
+    #[schema(value_type = String)]
+    pub secret: Secret,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

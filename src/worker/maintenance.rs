@@ -38,8 +38,9 @@ pub async fn heartbeat(ctx: Ctx) {
 
 /// Every second: expired leases become claimable (and a message lost
 /// `worker.max_lost_leases` times fails); every 5 s: mail of suspended
-/// tenants that came back from a send is held; hourly: old idempotency keys
-/// finished webhook deliveries and expired suppressions are purged.
+/// tenants that came back from a send is held; hourly: old idempotency keys,
+/// finished webhook deliveries, expired suppressions and (per `retention.*`)
+/// old message content and metadata are purged.
 pub async fn run(ctx: Ctx) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -50,6 +51,7 @@ pub async fn run(ctx: Ctx) {
         tick.tick().await;
         n += 1;
         let (hold, purge) = (n % 5 == 0, n % 3600 == 0);
+        let retention = purge.then(|| ctx.settings.retention.clone());
         let r = db::run(&ctx.pool, move |conn| {
             let reclaimed = queue_db::reclaim_expired(conn, max_lost)?;
             if hold {
@@ -59,6 +61,9 @@ pub async fn run(ctx: Ctx) {
                 crate::emails::idempotency::purge_expired(conn)?;
                 crate::webhooks::deliveries::purge_finished(conn, log_days)?;
                 crate::suppressions::model::purge_expired(conn, 10_000)?;
+            }
+            if let Some(retention) = &retention {
+                crate::retention::purge(conn, retention)?;
             }
             Ok(reclaimed)
         })

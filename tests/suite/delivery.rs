@@ -263,6 +263,10 @@ async fn network_failures_defer() {
         panic!("{outcome:?}")
     };
     assert!(response.starts_with("connection refused"), "{response}");
+    assert!(
+        !response.contains("127.0.0.1") && !response.contains(&port.to_string()),
+        "the relay address stays in the operator's log: {response}"
+    );
 
     // A relay that accepts but never greets.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -367,8 +371,9 @@ async fn capture_writes_eml_under_the_tenant_dir() {
     assert_eq!(
         outcome,
         Outcome::Delivered {
-            response: format!("250 captured {}", path.display())
-        }
+            response: "250 captured".into()
+        },
+        "the capture path is the operator's, not the tenant's"
     );
     assert_eq!(std::fs::read(&path).unwrap(), msg.raw);
     let entries = std::fs::read_dir(path.parent().unwrap()).unwrap().count();
@@ -431,4 +436,60 @@ async fn transports_are_cached_per_relay_config() {
         !format!("{override_a:?}").contains("hunter2"),
         "Debug redacts"
     );
+}
+
+/// Finding 7: no password in clear unless the relay is a loopback IP literal
+/// or `delivery.allow_plaintext_auth` says so. The sink listens on loopback
+/// either way; the name `localhost` stands for "not a loopback literal"
+/// (the rule looks at the configured host, not at what it resolves to).
+#[tokio::test]
+async fn plaintext_auth_is_refused_unless_loopback_literal_or_allowed() {
+    let sink = SmtpSink::start_with(SinkConfig {
+        require_auth: Some(("relay-user".into(), "s3cret-relay".into())),
+        advertise_starttls: false,
+    })
+    .await;
+    let relay_at = |host: &str| RelayConfig {
+        host: host.into(),
+        username: Some("relay-user".into()),
+        password: Some(Secret::new("s3cret-relay")),
+        ..relay(sink.port())
+    };
+
+    let refused = SmtpTransport::new(relay_at("localhost"), options())
+        .send(&message(&["a@example.org"], "x"))
+        .await;
+    let Outcome::Deferred { response } = &refused else {
+        panic!("{refused:?}")
+    };
+    assert!(response.contains("not encrypted"), "{response}");
+    assert!(response.contains("allow_plaintext_auth"), "{response}");
+    assert_eq!(
+        sink.auth_attempts(),
+        0,
+        "the password never reached the wire"
+    );
+    assert!(sink.messages().is_empty());
+
+    let literal = SmtpTransport::new(relay_at("127.0.0.1"), options())
+        .send(&message(&["b@example.org"], "x"))
+        .await;
+    assert!(literal.is_delivered(), "{literal:?}");
+    assert_eq!(sink.auth_attempts(), 1);
+
+    let allowed = SmtpTransport::new(
+        relay_at("localhost"),
+        SmtpOptions {
+            allow_plaintext_auth: true,
+            ..options()
+        },
+    )
+    .send(&message(&["c@example.org"], "x"))
+    .await;
+    assert!(allowed.is_delivered(), "{allowed:?}");
+    assert_eq!(sink.auth_attempts(), 2);
+    let got = sink.wait_for(2, WAIT).await;
+    assert!(got
+        .iter()
+        .all(|m| m.auth_user.as_deref() == Some("relay-user")));
 }

@@ -13,6 +13,7 @@ mod common;
 #[macro_use]
 mod drills;
 
+mod audit;
 mod auth;
 mod bounce_corpus;
 mod bounces;
@@ -23,11 +24,15 @@ mod drill_input;
 mod drill_kill;
 mod drill_relay;
 mod http_errors;
+mod isolation;
+mod leaks;
 mod limits;
 mod observability;
 mod openapi;
 mod queue;
+mod retention;
 mod rotation;
+mod secrets;
 mod sending;
 mod smtp_sink;
 mod templates;

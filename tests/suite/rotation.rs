@@ -74,7 +74,10 @@ async fn rotate_reencrypts_and_delivery_works_before_and_after() {
     assert!(vault.is_current(&sealed));
     let ctx = postline::tenants::input::smtp_password_context(tid);
     let new_only = Vault::new(&b64.decode(&new_key).unwrap().try_into().unwrap());
-    assert_eq!(new_only.open(&sealed, &ctx).unwrap(), b"relay-secret");
+    assert_eq!(
+        *new_only.open(&sealed, &ctx).unwrap(),
+        b"relay-secret".to_vec()
+    );
     let old_only = old_app.state.vault.clone();
     assert!(
         old_only.open(&sealed, &ctx).is_err(),

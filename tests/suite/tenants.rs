@@ -196,7 +196,7 @@ async fn smtp_password_is_never_returned_nor_stored_in_plaintext() {
             &postline::tenants::input::smtp_password_context(uuid::Uuid::parse_str(&id).unwrap()),
         )
         .unwrap();
-    assert_eq!(opened, password.as_bytes());
+    assert_eq!(opened.as_slice(), password.as_bytes());
 
     // "smtp": null removes the override
     let r = app

@@ -654,7 +654,7 @@ async fn secrets_are_shown_once_and_sealed_at_rest() {
             &postline::webhooks::signing::secret_context(id.parse().unwrap()),
         )
         .unwrap();
-    assert_eq!(opened, raw);
+    assert_eq!(*opened, raw);
 }
 
 #[tokio::test]

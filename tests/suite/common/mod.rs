@@ -217,7 +217,7 @@ impl TestApp {
         TestApp {
             api: Api::remote(
                 &format!("http://127.0.0.1:{port}"),
-                &key.key.expect("key shown on create"),
+                key.key.expect("key shown on create").expose(),
             ),
             worker: None,
             recheck: None,

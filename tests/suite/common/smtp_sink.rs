@@ -74,6 +74,8 @@ struct Shared {
     /// The number of accepted messages, for [`SmtpSink::wait_for`].
     count: watch::Sender<usize>,
     connections: AtomicUsize,
+    /// AUTH commands received, successful or not.
+    auth_attempts: AtomicUsize,
     next_connection: AtomicU64,
 }
 
@@ -140,6 +142,7 @@ impl SmtpSink {
             recorded: Mutex::default(),
             count: watch::channel(0).0,
             connections: AtomicUsize::new(0),
+            auth_attempts: AtomicUsize::new(0),
             next_connection: AtomicU64::new(1),
         });
         let (addr, task, kick) = listen(port, shared.clone()).await;
@@ -225,6 +228,11 @@ impl SmtpSink {
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// AUTH commands received: 0 means no credential reached the wire.
+    pub fn auth_attempts(&self) -> usize {
+        self.shared.auth_attempts.load(Ordering::SeqCst)
     }
 
     /// Closes every open session without a word, as a relay does on its
@@ -563,6 +571,7 @@ async fn data(wire: &mut Wire, s: &mut Session, id: u64, shared: &Shared) -> io:
 }
 
 async fn auth(wire: &mut Wire, s: &mut Session, shared: &Shared, arg: &str) -> io::Result<()> {
+    shared.auth_attempts.fetch_add(1, Ordering::SeqCst);
     let Some((user, pass)) = shared.cfg.require_auth.as_ref() else {
         return wire.reply("502 5.5.1 AUTH not available").await;
     };

@@ -1,0 +1,406 @@
+//! Finding 11: the isolation matrix, generated from the route table
+//! (`routes::all()`), not sampled. Every route × {own id, foreign tenant's
+//! id, missing id} × {tenant key, admin key, key without the permission,
+//! suspended tenant's key}: foreign and missing ids give byte-identical
+//! 404s, a missing permission or the wrong kind of key a 403, the declared
+//! permission alone is enough. A new route takes part by being in the table;
+//! one whose path parameter or body this file does not know fails here
+//! until its fixture is added.
+
+use crate::common;
+
+use std::collections::HashMap;
+
+use common::{Resp, TestApp};
+use postline::domain::Permission;
+use postline::routes::{self, Access, Endpoint};
+use serde_json::{json, Value};
+
+const TENANT_PERMS: [&str; 8] = [
+    "send",
+    "emails:read",
+    "templates:read",
+    "templates:write",
+    "webhooks:read",
+    "webhooks:write",
+    "usage:read",
+    "audit:read",
+];
+const ADMIN_ONLY_PERMS: [&str; 3] = ["tenants:read", "tenants:write", "keys:write"];
+const MISSING: &str = "00000000-0000-4000-8000-000000000000";
+
+/// One tenant's resources.
+#[derive(Clone)]
+struct Owned {
+    tenant: String,
+    email: String,
+    template: String,
+    webhook: String,
+    key_id: String,
+}
+
+struct World {
+    a: Owned,
+    b: Owned,
+    /// Tenant A's key with every tenant permission.
+    key_a: String,
+    /// A key of a suspended tenant with every tenant permission.
+    suspended: String,
+    platform_webhook: String,
+    admin_key_id: String,
+}
+
+async fn owned(app: &TestApp, name: &str) -> (Owned, String) {
+    let t = app.create_tenant(json!({"name": name})).await;
+    let tenant = t["id"].as_str().unwrap().to_string();
+    let key = app.tenant_key(&tenant, &TENANT_PERMS).await;
+    let r = app
+        .post(
+            "/v1/emails",
+            &key,
+            json!({"from": "a@x.example", "to": "b@example.com", "subject": "s", "text": "t"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let email = r.json["id"].as_str().unwrap().to_string();
+    let r = app
+        .post(
+            "/v1/templates",
+            &key,
+            json!({"name": "iso", "subject": "s", "text": "t"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let template = r.json["id"].as_str().unwrap().to_string();
+    let r = app
+        .post(
+            "/v1/webhooks",
+            &key,
+            json!({"url": "http://127.0.0.1:9/h", "events": ["*"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let webhook = r.json["id"].as_str().unwrap().to_string();
+    let extra = app.tenant_key(&tenant, &["send"]).await;
+    let keys = app
+        .get(&format!("/v1/tenants/{tenant}/api-keys"), &app.admin_key)
+        .await;
+    let prefix = extra.rsplit_once('_').unwrap().0.to_string();
+    let key_id = keys.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["prefix"] == prefix.as_str())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (
+        Owned {
+            tenant,
+            email,
+            template,
+            webhook,
+            key_id,
+        },
+        key,
+    )
+}
+
+async fn world(app: &TestApp) -> World {
+    let (a, key_a) = owned(app, "A").await;
+    let (b, _) = owned(app, "B").await;
+    let c = app.create_tenant(json!({"name": "C"})).await;
+    let c_id = c["id"].as_str().unwrap();
+    let suspended = app.tenant_key(c_id, &TENANT_PERMS).await;
+    let r = app
+        .patch(
+            &format!("/v1/tenants/{c_id}"),
+            &app.admin_key,
+            json!({"status": "suspended"}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = app
+        .post(
+            "/v1/admin/webhooks",
+            &app.admin_key,
+            json!({"url": "http://127.0.0.1:9/p", "events": ["*"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let platform_webhook = r.json["id"].as_str().unwrap().to_string();
+    let r = app
+        .post(
+            "/v1/admin-keys",
+            &app.admin_key,
+            json!({"name": "other", "permissions": ["usage:read"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let admin_key_id = r.json["id"].as_str().unwrap().to_string();
+    World {
+        a,
+        b,
+        key_a,
+        suspended,
+        platform_webhook,
+        admin_key_id,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Variant {
+    Own,
+    /// Tenant A's scope, tenant B's resource.
+    Foreign,
+    Missing,
+}
+
+/// The resource a path parameter names, by route.
+fn resource(w: &World, path: &str, param: &str, who: &Owned, v: Variant) -> String {
+    let pick = |own: &str, foreign: &str| match v {
+        Variant::Own => own.to_string(),
+        Variant::Foreign => foreign.to_string(),
+        Variant::Missing => MISSING.to_string(),
+    };
+    let other = if who.tenant == w.a.tenant { &w.b } else { &w.a };
+    match param {
+        "email" => pick(&who.email, &other.email),
+        "id" if path.starts_with("/v1/admin/webhooks") => pick(&w.platform_webhook, &w.a.webhook),
+        "id" if path.contains("/templates/") => pick(&who.template, &other.template),
+        "id" if path.contains("/webhooks/") => pick(&who.webhook, &other.webhook),
+        "key" if path.starts_with("/v1/admin-keys") => pick(&w.admin_key_id, &w.a.key_id),
+        "key" if path.contains("/api-keys/") => pick(&who.key_id, &other.key_id),
+        _ => panic!("isolation matrix: no fixture for {{{param}}} in {path}; add one"),
+    }
+}
+
+/// The concrete path; `{tenant}` is A's own (or missing for `Missing` on a
+/// route whose only parameter it is).
+fn fill(w: &World, e: &Endpoint, v: Variant) -> Option<String> {
+    let params: Vec<&str> = e
+        .path
+        .split('/')
+        .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .collect();
+    let has_resource = params.iter().any(|p| *p != "tenant");
+    if v == Variant::Foreign && !has_resource && !params.contains(&"tenant") {
+        return None;
+    }
+    let mut path = e.path.to_string();
+    for p in &params {
+        let value = if *p == "tenant" {
+            match v {
+                Variant::Missing if !has_resource => MISSING.to_string(),
+                // An admin route named by tenant alone (e.g. GET
+                // /v1/tenants/{tenant}) has no foreign tenant: admins see all.
+                Variant::Foreign if !has_resource => return None,
+                _ => w.a.tenant.clone(),
+            }
+        } else {
+            resource(w, e.path, p, &w.a, v)
+        };
+        path = path.replace(&format!("{{{p}}}"), &value);
+    }
+    Some(path)
+}
+
+/// A valid body for every mutating route (an invalid one would answer 400
+/// before the permission check could be seen).
+fn body(e: &Endpoint, n: usize) -> Option<Value> {
+    let m = e.method.as_str();
+    let p = e.path;
+    let send = json!({"from": "a@x.example", "to": "b@example.com", "subject": "s", "text": "t"});
+    Some(match (m, p) {
+        ("GET" | "DELETE", _) => return None,
+        ("POST", "/v1/tenants") => json!({"name": format!("N{n}")}),
+        ("PUT" | "PATCH", "/v1/tenants/{tenant}") => json!({"name": "Renamed"}),
+        ("POST", "/v1/tenants/{tenant}/api-keys") => json!({"name": "k", "permissions": ["send"]}),
+        ("POST", "/v1/admin-keys") => json!({"name": "k", "permissions": ["keys:write"]}),
+        ("POST", "/v1/emails" | "/v1/tenants/{tenant}/emails") => send,
+        ("POST", "/v1/emails/batch") => json!({"emails": [send]}),
+        ("POST", p) if p.ends_with("/templates") => {
+            json!({"name": format!("t{n}"), "subject": "s", "text": "t"})
+        }
+        ("PUT" | "PATCH", p) if p.ends_with("/templates/{id}") => json!({"subject": "s2"}),
+        ("POST", p) if p.ends_with("/render") => json!({"variables": {}}),
+        ("POST", p) if p.ends_with("/webhooks") => {
+            json!({"url": "http://127.0.0.1:9/n", "events": ["*"]})
+        }
+        ("PUT" | "PATCH", p) if p.ends_with("/webhooks/{id}") => json!({"description": "d"}),
+        ("POST", p) if p.ends_with("/test") => json!({}),
+        _ => panic!("isolation matrix: no body for {m} {p}; add one"),
+    })
+}
+
+/// Keys holding every permission of their kind but `p`, and exactly `p`.
+struct Keys {
+    /// By (tenant A of the world, admin, permission, only).
+    cache: HashMap<(String, bool, Permission, bool), String>,
+}
+
+impl Keys {
+    async fn get(
+        &mut self,
+        app: &TestApp,
+        w: &World,
+        admin: bool,
+        p: Permission,
+        only: bool,
+    ) -> String {
+        let slot = (w.a.tenant.clone(), admin, p, only);
+        if let Some(k) = self.cache.get(&slot) {
+            return k.clone();
+        }
+        let all: Vec<&str> = if admin {
+            TENANT_PERMS
+                .iter()
+                .chain(ADMIN_ONLY_PERMS.iter())
+                .copied()
+                .collect()
+        } else {
+            TENANT_PERMS.to_vec()
+        };
+        let perms: Vec<&str> = if only {
+            vec![p.as_str()]
+        } else {
+            all.into_iter().filter(|n| *n != p.as_str()).collect()
+        };
+        let key = if admin {
+            let r = app
+                .post(
+                    "/v1/admin-keys",
+                    &app.admin_key,
+                    json!({"name": "m", "permissions": perms}),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{}", r.text);
+            r.json["key"].as_str().unwrap().to_string()
+        } else {
+            app.tenant_key(&w.a.tenant, &perms).await
+        };
+        self.cache.insert(slot, key.clone());
+        key
+    }
+}
+
+async fn call(app: &TestApp, e: &Endpoint, path: &str, key: Option<&str>, n: usize) -> Resp {
+    app.request(e.method.as_str(), path, key, body(e, n)).await
+}
+
+fn label(e: &Endpoint) -> String {
+    format!("{} {}", e.method, e.path)
+}
+
+#[tokio::test]
+async fn every_route_isolates_tenants_and_checks_its_permission() {
+    let app = TestApp::spawn_with(|s| {
+        s.limits.default_requests_per_minute = 0;
+        s.limits.admin_requests_per_minute = 0;
+    })
+    .await;
+    let shared = world(&app).await;
+    let mut keys = Keys {
+        cache: HashMap::new(),
+    };
+    let endpoints = routes::all();
+    let mut checked = 0;
+    for (n, e) in endpoints.iter().enumerate() {
+        let l = label(e);
+        let Some(p) = e.access.permission() else {
+            let r = call(&app, e, e.path, None, n).await;
+            assert!(r.status < 400, "{l} is public: {}", r.status);
+            continue;
+        };
+        // A route that deletes gets a world of its own.
+        let fresh;
+        let w = if e.method.as_str() == "DELETE" {
+            fresh = world(&app).await;
+            &fresh
+        } else {
+            &shared
+        };
+        let own = fill(w, e, Variant::Own).unwrap();
+        let tenant_side = matches!(e.access, Access::Tenant(_) | Access::Any(_));
+        let admin_side = matches!(e.access, Access::Admin(_) | Access::Any(_));
+
+        // The wrong kind of key, and keys lacking just this permission.
+        if !tenant_side {
+            let r = call(&app, e, &own, Some(&w.key_a), n).await;
+            assert_eq!(
+                r.status, 403,
+                "{l}: a tenant key on an admin route: {}",
+                r.text
+            );
+        }
+        if !admin_side {
+            let r = call(&app, e, &own, Some(&app.admin_key), n).await;
+            assert_eq!(
+                r.status, 403,
+                "{l}: an admin key on a tenant route: {}",
+                r.text
+            );
+        }
+        for admin in [false, true] {
+            if (admin && !admin_side) || (!admin && !tenant_side) {
+                continue;
+            }
+            if !admin || p != Permission::All {
+                let lacking = keys.get(&app, w, admin, p, false).await;
+                let r = call(&app, e, &own, Some(&lacking), n).await;
+                assert_eq!(
+                    r.status,
+                    403,
+                    "{l}: key without {} (admin {admin}): {}",
+                    p.as_str(),
+                    r.text
+                );
+            }
+        }
+        if tenant_side {
+            let r = call(&app, e, &own, Some(&w.suspended), n).await;
+            assert_eq!(r.status, 403, "{l}: suspended tenant's key: {}", r.text);
+            assert_eq!(r.json["code"], "tenant_suspended");
+        }
+
+        // Foreign and missing ids: identical 404s, for each caller that may use the route.
+        let mut callers: Vec<String> = Vec::new();
+        if tenant_side {
+            callers.push(keys.get(&app, w, false, p, true).await);
+        }
+        // Granting a tenant key's permissions needs them held as well (a
+        // key never grants more than it has): the full admin key does that.
+        let grants = e.method.as_str() == "POST" && e.path == "/v1/tenants/{tenant}/api-keys";
+        if grants {
+            callers.push(app.admin_key.clone());
+        } else if admin_side && !tenant_side {
+            callers.push(keys.get(&app, w, true, p, true).await);
+        }
+        for key in &callers {
+            let missing = fill(w, e, Variant::Missing).unwrap();
+            if missing != own {
+                let m = call(&app, e, &missing, Some(key), n).await;
+                assert_eq!(m.status, 404, "{l}: missing id {missing}: {}", m.text);
+                if let Some(foreign) = fill(w, e, Variant::Foreign).filter(|f| *f != own) {
+                    let f = call(&app, e, &foreign, Some(key), n).await;
+                    assert_eq!(f.status, 404, "{l}: foreign id {foreign}: {}", f.text);
+                    assert_eq!(f.text, m.text, "{l}: foreign and missing differ");
+                }
+            }
+        }
+        // Last (it may change things): the declared permission alone is enough.
+        for key in &callers {
+            let r = call(&app, e, &own, Some(key), n).await;
+            assert!(
+                !matches!(r.status, 401 | 403 | 404) && r.status < 500,
+                "{l}: own id with only {}: {} {}",
+                p.as_str(),
+                r.status,
+                r.text
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 55, "the matrix covered {checked} routes");
+}
