@@ -13,40 +13,55 @@ use crate::auth::Principal;
 use crate::db::pagination::{Page, PageQuery};
 use crate::domain::{Permission, TenantId};
 use crate::error::{AppResult, Problem};
-use crate::routes::Endpoint;
+use crate::routes::{Access, Endpoint};
 use crate::state::AppState;
 use crate::tenants::scope::{self, ScopedPath};
 
 pub fn endpoints() -> Vec<Endpoint> {
     let mut out = Vec::new();
-    for (list, one, verify_path, rotate_path) in [
+    for (list, one, verify_path, rotate_path, tenant_form) in [
         (
             "/v1/domains",
             "/v1/domains/{id}",
             "/v1/domains/{id}/verify",
             "/v1/domains/{id}/dkim/rotate",
+            true,
         ),
         (
             "/v1/tenants/{tenant}/domains",
             "/v1/tenants/{tenant}/domains/{id}",
             "/v1/tenants/{tenant}/domains/{id}/verify",
             "/v1/tenants/{tenant}/domains/{id}/dkim/rotate",
+            false,
         ),
     ] {
-        out.push(Endpoint::new(Method::GET, list, || {
+        let access = |p: Permission| {
+            if tenant_form {
+                Access::Tenant(p)
+            } else {
+                Access::Admin(p)
+            }
+        };
+        let (read, write) = (
+            access(Permission::DomainsRead),
+            access(Permission::DomainsWrite),
+        );
+        out.push(Endpoint::new(Method::GET, list, read, || {
             web::route().to(list_domains)
         }));
-        out.push(Endpoint::new(Method::POST, list, || {
+        out.push(Endpoint::new(Method::POST, list, write, || {
             web::route().to(create)
         }));
-        out.push(Endpoint::new(Method::GET, one, || web::route().to(get)));
-        out.push(Endpoint::new(Method::DELETE, one, || {
+        out.push(Endpoint::new(Method::GET, one, read, || {
+            web::route().to(get)
+        }));
+        out.push(Endpoint::new(Method::DELETE, one, write, || {
             web::route().to(delete)
         }));
-        out.push(Endpoint::new(Method::POST, verify_path, || {
+        out.push(Endpoint::new(Method::POST, verify_path, write, || {
             web::route().to(verify)
         }));
-        out.push(Endpoint::new(Method::POST, rotate_path, || {
+        out.push(Endpoint::new(Method::POST, rotate_path, write, || {
             web::route().to(rotate)
         }));
     }

@@ -9,34 +9,47 @@ use crate::auth::Principal;
 use crate::db::pagination::Page;
 use crate::domain::{Permission, TenantId};
 use crate::error::{AppResult, Problem};
-use crate::routes::Endpoint;
+use crate::routes::{Access, Endpoint};
 use crate::state::AppState;
 use crate::tenants::scope::{self, ScopedPath};
 
 pub fn endpoints() -> Vec<Endpoint> {
+    let (r, w) = (Permission::SuppressionsRead, Permission::SuppressionsWrite);
     vec![
-        Endpoint::new(Method::GET, "/v1/suppressions", || web::route().to(list)),
-        Endpoint::new(Method::POST, "/v1/suppressions", || web::route().to(create)),
-        Endpoint::new(Method::GET, "/v1/suppressions/{id}", || {
-            web::route().to(get)
-        }),
-        Endpoint::new(Method::DELETE, "/v1/suppressions/{id}", || {
-            web::route().to(delete)
-        }),
-        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/suppressions", || {
+        Endpoint::new(Method::GET, "/v1/suppressions", Access::Tenant(r), || {
             web::route().to(list)
         }),
-        Endpoint::new(Method::POST, "/v1/tenants/{tenant}/suppressions", || {
+        Endpoint::new(Method::POST, "/v1/suppressions", Access::Tenant(w), || {
             web::route().to(create)
+        }),
+        Endpoint::new(Method::GET, "/v1/suppressions/{id}", Access::Tenant(r), || {
+            web::route().to(get)
+        }),
+        Endpoint::new(Method::DELETE, "/v1/suppressions/{id}", Access::Tenant(w), || {
+            web::route().to(delete)
         }),
         Endpoint::new(
             Method::GET,
+            "/v1/tenants/{tenant}/suppressions",
+            Access::Admin(r),
+            || web::route().to(list),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/tenants/{tenant}/suppressions",
+            Access::Admin(w),
+            || web::route().to(create),
+        ),
+        Endpoint::new(
+            Method::GET,
             "/v1/tenants/{tenant}/suppressions/{id}",
+            Access::Admin(r),
             || web::route().to(get),
         ),
         Endpoint::new(
             Method::DELETE,
             "/v1/tenants/{tenant}/suppressions/{id}",
+            Access::Admin(w),
             || web::route().to(delete),
         ),
     ]
