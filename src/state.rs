@@ -24,4 +24,8 @@ pub struct AppState {
     pub webhook_sender: Sender,
     pub api_limiter: Arc<ApiLimiter>,
     pub requests: RequestCounter,
+    /// `/metrics` queue gauges, counted at most once per period.
+    pub queue_depth: crate::metrics::QueueDepth,
+    /// Renders tenant templates in memory-bounded child processes.
+    pub renderer: crate::templates::sandbox::Sandbox,
 }

@@ -229,7 +229,7 @@ pub async fn revoke(state: &AppState, tenant: Option<TenantRef>, key: &str) -> A
         }
     })
     .await?;
-    state.auth.invalidate_all();
+    state.auth.invalidate_key(id);
     tracing::info!(api_key_id = %id, "api key revoked");
     Ok(())
 }

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::input::{CreateTenant, UpdateTenant};
 use super::model::{self, TenantRef, TenantRow};
 use crate::db;
+use crate::domain::TenantId;
 use crate::db::pagination::{Page, PageRequest};
 use crate::emails::model as emails_db;
 use crate::error::{AppError, AppResult};
@@ -131,10 +132,11 @@ pub async fn update(state: &AppState, r: TenantRef, patch: UpdateTenant) -> AppR
         })
     })
     .await?;
-    state.tenants.invalidate_all();
+    state.tenants.invalidate(saved.tenant_id());
     if status_changed {
-        // Suspension must bite at once on this node (DESIGN §4).
-        state.auth.invalidate_all();
+        // Suspension must bite at once on this node (DESIGN §4), for this
+        // tenant's keys only.
+        state.auth.invalidate_tenant(saved.tenant_id());
         tracing::info!(tenant_id = %saved.id, status = %saved.status, "tenant status changed");
     }
     Ok(saved.into())
@@ -155,8 +157,8 @@ pub async fn delete(state: &AppState, r: TenantRef) -> AppResult<()> {
         })
     })
     .await?;
-    state.auth.invalidate_all();
-    state.tenants.invalidate_all();
+    state.auth.invalidate_tenant(TenantId(id));
+    state.tenants.invalidate(TenantId(id));
     tracing::info!(tenant_id = %id, "tenant deleted");
     Ok(())
 }
