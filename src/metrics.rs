@@ -187,6 +187,9 @@ pub fn ingest_batch(rows: usize) {
     }
 }
 
+/// A count of the queue by status, and when it was taken.
+type Sample = (Instant, Vec<(String, i64)>);
+
 /// The queue depth for `/metrics`, counted at most once per `period`: the
 /// count is a `GROUP BY` over the queue, and a scrape (or several
 /// Prometheus replicas, or anyone who can reach the port) must not cost one
@@ -196,7 +199,7 @@ pub fn ingest_batch(rows: usize) {
 pub struct QueueDepth {
     pool: PgPool,
     period: Duration,
-    last: Arc<tokio::sync::Mutex<Option<(Instant, Vec<(String, i64)>)>>>,
+    last: Arc<tokio::sync::Mutex<Option<Sample>>>,
     queries: Arc<AtomicU64>,
 }
 

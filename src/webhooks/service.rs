@@ -13,7 +13,7 @@ use super::view::{CreatedWebhook, DeliveryView, WebhookView};
 use super::PING_EVENT;
 use crate::db;
 use crate::db::pagination::{Page, PageRequest};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, FieldError};
 use crate::net_guard::Guard;
 use crate::state::AppState;
 
@@ -83,7 +83,29 @@ pub async fn create(
         updated_at: now,
     };
     apply(&mut row, changes);
-    let saved = db::run(&state.pool, move |conn| Ok(model::insert(conn, &row)?)).await?;
+    let cap = state.settings.webhooks.max_endpoints_per_tenant;
+    let saved = db::run(&state.pool, move |conn| {
+        conn.transaction(|conn| {
+            if let Owner::Tenant(t) = owner {
+                let n = model::count_locked(conn, t)?;
+                if usize::try_from(n).unwrap_or(usize::MAX) >= cap {
+                    return Err(AppError::Validation {
+                        code: "webhook_limit_reached",
+                        detail: format!(
+                            "A tenant may have at most {cap} webhook endpoints \
+                             (webhooks.max_endpoints_per_tenant); delete one first."
+                        ),
+                        errors: vec![FieldError::new(
+                            "url",
+                            format!("this tenant already has {cap} endpoints"),
+                        )],
+                    });
+                }
+            }
+            Ok(model::insert(conn, &row)?)
+        })
+    })
+    .await?;
     tracing::info!(webhook_id = %saved.id, tenant_id = ?saved.tenant_id, "webhook created");
     Ok(CreatedWebhook {
         webhook: saved.into(),
