@@ -35,8 +35,11 @@ impl Application {
         let pool = db::build_pool(&settings.database);
         let vault = settings.vault()?;
         let ttl = Duration::from_secs(settings.auth.cache_ttl_secs);
-        let auth =
-            AuthService::with_failed_limit(pool.clone(), ttl, settings.auth.failed_per_ip_per_minute);
+        let auth = AuthService::with_failed_limit(
+            pool.clone(),
+            ttl,
+            settings.auth.failed_per_ip_per_minute,
+        );
         let tenants = TenantCache::new(pool.clone(), ttl);
         let ingest = Ingestor::start(
             pool.clone(),

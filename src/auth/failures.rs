@@ -50,12 +50,8 @@ impl FailedAuthLimiter {
             return None;
         }
         let w = self.windows.get(&bucket(ip))?;
-        (w.failures.load(Ordering::Relaxed) >= self.per_minute).then(|| {
-            WINDOW
-                .saturating_sub(w.started.elapsed())
-                .as_secs()
-                .max(1)
-        })
+        (w.failures.load(Ordering::Relaxed) >= self.per_minute)
+            .then(|| WINDOW.saturating_sub(w.started.elapsed()).as_secs().max(1))
     }
 
     /// Counts one failed authentication of `ip`.

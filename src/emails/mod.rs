@@ -5,6 +5,6 @@ pub mod input;
 pub mod mime;
 pub mod model;
 pub mod routes;
-pub mod size;
 pub mod service;
+pub mod size;
 pub mod view;

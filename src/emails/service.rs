@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use super::idempotency;
 use super::input::{BatchRequest, SendRequest, SenderProfile, MAX_BATCH};
-use super::size::SizeLimits;
 use super::model::{self, EmailSummaryRow, ListFilter, NewEmail};
+use super::size::SizeLimits;
 use super::view::{Accepted, BatchAccepted, EmailDetail, EmailSummary};
 use crate::auth::Principal;
 use crate::db;
@@ -26,8 +26,8 @@ use crate::error::{AppError, AppResult, FieldError};
 use crate::queue::ingest::{self, Submission};
 use crate::state::AppState;
 use crate::templates;
-use crate::templates::render::Rendered;
 use crate::templates::input::variables;
+use crate::templates::render::Rendered;
 use crate::tenants::model::{TenantRef, TenantRow};
 
 /// A response to replay: status code and JSON body.

@@ -75,8 +75,9 @@ struct Inner {
 impl Sandbox {
     pub fn new(s: &TemplateSettings) -> anyhow::Result<Self> {
         let program = if s.sandbox_program.is_empty() {
-            std::env::current_exe()
-                .map_err(|e| anyhow::anyhow!("templates.sandbox_program: cannot find this binary ({e}); set it"))?
+            std::env::current_exe().map_err(|e| {
+                anyhow::anyhow!("templates.sandbox_program: cannot find this binary ({e}); set it")
+            })?
         } else {
             PathBuf::from(&s.sandbox_program)
         };
@@ -96,8 +97,7 @@ impl Sandbox {
 
     /// Renders `job` in a child; blocks (call it on the blocking pool).
     pub fn render_blocking(&self, job: &Job) -> Result<Rendered, AppError> {
-        let line = serde_json::to_string(job)
-            .map_err(|e| AppError::internal("template job", e))?;
+        let line = serde_json::to_string(job).map_err(|e| AppError::internal("template job", e))?;
         let mut proc = self.checkout()?;
         match exchange(&mut proc, &line) {
             Ok(reply) => {
@@ -116,10 +116,9 @@ impl Sandbox {
                 let status = proc.child.wait();
                 self.discard();
                 let why = match status.as_ref().ok().and_then(signal_of) {
-                    Some(libc::SIGALRM) => format!(
-                        "the template runs longer than {} ms",
-                        RENDER_TIMEOUT_MS
-                    ),
+                    Some(libc::SIGALRM) => {
+                        format!("the template runs longer than {} ms", RENDER_TIMEOUT_MS)
+                    }
                     _ => format!(
                         "the template needs more than {} MiB of memory",
                         self.inner.memory_mb

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::{JoinHandle, JoinSet};
 use uuid::Uuid;
 
-use super::deliveries::{self, Attempt, Claimed, ClaimLimits, Next};
+use super::deliveries::{self, Attempt, ClaimLimits, Claimed, Next};
 use super::sender::Sender;
 use super::signing;
 use crate::config::Settings;
@@ -144,7 +144,11 @@ impl Dispatcher {
                 idle
             } else {
                 let want = limits.limit;
-                match db::run(&self.pool, move |conn| Ok(deliveries::claim(conn, &limits)?)).await {
+                match db::run(&self.pool, move |conn| {
+                    Ok(deliveries::claim(conn, &limits)?)
+                })
+                .await
+                {
                     Ok(rows) => {
                         let full = i64::try_from(rows.len()).unwrap_or(0) >= want;
                         for c in rows {

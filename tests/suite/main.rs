@@ -18,6 +18,7 @@ mod delivery;
 mod drill_input;
 mod drill_kill;
 mod drill_relay;
+mod hostile;
 mod http_errors;
 mod limits;
 mod observability;
