@@ -3,8 +3,9 @@
 //! the database; a flood of made-up tokens would cost one each. After
 //! `auth.failed_per_ip_per_minute` failures in a minute, an address's cache
 //! misses are answered 429 before any lookup, until its window ends. Keys
-//! already verified on this node keep working from the cache, so a shared
-//! address (NAT, an office) loses only new logins while someone on it floods.
+//! this node has verified before (cached, or their secret proven within the
+//! last hour of use) keep working, so a shared address (NAT, an office)
+//! loses only keys new to this node while someone on it floods.
 //!
 //! IPv6 clients are counted per /64: one host usually owns the whole prefix
 //! and could otherwise rotate through it.

@@ -122,8 +122,9 @@ impl AuthService {
 
     /// [`AuthService::authenticate`] for a request from `client`: a
     /// well-formed token that fails counts against the address, and an
-    /// address over `auth.failed_per_ip_per_minute` gets 429 for anything
-    /// not already in the verified cache, before any database lookup.
+    /// address over `auth.failed_per_ip_per_minute` gets 429 for any token
+    /// this node has not verified before (neither cached nor proven),
+    /// before any database lookup.
     /// Malformed tokens cost nothing and are not counted.
     pub async fn authenticate_from(
         &self,
@@ -133,7 +134,9 @@ impl AuthService {
         let parsed = token::parse(token).ok_or(AppError::Unauthorized)?;
         let cache_key = token::cache_key(token);
         let cached = self.inner.verified.get(&cache_key).await;
-        if cached.is_none() {
+        // A token whose secret passed argon2 here before (proven) is a real
+        // key, not part of a flood: it is let through to its lookup.
+        if cached.is_none() && !self.inner.proven.contains_key(&cache_key) {
             if let Some(retry_after_secs) = client.and_then(|ip| self.inner.failed.blocked(ip)) {
                 crate::metrics::limited("failed_auth");
                 return Err(AppError::TooManyRequests {
