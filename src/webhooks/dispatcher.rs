@@ -97,6 +97,23 @@ impl InFlight {
     }
 }
 
+/// One delivery's place in [`InFlight`], given back when its task ends.
+struct Slot {
+    flight: Arc<Mutex<InFlight>>,
+    finished: Arc<Notify>,
+    endpoint: Uuid,
+    owner: Uuid,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut f) = self.flight.lock() {
+            f.remove(self.endpoint, self.owner);
+        }
+        self.finished.notify_one();
+    }
+}
+
 /// Attempts recorded per transaction at most.
 const RECORD_BATCH: usize = 256;
 
@@ -158,13 +175,14 @@ impl Dispatcher {
                             let (d, flight, finished, tx) =
                                 (this.clone(), flight.clone(), finished.clone(), tx.clone());
                             tasks.spawn(async move {
-                                let (endpoint, owner) = (c.webhook_id, c.owner);
-                                let attempt = d.attempt(c).await;
-                                if let Ok(mut f) = flight.lock() {
-                                    f.remove(endpoint, owner);
-                                }
-                                let _ = tx.send(attempt);
-                                finished.notify_one();
+                                // Frees the slot even if the attempt panics.
+                                let _slot = Slot {
+                                    flight,
+                                    finished,
+                                    endpoint: c.webhook_id,
+                                    owner: c.owner,
+                                };
+                                let _ = tx.send(d.attempt(c).await);
                             });
                         }
                         if full {

@@ -11,7 +11,10 @@
 //!
 //! At most `templates.render_processes` children exist; renders wait for a
 //! free one (on the blocking pool), so the memory that rendering can take is
-//! `render_processes × render_memory_mb`, however many requests arrive.
+//! `render_processes × render_memory_mb`, however many requests arrive. The
+//! limit also holds the job itself: its variables (at most
+//! `limits.max_request_bytes`) are held about three times (the JSON line,
+//! parsed, as engine values), which the 64 MiB default leaves room for.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -19,6 +22,10 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 
 use serde::{Deserialize, Serialize};
+
+mod child;
+
+pub use child::serve_stdio;
 
 use super::render::{self, Rendered};
 use crate::config::TemplateSettings;
@@ -115,17 +122,25 @@ impl Sandbox {
                 let _ = proc.child.kill();
                 let status = proc.child.wait();
                 self.discard();
+                tracing::warn!(error = %io, status = ?status, "template render process died");
                 let why = match status.as_ref().ok().and_then(signal_of) {
                     Some(libc::SIGALRM) => {
-                        format!("the template runs longer than {} ms", RENDER_TIMEOUT_MS)
+                        format!("the template runs longer than {RENDER_TIMEOUT_MS} ms")
                     }
-                    _ => format!(
+                    // An allocation refused by RLIMIT_DATA aborts; so does a
+                    // stack overflow; the kernel's OOM killer sends SIGKILL.
+                    Some(libc::SIGABRT | libc::SIGKILL | libc::SIGSEGV) => format!(
                         "the template needs more than {} MiB of memory",
                         self.inner.memory_mb
                     ),
+                    _ => {
+                        return Err(AppError::internal(
+                            "template sandbox",
+                            format!("render process ended unexpectedly: {io}; {status:?}"),
+                        ))
+                    }
                 };
-                tracing::warn!(error = %io, status = ?status, "template render process died");
-                Err(render::failed(&format!("{}subject", job.prefix), &why))
+                Err(render::failed(&format!("{}template", job.prefix), &why))
             }
         }
     }
@@ -223,52 +238,6 @@ fn exchange(p: &mut Proc, line: &str) -> std::io::Result<Reply> {
     serde_json::from_str(&answer).map_err(std::io::Error::other)
 }
 
-/// `postline template-sandbox`: limits itself, then renders one job per
-/// line of stdin, answering one line each, until stdin closes.
-pub fn serve_stdio(memory_mb: u64) -> anyhow::Result<()> {
-    limit_self(memory_mb)?;
-    let stdin = std::io::stdin().lock();
-    let mut stdout = std::io::stdout().lock();
-    for line in stdin.lines() {
-        let job: Job = serde_json::from_str(&line?)?;
-        arm_timer(RENDER_TIMEOUT_MS);
-        let reply = match render::render(
-            &job.subject,
-            job.html.as_deref(),
-            job.text.as_deref(),
-            &job.variables,
-            &job.prefix,
-        ) {
-            Ok(r) => Reply::Ok(r),
-            Err(e) => to_reply(e),
-        };
-        arm_timer(0);
-        serde_json::to_writer(&mut stdout, &reply)?;
-        stdout.write_all(b"\n")?;
-        stdout.flush()?;
-    }
-    Ok(())
-}
-
-fn to_reply(e: AppError) -> Reply {
-    match e {
-        AppError::Validation {
-            code,
-            detail,
-            errors,
-        } => Reply::Err {
-            code: code.to_string(),
-            detail,
-            errors: errors.into_iter().map(|f| (f.field, f.message)).collect(),
-        },
-        other => Reply::Err {
-            code: "template_render_failed".into(),
-            detail: other.to_string(),
-            errors: Vec::new(),
-        },
-    }
-}
-
 /// The codes a child may answer with, as the `&'static str` AppError keeps.
 fn known_code(code: &str) -> &'static str {
     match code {
@@ -287,50 +256,5 @@ fn error_of(code: &str, detail: String, errors: Vec<(String, String)>) -> AppErr
             .into_iter()
             .map(|(f, m)| FieldError::new(f, m))
             .collect(),
-    }
-}
-
-/// Caps this process's data segment at `memory_mb` above its current size
-/// and switches core dumps off (a child killed for its memory must not
-/// write one).
-fn limit_self(memory_mb: u64) -> anyhow::Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let data_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmData:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
-    let limit = (data_kb * 1024).saturating_add(memory_mb * 1024 * 1024);
-    let set = |res, value: u64| {
-        let lim = libc::rlimit {
-            rlim_cur: value as libc::rlim_t,
-            rlim_max: value as libc::rlim_t,
-        };
-        // SAFETY: setrlimit reads the struct we pass and nothing else.
-        if unsafe { libc::setrlimit(res, &lim) } != 0 {
-            anyhow::bail!("setrlimit: {}", std::io::Error::last_os_error());
-        }
-        Ok(())
-    };
-    set(libc::RLIMIT_DATA, limit)?;
-    set(libc::RLIMIT_CORE, 0)
-}
-
-/// Arms (or with 0 disarms) a one-shot real-time timer: SIGALRM's default
-/// action ends the process, which the parent reports as a timeout.
-fn arm_timer(ms: u64) {
-    let value = libc::itimerval {
-        it_interval: libc::timeval {
-            tv_sec: 0,
-            tv_usec: 0,
-        },
-        it_value: libc::timeval {
-            tv_sec: (ms / 1000) as libc::time_t,
-            tv_usec: ((ms % 1000) * 1000) as libc::suseconds_t,
-        },
-    };
-    // SAFETY: setitimer reads `value`; the old value is not requested.
-    unsafe {
-        libc::setitimer(libc::ITIMER_REAL, &value, std::ptr::null_mut());
     }
 }
