@@ -79,8 +79,10 @@ fn limit_self(memory_mb: u64) -> anyhow::Result<()> {
     set(libc::RLIMIT_CORE, 0)
 }
 
-/// Arms (or with 0 disarms) a one-shot real-time timer: SIGALRM's default
-/// action ends the process, which the parent reports as a timeout.
+/// Arms (or with 0 disarms) a one-shot timer of this process's CPU time
+/// (user + system): SIGPROF's default action ends the process, which the
+/// parent reports as a timeout. CPU time, not wall time, so a render that
+/// waits for a core on a loaded machine is not cut short.
 fn arm_timer(ms: u64) {
     let value = libc::itimerval {
         it_interval: libc::timeval {
@@ -94,6 +96,6 @@ fn arm_timer(ms: u64) {
     };
     // SAFETY: setitimer reads `value`; the old value is not requested.
     unsafe {
-        libc::setitimer(libc::ITIMER_REAL, &value, std::ptr::null_mut());
+        libc::setitimer(libc::ITIMER_PROF, &value, std::ptr::null_mut());
     }
 }

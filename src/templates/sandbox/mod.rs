@@ -5,7 +5,7 @@
 //! in-process check covers every operator and filter, so the bound is the
 //! operating system's. Each child (`postline template-sandbox`) caps its own
 //! data segment (`RLIMIT_DATA`, `templates.render_memory_mb` above what it
-//! uses at start) and arms a timer per render; a template that exceeds
+//! uses at start) and arms a CPU-time timer per render; a template that exceeds
 //! either kills only that child, the caller gets 422 `template_render_failed`
 //! naming the limit, and the next render starts a fresh child.
 //!
@@ -31,7 +31,7 @@ use super::render::{self, Rendered};
 use crate::config::TemplateSettings;
 use crate::error::{AppError, FieldError};
 
-/// The wall-clock limit of one render (all parts of one template).
+/// The CPU time one render (all parts of one template) may use.
 pub const RENDER_TIMEOUT_MS: u64 = 2_000;
 
 /// One template to render, as sent to a child.
@@ -124,8 +124,8 @@ impl Sandbox {
                 self.discard();
                 tracing::warn!(error = %io, status = ?status, "template render process died");
                 let why = match status.as_ref().ok().and_then(signal_of) {
-                    Some(libc::SIGALRM) => {
-                        format!("the template runs longer than {RENDER_TIMEOUT_MS} ms")
+                    Some(libc::SIGPROF) => {
+                        format!("the template uses more than {RENDER_TIMEOUT_MS} ms of CPU time")
                     }
                     // An allocation refused by RLIMIT_DATA aborts; so does a
                     // stack overflow; the kernel's OOM killer sends SIGKILL.

@@ -33,6 +33,7 @@ fn templated(n: usize) -> Value {
 
 #[tokio::test]
 async fn a_batch_of_oversize_rendered_bodies_is_refused_and_nothing_is_stored() {
+    let _heavy = super::HEAVY.lock().await;
     let app = TestApp::spawn_with(|s| s.limits.max_message_bytes = 64 * 1024).await;
     let (id, key) = tenant(&app, "Big", RW).await;
     // 100 KB rendered from a 20-byte template: over the 64 KiB message limit.
@@ -54,6 +55,7 @@ async fn a_batch_of_oversize_rendered_bodies_is_refused_and_nothing_is_stored() 
 
 #[tokio::test]
 async fn a_request_cannot_render_more_than_it_could_carry() {
+    let _heavy = super::HEAVY.lock().await;
     let app = TestApp::spawn().await;
     let (id, key) = tenant(&app, "Amplifier", RW).await;
     // 1.5 MB per message is allowed alone; 100 of them would be 150 MB in
@@ -84,11 +86,16 @@ async fn a_request_cannot_render_more_than_it_could_carry() {
 
 #[tokio::test]
 async fn the_message_limit_counts_the_mime_encoding() {
-    let app = TestApp::spawn_with(|s| s.limits.max_request_bytes = 32 * 1024 * 1024).await;
+    let app = TestApp::spawn_with(|s| {
+        s.limits.max_message_bytes = 1024 * 1024;
+        s.limits.max_attachments_total_bytes = 512 * 1024;
+        s.limits.max_attachment_bytes = 512 * 1024;
+    })
+    .await;
     let (id, key) = tenant(&app, "Unicode", &["send"]).await;
-    // 8 MiB of two-byte characters: under 10 MiB as JSON text, over it
-    // once base64/quoted-printable encoded.
-    let html = "é".repeat(4 * 1024 * 1024);
+    // 800 KiB of two-byte characters: under the 1 MiB limit as text, over
+    // it once base64/quoted-printable encoded.
+    let html = "é".repeat(400 * 1024);
     let r = app
         .post(
             "/v1/emails",
@@ -99,8 +106,8 @@ async fn the_message_limit_counts_the_mime_encoding() {
     assert_eq!(r.status, 422, "{}", &r.text[..r.text.len().min(500)]);
     assert_eq!(code(&r.json), "message_too_large");
     assert_eq!(r.json["errors"][0]["field"], "html");
-    // About as many ASCII bytes, in short lines, are 7bit and fit.
-    let html = format!("{}\n", "a".repeat(99)).repeat(80 * 1024);
+    // As many ASCII bytes, in short lines, are 7bit and fit.
+    let html = format!("{}\n", "a".repeat(99)).repeat(8 * 1024);
     let r = app
         .post(
             "/v1/emails",

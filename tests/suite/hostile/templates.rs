@@ -14,6 +14,7 @@ const RW: &[&str] = &["send", "templates:read", "templates:write"];
 
 #[tokio::test]
 async fn the_memory_bomb_is_a_fast_422_and_the_server_stays_small() {
+    let _heavy = super::HEAVY.lock().await;
     let app = TestApp::spawn().await;
     let (_, key) = tenant(&app, "Bomber", RW).await;
     let r = app
@@ -66,14 +67,15 @@ async fn the_memory_bomb_is_a_fast_422_and_the_server_stays_small() {
     );
     let hwm_after = proc_kb("VmHWM");
     let rss_after = proc_kb("VmRSS");
-    // One bomb in this process would add ≥ 400 MB to the peak.
+    // One bomb in this process would add ≥ 400 MB to the peak (the other
+    // tests of this binary running meanwhile allocate far less).
     assert!(
-        hwm_after.saturating_sub(hwm_before) < 64 * 1024,
+        hwm_after.saturating_sub(hwm_before) < 128 * 1024,
         "peak RSS grew {} kB (VmHWM {hwm_before} → {hwm_after} kB)",
         hwm_after - hwm_before
     );
     assert!(
-        rss_after.saturating_sub(rss_before) < 64 * 1024,
+        rss_after.saturating_sub(rss_before) < 128 * 1024,
         "RSS grew {} kB",
         rss_after.saturating_sub(rss_before)
     );
@@ -129,7 +131,7 @@ async fn doubling_concatenation_and_lazy_repetition_are_bounded_too() {
             .await;
         assert_eq!(r.status, 422, "{name}: {}", r.text);
         assert_eq!(code(&r.json), "template_render_failed", "{name}");
-        assert!(started.elapsed() < Duration::from_secs(10), "{name}");
+        assert!(started.elapsed() < Duration::from_secs(30), "{name}");
     }
 }
 
@@ -153,9 +155,10 @@ async fn a_template_that_spins_on_big_values_is_stopped_by_the_timer() {
         .post("/v1/templates/spin/render", &key, json!({"variables": {}}))
         .await;
     assert_eq!(r.status, 422, "{}", r.text);
-    assert!(r.text.contains("longer than"), "{}", r.text);
+    assert!(r.text.contains("ms of CPU time"), "{}", r.text);
+    // 2 s of CPU; more wall time on a loaded machine, never minutes.
     assert!(
-        started.elapsed() < Duration::from_secs(10),
+        started.elapsed() < Duration::from_secs(30),
         "{:?}",
         started.elapsed()
     );
