@@ -230,7 +230,11 @@ fn children_peak_kb() -> u64 {
                 .find_map(|l| l.strip_prefix("PPid:"))?
                 .trim()
                 .to_string();
-            (ppid == me).then(|| status_kb(&status, "VmHWM"))
+            // Only after exec: between fork and exec a child still shows
+            // this whole process's memory.
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let sandbox = String::from_utf8_lossy(&cmdline).contains("template-sandbox");
+            (ppid == me && sandbox).then(|| status_kb(&status, "VmHWM"))
         })
         .max()
         .unwrap_or(0)
