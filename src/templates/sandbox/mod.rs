@@ -187,6 +187,9 @@ impl Sandbox {
             .arg("template-sandbox")
             .arg("--memory-mb")
             .arg(self.inner.memory_mb.to_string())
+            // A child that aborts on its memory limit must not first map the
+            // whole binary to print a backtrace (~130 MB of RSS with debug info).
+            .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
