@@ -39,6 +39,7 @@ fn row() -> EmailRow {
         tags: serde_json::json!({}),
         created_at: now,
         delivered_at: None,
+        content_purged_at: None,
     }
 }
 

@@ -29,6 +29,8 @@ pub struct Settings {
     pub domains: DomainSettings,
     pub dns: DnsSettings,
     pub retention: RetentionSettings,
+    pub templates: TemplateSettings,
+    pub metrics: MetricsSettings,
     pub log: LogSettings,
     pub bounces: BounceSettings,
     pub inbound: InboundSettings,
@@ -65,12 +67,24 @@ pub struct SecuritySettings {
 pub struct AuthSettings {
     pub cache_ttl_secs: u64,
     pub last_used_flush_secs: u64,
+    /// Failed authentications of well-formed tokens per client address and
+    /// minute before its cache misses get 429 without a lookup (0 = off).
+    pub failed_per_ip_per_minute: u32,
+    /// Count failures against the rightmost `X-Forwarded-For` address
+    /// instead of the TCP peer: only behind a proxy that appends it.
+    pub trust_x_forwarded_for: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitSettings {
     pub max_request_bytes: usize,
+    /// One message as MIME-encoded (headers, bodies, attachments).
+    pub max_message_bytes: usize,
+    /// Attachments per message, each one's and all of them decoded.
+    pub max_attachments: usize,
+    pub max_attachment_bytes: usize,
+    pub max_attachments_total_bytes: usize,
     pub default_requests_per_minute: u32,
     pub admin_requests_per_minute: u32,
     pub nodes: u32,
@@ -161,6 +175,12 @@ pub struct WebhookSettings {
     pub poll_interval_ms: u64,
     /// Finished deliveries (and their attempt log) are kept this many days.
     pub log_retention_days: u32,
+    /// Endpoints one tenant may register (the 21st → 422 by default).
+    pub max_endpoints_per_tenant: usize,
+    /// Deliveries in flight at once to one endpoint, and to one tenant's
+    /// endpoints together, so slow endpoints hold only their owner's slots.
+    pub max_in_flight_per_endpoint: usize,
+    pub max_in_flight_per_tenant: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -253,6 +273,24 @@ pub struct RetentionSettings {
     pub batch_rows: usize,
     /// Statements of each kind per maintenance run (hourly).
     pub max_batches: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSettings {
+    /// Child processes that render tenant templates (renders wait for one).
+    pub render_processes: usize,
+    /// Memory one render process may use (its data segment, MiB).
+    pub render_memory_mb: u64,
+    /// The program run as `<program> template-sandbox`; empty = this binary.
+    pub sandbox_program: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// The `/metrics` queue gauges are counted at most once per this period.
+    pub queue_depth_secs: u64,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -368,6 +406,22 @@ impl Settings {
         }
         if self.limits.max_request_bytes < 1024 {
             return fail("limits.max_request_bytes", "must be at least 1024");
+        }
+        let l = &self.limits;
+        if l.max_message_bytes < 1024 {
+            return fail("limits.max_message_bytes", "must be at least 1024");
+        }
+        if l.max_attachment_bytes > l.max_attachments_total_bytes {
+            return fail(
+                "limits.max_attachment_bytes",
+                "must be at most limits.max_attachments_total_bytes",
+            );
+        }
+        if l.max_attachments_total_bytes >= l.max_message_bytes {
+            return fail(
+                "limits.max_attachments_total_bytes",
+                "must be below limits.max_message_bytes (base64 adds a third)",
+            );
         }
         if self.limits.nodes == 0 {
             return fail("limits.nodes", "must be at least 1");
@@ -504,6 +558,33 @@ impl Settings {
         }
         if !(1..=10_000).contains(&r.max_batches) {
             return fail("retention.max_batches", "must be between 1 and 10000");
+        }
+        if w.max_endpoints_per_tenant == 0 {
+            return fail("webhooks.max_endpoints_per_tenant", "must be at least 1");
+        }
+        if w.max_in_flight_per_endpoint == 0 || w.max_in_flight_per_endpoint > w.concurrency {
+            return fail(
+                "webhooks.max_in_flight_per_endpoint",
+                "must be between 1 and webhooks.concurrency",
+            );
+        }
+        if w.max_in_flight_per_tenant < w.max_in_flight_per_endpoint
+            || w.max_in_flight_per_tenant > w.concurrency
+        {
+            return fail(
+                "webhooks.max_in_flight_per_tenant",
+                "must be between webhooks.max_in_flight_per_endpoint and webhooks.concurrency",
+            );
+        }
+        let t = &self.templates;
+        if !(1..=64).contains(&t.render_processes) {
+            return fail("templates.render_processes", "must be between 1 and 64");
+        }
+        if !(16..=4096).contains(&t.render_memory_mb) {
+            return fail("templates.render_memory_mb", "must be between 16 and 4096");
+        }
+        if self.metrics.queue_depth_secs == 0 {
+            return fail("metrics.queue_depth_secs", "must be at least 1");
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return fail(

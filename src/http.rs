@@ -138,23 +138,17 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// Prometheus text; the queue depth is sampled from the database here (a
-/// scrape never fails because of it: an unreachable database shows zeros).
+/// Prometheus text; the queue depth comes from a count cached for
+/// `metrics.queue_depth_secs` (a scrape never fails because of it: an
+/// unreachable database shows zeros).
 #[utoipa::path(get, path = "/metrics", tag = "Operations",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    metrics_of(&state.pool).await
+    metrics_of(&state.queue_depth).await
 }
 
-async fn metrics_of(pool: &crate::db::PgPool) -> HttpResponse {
-    let depth = db::run(pool, |conn| {
-        Ok(crate::queue::model::depth(conn)?
-            .into_iter()
-            .map(|r| (r.state, r.n))
-            .collect::<Vec<_>>())
-    })
-    .await
-    .unwrap_or_default();
+async fn metrics_of(queue: &crate::metrics::QueueDepth) -> HttpResponse {
+    let depth = queue.get().await;
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(crate::metrics::render(&depth))
@@ -228,18 +222,18 @@ pub fn finish<B>(res: &mut ServiceResponse<B>, elapsed: std::time::Duration) {
 /// The worker role's own small HTTP listener (`worker.metrics_bind`):
 /// `/metrics` and `/healthz` only.
 pub fn worker_server(
-    pool: crate::db::PgPool,
+    queue: crate::metrics::QueueDepth,
     listener: std::net::TcpListener,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let pool = web::Data::new(pool);
+    let queue = web::Data::new(queue);
     Ok(actix_web::HttpServer::new(move || {
         actix_web::App::new()
-            .app_data(pool.clone())
+            .app_data(queue.clone())
             .route("/healthz", web::get().to(healthz))
             .route(
                 "/metrics",
-                web::get().to(|pool: web::Data<crate::db::PgPool>| async move {
-                    metrics_of(&pool).await
+                web::get().to(|q: web::Data<crate::metrics::QueueDepth>| async move {
+                    metrics_of(&q).await
                 }),
             )
     })

@@ -59,6 +59,13 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Internal: a template render process (started by the API, one job per
+    /// stdin line); needs no configuration.
+    #[command(hide = true)]
+    TemplateSandbox {
+        #[arg(long)]
+        memory_mb: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -100,6 +107,13 @@ enum ConfigCommand {
 
 fn main() {
     let cli = Cli::parse();
+    if let Command::TemplateSandbox { memory_mb } = &cli.command {
+        if let Err(e) = postline::templates::sandbox::serve_stdio(*memory_mb) {
+            eprintln!("postline template-sandbox: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let settings = match Settings::load(&cli.config_dir) {
         Ok(s) => s,
         Err(e) => {
@@ -138,6 +152,8 @@ fn main() {
             println!("configuration is valid");
             Ok(())
         }
+        // Served before the configuration was loaded.
+        Command::TemplateSandbox { .. } => Ok(()),
     };
     if let Err(e) = result {
         eprintln!("postline: {e:#}");
@@ -206,7 +222,13 @@ async fn worker_only(settings: Settings) -> anyhow::Result<()> {
         "" => None,
         bind => {
             let server = std::net::TcpListener::bind(bind)
-                .and_then(|l| postline::http::worker_server(pool.clone(), l))
+                .and_then(|l| {
+                    let queue = postline::metrics::QueueDepth::new(
+                        pool.clone(),
+                        Duration::from_secs(settings.metrics.queue_depth_secs),
+                    );
+                    postline::http::worker_server(queue, l)
+                })
                 .map_err(|e| anyhow::anyhow!("worker.metrics_bind: cannot bind {bind}: {e}"))?;
             let handle = server.handle();
             tokio::spawn(server);

@@ -4,12 +4,16 @@
 //! figures belong to the usage API, and one label per tenant would grow
 //! without bound on a platform with thousands of tenants.
 
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
+
+use crate::db::{self, PgPool};
 
 pub struct Metrics {
     registry: Registry,
@@ -21,6 +25,7 @@ pub struct Metrics {
     limited: IntCounterVec,
     queue_depth: IntGaugeVec,
     ingest_batch: HistogramVec,
+    argon2: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -68,7 +73,7 @@ fn build() -> prometheus::Result<Metrics> {
     let queue_depth = IntGaugeVec::new(
         Opts::new(
             "queue_depth",
-            "Messages in the queue: ready (queued or deferred), sending (leased), held (tenant suspended); sampled at scrape",
+            "Messages in the queue: ready (queued or deferred), sending (leased), held (tenant suspended); counted at most once per metrics.queue_depth_secs",
         ),
         &["status"],
     )?;
@@ -82,8 +87,13 @@ fn build() -> prometheus::Result<Metrics> {
         ]),
         &[],
     )?;
+    let argon2 = IntCounter::new(
+        "auth_argon2_verifications_total",
+        "argon2id verifications run to authenticate (cache misses of new secrets)",
+    )?;
     for c in [
-        Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(argon2.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(http_requests.clone()),
         Box::new(http_latency.clone()),
         Box::new(deliveries.clone()),
         Box::new(smtp_latency.clone()),
@@ -104,6 +114,7 @@ fn build() -> prometheus::Result<Metrics> {
         limited,
         queue_depth,
         ingest_batch,
+        argon2,
     })
 }
 
@@ -162,6 +173,12 @@ pub fn limited(limit: &str) {
     }
 }
 
+pub fn argon2_verification() {
+    if let Some(m) = get() {
+        m.argon2.inc();
+    }
+}
+
 pub fn ingest_batch(rows: usize) {
     if let Some(m) = get() {
         m.ingest_batch
@@ -170,7 +187,65 @@ pub fn ingest_batch(rows: usize) {
     }
 }
 
-/// Renders the text exposition, with the queue depth sampled now.
+/// A count of the queue by status, and when it was taken.
+type Sample = (Instant, Vec<(String, i64)>);
+
+/// The queue depth for `/metrics`, counted at most once per `period`: the
+/// count is a `GROUP BY` over the queue, and a scrape (or several
+/// Prometheus replicas, or anyone who can reach the port) must not cost one
+/// each. A scrape inside the period gets the last count; concurrent scrapes
+/// after it share one query (the lock is held across it).
+#[derive(Clone)]
+pub struct QueueDepth {
+    pool: PgPool,
+    period: Duration,
+    last: Arc<tokio::sync::Mutex<Option<Sample>>>,
+    queries: Arc<AtomicU64>,
+}
+
+impl QueueDepth {
+    pub fn new(pool: PgPool, period: Duration) -> Self {
+        Self {
+            pool,
+            period,
+            last: Arc::default(),
+            queries: Arc::default(),
+        }
+    }
+
+    /// The depth by status; zeros when the database is unreachable (a
+    /// scrape never fails because of it; the failure is retried next scrape).
+    pub async fn get(&self) -> Vec<(String, i64)> {
+        let mut last = self.last.lock().await;
+        if let Some((at, depth)) = last.as_ref() {
+            if at.elapsed() < self.period {
+                return depth.clone();
+            }
+        }
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        match db::run(&self.pool, |conn| {
+            Ok(crate::queue::model::depth(conn)?
+                .into_iter()
+                .map(|r| (r.state, r.n))
+                .collect::<Vec<_>>())
+        })
+        .await
+        {
+            Ok(depth) => {
+                *last = Some((Instant::now(), depth.clone()));
+                depth
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Count queries run so far (tests).
+    pub fn queries(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
+    }
+}
+
+/// Renders the text exposition with this queue depth.
 pub fn render(queue: &[(String, i64)]) -> String {
     let Some(m) = get() else {
         return String::new();

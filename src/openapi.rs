@@ -9,7 +9,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{Access, Endpoint};
-use crate::{audit, domains, emails, http, keys, suppressions, templates, tenants, usage, webhooks};
+use crate::{
+    audit, domains, emails, http, keys, suppressions, templates, tenants, usage, webhooks,
+};
 
 struct BearerAuth;
 

@@ -35,7 +35,11 @@ impl Application {
         let pool = db::build_pool(&settings.database);
         let vault = settings.vault()?;
         let ttl = Duration::from_secs(settings.auth.cache_ttl_secs);
-        let auth = AuthService::new(pool.clone(), ttl);
+        let auth = AuthService::with_failed_limit(
+            pool.clone(),
+            ttl,
+            settings.auth.failed_per_ip_per_minute,
+        );
         let tenants = TenantCache::new(pool.clone(), ttl);
         let ingest = Ingestor::start(
             pool.clone(),
@@ -53,6 +57,11 @@ impl Application {
             api_limiter: Arc::new(ApiLimiter::new(settings.limits.nodes)),
             requests: RequestCounter::new(pool.clone()),
             domains: crate::domains::service::build(&settings, pool.clone(), vault.clone())?,
+            queue_depth: crate::metrics::QueueDepth::new(
+                pool.clone(),
+                Duration::from_secs(settings.metrics.queue_depth_secs),
+            ),
+            renderer: crate::templates::sandbox::Sandbox::new(&settings.templates)?,
         };
         let listener = TcpListener::bind(&settings.server.bind).map_err(|e| {
             anyhow::anyhow!("server.bind: cannot bind {}: {e}", settings.server.bind)

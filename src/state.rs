@@ -27,4 +27,8 @@ pub struct AppState {
     pub requests: RequestCounter,
     /// Sending domains: DNS checks and the From-domain rule.
     pub domains: Domains,
+    /// `/metrics` queue gauges, counted at most once per period.
+    pub queue_depth: crate::metrics::QueueDepth,
+    /// Renders tenant templates in memory-bounded child processes.
+    pub renderer: crate::templates::sandbox::Sandbox,
 }

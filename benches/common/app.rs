@@ -26,6 +26,7 @@ pub fn settings(db_url: &str, smtp_port: Option<u16>) -> Settings {
     let mut s = Settings::load_layers(&dir, Some("test"), true).expect("default settings");
     s.database.url = Secret::new(db_url);
     s.server.bind = "127.0.0.1:0".into();
+    s.templates.sandbox_program = env!("CARGO_BIN_EXE_postline").into();
     let key: [u8; 32] = rand::random();
     s.security.master_key = Secret::new(base64::engine::general_purpose::STANDARD.encode(key));
     if let Some(port) = smtp_port {

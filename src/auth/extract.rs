@@ -1,6 +1,7 @@
 //! The `Principal` extractor: who is calling, checked once per request.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -88,6 +89,26 @@ async fn rate_limit(state: &AppState, req: &HttpRequest, key: &VerifiedKey) -> A
     Ok(())
 }
 
+/// The client address that failed authentications are counted against: the
+/// TCP peer, or with `auth.trust_x_forwarded_for` the last (rightmost)
+/// address of `X-Forwarded-For` — the one the proxy in front of Postline
+/// appended; earlier entries are whatever the client wrote and are ignored.
+fn client_ip(req: &HttpRequest, trust_forwarded: bool) -> Option<IpAddr> {
+    if trust_forwarded {
+        let forwarded = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .last()
+            .and_then(|ip| ip.trim().parse::<IpAddr>().ok());
+        if forwarded.is_some() {
+            return forwarded;
+        }
+    }
+    req.peer_addr().map(|a| a.ip())
+}
+
 /// The bearer token, held as a [`Secret`] while the future awaits.
 fn bearer(req: &HttpRequest) -> Option<Secret> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -109,7 +130,8 @@ impl FromRequest for Principal {
             let state =
                 state.ok_or_else(|| AppError::internal("auth", "AppState not registered"))?;
             let token = token.ok_or(AppError::Unauthorized)?;
-            let key = state.auth.authenticate(token.expose()).await?;
+            let client = client_ip(&req, state.settings.auth.trust_x_forwarded_for);
+            let key = state.auth.authenticate_from(token.expose(), client).await?;
             if key.kind == KeyKind::Live && key.tenant_suspended {
                 return Err(AppError::forbidden(
                     "tenant_suspended",

@@ -1,13 +1,18 @@
 //! Authentication (DESIGN §4): parse the bearer token, look the key up by its
 //! public id, run one argon2id verify, then keep the verified key in memory for
 //! at most `auth.cache_ttl_secs` so the steady state costs a hash-map lookup.
-//! Any change that can take a key's rights away (revocation, suspension,
-//! deletion) clears this node's cache at once; other nodes follow within the TTL.
+//! Any change that can take a key's rights away clears, on this node and at
+//! once, only the entries it concerns: a revoked key's, or a suspended or
+//! deleted tenant's (other tenants keep their cache hits and never re-run
+//! argon2 because of it); other nodes follow within the TTL.
 
 pub mod extract;
+pub mod failures;
 pub mod token;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,6 +61,17 @@ struct Inner {
     /// here instead of taking every core from the requests that hit the cache.
     argon2: Arc<tokio::sync::Semaphore>,
     last_used: Mutex<HashMap<Uuid, DateTime<Utc>>>,
+    failed: failures::FailedAuthLimiter,
+    counts: Arc<Counts>,
+}
+
+/// What authentication cost on this node since start (tests and benchmarks
+/// read these; the argon2 runs are also the metric
+/// `postline_auth_argon2_verifications_total`).
+#[derive(Default)]
+struct Counts {
+    lookups: AtomicU64,
+    argon2: AtomicU64,
 }
 
 /// Why a cache fill failed: a bad key, or the database.
@@ -67,6 +83,12 @@ enum Miss {
 
 impl AuthService {
     pub fn new(pool: PgPool, ttl: Duration) -> Self {
+        Self::with_failed_limit(pool, ttl, 0)
+    }
+
+    /// As [`AuthService::new`], with at most `failed_per_ip_per_minute`
+    /// failed authentications per client address (0 = no limit).
+    pub fn with_failed_limit(pool: PgPool, ttl: Duration, failed_per_ip_per_minute: u32) -> Self {
         let ttl = ttl.max(Duration::from_millis(1));
         Self {
             inner: Arc::new(Inner {
@@ -74,6 +96,7 @@ impl AuthService {
                 verified: moka::future::Cache::builder()
                     .max_capacity(100_000)
                     .time_to_live(ttl)
+                    .support_invalidation_closures()
                     .build(),
                 rejected: moka::future::Cache::builder()
                     .max_capacity(100_000)
@@ -87,14 +110,59 @@ impl AuthService {
                     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
                 )),
                 last_used: Mutex::new(HashMap::new()),
+                failed: failures::FailedAuthLimiter::new(failed_per_ip_per_minute),
+                counts: Arc::default(),
             }),
         }
     }
 
     /// Verifies a bearer token. Every failure is the same `Unauthorized`.
     pub async fn authenticate(&self, token: &str) -> AppResult<Arc<VerifiedKey>> {
+        self.authenticate_from(token, None).await
+    }
+
+    /// [`AuthService::authenticate`] for a request from `client`: a
+    /// well-formed token that fails counts against the address, and an
+    /// address over `auth.failed_per_ip_per_minute` gets 429 for any token
+    /// this node has not verified before (neither cached nor proven),
+    /// before any database lookup.
+    /// Malformed tokens cost nothing and are not counted.
+    pub async fn authenticate_from(
+        &self,
+        token: &str,
+        client: Option<IpAddr>,
+    ) -> AppResult<Arc<VerifiedKey>> {
         let parsed = token::parse(token).ok_or(AppError::Unauthorized)?;
         let cache_key = token::cache_key(token);
+        let cached = self.inner.verified.get(&cache_key).await;
+        // A token whose secret passed argon2 here before (proven) is a real
+        // key, not part of a flood: it is let through to its lookup.
+        if cached.is_none() && !self.inner.proven.contains_key(&cache_key) {
+            if let Some(retry_after_secs) = client.and_then(|ip| self.inner.failed.blocked(ip)) {
+                crate::metrics::limited("failed_auth");
+                return Err(AppError::TooManyRequests {
+                    code: "rate_limited",
+                    detail: "Too many failed authentications from this address.".into(),
+                    retry_after_secs,
+                });
+            }
+        }
+        let result = self.verify(parsed, cache_key, cached).await;
+        if let (Err(AppError::Unauthorized), Some(ip)) = (&result, client) {
+            self.inner.failed.failed(ip);
+        }
+        result
+    }
+
+    async fn verify(
+        &self,
+        parsed: token::ParsedToken<'_>,
+        cache_key: [u8; 32],
+        cached: Option<Arc<VerifiedKey>>,
+    ) -> AppResult<Arc<VerifiedKey>> {
+        if let Some(key) = cached {
+            return self.admit(key);
+        }
         if self.inner.rejected.contains_key(&cache_key) {
             return Err(AppError::Unauthorized);
         }
@@ -107,7 +175,7 @@ impl AuthService {
         );
         let pool = self.inner.pool.clone();
         let proven = (self.inner.proven.clone(), cache_key);
-        let argon2 = self.inner.argon2.clone();
+        let argon2 = (self.inner.argon2.clone(), self.inner.counts.clone());
         // Concurrent misses for one token share a single lookup and argon2 run.
         let result = self
             .inner
@@ -128,6 +196,11 @@ impl AuthService {
                 }
             }
         };
+        self.admit(key)
+    }
+
+    /// The checks a cached entry still needs: expiry, and `last_used_at`.
+    fn admit(&self, key: Arc<VerifiedKey>) -> AppResult<Arc<VerifiedKey>> {
         let now = Utc::now();
         if key.expires_at.is_some_and(|at| at <= now) {
             return Err(AppError::Unauthorized);
@@ -138,12 +211,51 @@ impl AuthService {
         Ok(key)
     }
 
-    /// Forgets every verified key on this node. Called after any change that
-    /// can reduce a key's rights; cheap because such changes are rare.
+    /// Forgets every verified key on this node (e.g. after a master-key
+    /// rotation). Revocation and tenant changes use the narrow forms below.
     pub fn invalidate_all(&self) {
         self.inner.verified.invalidate_all();
         self.inner.rejected.invalidate_all();
         self.inner.proven.invalidate_all();
+    }
+
+    /// Forgets the verified entries of one key (revoked). Its next request
+    /// re-reads the row and is refused; no other key is touched. The proven
+    /// secret may stay: it only ever skips argon2 for a row that still holds
+    /// that hash and is not revoked.
+    pub fn invalidate_key(&self, api_key_id: Uuid) {
+        self.invalidate_where(move |k| k.api_key_id == api_key_id);
+    }
+
+    /// Forgets the verified entries of one tenant's keys (suspended,
+    /// reactivated, deleted): their next requests re-read the key row and
+    /// the tenant status. Other tenants keep their entries.
+    pub fn invalidate_tenant(&self, tenant: TenantId) {
+        self.invalidate_where(move |k| k.tenant_id == Some(tenant));
+    }
+
+    fn invalidate_where(&self, pred: impl Fn(&VerifiedKey) -> bool + Send + Sync + 'static) {
+        if let Err(e) = self
+            .inner
+            .verified
+            .invalidate_entries_if(move |_, k| pred(k))
+        {
+            // Only if the cache was built without closure support: fall back
+            // to the safe side.
+            tracing::warn!(error = %e, "narrow auth cache invalidation failed; clearing all");
+            self.inner.verified.invalidate_all();
+        }
+    }
+
+    /// Key rows read from the database to authenticate (cache misses that
+    /// got past the parse and the rejected cache).
+    pub fn key_lookups(&self) -> u64 {
+        self.inner.counts.lookups.load(Ordering::Relaxed)
+    }
+
+    /// argon2id verifications run on this node.
+    pub fn argon2_verifications(&self) -> u64 {
+        self.inner.counts.argon2.load(Ordering::Relaxed)
     }
 
     /// Writes the collected `last_used_at` values in one statement.
@@ -181,8 +293,9 @@ async fn load_and_verify(
     key_id: String,
     secret: Secret,
     (proven, token_key): (moka::future::Cache<[u8; 32], Arc<str>>, [u8; 32]),
-    argon2: Arc<tokio::sync::Semaphore>,
+    (argon2, counts): (Arc<tokio::sync::Semaphore>, Arc<Counts>),
 ) -> Result<Arc<VerifiedKey>, Miss> {
+    counts.lookups.fetch_add(1, Ordering::Relaxed);
     let found = db::run(&pool, move |conn| {
         Ok(keys_db::find_for_auth(conn, &key_id)?)
     })
@@ -205,6 +318,8 @@ async fn load_and_verify(
             .acquire_owned()
             .await
             .map_err(|_| Miss::Unavailable("auth shutting down".into()))?;
+        counts.argon2.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::argon2_verification();
         let ok = tokio::task::spawn_blocking(move || token::verify_secret(secret.expose(), &hash))
             .await
             .unwrap_or(false);

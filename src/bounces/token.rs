@@ -58,11 +58,12 @@ impl VerpKeys {
     }
 
     pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
-        let mut keys = Self::new(&settings.master_key()?);
+        let master = settings.master_key()?;
+        let mut keys = Self::new(&master);
         keys.previous = settings
             .previous_master_keys()?
             .iter()
-            .map(derive)
+            .map(|k| derive(k))
             .collect();
         Ok(keys)
     }

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::domain::has_line_break_or_nul;
 use crate::error::{AppError, AppResult, FieldError};
 
+use super::size::SizeLimits;
+
 pub const MAX_RECIPIENTS: usize = 50;
 pub const MAX_BATCH: usize = 100;
 const MAX_HEADERS: usize = 50;
@@ -194,7 +196,7 @@ impl SendRequest {
         self,
         profile: &SenderProfile,
         prefix: &str,
-        max_attachment_bytes: usize,
+        limits: &SizeLimits,
     ) -> AppResult<ValidEmail> {
         let mut c = Checker {
             prefix: prefix.to_string(),
@@ -258,8 +260,17 @@ impl SendRequest {
             }
             c.header_text(&field, value, 998);
         }
-        let attachments = self.attachments.unwrap_or_default();
+        let mut attachments = self.attachments.unwrap_or_default();
+        if attachments.len() > limits.max_attachments {
+            c.err(
+                "attachments",
+                format!("at most {} attachments", limits.max_attachments),
+            );
+            // Not decoded: the count alone refuses the message.
+            attachments.clear();
+        }
         let mut total_bytes = 0usize;
+        let mut sizes = Vec::with_capacity(attachments.len());
         for (i, a) in attachments.iter().enumerate() {
             let f = format!("attachments[{i}]");
             if a.filename.trim().is_empty() || a.filename.contains(['/', '\\']) {
@@ -267,7 +278,20 @@ impl SendRequest {
             }
             c.header_text(&format!("{f}.filename"), &a.filename, 255);
             match base64::engine::general_purpose::STANDARD.decode(a.content.as_bytes()) {
-                Ok(bytes) => total_bytes += bytes.len(),
+                Ok(bytes) => {
+                    if bytes.len() > limits.max_attachment_bytes {
+                        c.err(
+                            format!("{f}.content"),
+                            format!(
+                                "decodes to {} bytes; at most {} per attachment",
+                                bytes.len(),
+                                limits.max_attachment_bytes
+                            ),
+                        );
+                    }
+                    total_bytes += bytes.len();
+                    sizes.push(bytes.len());
+                }
                 Err(_) => c.err(format!("{f}.content"), "must be valid base64"),
             }
             if let Some(ct) = &a.content_type {
@@ -276,10 +300,13 @@ impl SendRequest {
                 }
             }
         }
-        if total_bytes > max_attachment_bytes {
+        if total_bytes > limits.max_attachments_total_bytes {
             c.err(
                 "attachments",
-                format!("attachments exceed {max_attachment_bytes} bytes in total"),
+                format!(
+                    "attachments decode to {total_bytes} bytes; at most {} in total",
+                    limits.max_attachments_total_bytes
+                ),
             );
         }
         let tags = self.tags.unwrap_or_default();
@@ -312,7 +339,7 @@ impl SendRequest {
         if reply_to.is_empty() {
             reply_to.extend(profile.reply_to.clone());
         }
-        Ok(ValidEmail {
+        let valid = ValidEmail {
             envelope_from: from.email.to_string(),
             from: from.to_string(),
             from_domain,
@@ -326,7 +353,9 @@ impl SendRequest {
             headers,
             attachments,
             tags,
-        })
+        };
+        super::size::check_message(&valid, &sizes, limits, prefix)?;
+        Ok(valid)
     }
 }
 
@@ -345,6 +374,15 @@ mod tests {
         }
     }
 
+    fn limits() -> SizeLimits {
+        SizeLimits {
+            max_message_bytes: 1 << 20,
+            max_attachments: 3,
+            max_attachment_bytes: 1000,
+            max_attachments_total_bytes: 2000,
+        }
+    }
+
     fn req(v: serde_json::Value) -> SendRequest {
         serde_json::from_value(v).unwrap()
     }
@@ -352,7 +390,7 @@ mod tests {
     #[test]
     fn defaults_are_applied() {
         let ok = req(serde_json::json!({"from": "noreply@mail.acme.com", "to": "a@x.com", "subject": "Hi", "text": "t"}))
-            .validate(&profile(), "", 1 << 20)
+            .validate(&profile(), "", &limits())
             .unwrap();
         assert_eq!(ok.from, "Acme <noreply@mail.acme.com>");
         assert_eq!(ok.reply_to, vec!["support@acme.com".to_string()]);
@@ -366,7 +404,7 @@ mod tests {
             serde_json::json!({"from": "a@acme.com", "to": "a@x.com", "subject": "s\nBcc: x@y.z", "text": "t"}),
             serde_json::json!({"from": "a@acme.com", "to": "a@x.com", "subject": "s", "text": "t", "headers": {"X-A": "v\r\nBcc: x"}}),
         ] {
-            assert!(req(v).validate(&profile(), "", 1 << 20).is_err());
+            assert!(req(v).validate(&profile(), "", &limits()).is_err());
         }
     }
 }

@@ -6,4 +6,5 @@ pub mod mime;
 pub mod model;
 pub mod routes;
 pub mod service;
+pub mod size;
 pub mod view;

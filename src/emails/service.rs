@@ -16,16 +16,18 @@ use uuid::Uuid;
 use super::idempotency;
 use super::input::{BatchRequest, SendRequest, SenderProfile, MAX_BATCH};
 use super::model::{self, EmailSummaryRow, ListFilter, NewEmail};
+use super::size::SizeLimits;
 use super::view::{Accepted, BatchAccepted, EmailDetail, EmailSummary};
 use crate::auth::Principal;
 use crate::db;
 use crate::db::pagination::{Page, PageQuery};
 use crate::domain::{Permission, TenantId};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, FieldError};
 use crate::queue::ingest::{self, Submission};
 use crate::state::AppState;
 use crate::templates;
 use crate::templates::input::variables;
+use crate::templates::render::Rendered;
 use crate::tenants::model::{TenantRef, TenantRow};
 
 /// A response to replay: status code and JSON body.
@@ -156,13 +158,48 @@ fn at_index(e: AppError, i: usize) -> AppError {
     }
 }
 
+/// What the messages of one request add up to while they are prepared.
+#[derive(Default)]
+struct Accumulated {
+    /// The daily quota of each tenant sent to.
+    quotas: BTreeMap<Uuid, i64>,
+    /// Template output rendered so far.
+    rendered_bytes: usize,
+}
+
+impl Accumulated {
+    /// Counts a rendered template against the request's budget: in total a
+    /// request's templates may render no more than the request itself could
+    /// carry (`limits.max_request_bytes`), so a 100-message batch of small
+    /// sends cannot make hundreds of megabytes of bodies in memory.
+    fn take_rendered(&mut self, r: &Rendered, budget: usize, prefix: &str) -> AppResult<()> {
+        let n = r.subject.len()
+            + r.html.as_ref().map_or(0, String::len)
+            + r.text.as_ref().map_or(0, String::len);
+        self.rendered_bytes = self.rendered_bytes.saturating_add(n);
+        if self.rendered_bytes <= budget {
+            return Ok(());
+        }
+        Err(AppError::Validation {
+            code: "message_too_large",
+            detail: format!(
+                "The request's templates render more than {budget} bytes in total                  (limits.max_request_bytes)."
+            ),
+            errors: vec![FieldError::new(
+                format!("{prefix}template"),
+                format!("rendered output exceeds {budget} bytes for this request"),
+            )],
+        })
+    }
+}
+
 async fn prepare(
     state: &AppState,
     who: &Principal,
     path: Option<&str>,
     req: SendRequest,
     prefix: &str,
-    quotas: &mut BTreeMap<Uuid, i64>,
+    acc: &mut Accumulated,
 ) -> AppResult<NewEmail> {
     let field = format!("{prefix}tenant_id");
     let tenant = sending_tenant(
@@ -182,12 +219,13 @@ async fn prepare(
                 prefix,
             )
             .await?;
+            acc.take_rendered(&rendered, state.settings.limits.max_request_bytes, prefix)?;
             req.with_rendered(rendered)
         }
         None => req,
     };
-    let max_attach = state.settings.limits.max_request_bytes;
-    let valid = req.validate(&profile(&tenant), prefix, max_attach)?;
+    let limits = SizeLimits::from(&state.settings.limits);
+    let valid = req.validate(&profile(&tenant), prefix, &limits)?;
     state
         .domains
         .rule
@@ -198,7 +236,7 @@ async fn prepare(
         )
         .await?;
     if let Some(limit) = tenant.emails_per_day {
-        quotas.insert(tenant.id, i64::from(limit));
+        acc.quotas.insert(tenant.id, i64::from(limit));
     }
     to_row(state, &tenant, valid)
 }
@@ -292,8 +330,8 @@ pub async fn send_one(
 ) -> AppResult<Reply> {
     who.require(Permission::Send)?;
     let req: SendRequest = parse(body)?;
-    let mut quotas = BTreeMap::new();
-    let row = prepare(state, who, path, req, "", &mut quotas).await?;
+    let mut acc = Accumulated::default();
+    let row = prepare(state, who, path, req, "", &mut acc).await?;
     let reply = (
         StatusCode::ACCEPTED,
         serde_json::to_value(Accepted {
@@ -311,7 +349,7 @@ pub async fn send_one(
     };
     let submission = Submission {
         rows: vec![row],
-        quotas,
+        quotas: acc.quotas,
     };
     enqueue(state, submission, reply, idem).await
 }
@@ -332,10 +370,10 @@ pub async fn send_batch(
         ));
     }
     let mut rows = Vec::with_capacity(batch.emails.len());
-    let mut quotas = BTreeMap::new();
+    let mut acc = Accumulated::default();
     for (i, req) in batch.emails.into_iter().enumerate() {
         rows.push(
-            prepare(state, who, None, req, &format!("emails[{i}]."), &mut quotas)
+            prepare(state, who, None, req, &format!("emails[{i}]."), &mut acc)
                 .await
                 .map_err(|e| at_index(e, i))?,
         );
@@ -365,6 +403,7 @@ pub async fn send_batch(
         }
         None => None,
     };
+    let quotas = acc.quotas;
     enqueue(state, Submission { rows, quotas }, reply, idem).await
 }
 

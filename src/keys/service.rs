@@ -264,7 +264,7 @@ pub async fn revoke(
         })
     })
     .await?;
-    state.auth.invalidate_all();
+    state.auth.invalidate_key(id);
     tracing::info!(api_key_id = %id, "api key revoked");
     Ok(())
 }

@@ -22,12 +22,18 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new(Method::POST, "/v1/suppressions", Access::Tenant(w), || {
             web::route().to(create)
         }),
-        Endpoint::new(Method::GET, "/v1/suppressions/{id}", Access::Tenant(r), || {
-            web::route().to(get)
-        }),
-        Endpoint::new(Method::DELETE, "/v1/suppressions/{id}", Access::Tenant(w), || {
-            web::route().to(delete)
-        }),
+        Endpoint::new(
+            Method::GET,
+            "/v1/suppressions/{id}",
+            Access::Tenant(r),
+            || web::route().to(get),
+        ),
+        Endpoint::new(
+            Method::DELETE,
+            "/v1/suppressions/{id}",
+            Access::Tenant(w),
+            || web::route().to(delete),
+        ),
         Endpoint::new(
             Method::GET,
             "/v1/tenants/{tenant}/suppressions",

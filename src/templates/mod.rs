@@ -5,6 +5,7 @@ pub mod input;
 pub mod model;
 pub mod render;
 pub mod routes;
+pub mod sandbox;
 pub mod service;
 pub mod starter;
 pub mod view;

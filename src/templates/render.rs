@@ -45,7 +45,7 @@ impl Part {
 }
 
 /// A rendered template.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Rendered {
     pub subject: String,
     pub html: Option<String>,
@@ -201,6 +201,16 @@ fn render_part(
                 )],
             })
         }
+    }
+}
+
+/// The 422 of a render stopped from outside (the sandbox's memory or time
+/// limit), where the part and line are unknown.
+pub fn failed(field: &str, why: &str) -> AppError {
+    AppError::Validation {
+        code: "template_render_failed",
+        detail: format!("The template cannot be rendered: {why}."),
+        errors: vec![FieldError::new(field, format!("cannot be rendered: {why}"))],
     }
 }
 

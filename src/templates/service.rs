@@ -8,7 +8,8 @@ use uuid::Uuid;
 
 use super::input::{variables, CreateTemplate, RenderRequest, UpdateTemplate};
 use super::model::{self, TemplateRef, TemplateRow};
-use super::render::{self, Rendered};
+use super::render::Rendered;
+use super::sandbox::Job;
 use super::view::TemplateView;
 use crate::db;
 use crate::db::pagination::{Page, PageRequest};
@@ -115,11 +116,33 @@ pub async fn preview(
     req: RenderRequest,
 ) -> AppResult<Rendered> {
     let vars = variables("variables", req.variables)?;
-    db::run(&state.pool, move |conn| {
-        let t = model::find(conn, tenant, &r, false)?.ok_or(AppError::NotFound)?;
-        render::render(&t.subject, t.html.as_deref(), t.text.as_deref(), &vars, "")
+    let t = db::run(&state.pool, move |conn| {
+        model::find(conn, tenant, &r, false)?.ok_or(AppError::NotFound)
     })
-    .await
+    .await?;
+    render_in_sandbox(state, t, vars, String::new()).await
+}
+
+/// Renders a stored template in the sandbox (a child process with a memory
+/// and time limit), waiting on the blocking pool, never holding a database
+/// connection meanwhile.
+async fn render_in_sandbox(
+    state: &AppState,
+    t: TemplateRow,
+    variables: serde_json::Value,
+    prefix: String,
+) -> AppResult<Rendered> {
+    let job = Job {
+        subject: t.subject,
+        html: t.html,
+        text: t.text,
+        variables,
+        prefix,
+    };
+    let sandbox = state.renderer.clone();
+    tokio::task::spawn_blocking(move || sandbox.render_blocking(&job))
+        .await
+        .map_err(|e| AppError::internal("template render task", e))?
 }
 
 /// Renders the tenant's template named in a send body. An unknown template
@@ -132,21 +155,11 @@ pub async fn render_for_send(
     prefix: &str,
 ) -> AppResult<Rendered> {
     let r = TemplateRef::parse(name_or_id);
-    let prefix = prefix.to_string();
-    db::run(&state.pool, move |conn| {
-        let t = model::find(conn, tenant, &r, false)?.ok_or_else(|| {
-            AppError::invalid(
-                format!("{prefix}template"),
-                "names no template of this tenant",
-            )
-        })?;
-        render::render(
-            &t.subject,
-            t.html.as_deref(),
-            t.text.as_deref(),
-            &vars,
-            &prefix,
-        )
+    let field = format!("{prefix}template");
+    let t = db::run(&state.pool, move |conn| {
+        model::find(conn, tenant, &r, false)?
+            .ok_or_else(|| AppError::invalid(field, "names no template of this tenant"))
     })
-    .await
+    .await?;
+    render_in_sandbox(state, t, vars, prefix.to_string()).await
 }

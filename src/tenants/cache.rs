@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::model::{self, TenantRef, TenantRow};
 use crate::db::{self, PgPool};
+use crate::domain::TenantId;
 use crate::error::{AppError, AppResult};
 
 #[derive(Clone)]
@@ -22,6 +23,7 @@ impl TenantCache {
             rows: moka::future::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(ttl.max(Duration::from_millis(1)))
+                .support_invalidation_closures()
                 .build(),
         }
     }
@@ -52,5 +54,17 @@ impl TenantCache {
 
     pub fn invalidate_all(&self) {
         self.rows.invalidate_all();
+    }
+
+    /// Forgets one tenant's row (under its id and its external_id); the
+    /// other tenants' rows stay cached.
+    pub fn invalidate(&self, tenant: TenantId) {
+        if self
+            .rows
+            .invalidate_entries_if(move |_, row| row.id == tenant.0)
+            .is_err()
+        {
+            self.rows.invalidate_all();
+        }
     }
 }

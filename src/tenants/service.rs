@@ -10,6 +10,7 @@ use super::model::{self, TenantRef, TenantRow};
 use crate::audit::{self, Actor};
 use crate::db;
 use crate::db::pagination::{Page, PageRequest};
+use crate::domain::TenantId;
 use crate::emails::model as emails_db;
 use crate::error::{AppError, AppResult};
 use crate::keys::model as keys_db;
@@ -188,11 +189,12 @@ pub async fn update(
         })
     })
     .await?;
-    state.tenants.invalidate_all();
+    state.tenants.invalidate(saved.tenant_id());
     state.domains.rule.invalidate();
     if status_changed {
-        // Suspension must bite at once on this node (DESIGN §4).
-        state.auth.invalidate_all();
+        // Suspension must bite at once on this node (DESIGN §4), for this
+        // tenant's keys only.
+        state.auth.invalidate_tenant(saved.tenant_id());
         tracing::info!(tenant_id = %saved.id, status = %saved.status, "tenant status changed");
     }
     Ok(saved.into())
@@ -223,8 +225,8 @@ pub async fn delete(state: &AppState, actor: &Actor, r: TenantRef) -> AppResult<
         })
     })
     .await?;
-    state.auth.invalidate_all();
-    state.tenants.invalidate_all();
+    state.auth.invalidate_tenant(TenantId(id));
+    state.tenants.invalidate(TenantId(id));
     tracing::info!(tenant_id = %id, "tenant deleted");
     Ok(())
 }

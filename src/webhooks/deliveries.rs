@@ -59,6 +59,9 @@ pub struct Claimed {
     pub id: Uuid,
     #[diesel(sql_type = SqlUuid)]
     pub webhook_id: Uuid,
+    /// The endpoint's tenant, or [`PLATFORM_OWNER`].
+    #[diesel(sql_type = SqlUuid)]
+    pub owner: Uuid,
     #[diesel(sql_type = Jsonb)]
     pub payload: serde_json::Value,
     #[diesel(sql_type = Int4)]
@@ -73,20 +76,77 @@ pub struct Claimed {
     pub enabled: bool,
 }
 
-/// Leases up to `limit` due deliveries for `lease_secs`, counting the attempt.
-pub fn claim(conn: &mut PgConnection, limit: i64, lease_secs: f64) -> QueryResult<Vec<Claimed>> {
+/// The all-zero id the claim groups platform endpoints under (their
+/// `tenant_id` is NULL): the platform is one owner like any tenant.
+pub const PLATFORM_OWNER: Uuid = Uuid::nil();
+
+/// What a claim may take, given what this dispatcher has in flight.
+#[derive(Clone, Debug, Default)]
+pub struct ClaimLimits {
+    /// Rows to lease at most (the dispatcher's free slots).
+    pub limit: i64,
+    pub lease_secs: f64,
+    /// In flight at once per endpoint, and per owner (tenant or platform).
+    pub per_endpoint: i32,
+    pub per_owner: i32,
+    /// Endpoints and owners with deliveries in flight, and how many.
+    pub busy_endpoints: Vec<(Uuid, i32)>,
+    pub busy_owners: Vec<(Uuid, i32)>,
+}
+
+/// Leases due deliveries for `lease_secs`, counting the attempt, without
+/// taking an endpoint past `per_endpoint` or an owner past `per_owner`
+/// deliveries in flight (counting those already running): one tenant's
+/// backlog for a slow endpoint cannot fill the dispatcher. Endpoints and
+/// owners at their cap are skipped in the scan, so other tenants' rows are
+/// found behind any backlog. The scan locks up to `8 × limit` candidates
+/// (SKIP LOCKED, released at the end of the statement) and leases those
+/// within the caps, oldest first per endpoint.
+pub fn claim(conn: &mut PgConnection, l: &ClaimLimits) -> QueryResult<Vec<Claimed>> {
+    let (hook_ids, hook_n): (Vec<Uuid>, Vec<i32>) = l.busy_endpoints.iter().copied().unzip();
+    let (owner_ids, owner_n): (Vec<Uuid>, Vec<i32>) = l.busy_owners.iter().copied().unzip();
     diesel::sql_query(
-        "UPDATE webhook_deliveries AS d \
+        "WITH busy_hooks AS (SELECT * FROM unnest($3::uuid[], $4::int[]) AS b(id, n)), \
+              busy_owners AS (SELECT * FROM unnest($5::uuid[], $6::int[]) AS b(id, n)), \
+         due AS ( \
+           SELECT d.id, d.webhook_id, d.next_attempt_at, \
+                  COALESCE(w.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner \
+           FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+           WHERE d.status = 'pending' AND d.next_attempt_at <= now() \
+             AND d.webhook_id NOT IN (SELECT id FROM busy_hooks WHERE n >= $7) \
+             AND COALESCE(w.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) \
+                 NOT IN (SELECT id FROM busy_owners WHERE n >= $8) \
+           ORDER BY d.next_attempt_at \
+           LIMIT $9 \
+           FOR UPDATE OF d SKIP LOCKED), \
+         ranked AS ( \
+           SELECT due.id, due.next_attempt_at, \
+             row_number() OVER (PARTITION BY due.webhook_id ORDER BY due.next_attempt_at) \
+               + COALESCE(h.n, 0) AS hook_n, \
+             row_number() OVER (PARTITION BY due.owner ORDER BY due.next_attempt_at) \
+               + COALESCE(o.n, 0) AS owner_n \
+           FROM due LEFT JOIN busy_hooks h ON h.id = due.webhook_id \
+                    LEFT JOIN busy_owners o ON o.id = due.owner), \
+         picked AS ( \
+           SELECT id FROM ranked WHERE hook_n <= $7 AND owner_n <= $8 \
+           ORDER BY next_attempt_at LIMIT $1) \
+         UPDATE webhook_deliveries AS d \
          SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $2) \
-         FROM (SELECT id FROM webhook_deliveries \
-               WHERE status = 'pending' AND next_attempt_at <= now() \
-               ORDER BY next_attempt_at LIMIT $1 \
-               FOR UPDATE SKIP LOCKED) AS due, webhooks AS w \
-         WHERE d.id = due.id AND w.id = d.webhook_id \
-         RETURNING d.id, d.webhook_id, d.payload, d.attempts, d.created_at, w.url, w.secret_enc, w.enabled",
+         FROM picked, webhooks AS w \
+         WHERE d.id = picked.id AND w.id = d.webhook_id \
+         RETURNING d.id, d.webhook_id, \
+           COALESCE(w.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner, \
+           d.payload, d.attempts, d.created_at, w.url, w.secret_enc, w.enabled",
     )
-    .bind::<BigInt, _>(limit)
-    .bind::<Double, _>(lease_secs)
+    .bind::<BigInt, _>(l.limit)
+    .bind::<Double, _>(l.lease_secs)
+    .bind::<Array<SqlUuid>, _>(&hook_ids)
+    .bind::<Array<Int4>, _>(&hook_n)
+    .bind::<Array<SqlUuid>, _>(&owner_ids)
+    .bind::<Array<Int4>, _>(&owner_n)
+    .bind::<Int4, _>(l.per_endpoint)
+    .bind::<Int4, _>(l.per_owner)
+    .bind::<BigInt, _>(l.limit.saturating_mul(8).max(64))
     .load(conn)
 }
 

@@ -4,16 +4,19 @@
 //! succeeds; 410 Gone fails the delivery and disables the endpoint; anything
 //! else is retried with exponential backoff and jitter until
 //! `webhooks.retry_window_secs` after the event, then the delivery fails.
+//! Slots are shared fairly: each endpoint and each tenant has a cap on its
+//! deliveries in flight, so one tenant's slow endpoints delay only its own.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures_util::stream::{self, StreamExt};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::{JoinHandle, JoinSet};
+use uuid::Uuid;
 
-use super::deliveries::{self, Attempt, Claimed, Next};
+use super::deliveries::{self, Attempt, ClaimLimits, Claimed, Next};
 use super::sender::Sender;
 use super::signing;
 use crate::config::Settings;
@@ -60,51 +63,170 @@ pub fn spawn(
     Ok(tokio::spawn(d.run(shutdown, wakes)))
 }
 
-impl Dispatcher {
-    async fn run(self, mut shutdown: watch::Receiver<bool>, wakes: [watch::Receiver<u64>; 2]) {
-        let [mut queue, mut outbox] = wakes;
-        let w = &self.settings.webhooks;
-        let idle = Duration::from_millis(w.poll_interval_ms);
-        let limit = i64::try_from(w.concurrency).unwrap_or(16);
-        let lease = w.lease_secs as f64;
-        loop {
-            if *shutdown.borrow() {
-                return;
-            }
-            // Seen before claiming, so rows committed during the claim wake us again.
-            queue.borrow_and_update();
-            outbox.borrow_and_update();
-            let claimed_at = tokio::time::Instant::now();
-            let claimed = db::run(&self.pool, move |conn| {
-                Ok(deliveries::claim(conn, limit, lease)?)
-            })
-            .await;
-            let pause = match claimed {
-                Ok(rows) if !rows.is_empty() => {
-                    self.deliver(rows).await;
-                    continue;
+/// What this dispatcher has in flight, per endpoint and per owner.
+#[derive(Default)]
+struct InFlight {
+    total: usize,
+    endpoints: HashMap<Uuid, usize>,
+    owners: HashMap<Uuid, usize>,
+}
+
+impl InFlight {
+    fn add(&mut self, c: &Claimed) {
+        self.total += 1;
+        *self.endpoints.entry(c.webhook_id).or_default() += 1;
+        *self.owners.entry(c.owner).or_default() += 1;
+    }
+
+    fn remove(&mut self, endpoint: Uuid, owner: Uuid) {
+        self.total = self.total.saturating_sub(1);
+        for (map, key) in [(&mut self.endpoints, endpoint), (&mut self.owners, owner)] {
+            if let Some(n) = map.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&key);
                 }
-                Ok(_) => idle,
-                Err(e) => {
-                    tracing::warn!(error = %e, "claiming webhook deliveries failed; retrying");
-                    idle.max(Duration::from_secs(1))
-                }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = changed(&mut shutdown) => {}
-                _ = changed(&mut queue) => tokio::time::sleep_until(claimed_at + MIN_WAKE_GAP).await,
-                _ = changed(&mut outbox) => tokio::time::sleep_until(claimed_at + MIN_WAKE_GAP).await,
             }
         }
     }
 
-    async fn deliver(&self, rows: Vec<Claimed>) {
-        let attempts: Vec<Attempt> = stream::iter(rows)
-            .map(|c| self.attempt(c))
-            .buffer_unordered(self.settings.webhooks.concurrency.max(1))
+    fn busy(map: &HashMap<Uuid, usize>) -> Vec<(Uuid, i32)> {
+        map.iter()
+            .map(|(k, n)| (*k, i32::try_from(*n).unwrap_or(i32::MAX)))
             .collect()
-            .await;
+    }
+}
+
+/// One delivery's place in [`InFlight`], given back when its task ends.
+struct Slot {
+    flight: Arc<Mutex<InFlight>>,
+    finished: Arc<Notify>,
+    endpoint: Uuid,
+    owner: Uuid,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut f) = self.flight.lock() {
+            f.remove(self.endpoint, self.owner);
+        }
+        self.finished.notify_one();
+    }
+}
+
+/// Attempts recorded per transaction at most.
+const RECORD_BATCH: usize = 256;
+
+impl Dispatcher {
+    /// Claims whenever slots are free and POSTs each delivery as its own
+    /// task: a slow endpoint holds only its own slots (at most
+    /// `max_in_flight_per_endpoint`, and its tenant at most
+    /// `max_in_flight_per_tenant`), never a whole claimed batch. Finished
+    /// attempts go to one recorder task that writes them in batches.
+    async fn run(self, mut shutdown: watch::Receiver<bool>, wakes: [watch::Receiver<u64>; 2]) {
+        let [mut queue, mut outbox] = wakes;
+        let w = &self.settings.webhooks;
+        let idle = Duration::from_millis(w.poll_interval_ms);
+        let slots = w.concurrency.max(1);
+        let lease = w.lease_secs as f64;
+        let per_endpoint = i32::try_from(w.max_in_flight_per_endpoint).unwrap_or(2);
+        let per_owner = i32::try_from(w.max_in_flight_per_tenant).unwrap_or(4);
+        let this = Arc::new(self.clone());
+        let (tx, rx) = mpsc::unbounded_channel::<Attempt>();
+        let recorder = tokio::spawn(this.clone().record_loop(rx));
+        let flight = Arc::new(Mutex::new(InFlight::default()));
+        let finished = Arc::new(Notify::new());
+        let mut tasks = JoinSet::new();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            // Seen before claiming, so rows committed during the claim wake us again.
+            queue.borrow_and_update();
+            outbox.borrow_and_update();
+            while tasks.try_join_next().is_some() {}
+            let limits = match flight.lock() {
+                Ok(f) => ClaimLimits {
+                    limit: i64::try_from(slots.saturating_sub(f.total)).unwrap_or(0),
+                    lease_secs: lease,
+                    per_endpoint,
+                    per_owner,
+                    busy_endpoints: InFlight::busy(&f.endpoints),
+                    busy_owners: InFlight::busy(&f.owners),
+                },
+                Err(_) => return,
+            };
+            let claimed_at = tokio::time::Instant::now();
+            let pause = if limits.limit == 0 {
+                idle
+            } else {
+                let want = limits.limit;
+                match db::run(&self.pool, move |conn| {
+                    Ok(deliveries::claim(conn, &limits)?)
+                })
+                .await
+                {
+                    Ok(rows) => {
+                        let full = i64::try_from(rows.len()).unwrap_or(0) >= want;
+                        for c in rows {
+                            if let Ok(mut f) = flight.lock() {
+                                f.add(&c);
+                            }
+                            let (d, flight, finished, tx) =
+                                (this.clone(), flight.clone(), finished.clone(), tx.clone());
+                            tasks.spawn(async move {
+                                // Frees the slot even if the attempt panics.
+                                let _slot = Slot {
+                                    flight,
+                                    finished,
+                                    endpoint: c.webhook_id,
+                                    owner: c.owner,
+                                };
+                                let _ = tx.send(d.attempt(c).await);
+                            });
+                        }
+                        if full {
+                            continue;
+                        }
+                        idle
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claiming webhook deliveries failed; retrying");
+                        idle.max(Duration::from_secs(1))
+                    }
+                }
+            };
+            let gap = claimed_at + MIN_WAKE_GAP;
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = changed(&mut shutdown) => {}
+                _ = changed(&mut queue) => tokio::time::sleep_until(gap).await,
+                _ = changed(&mut outbox) => tokio::time::sleep_until(gap).await,
+                // A slot came free: an endpoint or tenant at its cap may
+                // have more due rows.
+                _ = finished.notified() => tokio::time::sleep_until(gap).await,
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+        drop(tx);
+        let _ = recorder.await;
+    }
+
+    /// Records finished attempts, as many per transaction as have arrived.
+    async fn record_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Attempt>) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < RECORD_BATCH {
+                match rx.try_recv() {
+                    Ok(a) => batch.push(a),
+                    Err(_) => break,
+                }
+            }
+            self.record(batch).await;
+        }
+    }
+
+    async fn record(&self, attempts: Vec<Attempt>) {
         let attempts = Arc::new(attempts);
         for round in 0..10u64 {
             let batch = attempts.clone();

@@ -63,6 +63,22 @@ fn owned<'a>(owner: Owner) -> Boxed<'a> {
     }
 }
 
+/// The number of endpoints `tenant` has, with its tenant row locked until
+/// the transaction ends, so concurrent creates of one tenant count one after
+/// the other (the per-tenant cap holds) while other tenants do not wait.
+pub fn count_locked(conn: &mut PgConnection, tenant: TenantId) -> QueryResult<i64> {
+    use crate::db::schema::tenants;
+    tenants::table
+        .filter(tenants::id.eq(tenant.0))
+        .select(tenants::id)
+        .for_update()
+        .load::<Uuid>(conn)?;
+    webhooks::table
+        .filter(webhooks::tenant_id.eq(tenant.0))
+        .count()
+        .get_result(conn)
+}
+
 pub fn insert(conn: &mut PgConnection, row: &WebhookRow) -> QueryResult<WebhookRow> {
     diesel::insert_into(webhooks::table)
         .values(row)

@@ -14,7 +14,7 @@ use super::PING_EVENT;
 use crate::audit::{self, Actor};
 use crate::db;
 use crate::db::pagination::{Page, PageRequest};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, FieldError};
 use crate::net_guard::Guard;
 use crate::state::AppState;
 
@@ -91,8 +91,25 @@ pub async fn create(
     };
     apply(&mut row, changes);
     let actor = actor.clone();
+    let cap = state.settings.webhooks.max_endpoints_per_tenant;
     let saved = db::run(&state.pool, move |conn| {
         conn.transaction(|conn| {
+            if let Owner::Tenant(t) = owner {
+                let n = model::count_locked(conn, t)?;
+                if usize::try_from(n).unwrap_or(usize::MAX) >= cap {
+                    return Err(AppError::Validation {
+                        code: "webhook_limit_reached",
+                        detail: format!(
+                            "A tenant may have at most {cap} webhook endpoints \
+                             (webhooks.max_endpoints_per_tenant); delete one first."
+                        ),
+                        errors: vec![FieldError::new(
+                            "url",
+                            format!("this tenant already has {cap} endpoints"),
+                        )],
+                    });
+                }
+            }
             let saved = model::insert(conn, &row)?;
             let changes = snapshot(&saved);
             audit::record(

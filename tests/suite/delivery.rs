@@ -447,6 +447,7 @@ async fn plaintext_auth_is_refused_unless_loopback_literal_or_allowed() {
     let sink = SmtpSink::start_with(SinkConfig {
         require_auth: Some(("relay-user".into(), "s3cret-relay".into())),
         advertise_starttls: false,
+        ..Default::default()
     })
     .await;
     let relay_at = |host: &str| RelayConfig {

@@ -23,6 +23,7 @@ mod domains_dkim;
 mod drill_input;
 mod drill_kill;
 mod drill_relay;
+mod hostile;
 mod http_errors;
 mod isolation;
 mod leaks;

@@ -108,7 +108,8 @@ async fn the_worker_role_serves_metrics_on_its_own_listener() {
     let pool = postline::db::build_pool(&common::test_settings(&db).database);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let server = postline::http::worker_server(pool, listener).unwrap();
+    let queue = postline::metrics::QueueDepth::new(pool, std::time::Duration::from_secs(15));
+    let server = postline::http::worker_server(queue, listener).unwrap();
     tokio::spawn(server);
     let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await

@@ -25,6 +25,7 @@ async fn a_full_scenario_at_debug_logs_no_secret() {
     let sink = SmtpSink::start_with(SinkConfig {
         require_auth: Some((user.into(), password.into())),
         advertise_starttls: false,
+        ..Default::default()
     })
     .await;
     let rx = Receiver::start().await;

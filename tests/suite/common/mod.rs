@@ -70,6 +70,8 @@ pub fn test_settings(db_url: &str) -> Settings {
     s.database.pool_size = 8;
     s.server.bind = "127.0.0.1:0".into();
     s.server.workers = 2;
+    // Templates render in child processes of the real binary.
+    s.templates.sandbox_program = env!("CARGO_BIN_EXE_postline").into();
     s
 }
 

@@ -37,6 +37,9 @@ struct Inner {
     script: VecDeque<u16>,
     default_status: u16,
     received: Vec<Hook>,
+    /// Paths starting with the prefix are answered only after the delay
+    /// (recorded when the request arrives).
+    delays: Vec<(String, Duration)>,
 }
 
 #[derive(Clone)]
@@ -82,6 +85,16 @@ impl Receiver {
     /// The next requests get these codes, in order; then the default.
     pub fn script(&self, codes: &[u16]) {
         self.inner.lock().unwrap().script.extend(codes);
+    }
+
+    /// Requests to paths starting with `prefix` wait `delay` before the
+    /// answer: a slow or hanging endpoint.
+    pub fn delay(&self, prefix: &str, delay: Duration) {
+        self.inner
+            .lock()
+            .unwrap()
+            .delays
+            .push((prefix.to_string(), delay));
     }
 
     pub fn set_default_status(&self, code: u16) {
@@ -182,8 +195,13 @@ async fn serve(mut stream: TcpStream, inner: Arc<Mutex<Inner>>) -> std::io::Resu
         header("webhook-timestamp"),
         header("webhook-signature"),
     );
-    let answered = {
+    let (answered, delay) = {
         let mut inner = inner.lock().unwrap();
+        let delay = inner
+            .delays
+            .iter()
+            .find(|(p, _)| path.starts_with(p.as_str()))
+            .map(|(_, d)| *d);
         let verified = inner
             .secrets
             .iter()
@@ -198,8 +216,11 @@ async fn serve(mut stream: TcpStream, inner: Arc<Mutex<Inner>>) -> std::io::Resu
             verified,
             answered,
         });
-        answered
+        (answered, delay)
     };
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
     let reply =
         format!("HTTP/1.1 {answered} Scripted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
     stream.write_all(reply.as_bytes()).await?;
