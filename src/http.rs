@@ -23,16 +23,18 @@ use crate::state::AppState;
 pub fn json_config(max_bytes: usize) -> web::JsonConfig {
     web::JsonConfig::default()
         .limit(max_bytes)
-        .error_handler(|err, _req| json_error(err).into())
+        .error_handler(move |err, _req| json_error(err, max_bytes).into())
 }
 
-fn json_error(err: JsonPayloadError) -> AppError {
+/// For a handler that still takes actix's `web::Json` (the API's handlers
+/// take [`crate::body::JsonBody`], whose errors name the field).
+fn json_error(err: JsonPayloadError, max_bytes: usize) -> AppError {
     match err {
         JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
-            AppError::PayloadTooLarge
+            AppError::PayloadTooLarge { limit: max_bytes }
         }
         JsonPayloadError::ContentType => {
-            AppError::MalformedJson("Content-Type must be application/json.".into())
+            AppError::UnsupportedMediaType("Content-Type must be application/json.".into())
         }
         JsonPayloadError::Deserialize(e) if e.is_data() => AppError::Validation {
             code: "validation_failed",
@@ -85,7 +87,11 @@ fn bare_to_problem<B: MessageBody + 'static>(
     let err = match status {
         StatusCode::NOT_FOUND => Some(AppError::NotFound),
         StatusCode::METHOD_NOT_ALLOWED => Some(AppError::MethodNotAllowed),
-        StatusCode::PAYLOAD_TOO_LARGE => Some(AppError::PayloadTooLarge),
+        StatusCode::PAYLOAD_TOO_LARGE => Some(AppError::PayloadTooLarge {
+            limit: req
+                .app_data::<web::Data<AppState>>()
+                .map_or(0, |s| s.settings.limits.max_request_bytes),
+        }),
         _ => None,
     };
     let resp: HttpResponse<BoxBody> = match err {

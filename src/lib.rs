@@ -2,6 +2,7 @@
 //! `docs/ARCHITECTURE.md` maps these modules.
 
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod crypto;
 pub mod db;

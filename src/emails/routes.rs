@@ -9,7 +9,9 @@ use super::input::{BatchRequest, SendRequest};
 use super::service::{self, ListQuery, Reply};
 use super::view::{Accepted, BatchAccepted, EmailDetail, EmailSummary};
 use crate::auth::Principal;
+use crate::body::JsonBody;
 use crate::db::pagination::Page;
+use crate::domain::Permission;
 use crate::error::{AppError, AppResult, Problem};
 use crate::routes::Endpoint;
 use crate::state::AppState;
@@ -32,25 +34,6 @@ pub fn endpoints() -> Vec<Endpoint> {
             web::route().to(get_for_tenant)
         }),
     ]
-}
-
-/// The body must be declared JSON; anything else is a 400 like a bad body.
-fn json_body<'a>(req: &HttpRequest, body: &'a web::Bytes) -> AppResult<&'a [u8]> {
-    let is_json = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-        });
-    if !is_json {
-        return Err(AppError::MalformedJson(
-            "Content-Type must be application/json.".into(),
-        ));
-    }
-    Ok(body.as_ref())
 }
 
 fn idempotency_key(req: &HttpRequest) -> AppResult<Option<String>> {
@@ -76,16 +59,11 @@ pub async fn send(
     who: Principal,
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Bytes,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
-    let reply = service::send_one(
-        &state,
-        &who,
-        None,
-        json_body(&req, &body)?,
-        idempotency_key(&req)?,
-    )
-    .await?;
+    who.require(Permission::Send)?;
+    let body = body.bytes().await?;
+    let reply = service::send_one(&state, &who, None, &body, idempotency_key(&req)?).await?;
     Ok(respond(reply))
 }
 
@@ -100,17 +78,11 @@ pub async fn send_for_tenant(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
-    who.require_admin(crate::domain::Permission::Send)?;
-    let reply = service::send_one(
-        &state,
-        &who,
-        Some(&path),
-        json_body(&req, &body)?,
-        idempotency_key(&req)?,
-    )
-    .await?;
+    who.require_admin(Permission::Send)?;
+    let body = body.bytes().await?;
+    let reply = service::send_one(&state, &who, Some(&path), &body, idempotency_key(&req)?).await?;
     Ok(respond(reply))
 }
 
@@ -123,15 +95,11 @@ pub async fn send_batch(
     who: Principal,
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Bytes,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
-    let reply = service::send_batch(
-        &state,
-        &who,
-        json_body(&req, &body)?,
-        idempotency_key(&req)?,
-    )
-    .await?;
+    who.require(Permission::Send)?;
+    let body = body.bytes().await?;
+    let reply = service::send_batch(&state, &who, &body, idempotency_key(&req)?).await?;
     Ok(respond(reply))
 }
 
@@ -159,7 +127,7 @@ pub async fn list_for_tenant(
     path: web::Path<String>,
     query: web::Query<ListQuery>,
 ) -> AppResult<HttpResponse> {
-    who.require_admin(crate::domain::Permission::EmailsRead)?;
+    who.require_admin(Permission::EmailsRead)?;
     let page = service::list(&state, &who, Some(&path), query.into_inner()).await?;
     Ok(HttpResponse::Ok().json(page))
 }
@@ -197,7 +165,7 @@ pub async fn get_for_tenant(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> AppResult<HttpResponse> {
-    who.require_admin(crate::domain::Permission::EmailsRead)?;
+    who.require_admin(Permission::EmailsRead)?;
     let (tenant, email) = path.into_inner();
     let detail = service::get(&state, &who, Some(&tenant), None, &email).await?;
     Ok(HttpResponse::Ok().json(detail))

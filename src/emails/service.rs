@@ -138,7 +138,10 @@ fn to_row(
 
 /// Names the failing message of a batch in the detail (field names already
 /// carry the `emails[i].` prefix).
+/// A batch message's error names its message once: a detail that starts
+/// with its path already (`emails[1].to[0]: ...`) is left as it is.
 fn at_index(e: AppError, i: usize) -> AppError {
+    let prefix = format!("emails[{i}]");
     match e {
         AppError::Validation {
             code,
@@ -146,7 +149,10 @@ fn at_index(e: AppError, i: usize) -> AppError {
             errors,
         } => AppError::Validation {
             code,
-            detail: format!("emails[{i}]: {detail}"),
+            detail: match detail.starts_with(&prefix) {
+                true => detail,
+                false => format!("{prefix}: {detail}"),
+            },
             errors,
         },
         other => other,
@@ -251,20 +257,6 @@ fn request_hash(kind: &str, body: &[u8]) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> AppResult<T> {
-    serde_json::from_slice(body).map_err(|e| {
-        if e.is_data() {
-            AppError::Validation {
-                code: "validation_failed",
-                detail: e.to_string(),
-                errors: Vec::new(),
-            }
-        } else {
-            AppError::MalformedJson(format!("The body is not valid JSON: {e}"))
-        }
-    })
-}
-
 /// `POST /v1/emails` and `POST /v1/tenants/{id}/emails`.
 pub async fn send_one(
     state: &AppState,
@@ -274,7 +266,7 @@ pub async fn send_one(
     idem_key: Option<String>,
 ) -> AppResult<Reply> {
     who.require(Permission::Send)?;
-    let req: SendRequest = parse(body)?;
+    let req: SendRequest = crate::body::parse_json(body)?;
     let mut quotas = BTreeMap::new();
     let row = prepare(state, who, path, req, "", &mut quotas).await?;
     let reply = (
@@ -307,7 +299,7 @@ pub async fn send_batch(
     idem_key: Option<String>,
 ) -> AppResult<Reply> {
     who.require(Permission::Send)?;
-    let batch: BatchRequest = parse(body)?;
+    let batch: BatchRequest = crate::body::parse_json(body)?;
     if batch.emails.is_empty() || batch.emails.len() > MAX_BATCH {
         return Err(AppError::invalid(
             "emails",

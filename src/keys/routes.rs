@@ -5,6 +5,7 @@ use actix_web::{web, HttpResponse};
 
 use super::service::{self, CreateKey, KeyView};
 use crate::auth::Principal;
+use crate::body::JsonBody;
 use crate::db::pagination::{Page, PageQuery};
 use crate::domain::Permission;
 use crate::error::{AppResult, Problem};
@@ -46,11 +47,11 @@ pub async fn create_tenant_key(
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<CreateKey>,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
     who.require_admin(Permission::KeysWrite)?;
-    let key = service::create_tenant_key(&state, &who, TenantRef::parse(&path), body.into_inner())
-        .await?;
+    let input: CreateKey = body.parse().await?;
+    let key = service::create_tenant_key(&state, &who, TenantRef::parse(&path), input).await?;
     Ok(HttpResponse::Created().json(key))
 }
 
@@ -93,10 +94,11 @@ pub async fn revoke_tenant_key(
 pub async fn create_admin_key(
     who: Principal,
     state: web::Data<AppState>,
-    body: web::Json<CreateKey>,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
     who.require_admin(Permission::KeysWrite)?;
-    let key = service::create_admin_key(&state, &who, body.into_inner()).await?;
+    let input: CreateKey = body.parse().await?;
+    let key = service::create_admin_key(&state, &who, input).await?;
     Ok(HttpResponse::Created().json(key))
 }
 

@@ -8,6 +8,7 @@ use super::model::TenantRef;
 use super::service;
 use super::view::TenantView;
 use crate::auth::Principal;
+use crate::body::JsonBody;
 use crate::db::pagination::{Page, PageQuery};
 use crate::domain::Permission;
 use crate::error::{AppResult, Problem};
@@ -36,10 +37,11 @@ pub fn endpoints() -> Vec<Endpoint> {
 pub async fn create(
     who: Principal,
     state: web::Data<AppState>,
-    body: web::Json<CreateTenant>,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
     who.require_admin(Permission::TenantsWrite)?;
-    let tenant = service::create(&state, body.into_inner()).await?;
+    let input: CreateTenant = body.parse().await?;
+    let tenant = service::create(&state, input).await?;
     Ok(HttpResponse::Created().json(tenant))
 }
 
@@ -76,10 +78,11 @@ async fn update(
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<UpdateTenant>,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
     who.require_admin(Permission::TenantsWrite)?;
-    let tenant = service::update(&state, TenantRef::parse(&path), body.into_inner()).await?;
+    let input: UpdateTenant = body.parse().await?;
+    let tenant = service::update(&state, TenantRef::parse(&path), input).await?;
     Ok(HttpResponse::Ok().json(tenant))
 }
 
@@ -92,7 +95,7 @@ pub async fn put(
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<UpdateTenant>,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
     update(who, state, path, body).await
 }
@@ -106,7 +109,7 @@ pub async fn patch(
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<UpdateTenant>,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
     update(who, state, path, body).await
 }

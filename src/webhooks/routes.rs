@@ -11,6 +11,7 @@ use super::model::Owner;
 use super::service;
 use super::view::{CreatedWebhook, DeliveryView, WebhookView};
 use crate::auth::Principal;
+use crate::body::JsonBody;
 use crate::db::pagination::{Page, PageQuery};
 use crate::domain::Permission;
 use crate::error::{AppResult, Problem};
@@ -146,10 +147,11 @@ pub async fn create(
     state: web::Data<AppState>,
     realm: Realm,
     path: web::Path<ScopedPath>,
-    body: web::Json<CreateWebhook>,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
     let o = owner(&state, &who, realm, &path, true).await?;
-    let created = service::create(&state, o, body.into_inner()).await?;
+    let input: CreateWebhook = body.parse().await?;
+    let created = service::create(&state, o, input).await?;
     Ok(HttpResponse::Created().json(created))
 }
 
@@ -193,10 +195,11 @@ pub async fn update(
     state: web::Data<AppState>,
     realm: Realm,
     path: web::Path<ScopedPath>,
-    body: web::Json<UpdateWebhook>,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
     let o = owner(&state, &who, realm, &path, true).await?;
-    let view = service::update(&state, o, path.id()?, body.into_inner()).await?;
+    let input: UpdateWebhook = body.parse().await?;
+    let view = service::update(&state, o, path.id()?, input).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
