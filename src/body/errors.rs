@@ -30,6 +30,14 @@ pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> AppResult<T> {
         let inner = e.into_inner();
         if inner.is_data() {
             field_error(&path, &message_of(&inner)).into_app_error()
+        } else if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+            // Valid JSON that serde_json still calls a syntax error: a number,
+            // list or `true` where an enum's name (a string) belongs.
+            Described {
+                field: path,
+                message: "must be one of the allowed values (a string)".into(),
+            }
+            .into_app_error()
         } else {
             malformed(&inner)
         }
@@ -285,6 +293,25 @@ mod tests {
             err(r#"{"emails": [], "tags": {"k": true}}"#),
             ("tags.k".into(), "must be a string, not true".into())
         );
+    }
+
+    #[test]
+    fn a_number_for_an_enum_is_a_field_error_not_malformed_json() {
+        #[derive(Debug, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        enum Status {
+            Active,
+        }
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Patch {
+            status: Status,
+        }
+        match parse_json::<Patch>(br#"{"status": 7}"#) {
+            Err(AppError::Validation { errors, .. }) => assert_eq!(errors[0].field, "status"),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_json::<Patch>(br#"{"status": "active"}"#).is_ok());
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod common;
 mod drills;
 
 mod auth;
+mod body_errors;
 mod delivery;
 mod drill_input;
 mod drill_kill;
