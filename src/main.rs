@@ -161,20 +161,35 @@ async fn serve(settings: Settings, with_worker: bool) -> anyhow::Result<()> {
             state.vault.clone(),
         )
     });
+    // After the bind (in `build`), with the real port when bound to :0.
     tracing::info!(
-        port = app.port(),
         worker = with_worker,
-        "postline listening"
+        "listening on http://{}",
+        app.address()
     );
-    // actix handles SIGTERM/SIGINT: it stops accepting and drains requests.
-    let served = app.run_until_stopped().await;
-    if let Some(w) = worker {
-        w.stop(Duration::from_secs(
-            state.settings.worker.shutdown_timeout_secs,
-        ))
+    let served = app
+        .run_until(async {
+            let signal = shutdown_signal().await;
+            tracing::info!(signal, "shutdown: signal received");
+        })
         .await;
+    if let Some(w) = worker {
+        stop_worker(w, &state.settings).await;
     }
+    tracing::info!("shutdown: complete");
     served
+}
+
+/// Stops the delivery worker: it stops claiming, its in-flight sends finish
+/// (up to `worker.shutdown_timeout_secs`), the rest is released.
+async fn stop_worker(w: worker::WorkerHandle, settings: &Settings) {
+    let timeout = settings.worker.shutdown_timeout_secs;
+    tracing::info!(
+        timeout_secs = timeout,
+        "shutdown: worker stops claiming; in-flight deliveries finish"
+    );
+    w.stop(Duration::from_secs(timeout)).await;
+    tracing::info!("shutdown: worker stopped");
 }
 
 async fn worker_only(settings: Settings) -> anyhow::Result<()> {
@@ -195,19 +210,18 @@ async fn worker_only(settings: Settings) -> anyhow::Result<()> {
     };
     let handle = worker::spawn(settings.clone(), pool, vault);
     tracing::info!("postline worker running");
-    shutdown_signal().await;
+    let signal = shutdown_signal().await;
+    tracing::info!(signal, "shutdown: signal received");
     if let Some(m) = metrics {
         m.stop(true).await;
     }
-    tracing::info!("shutting down: finishing in-flight deliveries");
-    handle
-        .stop(Duration::from_secs(settings.worker.shutdown_timeout_secs))
-        .await;
+    stop_worker(handle, &settings).await;
+    tracing::info!("shutdown: complete");
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT, with the signal's name.
+async fn shutdown_signal() -> &'static str {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -216,16 +230,19 @@ async fn shutdown_signal() {
                 Ok(s) => s,
                 Err(_) => {
                     let _ = ctrl_c.await;
-                    return;
+                    return "SIGINT";
                 }
             };
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = ctrl_c => "SIGINT",
+            _ = term.recv() => "SIGTERM",
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    {
+        let _ = ctrl_c.await;
+        "SIGINT"
+    }
 }
 
 async fn migrate(settings: Settings) -> anyhow::Result<()> {

@@ -1,4 +1,9 @@
 //! Logging setup: human or JSON lines, filter from config (RUST_LOG wins).
+//! Logs go to stderr; colour only when stderr is a terminal and `NO_COLOR`
+//! is unset, so a redirected log (a file, a pipe, journald) holds no escape
+//! codes.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -10,9 +15,28 @@ pub fn init(settings: &LogSettings) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").is_some(),
+        ));
     let _ = match settings.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Human => builder.try_init(),
     };
+}
+
+/// <https://no-color.org>: any value of `NO_COLOR` turns colour off.
+fn colour(terminal: bool, no_color: bool) -> bool {
+    terminal && !no_color
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(super::colour(true, false));
+        assert!(!super::colour(false, false));
+        assert!(!super::colour(true, true));
+    }
 }

@@ -108,6 +108,10 @@ impl FromRequest for Principal {
                 state.ok_or_else(|| AppError::internal("auth", "AppState not registered"))?;
             let token = token.ok_or(AppError::Unauthorized)?;
             let key = state.auth.authenticate(&token).await?;
+            req.extensions_mut().insert(match key.tenant_id {
+                Some(t) => crate::http::Caller::Tenant(t.0),
+                None => crate::http::Caller::Admin,
+            });
             if key.kind == KeyKind::Live && key.tenant_suspended {
                 return Err(AppError::forbidden(
                     "tenant_suspended",

@@ -214,7 +214,7 @@ async fn every_body_route_names_the_field_of_a_wrong_type_unknown_field_or_wrong
             let resp = fx.json(r, &body).await;
             assert_names(&resp, &format!("{what} body {body}"), "");
         }
-        // An unknown field, alone and next to a known one.
+        // An unknown field.
         let resp = fx.json(r, &json!({"no_such_field": 1})).await;
         assert_names(&resp, &format!("{what} unknown"), "no_such_field");
         // Wrong type for each field.

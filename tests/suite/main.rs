@@ -19,6 +19,7 @@ mod delivery;
 mod drill_input;
 mod drill_kill;
 mod drill_relay;
+mod first_hour;
 mod http_errors;
 mod limits;
 mod observability;
