@@ -98,6 +98,10 @@ async fn a_redirected_log_is_plain_one_line_per_request_and_ctrl_c_stops_in_step
         }
     }
     assert!(!log.contains("forced shutdown"), "{log}");
+    assert!(
+        !log.contains("actix_server"),
+        "actix chatter at info: {log}"
+    );
     drop(server);
     common::drop_database(&db);
     let _ = std::fs::remove_dir_all(&mail);

@@ -16,6 +16,7 @@ mod drills;
 mod auth;
 mod body_errors;
 mod delivery;
+mod dev_run;
 mod drill_input;
 mod drill_kill;
 mod drill_relay;
