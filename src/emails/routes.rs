@@ -6,7 +6,7 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::input::{BatchRequest, SendRequest};
-use super::service::{self, ListQuery, Reply};
+use super::service::{self, ListQuery, Reply, TenantListQuery};
 use super::view::{Accepted, BatchAccepted, EmailDetail, EmailSummary};
 use crate::auth::Principal;
 use crate::body::JsonBody;
@@ -118,17 +118,17 @@ pub async fn list(
 
 /// List one tenant's messages (admin key).
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/emails", tag = "Emails",
-    params(("tenant" = String, Path, description = "Tenant id or external_id"), ListQuery),
+    params(("tenant" = String, Path, description = "Tenant id or external_id"), TenantListQuery),
     responses((status = 200, body = Page<EmailSummary>), (status = "4XX", body = Problem)),
     security(("bearer" = ["emails:read"])))]
 pub async fn list_for_tenant(
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    query: web::Query<ListQuery>,
+    query: web::Query<TenantListQuery>,
 ) -> AppResult<HttpResponse> {
     who.require_admin(Permission::EmailsRead)?;
-    let page = service::list(&state, &who, Some(&path), query.into_inner()).await?;
+    let page = service::list(&state, &who, Some(&path), query.into_inner().into()).await?;
     Ok(HttpResponse::Ok().json(page))
 }
 

@@ -363,14 +363,46 @@ async fn reading_tenant(
     Ok(Some(TenantId(row.id)))
 }
 
+/// `GET /v1/emails`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Messages per page, 1-100, default 20.
     pub limit: Option<i64>,
+    /// next_cursor of the previous page.
     pub cursor: Option<String>,
+    /// Only messages in this status: queued, sending, deferred, delivered, bounced, failed or canceled.
     pub status: Option<String>,
+    /// Only messages with this tag: key (any value) or key:value.
     pub tag: Option<String>,
+    /// Admin keys: only this tenant's messages (id or external_id); without it, every tenant's.
     pub tenant_id: Option<String>,
+}
+
+/// `GET /v1/tenants/{tenant}/emails`: the tenant is the path's.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TenantListQuery {
+    /// Messages per page, 1-100, default 20.
+    pub limit: Option<i64>,
+    /// next_cursor of the previous page.
+    pub cursor: Option<String>,
+    /// Only messages in this status: queued, sending, deferred, delivered, bounced, failed or canceled.
+    pub status: Option<String>,
+    /// Only messages with this tag: key (any value) or key:value.
+    pub tag: Option<String>,
+}
+
+impl From<TenantListQuery> for ListQuery {
+    fn from(q: TenantListQuery) -> Self {
+        ListQuery {
+            limit: q.limit,
+            cursor: q.cursor,
+            status: q.status,
+            tag: q.tag,
+            tenant_id: None,
+        }
+    }
 }
 
 pub async fn list(
