@@ -67,7 +67,12 @@ pub fn parse_url(raw: &str, guard: Guard) -> Result<Url, String> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err("must not contain credentials".into());
     }
-    let refused = |r| format!("is not allowed: {r}");
+    let refused = |r: crate::net_guard::Refusal| {
+        format!(
+            "is not allowed: {}",
+            r.explained("webhooks.allow_private_targets")
+        )
+    };
     match url.host() {
         None => return Err("must name a host".into()),
         Some(url::Host::Domain(d)) => guard.check_host(d).map_err(refused)?,

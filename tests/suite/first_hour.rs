@@ -112,3 +112,36 @@ fn tempdir() -> String {
     std::fs::create_dir_all(&dir).unwrap();
     dir.to_string_lossy().into_owned()
 }
+
+/// Outside local mode a loopback receiver is refused, and the refusal names
+/// the setting that allows it (a metadata address names none: never allowed).
+#[tokio::test]
+async fn a_refused_loopback_webhook_names_the_setting_that_allows_it() {
+    use serde_json::json;
+    let app = common::TestApp::spawn_with(|s| s.webhooks.allow_private_targets = false).await;
+    let t = app.create_tenant(json!({"name": "Hooks"})).await;
+    let path = format!("/v1/tenants/{}/webhooks", t["id"].as_str().unwrap());
+    let r = app
+        .post(
+            &path,
+            &app.admin_key,
+            json!({"url": "http://127.0.0.1:9000/hook", "events": ["*"]}),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    let message = r.json["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("webhooks.allow_private_targets"),
+        "{}",
+        r.text
+    );
+    let r = app
+        .post(
+            &path,
+            &app.admin_key,
+            json!({"url": "http://169.254.169.254/latest", "events": ["*"]}),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(!r.text.contains("allow_private_targets"), "{}", r.text);
+}
