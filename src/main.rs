@@ -104,6 +104,7 @@ fn main() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("postline: {e}");
+            dev_hint();
             std::process::exit(2);
         }
     };
@@ -140,8 +141,22 @@ fn main() {
         }
     };
     if let Err(e) = result {
-        eprintln!("postline: {e:#}");
+        let text = format!("{e:#}");
+        eprintln!("postline: {text}");
+        if text.starts_with("database.url") {
+            dev_hint();
+        }
         std::process::exit(1);
+    }
+}
+
+/// In a checkout where `deploy/dev run` made its environment file, the
+/// missing settings are probably in it.
+fn dev_hint() {
+    if std::path::Path::new(".data/env").is_file() {
+        eprintln!(
+            "postline: hint: for the cluster of deploy/dev run, `. .data/env` first (it sets DATABASE_URL and POSTLINE__SECURITY__MASTER_KEY_FILE), or run `deploy/dev postline ...`"
+        );
     }
 }
 
