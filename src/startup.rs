@@ -87,9 +87,9 @@ impl Application {
         &self.state
     }
 
-    /// Serves until the server is stopped through its handle (tests), then
-    /// flushes what is kept in memory. Signals are not handled here: see
-    /// [`Application::run_until`].
+    /// Serves until the server stops by itself (tests: until their runtime
+    /// ends), then flushes what is kept in memory. Signals are not handled
+    /// here: main uses [`Application::run_until`].
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.run_until(std::future::pending()).await
     }

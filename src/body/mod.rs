@@ -77,8 +77,9 @@ impl JsonBody {
     }
 }
 
-/// `application/json` (any parameters, e.g. `; charset=utf-8`), or a message
-/// naming what was sent instead.
+/// `application/json` or an `application/…+json` type such as
+/// `application/merge-patch+json` (any parameters, e.g. `; charset=utf-8`),
+/// or a message naming what was sent instead.
 fn json_media_type(req: &HttpRequest) -> Result<(), String> {
     let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
         return Err(
@@ -91,7 +92,10 @@ fn json_media_type(req: &HttpRequest) -> Result<(), String> {
         .and_then(|v| v.split(';').next())
         .map(str::trim)
         .unwrap_or("");
-    if essence.eq_ignore_ascii_case("application/json") {
+    let essence_lower = essence.to_ascii_lowercase();
+    let json = essence_lower == "application/json"
+        || (essence_lower.starts_with("application/") && essence_lower.ends_with("+json"));
+    if json {
         Ok(())
     } else {
         Err(format!(

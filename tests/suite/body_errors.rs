@@ -294,20 +294,18 @@ async fn a_body_without_json_content_type_is_415_on_every_body_route() {
                 .unwrap()
                 .contains("application/json"));
         }
-        // Parameters are fine.
-        let resp = fx
-            .send(
-                r,
-                fx.key(r),
-                Some("application/json; charset=utf-8"),
-                b"[]".to_vec(),
-            )
-            .await;
-        assert_eq!(
-            resp.status, 422,
-            "{} {}: {}",
-            r.method, r.pattern, resp.text
-        );
+        // Parameters and +json types are fine.
+        for ctype in [
+            "application/json; charset=utf-8",
+            "application/merge-patch+json",
+        ] {
+            let resp = fx.send(r, fx.key(r), Some(ctype), b"[]".to_vec()).await;
+            assert_eq!(
+                resp.status, 422,
+                "{} {} {ctype}: {}",
+                r.method, r.pattern, resp.text
+            );
+        }
     }
 }
 
