@@ -36,8 +36,12 @@ pub enum AppError {
     NotFound,
     #[error("conflict ({code}): {detail}")]
     Conflict { code: &'static str, detail: String },
-    #[error("payload too large")]
-    PayloadTooLarge,
+    /// `limit`: the configured maximum body size in bytes.
+    #[error("payload too large (limit {limit} bytes)")]
+    PayloadTooLarge { limit: usize },
+    /// The body is not declared as JSON; the message names what was sent.
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
     #[error("validation failed ({code}): {detail}")]
     Validation {
         code: &'static str,
@@ -108,7 +112,8 @@ impl AppError {
             AppError::Forbidden { code, .. } => code,
             AppError::NotFound => "not_found",
             AppError::Conflict { code, .. } => code,
-            AppError::PayloadTooLarge => "payload_too_large",
+            AppError::PayloadTooLarge { .. } => "payload_too_large",
+            AppError::UnsupportedMediaType(_) => "unsupported_media_type",
             AppError::Validation { code, .. } => code,
             AppError::TooManyRequests { code, .. } => code,
             AppError::MethodNotAllowed => "method_not_allowed",
@@ -119,18 +124,32 @@ impl AppError {
 
     fn public_detail(&self) -> String {
         match self {
-            AppError::MalformedJson(d) => d.clone(),
+            AppError::MalformedJson(d) | AppError::UnsupportedMediaType(d) => d.clone(),
             AppError::Unauthorized => "A valid API key is required.".into(),
             AppError::Forbidden { detail, .. }
             | AppError::Conflict { detail, .. }
             | AppError::Validation { detail, .. }
             | AppError::TooManyRequests { detail, .. } => detail.clone(),
             AppError::NotFound => "The requested resource does not exist.".into(),
-            AppError::PayloadTooLarge => "The request body exceeds the allowed size.".into(),
+            AppError::PayloadTooLarge { limit } => format!(
+                "The request body exceeds the limit of {} (limits.max_request_bytes).",
+                byte_size(*limit)
+            ),
             AppError::MethodNotAllowed => "This method is not allowed on this resource.".into(),
             AppError::Unavailable(_) => "The service is temporarily unavailable.".into(),
             AppError::Internal(_) => "An internal error occurred.".into(),
         }
+    }
+}
+
+/// `10485760 bytes (10 MiB)`; whole KiB/MiB only, so the figure stays exact.
+fn byte_size(n: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * 1024;
+    match n {
+        n if n >= MIB && n % MIB == 0 => format!("{n} bytes ({} MiB)", n / MIB),
+        n if n >= KIB && n % KIB == 0 => format!("{n} bytes ({} KiB)", n / KIB),
+        n => format!("{n} bytes"),
     }
 }
 
@@ -181,7 +200,8 @@ impl ResponseError for AppError {
             AppError::Forbidden { .. } => StatusCode::FORBIDDEN,
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::Conflict { .. } => StatusCode::CONFLICT,
-            AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

@@ -23,16 +23,18 @@ use crate::state::AppState;
 pub fn json_config(max_bytes: usize) -> web::JsonConfig {
     web::JsonConfig::default()
         .limit(max_bytes)
-        .error_handler(|err, _req| json_error(err).into())
+        .error_handler(move |err, _req| json_error(err, max_bytes).into())
 }
 
-fn json_error(err: JsonPayloadError) -> AppError {
+/// For a handler that still takes actix's `web::Json` (the API's handlers
+/// take [`crate::body::JsonBody`], whose errors name the field).
+fn json_error(err: JsonPayloadError, max_bytes: usize) -> AppError {
     match err {
         JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
-            AppError::PayloadTooLarge
+            AppError::PayloadTooLarge { limit: max_bytes }
         }
         JsonPayloadError::ContentType => {
-            AppError::MalformedJson("Content-Type must be application/json.".into())
+            AppError::UnsupportedMediaType("Content-Type must be application/json.".into())
         }
         JsonPayloadError::Deserialize(e) if e.is_data() => AppError::Validation {
             code: "validation_failed",
@@ -85,7 +87,11 @@ fn bare_to_problem<B: MessageBody + 'static>(
     let err = match status {
         StatusCode::NOT_FOUND => Some(AppError::NotFound),
         StatusCode::METHOD_NOT_ALLOWED => Some(AppError::MethodNotAllowed),
-        StatusCode::PAYLOAD_TOO_LARGE => Some(AppError::PayloadTooLarge),
+        StatusCode::PAYLOAD_TOO_LARGE => Some(AppError::PayloadTooLarge {
+            limit: req
+                .app_data::<web::Data<AppState>>()
+                .map_or(0, |s| s.settings.limits.max_request_bytes),
+        }),
         _ => None,
     };
     let resp: HttpResponse<BoxBody> = match err {
@@ -168,14 +174,20 @@ pub fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
-/// The request span of `tracing-actix-web` without its per-error event
+/// The request span: the request id alone (every line of a request carries
+/// it; method, route and status are in the access line). No per-error event
 /// (errors are logged once by `AppError`); the access line is written by
-/// [`finish`] inside the span, so it carries the request id.
+/// [`finish`] inside the span.
 pub struct QuietRootSpan;
 
 impl tracing_actix_web::RootSpanBuilder for QuietRootSpan {
     fn on_request_start(request: &actix_web::dev::ServiceRequest) -> tracing::Span {
-        tracing_actix_web::root_span!(level = tracing::Level::INFO, request)
+        let id = request
+            .extensions()
+            .get::<tracing_actix_web::RequestId>()
+            .map(|id| id.to_string())
+            .unwrap_or_default();
+        tracing::info_span!("request", id = %id)
     }
 
     fn on_request_end<B: MessageBody>(
@@ -185,8 +197,26 @@ impl tracing_actix_web::RootSpanBuilder for QuietRootSpan {
     }
 }
 
+/// Who called, for the access line: set by the `Principal` extractor once
+/// the key is verified (`-` when no key was accepted).
+#[derive(Clone, Copy, Debug)]
+pub enum Caller {
+    Admin,
+    Tenant(uuid::Uuid),
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::Admin => f.write_str("admin"),
+            Caller::Tenant(id) => write!(f, "{id}"),
+        }
+    }
+}
+
 /// Runs on every response: RateLimit headers, `x-request-id`, metrics by
-/// route pattern, and one access log line (not for probes and scrapes).
+/// route pattern, and one compact access line (not for probes and scrapes):
+/// method, route pattern, status, latency, tenant; the span adds the id.
 pub fn finish<B>(res: &mut ServiceResponse<B>, elapsed: std::time::Duration) {
     let rate = res.request().extensions().get::<RateState>().copied();
     if let Some(rate) = rate {
@@ -209,11 +239,18 @@ pub fn finish<B>(res: &mut ServiceResponse<B>, elapsed: std::time::Duration) {
     let status = res.status().as_u16();
     crate::metrics::http(&route, &method, status, elapsed);
     if !matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics") {
+        let tenant = res
+            .request()
+            .extensions()
+            .get::<Caller>()
+            .map_or_else(|| "-".to_string(), Caller::to_string);
+        let latency_ms = (elapsed.as_secs_f64() * 10_000.0).round() / 10.0;
         tracing::info!(
             method = %method,
             route = %route,
             status,
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            latency_ms,
+            tenant = %tenant,
             "request"
         );
     }

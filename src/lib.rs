@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod auth;
 pub mod bounces;
+pub mod body;
 pub mod config;
 pub mod crypto;
 pub mod db;

@@ -118,6 +118,7 @@ fn main() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("postline: {e}");
+            dev_hint();
             std::process::exit(2);
         }
     };
@@ -156,8 +157,22 @@ fn main() {
         Command::TemplateSandbox { .. } => Ok(()),
     };
     if let Err(e) = result {
-        eprintln!("postline: {e:#}");
+        let text = format!("{e:#}");
+        eprintln!("postline: {text}");
+        if text.starts_with("database.url") {
+            dev_hint();
+        }
         std::process::exit(1);
+    }
+}
+
+/// In a checkout where `deploy/dev run` made its environment file, the
+/// missing settings are probably in it.
+fn dev_hint() {
+    if std::path::Path::new(".data/env").is_file() {
+        eprintln!(
+            "postline: hint: for the cluster of deploy/dev run, `. .data/env` first (it sets DATABASE_URL and POSTLINE__SECURITY__MASTER_KEY_FILE), or run `deploy/dev postline ...`"
+        );
     }
 }
 
@@ -191,13 +206,18 @@ async fn serve(settings: Settings, with_worker: bool) -> anyhow::Result<()> {
     // The domain recheck runs with the worker role (issue 12).
     let recheck =
         with_worker.then(|| postline::domains::service::spawn_recheck(state.domains.clone()));
+    // After the bind (in `build`), with the real port when bound to :0.
     tracing::info!(
-        port = app.port(),
         worker = with_worker,
-        "postline listening"
+        "listening on http://{}",
+        app.address()
     );
-    // actix handles SIGTERM/SIGINT: it stops accepting and drains requests.
-    let served = app.run_until_stopped().await;
+    let served = app
+        .run_until(async {
+            let signal = shutdown_signal().await;
+            tracing::info!(signal, "shutdown: signal received");
+        })
+        .await;
     if let Some(r) = recheck {
         r.abort();
     }
@@ -205,12 +225,23 @@ async fn serve(settings: Settings, with_worker: bool) -> anyhow::Result<()> {
         i.stop().await;
     }
     if let Some(w) = worker {
-        w.stop(Duration::from_secs(
-            state.settings.worker.shutdown_timeout_secs,
-        ))
-        .await;
+        stop_worker(w, &state.settings).await;
     }
+    tracing::info!("shutdown: complete");
     served
+}
+
+/// Stops the delivery worker: it stops claiming, its in-flight sends finish
+/// (up to `worker.shutdown_timeout_secs`), the rest is released; the worker
+/// logs how many of each.
+async fn stop_worker(w: worker::WorkerHandle, settings: &Settings) {
+    let timeout = settings.worker.shutdown_timeout_secs;
+    tracing::info!(
+        timeout_secs = timeout,
+        "shutdown: worker stops claiming; in-flight deliveries finish"
+    );
+    w.stop(Duration::from_secs(timeout)).await;
+    tracing::info!("shutdown: worker stopped");
 }
 
 async fn worker_only(settings: Settings) -> anyhow::Result<()> {
@@ -221,14 +252,12 @@ async fn worker_only(settings: Settings) -> anyhow::Result<()> {
     let metrics = match settings.worker.metrics_bind.as_str() {
         "" => None,
         bind => {
+            let depth = postline::metrics::QueueDepth::new(
+                pool.clone(),
+                Duration::from_secs(settings.metrics.queue_depth_secs),
+            );
             let server = std::net::TcpListener::bind(bind)
-                .and_then(|l| {
-                    let queue = postline::metrics::QueueDepth::new(
-                        pool.clone(),
-                        Duration::from_secs(settings.metrics.queue_depth_secs),
-                    );
-                    postline::http::worker_server(queue, l)
-                })
+                .and_then(|l| postline::http::worker_server(depth, l))
                 .map_err(|e| anyhow::anyhow!("worker.metrics_bind: cannot bind {bind}: {e}"))?;
             let handle = server.handle();
             tokio::spawn(server);
@@ -240,23 +269,22 @@ async fn worker_only(settings: Settings) -> anyhow::Result<()> {
     let inbound = postline::bounces::inbound::start(&settings, pool.clone()).await?;
     let handle = worker::spawn(settings.clone(), pool, vault);
     tracing::info!("postline worker running");
-    shutdown_signal().await;
+    let signal = shutdown_signal().await;
+    tracing::info!(signal, "shutdown: signal received");
+    if let Some(m) = metrics {
+        m.stop(true).await;
+    }
     recheck.abort();
     if let Some(i) = inbound {
         i.stop().await;
     }
-    if let Some(m) = metrics {
-        m.stop(true).await;
-    }
-    tracing::info!("shutting down: finishing in-flight deliveries");
-    handle
-        .stop(Duration::from_secs(settings.worker.shutdown_timeout_secs))
-        .await;
+    stop_worker(handle, &settings).await;
+    tracing::info!("shutdown: complete");
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT, with the signal's name.
+async fn shutdown_signal() -> &'static str {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -265,16 +293,19 @@ async fn shutdown_signal() {
                 Ok(s) => s,
                 Err(_) => {
                     let _ = ctrl_c.await;
-                    return;
+                    return "SIGINT";
                 }
             };
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = ctrl_c => "SIGINT",
+            _ = term.recv() => "SIGTERM",
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    {
+        let _ = ctrl_c.await;
+        "SIGINT"
+    }
 }
 
 async fn migrate(settings: Settings) -> anyhow::Result<()> {

@@ -27,6 +27,20 @@ pub enum Refusal {
     Unresolved(String),
 }
 
+impl Refusal {
+    /// The refusal's text, naming the setting that would allow the address
+    /// when one does (`key`: `webhooks.allow_private_targets` or
+    /// `delivery.allow_private_relays`); metadata addresses never are.
+    pub fn explained(&self, key: &str) -> String {
+        match self {
+            Refusal::Blocked { .. } | Refusal::ObfuscatedIpv4(_) | Refusal::LocalName(_) => {
+                format!("{self} (allowed when {key} is true, as under deploy/dev run)")
+            }
+            _ => self.to_string(),
+        }
+    }
+}
+
 /// The addresses that are refused even when private targets are allowed.
 const METADATA_V4: [Ipv4Addr; 3] = [
     Ipv4Addr::new(169, 254, 169, 254), // AWS, GCP, Azure, OpenStack, ...

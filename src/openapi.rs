@@ -198,7 +198,33 @@ pub fn endpoints() -> Vec<Endpoint> {
 #[utoipa::path(get, path = "/openapi.json", tag = "Operations",
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
 pub async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    HttpResponse::Ok().json(document())
+}
+
+/// The document as served: descriptions in plain text. The doc comments
+/// they come from are also rustdoc, where `code` is marked with backticks;
+/// a reader of `/docs` or of a generated client would see them literally.
+pub fn document() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    plain_text(&mut doc);
+    doc
+}
+
+fn plain_text(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, x) in map.iter_mut() {
+                match x {
+                    serde_json::Value::String(s) if k == "description" || k == "summary" => {
+                        *s = s.replace('`', "");
+                    }
+                    _ => plain_text(x),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(plain_text),
+        _ => {}
+    }
 }
 
 /// A readable API reference rendered from this document.
@@ -207,7 +233,7 @@ pub async fn openapi_json() -> HttpResponse {
 pub async fn docs() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .body(render_html(&ApiDoc::openapi()))
+        .body(render_html(&document()))
 }
 
 fn esc(s: &str) -> String {
@@ -220,8 +246,7 @@ fn esc(s: &str) -> String {
 /// One section per operation: method, path, summary, permissions,
 /// parameters, request body and responses, with schema names linked to the
 /// schema list at the end.
-pub fn render_html(api: &utoipa::openapi::OpenApi) -> String {
-    let doc = serde_json::to_value(api).unwrap_or_default();
+pub fn render_html(doc: &serde_json::Value) -> String {
     let mut out = String::from(concat!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Postline API reference</title>",
         "<style>body{font:15px/1.5 system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}",

@@ -21,7 +21,7 @@ use crate::webhooks::sender::Sender;
 use crate::{http, routes};
 
 pub struct Application {
-    port: u16,
+    address: std::net::SocketAddr,
     server: Server,
     state: AppState,
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -66,7 +66,7 @@ impl Application {
         let listener = TcpListener::bind(&settings.server.bind).map_err(|e| {
             anyhow::anyhow!("server.bind: cannot bind {}: {e}", settings.server.bind)
         })?;
-        let port = listener.local_addr()?.port();
+        let address = listener.local_addr()?;
         let server = http_server(state.clone(), listener)?;
         let background = vec![
             state
@@ -77,7 +77,7 @@ impl Application {
                 .spawn_flusher(Duration::from_secs(settings.limits.usage_flush_secs)),
         ];
         Ok(Application {
-            port,
+            address,
             server,
             state,
             background,
@@ -85,17 +85,46 @@ impl Application {
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.address.port()
+    }
+
+    /// The address the listener is bound to (the real port when `:0`).
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.address
     }
 
     pub fn state(&self) -> &AppState {
         &self.state
     }
 
-    /// Serves until SIGTERM/SIGINT (actix handles the signals and drains
-    /// in-flight requests), then flushes what is kept in memory.
+    /// Serves until the server stops by itself (tests: until their runtime
+    /// ends), then flushes what is kept in memory. Signals are not handled
+    /// here: main uses [`Application::run_until`].
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.server.await?;
+        self.run_until(std::future::pending()).await
+    }
+
+    /// Serves until `stop` resolves (main: SIGINT/SIGTERM), then stops
+    /// accepting, lets in-flight requests finish (up to 30 s), and flushes
+    /// what is kept in memory; each step is logged.
+    pub async fn run_until(
+        self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let mut server = self.server;
+        tokio::select! {
+            served = &mut server => served?,
+            () = stop => {
+                tracing::info!(
+                    timeout_secs = SHUTDOWN_TIMEOUT_SECS,
+                    "shutdown: HTTP server stopped accepting; finishing in-flight requests"
+                );
+                let ((), served) = tokio::join!(handle.stop(true), &mut server);
+                served?;
+                tracing::info!("shutdown: HTTP server stopped");
+            }
+        }
         for task in &self.background {
             task.abort();
         }
@@ -105,6 +134,7 @@ impl Application {
         if let Err(e) = self.state.requests.flush().await {
             tracing::warn!(error = %e, "final flush of api request counts failed");
         }
+        tracing::debug!("shutdown: usage counters and key last-use flushed");
         Ok(())
     }
 }
@@ -120,6 +150,9 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<Vec<String>> {
     })
     .await?
 }
+
+/// How long in-flight requests may take to finish at shutdown.
+const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 
 fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server> {
     let workers = state.settings.server.workers;
@@ -149,7 +182,10 @@ fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server>
             .default_service(web::to(http::not_found))
     })
     .listen(listener)?
-    .shutdown_timeout(30);
+    // main handles SIGINT/SIGTERM itself (`run_until`): actix treats SIGINT
+    // as a forced shutdown that drops in-flight requests.
+    .disable_signals()
+    .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS);
     if workers > 0 {
         server = server.workers(workers);
     }

@@ -132,6 +132,10 @@ impl FromRequest for Principal {
             let token = token.ok_or(AppError::Unauthorized)?;
             let client = client_ip(&req, state.settings.auth.trust_x_forwarded_for);
             let key = state.auth.authenticate_from(token.expose(), client).await?;
+            req.extensions_mut().insert(match key.tenant_id {
+                Some(t) => crate::http::Caller::Tenant(t.0),
+                None => crate::http::Caller::Admin,
+            });
             if key.kind == KeyKind::Live && key.tenant_suspended {
                 return Err(AppError::forbidden(
                     "tenant_suspended",

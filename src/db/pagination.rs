@@ -18,7 +18,7 @@ pub const MAX_LIMIT: i64 = 100;
 pub struct PageQuery {
     /// 1-100, default 20.
     pub limit: Option<i64>,
-    /// `next_cursor` of the previous page.
+    /// next_cursor of the previous page.
     pub cursor: Option<String>,
 }
 

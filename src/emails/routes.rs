@@ -6,9 +6,10 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::input::{BatchRequest, SendRequest};
-use super::service::{self, ListQuery, Reply};
+use super::service::{self, ListQuery, Reply, TenantListQuery};
 use super::view::{Accepted, BatchAccepted, EmailDetail, EmailSummary};
 use crate::auth::Principal;
+use crate::body::JsonBody;
 use crate::db::pagination::Page;
 use crate::domain::Permission;
 use crate::error::{AppError, AppResult, Problem};
@@ -62,25 +63,6 @@ pub fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
-/// The body must be declared JSON; anything else is a 400 like a bad body.
-fn json_body<'a>(req: &HttpRequest, body: &'a web::Bytes) -> AppResult<&'a [u8]> {
-    let is_json = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-        });
-    if !is_json {
-        return Err(AppError::MalformedJson(
-            "Content-Type must be application/json.".into(),
-        ));
-    }
-    Ok(body.as_ref())
-}
-
 fn idempotency_key(req: &HttpRequest) -> AppResult<Option<String>> {
     match req.headers().get("Idempotency-Key") {
         None => Ok(None),
@@ -104,16 +86,11 @@ pub async fn send(
     who: Principal,
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Bytes,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
-    let reply = service::send_one(
-        &state,
-        &who,
-        None,
-        json_body(&req, &body)?,
-        idempotency_key(&req)?,
-    )
-    .await?;
+    who.require(Permission::Send)?;
+    let body = body.bytes().await?;
+    let reply = service::send_one(&state, &who, None, &body, idempotency_key(&req)?).await?;
     Ok(respond(reply))
 }
 
@@ -128,17 +105,11 @@ pub async fn send_for_tenant(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
     who.require_admin(Permission::Send)?;
-    let reply = service::send_one(
-        &state,
-        &who,
-        Some(&path),
-        json_body(&req, &body)?,
-        idempotency_key(&req)?,
-    )
-    .await?;
+    let body = body.bytes().await?;
+    let reply = service::send_one(&state, &who, Some(&path), &body, idempotency_key(&req)?).await?;
     Ok(respond(reply))
 }
 
@@ -151,15 +122,11 @@ pub async fn send_batch(
     who: Principal,
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Bytes,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
-    let reply = service::send_batch(
-        &state,
-        &who,
-        json_body(&req, &body)?,
-        idempotency_key(&req)?,
-    )
-    .await?;
+    who.require(Permission::Send)?;
+    let body = body.bytes().await?;
+    let reply = service::send_batch(&state, &who, &body, idempotency_key(&req)?).await?;
     Ok(respond(reply))
 }
 
@@ -178,17 +145,17 @@ pub async fn list(
 
 /// List one tenant's messages (admin key).
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/emails", tag = "Emails",
-    params(("tenant" = String, Path, description = "Tenant id or external_id"), ListQuery),
+    params(("tenant" = String, Path, description = "Tenant id or external_id"), TenantListQuery),
     responses((status = 200, body = Page<EmailSummary>), (status = "4XX", body = Problem)),
     security(("bearer" = ["emails:read"])))]
 pub async fn list_for_tenant(
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    query: web::Query<ListQuery>,
+    query: web::Query<TenantListQuery>,
 ) -> AppResult<HttpResponse> {
     who.require_admin(Permission::EmailsRead)?;
-    let page = service::list(&state, &who, Some(&path), query.into_inner()).await?;
+    let page = service::list(&state, &who, Some(&path), query.into_inner().into()).await?;
     Ok(HttpResponse::Ok().json(page))
 }
 

@@ -143,7 +143,10 @@ fn to_row(
 
 /// Names the failing message of a batch in the detail (field names already
 /// carry the `emails[i].` prefix).
+/// A batch message's error names its message once: a detail that starts
+/// with its path already (`emails[1].to[0]: ...`) is left as it is.
 fn at_index(e: AppError, i: usize) -> AppError {
+    let prefix = format!("emails[{i}]");
     match e {
         AppError::Validation {
             code,
@@ -151,7 +154,10 @@ fn at_index(e: AppError, i: usize) -> AppError {
             errors,
         } => AppError::Validation {
             code,
-            detail: format!("emails[{i}]: {detail}"),
+            detail: match detail.starts_with(&prefix) {
+                true => detail,
+                false => format!("{prefix}: {detail}"),
+            },
             errors,
         },
         other => other,
@@ -306,20 +312,6 @@ fn request_hash(kind: &str, body: &[u8]) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> AppResult<T> {
-    serde_json::from_slice(body).map_err(|e| {
-        if e.is_data() {
-            AppError::Validation {
-                code: "validation_failed",
-                detail: e.to_string(),
-                errors: Vec::new(),
-            }
-        } else {
-            AppError::MalformedJson(format!("The body is not valid JSON: {e}"))
-        }
-    })
-}
-
 /// `POST /v1/emails` and `POST /v1/tenants/{id}/emails`.
 pub async fn send_one(
     state: &AppState,
@@ -329,7 +321,7 @@ pub async fn send_one(
     idem_key: Option<String>,
 ) -> AppResult<Reply> {
     who.require(Permission::Send)?;
-    let req: SendRequest = parse(body)?;
+    let req: SendRequest = crate::body::parse_json(body)?;
     let mut acc = Accumulated::default();
     let row = prepare(state, who, path, req, "", &mut acc).await?;
     let reply = (
@@ -362,7 +354,7 @@ pub async fn send_batch(
     idem_key: Option<String>,
 ) -> AppResult<Reply> {
     who.require(Permission::Send)?;
-    let batch: BatchRequest = parse(body)?;
+    let batch: BatchRequest = crate::body::parse_json(body)?;
     if batch.emails.is_empty() || batch.emails.len() > MAX_BATCH {
         return Err(AppError::invalid(
             "emails",
@@ -427,16 +419,48 @@ async fn reading_tenant(
     Ok(Some(TenantId(row.id)))
 }
 
+/// `GET /v1/emails`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Messages per page, 1-100, default 20.
     pub limit: Option<i64>,
+    /// next_cursor of the previous page.
     pub cursor: Option<String>,
+    /// Only messages in this status: queued, sending, deferred, delivered, bounced, failed or canceled.
     pub status: Option<String>,
+    /// Only messages with this tag: key (any value) or key:value.
     pub tag: Option<String>,
     /// Messages to this address (exact, case-insensitive).
     pub recipient: Option<String>,
+    /// Admin keys: only this tenant's messages (id or external_id); without it, every tenant's.
     pub tenant_id: Option<String>,
+}
+
+/// `GET /v1/tenants/{tenant}/emails`: the tenant is the path's.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TenantListQuery {
+    /// Messages per page, 1-100, default 20.
+    pub limit: Option<i64>,
+    /// next_cursor of the previous page.
+    pub cursor: Option<String>,
+    /// Only messages in this status: queued, sending, deferred, delivered, bounced, failed or canceled.
+    pub status: Option<String>,
+    /// Only messages with this tag: key (any value) or key:value.
+    pub tag: Option<String>,
+}
+
+impl From<TenantListQuery> for ListQuery {
+    fn from(q: TenantListQuery) -> Self {
+        ListQuery {
+            limit: q.limit,
+            cursor: q.cursor,
+            status: q.status,
+            tag: q.tag,
+            tenant_id: None,
+        }
+    }
 }
 
 pub async fn list(

@@ -6,6 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::service::{self, CreateKey, KeyView};
 use crate::audit::Actor;
 use crate::auth::Principal;
+use crate::body::JsonBody;
 use crate::db::pagination::{Page, PageQuery};
 use crate::domain::Permission;
 use crate::error::{AppResult, Problem};
@@ -64,15 +65,16 @@ pub async fn create_tenant_key(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<CreateKey>,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
     who.require_admin(Permission::KeysWrite)?;
+    let input: CreateKey = body.parse().await?;
     let key = service::create_tenant_key(
         &state,
         &who,
         &Actor::of(&who, &req),
         TenantRef::parse(&path),
-        body.into_inner(),
+        input,
     )
     .await?;
     Ok(HttpResponse::Created().json(key))
@@ -125,11 +127,11 @@ pub async fn create_admin_key(
     who: Principal,
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<CreateKey>,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
     who.require_admin(Permission::KeysWrite)?;
-    let key =
-        service::create_admin_key(&state, &who, &Actor::of(&who, &req), body.into_inner()).await?;
+    let input: CreateKey = body.parse().await?;
+    let key = service::create_admin_key(&state, &who, &Actor::of(&who, &req), input).await?;
     Ok(HttpResponse::Created().json(key))
 }
 

@@ -11,6 +11,7 @@ use super::render::Rendered;
 use super::service;
 use super::view::TemplateView;
 use crate::auth::Principal;
+use crate::body::JsonBody;
 use crate::db::pagination::{Page, PageQuery};
 use crate::domain::{Permission, TenantId};
 use crate::error::{AppResult, Problem};
@@ -129,10 +130,11 @@ pub async fn create(
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<ScopedPath>,
-    body: web::Json<CreateTemplate>,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
     let t = tenant(&state, &who, &path, true).await?;
-    let view = service::create(&state, t, body.into_inner()).await?;
+    let input: CreateTemplate = body.parse().await?;
+    let view = service::create(&state, t, input).await?;
     Ok(HttpResponse::Created().json(view))
 }
 
@@ -173,11 +175,11 @@ pub async fn update(
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<ScopedPath>,
-    body: web::Json<UpdateTemplate>,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
     let t = tenant(&state, &who, &path, true).await?;
-    let view =
-        service::update(&state, t, TemplateRef::parse(path.id()?), body.into_inner()).await?;
+    let input: UpdateTemplate = body.parse().await?;
+    let view = service::update(&state, t, TemplateRef::parse(path.id()?), input).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -203,10 +205,11 @@ pub async fn render(
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<ScopedPath>,
-    body: web::Json<RenderRequest>,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
     let t = tenant(&state, &who, &path, false).await?;
     let r = TemplateRef::parse(path.id()?);
-    let rendered = service::preview(&state, t, r, body.into_inner()).await?;
+    let input: RenderRequest = body.parse().await?;
+    let rendered = service::preview(&state, t, r, input).await?;
     Ok(HttpResponse::Ok().json(rendered))
 }

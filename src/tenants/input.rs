@@ -315,7 +315,13 @@ fn apply_smtp(
             match relays.check_host(&h) {
                 Ok(()) => Some(h),
                 Err(r) => {
-                    errors.push(FieldError::new("smtp.host", format!("is not allowed: {r}")));
+                    errors.push(FieldError::new(
+                        "smtp.host",
+                        format!(
+                            "is not allowed: {}",
+                            r.explained("delivery.allow_private_relays")
+                        ),
+                    ));
                     None
                 }
             }

@@ -9,6 +9,7 @@ use super::service;
 use super::view::TenantView;
 use crate::audit::Actor;
 use crate::auth::Principal;
+use crate::body::JsonBody;
 use crate::db::pagination::{Page, PageQuery};
 use crate::domain::Permission;
 use crate::error::{AppResult, Problem};
@@ -64,10 +65,11 @@ pub async fn create(
     who: Principal,
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<CreateTenant>,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
     who.require_admin(Permission::TenantsWrite)?;
-    let tenant = service::create(&state, &Actor::of(&who, &req), body.into_inner()).await?;
+    let input: CreateTenant = body.parse().await?;
+    let tenant = service::create(&state, &Actor::of(&who, &req), input).await?;
     Ok(HttpResponse::Created().json(tenant))
 }
 
@@ -105,12 +107,12 @@ async fn update(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<UpdateTenant>,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
     who.require_admin(Permission::TenantsWrite)?;
+    let input: UpdateTenant = body.parse().await?;
     let actor = Actor::of(&who, &req);
-    let tenant =
-        service::update(&state, &actor, TenantRef::parse(&path), body.into_inner()).await?;
+    let tenant = service::update(&state, &actor, TenantRef::parse(&path), input).await?;
     Ok(HttpResponse::Ok().json(tenant))
 }
 
@@ -124,7 +126,7 @@ pub async fn put(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<UpdateTenant>,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
     update(who, req, state, path, body).await
 }
@@ -139,7 +141,7 @@ pub async fn patch(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<UpdateTenant>,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
     update(who, req, state, path, body).await
 }

@@ -3,7 +3,7 @@
 use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 
-use super::service::{self, UsageQuery, UsageView};
+use super::service::{self, PeriodQuery, UsageQuery, UsageView};
 use crate::auth::Principal;
 use crate::db::pagination::Page;
 use crate::domain::Permission;
@@ -31,14 +31,14 @@ pub fn endpoints() -> Vec<Endpoint> {
 
 /// One tenant's usage for a period (deleted tenants included).
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/usage", tag = "Usage",
-    params(("tenant" = String, Path, description = "Tenant id or external_id"), UsageQuery),
+    params(("tenant" = String, Path, description = "Tenant id or external_id"), PeriodQuery),
     responses((status = 200, body = UsageView), (status = "4XX", body = Problem)),
     security(("bearer" = ["usage:read"])))]
 pub async fn for_tenant(
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    query: web::Query<UsageQuery>,
+    query: web::Query<PeriodQuery>,
 ) -> AppResult<HttpResponse> {
     who.require_admin(Permission::UsageRead)?;
     let usage = service::for_tenant(&state, TenantRef::parse(&path), &query).await?;

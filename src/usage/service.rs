@@ -15,14 +15,42 @@ use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 use crate::tenants::model::{self as tenants_db, TenantRef, TenantRow};
 
+/// The period of one tenant's usage.
+#[derive(Clone, Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PeriodQuery {
+    /// A UTC month, YYYY-MM (the current month when neither it nor from/to is given).
+    pub period: Option<String>,
+    /// First day, YYYY-MM-DD, instead of period (with to; default: the first of this month).
+    pub from: Option<String>,
+    /// Last day, YYYY-MM-DD, at most 366 days after from (default: today).
+    pub to: Option<String>,
+}
+
+/// The billing listing: a period and a page of tenants.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct UsageQuery {
+    /// A UTC month, YYYY-MM (the current month when neither it nor from/to is given).
     pub period: Option<String>,
+    /// First day, YYYY-MM-DD, instead of period (with to; default: the first of this month).
     pub from: Option<String>,
+    /// Last day, YYYY-MM-DD, at most 366 days after from (default: today).
     pub to: Option<String>,
+    /// Admin keys: tenants per page, 1-100, default 20 (tenant keys get their own usage object).
     pub limit: Option<i64>,
+    /// Admin keys: next_cursor of the previous page.
     pub cursor: Option<String>,
+}
+
+impl UsageQuery {
+    fn period(&self) -> PeriodQuery {
+        PeriodQuery {
+            period: self.period.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -67,7 +95,7 @@ fn month(s: &str) -> AppResult<Range> {
     })
 }
 
-impl UsageQuery {
+impl PeriodQuery {
     /// `period=YYYY-MM`, or `from`/`to` dates; the current UTC month by default.
     pub fn range(&self) -> AppResult<(String, Range)> {
         match (&self.period, &self.from, &self.to) {
@@ -126,7 +154,7 @@ fn view(t: &TenantRow, period: &str, range: Range, days: Vec<model::DayRow>) -> 
 }
 
 /// One tenant's usage; a deleted tenant's stays readable by its id.
-pub async fn for_tenant(state: &AppState, r: TenantRef, q: &UsageQuery) -> AppResult<UsageView> {
+pub async fn for_tenant(state: &AppState, r: TenantRef, q: &PeriodQuery) -> AppResult<UsageView> {
     let (period, range) = q.range()?;
     db::run(&state.pool, move |conn| {
         let t = match tenants_db::find(conn, &r, false)? {
@@ -152,10 +180,10 @@ pub async fn list(
 ) -> AppResult<serde_json::Value> {
     who.require(Permission::UsageRead)?;
     if let Some(own) = who.tenant() {
-        let v = for_tenant(state, TenantRef::Id(own.0), &q).await?;
+        let v = for_tenant(state, TenantRef::Id(own.0), &q.period()).await?;
         return serde_json::to_value(v).map_err(|e| AppError::internal("usage", e));
     }
-    let (period, range) = q.range()?;
+    let (period, range) = q.period().range()?;
     let page = PageQuery {
         limit: q.limit,
         cursor: q.cursor.clone(),

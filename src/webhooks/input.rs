@@ -17,6 +17,9 @@ const MAX_DESCRIPTION: usize = 500;
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
     pub url: String,
+    /// Events to receive: email.queued, email.delivered, email.deferred,
+    /// email.bounced, email.failed, or "*" for all of them. The test ping
+    /// (POST .../test) is a webhook.test event, sent whatever this list holds.
     pub events: Vec<String>,
     pub description: Option<String>,
 }
@@ -27,6 +30,7 @@ pub struct CreateWebhook {
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhook {
     pub url: Option<String>,
+    /// Events to receive (see CreateWebhook.events); webhook.test pings are sent regardless.
     pub events: Option<Vec<String>>,
     #[serde(default, deserialize_with = "nullable")]
     pub description: Option<Option<String>>,
@@ -63,7 +67,12 @@ pub fn parse_url(raw: &str, guard: Guard) -> Result<Url, String> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err("must not contain credentials".into());
     }
-    let refused = |r| format!("is not allowed: {r}");
+    let refused = |r: crate::net_guard::Refusal| {
+        format!(
+            "is not allowed: {}",
+            r.explained("webhooks.allow_private_targets")
+        )
+    };
     match url.host() {
         None => return Err("must name a host".into()),
         Some(url::Host::Domain(d)) => guard.check_host(d).map_err(refused)?,
@@ -131,6 +140,7 @@ fn description(errors: &mut Vec<FieldError>, raw: String) -> Option<String> {
 #[derive(Debug, Default)]
 pub struct WebhookChanges {
     pub url: Option<String>,
+    /// Events to receive (see CreateWebhook.events); webhook.test pings are sent regardless.
     pub events: Option<Vec<String>>,
     pub description: Option<Option<String>>,
     pub enabled: Option<bool>,

@@ -12,6 +12,7 @@ use super::service;
 use super::view::{CreatedWebhook, DeliveryView, WebhookView};
 use crate::audit::Actor;
 use crate::auth::Principal;
+use crate::body::JsonBody;
 use crate::db::pagination::{Page, PageQuery};
 use crate::domain::Permission;
 use crate::error::{AppResult, Problem};
@@ -226,10 +227,11 @@ pub async fn create(
     state: web::Data<AppState>,
     realm: Realm,
     path: web::Path<ScopedPath>,
-    body: web::Json<CreateWebhook>,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
     let o = owner(&state, &who, realm, &path, true).await?;
-    let created = service::create(&state, &Actor::of(&who, &req), o, body.into_inner()).await?;
+    let input: CreateWebhook = body.parse().await?;
+    let created = service::create(&state, &Actor::of(&who, &req), o, input).await?;
     Ok(HttpResponse::Created().json(created))
 }
 
@@ -274,17 +276,11 @@ pub async fn update(
     state: web::Data<AppState>,
     realm: Realm,
     path: web::Path<ScopedPath>,
-    body: web::Json<UpdateWebhook>,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
     let o = owner(&state, &who, realm, &path, true).await?;
-    let view = service::update(
-        &state,
-        &Actor::of(&who, &req),
-        o,
-        path.id()?,
-        body.into_inner(),
-    )
-    .await?;
+    let input: UpdateWebhook = body.parse().await?;
+    let view = service::update(&state, &Actor::of(&who, &req), o, path.id()?, input).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 

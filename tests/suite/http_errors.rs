@@ -59,7 +59,7 @@ async fn extractor_errors_are_problem_json() {
         b"{}".to_vec(),
     )
     .await;
-    assert_problem(&r, 400, "malformed_json");
+    assert_problem(&r, 415, "unsupported_media_type");
     let r = raw(
         &app,
         Method::POST,

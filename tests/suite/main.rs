@@ -15,14 +15,17 @@ mod drills;
 
 mod audit;
 mod auth;
+mod body_errors;
 mod bounce_corpus;
 mod bounces;
 mod delivery;
+mod dev_run;
 mod domains;
 mod domains_dkim;
 mod drill_input;
 mod drill_kill;
 mod drill_relay;
+mod first_hour;
 mod hostile;
 mod http_errors;
 mod isolation;

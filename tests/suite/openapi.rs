@@ -71,3 +71,86 @@ async fn every_route_is_in_the_spec_and_the_docs_page_renders() {
         "the page needs nothing from outside"
     );
 }
+
+/// Collects every description and summary in the document, with where.
+fn texts(v: &serde_json::Value, at: &str, out: &mut Vec<(String, String)>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                match x.as_str() {
+                    Some(s) if k == "description" || k == "summary" => {
+                        out.push((at.to_string(), s.to_string()))
+                    }
+                    _ => texts(x, &format!("{at}/{k}"), out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| texts(x, at, out)),
+        _ => {}
+    }
+}
+
+/// Issue 18: parameters without descriptions, parameters a route does not
+/// read, Markdown shown literally on /docs, a missing event name.
+#[tokio::test]
+async fn every_parameter_is_described_real_and_in_plain_text() {
+    let app = TestApp::spawn().await;
+    let spec = app.request("GET", "/openapi.json", None, None).await.json;
+    let paths = spec["paths"].as_object().expect("paths");
+    let mut undescribed = Vec::new();
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            for p in op["parameters"].as_array().cloned().unwrap_or_default() {
+                if p["description"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .trim()
+                    .is_empty()
+                {
+                    undescribed.push(format!("{method} {path} {}", p["name"]));
+                }
+            }
+        }
+    }
+    assert!(undescribed.is_empty(), "no description: {undescribed:#?}");
+
+    let names = |path: &str, method: &str| -> Vec<String> {
+        paths[path][method]["parameters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| p["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    // The path names the tenant; the usage of one tenant is not paginated.
+    assert!(!names("/v1/tenants/{tenant}/emails", "get").contains(&"tenant_id".to_string()));
+    assert!(names("/v1/emails", "get").contains(&"tenant_id".to_string()));
+    let usage = names("/v1/tenants/{tenant}/usage", "get");
+    assert!(
+        !usage.contains(&"limit".to_string()) && !usage.contains(&"cursor".to_string()),
+        "{usage:?}"
+    );
+    assert!(names("/v1/usage", "get").contains(&"cursor".to_string()));
+
+    let mut all = Vec::new();
+    texts(&spec, "", &mut all);
+    let marked: Vec<_> = all.iter().filter(|(_, t)| t.contains('`')).collect();
+    assert!(marked.is_empty(), "Markdown in descriptions: {marked:#?}");
+    let html = app.request("GET", "/docs", None, None).await.text;
+    assert!(!html.contains('`'), "backticks on /docs");
+
+    let events = spec["components"]["schemas"]["CreateWebhook"]["properties"]["events"]
+        ["description"]
+        .as_str()
+        .unwrap_or_default();
+    for e in postline::webhooks::EVENTS
+        .iter()
+        .chain([&postline::webhooks::PING_EVENT])
+    {
+        assert!(
+            events.contains(e),
+            "{e} not in the events description: {events}"
+        );
+    }
+}

@@ -223,6 +223,25 @@ impl Server {
         let _ = child.wait();
     }
 
+    /// SIGINT (Ctrl-C), waiting up to `timeout`: the exit status, or `None`
+    /// when it had to be killed.
+    pub fn interrupt(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     /// The server's log lines that are warnings or errors (the log level is
     /// `warn`), for the report.
     pub fn log_lines(&self) -> Vec<String> {
