@@ -48,6 +48,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub ingest: IngestSettings,
     pub tenants: TenantSettings,
+    pub oauth: OAuthSettings,
     pub log: LogSettings,
 }
 
@@ -208,6 +209,20 @@ pub struct IngestSettings {
 #[serde(deny_unknown_fields)]
 pub struct TenantSettings {
     pub auto_create: bool,
+}
+
+/// OAuth 2.0 client credentials (`src/oauth/`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthSettings {
+    /// Lifetime of an access token (`exp - iat`), 60..=86400 seconds.
+    pub token_ttl_secs: u64,
+    /// `iss` of issued tokens, checked on every token.
+    pub issuer: String,
+    /// `aud` of issued tokens, checked on every token.
+    pub audience: String,
+    /// `POST /oauth/token` requests per client per minute (0 = unlimited).
+    pub token_requests_per_minute: u32,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -375,6 +390,17 @@ impl Settings {
         }
         if w.log_retention_days == 0 {
             return fail("webhooks.log_retention_days", "must be at least 1");
+        }
+        if !(60..=86400).contains(&self.oauth.token_ttl_secs) {
+            return fail("oauth.token_ttl_secs", "must be between 60 and 86400");
+        }
+        for (key, value) in [
+            ("oauth.issuer", &self.oauth.issuer),
+            ("oauth.audience", &self.oauth.audience),
+        ] {
+            if value.trim().is_empty() || value.len() > 255 || value.chars().any(char::is_control) {
+                return fail(key, "must be 1-255 printable characters");
+            }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return fail(

@@ -33,6 +33,7 @@ pub fn all() -> Vec<Endpoint> {
         crate::templates::routes::endpoints(),
         crate::webhooks::routes::endpoints(),
         crate::usage::routes::endpoints(),
+        crate::oauth::routes::endpoints(),
         crate::openapi::endpoints(),
     ]
     .into_iter()

@@ -6,6 +6,8 @@
 use uuid::Uuid;
 
 use crate::crypto::Vault;
+use crate::oauth::model as oauth_db;
+use crate::oauth::signing::private_key_context;
 use crate::tenants::input::smtp_password_context;
 use crate::tenants::model as tenants_db;
 use crate::webhooks::model as webhooks_db;
@@ -49,6 +51,12 @@ fn columns() -> Vec<SealedColumn> {
             page: webhooks_db::sealed_secrets_after,
             context: secret_context,
             replace: webhooks_db::replace_sealed_secret,
+        },
+        SealedColumn {
+            name: "oauth_signing_keys.private_key",
+            page: oauth_db::sealed_keys_after,
+            context: private_key_context,
+            replace: oauth_db::replace_sealed_key,
         },
     ]
 }

@@ -45,8 +45,9 @@ impl Application {
         let state = AppState {
             settings: settings.clone(),
             pool: pool.clone(),
-            vault,
+            vault: vault.clone(),
             auth,
+            oauth: crate::oauth::OAuthService::new(pool.clone(), vault.clone(), &settings),
             tenants,
             ingest,
             webhook_sender: Sender::new(&settings.webhooks)?,
@@ -58,7 +59,7 @@ impl Application {
         })?;
         let port = listener.local_addr()?.port();
         let server = http_server(state.clone(), listener)?;
-        let background = vec![
+        let mut background = vec![
             state
                 .auth
                 .spawn_last_used_flusher(Duration::from_secs(settings.auth.last_used_flush_secs)),
@@ -66,6 +67,11 @@ impl Application {
                 .requests
                 .spawn_flusher(Duration::from_secs(settings.limits.usage_flush_secs)),
         ];
+        background.extend(
+            state
+                .oauth
+                .spawn_background(Duration::from_secs(settings.auth.last_used_flush_secs)),
+        );
         Ok(Application {
             port,
             server,
@@ -91,6 +97,9 @@ impl Application {
         }
         if let Err(e) = self.state.auth.flush_last_used().await {
             tracing::warn!(error = %e, "final flush of last_used_at failed");
+        }
+        if let Err(e) = self.state.oauth.flush_last_used().await {
+            tracing::warn!(error = %e, "final flush of oauth client last_used_at failed");
         }
         if let Err(e) = self.state.requests.flush().await {
             tracing::warn!(error = %e, "final flush of api request counts failed");

@@ -107,7 +107,12 @@ impl FromRequest for Principal {
             let state =
                 state.ok_or_else(|| AppError::internal("auth", "AppState not registered"))?;
             let token = token.ok_or(AppError::Unauthorized)?;
-            let key = state.auth.authenticate(&token).await?;
+            // OAuth access tokens (JWT-shaped) go to src/oauth/verify.rs.
+            let key = if crate::oauth::verify::looks_like_jwt(&token) {
+                state.oauth.authenticate(&token).await?
+            } else {
+                state.auth.authenticate(&token).await?
+            };
             if key.kind == KeyKind::Live && key.tenant_suspended {
                 return Err(AppError::forbidden(
                     "tenant_suspended",
