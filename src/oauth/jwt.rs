@@ -116,8 +116,12 @@ pub fn verify(ring: &Ring, token: &str, validation: &Validation) -> Result<Claim
         return Err(Reject::Invalid);
     }
     let kid = header.kid.ok_or(Reject::Invalid)?;
-    let key = ring.verifiers.get(&kid).ok_or(Reject::UnknownKid)?;
-    jsonwebtoken::decode::<Claims>(token, key, validation)
+    let verifier = ring.verifiers.get(&kid).ok_or(Reject::UnknownKid)?;
+    // A retired key verifies nothing, even before this node rereads the keys.
+    if verifier.retires_at.is_some_and(|at| at <= Utc::now()) {
+        return Err(Reject::Invalid);
+    }
+    jsonwebtoken::decode::<Claims>(token, &verifier.key, validation)
         .map(|data| data.claims)
         .map_err(|_| Reject::Invalid)
 }

@@ -152,6 +152,12 @@ impl OAuthService {
         &self.inner
     }
 
+    /// Rereads the signing keys now (the background refresh does this every
+    /// [`KEY_REFRESH`]; tokens with an unknown `kid` trigger it too).
+    pub async fn reload_keys(&self) -> AppResult<()> {
+        self.inner.keys.reload().await
+    }
+
     /// The published keys (`GET /.well-known/jwks.json`).
     pub async fn jwks(&self) -> AppResult<Arc<signing::Jwks>> {
         if let Some(jwks) = self.inner.keys.current().jwks.clone() {

@@ -93,10 +93,12 @@ fn token_error(e: &TokenError) -> HttpResponse {
     if let TokenError::SlowDown { retry_after_secs } = e {
         resp.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
     }
-    resp.json(TokenErrorBody {
+    let mut resp = resp.json(TokenErrorBody {
         error: e.code(),
         error_description: e.description(),
-    })
+    });
+    resp.extensions_mut().insert(crate::http::ProtocolErrorBody);
+    resp
 }
 
 /// Reads at most [`MAX_BODY_BYTES`]; a longer body is refused unread.

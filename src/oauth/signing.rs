@@ -57,11 +57,17 @@ pub struct Jwks {
     pub keys: Vec<Jwk>,
 }
 
+/// A public key and when it stops verifying (`None`: current).
+pub struct Verifier {
+    pub key: DecodingKey,
+    pub retires_at: Option<DateTime<Utc>>,
+}
+
 /// What this node knows of the keys at one moment.
 #[derive(Default)]
 pub struct Ring {
     pub signer: Option<Signer>,
-    pub verifiers: HashMap<String, DecodingKey>,
+    pub verifiers: HashMap<String, Verifier>,
     pub jwks: Option<Arc<Jwks>>,
 }
 
@@ -159,8 +165,13 @@ fn build(rows: Vec<SigningKeyRow>, vault: &Vault) -> AppResult<Ring> {
                 key: EncodingKey::from_ed_der(&der),
             });
         }
-        ring.verifiers
-            .insert(row.kid.clone(), DecodingKey::from_ed_der(&row.public_key));
+        ring.verifiers.insert(
+            row.kid.clone(),
+            Verifier {
+                key: DecodingKey::from_ed_der(&row.public_key),
+                retires_at: row.retires_at,
+            },
+        );
         keys.push(jwk(&row.public_key));
     }
     ring.jwks = Some(Arc::new(Jwks { keys }));

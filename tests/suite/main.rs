@@ -20,6 +20,8 @@ mod drill_kill;
 mod drill_relay;
 mod http_errors;
 mod limits;
+mod oauth;
+mod oauth_tokens;
 mod observability;
 mod openapi;
 mod queue;
