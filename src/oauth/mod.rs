@@ -11,6 +11,7 @@
 //! only the first time it is seen (then its hash is remembered, as for keys).
 
 pub mod clients;
+pub mod form;
 pub mod jwt;
 pub mod model;
 pub mod routes;

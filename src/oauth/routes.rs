@@ -6,8 +6,8 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::clients::{self, ClientView, CreateClient};
+use super::form::{self, TokenError, MAX_BODY_BYTES};
 use super::signing::Jwks;
-use super::token::{self, TokenError, MAX_BODY_BYTES};
 use crate::auth::Principal;
 use crate::db::pagination::{Page, PageQuery};
 use crate::domain::Permission;
@@ -137,7 +137,7 @@ pub async fn token(
     );
     let result = async {
         let body = read_capped(payload).await?;
-        let parsed = token::parse(content_type.as_deref(), authorization.as_deref(), &body)?;
+        let parsed = form::parse(content_type.as_deref(), authorization.as_deref(), &body)?;
         state.oauth.issue(parsed).await
     }
     .await;

@@ -157,6 +157,27 @@ async fn token_issuance_by_basic_and_form_with_the_rfc_errors() {
         400,
         "invalid_request",
     );
+    // A suspended tenant's client gets no token.
+    let s = app.create_tenant(json!({"name": "S"})).await;
+    let sid = s["id"].as_str().unwrap();
+    let r = app
+        .patch(
+            &format!("/v1/tenants/{sid}"),
+            &app.admin_key,
+            json!({"status": "suspended"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let (_, scid, ssecret) =
+        client(&app, &format!("/v1/tenants/{sid}/oauth-clients"), &["send"]).await;
+    let r = token_request(
+        &app,
+        Some((&scid, &ssecret)),
+        "grant_type=client_credentials",
+    )
+    .await;
+    assert_error(&r, 400, "invalid_grant");
+
     let long_secret = "s".repeat(1000);
     let r = token_request(
         &app,
@@ -256,6 +277,16 @@ async fn clients_are_created_listed_and_revoked_within_their_creators_rights() {
     let tenant_key = app.tenant_key(ta, &["send"]).await;
     let r = app.post(&tpath, &tenant_key, json!({"name": "c"})).await;
     assert_eq!(r.status, 403, "tenant keys manage no clients: {}", r.text);
+
+    // last_used_at is collected in memory and written in one batch.
+    let (_, used_cid, used_secret) =
+        client(&app, &format!("/v1/tenants/{tb}/oauth-clients"), &["send"]).await;
+    token(&app, &used_cid, &used_secret, None).await;
+    assert!(app.state.oauth.flush_last_used().await.unwrap() >= 1);
+    let r = app
+        .get(&format!("/v1/tenants/{tb}/oauth-clients"), &app.admin_key)
+        .await;
+    assert!(r.json["data"][0]["last_used_at"].is_string(), "{}", r.text);
 
     // Another tenant's path does not find it; the right path revokes it.
     let r = app
