@@ -37,7 +37,7 @@ pub struct CreateClient {
     pub permissions: Option<Vec<String>>,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ClientView {
     pub id: Uuid,
     pub client_id: String,
@@ -51,6 +51,20 @@ pub struct ClientView {
     /// Present only in the response that created the client.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<String>,
+}
+
+/// The secret never prints.
+impl std::fmt::Debug for ClientView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientView")
+            .field("id", &self.id)
+            .field("client_id", &self.client_id)
+            .field("kind", &self.kind)
+            .field("tenant_id", &self.tenant_id)
+            .field("permissions", &self.permissions)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "[redacted]"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl From<ClientRow> for ClientView {

@@ -51,12 +51,22 @@ impl TokenError {
     }
 }
 
-/// How the client authenticated.
-#[derive(Debug, PartialEq, Eq)]
+/// How the client authenticated. `Debug` never shows the secret.
+#[derive(PartialEq, Eq)]
 pub struct Credentials {
     pub client_id: String,
     pub secret: String,
     pub basic: bool,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("client_id", &self.client_id)
+            .field("secret", &"[redacted]")
+            .field("basic", &self.basic)
+            .finish()
+    }
 }
 
 /// A parsed token request.

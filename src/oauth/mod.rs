@@ -60,7 +60,6 @@ impl ClientKind {
 
 /// A client row as the caches hold it (`usable` false: revoked, gone, or
 /// its tenant deleted).
-#[derive(Debug)]
 pub(crate) struct ClientState {
     pub id: Uuid,
     pub kind: ClientKind,

@@ -16,8 +16,7 @@ use crate::domain::{Permission, Permissions};
 /// Client ids and secrets longer than this are refused unread.
 const MAX_CREDENTIAL_BYTES: usize = 256;
 
-/// What the endpoint answers on success.
-#[derive(Debug)]
+/// What the endpoint answers on success (no `Debug`: it holds the token).
 pub struct Issued {
     pub access_token: String,
     pub expires_in: u64,
