@@ -231,18 +231,19 @@ impl KeyStore {
         Ok(())
     }
 
-    /// Reloads unless a reload finished less than a second ago; concurrent
-    /// callers wait for one reload. True when it reloaded.
+    /// Reloads unless a reload was tried less than a second ago (a failed
+    /// one too, so a database outage is not retried by every request);
+    /// concurrent callers wait for one reload. True when it reloaded.
     pub async fn reload_soon(&self) -> AppResult<bool> {
         let _one = self.reloading.lock().await;
-        let recent = self
-            .last_reload
-            .lock()
-            .ok()
-            .and_then(|at| *at)
-            .is_some_and(|at| at.elapsed() < RELOAD_GAP);
-        if recent {
-            return Ok(false);
+        {
+            let Ok(mut at) = self.last_reload.lock() else {
+                return Ok(false);
+            };
+            if at.is_some_and(|t| t.elapsed() < RELOAD_GAP) {
+                return Ok(false);
+            }
+            *at = Some(Instant::now());
         }
         self.reload().await.map(|_| true)
     }
