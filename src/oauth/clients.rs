@@ -62,7 +62,10 @@ impl std::fmt::Debug for ClientView {
             .field("kind", &self.kind)
             .field("tenant_id", &self.tenant_id)
             .field("permissions", &self.permissions)
-            .field("client_secret", &self.client_secret.as_ref().map(|_| "[redacted]"))
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "[redacted]"),
+            )
             .finish_non_exhaustive()
     }
 }
