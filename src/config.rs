@@ -31,6 +31,7 @@ pub struct Settings {
     pub retention: RetentionSettings,
     pub templates: TemplateSettings,
     pub metrics: MetricsSettings,
+    pub oauth: OAuthSettings,
     pub log: LogSettings,
     pub bounces: BounceSettings,
     pub inbound: InboundSettings,
@@ -291,6 +292,20 @@ pub struct TemplateSettings {
 pub struct MetricsSettings {
     /// The `/metrics` queue gauges are counted at most once per this period.
     pub queue_depth_secs: u64,
+}
+
+/// OAuth 2.0 client credentials (`src/oauth/`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthSettings {
+    /// Lifetime of an access token (`exp - iat`), 60..=86400 seconds.
+    pub token_ttl_secs: u64,
+    /// `iss` of issued tokens, checked on every token.
+    pub issuer: String,
+    /// `aud` of issued tokens, checked on every token.
+    pub audience: String,
+    /// `POST /oauth/token` requests per client per minute (0 = unlimited).
+    pub token_requests_per_minute: u32,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -585,6 +600,17 @@ impl Settings {
         }
         if self.metrics.queue_depth_secs == 0 {
             return fail("metrics.queue_depth_secs", "must be at least 1");
+        }
+        if !(60..=86400).contains(&self.oauth.token_ttl_secs) {
+            return fail("oauth.token_ttl_secs", "must be between 60 and 86400");
+        }
+        for (key, value) in [
+            ("oauth.issuer", &self.oauth.issuer),
+            ("oauth.audience", &self.oauth.audience),
+        ] {
+            if value.trim().is_empty() || value.len() > 255 || value.chars().any(char::is_control) {
+                return fail(key, "must be 1-255 printable characters");
+            }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return fail(

@@ -68,6 +68,10 @@ pub fn path_config() -> web::PathConfig {
 /// method), and every other error status actix answers itself with plain
 /// text, e.g. 413 from the `Bytes` extractor's size limit (found by the
 /// input drill). Responses that are problem JSON already pass unchanged.
+/// A response extension for an error body some protocol prescribes (the
+/// RFC 6749 JSON of `POST /oauth/token`): such responses are not rewritten.
+pub struct ProtocolErrorBody;
+
 pub fn problem_for_bare_errors<B: MessageBody + 'static>() -> ErrorHandlers<B> {
     ErrorHandlers::new().default_handler(bare_to_problem)
 }
@@ -79,7 +83,7 @@ fn bare_to_problem<B: MessageBody + 'static>(
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    if is_problem {
+    if is_problem || res.response().extensions().contains::<ProtocolErrorBody>() {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
     let status = res.status();

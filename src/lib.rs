@@ -19,6 +19,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod net_guard;
+pub mod oauth;
 pub mod openapi;
 pub mod queue;
 pub mod retention;

@@ -49,6 +49,11 @@ enum Command {
         #[command(subcommand)]
         command: SecretsCommand,
     },
+    /// Manage the OAuth issuer.
+    Oauth {
+        #[command(subcommand)]
+        command: OauthCommand,
+    },
     /// Manage templates.
     Templates {
         #[command(subcommand)]
@@ -85,6 +90,18 @@ enum SecretsCommand {
     /// Re-encrypt every stored secret under `security.master_key`; old values
     /// are opened with `security.previous_master_keys`.
     Rotate,
+}
+
+#[derive(Subcommand)]
+enum OauthCommand {
+    /// Create a new signing key; new tokens are signed with it at once (each
+    /// node within 30 s). The current keys keep verifying until they retire:
+    /// after `--retire-after-secs` (default oauth.token_ttl_secs + 60, so no
+    /// token signed before the rotation stops early).
+    RotateKey {
+        #[arg(long)]
+        retire_after_secs: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -144,6 +161,9 @@ fn main() {
         Command::Secrets {
             command: SecretsCommand::Rotate,
         } => runtime.block_on(rotate_secrets(settings)),
+        Command::Oauth {
+            command: OauthCommand::RotateKey { retire_after_secs },
+        } => runtime.block_on(rotate_oauth_key(settings, retire_after_secs)),
         Command::Templates {
             command: TemplatesCommand::InstallStarters { tenant },
         } => runtime.block_on(install_starters(settings, tenant)),
@@ -376,5 +396,31 @@ async fn rotate_secrets(settings: Settings) -> anyhow::Result<()> {
             r.rotated, r.already_current, r.skipped_concurrent
         );
     }
+    Ok(())
+}
+
+async fn rotate_oauth_key(
+    settings: Settings,
+    retire_after_secs: Option<u64>,
+) -> anyhow::Result<()> {
+    let vault = settings.vault()?;
+    let after = retire_after_secs.unwrap_or(settings.oauth.token_ttl_secs + 60);
+    let after = i64::try_from(after)
+        .ok()
+        .filter(|s| *s <= 30 * 86400)
+        .ok_or_else(|| anyhow::anyhow!("--retire-after-secs: at most 2592000 (30 days)"))?;
+    let retires_at = chrono::Utc::now() + chrono::Duration::seconds(after);
+    let r = with_connection(&settings, move |conn| {
+        postline::oauth::signing::rotate(conn, &vault, retires_at)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    })
+    .await?;
+    println!(
+        "new signing key {}; {} older key(s) verify until {}; {} retired key(s) deleted",
+        r.kid,
+        r.retiring,
+        r.retires_at.to_rfc3339(),
+        r.purged
+    );
     Ok(())
 }

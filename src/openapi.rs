@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::routes::{Access, Endpoint};
 use crate::{
-    audit, domains, emails, http, keys, suppressions, templates, tenants, usage, webhooks,
+    audit, domains, emails, http, keys, oauth, suppressions, templates, tenants, usage, webhooks,
 };
 
 struct BearerAuth;
@@ -23,8 +23,17 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("pl_<admin|live>_<key_id>_<secret>")
-                    .description(Some("An admin key (`pl_admin_…`) or a tenant key (`pl_live_…`); the scopes listed per operation are the permissions it needs."))
+                    .bearer_format("pl_<admin|live>_<key_id>_<secret> or JWT")
+                    .description(Some("An admin key (`pl_admin_…`), a tenant key (`pl_live_…`), or an OAuth access token from `POST /oauth/token` (a platform client's acts as an admin key, a tenant client's as a tenant key); the scopes listed per operation are the permissions it needs."))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some("OAuth client authentication at `POST /oauth/token`: `client_id` and `client_secret` (or send both as form fields instead)."))
                     .build(),
             ),
         );
@@ -165,6 +174,9 @@ impl Modify for ScopedForms {
         domains::routes::delete, domains::routes::verify, domains::routes::rotate,
         suppressions::routes::list, suppressions::routes::create, suppressions::routes::get,
         suppressions::routes::delete,
+        oauth::routes::token, oauth::routes::jwks,
+        oauth::routes::create_platform, oauth::routes::list_platform, oauth::routes::revoke_platform,
+        oauth::routes::create_tenant, oauth::routes::list_tenant, oauth::routes::revoke_tenant,
         openapi_json, docs,
     ),
     modifiers(&BearerAuth, &ScopedForms),
@@ -178,6 +190,7 @@ impl Modify for ScopedForms {
         (name = "Webhooks", description = "Signed event delivery (tenant keys; admins under /v1/tenants/{tenant}/webhooks; platform-wide at /v1/admin/webhooks)"),
         (name = "Domains", description = "Sending domains: DNS verification and DKIM keys (tenant keys; admins under /v1/tenants/{tenant}/domains)"),
         (name = "Suppressions", description = "Addresses never sent to: hard bounces (expiring), complaints, manual entries (tenant keys; admins under /v1/tenants/{tenant}/suppressions)"),
+        (name = "OAuth", description = "OAuth 2.0 client credentials: clients (admin keys), the token endpoint, the JWKS; access tokens are accepted wherever a key is"),
         (name = "Operations", description = "Health, readiness, metrics, this document"),
     )
 )]

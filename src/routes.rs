@@ -67,6 +67,7 @@ pub fn all() -> Vec<Endpoint> {
         crate::domains::routes::endpoints(),
         crate::suppressions::routes::endpoints(),
         crate::audit::routes::endpoints(),
+        crate::oauth::routes::endpoints(),
         crate::openapi::endpoints(),
     ]
     .into_iter()

@@ -7,6 +7,8 @@
 use uuid::Uuid;
 
 use crate::crypto::Vault;
+use crate::oauth::model as oauth_db;
+use crate::oauth::signing::private_key_context;
 use crate::tenants::input::smtp_password_context;
 use crate::tenants::model as tenants_db;
 use crate::webhooks::model as webhooks_db;
@@ -56,6 +58,12 @@ fn columns() -> Vec<SealedColumn> {
             page: crate::domains::model::sealed_keys_after,
             context: crate::domains::keys::private_key_context,
             replace: crate::domains::model::replace_sealed_key,
+        },
+        SealedColumn {
+            name: "oauth_signing_keys.private_key",
+            page: oauth_db::sealed_keys_after,
+            context: private_key_context,
+            replace: oauth_db::replace_sealed_key,
         },
     ]
 }

@@ -51,6 +51,7 @@ impl Application {
             pool: pool.clone(),
             vault: vault.clone(),
             auth,
+            oauth: crate::oauth::OAuthService::new(pool.clone(), vault.clone(), &settings),
             tenants,
             ingest,
             webhook_sender: Sender::new(&settings.webhooks)?,
@@ -68,7 +69,7 @@ impl Application {
         })?;
         let address = listener.local_addr()?;
         let server = http_server(state.clone(), listener)?;
-        let background = vec![
+        let mut background = vec![
             state
                 .auth
                 .spawn_last_used_flusher(Duration::from_secs(settings.auth.last_used_flush_secs)),
@@ -76,6 +77,11 @@ impl Application {
                 .requests
                 .spawn_flusher(Duration::from_secs(settings.limits.usage_flush_secs)),
         ];
+        background.extend(
+            state
+                .oauth
+                .spawn_background(Duration::from_secs(settings.auth.last_used_flush_secs)),
+        );
         Ok(Application {
             address,
             server,
@@ -130,6 +136,9 @@ impl Application {
         }
         if let Err(e) = self.state.auth.flush_last_used().await {
             tracing::warn!(error = %e, "final flush of last_used_at failed");
+        }
+        if let Err(e) = self.state.oauth.flush_last_used().await {
+            tracing::warn!(error = %e, "final flush of oauth client last_used_at failed");
         }
         if let Err(e) = self.state.requests.flush().await {
             tracing::warn!(error = %e, "final flush of api request counts failed");

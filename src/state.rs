@@ -8,6 +8,7 @@ use crate::crypto::Vault;
 use crate::db::PgPool;
 use crate::domains::Domains;
 use crate::limits::api::ApiLimiter;
+use crate::oauth::OAuthService;
 use crate::queue::ingest::Ingestor;
 use crate::tenants::cache::TenantCache;
 use crate::usage::counter::RequestCounter;
@@ -19,6 +20,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub vault: Vault,
     pub auth: AuthService,
+    /// OAuth clients, the token endpoint and bearer access tokens.
+    pub oauth: OAuthService,
     pub tenants: TenantCache,
     pub ingest: Ingestor,
     /// Sends `POST …/webhooks/{id}/test` pings (through the SSRF guard).

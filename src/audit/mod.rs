@@ -23,6 +23,7 @@ use crate::domain::KeyKind;
 pub enum ActorKind {
     AdminKey,
     TenantKey,
+    OauthClient,
     Cli,
 }
 
@@ -31,6 +32,7 @@ impl ActorKind {
         match self {
             ActorKind::AdminKey => "admin_key",
             ActorKind::TenantKey => "tenant_key",
+            ActorKind::OauthClient => "oauth_client",
             ActorKind::Cli => "cli",
         }
     }
@@ -62,6 +64,7 @@ impl Actor {
     pub fn key(who: &Principal, request_id: Option<String>) -> Actor {
         Actor {
             kind: match who.0.kind {
+                _ if who.0.oauth_client => ActorKind::OauthClient,
                 KeyKind::Admin => ActorKind::AdminKey,
                 KeyKind::Live => ActorKind::TenantKey,
             },

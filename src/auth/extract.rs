@@ -131,7 +131,12 @@ impl FromRequest for Principal {
                 state.ok_or_else(|| AppError::internal("auth", "AppState not registered"))?;
             let token = token.ok_or(AppError::Unauthorized)?;
             let client = client_ip(&req, state.settings.auth.trust_x_forwarded_for);
-            let key = state.auth.authenticate_from(token.expose(), client).await?;
+            // OAuth access tokens (JWT-shaped) go to src/oauth/verify.rs.
+            let key = if crate::oauth::verify::looks_like_jwt(token.expose()) {
+                state.oauth.authenticate(token.expose()).await?
+            } else {
+                state.auth.authenticate_from(token.expose(), client).await?
+            };
             req.extensions_mut().insert(match key.tenant_id {
                 Some(t) => crate::http::Caller::Tenant(t.0),
                 None => crate::http::Caller::Admin,

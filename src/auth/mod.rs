@@ -36,6 +36,8 @@ pub struct VerifiedKey {
     pub tenant_suspended: bool,
     pub permissions: Permissions,
     pub expires_at: Option<DateTime<Utc>>,
+    /// An OAuth access token (`src/oauth/verify.rs`) rather than an API key.
+    pub oauth_client: bool,
 }
 
 #[derive(Clone)]
@@ -337,6 +339,7 @@ async fn load_and_verify(
         tenant_suspended: tenant_status.as_deref() == Some("suspended"),
         permissions: Permissions::from_stored(&row.permissions),
         expires_at: row.expires_at,
+        oauth_client: false,
     }))
 }
 

@@ -269,3 +269,32 @@ diesel::table! {
         changes -> Jsonb,
     }
 }
+
+diesel::table! {
+    oauth_clients (id) {
+        id -> Uuid,
+        tenant_id -> Nullable<Uuid>,
+        kind -> Text,
+        name -> Text,
+        client_id -> Text,
+        secret_hash -> Text,
+        permissions -> Array<Text>,
+        revoked_at -> Nullable<Timestamptz>,
+        last_used_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    oauth_signing_keys (id) {
+        id -> Uuid,
+        kid -> Text,
+        private_key_enc -> Bytea,
+        public_key -> Bytea,
+        created_at -> Timestamptz,
+        retires_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::joinable!(oauth_clients -> tenants (tenant_id));
+diesel::allow_tables_to_appear_in_same_query!(oauth_clients, tenants);

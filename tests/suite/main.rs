@@ -31,6 +31,8 @@ mod http_errors;
 mod isolation;
 mod leaks;
 mod limits;
+mod oauth;
+mod oauth_tokens;
 mod observability;
 mod openapi;
 mod queue;

@@ -1,0 +1,2 @@
+DROP TABLE oauth_signing_keys;
+DROP TABLE oauth_clients;
