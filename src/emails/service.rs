@@ -427,7 +427,7 @@ pub struct ListQuery {
     pub limit: Option<i64>,
     /// next_cursor of the previous page.
     pub cursor: Option<String>,
-    /// Only messages in this status: queued, sending, deferred, delivered, bounced, failed or canceled.
+    /// Only messages in this status: queued, sending, deferred, held, delivered, bounced, failed, canceled or suppressed.
     pub status: Option<String>,
     /// Only messages with this tag: key (any value) or key:value.
     pub tag: Option<String>,
@@ -445,10 +445,12 @@ pub struct TenantListQuery {
     pub limit: Option<i64>,
     /// next_cursor of the previous page.
     pub cursor: Option<String>,
-    /// Only messages in this status: queued, sending, deferred, delivered, bounced, failed or canceled.
+    /// Only messages in this status: queued, sending, deferred, held, delivered, bounced, failed, canceled or suppressed.
     pub status: Option<String>,
     /// Only messages with this tag: key (any value) or key:value.
     pub tag: Option<String>,
+    /// Messages to this address (exact, case-insensitive).
+    pub recipient: Option<String>,
 }
 
 impl From<TenantListQuery> for ListQuery {
@@ -458,6 +460,7 @@ impl From<TenantListQuery> for ListQuery {
             cursor: q.cursor,
             status: q.status,
             tag: q.tag,
+            recipient: q.recipient,
             tenant_id: None,
         }
     }

@@ -36,7 +36,7 @@ fn signing_key(app: &TestApp) -> (String, Vec<u8>) {
         .vault
         .open(&sealed, &postline::oauth::signing::private_key_context(id))
         .unwrap();
-    (kid, der)
+    (kid, der.to_vec())
 }
 
 fn claims_of(token: &str) -> Value {
