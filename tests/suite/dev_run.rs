@@ -55,6 +55,20 @@ struct Dev {
     bind: String,
 }
 
+/// Stops the test's cluster and removes its directory however the test
+/// ends (a failed assertion must not leave a Postgres running).
+struct Cleanup<'a> {
+    dev: &'a Dev,
+    dir: PathBuf,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let _ = self.dev.output(&["stop"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Dev {
     fn command(&self, args: &[&str]) -> Command {
         let root = env!("CARGO_MANIFEST_DIR");
@@ -147,6 +161,10 @@ async fn deploy_dev_run_twice_with_the_default_port_busy_uses_its_own_cluster_on
         data: tmp.join("data"),
         bind: format!("127.0.0.1:{http_port}"),
     };
+    let _cleanup = Cleanup {
+        dev: &dev,
+        dir: tmp.clone(),
+    };
     let base = format!("http://{}", dev.bind);
     let client = reqwest::Client::new();
     let listening = format!("listening on {base}");
@@ -238,7 +256,11 @@ async fn deploy_dev_run_twice_with_the_default_port_busy_uses_its_own_cluster_on
     );
 
     let out = dev.output(&["stop"]);
-    assert!(out.status.success());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     if let Some(s) = &squatter {
         assert_eq!(
             s.accepted.load(Ordering::Relaxed),
@@ -246,5 +268,4 @@ async fn deploy_dev_run_twice_with_the_default_port_busy_uses_its_own_cluster_on
             "something connected to the program on port {DEFAULT_PG_PORT}"
         );
     }
-    let _ = std::fs::remove_dir_all(&tmp);
 }
