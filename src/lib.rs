@@ -3,8 +3,8 @@
 
 pub mod audit;
 pub mod auth;
-pub mod bounces;
 pub mod body;
+pub mod bounces;
 pub mod config;
 pub mod crypto;
 pub mod db;

@@ -18,25 +18,45 @@ use crate::tenants::model::TenantRef;
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
-        Endpoint::new(Method::POST, "/oauth/token", Access::Public, || web::route().to(token)),
-        Endpoint::new(Method::GET, "/.well-known/jwks.json", Access::Public, || {
-            web::route().to(jwks)
+        Endpoint::new(Method::POST, "/oauth/token", Access::Public, || {
+            web::route().to(token)
         }),
-        Endpoint::new(Method::GET, "/v1/oauth-clients", Access::Admin(Permission::KeysWrite), || {
-            web::route().to(list_platform)
-        }),
-        Endpoint::new(Method::POST, "/v1/oauth-clients", Access::Admin(Permission::KeysWrite), || {
-            web::route().to(create_platform)
-        }),
-        Endpoint::new(Method::DELETE, "/v1/oauth-clients/{id}", Access::Admin(Permission::KeysWrite), || {
-            web::route().to(revoke_platform)
-        }),
-        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/oauth-clients", Access::Admin(Permission::KeysWrite), || {
-            web::route().to(list_tenant)
-        }),
-        Endpoint::new(Method::POST, "/v1/tenants/{tenant}/oauth-clients", Access::Admin(Permission::KeysWrite), || {
-            web::route().to(create_tenant)
-        }),
+        Endpoint::new(
+            Method::GET,
+            "/.well-known/jwks.json",
+            Access::Public,
+            || web::route().to(jwks),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/oauth-clients",
+            Access::Admin(Permission::KeysWrite),
+            || web::route().to(list_platform),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/oauth-clients",
+            Access::Admin(Permission::KeysWrite),
+            || web::route().to(create_platform),
+        ),
+        Endpoint::new(
+            Method::DELETE,
+            "/v1/oauth-clients/{id}",
+            Access::Admin(Permission::KeysWrite),
+            || web::route().to(revoke_platform),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/tenants/{tenant}/oauth-clients",
+            Access::Admin(Permission::KeysWrite),
+            || web::route().to(list_tenant),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/tenants/{tenant}/oauth-clients",
+            Access::Admin(Permission::KeysWrite),
+            || web::route().to(create_tenant),
+        ),
         Endpoint::new(
             Method::DELETE,
             "/v1/tenants/{tenant}/oauth-clients/{id}",
