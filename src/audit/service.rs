@@ -19,15 +19,17 @@ use crate::state::AppState;
 pub struct AuditQuery {
     /// Entries of this tenant (admin keys; a tenant key always reads its own).
     pub tenant_id: Option<Uuid>,
-    /// `admin_key`, `tenant_key`, `cli`, … or `kind:id` for one key.
+    /// Only this kind of actor (admin_key, tenant_key, oauth_client, cli, user), or kind:id for one of them.
     pub actor: Option<String>,
-    /// e.g. `tenant.created`, `key.revoked`.
+    /// Only this action, e.g. tenant.created or key.revoked.
     pub action: Option<String>,
     /// At or after this instant (RFC 3339).
     pub from: Option<DateTime<Utc>>,
     /// Before this instant (RFC 3339).
     pub to: Option<DateTime<Utc>>,
+    /// Entries per page, 1-100, default 20.
     pub limit: Option<i64>,
+    /// next_cursor of the previous page.
     pub cursor: Option<String>,
 }
 

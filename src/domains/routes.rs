@@ -10,6 +10,7 @@ use super::model::DomainRef;
 use super::service;
 use super::view::DomainView;
 use crate::auth::Principal;
+use crate::body::JsonBody;
 use crate::db::pagination::{Page, PageQuery};
 use crate::domain::{Permission, TenantId};
 use crate::error::{AppResult, Problem};
@@ -90,10 +91,11 @@ pub async fn create(
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<ScopedPath>,
-    body: web::Json<CreateDomain>,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
     let t = tenant(&state, &who, &path, true).await?;
-    let view = service::create(&state.domains, t, body.into_inner()).await?;
+    let input: CreateDomain = body.parse().await?;
+    let view = service::create(&state.domains, t, input).await?;
     Ok(HttpResponse::Created().json(view))
 }
 

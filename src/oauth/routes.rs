@@ -9,6 +9,7 @@ use super::clients::{self, ClientView, CreateClient};
 use super::form::{self, TokenError, MAX_BODY_BYTES};
 use super::signing::Jwks;
 use crate::auth::Principal;
+use crate::body::JsonBody;
 use crate::db::pagination::{Page, PageQuery};
 use crate::domain::Permission;
 use crate::error::{AppResult, Problem};
@@ -195,10 +196,11 @@ pub async fn jwks(state: web::Data<AppState>) -> AppResult<HttpResponse> {
 pub async fn create_platform(
     who: Principal,
     state: web::Data<AppState>,
-    body: web::Json<CreateClient>,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
     who.require_admin(Permission::KeysWrite)?;
-    let client = clients::create(&state, &who, None, body.into_inner()).await?;
+    let input: CreateClient = body.parse().await?;
+    let client = clients::create(&state, &who, None, input).await?;
     Ok(HttpResponse::Created().json(client))
 }
 
@@ -241,11 +243,12 @@ pub async fn create_tenant(
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<CreateClient>,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
     who.require_admin(Permission::KeysWrite)?;
     let tenant = Some(TenantRef::parse(&path));
-    let client = clients::create(&state, &who, tenant, body.into_inner()).await?;
+    let input: CreateClient = body.parse().await?;
+    let client = clients::create(&state, &who, tenant, input).await?;
     Ok(HttpResponse::Created().json(client))
 }
 

@@ -6,6 +6,7 @@ use actix_web::{web, HttpResponse};
 
 use super::service::{self, CreateSuppression, ListQuery, SuppressionView};
 use crate::auth::Principal;
+use crate::body::JsonBody;
 use crate::db::pagination::Page;
 use crate::domain::{Permission, TenantId};
 use crate::error::{AppResult, Problem};
@@ -98,10 +99,11 @@ pub async fn create(
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<ScopedPath>,
-    body: web::Json<CreateSuppression>,
+    body: JsonBody,
 ) -> AppResult<HttpResponse> {
     let t = tenant(&state, &who, &path, true).await?;
-    let view = service::create(&state, t, body.into_inner()).await?;
+    let input: CreateSuppression = body.parse().await?;
+    let view = service::create(&state, t, input).await?;
     Ok(HttpResponse::Created().json(view))
 }
 

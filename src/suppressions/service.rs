@@ -53,12 +53,13 @@ pub struct CreateSuppression {
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Exact address (case-insensitive).
+    /// Only this address (exact, case-insensitive).
     pub email: Option<String>,
-    /// `hard_bounce`, `complaint` or `manual`.
+    /// Only entries with this reason: hard_bounce, complaint or manual.
     pub reason: Option<String>,
-    /// 1-100, default 20.
+    /// Entries per page, 1-100, default 20.
     pub limit: Option<i64>,
+    /// next_cursor of the previous page.
     pub cursor: Option<String>,
 }
 

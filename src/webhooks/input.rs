@@ -18,7 +18,8 @@ const MAX_DESCRIPTION: usize = 500;
 pub struct CreateWebhook {
     pub url: String,
     /// Events to receive: email.queued, email.delivered, email.deferred,
-    /// email.bounced, email.failed, or "*" for all of them. The test ping
+    /// email.bounced, email.failed, email.suppressed, email.complained,
+    /// domain.verified, domain.failed, or "*" for all of them. The test ping
     /// (POST .../test) is a webhook.test event, sent whatever this list holds.
     pub events: Vec<String>,
     pub description: Option<String>,

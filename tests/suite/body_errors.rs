@@ -77,7 +77,7 @@ async fn fixture() -> Fixture {
         routes.push(BodyRoute {
             method: reqwest::Method::from_bytes(e.method.as_str().as_bytes()).unwrap(),
             pattern: e.path,
-            admin: e.path.starts_with("/v1/tenants") || e.path.starts_with("/v1/admin"),
+            admin: matches!(e.access, postline::routes::Access::Admin(_)),
             path,
             properties,
         });
