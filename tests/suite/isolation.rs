@@ -11,12 +11,13 @@ use crate::common;
 
 use std::collections::HashMap;
 
+use common::dns_server::DnsServer;
 use common::{Resp, TestApp};
 use postline::domain::Permission;
 use postline::routes::{self, Access, Endpoint};
 use serde_json::{json, Value};
 
-const TENANT_PERMS: [&str; 8] = [
+const TENANT_PERMS: [&str; 12] = [
     "send",
     "emails:read",
     "templates:read",
@@ -24,10 +25,17 @@ const TENANT_PERMS: [&str; 8] = [
     "webhooks:read",
     "webhooks:write",
     "usage:read",
+    "domains:read",
+    "domains:write",
+    "suppressions:read",
+    "suppressions:write",
     "audit:read",
 ];
 const ADMIN_ONLY_PERMS: [&str; 3] = ["tenants:read", "tenants:write", "keys:write"];
 const MISSING: &str = "00000000-0000-4000-8000-000000000000";
+/// A well-formed address on nobody's suppression list (`{id}` of
+/// `/v1/suppressions/{id}` is an address, not a uuid).
+const MISSING_ADDRESS: &str = "missing@nowhere.example";
 
 /// One tenant's resources.
 #[derive(Clone)]
@@ -37,6 +45,13 @@ struct Owned {
     template: String,
     webhook: String,
     key_id: String,
+    /// A verified sending domain: its id, and its name (the `From` of sends).
+    domain: String,
+    domain_name: String,
+    /// An address on the tenant's suppression list.
+    suppression: String,
+    /// A tenant OAuth client's id.
+    oauth_client: String,
 }
 
 struct World {
@@ -48,17 +63,36 @@ struct World {
     suspended: String,
     platform_webhook: String,
     admin_key_id: String,
+    /// A platform OAuth client: its id, `client_id` and secret.
+    platform_client: String,
+    platform_client_id: String,
+    platform_secret: String,
 }
 
-async fn owned(app: &TestApp, name: &str) -> (Owned, String) {
+fn send_body(w: &World) -> Value {
+    let from = format!("a@{}", w.a.domain_name);
+    json!({"from": from, "to": "b@example.com", "subject": "s", "text": "t"})
+}
+
+async fn owned(app: &TestApp, dns: &DnsServer, name: &str) -> (Owned, String) {
     let t = app.create_tenant(json!({"name": name})).await;
     let tenant = t["id"].as_str().unwrap().to_string();
     let key = app.tenant_key(&tenant, &TENANT_PERMS).await;
+    // Once a tenant has a domain it sends only from its own: verified first.
+    let d = crate::domains::verified_domain(
+        app,
+        dns,
+        &key,
+        json!({"name": format!("d-{tenant}.example")}),
+    )
+    .await;
+    let domain = d["id"].as_str().unwrap().to_string();
+    let domain_name = d["name"].as_str().unwrap().to_string();
     let r = app
         .post(
             "/v1/emails",
             &key,
-            json!({"from": "a@x.example", "to": "b@example.com", "subject": "s", "text": "t"}),
+            json!({"from": format!("a@{domain_name}"), "to": "b@example.com", "subject": "s", "text": "t"}),
         )
         .await;
     assert_eq!(r.status, 202, "{}", r.text);
@@ -95,6 +129,24 @@ async fn owned(app: &TestApp, name: &str) -> (Owned, String) {
         .as_str()
         .unwrap()
         .to_string();
+    let r = app
+        .post(
+            "/v1/suppressions",
+            &key,
+            json!({"email": format!("s-{tenant}@example.com"), "reason": "manual"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let suppression = r.json["email"].as_str().unwrap().to_string();
+    let r = app
+        .post(
+            &format!("/v1/tenants/{tenant}/oauth-clients"),
+            &app.admin_key,
+            json!({"name": "c", "kind": "tenant", "permissions": ["send"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let oauth_client = r.json["id"].as_str().unwrap().to_string();
     (
         Owned {
             tenant,
@@ -102,14 +154,18 @@ async fn owned(app: &TestApp, name: &str) -> (Owned, String) {
             template,
             webhook,
             key_id,
+            domain,
+            domain_name,
+            suppression,
+            oauth_client,
         },
         key,
     )
 }
 
-async fn world(app: &TestApp) -> World {
-    let (a, key_a) = owned(app, "A").await;
-    let (b, _) = owned(app, "B").await;
+async fn world(app: &TestApp, dns: &DnsServer) -> World {
+    let (a, key_a) = owned(app, dns, "A").await;
+    let (b, _) = owned(app, dns, "B").await;
     let c = app.create_tenant(json!({"name": "C"})).await;
     let c_id = c["id"].as_str().unwrap();
     let suspended = app.tenant_key(c_id, &TENANT_PERMS).await;
@@ -139,6 +195,17 @@ async fn world(app: &TestApp) -> World {
         .await;
     assert_eq!(r.status, 201);
     let admin_key_id = r.json["id"].as_str().unwrap().to_string();
+    let r = app
+        .post(
+            "/v1/oauth-clients",
+            &app.admin_key,
+            json!({"name": "p", "kind": "platform", "permissions": ["usage:read"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let s = |f: &str| r.json[f].as_str().unwrap().to_string();
+    let (platform_client, platform_client_id, platform_secret) =
+        (s("id"), s("client_id"), s("client_secret"));
     World {
         a,
         b,
@@ -146,6 +213,9 @@ async fn world(app: &TestApp) -> World {
         suspended,
         platform_webhook,
         admin_key_id,
+        platform_client,
+        platform_client_id,
+        platform_secret,
     }
 }
 
@@ -172,6 +242,16 @@ fn resource(w: &World, path: &str, param: &str, who: &Owned, v: Variant) -> Stri
         "id" if path.contains("/webhooks/") => pick(&who.webhook, &other.webhook),
         "key" if path.starts_with("/v1/admin-keys") => pick(&w.admin_key_id, &w.a.key_id),
         "key" if path.contains("/api-keys/") => pick(&who.key_id, &other.key_id),
+        "id" if path.contains("/domains/") => pick(&who.domain, &other.domain),
+        "id" if path.contains("/suppressions/") => match v {
+            Variant::Missing => MISSING_ADDRESS.to_string(),
+            _ => pick(&who.suppression, &other.suppression),
+        },
+        // A platform client's route, given a tenant's client: not found.
+        "id" if path.starts_with("/v1/oauth-clients") => {
+            pick(&w.platform_client, &w.a.oauth_client)
+        }
+        "id" if path.contains("/oauth-clients/") => pick(&who.oauth_client, &other.oauth_client),
         _ => panic!("isolation matrix: no fixture for {{{param}}} in {path}; add one"),
     }
 }
@@ -208,10 +288,10 @@ fn fill(w: &World, e: &Endpoint, v: Variant) -> Option<String> {
 
 /// A valid body for every mutating route (an invalid one would answer 400
 /// before the permission check could be seen).
-fn body(e: &Endpoint, n: usize) -> Option<Value> {
+fn body(w: &World, e: &Endpoint, n: usize) -> Option<Value> {
     let m = e.method.as_str();
     let p = e.path;
-    let send = json!({"from": "a@x.example", "to": "b@example.com", "subject": "s", "text": "t"});
+    let send = send_body(w);
     Some(match (m, p) {
         ("GET" | "DELETE", _) => return None,
         ("POST", "/v1/tenants") => json!({"name": format!("N{n}")}),
@@ -230,6 +310,17 @@ fn body(e: &Endpoint, n: usize) -> Option<Value> {
         }
         ("PUT" | "PATCH", p) if p.ends_with("/webhooks/{id}") => json!({"description": "d"}),
         ("POST", p) if p.ends_with("/test") => json!({}),
+        ("POST", p) if p.ends_with("/domains") => json!({"name": format!("n{n}.example")}),
+        ("POST", p) if p.ends_with("/verify") || p.ends_with("/dkim/rotate") => json!({}),
+        ("POST", p) if p.ends_with("/suppressions") => {
+            json!({"email": format!("p{n}@example.com"), "reason": "manual"})
+        }
+        ("POST", "/v1/oauth-clients") => {
+            json!({"name": "c", "kind": "platform", "permissions": ["keys:write"]})
+        }
+        ("POST", "/v1/tenants/{tenant}/oauth-clients") => {
+            json!({"name": "c", "kind": "tenant", "permissions": ["send"]})
+        }
         _ => panic!("isolation matrix: no body for {m} {p}; add one"),
     })
 }
@@ -285,8 +376,16 @@ impl Keys {
     }
 }
 
-async fn call(app: &TestApp, e: &Endpoint, path: &str, key: Option<&str>, n: usize) -> Resp {
-    app.request(e.method.as_str(), path, key, body(e, n)).await
+async fn call(
+    app: &TestApp,
+    w: &World,
+    e: &Endpoint,
+    path: &str,
+    key: Option<&str>,
+    n: usize,
+) -> Resp {
+    app.request(e.method.as_str(), path, key, body(w, e, n))
+        .await
 }
 
 fn label(e: &Endpoint) -> String {
@@ -295,12 +394,16 @@ fn label(e: &Endpoint) -> String {
 
 #[tokio::test]
 async fn every_route_isolates_tenants_and_checks_its_permission() {
+    // Domains verify against records this server publishes.
+    let dns = DnsServer::start().await;
+    let ns = dns.nameserver();
     let app = TestApp::spawn_with(|s| {
         s.limits.default_requests_per_minute = 0;
         s.limits.admin_requests_per_minute = 0;
+        s.dns.nameservers = vec![ns];
     })
     .await;
-    let shared = world(&app).await;
+    let shared = world(&app, &dns).await;
     let mut keys = Keys {
         cache: HashMap::new(),
     };
@@ -309,14 +412,24 @@ async fn every_route_isolates_tenants_and_checks_its_permission() {
     for (n, e) in endpoints.iter().enumerate() {
         let l = label(e);
         let Some(p) = e.access.permission() else {
-            let r = call(&app, e, e.path, None, n).await;
+            // The token endpoint takes client credentials in a form, not a key.
+            let r = if e.path == "/oauth/token" {
+                let creds = (
+                    shared.platform_client_id.as_str(),
+                    shared.platform_secret.as_str(),
+                );
+                crate::oauth::token_request(&app, Some(creds), "grant_type=client_credentials")
+                    .await
+            } else {
+                call(&app, &shared, e, e.path, None, n).await
+            };
             assert!(r.status < 400, "{l} is public: {}", r.status);
             continue;
         };
         // A route that deletes gets a world of its own.
         let fresh;
         let w = if e.method.as_str() == "DELETE" {
-            fresh = world(&app).await;
+            fresh = world(&app, &dns).await;
             &fresh
         } else {
             &shared
@@ -327,7 +440,7 @@ async fn every_route_isolates_tenants_and_checks_its_permission() {
 
         // The wrong kind of key, and keys lacking just this permission.
         if !tenant_side {
-            let r = call(&app, e, &own, Some(&w.key_a), n).await;
+            let r = call(&app, w, e, &own, Some(&w.key_a), n).await;
             assert_eq!(
                 r.status, 403,
                 "{l}: a tenant key on an admin route: {}",
@@ -335,7 +448,7 @@ async fn every_route_isolates_tenants_and_checks_its_permission() {
             );
         }
         if !admin_side {
-            let r = call(&app, e, &own, Some(&app.admin_key), n).await;
+            let r = call(&app, w, e, &own, Some(&app.admin_key), n).await;
             assert_eq!(
                 r.status, 403,
                 "{l}: an admin key on a tenant route: {}",
@@ -348,7 +461,7 @@ async fn every_route_isolates_tenants_and_checks_its_permission() {
             }
             if !admin || p != Permission::All {
                 let lacking = keys.get(&app, w, admin, p, false).await;
-                let r = call(&app, e, &own, Some(&lacking), n).await;
+                let r = call(&app, w, e, &own, Some(&lacking), n).await;
                 assert_eq!(
                     r.status,
                     403,
@@ -359,7 +472,7 @@ async fn every_route_isolates_tenants_and_checks_its_permission() {
             }
         }
         if tenant_side {
-            let r = call(&app, e, &own, Some(&w.suspended), n).await;
+            let r = call(&app, w, e, &own, Some(&w.suspended), n).await;
             assert_eq!(r.status, 403, "{l}: suspended tenant's key: {}", r.text);
             assert_eq!(r.json["code"], "tenant_suspended");
         }
@@ -371,7 +484,13 @@ async fn every_route_isolates_tenants_and_checks_its_permission() {
         }
         // Granting a tenant key's permissions needs them held as well (a
         // key never grants more than it has): the full admin key does that.
-        let grants = e.method.as_str() == "POST" && e.path == "/v1/tenants/{tenant}/api-keys";
+        // Likewise a tenant OAuth client's (a `keys:write`-only admin key
+        // holds no tenant permission to give it).
+        let grants = e.method.as_str() == "POST"
+            && matches!(
+                e.path,
+                "/v1/tenants/{tenant}/api-keys" | "/v1/tenants/{tenant}/oauth-clients"
+            );
         if grants {
             callers.push(app.admin_key.clone());
         } else if admin_side && !tenant_side {
@@ -380,10 +499,10 @@ async fn every_route_isolates_tenants_and_checks_its_permission() {
         for key in &callers {
             let missing = fill(w, e, Variant::Missing).unwrap();
             if missing != own {
-                let m = call(&app, e, &missing, Some(key), n).await;
+                let m = call(&app, w, e, &missing, Some(key), n).await;
                 assert_eq!(m.status, 404, "{l}: missing id {missing}: {}", m.text);
                 if let Some(foreign) = fill(w, e, Variant::Foreign).filter(|f| *f != own) {
-                    let f = call(&app, e, &foreign, Some(key), n).await;
+                    let f = call(&app, w, e, &foreign, Some(key), n).await;
                     assert_eq!(f.status, 404, "{l}: foreign id {foreign}: {}", f.text);
                     assert_eq!(f.text, m.text, "{l}: foreign and missing differ");
                 }
@@ -391,7 +510,7 @@ async fn every_route_isolates_tenants_and_checks_its_permission() {
         }
         // Last (it may change things): the declared permission alone is enough.
         for key in &callers {
-            let r = call(&app, e, &own, Some(key), n).await;
+            let r = call(&app, w, e, &own, Some(key), n).await;
             assert!(
                 !matches!(r.status, 401 | 403 | 404) && r.status < 500,
                 "{l}: own id with only {}: {} {}",
