@@ -56,11 +56,14 @@ SINK_PORT="$(free_port)"
 PF_PORT="$(free_port)"
 SINK_PID=""
 DKIM_PID=""
+DK=""
 cleanup() {
   /usr/sbin/postfix -c "$PF/etc" stop >/dev/null 2>&1 || true
   [ -n "$DKIM_PID" ] && kill "$DKIM_PID" 2>/dev/null || true
   [ -n "$SINK_PID" ] && kill "$SINK_PID" 2>/dev/null || true
   rm -rf "$PF"
+  [ -n "$DK" ] && rm -rf "$DK"
+  return 0
 }
 trap cleanup EXIT
 
@@ -98,23 +101,26 @@ if [ "$OPENDKIM" = 1 ]; then
   # OpenDKIM signing bench.example (the smtp-source sender's domain) with a
   # fresh RSA-2048 key, relaxed/relaxed, on a loopback milter port.
   MILTER_PORT="$(free_port)"
-  mkdir -p "$PF/dkim"
-  opendkim-genkey -b 2048 -d bench.example -s pl -D "$PF/dkim"
-  chown -R opendkim "$PF/dkim" 2>/dev/null || true
-  cat > "$PF/dkim/opendkim.conf" <<DKIMCONF
+  # OpenDKIM refuses a config or key below a world-writable directory such
+  # as /tmp: its files live in a root-only directory of their own.
+  DK="$(mktemp -d /run/postline-dkim-XXXXXX)"
+  chmod 755 "$DK"
+  opendkim-genkey -b 2048 -d bench.example -s pl -D "$DK"
+  chown -R opendkim "$DK" 2>/dev/null || true
+  cat > "$DK/opendkim.conf" <<DKIMCONF
 Syslog no
 Mode s
 Domain bench.example
 Selector pl
-KeyFile $PF/dkim/pl.private
+KeyFile $DK/pl.private
 Canonicalization relaxed/relaxed
 SignHeaders From,To,Cc,Subject,Date,Message-ID,MIME-Version,Content-Type,Reply-To
 Socket inet:$MILTER_PORT@127.0.0.1
 UserID opendkim
-PidFile $PF/dkim/opendkim.pid
+PidFile $DK/opendkim.pid
 Background no
 DKIMCONF
-  opendkim -x "$PF/dkim/opendkim.conf" -f &
+  opendkim -x "$DK/opendkim.conf" -f &
   DKIM_PID=$!
   {
     echo "smtpd_milters = inet:127.0.0.1:$MILTER_PORT"
