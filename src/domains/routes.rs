@@ -12,7 +12,7 @@ use super::view::DomainView;
 use crate::auth::Principal;
 use crate::body::JsonBody;
 use crate::db::pagination::{Page, PageQuery};
-use crate::domain::{Permission, TenantId};
+use crate::domain::Permission;
 use crate::error::{AppResult, Problem};
 use crate::routes::{Access, Endpoint};
 use crate::state::AppState;
@@ -69,19 +69,11 @@ pub fn endpoints() -> Vec<Endpoint> {
     out
 }
 
-async fn tenant(
-    state: &AppState,
-    who: &Principal,
-    path: &ScopedPath,
-    write: bool,
-) -> AppResult<TenantId> {
-    let p = if write {
-        Permission::DomainsWrite
-    } else {
-        Permission::DomainsRead
-    };
-    scope::resolve(state, who, path, p, "domains").await
-}
+const SCOPE: scope::Capability = scope::Capability {
+    name: "domains",
+    read: Permission::DomainsRead,
+    write: Permission::DomainsWrite,
+};
 
 /// Add a sending domain; its DKIM keys are generated (private keys never leave the server).
 #[utoipa::path(post, path = "/v1/domains", tag = "Domains", request_body = CreateDomain,
@@ -93,7 +85,7 @@ pub async fn create(
     path: web::Path<ScopedPath>,
     body: JsonBody,
 ) -> AppResult<HttpResponse> {
-    let t = tenant(&state, &who, &path, true).await?;
+    let t = scope::resolve_for(&state, &who, &path, &SCOPE, true).await?;
     let input: CreateDomain = body.parse().await?;
     let view = service::create(&state.domains, t, input).await?;
     Ok(HttpResponse::Created().json(view))
@@ -109,7 +101,7 @@ pub async fn list_domains(
     path: web::Path<ScopedPath>,
     query: web::Query<PageQuery>,
 ) -> AppResult<HttpResponse> {
-    let t = tenant(&state, &who, &path, false).await?;
+    let t = scope::resolve_for(&state, &who, &path, &SCOPE, false).await?;
     let page = service::list(&state.domains, t, query.validate()?).await?;
     Ok(HttpResponse::Ok().json(page))
 }
@@ -123,7 +115,7 @@ pub async fn get(
     state: web::Data<AppState>,
     path: web::Path<ScopedPath>,
 ) -> AppResult<HttpResponse> {
-    let t = tenant(&state, &who, &path, false).await?;
+    let t = scope::resolve_for(&state, &who, &path, &SCOPE, false).await?;
     let view = service::get(&state.domains, t, DomainRef::parse(path.id()?)).await?;
     Ok(HttpResponse::Ok().json(view))
 }
@@ -137,7 +129,7 @@ pub async fn delete(
     state: web::Data<AppState>,
     path: web::Path<ScopedPath>,
 ) -> AppResult<HttpResponse> {
-    let t = tenant(&state, &who, &path, true).await?;
+    let t = scope::resolve_for(&state, &who, &path, &SCOPE, true).await?;
     service::delete(&state.domains, t, DomainRef::parse(path.id()?)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -151,7 +143,7 @@ pub async fn verify(
     state: web::Data<AppState>,
     path: web::Path<ScopedPath>,
 ) -> AppResult<HttpResponse> {
-    let t = tenant(&state, &who, &path, true).await?;
+    let t = scope::resolve_for(&state, &who, &path, &SCOPE, true).await?;
     let view = service::verify(&state.domains, t, DomainRef::parse(path.id()?)).await?;
     Ok(HttpResponse::Ok().json(view))
 }
@@ -165,7 +157,7 @@ pub async fn rotate(
     state: web::Data<AppState>,
     path: web::Path<ScopedPath>,
 ) -> AppResult<HttpResponse> {
-    let t = tenant(&state, &who, &path, true).await?;
+    let t = scope::resolve_for(&state, &who, &path, &SCOPE, true).await?;
     let view = service::rotate(&state.domains, t, DomainRef::parse(path.id()?)).await?;
     Ok(HttpResponse::Ok().json(view))
 }

@@ -8,7 +8,7 @@ use super::service::{self, CreateSuppression, ListQuery, SuppressionView};
 use crate::auth::Principal;
 use crate::body::JsonBody;
 use crate::db::pagination::Page;
-use crate::domain::{Permission, TenantId};
+use crate::domain::Permission;
 use crate::error::{AppResult, Problem};
 use crate::routes::{Access, Endpoint};
 use crate::state::AppState;
@@ -62,19 +62,11 @@ pub fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
-async fn tenant(
-    state: &AppState,
-    who: &Principal,
-    path: &ScopedPath,
-    write: bool,
-) -> AppResult<TenantId> {
-    let p = if write {
-        Permission::SuppressionsWrite
-    } else {
-        Permission::SuppressionsRead
-    };
-    scope::resolve(state, who, path, p, "suppressions").await
-}
+const SCOPE: scope::Capability = scope::Capability {
+    name: "suppressions",
+    read: Permission::SuppressionsRead,
+    write: Permission::SuppressionsWrite,
+};
 
 /// List the suppression list (live entries, newest first).
 #[utoipa::path(get, path = "/v1/suppressions", tag = "Suppressions", params(ListQuery),
@@ -86,7 +78,7 @@ pub async fn list(
     path: web::Path<ScopedPath>,
     query: web::Query<ListQuery>,
 ) -> AppResult<HttpResponse> {
-    let t = tenant(&state, &who, &path, false).await?;
+    let t = scope::resolve_for(&state, &who, &path, &SCOPE, false).await?;
     let page = service::list(&state, t, query.into_inner()).await?;
     Ok(HttpResponse::Ok().json(page))
 }
@@ -101,7 +93,7 @@ pub async fn create(
     path: web::Path<ScopedPath>,
     body: JsonBody,
 ) -> AppResult<HttpResponse> {
-    let t = tenant(&state, &who, &path, true).await?;
+    let t = scope::resolve_for(&state, &who, &path, &SCOPE, true).await?;
     let input: CreateSuppression = body.parse().await?;
     let view = service::create(&state, t, input).await?;
     Ok(HttpResponse::Created().json(view))
@@ -116,7 +108,7 @@ pub async fn get(
     state: web::Data<AppState>,
     path: web::Path<ScopedPath>,
 ) -> AppResult<HttpResponse> {
-    let t = tenant(&state, &who, &path, false).await?;
+    let t = scope::resolve_for(&state, &who, &path, &SCOPE, false).await?;
     let view = service::get(&state, t, path.id()?).await?;
     Ok(HttpResponse::Ok().json(view))
 }
@@ -130,7 +122,7 @@ pub async fn delete(
     state: web::Data<AppState>,
     path: web::Path<ScopedPath>,
 ) -> AppResult<HttpResponse> {
-    let t = tenant(&state, &who, &path, true).await?;
+    let t = scope::resolve_for(&state, &who, &path, &SCOPE, true).await?;
     service::delete(&state, t, path.id()?).await?;
     Ok(HttpResponse::NoContent().finish())
 }

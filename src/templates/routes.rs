@@ -13,7 +13,7 @@ use super::view::TemplateView;
 use crate::auth::Principal;
 use crate::body::JsonBody;
 use crate::db::pagination::{Page, PageQuery};
-use crate::domain::{Permission, TenantId};
+use crate::domain::Permission;
 use crate::error::{AppResult, Problem};
 use crate::routes::{Access, Endpoint};
 use crate::state::AppState;
@@ -108,19 +108,11 @@ pub fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
-async fn tenant(
-    state: &AppState,
-    who: &Principal,
-    path: &ScopedPath,
-    write: bool,
-) -> AppResult<TenantId> {
-    let p = if write {
-        Permission::TemplatesWrite
-    } else {
-        Permission::TemplatesRead
-    };
-    scope::resolve(state, who, path, p, "templates").await
-}
+const SCOPE: scope::Capability = scope::Capability {
+    name: "templates",
+    read: Permission::TemplatesRead,
+    write: Permission::TemplatesWrite,
+};
 
 /// Create a template (name unique per tenant).
 #[utoipa::path(post, path = "/v1/templates", tag = "Templates", request_body = CreateTemplate,
@@ -132,7 +124,7 @@ pub async fn create(
     path: web::Path<ScopedPath>,
     body: JsonBody,
 ) -> AppResult<HttpResponse> {
-    let t = tenant(&state, &who, &path, true).await?;
+    let t = scope::resolve_for(&state, &who, &path, &SCOPE, true).await?;
     let input: CreateTemplate = body.parse().await?;
     let view = service::create(&state, t, input).await?;
     Ok(HttpResponse::Created().json(view))
@@ -148,7 +140,7 @@ pub async fn list(
     path: web::Path<ScopedPath>,
     query: web::Query<PageQuery>,
 ) -> AppResult<HttpResponse> {
-    let t = tenant(&state, &who, &path, false).await?;
+    let t = scope::resolve_for(&state, &who, &path, &SCOPE, false).await?;
     let page = service::list(&state, t, query.validate()?).await?;
     Ok(HttpResponse::Ok().json(page))
 }
@@ -162,7 +154,7 @@ pub async fn get(
     state: web::Data<AppState>,
     path: web::Path<ScopedPath>,
 ) -> AppResult<HttpResponse> {
-    let t = tenant(&state, &who, &path, false).await?;
+    let t = scope::resolve_for(&state, &who, &path, &SCOPE, false).await?;
     let view = service::get(&state, t, TemplateRef::parse(path.id()?)).await?;
     Ok(HttpResponse::Ok().json(view))
 }
@@ -177,7 +169,7 @@ pub async fn update(
     path: web::Path<ScopedPath>,
     body: JsonBody,
 ) -> AppResult<HttpResponse> {
-    let t = tenant(&state, &who, &path, true).await?;
+    let t = scope::resolve_for(&state, &who, &path, &SCOPE, true).await?;
     let input: UpdateTemplate = body.parse().await?;
     let view = service::update(&state, t, TemplateRef::parse(path.id()?), input).await?;
     Ok(HttpResponse::Ok().json(view))
@@ -192,7 +184,7 @@ pub async fn delete(
     state: web::Data<AppState>,
     path: web::Path<ScopedPath>,
 ) -> AppResult<HttpResponse> {
-    let t = tenant(&state, &who, &path, true).await?;
+    let t = scope::resolve_for(&state, &who, &path, &SCOPE, true).await?;
     service::delete(&state, t, TemplateRef::parse(path.id()?)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -207,7 +199,7 @@ pub async fn render(
     path: web::Path<ScopedPath>,
     body: JsonBody,
 ) -> AppResult<HttpResponse> {
-    let t = tenant(&state, &who, &path, false).await?;
+    let t = scope::resolve_for(&state, &who, &path, &SCOPE, false).await?;
     let r = TemplateRef::parse(path.id()?);
     let input: RenderRequest = body.parse().await?;
     let rendered = service::preview(&state, t, r, input).await?;

@@ -50,3 +50,22 @@ pub async fn resolve(
         )),
     }
 }
+
+/// A tenant resource's read and write permissions, and its name in messages.
+pub struct Capability {
+    pub name: &'static str,
+    pub read: Permission,
+    pub write: Permission,
+}
+
+/// [`resolve`] with the capability's read or write permission.
+pub async fn resolve_for(
+    state: &AppState,
+    who: &Principal,
+    path: &ScopedPath,
+    cap: &Capability,
+    write: bool,
+) -> AppResult<TenantId> {
+    let permission = if write { cap.write } else { cap.read };
+    resolve(state, who, path, permission, cap.name).await
+}
