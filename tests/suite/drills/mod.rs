@@ -688,6 +688,25 @@ pub fn statuses_in_db(db_url: &str, ids: &[Uuid]) -> BTreeMap<String, i64> {
     out
 }
 
+/// [`statuses_in_db`] once every id is `delivered`, or at `timeout`. Mail a
+/// killed worker handed to the relay before its COMMIT reaches the relay
+/// first and is recorded only when its lease expires and it is sent again.
+pub async fn delivered_in_db(
+    db_url: &str,
+    ids: &[Uuid],
+    timeout: Duration,
+) -> BTreeMap<String, i64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let now = statuses_in_db(db_url, ids);
+        let delivered = now.get("delivered").copied().unwrap_or(0);
+        if delivered == ids.len() as i64 || Instant::now() >= deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Rows in the whole database by status.
 pub fn all_statuses(db_url: &str) -> BTreeMap<String, i64> {
     use diesel::prelude::*;
