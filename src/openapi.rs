@@ -163,6 +163,8 @@ impl Modify for ScopedForms {
         keys::routes::create_admin_key, keys::routes::list_admin_keys, keys::routes::revoke_admin_key,
         emails::routes::send, emails::routes::send_batch, emails::routes::list, emails::routes::get,
         emails::routes::send_for_tenant, emails::routes::list_for_tenant, emails::routes::get_for_tenant,
+        emails::routes::reschedule, emails::routes::cancel,
+        emails::routes::reschedule_for_tenant, emails::routes::cancel_for_tenant,
         usage::routes::for_tenant, usage::routes::list,
         audit::routes::list,
         templates::routes::create, templates::routes::list, templates::routes::get,

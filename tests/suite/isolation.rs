@@ -300,6 +300,11 @@ fn body(w: &World, e: &Endpoint, n: usize) -> Option<Value> {
         ("POST", "/v1/admin-keys") => json!({"name": "k", "permissions": ["keys:write"]}),
         ("POST", "/v1/emails" | "/v1/tenants/{tenant}/emails") => send,
         ("POST", "/v1/emails/batch") => json!({"emails": [send]}),
+        ("PATCH", p) if p.ends_with("/emails/{email}") => {
+            let at = chrono::Utc::now() + chrono::Duration::hours(1);
+            json!({ "scheduled_at": at.to_rfc3339() })
+        }
+        ("POST", p) if p.ends_with("/emails/{email}/cancel") => json!({}),
         ("POST", p) if p.ends_with("/templates") => {
             json!({"name": format!("t{n}"), "subject": "s", "text": "t"})
         }

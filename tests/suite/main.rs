@@ -37,7 +37,9 @@ mod observability;
 mod openapi;
 mod queue;
 mod retention;
+
 mod rotation;
+mod scheduled;
 mod secrets;
 mod sending;
 mod smtp_sink;
