@@ -359,12 +359,23 @@ pub async fn send_batch(
     body: &[u8],
     idem_key: Option<String>,
 ) -> AppResult<Reply> {
+    send_batch_up_to(state, who, body, idem_key, MAX_BATCH).await
+}
+
+/// [`send_batch`] with another size bound (Postmark's batch takes 500).
+pub async fn send_batch_up_to(
+    state: &AppState,
+    who: &Principal,
+    body: &[u8],
+    idem_key: Option<String>,
+    max: usize,
+) -> AppResult<Reply> {
     who.require(Permission::Send)?;
     let batch: BatchRequest = crate::body::parse_json(body)?;
-    if batch.emails.is_empty() || batch.emails.len() > MAX_BATCH {
+    if batch.emails.is_empty() || batch.emails.len() > max {
         return Err(AppError::invalid(
             "emails",
-            format!("must hold 1 to {MAX_BATCH} messages"),
+            format!("must hold 1 to {max} messages"),
         ));
     }
     let mut rows = Vec::with_capacity(batch.emails.len());
@@ -529,6 +540,25 @@ pub async fn get(
         .ok_or_else(|| AppError::invalid("tenant_id", "is required with an admin key"))?;
     let id = Uuid::parse_str(id).map_err(|_| AppError::NotFound)?;
     db::run(&state.pool, move |conn| detail(conn, tenant, id)).await
+}
+
+/// A message with its stored content (bodies, Bcc), for the compat reads
+/// that show them (Resend's `GET /emails/{id}`); a tenant key's own only.
+pub async fn get_with_content(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+) -> AppResult<(model::EmailRow, EmailDetail)> {
+    let tenant = reading_tenant(state, who, None, None)
+        .await?
+        .ok_or_else(|| AppError::invalid("tenant_id", "is required with an admin key"))?;
+    let id = Uuid::parse_str(id).map_err(|_| AppError::NotFound)?;
+    db::run(&state.pool, move |conn| {
+        let d = detail(conn, tenant, id)?;
+        let row = model::find(conn, tenant, id)?.ok_or(AppError::NotFound)?;
+        Ok((row, d))
+    })
+    .await
 }
 
 /// A message as `GET /v1/emails/{id}` shows it.

@@ -10,6 +10,7 @@
 //! it stops the test cluster, so it must run alone.
 
 mod common;
+mod compat;
 #[macro_use]
 mod drills;
 
