@@ -335,6 +335,16 @@ async fn raw_forms_bounds_and_rate_limit_headers() {
     );
     let r = app.post("/emails", &app.admin_key, base.clone()).await;
     assert_eq!(r.status, 403, "{}", r.text);
+    // Resend batch: 100 is the bound (as Resend's), all or nothing.
+    let r = app
+        .post("/emails/batch", &key, Value::Array(vec![base.clone(); 101]))
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.json["name"], "validation_error");
+    let r = app
+        .post("/emails/batch", &key, json!({"emails": [base.clone()]}))
+        .await;
+    assert_eq!(r.status, 422, "a batch is a list: {}", r.text);
     // Postmark batch: 500 is the bound.
     let pm = |n: usize| {
         let one = json!({"From": FROM, "To": TO, "Subject": "s", "TextBody": "t"});
