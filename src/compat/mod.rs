@@ -7,6 +7,7 @@
 
 pub mod postmark;
 pub mod resend;
+pub mod resend_shapes;
 
 use actix_web::{HttpMessage, HttpRequest};
 use base64::Engine;

@@ -376,3 +376,33 @@ async fn raw_forms_bounds_and_rate_limit_headers() {
         .iter()
         .all(|m| m["ErrorCode"] == 0));
 }
+
+/// Past the tenant's `requests_per_minute`: Resend's 429 with Retry-After
+/// and Resend's rate-limit headers; Postmark's 429 with ErrorCode 429.
+#[tokio::test]
+async fn rate_limited_requests_get_the_vendors_429() {
+    let app = TestApp::spawn().await;
+    let t = app
+        .create_tenant(json!({"name": "Slow", "rate_limit": {"requests_per_minute": 1}}))
+        .await;
+    let key = app.tenant_key(t["id"].as_str().unwrap(), &["send"]).await;
+    let body = json!({"from": FROM, "to": TO, "subject": "s", "text": "t"});
+    let r = app.post("/emails", &key, body.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("ratelimit-remaining").as_deref(), Some("0"));
+    let r = app.post("/emails", &key, body).await;
+    assert_eq!(r.status, 429, "{}", r.text);
+    assert_eq!(r.json["name"], "rate_limit_exceeded");
+    assert_eq!(r.json["statusCode"], 429);
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(r.header("ratelimit-limit").as_deref(), Some("1"));
+    let pm = json!({"From": FROM, "To": TO, "Subject": "s", "TextBody": "t"});
+    let req = app
+        .client
+        .post(format!("{}/email", app.address))
+        .header("X-Postmark-Server-Token", &key)
+        .json(&pm);
+    let r = TestApp::read(req.send().await.unwrap()).await;
+    assert_eq!(r.status, 429, "{}", r.text);
+    assert_eq!(r.json["ErrorCode"], 429);
+}
