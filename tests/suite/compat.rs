@@ -406,3 +406,43 @@ async fn rate_limited_requests_get_the_vendors_429() {
     assert_eq!(r.status, 429, "{}", r.text);
     assert_eq!(r.json["ErrorCode"], 429);
 }
+
+/// Idempotency-Key semantics and the daily quota, in Resend's names.
+#[tokio::test]
+async fn idempotency_and_quota_errors_in_resends_names() {
+    let app = TestApp::spawn().await;
+    let t = app
+        .create_tenant(json!({"name": "Quota", "rate_limit": {"emails_per_day": 2}}))
+        .await;
+    let key = app.tenant_key(t["id"].as_str().unwrap(), &["send"]).await;
+    let body = |s: &str| json!({"from": FROM, "to": TO, "subject": s, "text": "t"});
+    let send = |b: Value, idem: Option<String>| {
+        let mut req = app
+            .client
+            .post(format!("{}/emails", app.address))
+            .bearer_auth(&key)
+            .json(&b);
+        if let Some(k) = idem {
+            req = req.header("Idempotency-Key", k);
+        }
+        async move { TestApp::read(req.send().await.unwrap()).await }
+    };
+    let first = send(body("a"), Some("k1".into())).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    let again = send(body("a"), Some("k1".into())).await;
+    assert_eq!(
+        again.json, first.json,
+        "the same key and body replay the first answer"
+    );
+    let other = send(body("b"), Some("k1".into())).await;
+    assert_eq!(other.status, 409, "{}", other.text);
+    assert_eq!(other.json["name"], "invalid_idempotent_request");
+    let r = send(body("c"), Some("x".repeat(256))).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.json["name"], "invalid_idempotency_key");
+    assert_eq!(send(body("d"), None).await.status, 200);
+    let over = send(body("e"), None).await;
+    assert_eq!(over.status, 429, "{}", over.text);
+    assert_eq!(over.json["name"], "daily_quota_exceeded");
+    assert!(over.header("retry-after").is_some());
+}
