@@ -105,7 +105,7 @@ impl AppError {
         AppError::Internal(anyhow::anyhow!("{context}: {err}"))
     }
 
-    fn code(&self) -> &'static str {
+    pub fn code(&self) -> &'static str {
         match self {
             AppError::MalformedJson(_) => "malformed_json",
             AppError::Unauthorized => "unauthorized",
@@ -122,7 +122,7 @@ impl AppError {
         }
     }
 
-    fn public_detail(&self) -> String {
+    pub fn public_detail(&self) -> String {
         match self {
             AppError::MalformedJson(d) | AppError::UnsupportedMediaType(d) => d.clone(),
             AppError::Unauthorized => "A valid API key is required.".into(),

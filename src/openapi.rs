@@ -10,7 +10,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::routes::{Access, Endpoint};
 use crate::{
-    audit, domains, emails, http, keys, oauth, suppressions, templates, tenants, usage, webhooks,
+    audit, compat, domains, emails, http, keys, oauth, suppressions, templates, tenants, usage,
+    webhooks,
 };
 
 struct BearerAuth;
@@ -163,6 +164,8 @@ impl Modify for ScopedForms {
         keys::routes::create_admin_key, keys::routes::list_admin_keys, keys::routes::revoke_admin_key,
         emails::routes::send, emails::routes::send_batch, emails::routes::list, emails::routes::get,
         emails::routes::send_for_tenant, emails::routes::list_for_tenant, emails::routes::get_for_tenant,
+        emails::routes::reschedule, emails::routes::cancel,
+        emails::routes::reschedule_for_tenant, emails::routes::cancel_for_tenant,
         usage::routes::for_tenant, usage::routes::list,
         audit::routes::list,
         templates::routes::create, templates::routes::list, templates::routes::get,
@@ -178,6 +181,9 @@ impl Modify for ScopedForms {
         oauth::routes::create_platform, oauth::routes::list_platform, oauth::routes::revoke_platform,
         oauth::routes::create_tenant, oauth::routes::list_tenant, oauth::routes::revoke_tenant,
         openapi_json, docs,
+        compat::resend::send, compat::resend::batch, compat::resend::list, compat::resend::get,
+        compat::resend::update, compat::resend::cancel,
+        compat::postmark::send, compat::postmark::batch,
     ),
     modifiers(&BearerAuth, &ScopedForms),
     tags(
@@ -192,6 +198,8 @@ impl Modify for ScopedForms {
         (name = "Suppressions", description = "Addresses never sent to: hard bounces (expiring), complaints, manual entries (tenant keys; admins under /v1/tenants/{tenant}/suppressions)"),
         (name = "OAuth", description = "OAuth 2.0 client credentials: clients (admin keys), the token endpoint, the JWKS; access tokens are accepted wherever a key is"),
         (name = "Operations", description = "Health, readiness, metrics, this document"),
+        (name = "Resend", description = "Resend-compatible API for existing Resend SDKs (tenant keys as Bearer); errors are Resend's {statusCode, name, message}, not problem JSON"),
+        (name = "Postmark", description = "Postmark-compatible API (tenant key in X-Postmark-Server-Token); errors are Postmark's {ErrorCode, Message}, not problem JSON"),
     )
 )]
 pub struct ApiDoc;

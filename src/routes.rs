@@ -69,6 +69,9 @@ pub fn all() -> Vec<Endpoint> {
         crate::audit::routes::endpoints(),
         crate::oauth::routes::endpoints(),
         crate::openapi::endpoints(),
+        // issue 14: the Resend- and Postmark-compatible APIs.
+        crate::compat::resend::endpoints(),
+        crate::compat::postmark::endpoints(),
     ]
     .into_iter()
     .flatten()

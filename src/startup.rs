@@ -169,6 +169,11 @@ fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server>
     let data = web::Data::new(state);
     let mut server = HttpServer::new(move || {
         App::new()
+            // `//emails` (an SDK base URL with a trailing slash) routes as
+            // `/emails`; trailing slashes are left as they are.
+            .wrap(actix_web::middleware::NormalizePath::new(
+                actix_web::middleware::TrailingSlash::MergeOnly,
+            ))
             .wrap(http::problem_for_bare_errors())
             .wrap_fn(|req, srv| {
                 let started = std::time::Instant::now();

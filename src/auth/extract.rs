@@ -109,8 +109,15 @@ fn client_ip(req: &HttpRequest, trust_forwarded: bool) -> Option<IpAddr> {
     req.peer_addr().map(|a| a.ip())
 }
 
-/// The bearer token, held as a [`Secret`] while the future awaits.
+/// The bearer token, held as a [`Secret`] while the future awaits. On the
+/// Postmark-compatible routes (`/email`, `/email/batch`) the key comes in
+/// Postmark's `X-Postmark-Server-Token` header instead.
 fn bearer(req: &HttpRequest) -> Option<Secret> {
+    if matches!(req.path(), "/email" | "/email/batch") {
+        if let Some(v) = req.headers().get("x-postmark-server-token") {
+            return v.to_str().ok().map(|t| Secret::new(t.trim()));
+        }
+    }
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme

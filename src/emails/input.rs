@@ -67,6 +67,10 @@ pub struct SendRequest {
     pub template: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub variables: Option<serde_json::Value>,
+    /// Send no earlier than this (RFC 3339, in the future, at most 30 days
+    /// ahead): the message is `scheduled` until then.
+    #[schema(format = DateTime)]
+    pub scheduled_at: Option<String>,
 }
 
 impl SendRequest {
@@ -112,6 +116,7 @@ pub struct ValidEmail {
     pub headers: BTreeMap<String, String>,
     pub attachments: Vec<AttachmentInput>,
     pub tags: BTreeMap<String, String>,
+    pub scheduled_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Headers Postline writes itself; a custom header may not replace them.
@@ -309,6 +314,11 @@ impl SendRequest {
                 ),
             );
         }
+        let scheduled_at = self.scheduled_at.as_deref().and_then(|raw| {
+            super::schedule::parse_scheduled_at(raw, chrono::Utc::now())
+                .map_err(|m| c.err("scheduled_at", m))
+                .ok()
+        });
         let tags = self.tags.unwrap_or_default();
         if tags.len() > MAX_TAGS {
             c.err("tags", format!("at most {MAX_TAGS} tags"));
@@ -353,6 +363,7 @@ impl SendRequest {
             headers,
             attachments,
             tags,
+            scheduled_at,
         };
         super::size::check_message(&valid, &sizes, limits, prefix)?;
         Ok(valid)

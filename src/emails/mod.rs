@@ -2,9 +2,11 @@
 
 pub mod idempotency;
 pub mod input;
+pub mod lifecycle;
 pub mod mime;
 pub mod model;
 pub mod routes;
+pub mod schedule;
 pub mod service;
 pub mod size;
 pub mod view;

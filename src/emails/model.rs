@@ -29,6 +29,11 @@ pub struct NewEmail {
     pub attachments: serde_json::Value,
     pub tags: serde_json::Value,
     pub created_at: DateTime<Utc>,
+    /// `queued`, or `scheduled` when `scheduled_at` is set.
+    pub status: String,
+    /// When a scheduled message may first be sent (its queue row's
+    /// `next_attempt_at`).
+    pub scheduled_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, Queryable, QueryableByName, Selectable)]
@@ -58,6 +63,7 @@ pub struct EmailRow {
     pub delivered_at: Option<DateTime<Utc>>,
     /// Set when retention purged bodies, headers and attachments.
     pub content_purged_at: Option<DateTime<Utc>>,
+    pub scheduled_at: Option<DateTime<Utc>>,
 }
 
 /// The columns a listing shows (no bodies or attachments).
@@ -74,6 +80,7 @@ pub struct EmailSummaryRow {
     pub tags: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub delivered_at: Option<DateTime<Utc>>,
+    pub scheduled_at: Option<DateTime<Utc>>,
 }
 
 impl EmailSummaryRow {
@@ -103,7 +110,23 @@ pub struct EventRow {
     pub at: DateTime<Utc>,
 }
 
-/// Inserts messages, their `email.queued` events and the webhook deliveries
+/// The event a new message starts its timeline with: `email.queued`, or
+/// `email.scheduled` with the time it waits for.
+fn accept_event(e: &NewEmail) -> NewEvent {
+    let (kind, detail) = match e.scheduled_at {
+        Some(at) => ("email.scheduled", serde_json::json!({ "scheduled_at": at })),
+        None => ("email.queued", serde_json::json!({})),
+    };
+    NewEvent {
+        tenant_id: e.tenant_id,
+        email_id: e.id,
+        kind: kind.into(),
+        detail,
+        at: e.created_at,
+    }
+}
+
+/// Inserts messages, their `email.queued` (`email.scheduled`) events and the webhook deliveries
 /// those cause (multi-row statements; the caller holds the transaction).
 pub fn insert_with_events(conn: &mut PgConnection, rows: &[&NewEmail]) -> QueryResult<()> {
     // 65,535 bind parameters per statement: stay well below with chunks.
@@ -111,16 +134,7 @@ pub fn insert_with_events(conn: &mut PgConnection, rows: &[&NewEmail]) -> QueryR
         diesel::insert_into(emails::table)
             .values(chunk.to_vec())
             .execute(conn)?;
-        let events: Vec<NewEvent> = chunk
-            .iter()
-            .map(|e| NewEvent {
-                tenant_id: e.tenant_id,
-                email_id: e.id,
-                kind: "email.queued".into(),
-                detail: serde_json::json!({}),
-                at: e.created_at,
-            })
-            .collect();
+        let events: Vec<NewEvent> = chunk.iter().map(|e| accept_event(e)).collect();
         diesel::insert_into(email_events::table)
             .values(&events)
             .execute(conn)?;
@@ -178,13 +192,31 @@ pub fn list(
             .filter(email_queue::email_id.eq(emails::id))
             .filter(email_queue::lease_until.gt(diesel::dsl::now)),
     );
+    // A stored `scheduled` whose time has come reads as `queued`
+    // (`view::shown_status`).
+    let due = emails::scheduled_at.assume_not_null().le(diesel::dsl::now);
     match filter.status.as_deref() {
         Some("sending") => {
             q = q
-                .filter(emails::status.eq_any(["queued", "deferred"]))
+                .filter(emails::status.eq_any(["queued", "deferred", "scheduled"]))
                 .filter(leased)
         }
-        Some(s @ ("queued" | "deferred")) => {
+        Some("queued") => {
+            q = q
+                .filter(
+                    emails::status
+                        .eq("queued")
+                        .or(emails::status.eq("scheduled").and(due)),
+                )
+                .filter(diesel::dsl::not(leased))
+        }
+        Some("scheduled") => {
+            q = q
+                .filter(emails::status.eq("scheduled"))
+                .filter(emails::scheduled_at.assume_not_null().gt(diesel::dsl::now))
+                .filter(diesel::dsl::not(leased))
+        }
+        Some(s @ "deferred") => {
             q = q
                 .filter(emails::status.eq(s.to_string()))
                 .filter(diesel::dsl::not(leased))
@@ -220,7 +252,7 @@ pub fn list(
     let mut rows: Vec<EmailSummaryRow> = q.load(conn)?;
     let pending: Vec<(Uuid, Uuid)> = rows
         .iter()
-        .filter(|r| matches!(r.status.as_str(), "queued" | "deferred"))
+        .filter(|r| matches!(r.status.as_str(), "queued" | "deferred" | "scheduled"))
         .map(|r| (r.tenant_id, r.id))
         .collect();
     let leased = crate::queue::model::leased(conn, &pending)?;

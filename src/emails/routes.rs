@@ -6,6 +6,7 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::input::{BatchRequest, SendRequest};
+use super::schedule::{self, Reschedule};
 use super::service::{self, ListQuery, Reply, TenantListQuery};
 use super::view::{Accepted, BatchAccepted, EmailDetail, EmailSummary};
 use crate::auth::Principal;
@@ -43,6 +44,18 @@ pub fn endpoints() -> Vec<Endpoint> {
             || web::route().to(get),
         ),
         Endpoint::new(
+            Method::PATCH,
+            "/v1/emails/{email}",
+            Access::Any(Permission::Send),
+            || web::route().to(reschedule),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/emails/{email}/cancel",
+            Access::Any(Permission::Send),
+            || web::route().to(cancel),
+        ),
+        Endpoint::new(
             Method::POST,
             "/v1/tenants/{tenant}/emails",
             Access::Admin(Permission::Send),
@@ -59,6 +72,18 @@ pub fn endpoints() -> Vec<Endpoint> {
             "/v1/tenants/{tenant}/emails/{email}",
             Access::Admin(Permission::EmailsRead),
             || web::route().to(get_for_tenant),
+        ),
+        Endpoint::new(
+            Method::PATCH,
+            "/v1/tenants/{tenant}/emails/{email}",
+            Access::Admin(Permission::Send),
+            || web::route().to(reschedule_for_tenant),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/tenants/{tenant}/emails/{email}/cancel",
+            Access::Admin(Permission::Send),
+            || web::route().to(cancel_for_tenant),
         ),
     ]
 }
@@ -195,5 +220,76 @@ pub async fn get_for_tenant(
     who.require_admin(Permission::EmailsRead)?;
     let (tenant, email) = path.into_inner();
     let detail = service::get(&state, &who, Some(&tenant), None, &email).await?;
+    Ok(HttpResponse::Ok().json(detail))
+}
+
+/// Move a scheduled message to another time (409 `email_not_reschedulable`
+/// once its time has come or it was sent).
+#[utoipa::path(patch, path = "/v1/emails/{email}", tag = "Emails", request_body = Reschedule,
+    params(("email" = Uuid, Path, description = "Message id"), TenantQuery),
+    responses((status = 200, body = EmailDetail), (status = "4XX", body = Problem)),
+    security(("bearer" = ["send"])))]
+pub async fn reschedule(
+    who: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<TenantQuery>,
+    body: JsonBody,
+) -> AppResult<HttpResponse> {
+    who.require(Permission::Send)?;
+    let body: Reschedule = body.parse().await?;
+    let q = query.tenant_id.as_deref();
+    let detail = schedule::reschedule(&state, &who, None, q, &path, body).await?;
+    Ok(HttpResponse::Ok().json(detail))
+}
+
+/// Reschedule one tenant's message (admin key).
+#[utoipa::path(patch, path = "/v1/tenants/{tenant}/emails/{email}", tag = "Emails", request_body = Reschedule,
+    params(("tenant" = String, Path, description = "Tenant id or external_id"), ("email" = Uuid, Path, description = "Message id")),
+    responses((status = 200, body = EmailDetail), (status = "4XX", body = Problem)),
+    security(("bearer" = ["send"])))]
+pub async fn reschedule_for_tenant(
+    who: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: JsonBody,
+) -> AppResult<HttpResponse> {
+    who.require_admin(Permission::Send)?;
+    let body: Reschedule = body.parse().await?;
+    let (tenant, email) = path.into_inner();
+    let detail = schedule::reschedule(&state, &who, Some(&tenant), None, &email, body).await?;
+    Ok(HttpResponse::Ok().json(detail))
+}
+
+/// Cancel a scheduled, queued, deferred or held message (409
+/// `email_not_cancelable` otherwise, or while a worker is sending it).
+#[utoipa::path(post, path = "/v1/emails/{email}/cancel", tag = "Emails",
+    params(("email" = Uuid, Path, description = "Message id"), TenantQuery),
+    responses((status = 200, body = EmailDetail), (status = "4XX", body = Problem)),
+    security(("bearer" = ["send"])))]
+pub async fn cancel(
+    who: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<TenantQuery>,
+) -> AppResult<HttpResponse> {
+    let q = query.tenant_id.as_deref();
+    let detail = schedule::cancel(&state, &who, None, q, &path).await?;
+    Ok(HttpResponse::Ok().json(detail))
+}
+
+/// Cancel one tenant's message (admin key).
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/emails/{email}/cancel", tag = "Emails",
+    params(("tenant" = String, Path, description = "Tenant id or external_id"), ("email" = Uuid, Path, description = "Message id")),
+    responses((status = 200, body = EmailDetail), (status = "4XX", body = Problem)),
+    security(("bearer" = ["send"])))]
+pub async fn cancel_for_tenant(
+    who: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> AppResult<HttpResponse> {
+    who.require_admin(Permission::Send)?;
+    let (tenant, email) = path.into_inner();
+    let detail = schedule::cancel(&state, &who, Some(&tenant), None, &email).await?;
     Ok(HttpResponse::Ok().json(detail))
 }

@@ -34,6 +34,7 @@ use crate::tenants::model::{TenantRef, TenantRow};
 pub type Reply = (StatusCode, serde_json::Value);
 
 const STATUSES: &[&str] = &[
+    "scheduled",
     "queued",
     "sending",
     "deferred",
@@ -46,7 +47,7 @@ const STATUSES: &[&str] = &[
 ];
 
 /// Which tenant a send or read is for, before lookup.
-fn target(
+pub(super) fn target(
     who: &Principal,
     path: Option<&str>,
     body: Option<&str>,
@@ -120,10 +121,19 @@ fn to_row(
     let json = |r: Result<serde_json::Value, serde_json::Error>| {
         r.map_err(|e| AppError::internal("serialising message", e))
     };
+    // A scheduled message's lifetime starts when it may first be sent.
+    let start = v.scheduled_at.unwrap_or(now);
     Ok(NewEmail {
         tenant_id: tenant.id,
         id,
-        expires_at: now + lifetime,
+        status: if v.scheduled_at.is_some() {
+            "scheduled"
+        } else {
+            "queued"
+        }
+        .into(),
+        scheduled_at: v.scheduled_at,
+        expires_at: start + lifetime,
         message_id: format!("<{}@{}>", id.simple(), domain),
         from_addr: v.from,
         envelope_from: v.envelope_from,
@@ -326,11 +336,7 @@ pub async fn send_one(
     let row = prepare(state, who, path, req, "", &mut acc).await?;
     let reply = (
         StatusCode::ACCEPTED,
-        serde_json::to_value(Accepted {
-            id: row.id,
-            status: "queued",
-        })
-        .unwrap_or_default(),
+        serde_json::to_value(Accepted::of(&row)).unwrap_or_default(),
     );
     let idem = match idem_key {
         Some(k) => {
@@ -353,12 +359,23 @@ pub async fn send_batch(
     body: &[u8],
     idem_key: Option<String>,
 ) -> AppResult<Reply> {
+    send_batch_up_to(state, who, body, idem_key, MAX_BATCH).await
+}
+
+/// [`send_batch`] with another size bound (Postmark's batch takes 500).
+pub async fn send_batch_up_to(
+    state: &AppState,
+    who: &Principal,
+    body: &[u8],
+    idem_key: Option<String>,
+    max: usize,
+) -> AppResult<Reply> {
     who.require(Permission::Send)?;
     let batch: BatchRequest = crate::body::parse_json(body)?;
-    if batch.emails.is_empty() || batch.emails.len() > MAX_BATCH {
+    if batch.emails.is_empty() || batch.emails.len() > max {
         return Err(AppError::invalid(
             "emails",
-            format!("must hold 1 to {MAX_BATCH} messages"),
+            format!("must hold 1 to {max} messages"),
         ));
     }
     let mut rows = Vec::with_capacity(batch.emails.len());
@@ -370,13 +387,7 @@ pub async fn send_batch(
                 .map_err(|e| at_index(e, i))?,
         );
     }
-    let data: Vec<Accepted> = rows
-        .iter()
-        .map(|r| Accepted {
-            id: r.id,
-            status: "queued",
-        })
-        .collect();
+    let data: Vec<Accepted> = rows.iter().map(Accepted::of).collect();
     let reply = (
         StatusCode::ACCEPTED,
         serde_json::to_value(BatchAccepted { data }).unwrap_or_default(),
@@ -427,7 +438,7 @@ pub struct ListQuery {
     pub limit: Option<i64>,
     /// next_cursor of the previous page.
     pub cursor: Option<String>,
-    /// Only messages in this status: queued, sending, deferred, held, delivered, bounced, failed, canceled or suppressed.
+    /// Only messages in this status: scheduled, queued, sending, deferred, held, delivered, bounced, failed, canceled or suppressed.
     pub status: Option<String>,
     /// Only messages with this tag: key (any value) or key:value.
     pub tag: Option<String>,
@@ -445,7 +456,7 @@ pub struct TenantListQuery {
     pub limit: Option<i64>,
     /// next_cursor of the previous page.
     pub cursor: Option<String>,
-    /// Only messages in this status: queued, sending, deferred, held, delivered, bounced, failed, canceled or suppressed.
+    /// Only messages in this status: scheduled, queued, sending, deferred, held, delivered, bounced, failed, canceled or suppressed.
     pub status: Option<String>,
     /// Only messages with this tag: key (any value) or key:value.
     pub tag: Option<String>,
@@ -528,14 +539,39 @@ pub async fn get(
         .await?
         .ok_or_else(|| AppError::invalid("tenant_id", "is required with an admin key"))?;
     let id = Uuid::parse_str(id).map_err(|_| AppError::NotFound)?;
+    db::run(&state.pool, move |conn| detail(conn, tenant, id)).await
+}
+
+/// A message with its stored content (bodies, Bcc), for the compat reads
+/// that show them (Resend's `GET /emails/{id}`); a tenant key's own only.
+pub async fn get_with_content(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+) -> AppResult<(model::EmailRow, EmailDetail)> {
+    let tenant = reading_tenant(state, who, None, None)
+        .await?
+        .ok_or_else(|| AppError::invalid("tenant_id", "is required with an admin key"))?;
+    let id = Uuid::parse_str(id).map_err(|_| AppError::NotFound)?;
     db::run(&state.pool, move |conn| {
+        let d = detail(conn, tenant, id)?;
         let row = model::find(conn, tenant, id)?.ok_or(AppError::NotFound)?;
-        let events = model::events(conn, tenant, id)?;
-        let queue = crate::queue::model::states(conn, tenant, &[id])?.pop();
-        let recipients = crate::bounces::recipients::of_email(conn, tenant, id)?;
-        let mut detail = EmailDetail::new(row, queue, events);
-        detail.recipients = recipients.into_iter().map(Into::into).collect();
-        Ok(detail)
+        Ok((row, d))
     })
     .await
+}
+
+/// A message as `GET /v1/emails/{id}` shows it.
+pub(super) fn detail(
+    conn: &mut diesel::PgConnection,
+    tenant: TenantId,
+    id: Uuid,
+) -> AppResult<EmailDetail> {
+    let row = model::find(conn, tenant, id)?.ok_or(AppError::NotFound)?;
+    let events = model::events(conn, tenant, id)?;
+    let queue = crate::queue::model::states(conn, tenant, &[id])?.pop();
+    let recipients = crate::bounces::recipients::of_email(conn, tenant, id)?;
+    let mut detail = EmailDetail::new(row, queue, events);
+    detail.recipients = recipients.into_iter().map(Into::into).collect();
+    Ok(detail)
 }

@@ -10,7 +10,33 @@ use crate::queue::model::QueueState;
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     pub id: Uuid,
+    /// `queued`, or `scheduled` with `scheduled_at`.
     pub status: &'static str,
+}
+
+impl Accepted {
+    pub fn of(r: &super::model::NewEmail) -> Accepted {
+        Accepted {
+            id: r.id,
+            status: match r.scheduled_at {
+                Some(_) => "scheduled",
+                None => "queued",
+            },
+        }
+    }
+}
+
+/// What a reader sees of a stored status. `scheduled` stays stored until the
+/// first attempt's outcome is recorded; once `scheduled_at` has passed the
+/// message is simply waiting for a worker, and shows `queued` (or `sending`
+/// under lease, as queued and deferred mail does).
+pub fn shown_status(stored: &str, scheduled_at: Option<DateTime<Utc>>, leased: bool) -> String {
+    let pending = matches!(stored, "queued" | "deferred" | "held" | "scheduled");
+    match stored {
+        _ if pending && leased => "sending".into(),
+        "scheduled" if scheduled_at.is_none_or(|at| at <= Utc::now()) => "queued".into(),
+        other => other.into(),
+    }
 }
 
 /// The answer to a batch send.
@@ -32,6 +58,7 @@ pub struct EmailSummary {
     pub attempts: i32,
     pub created_at: DateTime<Utc>,
     pub delivered_at: Option<DateTime<Utc>>,
+    pub scheduled_at: Option<DateTime<Utc>>,
 }
 
 impl From<EmailSummaryRow> for EmailSummary {
@@ -39,7 +66,9 @@ impl From<EmailSummaryRow> for EmailSummary {
         EmailSummary {
             id: r.id,
             tenant_id: r.tenant_id,
-            status: r.status,
+            // `sending` was already decided by the listing (under lease).
+            status: shown_status(&r.status, r.scheduled_at, false),
+            scheduled_at: r.scheduled_at,
             from: r.from_addr,
             to: r.to_addrs,
             subject: r.subject,
@@ -79,6 +108,8 @@ pub struct EmailDetail {
     pub message_id: String,
     pub created_at: DateTime<Utc>,
     pub delivered_at: Option<DateTime<Utc>>,
+    /// When a scheduled message may first be sent; `null` for mail sent at once.
+    pub scheduled_at: Option<DateTime<Utc>>,
     /// Each recipient's own state (issue 13).
     pub recipients: Vec<RecipientView>,
     /// When retention (`retention.content_days` or the tenant's override)
@@ -121,7 +152,10 @@ impl EmailDetail {
     /// `queue`: the message's queue row, while it has one: under lease the
     /// message shows as `sending`; waiting, with its next attempt.
     pub fn new(r: EmailRow, queue: Option<QueueState>, events: Vec<EventRow>) -> Self {
-        let pending = matches!(r.status.as_str(), "queued" | "deferred" | "held");
+        let pending = matches!(
+            r.status.as_str(),
+            "queued" | "deferred" | "held" | "scheduled"
+        );
         let leased = pending && queue.as_ref().is_some_and(|q| q.leased);
         EmailDetail {
             id: r.id,
@@ -130,7 +164,8 @@ impl EmailDetail {
                 .as_ref()
                 .filter(|_| pending && !leased)
                 .map(|q| q.next_attempt_at),
-            status: if leased { "sending".into() } else { r.status },
+            status: shown_status(&r.status, r.scheduled_at, leased),
+            scheduled_at: r.scheduled_at,
             from: r.from_addr,
             to: r.to_addrs,
             cc: r.cc_addrs,

@@ -51,7 +51,9 @@ pub fn insert(conn: &mut PgConnection, rows: &[&NewEmail]) -> QueryResult<()> {
             .map(|e| NewEntry {
                 tenant_id: e.tenant_id,
                 email_id: e.id,
-                next_attempt_at: e.created_at,
+                // A scheduled message waits on the same ready index as the
+                // rest: the claim's `next_attempt_at <= now()` keeps it.
+                next_attempt_at: e.scheduled_at.unwrap_or(e.created_at),
                 size_bytes: content_size(e),
             })
             .collect();
@@ -162,11 +164,15 @@ const HOLD_EMAILS: &str = "RETURNING q.tenant_id, q.email_id) \
     UPDATE emails e SET status = 'held' FROM h \
     WHERE e.tenant_id = h.tenant_id AND e.id = h.email_id AND e.status IN ('queued', 'deferred')";
 
-/// The tenant is active again: its held mail is claimable at once.
+/// The tenant is active again: its held mail is claimable at once (scheduled
+/// mail, which a hold leaves `scheduled`, keeps its time).
 pub fn resume_tenant(conn: &mut PgConnection, tenant: TenantId) -> QueryResult<usize> {
     diesel::sql_query(
-        "WITH r AS (UPDATE email_queue SET held = false, next_attempt_at = LEAST(next_attempt_at, now()) \
-           WHERE tenant_id = $1 AND held RETURNING tenant_id, email_id) \
+        "WITH r AS (UPDATE email_queue q SET held = false, next_attempt_at = CASE \
+             WHEN EXISTS (SELECT 1 FROM emails s WHERE s.tenant_id = q.tenant_id AND s.id = q.email_id \
+                          AND s.status = 'scheduled') THEN q.next_attempt_at \
+             ELSE LEAST(q.next_attempt_at, now()) END \
+           WHERE q.tenant_id = $1 AND q.held RETURNING q.tenant_id, q.email_id) \
          UPDATE emails e SET status = 'queued' FROM r \
          WHERE e.tenant_id = r.tenant_id AND e.id = r.email_id AND e.status = 'held'",
     )

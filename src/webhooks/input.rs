@@ -17,7 +17,8 @@ const MAX_DESCRIPTION: usize = 500;
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
     pub url: String,
-    /// Events to receive: email.queued, email.delivered, email.deferred,
+    /// Events to receive: email.queued, email.scheduled, email.canceled,
+    /// email.delivered, email.deferred,
     /// email.bounced, email.failed, email.suppressed, email.complained,
     /// domain.verified, domain.failed, or "*" for all of them. The test ping
     /// (POST .../test) is a webhook.test event, sent whatever this list holds.

@@ -14,8 +14,10 @@ pub mod signing;
 pub mod view;
 
 /// The events an endpoint can subscribe to (`"*"` means all of them).
-pub const EVENTS: [&str; 9] = [
+pub const EVENTS: [&str; 11] = [
     "email.queued",
+    "email.scheduled",
+    "email.canceled",
     "email.delivered",
     "email.deferred",
     "email.bounced",

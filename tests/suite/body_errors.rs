@@ -53,6 +53,11 @@ async fn fixture() -> Fixture {
     let spec = app.request("GET", "/openapi.json", None, None).await.json;
     let mut routes = Vec::new();
     for e in postline::routes::all() {
+        // The Resend- and Postmark-compatible routes answer in their vendors'
+        // error shapes, not problem JSON: tests/suite/compat.rs covers them.
+        if e.path.starts_with("/email") {
+            continue;
+        }
         let method = e.method.as_str().to_ascii_lowercase();
         let op = &spec["paths"][e.path][&method];
         let schema = &op["requestBody"]["content"]["application/json"]["schema"];

@@ -10,6 +10,7 @@
 //! it stops the test cluster, so it must run alone.
 
 mod common;
+mod compat;
 #[macro_use]
 mod drills;
 
@@ -37,7 +38,9 @@ mod observability;
 mod openapi;
 mod queue;
 mod retention;
+
 mod rotation;
+mod scheduled;
 mod secrets;
 mod sending;
 mod smtp_sink;
