@@ -6,6 +6,7 @@ pub mod auth;
 pub mod body;
 pub mod bounces;
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod db;
 pub mod delivery;

@@ -25,6 +25,8 @@ pub enum ActorKind {
     TenantKey,
     OauthClient,
     Cli,
+    /// A console user (`src/console/`); the id is the user's.
+    User,
 }
 
 impl ActorKind {
@@ -34,6 +36,7 @@ impl ActorKind {
             ActorKind::TenantKey => "tenant_key",
             ActorKind::OauthClient => "oauth_client",
             ActorKind::Cli => "cli",
+            ActorKind::User => "user",
         }
     }
 }
