@@ -49,6 +49,11 @@ fn env() -> &'static Environment<'static> {
             }
         }
         env.add_global("css", CSS);
+        // This environment's own filter (tenant templates are not affected).
+        env.add_filter("urlencode", |v: String| -> String {
+            percent_encoding::utf8_percent_encode(&v, percent_encoding::NON_ALPHANUMERIC)
+                .to_string()
+        });
         env
     })
 }

@@ -297,6 +297,8 @@ pub async fn open_session(pool: &PgPool, user: Uuid, ttl_secs: u64) -> AppResult
                 expires_at,
             },
         )?;
+        // Sign-ins sweep what has expired, a bounded batch each.
+        model::purge_expired(conn, 100)?;
         Ok(())
     })
     .await?;

@@ -18,6 +18,8 @@ mod auth;
 mod body_errors;
 mod bounce_corpus;
 mod bounces;
+mod console;
+mod console_browser;
 mod delivery;
 mod dev_run;
 mod domains;

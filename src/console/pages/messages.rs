@@ -146,11 +146,25 @@ pub async fn show(
     let (message, content) = load(&state, &user, q.tenant.as_deref(), &path).await?;
     let tenant = TenantId(message.tenant_id);
     let has_html = content.html.is_some();
+    // JSON shown as text (the page escapes it).
+    let headers = serde_json::to_string_pretty(&content.headers).unwrap_or_default();
+    let events: Vec<serde_json::Value> = message
+        .events
+        .iter()
+        .map(|e| {
+            let detail = match &e.detail {
+                serde_json::Value::Null => String::new(),
+                serde_json::Value::Object(m) if m.is_empty() => String::new(),
+                d => d.to_string(),
+            };
+            serde_json::json!({ "type": e.kind, "at": e.at, "detail": detail })
+        })
+        .collect();
     Ok(page(
         "message.html",
         ctx! {
             layout => Layout::new(&user, Some(tenant), "messages"),
-            message, text => content.text, headers => content.headers,
+            message, text => content.text, headers, events,
             envelope_from => content.envelope_from, has_html,
         },
     )?)
