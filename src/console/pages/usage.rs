@@ -41,10 +41,22 @@ pub async fn show(
         },
     )
     .await?;
+    // Every day of the period up to today, days without mail at zero (a
+    // period is at most 366 days: the usage service bounds it).
+    let today = chrono::Utc::now().date_naive();
     let sent: Vec<(String, i64)> = usage
-        .daily
-        .iter()
-        .map(|d| (d.date.to_string(), d.counters.emails_sent))
+        .from
+        .iter_days()
+        .take_while(|d| *d <= usage.to && *d <= today)
+        .take(400)
+        .map(|day| {
+            let n = usage
+                .daily
+                .iter()
+                .find(|d| d.date == day)
+                .map_or(0, |d| d.counters.emails_sent);
+            (day.to_string(), n)
+        })
         .collect();
     let chart = bar_chart(&sent, "Messages accepted per day");
     Ok(page(
