@@ -106,12 +106,60 @@ async fn shot(c: &Client, name: &str) {
 }
 
 async fn text(c: &Client, css: &str) -> String {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .text()
-        .await
-        .unwrap()
+    match c.find(Locator::Css(css)).await {
+        Ok(e) => e.text().await.unwrap(),
+        Err(e) => {
+            let url = c.current_url().await.unwrap();
+            let page = c.source().await.unwrap_or_default();
+            let main = page.split("<main").nth(1).unwrap_or(&page);
+            panic!("{css} on {url}: {e}\n{}", &main[..main.len().min(1500)]);
+        }
+    }
+}
+
+/// The text of `css` once it equals `want` (a click's navigation may still
+/// be under way when the click returns), or a panic after 15 s.
+async fn wait_text(c: &Client, css: &str, want: &str) {
+    for _ in 0..150 {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            if e.text().await.is_ok_and(|t| t == want) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(text(c, css).await, want, "{css}");
+}
+
+/// Waits until the text of `css` contains `needle` (or, with `present`
+/// false, no longer does).
+async fn wait_contains(c: &Client, css: &str, needle: &str, present: bool) {
+    for _ in 0..150 {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            if e.text().await.is_ok_and(|t| t.contains(needle) == present) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{css}: containing {needle:?} is not {present}: {}",
+        text(c, css).await
+    );
+}
+
+/// Waits until the page's path ends with `path`.
+async fn wait_path(c: &Client, path: &str) {
+    for _ in 0..150 {
+        if c.current_url()
+            .await
+            .is_ok_and(|u| u.path().ends_with(path))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("not on {path}: {}", c.current_url().await.unwrap());
 }
 
 async fn fill(c: &Client, css: &str, value: &str) {
@@ -153,19 +201,19 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
     let admin = browser(&d, &p1).await;
 
     sign_in(&admin, &base, "admin@example.com").await;
-    assert!(admin
-        .current_url()
-        .await
-        .unwrap()
-        .path()
-        .ends_with("/console/tenants"));
+    wait_path(&admin, "/console/tenants").await;
     shot(&admin, "tenants").await;
 
     // A tenant, then its key: the secret on the create answer only.
     fill(&admin, "#t-name", "Shop").await;
     click(&admin, "#create-tenant").await;
+    admin
+        .wait()
+        .for_element(Locator::Css("#tenant-id"))
+        .await
+        .unwrap();
     let tenant = text(&admin, "#tenant-id").await;
-    assert_eq!(text(&admin, "#tenant-status").await, "active");
+    wait_text(&admin, "#tenant-status", "active").await;
     shot(&admin, "tenant").await;
     admin
         .goto(&format!("{base}/console/keys?tenant={tenant}"))
@@ -173,6 +221,11 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
         .unwrap();
     fill(&admin, "#k-name", "backend").await;
     click(&admin, "#create-key").await;
+    admin
+        .wait()
+        .for_element(Locator::Css("#secret"))
+        .await
+        .unwrap();
     let secret = admin
         .find(Locator::Css("#secret"))
         .await
@@ -199,6 +252,7 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
         .unwrap();
     fill(&admin, "#d-name", "shop.example").await;
     click(&admin, "#add-domain").await;
+    wait_contains(&admin, "table.records", "TXT", true).await;
     let records = text(&admin, "table.records").await;
     assert!(
         records.contains("TXT") && records.contains("dkim"),
@@ -217,6 +271,7 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
         )
         .await;
     assert_eq!(r.status, 202, "{}", r.text);
+    let mail_id = r.json["id"].as_str().unwrap().to_string();
     sink.wait_for(1, Duration::from_secs(30)).await;
     let mut delivered = false;
     for _ in 0..100 {
@@ -241,7 +296,7 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
         .click()
         .await
         .unwrap();
-    assert_eq!(text(&admin, "#message-status").await, "delivered");
+    wait_text(&admin, "#message-status", "delivered").await;
     let recipients = text(&admin, "#recipients").await;
     assert!(
         recipients.contains("buyer@example.com") && recipients.contains("delivered"),
@@ -251,6 +306,26 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
     let frame = admin.find(Locator::Css("iframe[sandbox]")).await.unwrap();
     assert_eq!(frame.attr("sandbox").await.unwrap().as_deref(), Some(""));
     shot(&admin, "message").await;
+    // The frame's document: sandboxed by its own CSP, the mail's HTML as sent.
+    let session = admin.get_named_cookie("postline_console").await.unwrap();
+    let r = crate::console::client()
+        .get(format!(
+            "{base}/console/messages/{mail_id}/html?tenant={tenant}"
+        ))
+        .header("cookie", format!("postline_console={}", session.value()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.starts_with("sandbox;") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
+    assert!(r.text().await.unwrap().contains("<b>your order</b>"));
     assert_ne!(
         admin
             .execute("return document.title", vec![])
@@ -266,14 +341,10 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
         .unwrap();
     fill(&admin, "#s-email", "gone@example.com").await;
     click(&admin, "#add-suppression").await;
-    assert!(text(&admin, "#suppressions")
-        .await
-        .contains("gone@example.com"));
+    wait_contains(&admin, "#suppressions", "gone@example.com", true).await;
     shot(&admin, "suppressions").await;
     click(&admin, "button[aria-label='Remove gone@example.com']").await;
-    assert!(!text(&admin, "#suppressions")
-        .await
-        .contains("gone@example.com"));
+    wait_contains(&admin, "#suppressions", "gone@example.com", false).await;
 
     // Usage: the chart and the totals.
     admin
@@ -286,7 +357,19 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
         .expect("a bar");
     assert!(text(&admin, "#usage-totals").await.contains("Sent 1"));
     shot(&admin, "usage").await;
+    // Suspend and reactivate the tenant from its page.
+    admin
+        .goto(&format!("{base}/console/tenants/{tenant}"))
+        .await
+        .unwrap();
+    click(&admin, "#suspend").await;
+    wait_text(&admin, "#tenant-status", "suspended").await;
+    let r = app.get("/v1/emails", &secret).await;
+    assert_eq!(r.status, 403, "a suspended tenant's key: {}", r.text);
+    click(&admin, "#activate").await;
+    wait_text(&admin, "#tenant-status", "active").await;
     admin.goto(&format!("{base}/console/queue")).await.unwrap();
+    assert!(text(&admin, "#health").await.contains("reachable"));
     shot(&admin, "queue").await;
 
     // A tenant user of another tenant, in another profile.
@@ -297,12 +380,7 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
     user(&app, "dev@other.example", Role::Developer, Some(&other)).await;
     let dev = browser(&d, &p2).await;
     sign_in(&dev, &base, "dev@other.example").await;
-    assert!(dev
-        .current_url()
-        .await
-        .unwrap()
-        .path()
-        .ends_with("/console/messages"));
+    wait_path(&dev, "/console/messages").await;
     assert!(!dev.source().await.unwrap().contains("Your order"));
     dev.goto(&format!("{base}/console/tenants/{tenant}"))
         .await
@@ -324,12 +402,7 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
     dev.goto(&format!("{base}/console/queue")).await.unwrap();
     assert_eq!(text(&dev, "h1").await, "Queue and health");
     click(&admin, "#logout").await;
-    assert!(admin
-        .current_url()
-        .await
-        .unwrap()
-        .path()
-        .ends_with("/console/login"));
+    wait_path(&admin, "/console/login").await;
     dev.goto(&format!("{base}/console/queue")).await.unwrap();
     assert!(dev
         .current_url()
