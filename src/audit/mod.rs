@@ -67,6 +67,7 @@ impl Actor {
     pub fn key(who: &Principal, request_id: Option<String>) -> Actor {
         Actor {
             kind: match who.0.kind {
+                _ if who.0.console_user => ActorKind::User,
                 _ if who.0.oauth_client => ActorKind::OauthClient,
                 KeyKind::Admin => ActorKind::AdminKey,
                 KeyKind::Live => ActorKind::TenantKey,

@@ -89,6 +89,12 @@ pub fn endpoints() -> Vec<Endpoint> {
         page!(get.clone(), "/console/keys", keys::list),
         page!(post.clone(), "/console/keys", keys::create),
         page!(post.clone(), "/console/keys/{id}/revoke", keys::revoke),
+        page!(post.clone(), "/console/oauth-clients", keys::create_client),
+        page!(
+            post.clone(),
+            "/console/oauth-clients/{id}/revoke",
+            keys::revoke_client
+        ),
         page!(get.clone(), "/console/messages", messages::list),
         page!(get.clone(), "/console/messages/{id}", messages::show),
         page!(

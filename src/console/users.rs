@@ -88,6 +88,8 @@ impl ConsoleUser {
         self.who.tenant()
     }
 
+    /// The audit actor: kind `user`, the user's id (as `Actor::key` gives
+    /// for services that take only the principal).
     pub fn actor(&self, request_id: Option<String>) -> Actor {
         Actor {
             kind: ActorKind::User,
@@ -119,6 +121,7 @@ impl ConsoleUser {
             permissions: role.permissions(),
             expires_at: None,
             oauth_client: false,
+            console_user: true,
         };
         Some(ConsoleUser {
             id: row.id,

@@ -396,6 +396,27 @@ async fn tenant_users_see_only_their_tenant_and_what_their_role_allows() {
     .map(|t| t.v)
     .collect();
     assert_eq!(kinds, [format!("user:{}", owner_id[0])]);
+    // OAuth clients on the same page, through the OAuth service: audited as
+    // the user too (Actor::key of the console principal).
+    let (status, created) = post(
+        &app,
+        &owner,
+        "/console/oauth-clients",
+        &[("csrf", &csrf_of(&keys)), ("name", "worker")],
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    assert!(created.contains("id=\"client-secret\""), "{created}");
+    let kinds: Vec<String> = diesel::sql_query(
+        "SELECT actor_kind || ':' || actor_id AS v FROM audit_log \
+         WHERE action = 'oauth_client.created'",
+    )
+    .load::<Text>(&mut conn)
+    .unwrap()
+    .into_iter()
+    .map(|t| t.v)
+    .collect();
+    assert_eq!(kinds, [format!("user:{}", owner_id[0])]);
     assert_eq!(get(&app, &viewer, "/console/keys").await.0, 403);
     let (_, sup, _) = get(&app, &viewer, "/console/suppressions").await;
     let (status, _) = post(

@@ -14,6 +14,7 @@ use crate::console::{request_id, tenant_for, Layout, TenantQuery};
 use crate::db::pagination::PageQuery;
 use crate::domain::{Permission, TenantId};
 use crate::keys::service::{self, KeyView};
+use crate::oauth::clients as oauth;
 use crate::state::AppState;
 use crate::tenants::model::TenantRef;
 
@@ -31,6 +32,7 @@ async fn render(
     user: &ConsoleUser,
     tenant: Option<TenantId>,
     created: Option<KeyView>,
+    created_client: Option<oauth::ClientView>,
 ) -> ConsoleResult<HttpResponse> {
     let page_req = PageQuery {
         limit: Some(100),
@@ -38,13 +40,14 @@ async fn render(
     }
     .validate()?;
     let keys = service::list(state, tenant.map(|t| TenantRef::Id(t.0)), page_req).await?;
+    let clients = oauth::list(&state.pool, tenant.map(|t| TenantRef::Id(t.0)), page_req).await?;
     // The one response that carries a secret: serialised here, shown once.
     let created = created.map(|k| serde_json::to_value(&k).unwrap_or_default());
     Ok(page(
         "keys.html",
         ctx! {
             layout => Layout::new(user, tenant, "keys"),
-            keys, created, permissions => offered(tenant),
+            keys, clients, created, created_client, permissions => offered(tenant),
         },
     )?)
 }
@@ -56,7 +59,7 @@ pub async fn list(
 ) -> ConsoleResult<HttpResponse> {
     user.who.require(Permission::KeysWrite)?;
     let tenant = tenant_for(&state, &user, q.tenant.as_deref()).await?;
-    render(&state, &user, tenant, None).await
+    render(&state, &user, tenant, None, None).await
 }
 
 #[derive(Deserialize)]
@@ -86,7 +89,7 @@ pub async fn create(
         }
         None => service::create_admin_key(&state, &user.who, &actor, body).await?,
     };
-    render(&state, &user, tenant, Some(key)).await
+    render(&state, &user, tenant, Some(key), None).await
 }
 
 #[derive(Deserialize)]
@@ -105,6 +108,36 @@ pub async fn revoke(
     let tenant = tenant_for(&state, &user, f.tenant.as_deref()).await?;
     let actor = user.actor(request_id(&req));
     service::revoke(&state, &actor, tenant.map(|t| TenantRef::Id(t.0)), &path).await?;
+    let q = tenant.map(|t| tenant_q(&user, t)).unwrap_or_default();
+    Ok(see_other(&format!("/console/keys{q}")))
+}
+
+/// OAuth clients (client credentials) of the same owner, on the same page:
+/// the client secret is shown once, in this answer.
+pub async fn create_client(
+    state: web::Data<AppState>,
+    post: Post<CreateForm>,
+) -> ConsoleResult<HttpResponse> {
+    let (user, f) = (post.user, post.form);
+    user.who.require(Permission::KeysWrite)?;
+    let tenant = tenant_for(&state, &user, f.tenant.as_deref()).await?;
+    let body = input(json!({
+        "name": f.name.unwrap_or_default(),
+        "permissions": (!f.permissions.is_empty()).then_some(f.permissions),
+    }))?;
+    let client = oauth::create(&state, &user.who, tenant.map(|t| TenantRef::Id(t.0)), body).await?;
+    render(&state, &user, tenant, None, Some(client)).await
+}
+
+pub async fn revoke_client(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    post: Post<RevokeForm>,
+) -> ConsoleResult<HttpResponse> {
+    let (user, f) = (post.user, post.form);
+    user.who.require(Permission::KeysWrite)?;
+    let tenant = tenant_for(&state, &user, f.tenant.as_deref()).await?;
+    oauth::revoke(&state, &user.who, tenant.map(|t| TenantRef::Id(t.0)), &path).await?;
     let q = tenant.map(|t| tenant_q(&user, t)).unwrap_or_default();
     Ok(see_other(&format!("/console/keys{q}")))
 }
