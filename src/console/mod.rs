@@ -1,8 +1,9 @@
 //! The web console (issue 17): server-rendered pages under `/console` for
 //! platform admins and tenant users, served by the `api` role (and `serve`).
 //!
-//! - `users`: roles onto the API permissions, sign-in (argon2 only there),
-//!   sessions (SHA-256 of the cookie's token in Postgres), one-time links;
+//! - `users`: roles onto the API permissions, creation, sign-in (argon2 only there);
+//! - `sessions`: sessions (SHA-256 of the cookie's token in Postgres),
+//!   one-time invitation links;
 //! - `session`: the cookie, the [`users::ConsoleUser`] extractor (its
 //!   `who` is a resolved [`crate::auth::Principal`], its `actor` names the
 //!   user in the audit log), CSRF-checked forms ([`session::Post`]), error
@@ -28,6 +29,7 @@ pub mod model;
 pub mod pages;
 pub mod render;
 pub mod session;
+pub mod sessions;
 pub mod users;
 
 use std::net::IpAddr;

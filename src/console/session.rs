@@ -11,7 +11,8 @@ use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse, Respon
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
-use super::users::{self, ConsoleUser};
+use super::sessions;
+use super::users::ConsoleUser;
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -164,7 +165,7 @@ impl FromRequest for ConsoleUser {
         Box::pin(async move {
             let state = state?;
             let token = token.ok_or(ConsoleError::SignIn { post })?;
-            let user = users::session(&state.pool, &token)
+            let user = sessions::session(&state.pool, &token)
                 .await?
                 .ok_or(ConsoleError::SignIn { post })?;
             req.extensions_mut().insert(match user.tenant() {

@@ -1,16 +1,12 @@
 //! Console users: roles onto the API's permissions, creation (the CLI and
-//! invitations), sign-in with argon2, sessions and one-time links.
+//! invitations), sign-in with argon2 (sessions and links: `sessions`).
 
 use std::sync::Arc;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{Duration, Utc};
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::model::{self, NewInvitation, NewSession, NewUser, UserRow};
+use super::model::{self, NewInvitation, NewUser, UserRow};
 use crate::audit::{Actor, ActorKind};
 use crate::auth::{token, Principal, VerifiedKey};
 use crate::config::Secret;
@@ -134,22 +130,9 @@ impl ConsoleUser {
     }
 }
 
-/// A random 32-byte token, base64url, and its SHA-256 (what is stored).
-pub fn new_token() -> (Secret, Vec<u8>) {
-    let mut raw = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut raw);
-    let text = URL_SAFE_NO_PAD.encode(raw);
-    let hash = digest(&text);
-    (Secret::new(text), hash)
-}
-
-pub fn digest(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
-}
-
 /// Passwords: 12 to 256 characters (argon2 cost does not grow with it, but
 /// memory for the form does: bounded).
-fn check_password(p: &str) -> AppResult<()> {
+pub(super) fn check_password(p: &str) -> AppResult<()> {
     let n = p.chars().count();
     if !(12..=256).contains(&n) {
         return Err(AppError::invalid(
@@ -160,7 +143,7 @@ fn check_password(p: &str) -> AppResult<()> {
     Ok(())
 }
 
-async fn hash(password: &str) -> AppResult<String> {
+pub(super) async fn hash(password: &str) -> AppResult<String> {
     let p = Secret::new(password);
     tokio::task::spawn_blocking(move || token::hash_secret(p.expose()))
         .await
@@ -202,7 +185,7 @@ pub async fn create(
         }
         None => None,
     };
-    let invitation = password.is_none().then(new_token);
+    let invitation = password.is_none().then(super::sessions::new_token);
     let ttl = Duration::seconds(i64::try_from(invitation_ttl_secs).unwrap_or(86_400));
     let actor = actor.clone();
     let (user, link) = db::run(pool, move |conn| {
@@ -284,92 +267,6 @@ pub async fn check_login(pool: &PgPool, email: &str, password: &str) -> AppResul
 /// the address is unknown, so that path costs the same.
 const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$k1Wm0v4VhSHkHZ0tQxUe2xZ7mPwJk2Y0oH6aWq3lB2c";
-
-/// Opens a session for `user`: the cookie's token (to send once).
-pub async fn open_session(pool: &PgPool, user: Uuid, ttl_secs: u64) -> AppResult<Secret> {
-    let (token, hash) = new_token();
-    let (csrf, _) = new_token();
-    let expires_at = Utc::now() + Duration::seconds(i64::try_from(ttl_secs).unwrap_or(43_200));
-    db::run(pool, move |conn| {
-        model::insert_session(
-            conn,
-            &NewSession {
-                token_hash: &hash,
-                user_id: user,
-                csrf_token: csrf.expose(),
-                expires_at,
-            },
-        )?;
-        // Sign-ins sweep what has expired, a bounded batch each.
-        model::purge_expired(conn, 100)?;
-        Ok(())
-    })
-    .await?;
-    Ok(token)
-}
-
-/// The user of a session token, if the session is live.
-pub async fn session(pool: &PgPool, token: &str) -> AppResult<Option<ConsoleUser>> {
-    if token.len() > 128 {
-        return Ok(None);
-    }
-    let hash = digest(token);
-    let found = db::run(pool, {
-        let hash = hash.clone();
-        move |conn| Ok(model::session(conn, &hash)?)
-    })
-    .await?;
-    Ok(found.and_then(|(row, csrf, status)| {
-        if status.as_deref() == Some("deleted") {
-            return None;
-        }
-        ConsoleUser::from_row(row, csrf, hash, status.as_deref())
-    }))
-}
-
-/// Ends this session, or with `everywhere` every session of the user.
-pub async fn close(pool: &PgPool, user: &ConsoleUser, everywhere: bool) -> AppResult<()> {
-    let (id, hash) = (user.id, user.token_hash.clone());
-    db::run(pool, move |conn| {
-        if everywhere {
-            model::delete_sessions_of(conn, id)?;
-        } else {
-            model::delete_session(conn, &hash)?;
-        }
-        Ok(())
-    })
-    .await
-}
-
-pub async fn invitation_open(pool: &PgPool, token: &str) -> AppResult<bool> {
-    if token.len() > 128 {
-        return Ok(false);
-    }
-    let hash = digest(token);
-    db::run(pool, move |conn| Ok(model::invitation_open(conn, &hash)?)).await
-}
-
-/// Uses a one-time link: sets the password and returns the user's id;
-/// `NotFound` for a used, expired or unknown link.
-pub async fn accept_invitation(pool: &PgPool, token: &str, password: &str) -> AppResult<Uuid> {
-    check_password(password)?;
-    if token.len() > 128 {
-        return Err(AppError::NotFound);
-    }
-    let hash_of_token = digest(token);
-    let password_hash = hash(password).await?;
-    db::run(pool, move |conn| {
-        use diesel::Connection;
-        conn.transaction(|conn| {
-            let user = model::take_invitation(conn, &hash_of_token)?.ok_or(AppError::NotFound)?;
-            model::set_password(conn, user, &password_hash)?;
-            // A new password ends every session opened with the old one.
-            model::delete_sessions_of(conn, user)?;
-            Ok(user)
-        })
-    })
-    .await
-}
 
 /// The one-time link of an invitation token.
 pub fn invitation_link(s: &crate::config::ConsoleSettings, token: &str) -> String {

@@ -20,6 +20,7 @@ mod bounce_corpus;
 mod bounces;
 mod console;
 mod console_browser;
+mod console_users;
 mod delivery;
 mod dev_run;
 mod domains;

@@ -10,6 +10,7 @@ use crate::console::session::{
     self, cookie, field, is_tls, read_form, removal, ConsoleError, ConsoleResult, Post, COOKIE,
     LOGIN_COOKIE,
 };
+use crate::console::sessions;
 use crate::console::users::{self, ConsoleUser};
 use crate::error::AppError;
 use crate::state::AppState;
@@ -36,7 +37,7 @@ fn anonymous_form(
     template: &str,
     ctx: serde_json::Value,
 ) -> ConsoleResult<HttpResponse> {
-    let (token, _) = users::new_token();
+    let (token, _) = sessions::new_token();
     let mut ctx = ctx;
     ctx["csrf"] = token.expose().into();
     let mut resp = html(status, render::render(template, ctx)?);
@@ -64,7 +65,7 @@ pub async fn login_form(
     state: web::Data<AppState>,
 ) -> ConsoleResult<HttpResponse> {
     if let Some(c) = req.cookie(COOKIE) {
-        if users::session(&state.pool, c.value()).await?.is_some() {
+        if sessions::session(&state.pool, c.value()).await?.is_some() {
             return Ok(see_other("/console"));
         }
     }
@@ -127,7 +128,7 @@ pub async fn login(
             serde_json::json!({ "email": email, "error": "Wrong e-mail or password." }),
         );
     };
-    let token = users::open_session(
+    let token = sessions::open_session(
         &state.pool,
         user.id,
         state.settings.console.session_ttl_secs,
@@ -154,7 +155,7 @@ pub async fn logout(
     post: Post<LogoutForm>,
 ) -> ConsoleResult<HttpResponse> {
     let everywhere = post.form.everywhere.is_some();
-    users::close(&state.pool, &post.user, everywhere).await?;
+    sessions::close(&state.pool, &post.user, everywhere).await?;
     tracing::info!(user = %post.user.id, everywhere, "console sign-out");
     let mut resp = see_other("/console/login");
     resp.add_cookie(&removal(COOKIE, secure(&state, &req)))
@@ -167,7 +168,7 @@ pub async fn invite_form(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> ConsoleResult<HttpResponse> {
-    if !users::invitation_open(&state.pool, &path).await? {
+    if !sessions::invitation_open(&state.pool, &path).await? {
         return Err(AppError::NotFound.into());
     }
     anonymous_form(
@@ -191,7 +192,7 @@ pub async fn invite(
     if field(&body, "confirm").as_deref() != Some(password.as_str()) {
         return Err(AppError::invalid("confirm", "the two passwords differ").into());
     }
-    let user = users::accept_invitation(&state.pool, &path, &password).await?;
+    let user = sessions::accept_invitation(&state.pool, &path, &password).await?;
     tracing::info!(user = %user, "console password set from an invitation");
     Ok(see_other("/console/login?password_set=1"))
 }
