@@ -36,6 +36,8 @@ pub struct Settings {
     pub bounces: BounceSettings,
     pub inbound: InboundSettings,
     pub suppressions: SuppressionSettings,
+    /// The web console (issue 17, `src/console/`).
+    pub console: ConsoleSettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -292,6 +294,22 @@ pub struct TemplateSettings {
 pub struct MetricsSettings {
     /// The `/metrics` queue gauges are counted at most once per this period.
     pub queue_depth_secs: u64,
+}
+
+/// The web console (issue 17): sessions, login throttling, invitations.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSettings {
+    /// Lifetime of a console session (300..=2592000 s), from sign-in.
+    pub session_ttl_secs: u64,
+    /// Failed sign-ins per minute, per e-mail address and per client address
+    /// (IPv6 per /64), before further tries get 429 (0 = unlimited).
+    pub login_failures_per_minute: u32,
+    /// Lifetime of a one-time invitation link (300..=2592000 s).
+    pub invitation_ttl_secs: u64,
+    /// Where the console is reached from outside (e.g. `https://mail.example.com`),
+    /// printed before invitation links; empty: links are printed as paths.
+    pub public_url: String,
 }
 
 /// OAuth 2.0 client credentials (`src/oauth/`).
@@ -600,6 +618,17 @@ impl Settings {
         }
         if self.metrics.queue_depth_secs == 0 {
             return fail("metrics.queue_depth_secs", "must be at least 1");
+        }
+        for (key, v) in [
+            ("console.session_ttl_secs", self.console.session_ttl_secs),
+            (
+                "console.invitation_ttl_secs",
+                self.console.invitation_ttl_secs,
+            ),
+        ] {
+            if !(300..=2_592_000).contains(&v) {
+                return fail(key, "must be between 300 and 2592000");
+            }
         }
         if !(60..=86400).contains(&self.oauth.token_ttl_secs) {
             return fail("oauth.token_ttl_secs", "must be between 60 and 86400");

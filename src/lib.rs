@@ -7,6 +7,7 @@ pub mod body;
 pub mod bounces;
 pub mod compat;
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod db;
 pub mod delivery;

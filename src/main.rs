@@ -44,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: AdminKeyCommand,
     },
+    /// Manage web console users (`/console`).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Manage secrets at rest.
     Secrets {
         #[command(subcommand)]
@@ -82,6 +87,28 @@ enum AdminKeyCommand {
         /// A permission to grant (repeatable); without it the key has `*`.
         #[arg(long = "permission")]
         permissions: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a console user: `--admin`, or `--tenant ID --role R`; without
+    /// `--password` a one-time link to set one is printed.
+    Create {
+        /// A platform admin.
+        #[arg(long)]
+        admin: bool,
+        /// The tenant (id or external_id) of a tenant user.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// owner, developer or viewer (tenant users).
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long)]
+        email: String,
+        /// At least 12 characters; or POSTLINE_USER_PASSWORD.
+        #[arg(long, env = "POSTLINE_USER_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
     },
 }
 
@@ -158,6 +185,27 @@ fn main() {
         Command::AdminKey {
             command: AdminKeyCommand::Create { name, permissions },
         } => runtime.block_on(create_admin_key(settings, name, permissions)),
+        Command::User {
+            command:
+                UserCommand::Create {
+                    admin,
+                    tenant,
+                    role,
+                    email,
+                    password,
+                },
+        } => runtime.block_on(async {
+            let pool = db::build_pool(&settings.database);
+            startup::migrate(&pool).await?;
+            let args = postline::console::cli::CreateArgs {
+                admin,
+                tenant,
+                role,
+                email,
+                password,
+            };
+            postline::console::cli::create(&settings, &pool, args).await
+        }),
         Command::Secrets {
             command: SecretsCommand::Rotate,
         } => runtime.block_on(rotate_secrets(settings)),

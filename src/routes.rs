@@ -24,12 +24,19 @@ pub enum Access {
     Any(Permission),
     /// Admin keys with the permission; tenant keys get 403.
     Admin(Permission),
+    /// A web console page or form (`src/console/`): HTML, a session cookie
+    /// instead of a key, a CSRF token on every POST. Not part of the JSON
+    /// API, so not in the OpenAPI document nor in the key-driven isolation
+    /// and body-error matrices; `tests/suite/console.rs` drives every such
+    /// route without a session (GET: redirect to the login page, POST: 403)
+    /// and checks the console's own isolation (tenant users, roles).
+    Console,
 }
 
 impl Access {
     pub fn permission(self) -> Option<Permission> {
         match self {
-            Access::Public => None,
+            Access::Public | Access::Console => None,
             Access::Tenant(p) | Access::Any(p) | Access::Admin(p) => Some(p),
         }
     }
@@ -72,6 +79,7 @@ pub fn all() -> Vec<Endpoint> {
         // issue 14: the Resend- and Postmark-compatible APIs.
         crate::compat::resend::endpoints(),
         crate::compat::postmark::endpoints(),
+        crate::console::endpoints(),
     ]
     .into_iter()
     .flatten()

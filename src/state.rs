@@ -34,4 +34,6 @@ pub struct AppState {
     pub queue_depth: crate::metrics::QueueDepth,
     /// Renders tenant templates in memory-bounded child processes.
     pub renderer: crate::templates::sandbox::Sandbox,
+    /// The web console's sign-in throttles (`src/console/`).
+    pub console: crate::console::ConsoleState,
 }

@@ -25,6 +25,8 @@ pub enum ActorKind {
     TenantKey,
     OauthClient,
     Cli,
+    /// A console user (`src/console/`); the id is the user's.
+    User,
 }
 
 impl ActorKind {
@@ -34,6 +36,7 @@ impl ActorKind {
             ActorKind::TenantKey => "tenant_key",
             ActorKind::OauthClient => "oauth_client",
             ActorKind::Cli => "cli",
+            ActorKind::User => "user",
         }
     }
 }
@@ -64,6 +67,7 @@ impl Actor {
     pub fn key(who: &Principal, request_id: Option<String>) -> Actor {
         Actor {
             kind: match who.0.kind {
+                _ if who.0.console_user => ActorKind::User,
                 _ if who.0.oauth_client => ActorKind::OauthClient,
                 KeyKind::Admin => ActorKind::AdminKey,
                 KeyKind::Live => ActorKind::TenantKey,

@@ -93,7 +93,7 @@ async fn rate_limit(state: &AppState, req: &HttpRequest, key: &VerifiedKey) -> A
 /// TCP peer, or with `auth.trust_x_forwarded_for` the last (rightmost)
 /// address of `X-Forwarded-For` — the one the proxy in front of Postline
 /// appended; earlier entries are whatever the client wrote and are ignored.
-fn client_ip(req: &HttpRequest, trust_forwarded: bool) -> Option<IpAddr> {
+pub(crate) fn client_ip(req: &HttpRequest, trust_forwarded: bool) -> Option<IpAddr> {
     if trust_forwarded {
         let forwarded = req
             .headers()

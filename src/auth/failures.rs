@@ -27,13 +27,21 @@ struct Window {
     failures: AtomicU32,
 }
 
+/// Failures per key in one-minute windows: client addresses here (the
+/// default), and also e-mail addresses for console sign-ins (`src/console/`).
 #[derive(Clone)]
-pub struct FailedAuthLimiter {
+pub struct FailedAuthLimiter<K = IpAddr>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+{
     per_minute: u32,
-    windows: moka::sync::Cache<IpAddr, Arc<Window>>,
+    windows: moka::sync::Cache<K, Arc<Window>>,
 }
 
-impl FailedAuthLimiter {
+impl<K> FailedAuthLimiter<K>
+where
+    K: std::hash::Hash + Eq + Send + Sync + Clone + 'static,
+{
     /// `per_minute = 0` turns the limit off.
     pub fn new(per_minute: u32) -> Self {
         Self {
@@ -45,28 +53,40 @@ impl FailedAuthLimiter {
         }
     }
 
-    /// Seconds until `ip` may try again, when it used up its failures.
-    pub fn blocked(&self, ip: IpAddr) -> Option<u64> {
+    /// Seconds until `key` may try again, when it used up its failures.
+    pub fn blocked_key(&self, key: &K) -> Option<u64> {
         if self.per_minute == 0 {
             return None;
         }
-        let w = self.windows.get(&bucket(ip))?;
+        let w = self.windows.get(key)?;
         (w.failures.load(Ordering::Relaxed) >= self.per_minute)
             .then(|| WINDOW.saturating_sub(w.started.elapsed()).as_secs().max(1))
     }
 
-    /// Counts one failed authentication of `ip`.
-    pub fn failed(&self, ip: IpAddr) {
+    /// Counts one failure of `key`.
+    pub fn failed_key(&self, key: K) {
         if self.per_minute == 0 {
             return;
         }
-        let w = self.windows.get_with(bucket(ip), || {
+        let w = self.windows.get_with(key, || {
             Arc::new(Window {
                 started: Instant::now(),
                 failures: AtomicU32::new(0),
             })
         });
         w.failures.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl FailedAuthLimiter<IpAddr> {
+    /// Seconds until `ip` may try again, when it used up its failures.
+    pub fn blocked(&self, ip: IpAddr) -> Option<u64> {
+        self.blocked_key(&bucket(ip))
+    }
+
+    /// Counts one failed authentication of `ip`.
+    pub fn failed(&self, ip: IpAddr) {
+        self.failed_key(bucket(ip))
     }
 }
 

@@ -38,6 +38,8 @@ pub struct VerifiedKey {
     pub expires_at: Option<DateTime<Utc>>,
     /// An OAuth access token (`src/oauth/verify.rs`) rather than an API key.
     pub oauth_client: bool,
+    /// A web console session (`src/console/`): `api_key_id` is the user's id.
+    pub console_user: bool,
 }
 
 #[derive(Clone)]
@@ -340,6 +342,7 @@ async fn load_and_verify(
         permissions: Permissions::from_stored(&row.permissions),
         expires_at: row.expires_at,
         oauth_client: false,
+        console_user: false,
     }))
 }
 

@@ -299,3 +299,45 @@ diesel::table! {
 
 diesel::joinable!(oauth_clients -> tenants (tenant_id));
 diesel::allow_tables_to_appear_in_same_query!(oauth_clients, tenants);
+
+// Console (issue 17, migration 000015).
+diesel::table! {
+    console_users (id) {
+        id -> Uuid,
+        tenant_id -> Nullable<Uuid>,
+        email -> Text,
+        role -> Text,
+        password_hash -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    console_sessions (token_hash) {
+        token_hash -> Bytea,
+        user_id -> Uuid,
+        csrf_token -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    console_invitations (token_hash) {
+        token_hash -> Bytea,
+        user_id -> Uuid,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::joinable!(console_sessions -> console_users (user_id));
+diesel::joinable!(console_invitations -> console_users (user_id));
+diesel::joinable!(console_users -> tenants (tenant_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    console_sessions,
+    console_users,
+    console_invitations,
+    tenants
+);

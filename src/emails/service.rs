@@ -33,7 +33,7 @@ use crate::tenants::model::{TenantRef, TenantRow};
 /// A response to replay: status code and JSON body.
 pub type Reply = (StatusCode, serde_json::Value);
 
-const STATUSES: &[&str] = &[
+pub const STATUSES: &[&str] = &[
     "scheduled",
     "queued",
     "sending",

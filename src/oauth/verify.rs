@@ -76,6 +76,7 @@ impl OAuthService {
             permissions,
             expires_at: Some(exp),
             oauth_client: true,
+            console_user: false,
         });
         let valid_until = (client.loaded_at + inner.ttl).min(Instant::now() + left);
         inner

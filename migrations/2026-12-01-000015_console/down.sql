@@ -1,0 +1,3 @@
+DROP TABLE console_invitations;
+DROP TABLE console_sessions;
+DROP TABLE console_users;

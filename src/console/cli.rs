@@ -1,0 +1,69 @@
+//! `postline user create`: the first admin, or a tenant user. Without
+//! `--password` it prints a one-time link to set one.
+
+use crate::audit::Actor;
+use crate::config::Settings;
+use crate::console::users::{self, Role};
+use crate::tenants::model::TenantRef;
+
+pub struct CreateArgs {
+    pub admin: bool,
+    pub tenant: Option<String>,
+    pub role: Option<String>,
+    pub email: String,
+    pub password: Option<String>,
+}
+
+/// Checks the flags, creates the user, prints what to do next. The link is
+/// printed on the last line of stdout alone (like `admin-key create`).
+pub async fn create(
+    settings: &Settings,
+    pool: &crate::db::PgPool,
+    a: CreateArgs,
+) -> anyhow::Result<()> {
+    let (role, tenant) = match (a.admin, a.tenant, a.role.as_deref()) {
+        (true, None, None | Some("admin")) => (Role::Admin, None),
+        (false, Some(t), Some(r)) => match Role::parse(r).filter(|r| *r != Role::Admin) {
+            Some(role) => (role, Some(TenantRef::parse(&t))),
+            None => anyhow::bail!("--role must be owner, developer or viewer"),
+        },
+        (true, Some(_), _) => anyhow::bail!("--admin takes no --tenant"),
+        (false, Some(_), None) => anyhow::bail!("--tenant needs --role owner|developer|viewer"),
+        _ => anyhow::bail!("give --admin, or --tenant ID --role owner|developer|viewer"),
+    };
+    let created = users::create(
+        pool,
+        &Actor::cli(),
+        &a.email,
+        role,
+        tenant,
+        a.password.as_deref(),
+        settings.console.invitation_ttl_secs,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "created console user {} ({}{})",
+        created.user.email,
+        role.as_str(),
+        created
+            .user
+            .tenant_id
+            .map(|t| format!(" of tenant {t}"))
+            .unwrap_or_default()
+    );
+    match created.invitation {
+        Some(token) => {
+            println!(
+                "one-time link to set the password (valid {} s):",
+                settings.console.invitation_ttl_secs
+            );
+            println!(
+                "{}",
+                users::invitation_link(&settings.console, token.expose())
+            );
+        }
+        None => println!("sign in at /console/login"),
+    }
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! The web console (issue 17): server-rendered pages under `/console` for
+//! platform admins and tenant users, served by the `api` role (and `serve`).
+//!
+//! - `users`: roles onto the API permissions, creation, sign-in (argon2 only there);
+//! - `sessions`: sessions (SHA-256 of the cookie's token in Postgres),
+//!   one-time invitation links;
+//! - `session`: the cookie, the [`users::ConsoleUser`] extractor (its
+//!   `who` is a resolved [`crate::auth::Principal`], its `actor` names the
+//!   user in the audit log), CSRF-checked forms ([`session::Post`]), error
+//!   pages;
+//! - `render`: templates compiled in, the strict CSP, the SVG chart;
+//! - `pages/*`: one module per screen, each calling the same services as the
+//!   JSON API (no SQL in a page);
+//! - `model`: the console's own SQL (users, sessions, the queue overview).
+
+/// `minijinja::context!` for any `Serialize` value (views, pages, rows).
+macro_rules! ctx {
+    (@pick $key:ident) => { &$key };
+    (@pick $key:ident, $value:expr) => { &$value };
+    ($($key:ident $(=> $value:expr)?),* $(,)?) => {
+        minijinja::context! {
+            $($key => minijinja::Value::from(minijinja::value::Serde(ctx!(@pick $key $(, $value)?)))),*
+        }
+    };
+}
+
+pub mod cli;
+pub mod model;
+pub mod pages;
+pub mod render;
+pub mod session;
+pub mod sessions;
+pub mod users;
+
+use std::net::IpAddr;
+
+use actix_web::http::Method;
+use actix_web::{web, HttpMessage, HttpRequest};
+use serde::Serialize;
+
+use crate::auth::failures::FailedAuthLimiter;
+use crate::config::ConsoleSettings;
+use crate::domain::TenantId;
+use crate::error::{AppError, AppResult};
+use crate::routes::{Access, Endpoint};
+use crate::state::AppState;
+use crate::tenants::model::TenantRef;
+use users::ConsoleUser;
+
+/// Sign-in throttles: failures per e-mail address and per client address.
+#[derive(Clone)]
+pub struct ConsoleState {
+    pub by_email: FailedAuthLimiter<String>,
+    pub by_ip: FailedAuthLimiter<IpAddr>,
+}
+
+impl ConsoleState {
+    pub fn new(s: &ConsoleSettings) -> Self {
+        Self {
+            by_email: FailedAuthLimiter::new(s.login_failures_per_minute),
+            by_ip: FailedAuthLimiter::new(s.login_failures_per_minute),
+        }
+    }
+}
+
+macro_rules! page {
+    ($m:expr, $p:expr, $h:path) => {
+        Endpoint::new($m, $p, Access::Console, || web::route().to($h))
+    };
+}
+
+pub fn endpoints() -> Vec<Endpoint> {
+    use pages::*;
+    let (get, post) = (Method::GET, Method::POST);
+    vec![
+        page!(get.clone(), "/console", auth::home),
+        page!(get.clone(), "/console/login", auth::login_form),
+        page!(post.clone(), "/console/login", auth::login),
+        page!(post.clone(), "/console/logout", auth::logout),
+        page!(get.clone(), "/console/invite/{token}", auth::invite_form),
+        page!(post.clone(), "/console/invite/{token}", auth::invite),
+        page!(get.clone(), "/console/tenants", tenants::list),
+        page!(post.clone(), "/console/tenants", tenants::create),
+        page!(get.clone(), "/console/tenants/{id}", tenants::show),
+        page!(post.clone(), "/console/tenants/{id}", tenants::change),
+        page!(
+            post.clone(),
+            "/console/tenants/{id}/users",
+            tenants::invite_user
+        ),
+        page!(get.clone(), "/console/keys", keys::list),
+        page!(post.clone(), "/console/keys", keys::create),
+        page!(post.clone(), "/console/keys/{id}/revoke", keys::revoke),
+        page!(post.clone(), "/console/oauth-clients", keys::create_client),
+        page!(
+            post.clone(),
+            "/console/oauth-clients/{id}/revoke",
+            keys::revoke_client
+        ),
+        page!(get.clone(), "/console/messages", messages::list),
+        page!(get.clone(), "/console/messages/{id}", messages::show),
+        page!(
+            get.clone(),
+            "/console/messages/{id}/html",
+            messages::html_body
+        ),
+        page!(get.clone(), "/console/domains", domains::list),
+        page!(post.clone(), "/console/domains", domains::create),
+        page!(
+            post.clone(),
+            "/console/domains/{id}/verify",
+            domains::verify
+        ),
+        page!(get.clone(), "/console/suppressions", suppressions::list),
+        page!(post.clone(), "/console/suppressions", suppressions::create),
+        page!(
+            post.clone(),
+            "/console/suppressions/remove",
+            suppressions::remove
+        ),
+        page!(get.clone(), "/console/webhooks", webhooks::list),
+        page!(post.clone(), "/console/webhooks", webhooks::create),
+        page!(post.clone(), "/console/webhooks/{id}/test", webhooks::test),
+        page!(
+            post.clone(),
+            "/console/webhooks/{id}/delete",
+            webhooks::delete
+        ),
+        page!(get.clone(), "/console/usage", usage::show),
+        page!(get.clone(), "/console/queue", queue::show),
+    ]
+}
+
+/// What every page's layout needs.
+#[derive(Serialize)]
+pub struct Layout {
+    pub email: String,
+    pub role: &'static str,
+    pub admin: bool,
+    pub csrf: String,
+    /// The tenant the page acts for, as `?tenant=` (admins) or the user's own.
+    pub tenant: Option<String>,
+    pub tenant_query: String,
+    pub active: &'static str,
+    pub suspended: bool,
+}
+
+impl Layout {
+    pub fn new(user: &ConsoleUser, tenant: Option<TenantId>, active: &'static str) -> Layout {
+        let tenant = tenant.map(|t| t.0.to_string());
+        Layout {
+            email: user.email.clone(),
+            role: user.role.as_str(),
+            admin: user.is_admin(),
+            csrf: user.csrf().to_string(),
+            tenant_query: match (&tenant, user.is_admin()) {
+                (Some(t), true) => format!("?tenant={t}"),
+                _ => String::new(),
+            },
+            tenant,
+            active,
+            suspended: user.who.0.tenant_suspended,
+        }
+    }
+}
+
+/// The tenant a tenant-scoped page acts for. A tenant user acts for their
+/// own tenant: naming another (by id or external id) is a 404, exactly like
+/// an unknown one. An admin names one with `?tenant=` (or the form's
+/// `tenant` field); `None` when they did not.
+pub async fn tenant_for(
+    state: &AppState,
+    user: &ConsoleUser,
+    asked: Option<&str>,
+) -> AppResult<Option<TenantId>> {
+    let asked = asked.map(str::trim).filter(|s| !s.is_empty());
+    match (user.tenant(), asked) {
+        (Some(own), None) => Ok(Some(own)),
+        (Some(own), Some(a)) => {
+            let row = state.tenants.get(&TenantRef::parse(a)).await?;
+            if row.id == own.0 {
+                Ok(Some(own))
+            } else {
+                Err(AppError::NotFound)
+            }
+        }
+        (None, Some(a)) => {
+            let row = state.tenants.get(&TenantRef::parse(a)).await?;
+            if row.status == "deleted" {
+                return Err(AppError::NotFound);
+            }
+            Ok(Some(TenantId(row.id)))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// The request id the HTTP layer assigned (for audit entries).
+pub fn request_id(req: &HttpRequest) -> Option<String> {
+    req.extensions()
+        .get::<tracing_actix_web::RequestId>()
+        .map(|id| id.to_string())
+}
+
+/// `?tenant=` of a page's query.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct TenantQuery {
+    pub tenant: Option<String>,
+}

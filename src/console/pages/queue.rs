@@ -1,0 +1,50 @@
+//! Admins only: the queue (depth by state, the oldest due message, the
+//! tenants with the largest backlog) and health (database, pool).
+
+use actix_web::{web, HttpResponse};
+
+use crate::console::model;
+use crate::console::render::page;
+use crate::console::session::ConsoleResult;
+use crate::console::users::ConsoleUser;
+use crate::console::Layout;
+use crate::db;
+use crate::domain::Permission;
+use crate::state::AppState;
+
+pub async fn show(user: ConsoleUser, state: web::Data<AppState>) -> ConsoleResult<HttpResponse> {
+    user.who.require_admin(Permission::TenantsRead)?;
+    let overview = db::run(&state.pool, |conn| {
+        let depth = crate::queue::model::depth(conn)?
+            .into_iter()
+            .map(|r| (r.state, r.n))
+            .collect::<Vec<_>>();
+        Ok((
+            depth,
+            model::oldest_due(conn)?,
+            model::backlog(conn)?,
+            db::is_migrated(conn),
+        ))
+    })
+    .await;
+    let (depth, oldest_due, backlog, migrated, database) = match overview {
+        Ok((d, o, b, m)) => (d, o, b, m, true),
+        Err(e) => {
+            tracing::warn!(error = %e, "console queue page: database unreachable");
+            (Vec::new(), None, Vec::new(), false, false)
+        }
+    };
+    let pool = state.pool.state();
+    Ok(page(
+        "queue.html",
+        ctx! {
+            layout => Layout::new(&user, None, "queue"),
+            depth, oldest_due, backlog,
+            health => ctx! {
+                database, migrated,
+                pool_connections => pool.connections, pool_idle => pool.idle_connections,
+                version => env!("CARGO_PKG_VERSION"),
+            },
+        },
+    )?)
+}

@@ -1,0 +1,157 @@
+//! Pages: minijinja templates compiled into the binary, the one vendored
+//! stylesheet inlined and allowed by its hash in a strict CSP, the
+//! server-rendered SVG chart.
+
+use std::sync::OnceLock;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::HttpResponse;
+use base64::Engine;
+use minijinja::Environment;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::AppError;
+
+pub const CSS: &str = include_str!("assets/console.css");
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("base.html", include_str!("templates/base.html")),
+    ("login.html", include_str!("templates/login.html")),
+    ("invite.html", include_str!("templates/invite.html")),
+    ("error.html", include_str!("templates/error.html")),
+    ("tenants.html", include_str!("templates/tenants.html")),
+    ("tenant.html", include_str!("templates/tenant.html")),
+    ("keys.html", include_str!("templates/keys.html")),
+    ("messages.html", include_str!("templates/messages.html")),
+    ("message.html", include_str!("templates/message.html")),
+    ("domains.html", include_str!("templates/domains.html")),
+    (
+        "suppressions.html",
+        include_str!("templates/suppressions.html"),
+    ),
+    ("webhooks.html", include_str!("templates/webhooks.html")),
+    ("usage.html", include_str!("templates/usage.html")),
+    ("queue.html", include_str!("templates/queue.html")),
+    ("pick.html", include_str!("templates/pick.html")),
+];
+
+fn env() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+        for (name, source) in TEMPLATES {
+            // The templates are part of the binary; a syntax error is a
+            // build defect that the console tests catch on first render.
+            if let Err(e) = env.add_template(name, source) {
+                tracing::error!(template = name, error = %e, "console template does not compile");
+            }
+        }
+        env.add_global("css", CSS);
+        // This environment's own filter (tenant templates are not affected).
+        env.add_filter("urlencode", |v: String| -> String {
+            percent_encoding::utf8_percent_encode(&v, percent_encoding::NON_ALPHANUMERIC)
+                .to_string()
+        });
+        env
+    })
+}
+
+/// The page's Content-Security-Policy: nothing from anywhere but this
+/// origin, no script at all, the inlined stylesheet by its hash, frames
+/// only from here (the sandboxed message HTML).
+pub fn csp() -> (header::HeaderName, String) {
+    static VALUE: OnceLock<String> = OnceLock::new();
+    let v = VALUE.get_or_init(|| {
+        let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(CSS));
+        format!(
+            "default-src 'none'; style-src 'sha256-{hash}'; img-src 'self' data:; \
+             frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        )
+    });
+    (header::CONTENT_SECURITY_POLICY, v.clone())
+}
+
+/// An HTML response with the console's headers.
+pub fn html(status: StatusCode, body: String) -> HttpResponse {
+    let mut resp = HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header(csp())
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "same-origin"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(body);
+    if status.is_client_error() || status.is_server_error() {
+        // An HTML page, not problem JSON: keep it past the bare-error rewrite.
+        resp.extensions_mut().insert(crate::http::ProtocolErrorBody);
+    }
+    resp
+}
+
+/// Renders `name` with `ctx`.
+pub fn render<S: Serialize>(name: &str, ctx: S) -> Result<String, AppError> {
+    env()
+        .get_template(name)
+        .and_then(|t| t.render(minijinja::Value::from(minijinja::value::Serde(ctx))))
+        .map_err(|e| AppError::internal("console template", format!("{name}: {e:#}")))
+}
+
+pub fn page<S: Serialize>(name: &str, ctx: S) -> Result<HttpResponse, AppError> {
+    Ok(html(StatusCode::OK, render(name, ctx)?))
+}
+
+/// The error page; never fails (a plain fallback if the template did).
+pub fn error_page(status: u16, title: &str, detail: &str, fields: &[String]) -> String {
+    let ctx = ctx! { status, title, detail, fields };
+    render("error.html", ctx).unwrap_or_else(|_| format!("<!doctype html><title>{status}</title>"))
+}
+
+/// A bar chart of one series per day as inline SVG (no script, no style
+/// attribute): `days` are (label, value) pairs, at most 400 of them.
+pub fn bar_chart(days: &[(String, i64)], label: &str) -> String {
+    use std::fmt::Write;
+    let days = &days[..days.len().min(400)];
+    let (w, h, pad) = (720.0_f64, 200.0_f64, 24.0_f64);
+    let max = days.iter().map(|(_, v)| *v).max().unwrap_or(0).max(1) as f64;
+    let n = days.len().max(1) as f64;
+    let step = (w - 2.0 * pad) / n;
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {w} {h}\" role=\"img\" \
+         aria-label=\"{}\" class=\"chart\">",
+        escape(label)
+    );
+    let _ = write!(
+        svg,
+        "<line x1=\"{pad}\" y1=\"{y}\" x2=\"{x2}\" y2=\"{y}\" stroke=\"#555\"/>",
+        y = h - pad,
+        x2 = w - pad
+    );
+    for (i, (day, v)) in days.iter().enumerate() {
+        let bh = (*v as f64 / max) * (h - 2.0 * pad);
+        let x = pad + i as f64 * step;
+        let _ = write!(
+            svg,
+            "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{bw:.1}\" height=\"{bh:.1}\" fill=\"#1f5fa8\">\
+             <title>{}: {v}</title></rect>",
+            escape(day),
+            y = h - pad - bh,
+            bw = (step * 0.8).max(1.0),
+        );
+    }
+    let _ = write!(
+        svg,
+        "<text x=\"{pad}\" y=\"14\" font-size=\"12\" fill=\"#222\">max {}</text></svg>",
+        max as i64
+    );
+    svg
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

@@ -1,0 +1,417 @@
+//! The console in a real browser (issue 17): Debian's chromium, headless,
+//! driven through chromium-driver (WebDriver) with fantoccini. An admin signs
+//! in, creates a tenant and a key (the secret shown once), adds a domain and
+//! sees its records, finds a mail sent through the API (delivered to a real
+//! SMTP sink) in the list and its detail, adds and removes a suppression and
+//! sees usage; a tenant user in another browser profile meets 404 and 403;
+//! the admin's session cookie, copied into that other profile, works until
+//! the admin signs out and not after. Screenshots: target/console-shots/.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use postline::console::users::Role;
+use serde_json::json;
+
+use crate::common::smtp_sink::SmtpSink;
+use crate::common::TestApp;
+use crate::console::{user, PASSWORD};
+
+/// A chromedriver child on a free loopback port, killed on drop.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn driver() -> Driver {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver (deploy/dev test installs Debian's chromium-driver)");
+    // Owned at once, so the child is killed and reaped whatever happens next.
+    let d = Driver { child, port };
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return d;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not listen on {port}");
+}
+
+/// A headless chromium with a profile of its own (its own cookie store).
+async fn browser(d: &Driver, profile: &tempdir::Dir) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,1000", format!("--user-data-dir={}", profile.0.display())],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", d.port))
+        .await
+        .expect("a chromium session")
+}
+
+mod tempdir {
+    /// A directory removed on drop.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new(name: &str) -> Dir {
+            let p = std::env::temp_dir().join(format!("{name}-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn shots() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-shots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn shot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(shots().join(format!("{name}.png")), png).unwrap();
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    match c.find(Locator::Css(css)).await {
+        Ok(e) => e.text().await.unwrap(),
+        Err(e) => {
+            let url = c.current_url().await.unwrap();
+            let page = c.source().await.unwrap_or_default();
+            let main = page.split("<main").nth(1).unwrap_or(&page);
+            panic!("{css} on {url}: {e}\n{}", &main[..main.len().min(1500)]);
+        }
+    }
+}
+
+/// The text of `css` once it equals `want` (a click's navigation may still
+/// be under way when the click returns), or a panic after 15 s.
+async fn wait_text(c: &Client, css: &str, want: &str) {
+    for _ in 0..150 {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            if e.text().await.is_ok_and(|t| t == want) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(text(c, css).await, want, "{css}");
+}
+
+/// Waits until the text of `css` contains `needle` (or, with `present`
+/// false, no longer does).
+async fn wait_contains(c: &Client, css: &str, needle: &str, present: bool) {
+    for _ in 0..150 {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            if e.text().await.is_ok_and(|t| t.contains(needle) == present) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{css}: containing {needle:?} is not {present}: {}",
+        text(c, css).await
+    );
+}
+
+/// Waits until the page's path ends with `path`.
+async fn wait_path(c: &Client, path: &str) {
+    for _ in 0..150 {
+        if c.current_url()
+            .await
+            .is_ok_and(|u| u.path().ends_with(path))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("not on {path}: {}", c.current_url().await.unwrap());
+}
+
+async fn fill(c: &Client, css: &str, value: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .send_keys(value)
+        .await
+        .unwrap();
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn sign_in(c: &Client, base: &str, email: &str) {
+    c.goto(&format!("{base}/console/login")).await.unwrap();
+    fill(c, "#email", email).await;
+    fill(c, "#password", PASSWORD).await;
+    click(c, "#sign-in").await;
+}
+
+#[tokio::test]
+async fn an_admin_and_a_tenant_user_in_a_real_browser() {
+    let sink = SmtpSink::start().await;
+    let app = TestApp::spawn_serving(sink.port(), |_| {}).await;
+    let base = app.address.clone();
+    user(&app, "admin@example.com", Role::Admin, None).await;
+    let d = driver().await;
+    let (p1, p2) = (
+        tempdir::Dir::new("console-admin"),
+        tempdir::Dir::new("console-other"),
+    );
+    let admin = browser(&d, &p1).await;
+
+    sign_in(&admin, &base, "admin@example.com").await;
+    wait_path(&admin, "/console/tenants").await;
+    shot(&admin, "tenants").await;
+
+    // A tenant, then its key: the secret on the create answer only.
+    fill(&admin, "#t-name", "Shop").await;
+    click(&admin, "#create-tenant").await;
+    admin
+        .wait()
+        .for_element(Locator::Css("#tenant-id"))
+        .await
+        .unwrap();
+    let tenant = text(&admin, "#tenant-id").await;
+    wait_text(&admin, "#tenant-status", "active").await;
+    shot(&admin, "tenant").await;
+    admin
+        .goto(&format!("{base}/console/keys?tenant={tenant}"))
+        .await
+        .unwrap();
+    fill(&admin, "#k-name", "backend").await;
+    click(&admin, "#create-key").await;
+    admin
+        .wait()
+        .for_element(Locator::Css("#secret"))
+        .await
+        .unwrap();
+    let secret = admin
+        .find(Locator::Css("#secret"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(secret.starts_with("pl_live_"), "{secret}");
+    shot(&admin, "keys-created").await;
+    admin
+        .goto(&format!("{base}/console/keys?tenant={tenant}"))
+        .await
+        .unwrap();
+    assert!(
+        !admin.source().await.unwrap().contains(&secret),
+        "shown once"
+    );
+
+    // A domain and the records to publish.
+    admin
+        .goto(&format!("{base}/console/domains?tenant={tenant}"))
+        .await
+        .unwrap();
+    fill(&admin, "#d-name", "shop.example").await;
+    click(&admin, "#add-domain").await;
+    wait_contains(&admin, "table.records", "TXT", true).await;
+    let records = text(&admin, "table.records").await;
+    assert!(
+        records.contains("TXT") && records.contains("dkim"),
+        "{records}"
+    );
+    shot(&admin, "domains").await;
+
+    // A mail through the API with that key, delivered to the sink.
+    let r = app
+        .post(
+            "/v1/emails",
+            &secret,
+            json!({"from": "hello@shop.example",
+        "to": "buyer@example.com", "subject": "Your order", "text": "Thanks!",
+        "html": "<p>Thanks for <b>your order</b></p><script>parent.document.title='x'</script>"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let mail_id = r.json["id"].as_str().unwrap().to_string();
+    sink.wait_for(1, Duration::from_secs(30)).await;
+    let mut delivered = false;
+    for _ in 0..100 {
+        admin
+            .goto(&format!(
+                "{base}/console/messages?tenant={tenant}&status=delivered"
+            ))
+            .await
+            .unwrap();
+        if admin.source().await.unwrap().contains("Your order") {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(delivered, "the delivered mail is listed");
+    shot(&admin, "messages").await;
+    admin
+        .find(Locator::LinkText("Your order"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&admin, "#message-status", "delivered").await;
+    let recipients = text(&admin, "#recipients").await;
+    assert!(
+        recipients.contains("buyer@example.com") && recipients.contains("delivered"),
+        "{recipients}"
+    );
+    assert!(text(&admin, "#timeline").await.contains("email.delivered"));
+    let frame = admin.find(Locator::Css("iframe[sandbox]")).await.unwrap();
+    assert_eq!(frame.attr("sandbox").await.unwrap().as_deref(), Some(""));
+    shot(&admin, "message").await;
+    // The frame's document: sandboxed by its own CSP, the mail's HTML as sent.
+    let session = admin.get_named_cookie("postline_console").await.unwrap();
+    let r = crate::console::client()
+        .get(format!(
+            "{base}/console/messages/{mail_id}/html?tenant={tenant}"
+        ))
+        .header("cookie", format!("postline_console={}", session.value()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.starts_with("sandbox;") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
+    assert!(r.text().await.unwrap().contains("<b>your order</b>"));
+    assert_ne!(
+        admin
+            .execute("return document.title", vec![])
+            .await
+            .unwrap(),
+        json!("x")
+    );
+
+    // Suppressions: add, then remove.
+    admin
+        .goto(&format!("{base}/console/suppressions?tenant={tenant}"))
+        .await
+        .unwrap();
+    fill(&admin, "#s-email", "gone@example.com").await;
+    click(&admin, "#add-suppression").await;
+    wait_contains(&admin, "#suppressions", "gone@example.com", true).await;
+    shot(&admin, "suppressions").await;
+    click(&admin, "button[aria-label='Remove gone@example.com']").await;
+    wait_contains(&admin, "#suppressions", "gone@example.com", false).await;
+
+    // Usage: the chart and the totals.
+    admin
+        .goto(&format!("{base}/console/usage?tenant={tenant}"))
+        .await
+        .unwrap();
+    admin
+        .find(Locator::Css("svg.chart rect"))
+        .await
+        .expect("a bar");
+    assert!(text(&admin, "#usage-totals").await.contains("Sent 1"));
+    shot(&admin, "usage").await;
+    // Suspend and reactivate the tenant from its page.
+    admin
+        .goto(&format!("{base}/console/tenants/{tenant}"))
+        .await
+        .unwrap();
+    click(&admin, "#suspend").await;
+    wait_text(&admin, "#tenant-status", "suspended").await;
+    let r = app.get("/v1/emails", &secret).await;
+    assert_eq!(r.status, 403, "a suspended tenant's key: {}", r.text);
+    click(&admin, "#activate").await;
+    wait_text(&admin, "#tenant-status", "active").await;
+    admin.goto(&format!("{base}/console/queue")).await.unwrap();
+    assert!(text(&admin, "#health").await.contains("reachable"));
+    shot(&admin, "queue").await;
+
+    // A tenant user of another tenant, in another profile.
+    let other = app.create_tenant(json!({"name": "Other"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    user(&app, "dev@other.example", Role::Developer, Some(&other)).await;
+    let dev = browser(&d, &p2).await;
+    sign_in(&dev, &base, "dev@other.example").await;
+    wait_path(&dev, "/console/messages").await;
+    assert!(!dev.source().await.unwrap().contains("Your order"));
+    dev.goto(&format!("{base}/console/tenants/{tenant}"))
+        .await
+        .unwrap();
+    assert_eq!(text(&dev, "h1").await, "Not found");
+    dev.goto(&format!("{base}/console/domains?tenant={tenant}"))
+        .await
+        .unwrap();
+    assert_eq!(text(&dev, "h1").await, "Not found");
+    dev.goto(&format!("{base}/console/queue")).await.unwrap();
+    assert_eq!(text(&dev, "h1").await, "Forbidden");
+    shot(&dev, "tenant-user-forbidden").await;
+
+    // The admin's cookie in the other profile: works, then not after sign-out.
+    let session = admin.get_named_cookie("postline_console").await.unwrap();
+    dev.delete_all_cookies().await.unwrap();
+    dev.goto(&format!("{base}/console/login")).await.unwrap();
+    dev.add_cookie(session).await.unwrap();
+    dev.goto(&format!("{base}/console/queue")).await.unwrap();
+    assert_eq!(text(&dev, "h1").await, "Queue and health");
+    click(&admin, "#logout").await;
+    wait_path(&admin, "/console/login").await;
+    dev.goto(&format!("{base}/console/queue")).await.unwrap();
+    assert!(dev
+        .current_url()
+        .await
+        .unwrap()
+        .path()
+        .ends_with("/console/login"));
+    shot(&dev, "login").await;
+
+    admin.close().await.unwrap();
+    dev.close().await.unwrap();
+}
