@@ -152,3 +152,45 @@ fn policy(values: &[String], prefix: &str) -> &'static str {
         "missing"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn domain() -> DomainRow {
+        let now = chrono::Utc::now();
+        DomainRow {
+            tenant_id: uuid::Uuid::new_v4(),
+            id: uuid::Uuid::new_v4(),
+            name: "acme.test".into(),
+            status: "verified".into(),
+            created_at: now,
+            verified_at: None,
+            last_checked_at: None,
+            failing_since: None,
+            next_check_at: now,
+            checks: serde_json::json!({"return_path:pl-bounces.acme.test": "ok"}),
+        }
+    }
+
+    #[test]
+    fn the_return_path_record_is_listed_only_with_a_bounce_domain_and_never_required() {
+        let d = domain();
+        assert!(!records(&d, &[], "")
+            .iter()
+            .any(|r| r.purpose == "return_path"));
+        let list = records(&d, &[], "Bounces.Example.com");
+        let rp = list.iter().find(|r| r.purpose == "return_path").unwrap();
+        assert_eq!(
+            (rp.rtype, rp.name.as_str(), rp.value.as_str(), rp.required),
+            (
+                "CNAME",
+                "pl-bounces.acme.test",
+                "bounces.example.com",
+                false
+            )
+        );
+        assert_eq!(rp.check_key(), return_path_check_key("acme.test"));
+        assert_eq!(last_status(&d.checks, rp), "ok");
+    }
+}
