@@ -97,7 +97,10 @@ impl ReturnPaths {
             return Ok(true);
         }
         let label = crate::domains::checks::RETURN_PATH_LABEL;
-        if !domain.starts_with(label) || domain.len() > 253 {
+        let named = domain
+            .strip_prefix(label)
+            .is_some_and(|rest| rest.len() > 1 && rest.starts_with('.'));
+        if !named || domain.len() > 253 {
             return Ok(false);
         }
         let pool = self.pool.clone();
