@@ -12,7 +12,8 @@
 //!    messages to the same SMTP server with a handler that only accepts
 //!    (run before and after the listener; their mean is the baseline).
 //!
-//! Sizes: `POSTLINE_BENCH_DSN_MESSAGES` (default 3000), `POSTLINE_BENCH_DSN_CONNS` (8).
+//! Sizes: `POSTLINE_BENCH_DSN_MESSAGES` (default 3000; the smoke run of
+//! `cargo test` sends each template once), `POSTLINE_BENCH_DSN_CONNS` (8).
 
 mod common;
 
@@ -61,7 +62,7 @@ fn replace_ci(text: &str, from: &str, to: &str) -> String {
 
 /// The corpus's rate, and the failures usable as templates: those whose
 /// recipient, rewritten to the placeholder, is what the parser finds.
-fn corpus() -> Vec<String> {
+fn corpus() -> Vec<(String, String)> {
     let dir = corpus_dir();
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("bounce corpus at {}: {e}", dir.display()))
@@ -103,7 +104,7 @@ fn corpus() -> Vec<String> {
             r.failures.len() == 1 && r.failures[0].recipient.eq_ignore_ascii_case(PLACEHOLDER)
         });
         if ok {
-            templates.push(text);
+            templates.push((name.clone(), text));
         }
     }
     let pct = |a: usize, b: usize| a as f64 * 100.0 / b.max(1) as f64;
@@ -131,11 +132,11 @@ fn corpus() -> Vec<String> {
 }
 
 /// Parse-only throughput over the templates, one thread.
-fn parse_only(templates: &[String], rounds: usize) -> f64 {
+fn parse_only(templates: &[(String, String)], rounds: usize) -> f64 {
     let start = Instant::now();
     let mut n = 0usize;
     for _ in 0..rounds {
-        for t in templates {
+        for (_, t) in templates {
             std::hint::black_box(dsn::parse(t.as_bytes()));
             n += 1;
         }
@@ -160,6 +161,8 @@ impl Handler for AcceptAll {
 struct Dsn {
     rcpt: String,
     data: Vec<u8>,
+    /// Which corpus template it was made from (for refusals).
+    template: usize,
 }
 
 fn stuffed(text: &str) -> Vec<u8> {
@@ -188,8 +191,9 @@ async fn reply(r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> u16 {
 }
 
 /// One session: every message of `mine`, one transaction after another.
-/// Returns how many were answered 250 after DATA.
-async fn session(addr: SocketAddr, mine: Vec<Arc<Dsn>>) -> usize {
+/// Returns how many were answered 250 after DATA, and the refusals
+/// (template, reply code).
+async fn session(addr: SocketAddr, mine: Vec<Arc<Dsn>>) -> (usize, Vec<(usize, u16)>) {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let _ = stream.set_nodelay(true);
     let (r, mut w) = stream.into_split();
@@ -198,6 +202,7 @@ async fn session(addr: SocketAddr, mine: Vec<Arc<Dsn>>) -> usize {
     w.write_all(b"EHLO mta.bench.example\r\n").await.unwrap();
     assert_eq!(reply(&mut r).await, 250);
     let mut ok = 0;
+    let mut refused = Vec::new();
     for m in mine {
         w.write_all(b"MAIL FROM:<>\r\n").await.unwrap();
         let mail = reply(&mut r).await;
@@ -206,26 +211,36 @@ async fn session(addr: SocketAddr, mine: Vec<Arc<Dsn>>) -> usize {
             .unwrap();
         let rcpt = reply(&mut r).await;
         if mail != 250 || rcpt != 250 {
+            refused.push((m.template, mail.max(rcpt)));
             w.write_all(b"RSET\r\n").await.unwrap();
             reply(&mut r).await;
             continue;
         }
         w.write_all(b"DATA\r\n").await.unwrap();
-        if reply(&mut r).await != 354 {
+        let go = reply(&mut r).await;
+        if go != 354 {
+            refused.push((m.template, go));
             continue;
         }
         w.write_all(&m.data).await.unwrap();
-        if reply(&mut r).await == 250 {
-            ok += 1;
+        match reply(&mut r).await {
+            250 => ok += 1,
+            code => refused.push((m.template, code)),
         }
     }
     w.write_all(b"QUIT\r\n").await.unwrap();
     let _ = reply(&mut r).await;
-    ok
+    (ok, refused)
 }
 
-/// All messages over `conns` sessions at once; (250 answers, elapsed).
-async fn run(addr: SocketAddr, msgs: &[Arc<Dsn>], conns: usize) -> (usize, Duration) {
+/// All messages over `conns` sessions at once; (250 answers, elapsed),
+/// printing refusals (template and reply code) if any.
+async fn run(
+    addr: SocketAddr,
+    msgs: &[Arc<Dsn>],
+    conns: usize,
+    names: &[&str],
+) -> (usize, Duration) {
     let mut parts: Vec<Vec<Arc<Dsn>>> = vec![Vec::new(); conns];
     for (i, m) in msgs.iter().enumerate() {
         parts[i % conns].push(m.clone());
@@ -236,10 +251,23 @@ async fn run(addr: SocketAddr, msgs: &[Arc<Dsn>], conns: usize) -> (usize, Durat
         .map(|p| tokio::spawn(session(addr, p)))
         .collect();
     let mut ok = 0;
+    let mut refused = Vec::new();
     for t in tasks {
-        ok += t.await.expect("session task");
+        let (n, r) = t.await.expect("session task");
+        ok += n;
+        refused.extend(r);
     }
-    (ok, start.elapsed())
+    let elapsed = start.elapsed();
+    if !refused.is_empty() {
+        refused.sort_unstable();
+        refused.dedup();
+        let named: Vec<String> = refused
+            .iter()
+            .map(|(t, code)| format!("{} {code}", names.get(*t).unwrap_or(&"?")))
+            .collect();
+        print_figure("  refused (corpus file, code)", named.join(", "));
+    }
+    (ok, elapsed)
 }
 
 /// `n` delivered single-recipient messages of one tenant, sent through the
@@ -328,7 +356,8 @@ fn main() {
     let per_sec = parse_only(&templates, env.iters(20, 1));
     print_figure("parse only (1 thread)", format!("{per_sec:.0} DSNs/s"));
 
-    let n = env.param("DSN_MESSAGES", 3000, 40);
+    // The smoke run sends every template once (it found a DSN answered 451).
+    let n = env.param("DSN_MESSAGES", 3000, templates.len());
     let conns = env.param("DSN_CONNS", 8, 2).max(1);
     let db = env.fresh_database();
     let mut s = settings(&db.url, None);
@@ -347,10 +376,11 @@ fn main() {
                     tenant_id: tenant,
                     email_id: *email_id,
                 };
-                let text = templates[i % templates.len()].replace(PLACEHOLDER, rcpt);
+                let text = templates[i % templates.len()].1.replace(PLACEHOLDER, rcpt);
                 Arc::new(Dsn {
                     rcpt: keys.return_path(&r, BOUNCE_DOMAIN),
                     data: stuffed(&text),
+                    template: i % templates.len(),
                 })
             })
             .collect();
@@ -374,9 +404,10 @@ fn main() {
             .expect("inbound starts")
             .expect("inbound.bind is set");
 
-        let (b1, t1) = run(sink.addr(), &msgs, conns).await;
-        let (ok, t) = run(listener.addr(), &msgs, conns).await;
-        let (b2, t2) = run(sink.addr(), &msgs, conns).await;
+        let names: Vec<&str> = templates.iter().map(|(n, _)| n.as_str()).collect();
+        let (b1, t1) = run(sink.addr(), &msgs, conns, &names).await;
+        let (ok, t) = run(listener.addr(), &msgs, conns, &names).await;
+        let (b2, t2) = run(sink.addr(), &msgs, conns, &names).await;
         let got = recorded(&db.url, tenant);
         assert_eq!(b1 + b2, 2 * n, "the accept-only server took every message");
         if env.mode == common::Mode::Smoke {

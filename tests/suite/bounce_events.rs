@@ -2,7 +2,8 @@
 //! usage `emails_complained` and fires a signed `email.complained` to a real
 //! webhook receiver; a suppressed send counts in `emails_suppressed` and
 //! fires `email.suppressed`; a per-recipient outcome under a stale fence
-//! changes no recipient, suppression or event.
+//! changes no recipient, suppression or event; a DSN whose text decodes to a
+//! NUL byte is recorded (not answered 451 forever).
 
 use std::time::Duration;
 
@@ -232,4 +233,31 @@ async fn a_per_recipient_outcome_with_a_stale_fence_is_ignored() {
         .get_result(&mut conn)
         .unwrap();
     assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn a_dsn_whose_text_decodes_to_a_nul_byte_is_recorded() {
+    let s = setup(&["email.bounced"]).await;
+    let inbound =
+        postline::bounces::inbound::start(&s.app.state.settings, s.app.state.pool.clone())
+            .await
+            .unwrap()
+            .unwrap();
+    let rcpt = "kijitora@example.org";
+    let id = send(&s.app, &s.key, json!(rcpt)).await;
+    wait_for(&s.app, &s.key, &id, |e| e["status"] == "delivered").await;
+    let (return_path, _) = sent_to(&s.sink, rcpt).await;
+    // Office 365's text has `LinkId=00000000` in quoted-printable: a NUL.
+    let dsn = corpus("lhost-office365-01.eml").replace("kijitora@example.com", rcpt);
+    assert!(dsn.contains("LinkId=00000000"));
+    let codes = smtp_send(inbound.addr(), "", &[&return_path], &dsn).await;
+    assert_eq!(codes.last(), Some(&250), "{codes:?}");
+    let email = wait_for(&s.app, &s.key, &id, |e| e["status"] == "bounced").await;
+    let b = &recipient(&email, rcpt)["bounce"];
+    assert_eq!(b["status"], "5.1.10", "{email}");
+    assert!(!b["diagnostic"].as_str().unwrap().contains('\0'));
+    let h = hook_of(&s.rx, "email.bounced").await;
+    assert!(h.verified);
+    assert_eq!(h.body["data"]["recipient"], rcpt);
+    inbound.stop().await;
 }
