@@ -65,7 +65,7 @@ pub fn parse(raw: &[u8]) -> Option<Report> {
             },
             failures: Vec::new(),
             complained,
-            reporting_mta: fb.reporting_mta().map(str::to_string),
+            reporting_mta: fb.reporting_mta().map(|m| truncate(m, 255)),
             tokens,
         });
     }
@@ -152,7 +152,7 @@ fn parse_delivery_status(text: &str) -> (Option<String>, Vec<Failure>) {
                 .map(|(_, v)| v.as_str())
         };
         if let Some(mta) = get("reporting-mta") {
-            reporting = Some(after_type(mta).to_string());
+            reporting = Some(truncate(after_type(mta), 255));
         }
         let Some(rcpt) = get("final-recipient")
             .or(get("original-recipient"))
@@ -302,10 +302,15 @@ fn diagnostic_line(after: &str) -> String {
     truncate(line, 1000)
 }
 
+/// At most `max` bytes of `s`, without control characters (tabs stay): a
+/// decoded body can hold a NUL (`=00` in quoted-printable), which Postgres
+/// text and jsonb refuse, and the report would be answered 451 forever.
 fn truncate(s: &str, max: usize) -> String {
     s.get(..floor_char(s, max.min(s.len())))
         .unwrap_or("")
-        .to_string()
+        .chars()
+        .filter(|c| *c == '\t' || !c.is_control())
+        .collect()
 }
 
 fn is_local_char(c: u8) -> bool {
@@ -403,4 +408,41 @@ fn find_tokens(raw: &[u8]) -> Vec<String> {
     out.retain(|t| t.len() >= 40);
     out.dedup();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A NUL decoded from quoted-printable, and one in a header value, never
+    /// reach the stored fields (Postgres refuses them).
+    #[test]
+    fn control_characters_are_dropped_from_stored_fields() {
+        let raw = "From: MAILER-DAEMON@mx.example\r\n\
+            To: b+x@bounces.example\r\n\
+            Subject: Undeliverable\r\n\
+            MIME-Version: 1.0\r\n\
+            Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\
+            \r\n\
+            --b\r\n\
+            Content-Type: text/plain\r\n\
+            \r\n\
+            failed\r\n\
+            --b\r\n\
+            Content-Type: message/delivery-status\r\n\
+            Content-Transfer-Encoding: quoted-printable\r\n\
+            \r\n\
+            Reporting-MTA: dns; mx=00.example\r\n\
+            \r\n\
+            Final-Recipient: rfc822; kim@example.org\r\n\
+            Action: failed\r\n\
+            Status: 5.1.1\r\n\
+            Diagnostic-Code: smtp; 550 5.1.1 no such=00 user\r\n\
+            --b--\r\n";
+        let r = parse(raw.as_bytes()).expect("parses");
+        let f = &r.failures[0];
+        assert_eq!(f.recipient, "kim@example.org");
+        assert_eq!(f.diagnostic, "550 5.1.1 no such user");
+        assert_eq!(r.reporting_mta.as_deref(), Some("mx.example"));
+    }
 }

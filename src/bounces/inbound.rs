@@ -1,6 +1,7 @@
 //! The inbound SMTP listener (`inbound.bind`): accepts mail only for the
-//! bounce domain (`bounces.domain`) and the feedback-loop address
-//! (`bounces.fbl_address`), 550 for any other recipient (never a relay),
+//! bounce domain (`bounces.domain`), the return-path names of sending
+//! domains whose record checked `ok` (`return_paths`), and the feedback-loop
+//! address (`bounces.fbl_address`), 550 for any other recipient (never a relay),
 //! parses what arrives on the blocking pool and records it (`apply`).
 //! A report that names no message of ours is accepted and dropped, so a
 //! forger learns nothing; a database failure answers 451 so the sender
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::return_paths::ReturnPaths;
 use super::token::VerpKeys;
 use super::{apply, dsn};
 use crate::config::Settings;
@@ -20,7 +22,7 @@ use crate::smtp_server::{Envelope, Handler, Limits, Reply, Server};
 pub struct BounceHandler {
     pool: PgPool,
     keys: VerpKeys,
-    domain: String,
+    domains: ReturnPaths,
     fbl: String,
     hard_bounce_days: u32,
 }
@@ -28,24 +30,23 @@ pub struct BounceHandler {
 impl BounceHandler {
     pub fn new(settings: &Settings, pool: PgPool) -> anyhow::Result<Self> {
         Ok(BounceHandler {
-            pool,
             keys: VerpKeys::from_settings(settings)?,
-            domain: settings.bounces.domain.to_ascii_lowercase(),
+            domains: ReturnPaths::new(settings, pool.clone()),
+            pool,
             fbl: settings.bounces.fbl_address.to_ascii_lowercase(),
             hard_bounce_days: settings.suppressions.hard_bounce_days,
         })
     }
 
-    fn serves(&self, address: &str) -> bool {
+    /// `Err` when the database cannot tell (a 451: the sender retries).
+    async fn serves(&self, address: &str) -> Result<bool, String> {
         let a = address.trim().to_ascii_lowercase();
         if !self.fbl.is_empty() && a == self.fbl {
-            return true;
+            return Ok(true);
         }
         match a.rsplit_once('@') {
-            Some((local, domain)) => {
-                !self.domain.is_empty() && domain == self.domain && !local.is_empty()
-            }
-            None => false,
+            Some((local, domain)) if !local.is_empty() => self.domains.serves(domain).await,
+            _ => Ok(false),
         }
     }
 
@@ -75,10 +76,13 @@ impl BounceHandler {
 #[async_trait]
 impl Handler for Arc<BounceHandler> {
     async fn rcpt(&self, _env: &Envelope, to: &str) -> Reply {
-        if self.serves(to) {
-            Reply::new(250, "2.1.5 OK")
-        } else {
-            Reply::new(550, "5.7.1 relaying denied: no such recipient here")
+        match self.serves(to).await {
+            Ok(true) => Reply::new(250, "2.1.5 OK"),
+            Ok(false) => Reply::new(550, "5.7.1 relaying denied: no such recipient here"),
+            Err(e) => {
+                tracing::warn!(error = %e, "inbound RCPT: return-path lookup failed");
+                Reply::new(451, "4.3.0 temporary failure, try again later")
+            }
         }
     }
 

@@ -4,13 +4,16 @@
 //! - [`dsn`]: DSN (RFC 3464), non-standard bounce and ARF (RFC 5965) parsing;
 //! - [`recipients`]: per-recipient delivery state (`email_recipients`);
 //! - [`apply`]: a parsed report recorded against its message;
-//! - [`inbound`]: the SMTP listener for the bounce domain and the FBL address.
+//! - [`inbound`]: the SMTP listener for the bounce domain(s) and the FBL address;
+//! - [`return_paths`]: which bounce domain a message goes out with (per
+//!   sending domain), and which names the listener serves.
 
 pub mod apply;
 pub mod classify;
 pub mod dsn;
 pub mod inbound;
 pub mod recipients;
+pub mod return_paths;
 pub mod token;
 
 use classify::Bounce;

@@ -1,6 +1,7 @@
 //! The DNS records a domain needs and their check against DNS: DKIM (one TXT
-//! per key), SPF guidance and a DMARC recommendation. `records` lists them
-//! with the statuses of the last check; `check` looks them up now.
+//! per key), the return path (a CNAME to `bounces.domain`, issue 13), SPF
+//! guidance and a DMARC recommendation. `records` lists them with the
+//! statuses of the last check; `check` looks them up now.
 
 use serde_json::{Map, Value};
 
@@ -14,6 +15,21 @@ use crate::dns::{Answer, Dns};
 pub const SPF_VALUE: &str = "v=spf1 mx ~all";
 /// A monitoring-only DMARC policy; the check accepts any DMARC record.
 pub const DMARC_VALUE: &str = "v=DMARC1; p=none; adkim=r; aspf=r";
+/// The return-path record of a domain is `pl-bounces.<domain>`: a CNAME to
+/// the bounce domain. Once it checks `ok`, mail from the domain goes out
+/// with `MAIL FROM:<b+TOKEN@pl-bounces.<domain>>` (SPF and DMARC alignment)
+/// and the inbound listener accepts DSNs for that name.
+pub const RETURN_PATH_LABEL: &str = "pl-bounces";
+
+/// The name of `domain`'s return-path record.
+pub fn return_path_name(domain: &str) -> String {
+    format!("{RETURN_PATH_LABEL}.{domain}")
+}
+
+/// Key of the return-path record's status in `domains.checks`.
+pub fn return_path_check_key(domain: &str) -> String {
+    format!("return_path:{}", return_path_name(domain))
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
@@ -35,8 +51,10 @@ impl Record {
 
 /// A key's record is required when the key signs (active), or while no key
 /// signs yet (a new domain's first keys). Pending keys of a rotation and
-/// retiring keys are listed but not required.
-pub fn records(domain: &DomainRow, dkim: &[DkimKeyRow]) -> Vec<Record> {
+/// retiring keys are listed but not required. The return-path record is
+/// listed when there is a bounce domain (`bounces.domain`, else empty) and
+/// is never required.
+pub fn records(domain: &DomainRow, dkim: &[DkimKeyRow], bounce_domain: &str) -> Vec<Record> {
     let any_active = dkim.iter().any(|k| k.status == "active");
     let mut out: Vec<Record> = dkim
         .iter()
@@ -49,6 +67,16 @@ pub fn records(domain: &DomainRow, dkim: &[DkimKeyRow]) -> Vec<Record> {
             key: Some(k.id),
         })
         .collect();
+    if !bounce_domain.is_empty() {
+        out.push(Record {
+            purpose: "return_path",
+            rtype: "CNAME",
+            name: return_path_name(&domain.name),
+            value: bounce_domain.to_ascii_lowercase(),
+            required: false,
+            key: None,
+        });
+    }
     out.push(Record {
         purpose: "spf",
         rtype: "TXT",
@@ -85,9 +113,19 @@ pub async fn check(
 ) -> Result<Map<String, Value>, String> {
     let mut out = Map::new();
     for r in list {
-        let answer = dns.txt(&r.name).await?;
+        let answer = match r.rtype {
+            "CNAME" => dns.cname(&r.name).await?,
+            _ => dns.txt(&r.name).await?,
+        };
         let status = match (&answer, r.purpose, r.key) {
             (Answer::Missing, _, _) => "missing",
+            (Answer::Found(targets), "return_path", _) => {
+                if targets.iter().any(|t| t.eq_ignore_ascii_case(&r.value)) {
+                    "ok"
+                } else {
+                    "mismatch"
+                }
+            }
             (Answer::Found(values), "dkim", Some(id)) => match dkim.iter().find(|k| k.id == id) {
                 Some(k) if values.iter().any(|v| keys::record_matches(k, v)) => "ok",
                 _ => "mismatch",
@@ -112,5 +150,47 @@ fn policy(values: &[String], prefix: &str) -> &'static str {
         "ok"
     } else {
         "missing"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn domain() -> DomainRow {
+        let now = chrono::Utc::now();
+        DomainRow {
+            tenant_id: uuid::Uuid::new_v4(),
+            id: uuid::Uuid::new_v4(),
+            name: "acme.test".into(),
+            status: "verified".into(),
+            created_at: now,
+            verified_at: None,
+            last_checked_at: None,
+            failing_since: None,
+            next_check_at: now,
+            checks: serde_json::json!({"return_path:pl-bounces.acme.test": "ok"}),
+        }
+    }
+
+    #[test]
+    fn the_return_path_record_is_listed_only_with_a_bounce_domain_and_never_required() {
+        let d = domain();
+        assert!(!records(&d, &[], "")
+            .iter()
+            .any(|r| r.purpose == "return_path"));
+        let list = records(&d, &[], "Bounces.Example.com");
+        let rp = list.iter().find(|r| r.purpose == "return_path").unwrap();
+        assert_eq!(
+            (rp.rtype, rp.name.as_str(), rp.value.as_str(), rp.required),
+            (
+                "CNAME",
+                "pl-bounces.acme.test",
+                "bounces.example.com",
+                false
+            )
+        );
+        assert_eq!(rp.check_key(), return_path_check_key("acme.test"));
+        assert_eq!(last_status(&d.checks, rp), "ok");
     }
 }

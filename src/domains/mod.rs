@@ -29,4 +29,6 @@ pub struct Domains {
     pub dns: Dns,
     pub settings: Arc<DomainSettings>,
     pub rule: sending::SendingRule,
+    /// `bounces.domain`: the target of each domain's return-path record.
+    pub bounce_domain: Arc<str>,
 }

@@ -334,3 +334,48 @@ pub fn count(conn: &mut PgConnection, tenant: TenantId) -> QueryResult<i64> {
         .count()
         .get_result(conn)
 }
+
+/// The return-path record name (`pl-bounces.<domain>`) of the most specific
+/// of the tenant's domains among `names` whose record checked `ok` (issue
+/// 13: that domain's mail goes out with a return path at that name).
+pub fn return_path_for(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    names: &[String],
+) -> QueryResult<Option<String>> {
+    let rows: Vec<(String, serde_json::Value)> = domains::table
+        .filter(domains::tenant_id.eq(tenant.0))
+        .filter(domains::name.eq_any(names))
+        .select((domains::name, domains::checks))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter(|(name, checks)| return_path_ok(name, checks))
+        .max_by_key(|(name, _)| name.len())
+        .map(|(name, _)| super::checks::return_path_name(&name)))
+}
+
+/// True when `record` (`pl-bounces.<domain>`) is the return-path record of
+/// some live tenant's domain and checked `ok`: the inbound listener accepts
+/// mail for it (which message a report is about, the VERP token decides).
+/// Cross-tenant by design: a name, not one tenant's data.
+pub fn serves_return_path(conn: &mut PgConnection, record: &str) -> QueryResult<bool> {
+    use crate::db::schema::tenants;
+    let Some(name) = record.strip_prefix(&format!("{}.", super::checks::RETURN_PATH_LABEL)) else {
+        return Ok(false);
+    };
+    let rows: Vec<serde_json::Value> = domains::table
+        .inner_join(tenants::table)
+        .filter(domains::name.eq(name))
+        .filter(tenants::status.ne("deleted"))
+        .select(domains::checks)
+        .load(conn)?;
+    Ok(rows.iter().any(|checks| return_path_ok(name, checks)))
+}
+
+fn return_path_ok(domain: &str, checks: &serde_json::Value) -> bool {
+    checks
+        .get(super::checks::return_path_check_key(domain))
+        .and_then(serde_json::Value::as_str)
+        == Some("ok")
+}

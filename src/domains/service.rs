@@ -77,6 +77,7 @@ pub async fn create(d: &Domains, tenant: TenantId, input: CreateDomain) -> AppRe
         checks: serde_json::json!({}),
     };
     let new_keys = generate(&d.vault, tenant, row.id, algs).await?;
+    let bounce = d.bounce_domain.clone();
     let view = db::run(&d.pool, move |conn| {
         conn.transaction(|conn| {
             if model::count(conn, tenant)? >= MAX_DOMAINS {
@@ -93,7 +94,7 @@ pub async fn create(d: &Domains, tenant: TenantId, input: CreateDomain) -> AppRe
                 }
                 other => other.into(),
             })?;
-            Ok(DomainView::new(row, &new_keys))
+            Ok(DomainView::new(row, &new_keys, &bounce))
         })
     })
     .await?;
@@ -115,7 +116,7 @@ pub async fn list(d: &Domains, tenant: TenantId, page: PageRequest) -> AppResult
             .filter(|k| k.domain_id == r.id)
             .cloned()
             .collect();
-        DomainView::new(r, &own)
+        DomainView::new(r, &own, &d.bounce_domain)
     }))
 }
 
@@ -151,7 +152,7 @@ async fn load(
 
 pub async fn get(d: &Domains, tenant: TenantId, r: DomainRef) -> AppResult<DomainView> {
     let (row, keys) = load(d, tenant, r).await?;
-    Ok(DomainView::new(row, &keys))
+    Ok(DomainView::new(row, &keys, &d.bounce_domain))
 }
 
 pub async fn delete(d: &Domains, tenant: TenantId, r: DomainRef) -> AppResult<()> {
@@ -178,7 +179,11 @@ pub async fn verify(d: &Domains, tenant: TenantId, r: DomainRef) -> AppResult<Do
     if outcome.taken {
         return Err(taken(&outcome.domain.name));
     }
-    Ok(DomainView::new(outcome.domain, &outcome.keys))
+    Ok(DomainView::new(
+        outcome.domain,
+        &outcome.keys,
+        &d.bounce_domain,
+    ))
 }
 
 /// `POST …/dkim/rotate`: a new key per algorithm in use, `pending` until its
@@ -213,7 +218,7 @@ pub async fn rotate(d: &Domains, tenant: TenantId, r: DomainRef) -> AppResult<Do
         Ok(model::keys_of(conn, tenant, &[id])?)
     })
     .await?;
-    Ok(DomainView::new(row, &keys))
+    Ok(DomainView::new(row, &keys, &d.bounce_domain))
 }
 
 struct Outcome {
@@ -225,7 +230,7 @@ struct Outcome {
 /// Looks the records up, then applies the result in one transaction on the
 /// locked row: key activation and retirement, status, webhook event.
 async fn check_and_apply(d: &Domains, row: DomainRow, keys: Vec<DkimKeyRow>) -> AppResult<Outcome> {
-    let list = checks::records(&row, &keys);
+    let list = checks::records(&row, &keys, &d.bounce_domain);
     let statuses = checks::check(&d.dns, &keys, &list)
         .await
         .map_err(|e| AppError::Unavailable(format!("DNS lookup failed: {e}")))?;
@@ -282,7 +287,8 @@ pub fn apply(
     mut is_taken: impl FnMut(&str) -> QueryResult<bool>,
 ) -> QueryResult<Change> {
     let mut change = Change::default();
-    let list: Vec<Record> = checks::records(domain, keys);
+    // The return-path record is never required: without it the list is the same here.
+    let list: Vec<Record> = checks::records(domain, keys, "");
     let ok = |r: &Record| checks::last_status(&domain.checks, r) == "ok";
     let required: Vec<&Record> = list.iter().filter(|r| r.required).collect();
     let all_ok = !required.is_empty() && required.iter().all(|r| ok(r));
@@ -413,6 +419,7 @@ pub fn build(
         ),
         dns: Dns::new(&servers),
         settings: std::sync::Arc::new(settings.domains.clone()),
+        bounce_domain: settings.bounces.domain.to_ascii_lowercase().into(),
         pool,
         vault,
     })

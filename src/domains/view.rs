@@ -46,8 +46,9 @@ pub struct RecordView {
 }
 
 impl DomainView {
-    pub fn new(d: DomainRow, keys: &[DkimKeyRow]) -> DomainView {
-        let records: Vec<Record> = checks::records(&d, keys);
+    /// `bounce_domain`: `bounces.domain` (the return-path record's target).
+    pub fn new(d: DomainRow, keys: &[DkimKeyRow], bounce_domain: &str) -> DomainView {
+        let records: Vec<Record> = checks::records(&d, keys, bounce_domain);
         DomainView {
             records: records
                 .iter()

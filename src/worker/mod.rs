@@ -116,6 +116,8 @@ struct Ctx {
     signer: crate::domains::signing::Signer,
     /// VERP return paths (issue 13); `None` if the master key is unusable.
     verp: Option<crate::bounces::token::VerpKeys>,
+    /// The bounce domain per sending domain, cached (issue 13).
+    return_paths: crate::bounces::return_paths::ReturnPaths,
 }
 
 /// Starts the worker role with default options (LISTEN wake-ups only).
@@ -154,6 +156,7 @@ pub fn spawn_with(
             Duration::from_secs(settings.domains.cache_secs),
         ),
         verp: crate::bounces::token::VerpKeys::from_settings(&settings).ok(),
+        return_paths: crate::bounces::return_paths::ReturnPaths::new(&settings, pool.clone()),
         pool,
         vault,
         settings,

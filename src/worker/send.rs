@@ -132,7 +132,7 @@ pub async fn attempt(
         Err(why) => return outcome(deferral(ctx, &meta, why)),
     };
     let transport = ctx.transports.for_tenant(relay);
-    let (envelope_from, raw) = return_path(ctx, &meta, raw);
+    let (envelope_from, raw) = return_path(ctx, &meta, raw).await;
     let msg = OutgoingMessage {
         tenant_id: TenantId(meta.tenant_id),
         email_id: meta.id,
@@ -154,10 +154,18 @@ pub async fn attempt(
 }
 
 /// The VERP return path and the `X-Postline-ID` header, when
-/// `bounces.domain` is set; else the message's own envelope sender.
-fn return_path(ctx: &Ctx, meta: &Meta, raw: Vec<u8>) -> (String, Vec<u8>) {
-    let domain = &ctx.settings.bounces.domain;
-    let Some(keys) = ctx.verp.as_ref().filter(|_| !domain.is_empty()) else {
+/// `bounces.domain` is set (at the sending domain's verified return-path
+/// name if it has one, cached per tenant and From domain); else the
+/// message's own envelope sender.
+async fn return_path(ctx: &Ctx, meta: &Meta, raw: Vec<u8>) -> (String, Vec<u8>) {
+    let Some(keys) = ctx.verp.as_ref() else {
+        return (meta.envelope_from.clone(), raw);
+    };
+    let Some(domain) = ctx
+        .return_paths
+        .domain_for(meta.tenant_id, &meta.from_addr)
+        .await
+    else {
         return (meta.envelope_from.clone(), raw);
     };
     let r = Ref {
@@ -166,7 +174,7 @@ fn return_path(ctx: &Ctx, meta: &Meta, raw: Vec<u8>) -> (String, Vec<u8>) {
     };
     let mut with_id = format!("X-Postline-ID: {}\r\n", keys.token(&r)).into_bytes();
     with_id.extend_from_slice(&raw);
-    (keys.return_path(&r, domain), with_id)
+    (keys.return_path(&r, &domain), with_id)
 }
 
 /// Each recipient's fate, and the message's: deferred while any recipient

@@ -14,10 +14,10 @@ use diesel::prelude::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-const WAIT: Duration = Duration::from_secs(20);
-const BOUNCE_DOMAIN: &str = "bounces.postline.test";
-const FBL: &str = "fbl@postline.test";
-const PERMS: &[&str] = &[
+pub const WAIT: Duration = Duration::from_secs(20);
+pub const BOUNCE_DOMAIN: &str = "bounces.postline.test";
+pub const FBL: &str = "fbl@postline.test";
+pub const PERMS: &[&str] = &[
     "send",
     "emails:read",
     "suppressions:read",
@@ -36,11 +36,11 @@ pub fn corpus_dir() -> PathBuf {
     dir
 }
 
-fn corpus(name: &str) -> String {
+pub fn corpus(name: &str) -> String {
     std::fs::read_to_string(corpus_dir().join(name)).expect("corpus file")
 }
 
-fn settings(s: &mut postline::config::Settings) {
+pub fn settings(s: &mut postline::config::Settings) {
     s.bounces.domain = BOUNCE_DOMAIN.into();
     s.bounces.fbl_address = FBL.into();
     s.webhooks.retry_initial_ms = 100;
@@ -70,7 +70,7 @@ async fn setup() -> Setup {
     }
 }
 
-async fn send(app: &TestApp, key: &str, to: Value) -> String {
+pub async fn send(app: &TestApp, key: &str, to: Value) -> String {
     let r = app
         .post(
             "/v1/emails",
@@ -82,7 +82,7 @@ async fn send(app: &TestApp, key: &str, to: Value) -> String {
     r.json["id"].as_str().unwrap().to_string()
 }
 
-async fn wait_for(app: &TestApp, key: &str, id: &str, what: impl Fn(&Value) -> bool) -> Value {
+pub async fn wait_for(app: &TestApp, key: &str, id: &str, what: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let r = app.get(&format!("/v1/emails/{id}"), key).await;
@@ -99,7 +99,7 @@ async fn wait_for(app: &TestApp, key: &str, id: &str, what: impl Fn(&Value) -> b
     }
 }
 
-fn recipient<'a>(email: &'a Value, addr: &str) -> &'a Value {
+pub fn recipient<'a>(email: &'a Value, addr: &str) -> &'a Value {
     email["recipients"]
         .as_array()
         .unwrap()
@@ -164,7 +164,7 @@ pub async fn smtp_send(
 }
 
 /// The return path and `X-Postline-ID` of the message the sink got for `rcpt`.
-async fn sent_to(sink: &SmtpSink, rcpt: &str) -> (String, String) {
+pub async fn sent_to(sink: &SmtpSink, rcpt: &str) -> (String, String) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         if let Some(m) = sink
@@ -189,7 +189,7 @@ async fn sent_to(sink: &SmtpSink, rcpt: &str) -> (String, String) {
     }
 }
 
-fn suppressions(app: &TestApp) -> Vec<(String, String)> {
+pub fn suppressions(app: &TestApp) -> Vec<(String, String)> {
     use postline::db::schema::suppressions::dsl::*;
     suppressions
         .select((email, reason))

@@ -18,6 +18,8 @@ mod audit;
 mod auth;
 mod body_errors;
 mod bounce_corpus;
+mod bounce_domains;
+mod bounce_events;
 mod bounces;
 mod console;
 mod console_browser;
