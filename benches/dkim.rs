@@ -40,6 +40,7 @@ fn row() -> EmailRow {
         created_at: now,
         delivered_at: None,
         content_purged_at: None,
+        raw_message: None,
     }
 }
 

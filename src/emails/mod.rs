@@ -4,6 +4,7 @@ pub mod idempotency;
 pub mod input;
 pub mod mime;
 pub mod model;
+pub mod raw;
 pub mod routes;
 pub mod service;
 pub mod size;
