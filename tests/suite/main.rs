@@ -41,6 +41,7 @@ mod rotation;
 mod secrets;
 mod sending;
 mod smtp_sink;
+mod submission;
 mod templates;
 mod tenants;
 mod webhooks;
