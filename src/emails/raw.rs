@@ -123,14 +123,24 @@ impl Parsed {
     }
 }
 
+/// The valid addresses of a header, lower-case (display and matching only:
+/// anything that would not parse as an address is left out).
 fn lower_list(a: Option<&mail_parser::Address<'_>>) -> Vec<String> {
     a.map(|a| {
         a.iter()
             .filter_map(|x| x.address())
-            .map(|s| s.trim().to_ascii_lowercase())
+            .filter_map(|s| parse_email("address", s).ok())
+            .map(|s| s.to_ascii_lowercase())
+            .take(MAX_RECIPIENTS)
             .collect()
     })
     .unwrap_or_default()
+}
+
+/// Decoded header text for a column: no control characters (Postgres text
+/// cannot hold NUL; CR/LF never belong in a header value).
+fn plain_text(s: &str, max: usize) -> String {
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
 fn parse(sub: RawSubmission) -> AppResult<Parsed> {
@@ -149,7 +159,10 @@ fn parse(sub: RawSubmission) -> AppResult<Parsed> {
     let first = from.first().ok_or_else(no_from)?;
     let address = parse_email("from", first.address().unwrap_or_default())?;
     let mailbox = Mailbox::new(
-        first.name().map(str::to_string),
+        first
+            .name()
+            .map(|n| plain_text(n, 256))
+            .filter(|n| !n.trim().is_empty()),
         address.parse().map_err(|_| no_from())?,
     );
     let from_domain = mailbox.email.domain().to_ascii_lowercase();
@@ -166,16 +179,16 @@ fn parse(sub: RawSubmission) -> AppResult<Parsed> {
         }
     }
     let reply_to = lower_list(msg.reply_to());
-    let subject: String = msg
-        .subject()
-        .unwrap_or_default()
-        .chars()
-        .take(998)
-        .collect();
+    let subject = plain_text(msg.subject().unwrap_or_default(), 998);
     let id = Uuid::new_v4();
     let existing_id = msg
         .message_id()
-        .filter(|m| !m.is_empty() && m.len() <= 250 && !m.contains(['\r', '\n', '<', '>']))
+        .filter(|m| {
+            !m.is_empty()
+                && m.len() <= 250
+                && m.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
+        })
         .map(|m| format!("<{m}>"));
     let mut added = String::new();
     let message_id = match existing_id {
@@ -241,6 +254,22 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_header_text_is_made_storable() {
+        let m = b"From: =?utf-8?q?Ev=00il=0D=0A?= <a@x.com>\r\nTo: b@y.com\r\nSubject: =?utf-8?q?s=00=0Dx?=\r\nMessage-ID: <a\x01b@x>\r\n\r\nhi\r\n";
+        let p = parse(RawSubmission {
+            recipients: vec!["b@y.com".into()],
+            message: m.to_vec(),
+        })
+        .expect("parses");
+        assert!(!p.from.contains(['\0', '\r', '\n']), "{:?}", p.from);
+        assert_eq!(p.subject, "sx");
+        // An unusable Message-ID is replaced (and the new one prepended).
+        assert!(p.message_id.ends_with("@x.com>"), "{}", p.message_id);
+        assert!(p.raw.starts_with(b"Message-ID: <"));
+        assert_eq!(p.to, vec!["b@y.com".to_string()]);
+    }
 
     #[test]
     fn bcc_lines_are_removed_with_their_folds() {

@@ -357,12 +357,14 @@ async fn refusals_have_the_contract_codes() {
     .unwrap();
     let e = client().send_raw(&env1, &big).await.unwrap_err();
     assert_eq!(code_of(&e), "552", "{e}");
-    // The first message fits the quota of 1; the second: 451 with the reason.
+    // At the bound: 50 envelope recipients are accepted; this first message
+    // fits the quota of 1; the second: 451 with the reason.
+    let env50 = Envelope::new(Some("a@acme.test".parse().unwrap()), many[..50].to_vec()).unwrap();
     queued_id(
         &client()
-            .send_raw(&env1, &raw)
+            .send_raw(&env50, &raw)
             .await
-            .expect("first within quota"),
+            .expect("50 recipients, first within quota"),
     );
     let e = client().send_raw(&env1, &raw).await.unwrap_err();
     assert_eq!(code_of(&e), "451", "{e}");
@@ -520,4 +522,63 @@ with smtplib.SMTP("localhost", port, timeout=15) as s:
         m[0].text().contains("Message-ID: <"),
         "a Message-ID is added when missing"
     );
+}
+
+#[tokio::test]
+async fn sessions_are_bounded_per_client_address_and_per_tenant() {
+    let s = setup_with(json!({"name": "B"}), |st| {
+        st.submission.allow_plaintext_auth = true;
+        st.submission.max_connections_per_ip = 2;
+        st.submission.max_connections_per_tenant = 1;
+    })
+    .await;
+    let plain = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("\0u\0{}", s.key),
+    );
+    let open = || async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.starttls_port()))
+            .await
+            .unwrap();
+        let (r, w) = tcp.into_split();
+        let mut r = BufReader::new(r);
+        let greeting = reply(&mut r).await;
+        (r, w, greeting)
+    };
+    let (mut r1, mut w1, g1) = open().await;
+    let (mut r2, mut w2, g2) = open().await;
+    assert!(g1[0].starts_with("220 ") && g2[0].starts_with("220 "));
+    // The third from the same address: 421, closed.
+    let (_r3, _w3, g3) = open().await;
+    assert!(g3[0].starts_with("421 4.3.2"), "{g3:?}");
+    // One authenticated session per tenant: the second AUTH gets 454.
+    for (r, w) in [(&mut r1, &mut w1), (&mut r2, &mut w2)] {
+        w.write_all(b"EHLO t\r\n").await.unwrap();
+        reply(r).await;
+        w.write_all(format!("AUTH PLAIN {plain}\r\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    assert!(reply(&mut r1).await[0].starts_with("235 "));
+    let second = reply(&mut r2).await;
+    assert!(second[0].starts_with("454 4.7.0"), "{second:?}");
+    // Once the first session ends, the tenant may log in again.
+    w1.write_all(b"QUIT\r\n").await.unwrap();
+    reply(&mut r1).await;
+    // (The server ends it just after the 221; 454 is not an error, retry.)
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        w2.write_all(format!("AUTH PLAIN {plain}\r\n").as_bytes())
+            .await
+            .unwrap();
+        let l = reply(&mut r2).await;
+        if l[0].starts_with("235 ") {
+            break;
+        }
+        assert!(
+            l[0].starts_with("454 ") && tokio::time::Instant::now() < deadline,
+            "{l:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
