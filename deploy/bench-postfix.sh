@@ -8,6 +8,11 @@
 #
 #   deploy/bench-postfix.sh            # N=10000 messages of SIZE=10240 B, C=16 sessions
 #   N=2000 SIZE=10240 C=16 deploy/bench-postfix.sh
+#   SUBMISSION=1 deploy/bench-postfix.sh  # SMTP submission (issue 14): the
+#                                       # time for smtp-source's messages to be
+#                                       # accepted by Postfix's smtpd beside
+#                                       # benches/submission.rs (16 lettre
+#                                       # sessions, STARTTLS + AUTH) into Postline
 #   OPENDKIM=1 deploy/bench-postfix.sh  # both sides DKIM-sign (RSA-2048,
 #                                       # relaxed/relaxed): Postfix through
 #                                       # OpenDKIM as a milter, Postline itself
@@ -172,6 +177,18 @@ pf_rate=$(echo "$N / ($done_at - $start)" | bc -l)
 printf '%-34s %d in %.2f s: %.0f msg/s\n' "postfix accepted" "$N" "$(echo "$accepted - $start" | bc -l)" "$pf_accept"
 printf '%-34s %d in %.2f s: %.0f msg/s (%d deferred)\n' "postfix delivered" "$N" "$(echo "$done_at - $start" | bc -l)" "$pf_rate" "$deferred"
 /usr/sbin/postfix -c "$PF/etc" stop >/dev/null 2>&1 || true
+
+if [ "${SUBMISSION:-0}" = 1 ]; then
+  # smtp-source has no STARTTLS: Postfix's side is plaintext, Postline's TLS.
+  out="$(POSTLINE_BENCH_RELAY_PORT="$SINK_PORT" POSTLINE_BENCH_MESSAGES="$N" POSTLINE_BENCH_SIZE="$SIZE" \
+    POSTLINE_BENCH_SESSIONS="$C" deploy/dev bench submission 2>&1)" || { echo "$out" >&2; die "postline run failed"; }
+  echo "$out" | grep -E '^(postline submission|baseline|ratio)'
+  pl_rate=$(echo "$out" | sed -n 's/^postline submission accepted .*: \([0-9]*\) msg\/s.*/\1/p')
+  [ -n "$pl_rate" ] || { echo "$out" >&2; die "no postline figure"; }
+  printf '%-34s %.2f (postline %s msg/s with STARTTLS vs postfix smtpd %.0f msg/s plaintext, accepted)\n' \
+    "ratio submission / postfix" "$(echo "$pl_rate / $pf_accept" | bc -l)" "$pl_rate" "$pf_accept"
+  exit 0
+fi
 
 # Postline: the load bench's side-by-side mode, relaying to the same sink.
 # With OPENDKIM=1 Postline signs every message too (POSTLINE_BENCH_DKIM).

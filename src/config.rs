@@ -38,6 +38,7 @@ pub struct Settings {
     pub suppressions: SuppressionSettings,
     /// The web console (issue 17, `src/console/`).
     pub console: ConsoleSettings,
+    pub submission: SubmissionSettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -364,6 +365,27 @@ pub struct InboundSettings {
     pub command_timeout_secs: u64,
 }
 
+/// SMTP submission (issue 14; `crate::submission`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmissionSettings {
+    /// STARTTLS listener, host:port; empty = none.
+    pub bind: String,
+    /// Implicit-TLS listener (RFC 8314), host:port; empty = none.
+    pub tls_bind: String,
+    /// PEM certificate chain and private key; empty = no TLS.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+    /// Offer AUTH before TLS (loopback testing only).
+    pub allow_plaintext_auth: bool,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Authenticated sessions at once per tenant.
+    pub max_connections_per_tenant: usize,
+    /// RFC 5321 §4.5.3.2: at least 5 minutes for each command and data block.
+    pub command_timeout_secs: u64,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SuppressionSettings {
@@ -567,6 +589,7 @@ impl Settings {
         if self.inbound.command_timeout_secs == 0 {
             return fail("inbound.command_timeout_secs", "must be at least 1");
         }
+        self.validate_submission()?;
         let b = &self.bounces;
         if !b.domain.is_empty()
             && crate::domain::parse_hostname("bounces.domain", &b.domain).is_err()
@@ -718,4 +741,42 @@ fn decode_key(key: &str, source: &str) -> Result<Zeroizing<[u8; 32]>, ConfigErro
     }
     out.copy_from_slice(&bytes);
     Ok(out)
+}
+
+// SMTP submission (issue 14).
+impl Settings {
+    fn validate_submission(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        let s = &self.submission;
+        for (key, bind) in [
+            ("submission.bind", &s.bind),
+            ("submission.tls_bind", &s.tls_bind),
+        ] {
+            if !bind.is_empty() && bind.parse::<SocketAddr>().is_err() {
+                return fail(key, "expected host:port or empty");
+            }
+        }
+        if s.tls_cert_file.is_empty() != s.tls_key_file.is_empty() {
+            return fail(
+                "submission.tls_cert_file",
+                "tls_cert_file and tls_key_file go together",
+            );
+        }
+        if !s.tls_bind.is_empty() && s.tls_cert_file.is_empty() {
+            return fail("submission.tls_bind", "needs submission.tls_cert_file");
+        }
+        if s.max_connections == 0 || s.max_connections_per_ip == 0 {
+            return fail("submission.max_connections", "must be at least 1");
+        }
+        if s.max_connections_per_tenant == 0 {
+            return fail(
+                "submission.max_connections_per_tenant",
+                "must be at least 1",
+            );
+        }
+        if s.command_timeout_secs == 0 {
+            return fail("submission.command_timeout_secs", "must be at least 1");
+        }
+        Ok(())
+    }
 }

@@ -31,6 +31,7 @@ pub mod secrets;
 pub mod smtp_server;
 pub mod startup;
 pub mod state;
+pub mod submission;
 pub mod suppressions;
 pub mod telemetry;
 pub mod templates;

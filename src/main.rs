@@ -259,6 +259,8 @@ async fn serve(settings: Settings, with_worker: bool) -> anyhow::Result<()> {
     } else {
         None
     };
+    // SMTP submission (issue 14): a front door like HTTP, in `serve` and `api`.
+    let submission = postline::submission::start(&state).await?;
     // In `serve` the worker is woken by this process's commits directly.
     let worker = with_worker.then(|| {
         worker::spawn_with(
@@ -291,6 +293,9 @@ async fn serve(settings: Settings, with_worker: bool) -> anyhow::Result<()> {
     }
     if let Some(i) = inbound {
         i.stop().await;
+    }
+    if let Some(s) = submission {
+        s.stop().await;
     }
     if let Some(w) = worker {
         stop_worker(w, &state.settings).await;

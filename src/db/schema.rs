@@ -68,6 +68,7 @@ diesel::table! {
         created_at -> Timestamptz,
         delivered_at -> Nullable<Timestamptz>,
         content_purged_at -> Nullable<Timestamptz>,
+        raw_message -> Nullable<Bytea>,
         scheduled_at -> Nullable<Timestamptz>,
     }
 }

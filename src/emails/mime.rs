@@ -29,6 +29,10 @@ fn body_part(text: Option<String>, html: Option<String>) -> MultiPart {
 /// error here means stored data is corrupt; the caller fails the message.
 /// Takes the row so its bodies move into the message instead of being copied.
 pub fn build(row: EmailRow) -> anyhow::Result<Vec<u8>> {
+    // Submitted over SMTP: sent as it was accepted (`emails::raw`).
+    if let Some(raw) = row.raw_message {
+        return Ok(raw);
+    }
     // The envelope is explicit: it carries Bcc, which the headers never do.
     let recipients = row
         .to_addrs

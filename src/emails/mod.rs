@@ -5,6 +5,7 @@ pub mod input;
 pub mod lifecycle;
 pub mod mime;
 pub mod model;
+pub mod raw;
 pub mod routes;
 pub mod schedule;
 pub mod service;

@@ -29,6 +29,9 @@ pub struct NewEmail {
     pub attachments: serde_json::Value,
     pub tags: serde_json::Value,
     pub created_at: DateTime<Utc>,
+    /// A message submitted over SMTP, as sent (`emails::raw`); `None` for
+    /// API mail, whose MIME the worker builds from the fields.
+    pub raw_message: Option<Vec<u8>>,
     /// `queued`, or `scheduled` when `scheduled_at` is set.
     pub status: String,
     /// When a scheduled message may first be sent (its queue row's
@@ -63,6 +66,8 @@ pub struct EmailRow {
     pub delivered_at: Option<DateTime<Utc>>,
     /// Set when retention purged bodies, headers and attachments.
     pub content_purged_at: Option<DateTime<Utc>>,
+    /// The SMTP-submitted message as sent (see [`NewEmail::raw_message`]).
+    pub raw_message: Option<Vec<u8>>,
     pub scheduled_at: Option<DateTime<Utc>>,
 }
 

@@ -68,7 +68,7 @@ pub(super) fn target(
 
 /// Looks the tenant up (creating it for platform-style sends when
 /// `tenants.auto_create` allows) and refuses suspended tenants.
-async fn sending_tenant(
+pub(super) async fn sending_tenant(
     state: &AppState,
     who: &Principal,
     r: TenantRef,
@@ -148,6 +148,7 @@ fn to_row(
         attachments: json(serde_json::to_value(v.attachments))?,
         tags: json(serde_json::to_value(v.tags))?,
         created_at: now,
+        raw_message: None,
     })
 }
 
@@ -270,7 +271,7 @@ fn check_idempotency_key(key: &str) -> AppResult<()> {
 
 /// Queues `rows` and returns `reply`; with an idempotency key the first reply
 /// of that key is replayed instead, and a different body is a 409.
-async fn enqueue(
+pub(super) async fn enqueue(
     state: &AppState,
     submission: Submission,
     reply: Reply,

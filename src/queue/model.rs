@@ -39,6 +39,7 @@ pub fn content_size(e: &NewEmail) -> i32 {
         + text(&e.html_body)
         + json(&e.headers)
         + json(&e.attachments)
+        + e.raw_message.as_ref().map_or(0, Vec::len)
         + addrs;
     i32::try_from(total).unwrap_or(i32::MAX)
 }

@@ -57,7 +57,7 @@ pub fn purge_batch(
              AND e.created_at < now() - make_interval(days => COALESCE(t.retention_content_days, $1)) \
            ORDER BY e.created_at LIMIT $2 \
            FOR UPDATE OF e SKIP LOCKED) \
-         UPDATE emails e SET text_body = NULL, html_body = NULL, \
+         UPDATE emails e SET text_body = NULL, html_body = NULL, raw_message = NULL, \
              headers = '{{}}'::jsonb, attachments = '[]'::jsonb, content_purged_at = now() \
          FROM due WHERE e.tenant_id = due.tenant_id AND e.id = due.id"
     ))

@@ -1,20 +1,28 @@
 //! One tokio SMTP server (RFC 5321), used by the inbound listener for
-//! bounces and complaints and meant for SMTP submission too: the session loop
-//! and its limits are here, what to accept is the [`Handler`]'s.
+//! bounces and complaints and by SMTP submission (`crate::submission`): the
+//! session loop and its limits are here, what to accept is the [`Handler`]'s.
+//! [`Security`] adds STARTTLS (RFC 3207) or implicit TLS (RFC 8314) with
+//! rustls, and AUTH PLAIN/LOGIN (RFC 4954), offered only on TLS unless
+//! plaintext AUTH is allowed.
 //!
 //! Limits: command lines of at most 512 octets (§4.5.3.1.4) and text lines of
 //! at most [`Limits::max_line`] (1000 by the RFC; lenient by default, real
 //! bounces quote long lines), [`Limits::max_message_bytes`] (advertised as
 //! SIZE, 552 beyond it), [`Limits::max_recipients`] per transaction (452
-//! beyond), [`Limits::max_connections`] at once (421 to the next),
+//! beyond), [`Limits::max_connections`] at once and
+//! [`Limits::max_connections_per_ip`] from one client address (421 to the next),
 //! a timeout on every read (§4.5.3.2: 5 minutes for commands and data
 //! blocks), and [`Limits::max_errors`] bad commands before the connection is
 //! closed. Command parsing is `smtp-proto`'s.
 
+mod io;
+mod sasl;
 mod session;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::any::Any;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,11 +54,20 @@ impl Reply {
     }
 }
 
+/// Who a session authenticated as: whatever [`Handler::auth`] returned
+/// (the handler downcasts it back); dropped when the session ends.
+pub type Identity = Arc<dyn Any + Send + Sync>;
+
 /// The envelope of one accepted transaction.
 #[derive(Clone, Debug, Default)]
 pub struct Envelope {
     pub peer: Option<SocketAddr>,
     pub helo: String,
+    /// Set by a successful AUTH; kept across transactions until the
+    /// session ends (STARTTLS starts the session over without it).
+    pub auth: Option<Identity>,
+    /// The session is on TLS (STARTTLS done, or implicit TLS).
+    pub tls: bool,
     /// Empty for the null sender `<>` (every DSN has it).
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
@@ -63,6 +80,16 @@ pub trait Handler: Send + Sync + 'static {
     async fn mail(&self, _env: &Envelope, _from: &str) -> Reply {
         Reply::ok()
     }
+    /// AUTH with these credentials (PLAIN or LOGIN): an identity kept for
+    /// the session, or the refusal (535). Only called when [`Security::auth`].
+    async fn auth(
+        &self,
+        _peer: Option<SocketAddr>,
+        _user: &str,
+        _password: &str,
+    ) -> Result<Identity, Reply> {
+        Err(Reply::new(535, "5.7.8 authentication credentials invalid"))
+    }
     /// `RCPT TO`: accept (250) or refuse (550 for anything it does not serve).
     async fn rcpt(&self, env: &Envelope, to: &str) -> Reply;
     /// The message after the final dot (dot-unstuffed, CRLF line endings).
@@ -74,6 +101,8 @@ pub struct Limits {
     /// The name in the greeting and the EHLO reply.
     pub hostname: String,
     pub max_connections: usize,
+    /// Sessions at once from one client address.
+    pub max_connections_per_ip: usize,
     pub max_message_bytes: usize,
     pub max_recipients: usize,
     /// Longest line of message text (CRLF excluded).
@@ -89,11 +118,65 @@ impl Default for Limits {
         Limits {
             hostname: "postline".into(),
             max_connections: 100,
+            max_connections_per_ip: 100,
             max_message_bytes: 10 * 1024 * 1024,
             max_recipients: 100,
             max_line: 64 * 1024,
             command_timeout: Duration::from_secs(300),
             max_errors: 10,
+        }
+    }
+}
+
+/// TLS and authentication of a listener. The default (no TLS, no AUTH) is
+/// the inbound listener's.
+#[derive(Clone, Debug, Default)]
+pub struct Security {
+    /// The certificate and key: STARTTLS is offered with it (or, with
+    /// `implicit_tls`, every connection starts with the TLS handshake).
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    pub implicit_tls: bool,
+    /// AUTH PLAIN and LOGIN offered, and MAIL refused (530) until it succeeds.
+    pub auth: bool,
+    /// AUTH offered before TLS too (loopback testing); else 538 there.
+    pub plaintext_auth: bool,
+    /// SMTPUTF8 (RFC 6531) advertised: the handler takes UTF-8 addresses.
+    pub smtputf8: bool,
+}
+
+impl Security {
+    pub(crate) fn auth_offered(&self, on_tls: bool) -> bool {
+        self.auth && (on_tls || self.plaintext_auth)
+    }
+}
+
+/// Sessions per client address, counted while they run.
+#[derive(Default)]
+struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+
+/// One session's place in [`PerIp`], given back on drop.
+struct IpSlot(Arc<PerIp>, IpAddr);
+
+impl PerIp {
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = (self.0).0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.1);
+            }
         }
     }
 }
@@ -112,10 +195,21 @@ impl Server {
         limits: Limits,
         handler: Arc<dyn Handler>,
     ) -> std::io::Result<Server> {
+        Self::bind_with(addr, limits, Security::default(), handler).await
+    }
+
+    /// [`Server::bind`] with TLS and AUTH.
+    pub async fn bind_with(
+        addr: &str,
+        limits: Limits,
+        security: Security,
+        handler: Arc<dyn Handler>,
+    ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, Arc::new(limits), handler, stopped));
+        let ctx = Arc::new(session::Ctx { limits, security });
+        let task = tokio::spawn(accept_loop(listener, ctx, handler, stopped));
         Ok(Server { addr, stop, task })
     }
 
@@ -132,11 +226,12 @@ impl Server {
 
 async fn accept_loop(
     listener: TcpListener,
-    limits: Arc<Limits>,
+    ctx: Arc<session::Ctx>,
     handler: Arc<dyn Handler>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let permits = Arc::new(Semaphore::new(ctx.limits.max_connections.max(1)));
+    let per_ip = Arc::new(PerIp::default());
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -152,13 +247,16 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let permit = permits.clone().try_acquire_owned();
-        let limits = limits.clone();
+        let permit = permits.clone().try_acquire_owned().ok();
+        let slot = per_ip.take(peer.ip(), ctx.limits.max_connections_per_ip);
+        let ctx = ctx.clone();
         let handler = handler.clone();
         tokio::spawn(async move {
-            match permit {
-                Ok(_permit) => session::run(stream, peer, &limits, handler.as_ref()).await,
-                Err(_) => session::refuse_busy(stream, &limits).await,
+            match (permit, slot) {
+                (Some(_permit), Some(_slot)) => {
+                    session::run(stream, peer, &ctx, handler.as_ref()).await
+                }
+                _ => session::refuse_busy(stream, &ctx).await,
             }
         });
     }

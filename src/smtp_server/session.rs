@@ -4,313 +4,337 @@
 use std::net::SocketAddr;
 
 use smtp_proto::{Error as ParseError, Request};
-use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
 
-use super::{Envelope, Handler, Limits, Reply};
+use super::io::{read_data, read_line, send, send_last, Data, Io, Read, Stream};
+use super::sasl::{self, Sasl};
+use super::{Envelope, Handler, Limits, Reply, Security};
 
 /// RFC 5321 §4.5.3.1.4 (command line, CRLF included).
 const MAX_COMMAND: usize = 512;
+const BUFFER: usize = 16 * 1024;
 
-enum Read {
-    Line(Vec<u8>),
-    /// Longer than allowed: consumed up to its LF and dropped.
-    TooLong,
-    Eof,
-    TimedOut,
+pub(super) struct Ctx {
+    pub limits: Limits,
+    pub security: Security,
 }
 
-/// One line, LF included, at most `max` bytes kept; bounded in time.
-async fn read_line<R: AsyncBufReadExt + Unpin>(r: &mut R, max: usize, limits: &Limits) -> Read {
-    let mut line = Vec::new();
-    let mut too_long = false;
-    loop {
-        let buf = match timeout(limits.command_timeout, r.fill_buf()).await {
-            Err(_) => return Read::TimedOut,
-            Ok(Err(_)) => return Read::Eof,
-            Ok(Ok(b)) => b,
-        };
-        if buf.is_empty() {
-            return Read::Eof;
-        }
-        let (chunk, done) = match buf.iter().position(|b| *b == b'\n') {
-            Some(i) => (&buf[..=i], true),
-            None => (buf, false),
-        };
-        let n = chunk.len();
-        if !too_long {
-            if line.len() + n > max {
-                too_long = true;
-                line = Vec::new();
-            } else {
-                line.extend_from_slice(chunk);
-            }
-        }
-        r.consume(n);
-        if done {
-            return if too_long {
-                Read::TooLong
-            } else {
-                Read::Line(line)
-            };
-        }
+/// The connection limit is reached: say so and close (RFC 5321 §3.8). On
+/// an implicit-TLS port a plaintext reply means nothing: just close.
+pub(super) async fn refuse_busy(mut stream: TcpStream, ctx: &Ctx) {
+    if !ctx.security.implicit_tls {
+        let line = format!(
+            "421 4.3.2 {} too many connections, try later\r\n",
+            ctx.limits.hostname
+        );
+        let _ = stream.write_all(line.as_bytes()).await;
     }
-}
-
-async fn send<W: AsyncWrite + Unpin>(w: &mut W, reply: &Reply) -> bool {
-    let line = format!(
-        "{} {}\r\n",
-        reply.code,
-        reply.text.replace(['\r', '\n'], " ")
-    );
-    w.write_all(line.as_bytes()).await.is_ok()
-}
-
-/// The connection limit is reached: say so and close (RFC 5321 §3.8).
-pub(super) async fn refuse_busy(mut stream: TcpStream, limits: &Limits) {
-    let reply = Reply::new(
-        421,
-        format!("4.3.2 {} too many connections, try later", limits.hostname),
-    );
-    let _ = send(&mut stream, &reply).await;
     let _ = stream.shutdown().await;
 }
 
-pub(super) async fn run(
-    stream: TcpStream,
-    peer: SocketAddr,
-    limits: &Limits,
-    handler: &dyn Handler,
-) {
-    let (r, mut w) = stream.into_split();
-    let mut r = BufReader::with_capacity(16 * 1024, r);
-    let host = &limits.hostname;
-    if !send(&mut w, &Reply::new(220, format!("{host} ESMTP Postline"))).await {
+/// The TLS handshake, bounded by the command timeout.
+async fn handshake(ctx: &Ctx, tcp: TcpStream) -> Option<Stream> {
+    let config = ctx.security.tls.clone()?;
+    let accept = TlsAcceptor::from(config).accept(tcp);
+    match timeout(ctx.limits.command_timeout, accept).await {
+        Ok(Ok(tls)) => Some(Stream::Tls(Box::new(tls))),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "smtp TLS handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+fn ehlo_lines(ctx: &Ctx, tls: bool) -> Vec<String> {
+    let (limits, sec) = (&ctx.limits, &ctx.security);
+    let mut lines = vec![
+        limits.hostname.clone(),
+        "PIPELINING".into(),
+        format!("SIZE {}", limits.max_message_bytes),
+        "8BITMIME".into(),
+        "ENHANCEDSTATUSCODES".into(),
+    ];
+    if sec.smtputf8 {
+        lines.push("SMTPUTF8".into());
+    }
+    if sec.tls.is_some() && !tls {
+        lines.push("STARTTLS".into());
+    }
+    if sec.auth_offered(tls) {
+        lines.push("AUTH PLAIN LOGIN".into());
+    }
+    lines
+}
+
+fn parse_error(e: ParseError) -> Reply {
+    match e {
+        ParseError::UnknownCommand => Reply::new(500, "5.5.1 command unrecognized"),
+        ParseError::NeedsMoreData { .. } => Reply::new(500, "5.5.2 line not terminated"),
+        ParseError::InvalidSenderAddress => Reply::new(501, "5.1.7 bad sender address syntax"),
+        ParseError::InvalidRecipientAddress => {
+            Reply::new(501, "5.1.3 bad recipient address syntax")
+        }
+        ParseError::UnsupportedParameter { .. } => Reply::new(555, "5.5.4 parameter not supported"),
+        _ => Reply::new(501, "5.5.4 syntax error"),
+    }
+}
+
+/// What a command asks of the loop beyond its reply.
+enum Next {
+    Reply(Reply),
+    /// The reply is already written.
+    Continue,
+    StartTls,
+    Close,
+}
+
+pub(super) async fn run(tcp: TcpStream, peer: SocketAddr, ctx: &Ctx, handler: &dyn Handler) {
+    let stream = if ctx.security.implicit_tls {
+        match handshake(ctx, tcp).await {
+            Some(s) => s,
+            None => return,
+        }
+    } else {
+        Stream::Plain(tcp)
+    };
+    let mut io = BufReader::with_capacity(BUFFER, stream);
+    let host = &ctx.limits.hostname;
+    if !send(&mut io, &Reply::new(220, format!("{host} ESMTP Postline"))).await {
         return;
     }
-    let mut env = Envelope {
-        peer: Some(peer),
-        ..Envelope::default()
+    let mut s = State {
+        env: Envelope {
+            peer: Some(peer),
+            tls: io.get_ref().is_tls(),
+            ..Envelope::default()
+        },
+        in_mail: false,
+        errors: 0,
     };
-    let mut in_mail = false;
-    let mut errors = 0usize;
     loop {
-        let line = match read_line(&mut r, MAX_COMMAND, limits).await {
+        let line = match read_line(&mut io, MAX_COMMAND, &ctx.limits).await {
             Read::Line(l) => l,
-            Read::TooLong => {
-                errors += 1;
-                if !send(&mut w, &Reply::new(500, "5.5.2 line too long")).await
-                    || errors >= limits.max_errors
-                {
-                    return;
-                }
-                continue;
-            }
+            Read::TooLong => Vec::new(),
             Read::Eof => return,
             Read::TimedOut => {
-                let _ = send(&mut w, &Reply::new(421, "4.4.2 timeout, closing")).await;
+                send_last(&mut io, &Reply::new(421, "4.4.2 timeout, closing")).await;
                 return;
             }
         };
-        let reply = match Request::parse(&mut line.iter()) {
-            Err(e) => {
-                errors += 1;
-                match e {
-                    ParseError::UnknownCommand => Reply::new(500, "5.5.1 command unrecognized"),
-                    ParseError::NeedsMoreData { .. } => {
-                        Reply::new(500, "5.5.2 line not terminated")
-                    }
-                    ParseError::InvalidSenderAddress => {
-                        Reply::new(501, "5.1.7 bad sender address syntax")
-                    }
-                    ParseError::InvalidRecipientAddress => {
-                        Reply::new(501, "5.1.3 bad recipient address syntax")
-                    }
-                    ParseError::UnsupportedParameter { .. } => {
-                        Reply::new(555, "5.5.4 parameter not supported")
-                    }
-                    _ => Reply::new(501, "5.5.4 syntax error"),
-                }
+        let next = if line.is_empty() {
+            Next::Reply(Reply::new(500, "5.5.2 line too long"))
+        } else {
+            match Request::parse(&mut line.iter()) {
+                Err(e) => Next::Reply(parse_error(e)),
+                Ok(req) => command(&mut io, &mut s, ctx, handler, req).await,
             }
-            Ok(Request::Ehlo { host: name }) | Ok(Request::Lhlo { host: name }) => {
-                env = fresh(&env, name.as_ref());
-                in_mail = false;
-                let lines = [
-                    host.to_string(),
-                    "PIPELINING".into(),
-                    format!("SIZE {}", limits.max_message_bytes),
-                    "8BITMIME".into(),
-                    "ENHANCEDSTATUSCODES".into(),
-                ];
-                let n = lines.len();
-                let mut text = String::new();
-                for (i, l) in lines.iter().enumerate() {
-                    let sep = if i + 1 == n { ' ' } else { '-' };
-                    text.push_str(&format!("250{sep}{l}\r\n"));
-                }
-                if w.write_all(text.as_bytes()).await.is_err() {
+        };
+        let reply = match next {
+            Next::Reply(r) => r,
+            Next::Continue => continue,
+            Next::Close => return,
+            Next::StartTls => {
+                // RFC 3207 §4.2 (and CVE-2011-0411): anything pipelined
+                // after STARTTLS is discarded, never read as if encrypted.
+                let Stream::Plain(tcp) = io.into_inner() else {
                     return;
-                }
+                };
+                let Some(tls) = handshake(ctx, tcp).await else {
+                    return;
+                };
+                io = BufReader::with_capacity(BUFFER, tls);
+                s.env = Envelope {
+                    peer: Some(peer),
+                    tls: true,
+                    ..Envelope::default()
+                };
+                s.in_mail = false;
                 continue;
             }
-            Ok(Request::Helo { host: name }) => {
-                env = fresh(&env, name.as_ref());
-                in_mail = false;
-                Reply::new(250, host.to_string())
-            }
-            Ok(Request::Mail { from }) => {
-                if env.helo.is_empty() {
-                    Reply::new(503, "5.5.1 EHLO first")
-                } else if in_mail {
-                    Reply::new(503, "5.5.1 nested MAIL")
-                } else if from.size > limits.max_message_bytes {
-                    Reply::new(552, "5.3.4 message size exceeds fixed maximum message size")
-                } else {
-                    let reply = handler.mail(&env, from.address.as_ref()).await;
-                    if reply.is_positive() {
-                        env.mail_from = from.address.to_string();
-                        env.rcpt_to.clear();
-                        in_mail = true;
-                    }
-                    reply
-                }
-            }
-            Ok(Request::Rcpt { to }) => {
-                if !in_mail {
-                    Reply::new(503, "5.5.1 MAIL first")
-                } else if env.rcpt_to.len() >= limits.max_recipients {
-                    Reply::new(452, "4.5.3 too many recipients")
-                } else {
-                    let reply = handler.rcpt(&env, to.address.as_ref()).await;
-                    if reply.is_positive() {
-                        env.rcpt_to.push(to.address.to_string());
-                    }
-                    reply
-                }
-            }
-            Ok(Request::Data) => {
-                if !in_mail || env.rcpt_to.is_empty() {
-                    Reply::new(503, "5.5.1 RCPT first")
-                } else {
-                    if !send(&mut w, &Reply::new(354, "end data with <CR><LF>.<CR><LF>")).await {
-                        return;
-                    }
-                    let reply = match read_data(&mut r, limits).await {
-                        Data::Message(m) => {
-                            let next = fresh_keep(&env);
-                            let done = std::mem::replace(&mut env, next);
-                            handler.data(done, m).await
-                        }
-                        Data::TooLarge => {
-                            Reply::new(552, "5.3.4 message size exceeds fixed maximum message size")
-                        }
-                        Data::LineTooLong => Reply::new(500, "5.5.2 line too long"),
-                        Data::Gone => return,
-                        Data::TimedOut => {
-                            let _ = send(&mut w, &Reply::new(421, "4.4.2 timeout, closing")).await;
-                            return;
-                        }
-                    };
-                    in_mail = false;
-                    env = fresh_keep(&env);
-                    reply
-                }
-            }
-            Ok(Request::Rset) => {
-                in_mail = false;
-                env = fresh_keep(&env);
-                Reply::ok()
-            }
-            Ok(Request::Noop { .. }) => Reply::ok(),
-            Ok(Request::Vrfy { .. }) => Reply::new(252, "2.1.5 cannot verify, send some mail"),
-            Ok(Request::Help { .. }) => Reply::new(214, "2.0.0 see RFC 5321"),
-            Ok(Request::Quit) => {
-                let _ = send(&mut w, &Reply::new(221, "2.0.0 bye")).await;
-                return;
-            }
-            Ok(_) => Reply::new(502, "5.5.1 command not implemented"),
         };
         if reply.code >= 500 && reply.code != 550 && reply.code != 552 {
-            errors += 1;
+            s.errors += 1;
         }
-        if !send(&mut w, &reply).await {
+        if !send(&mut io, &reply).await {
             return;
         }
-        if errors >= limits.max_errors {
-            let _ = send(&mut w, &Reply::new(421, "4.7.0 too many errors, closing")).await;
+        if s.errors >= ctx.limits.max_errors {
+            send_last(&mut io, &Reply::new(421, "4.7.0 too many errors, closing")).await;
             return;
         }
     }
 }
 
-/// A new session state after EHLO/HELO.
-fn fresh(env: &Envelope, helo: &str) -> Envelope {
-    Envelope {
-        peer: env.peer,
-        helo: helo.chars().take(255).collect(),
-        ..Envelope::default()
-    }
+struct State {
+    env: Envelope,
+    in_mail: bool,
+    errors: usize,
 }
 
-/// The state after a transaction ends: HELO kept, envelope cleared.
-fn fresh_keep(env: &Envelope) -> Envelope {
-    Envelope {
-        peer: env.peer,
-        helo: env.helo.clone(),
-        ..Envelope::default()
-    }
-}
-
-enum Data {
-    Message(Vec<u8>),
-    TooLarge,
-    LineTooLong,
-    Gone,
-    TimedOut,
-}
-
-/// Message text up to the lone dot: dot-unstuffed, line endings made CRLF.
-/// Over the size or line limit it reads on to the dot (so the session stays
-/// in sync) and keeps nothing.
-async fn read_data<R: AsyncBufReadExt + Unpin>(r: &mut R, limits: &Limits) -> Data {
-    let mut out = Vec::new();
-    let (mut too_large, mut too_long) = (false, false);
-    loop {
-        let line = match read_line(r, limits.max_line + 2, limits).await {
-            Read::Line(l) => l,
-            Read::TooLong => {
-                too_long = true;
-                out = Vec::new();
-                continue;
+async fn command(
+    io: &mut Io,
+    s: &mut State,
+    ctx: &Ctx,
+    handler: &dyn Handler,
+    req: Request<std::borrow::Cow<'_, str>>,
+) -> Next {
+    let limits = &ctx.limits;
+    let reply = match req {
+        Request::Ehlo { host: name } | Request::Lhlo { host: name } => {
+            s.env = fresh(&s.env, Some(name.as_ref()));
+            s.in_mail = false;
+            let lines = ehlo_lines(ctx, s.env.tls);
+            let n = lines.len();
+            let mut text = String::new();
+            for (i, l) in lines.iter().enumerate() {
+                let sep = if i + 1 == n { ' ' } else { '-' };
+                text.push_str(&format!("250{sep}{l}\r\n"));
             }
-            Read::Eof => return Data::Gone,
-            Read::TimedOut => return Data::TimedOut,
-        };
-        let body = line
-            .strip_suffix(b"\r\n")
-            .or_else(|| line.strip_suffix(b"\n"))
-            .unwrap_or(&line);
-        if body == b"." {
-            break;
+            if io.get_mut().write_all(text.as_bytes()).await.is_err() {
+                return Next::Close;
+            }
+            return Next::Continue;
         }
-        if too_large || too_long {
-            continue;
+        Request::Helo { host: name } => {
+            s.env = fresh(&s.env, Some(name.as_ref()));
+            s.in_mail = false;
+            Reply::new(250, limits.hostname.clone())
         }
-        let body = body.strip_prefix(b".").unwrap_or(body);
-        if out.len() + body.len() + 2 > limits.max_message_bytes {
-            too_large = true;
-            out = Vec::new();
-            continue;
+        Request::StartTls => {
+            if ctx.security.tls.is_none() || s.env.tls {
+                Reply::new(502, "5.5.1 STARTTLS not available")
+            } else {
+                if !send(io, &Reply::new(220, "2.0.0 ready to start TLS")).await
+                    || io.get_mut().flush().await.is_err()
+                {
+                    return Next::Close;
+                }
+                return Next::StartTls;
+            }
         }
-        out.extend_from_slice(body);
-        out.extend_from_slice(b"\r\n");
-    }
-    if too_large {
-        Data::TooLarge
-    } else if too_long {
-        Data::LineTooLong
-    } else {
-        Data::Message(out)
+        Request::Auth {
+            mechanism,
+            initial_response,
+        } => {
+            if !ctx.security.auth {
+                Reply::new(502, "5.5.1 AUTH not available")
+            } else if !ctx.security.auth_offered(s.env.tls) {
+                Reply::new(538, "5.7.11 encryption required: STARTTLS first")
+            } else if s.env.helo.is_empty() {
+                Reply::new(503, "5.5.1 EHLO first")
+            } else if s.env.auth.is_some() {
+                Reply::new(503, "5.5.1 already authenticated")
+            } else if s.in_mail {
+                Reply::new(503, "5.5.1 AUTH not allowed during a transaction")
+            } else {
+                match sasl::exchange(io, mechanism, initial_response.as_ref(), limits).await {
+                    Sasl::Gone => return Next::Close,
+                    Sasl::Refused(r) => r,
+                    Sasl::Credentials { user, password } => {
+                        match handler.auth(s.env.peer, &user, password.expose()).await {
+                            Ok(id) => {
+                                s.env.auth = Some(id);
+                                Reply::new(235, "2.7.0 authentication successful")
+                            }
+                            Err(r) => r,
+                        }
+                    }
+                }
+            }
+        }
+        Request::Mail { from } => {
+            if s.env.helo.is_empty() {
+                Reply::new(503, "5.5.1 EHLO first")
+            } else if s.in_mail {
+                Reply::new(503, "5.5.1 nested MAIL")
+            } else if ctx.security.auth && s.env.auth.is_none() {
+                Reply::new(530, "5.7.0 authentication required")
+            } else if from.size > limits.max_message_bytes {
+                Reply::new(552, "5.3.4 message size exceeds fixed maximum message size")
+            } else {
+                let reply = handler.mail(&s.env, from.address.as_ref()).await;
+                if reply.is_positive() {
+                    s.env.mail_from = from.address.to_string();
+                    s.env.rcpt_to.clear();
+                    s.in_mail = true;
+                }
+                reply
+            }
+        }
+        Request::Rcpt { to } => {
+            if !s.in_mail {
+                Reply::new(503, "5.5.1 MAIL first")
+            } else if s.env.rcpt_to.len() >= limits.max_recipients {
+                Reply::new(452, "4.5.3 too many recipients")
+            } else {
+                let reply = handler.rcpt(&s.env, to.address.as_ref()).await;
+                if reply.is_positive() {
+                    s.env.rcpt_to.push(to.address.to_string());
+                }
+                reply
+            }
+        }
+        Request::Data => {
+            if !s.in_mail || s.env.rcpt_to.is_empty() {
+                Reply::new(503, "5.5.1 RCPT first")
+            } else {
+                if !send(io, &Reply::new(354, "end data with <CR><LF>.<CR><LF>")).await {
+                    return Next::Close;
+                }
+                let reply = match read_data(io, limits).await {
+                    Data::Message(m) => {
+                        let next = fresh(&s.env, None);
+                        let done = std::mem::replace(&mut s.env, next);
+                        handler.data(done, m).await
+                    }
+                    Data::TooLarge => {
+                        Reply::new(552, "5.3.4 message size exceeds fixed maximum message size")
+                    }
+                    Data::LineTooLong => Reply::new(500, "5.5.2 line too long"),
+                    Data::Gone => return Next::Close,
+                    Data::TimedOut => {
+                        send_last(io, &Reply::new(421, "4.4.2 timeout, closing")).await;
+                        return Next::Close;
+                    }
+                };
+                s.in_mail = false;
+                s.env = fresh(&s.env, None);
+                reply
+            }
+        }
+        Request::Rset => {
+            s.in_mail = false;
+            s.env = fresh(&s.env, None);
+            Reply::ok()
+        }
+        Request::Noop { .. } => Reply::ok(),
+        Request::Vrfy { .. } => Reply::new(252, "2.1.5 cannot verify, send some mail"),
+        Request::Help { .. } => Reply::new(214, "2.0.0 see RFC 5321"),
+        Request::Quit => {
+            send_last(io, &Reply::new(221, "2.0.0 bye")).await;
+            return Next::Close;
+        }
+        _ => Reply::new(502, "5.5.1 command not implemented"),
+    };
+    Next::Reply(reply)
+}
+
+/// The state after EHLO/HELO (`Some(name)`: a new session greeting, the
+/// transaction cleared) or after a transaction ends (`None`: HELO kept).
+/// Peer, TLS and the authenticated identity are the session's and stay.
+fn fresh(env: &Envelope, helo: Option<&str>) -> Envelope {
+    Envelope {
+        peer: env.peer,
+        helo: match helo {
+            Some(h) => h.chars().take(255).collect(),
+            None => env.helo.clone(),
+        },
+        auth: env.auth.clone(),
+        tls: env.tls,
+        ..Envelope::default()
     }
 }

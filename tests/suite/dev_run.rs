@@ -83,6 +83,8 @@ impl Dev {
             .env("POSTLINE_DEV_BIN", env!("CARGO_BIN_EXE_postline"))
             .env("POSTLINE__SERVER__BIND", &self.bind)
             .env("POSTLINE__SERVER__WORKERS", "1")
+            // SMTP submission on a free port: tests run side by side.
+            .env("POSTLINE__SUBMISSION__BIND", "127.0.0.1:0")
             .stdin(Stdio::null());
         cmd
     }

@@ -49,6 +49,7 @@ mod scheduled;
 mod secrets;
 mod sending;
 mod smtp_sink;
+mod submission;
 mod templates;
 mod tenants;
 mod webhooks;
