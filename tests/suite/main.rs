@@ -38,6 +38,7 @@ mod openapi;
 mod queue;
 mod retention;
 mod rotation;
+mod schemathesis;
 mod secrets;
 mod sending;
 mod smtp_sink;
