@@ -34,9 +34,14 @@ const CHECKS: &str =
     "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance";
 /// Examples per operation in the fuzzing phase; the examples and coverage
 /// phases add their own (deterministic) cases. Keeps both runs within a few
-/// minutes on two loaded cores.
+/// minutes on two loaded cores. `POSTLINE_SCHEMATHESIS_EXAMPLES` and
+/// `POSTLINE_SCHEMATHESIS_SEED` change them for a longer exploration.
 const MAX_EXAMPLES: &str = "8";
 const SEED: &str = "20240614";
+
+fn setting(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
 
 const TENANT_PERMS: [&str; 12] = [
     "send",
@@ -419,7 +424,10 @@ async fn run(
         .args(["--config-file", "schemathesis.toml", "--no-color", "run"])
         .arg(format!("{}/openapi.json", app.address))
         .args(["--checks", CHECKS])
-        .args(["--seed", SEED, "--max-examples", MAX_EXAMPLES])
+        .arg("--seed")
+        .arg(setting("POSTLINE_SCHEMATHESIS_SEED", SEED))
+        .arg("--max-examples")
+        .arg(setting("POSTLINE_SCHEMATHESIS_EXAMPLES", MAX_EXAMPLES))
         .args(["--workers", "2", "--generation-database", "none"])
         .args(["--request-timeout", "30"])
         .args(["--report", "ndjson", "--report-ndjson-path"])
