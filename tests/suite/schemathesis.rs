@@ -281,7 +281,7 @@ fn path_fill(s: &Seeded, method: &str, path: &str, name: &str) -> Option<Fill> {
         .unwrap_or_default();
     let kind = match (name, before) {
         ("tenant", _) => "tenant",
-        ("email", _) => "email",
+        ("email", _) | ("id", "emails") => "email",
         ("key", "admin-keys") => "admin_key",
         ("key", "api-keys") => "tenant_key",
         ("id", "templates") => "template",
@@ -311,18 +311,50 @@ fn path_fill(s: &Seeded, method: &str, path: &str, name: &str) -> Option<Fill> {
     }
 }
 
-/// Body fields filled from dictionaries, by the request body's schema: a
-/// send from the seeded tenant's verified domain can be accepted.
-fn body_fills(schema: &str) -> &'static [(&'static str, &'static str)] {
-    match schema {
-        "SendRequest" => &[
-            ("body.from", "from"),
-            ("body.to", "to"),
-            ("body.tenant_id", "tenant"),
-        ],
-        "BatchRequest" => &[("body.emails[*].from", "from"), ("body.emails[*].to", "to")],
-        _ => &[],
+/// A schema with its `$ref` followed (into `components.schemas`).
+fn resolve<'a>(spec: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"]
+        .as_str()
+        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+    {
+        Some(name) => &spec["components"]["schemas"][name],
+        None => schema,
     }
+}
+
+/// Body fields filled from dictionaries, found by name in the request
+/// body's schema (and in the items of its list properties, as in a batch):
+/// a send from the seeded tenant's verified domain can then be accepted.
+fn body_fills(spec: &Value, op: &Value) -> Vec<(String, &'static str)> {
+    const FIELDS: [(&str, &str); 5] = [
+        ("from", "from"),
+        ("to", "to"),
+        ("From", "from"),
+        ("To", "to"),
+        ("tenant_id", "tenant"),
+    ];
+    let body = resolve(
+        spec,
+        &op["requestBody"]["content"]["application/json"]["schema"],
+    );
+    let mut out = Vec::new();
+    let Some(props) = body["properties"].as_object() else {
+        return out;
+    };
+    for (field, dictionary) in FIELDS {
+        if props.contains_key(field) {
+            out.push((format!("body.{field}"), dictionary));
+        }
+    }
+    for (name, prop) in props {
+        let items = resolve(spec, &prop["items"]);
+        for (field, dictionary) in FIELDS {
+            if items["properties"].get(field).is_some() {
+                out.push((format!("body.{name}[*].{field}"), dictionary));
+            }
+        }
+    }
+    out
 }
 
 /// schemathesis.toml: the dictionaries, and one `[[operations]]` entry per
@@ -383,15 +415,10 @@ fn config(s: &Seeded, spec: &Value) -> String {
                     None => {}
                 }
             }
-            let body = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
-                .as_str()
-                .and_then(|r| r.rsplit_once('/'))
-                .map(|(_, n)| n)
-                .unwrap_or_default();
-            for (field, d) in body_fills(body) {
+            for (field, d) in body_fills(spec, op) {
                 fills.push(format!(
                     "{} = {{ dictionary = {}, probability = 0.8 }}",
-                    q(field),
+                    q(&field),
                     q(d)
                 ));
             }
@@ -434,6 +461,9 @@ async fn run(
         .arg(&events)
         .arg("--header")
         .arg(format!("Authorization: Bearer {key}"))
+        // How Postmark clients present a key.
+        .arg("--header")
+        .arg(format!("X-Postmark-Server-Token: {key}"))
         .output()
         .await
         .expect("schemathesis runs (deploy/dev test installs tests/schemathesis/requirements.txt)");
