@@ -424,6 +424,7 @@ async fn reading_tenant(
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Messages per page, 1-100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// next_cursor of the previous page.
     pub cursor: Option<String>,
@@ -442,6 +443,7 @@ pub struct ListQuery {
 #[into_params(parameter_in = Query)]
 pub struct TenantListQuery {
     /// Messages per page, 1-100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// next_cursor of the previous page.
     pub cursor: Option<String>,
