@@ -153,6 +153,44 @@ impl Modify for ScopedForms {
     }
 }
 
+/// Error responses are RFC 9457 problem JSON, served as
+/// `application/problem+json` (`error::problem_response`); utoipa documents
+/// every `body = Problem` as `application/json`. This moves each response
+/// whose schema is `Problem` to the media type the server sends, so a
+/// generated client (and schemathesis' `content_type_conformance`) sees what
+/// arrives. Other JSON error bodies (OAuth's RFC 6749 errors) stay as they are.
+struct ProblemMediaType;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+impl Modify for ProblemMediaType {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        let is_problem = |c: &utoipa::openapi::Content| matches!(&c.schema, Some(RefOr::Ref(r)) if r.ref_location == "#/components/schemas/Problem");
+        for item in api.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for resp in op.responses.responses.values_mut() {
+                    let RefOr::T(resp) = resp else { continue };
+                    if resp.content.get("application/json").is_some_and(is_problem) {
+                        if let Some(c) = resp.content.shift_remove("application/json") {
+                            resp.content.insert(PROBLEM_JSON.to_string(), c);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Postline API", version = "1", description = "Self-hosted, multi-tenant transactional email. Errors are RFC 9457 problem JSON; lists are cursor-paginated, newest first."),
@@ -185,7 +223,7 @@ impl Modify for ScopedForms {
         compat::resend::update, compat::resend::cancel,
         compat::postmark::send, compat::postmark::batch,
     ),
-    modifiers(&BearerAuth, &ScopedForms),
+    modifiers(&BearerAuth, &ScopedForms, &ProblemMediaType),
     tags(
         (name = "Tenants", description = "The platform's customers (admin keys)"),
         (name = "API keys", description = "Tenant and admin keys (admin keys)"),

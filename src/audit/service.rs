@@ -28,6 +28,7 @@ pub struct AuditQuery {
     /// Before this instant (RFC 3339).
     pub to: Option<DateTime<Utc>>,
     /// Entries per page, 1-100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// next_cursor of the previous page.
     pub cursor: Option<String>,

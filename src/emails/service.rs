@@ -436,6 +436,7 @@ async fn reading_tenant(
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Messages per page, 1-100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// next_cursor of the previous page.
     pub cursor: Option<String>,
@@ -454,6 +455,7 @@ pub struct ListQuery {
 #[into_params(parameter_in = Query)]
 pub struct TenantListQuery {
     /// Messages per page, 1-100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// next_cursor of the previous page.
     pub cursor: Option<String>,

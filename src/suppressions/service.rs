@@ -58,6 +58,7 @@ pub struct ListQuery {
     /// Only entries with this reason: hard_bounce, complaint or manual.
     pub reason: Option<String>,
     /// Entries per page, 1-100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// next_cursor of the previous page.
     pub cursor: Option<String>,

@@ -45,9 +45,21 @@ pub async fn for_tenant(
     Ok(HttpResponse::Ok().json(usage))
 }
 
+/// What `GET /v1/usage` answers, by the key (the document only: the
+/// service builds the JSON).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum UsageListing {
+    /// Admin keys: every tenant's usage, a page.
+    Page(Page<UsageView>),
+    /// Tenant keys: their own tenant's usage.
+    Own(UsageView),
+}
+
 /// Admin keys: a page of every tenant's usage (billing). Tenant keys: their own usage object.
 #[utoipa::path(get, path = "/v1/usage", tag = "Usage", params(UsageQuery),
-    responses((status = 200, description = "A page of usage (admin) or one usage object (tenant key)", body = Page<UsageView>),
+    responses((status = 200, description = "A page of usage (admin) or one usage object (tenant key)", body = UsageListing),
               (status = "4XX", body = Problem)),
     security(("bearer" = ["usage:read"])))]
 pub async fn list(

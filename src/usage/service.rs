@@ -38,6 +38,7 @@ pub struct UsageQuery {
     /// Last day, YYYY-MM-DD, at most 366 days after from (default: today).
     pub to: Option<String>,
     /// Admin keys: tenants per page, 1-100, default 20 (tenant keys get their own usage object).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// Admin keys: next_cursor of the previous page.
     pub cursor: Option<String>,

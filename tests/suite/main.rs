@@ -46,6 +46,7 @@ mod retention;
 
 mod rotation;
 mod scheduled;
+mod schemathesis;
 mod secrets;
 mod sending;
 mod smtp_sink;

@@ -159,3 +159,47 @@ async fn every_parameter_is_described_real_and_in_plain_text() {
         );
     }
 }
+
+/// Issue 14: errors are served as `application/problem+json`, and every
+/// response the document describes with the `Problem` schema says so (a
+/// generated client picks its decoder by the documented media type).
+#[tokio::test]
+async fn problem_responses_are_documented_with_the_media_type_served() {
+    let app = TestApp::spawn().await;
+    let spec = app.request("GET", "/openapi.json", None, None).await.json;
+    let mut problems = 0;
+    let mut wrong = Vec::new();
+    for (path, item) in spec["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().unwrap() {
+            for (status, resp) in op["responses"].as_object().into_iter().flatten() {
+                for (media, content) in resp["content"].as_object().into_iter().flatten() {
+                    if content["schema"]["$ref"] == "#/components/schemas/Problem" {
+                        problems += 1;
+                        if media != "application/problem+json" {
+                            wrong.push(format!("{method} {path} {status}: {media}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "Problem documented as: {wrong:#?}");
+    assert!(
+        problems > 50,
+        "only {problems} problem responses documented"
+    );
+
+    let r = app.get("/v1/tenants", "pl_admin_nokey_nosecret").await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/problem+json")
+    );
+    assert!(
+        spec["paths"]["/v1/tenants"]["get"]["responses"]["4XX"]["content"]
+            ["application/problem+json"]
+            .is_object(),
+        "{}",
+        spec["paths"]["/v1/tenants"]["get"]
+    );
+}
