@@ -1,6 +1,7 @@
 //! An authoritative DNS server on loopback (UDP and TCP on one port), built
 //! on hickory-server, answering the TXT and CNAME records a test publishes
-//! and changes at run time. Names it does not hold are NXDOMAIN.
+//! and changes at run time (and the MX, A and AAAA records of direct
+//! delivery). Names it does not hold are NXDOMAIN.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{Metadata, ResponseCode};
-use hickory_server::proto::rr::rdata::{CNAME, TXT};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, TXT};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
@@ -121,6 +122,36 @@ impl DnsServer {
             .entry((name.to_ascii_lowercase(), RecordType::CNAME))
             .or_default()
             .push(RData::CNAME(CNAME(target)));
+    }
+
+    fn add(&self, name: &str, rtype: RecordType, data: RData) {
+        self.zone
+            .lock()
+            .unwrap()
+            .entry((name.to_ascii_lowercase(), rtype))
+            .or_default()
+            .push(data);
+    }
+
+    pub fn add_mx(&self, name: &str, preference: u16, exchange: &str) {
+        let exchange = Name::from_ascii(format!("{exchange}.")).unwrap();
+        self.add(
+            name,
+            RecordType::MX,
+            RData::MX(MX::new(preference, exchange)),
+        );
+    }
+
+    /// `MX 0 .` (RFC 7505): the domain accepts no mail.
+    pub fn add_null_mx(&self, name: &str) {
+        self.add(name, RecordType::MX, RData::MX(MX::new(0, Name::root())));
+    }
+
+    pub fn add_ip(&self, name: &str, ip: std::net::IpAddr) {
+        match ip {
+            std::net::IpAddr::V4(v4) => self.add(name, RecordType::A, RData::A(A(v4))),
+            std::net::IpAddr::V6(v6) => self.add(name, RecordType::AAAA, RData::AAAA(AAAA(v6))),
+        }
     }
 
     /// Removes every record at `name`.
