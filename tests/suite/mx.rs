@@ -446,3 +446,155 @@ async fn three_domains_arrive_at_their_own_sinks_end_to_end() {
     assert_eq!(recipient_status(&email, "e@gone.test"), "deferred");
     assert_eq!(email["status"], "deferred");
 }
+
+#[tokio::test]
+async fn dns_answers_are_cached_for_their_ttl() {
+    let mut w = World::new().await;
+    let first = w.mx_host("mx.a.ttl.test", 3, SinkConfig::default()).await;
+    let second = w.mx_host("mx.b.ttl.test", 4, SinkConfig::default()).await;
+    w.dns.set_ttl(2);
+    w.dns.add_mx("ttl.test", 10, "mx.a.ttl.test");
+    let t = MxTransport::new(&w.settings(), options());
+    assert!(t.send(&message(&["a@ttl.test"])).await.is_delivered());
+    w.dns.remove("ttl.test");
+    w.dns.add_mx("ttl.test", 10, "mx.b.ttl.test");
+    assert!(t.send(&message(&["b@ttl.test"])).await.is_delivered());
+    assert_eq!(
+        w.sinks[first].count(),
+        2,
+        "the MX answer is cached within its TTL"
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(t.send(&message(&["c@ttl.test"])).await.is_delivered());
+    assert_eq!(w.sinks[second].count(), 1, "and looked up again after it");
+}
+
+#[tokio::test]
+async fn ehlo_name_source_address_and_address_family() {
+    let mut w = World::new().await;
+    let v4 = w.mx_host("mx.v4.test", 3, SinkConfig::default()).await;
+    w.dns.add_mx("v4.test", 10, "mx.v4.test");
+    // mx.dual.test: its IPv4 address refuses, its IPv6 one (::1) is a sink.
+    let v6 = SmtpSink::start_at(
+        IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        w.port,
+        SinkConfig::default(),
+    )
+    .await;
+    w.dns.add_ip("mx.dual.test", ip(253));
+    w.dns
+        .add_ip("mx.dual.test", IpAddr::V6(std::net::Ipv6Addr::LOCALHOST));
+    w.dns.add_mx("dual.test", 10, "mx.dual.test");
+
+    let mut s = w.settings();
+    s.delivery.mx.source_ipv4 = "127.0.0.77".into();
+    let t = MxTransport::new(&s, options());
+    assert!(t.send(&message(&["a@v4.test"])).await.is_delivered());
+    let got = w.sinks[v4].wait_for(1, WAIT).await;
+    assert_eq!(got[0].helo, "mta.postline.test");
+    assert_eq!(
+        got[0].peer.map(|p| p.ip()),
+        Some(ip(77)),
+        "bound to delivery.mx.source_ipv4"
+    );
+    // prefer-ipv4: the refused IPv4 address first, then IPv6.
+    assert!(t.send(&message(&["b@dual.test"])).await.is_delivered());
+
+    s.delivery.mx.ip_family = postline::delivery::mx::IpFamily::Ipv4Only;
+    let t = MxTransport::new(&s, options());
+    let out = t.send(&message(&["c@dual.test"])).await;
+    assert!(
+        matches!(out, Outcome::Deferred { .. }),
+        "IPv4 only: {out:?}"
+    );
+
+    s.delivery.mx.ip_family = postline::delivery::mx::IpFamily::PreferIpv6;
+    s.delivery.mx.source_ipv4 = String::new();
+    let t = MxTransport::new(&s, options());
+    assert!(t.send(&message(&["d@dual.test"])).await.is_delivered());
+    assert_eq!(v6.count(), 2);
+}
+
+async fn post(app: &TestApp, key: &str, to: &str) -> String {
+    let body = json!({"from": "app@acme.example", "to": to, "subject": "s", "text": "t"});
+    let r = app.post("/v1/emails", key, body).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    r.json["id"].as_str().unwrap().to_string()
+}
+
+/// Tenant A's burst fills a one-connection site's queue; tenant B's three
+/// messages, sent after it, take turns with A's instead of waiting behind
+/// all of them.
+#[tokio::test]
+async fn tenant_fairness_holds_inside_a_site() {
+    let mut w = World::new().await;
+    let slow = SinkConfig {
+        data_delay: Duration::from_millis(100),
+        ..SinkConfig::default()
+    };
+    let sink = w.mx_host("mx.fair-site.test", 3, slow).await;
+    w.dns.add_mx("fair.test", 10, "mx.fair-site.test");
+    let mut app = TestApp::spawn_with(|s| {
+        w.apply(s);
+        s.delivery.mx.sites = vec![rule("fair", "fair-site.test", 1, 1000, 100_000)];
+        s.delivery.mx.max_wait_ms = 60_000;
+        s.delivery.lease_secs = 120;
+    })
+    .await;
+    app.start_worker();
+    let a = app.create_tenant(json!({"name": "A"})).await;
+    let key_a = app
+        .tenant_key(a["id"].as_str().unwrap(), &["send", "emails:read"])
+        .await;
+    let b = app.create_tenant(json!({"name": "B"})).await;
+    let key_b = app
+        .tenant_key(b["id"].as_str().unwrap(), &["send", "emails:read"])
+        .await;
+    for i in 0..30 {
+        post(&app, &key_a, &format!("a{i}@fair.test")).await;
+    }
+    for i in 0..3 {
+        post(&app, &key_b, &format!("b{i}@fair.test")).await;
+    }
+    let got = w.sinks[sink].wait_for(33, Duration::from_secs(60)).await;
+    let order: Vec<char> = got
+        .iter()
+        .map(|m| m.rcpt_to[0].chars().next().unwrap())
+        .collect();
+    let last_b = order.iter().rposition(|c| *c == 'b').unwrap();
+    let a_before = order[..last_b].iter().filter(|c| **c == 'a').count();
+    assert!(
+        a_before <= 22,
+        "B waited behind {a_before} of A's 30: {order:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_relay_override_still_wins_in_mx_mode() {
+    let mut w = World::new().await;
+    let mx = w.mx_host("mx.dest.test", 3, SinkConfig::default()).await;
+    w.dns.add_mx("dest.test", 10, "mx.dest.test");
+    let relay = SmtpSink::start().await;
+    let mut app = TestApp::spawn_with(|s| w.apply(s)).await;
+    app.start_worker();
+    let own = app
+        .create_tenant(json!({"name": "Own", "smtp": {"host": "127.0.0.1", "port": relay.port(), "tls": "none"}}))
+        .await;
+    let key_own = app
+        .tenant_key(own["id"].as_str().unwrap(), &["send", "emails:read"])
+        .await;
+    let direct = app.create_tenant(json!({"name": "Direct"})).await;
+    let key_direct = app
+        .tenant_key(direct["id"].as_str().unwrap(), &["send", "emails:read"])
+        .await;
+    post(&app, &key_own, "x@dest.test").await;
+    post(&app, &key_direct, "y@dest.test").await;
+    assert_eq!(
+        relay.wait_for(1, WAIT).await[0].rcpt_to,
+        vec!["x@dest.test".to_string()]
+    );
+    assert_eq!(
+        w.sinks[mx].wait_for(1, WAIT).await[0].rcpt_to,
+        vec!["y@dest.test".to_string()]
+    );
+}

@@ -7,6 +7,7 @@
 //! domains that deferred.
 
 mod connect;
+mod gate;
 pub mod metrics;
 pub mod resolve;
 pub mod settings;
@@ -131,9 +132,8 @@ impl MxTransport {
             );
         }
         let deadline = Instant::now() + self.max_wait;
-        let Ok(Ok(_permit)) =
-            tokio::time::timeout(self.max_wait, site.permits.clone().acquire_owned()).await
-        else {
+        let waited = tokio::time::timeout(self.max_wait, site.permits.acquire(msg.tenant_id.0));
+        let Ok(_slot) = waited.await else {
             return Part::Busy(Duration::from_secs(1));
         };
         loop {

@@ -1,7 +1,7 @@
 //! Traffic shaping per destination site: the set of MX hosts of a domain, so
 //! `gmail.com` and every Google Workspace domain share Google's limits. Each
-//! site has a connection bound (a fair FIFO semaphore: claims arrive
-//! interleaved by tenant, so tenant fairness carries into the site), a cap on
+//! site has a connection bound (slots handed out round-robin by tenant,
+//! `gate`, so the queue's tenant fairness holds inside the site), a cap on
 //! messages per connection, and a rate (GCRA, bursts of up to
 //! `max_connections`). A 421 or 4.7.x "slow down" halves the rate for
 //! `slowdown_secs`; each quiet period after that doubles it back to its limit.
@@ -11,9 +11,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
-
 use super::connect::Conn;
+use super::gate::Gate;
 use super::metrics;
 use super::settings::{MxSettings, SiteRule};
 
@@ -85,7 +84,8 @@ pub struct Site {
     /// bounded by the rules, never one per domain).
     pub label: String,
     pub limits: Limits,
-    pub permits: Arc<Semaphore>,
+    /// Connection slots, round-robin by tenant.
+    pub permits: Arc<Gate>,
     pub idle: Mutex<Vec<Idle>>,
     state: Mutex<State>,
     slowdown: Duration,
@@ -96,7 +96,7 @@ impl Site {
     fn new(label: String, limits: Limits, slowdown: Duration) -> Site {
         metrics::rate(&label, f64::from(limits.messages_per_minute));
         Site {
-            permits: Arc::new(Semaphore::new(limits.max_connections)),
+            permits: Gate::new(limits.max_connections),
             label,
             limits,
             idle: Mutex::new(Vec::new()),

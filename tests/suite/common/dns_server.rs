@@ -21,6 +21,8 @@ type Zone = Arc<Mutex<HashMap<(String, RecordType), Vec<RData>>>>;
 #[derive(Clone, Default)]
 struct Handler {
     zone: Zone,
+    /// The TTL of every answer (0 unless a test sets it).
+    ttl: Arc<std::sync::atomic::AtomicU32>,
 }
 
 #[async_trait::async_trait]
@@ -42,6 +44,7 @@ impl RequestHandler for Handler {
             .trim_end_matches('.')
             .to_ascii_lowercase();
         let qtype = info.query.query_type();
+        let ttl = self.ttl.load(std::sync::atomic::Ordering::SeqCst);
         let (name_known, answers) = {
             let zone = self.zone.lock().unwrap();
             let known = zone.keys().any(|(n, _)| *n == qname);
@@ -50,7 +53,7 @@ impl RequestHandler for Handler {
                 .get(&(qname.clone(), qtype))
                 .map(|v| {
                     v.iter()
-                        .map(|d| Record::from_rdata(owner.clone(), 0, d.clone()))
+                        .map(|d| Record::from_rdata(owner.clone(), ttl, d.clone()))
                         .collect()
                 })
                 .unwrap_or_default();
@@ -70,6 +73,7 @@ impl RequestHandler for Handler {
 pub struct DnsServer {
     pub addr: SocketAddr,
     zone: Zone,
+    ttl: Arc<std::sync::atomic::AtomicU32>,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -80,6 +84,7 @@ impl DnsServer {
         let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
         let handler = Handler::default();
         let zone = handler.zone.clone();
+        let ttl = handler.ttl.clone();
         let mut server = Server::new(handler);
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(5), 64);
@@ -89,6 +94,7 @@ impl DnsServer {
         DnsServer {
             addr,
             zone,
+            ttl,
             _task: task,
         }
     }
@@ -152,6 +158,11 @@ impl DnsServer {
             std::net::IpAddr::V4(v4) => self.add(name, RecordType::A, RData::A(A(v4))),
             std::net::IpAddr::V6(v6) => self.add(name, RecordType::AAAA, RData::AAAA(AAAA(v6))),
         }
+    }
+
+    /// The TTL of answers from now on (resolvers may cache them this long).
+    pub fn set_ttl(&self, secs: u32) {
+        self.ttl.store(secs, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Removes every record at `name`.

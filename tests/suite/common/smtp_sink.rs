@@ -58,6 +58,9 @@ pub struct ReceivedMessage {
     pub connection_id: u64,
     /// Received over a session that did STARTTLS.
     pub tls: bool,
+    /// The client's address and its EHLO/HELO name.
+    pub peer: Option<SocketAddr>,
+    pub helo: String,
     /// When the final `250` was decided (benchmarks: 202-to-sink latency).
     pub received_at: std::time::Instant,
 }
@@ -458,6 +461,7 @@ struct Session {
     rcpts: Vec<String>,
     rcpt_attempted: bool,
     tls: bool,
+    helo: String,
 }
 
 impl Session {
@@ -471,6 +475,7 @@ impl Session {
 async fn serve(stream: TcpStream, id: u64, open: &mut OpenSession<'_>) -> io::Result<()> {
     let shared = open.shared.clone();
     let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
     let mut wire = Wire::new(Box::new(stream));
     let mut s = Session::default();
     wire.reply("220 sink.test ESMTP postline-test-sink").await?;
@@ -492,6 +497,7 @@ async fn serve(stream: TcpStream, id: u64, open: &mut OpenSession<'_>) -> io::Re
             "EHLO" => {
                 s.reset();
                 s.greeted = true;
+                s.helo = arg.clone();
                 let mut lines = vec!["250-sink.test".to_string()];
                 lines.push("250-PIPELINING".into());
                 lines.push("250-8BITMIME".into());
@@ -507,6 +513,7 @@ async fn serve(stream: TcpStream, id: u64, open: &mut OpenSession<'_>) -> io::Re
             "HELO" => {
                 s.reset();
                 s.greeted = true;
+                s.helo = arg.clone();
                 wire.reply("250 sink.test").await?;
             }
             "AUTH" => auth(&mut wire, &mut s, &shared, &arg).await?,
@@ -550,7 +557,7 @@ async fn serve(stream: TcpStream, id: u64, open: &mut OpenSession<'_>) -> io::Re
                     s.reset();
                 } else {
                     wire.reply("354 End data with <CR><LF>.<CR><LF>").await?;
-                    let reply = data(&mut wire, &mut s, id, &shared).await?;
+                    let reply = data(&mut wire, &mut s, id, peer, &shared).await?;
                     wire.reply(&reply).await?;
                     s.reset();
                 }
@@ -609,7 +616,13 @@ fn path_arg(arg: &str, prefix: &str) -> Option<String> {
 }
 
 /// Reads the message up to the lone dot and records it.
-async fn data(wire: &mut Wire, s: &mut Session, id: u64, shared: &Shared) -> io::Result<String> {
+async fn data(
+    wire: &mut Wire,
+    s: &mut Session,
+    id: u64,
+    peer: Option<SocketAddr>,
+    shared: &Shared,
+) -> io::Result<String> {
     let mut body = Vec::with_capacity(16 * 1024);
     let mut failure: Option<&str> = None;
     loop {
@@ -647,6 +660,8 @@ async fn data(wire: &mut Wire, s: &mut Session, id: u64, shared: &Shared) -> io:
         auth_user: s.auth_user.clone(),
         connection_id: id,
         tls: s.tls,
+        peer,
+        helo: s.helo.clone(),
         received_at: std::time::Instant::now(),
     };
     let count = {
