@@ -111,13 +111,15 @@ impl Dialer {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::warn!(error = %e, "cannot set TCP_NODELAY; delivery will be slow");
         }
-        metrics::opened(label);
         let cmd = self.command_timeout;
         let greeting = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello);
+        let inner = session::within(cmd, "greeting/EHLO", greeting)
+            .await
+            .map_err(session_failure)?;
+        // Counted from here; `Conn`'s drop uncounts it.
+        metrics::opened(label);
         let mut conn = Conn {
-            inner: session::within(cmd, "greeting/EHLO", greeting)
-                .await
-                .map_err(session_failure)?,
+            inner,
             encrypted: false,
             label: label.to_string(),
         };

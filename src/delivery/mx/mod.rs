@@ -143,9 +143,13 @@ impl MxTransport {
                 Err(wait) => return Part::Busy(wait),
             }
         }
+        // The envelope only: the content is sent from `msg.raw` below.
         let sub = OutgoingMessage {
+            tenant_id: msg.tenant_id,
+            email_id: msg.email_id,
+            envelope_from: msg.envelope_from.clone(),
             recipients: rcpts.clone(),
-            ..msg.clone()
+            raw: Vec::new(),
         };
         let envelope = match Envelope::parse(&sub) {
             Ok(env) => env,
@@ -222,8 +226,9 @@ impl MxTransport {
             let addrs = match self.resolver.addresses(host).await {
                 Ok(a) => a,
                 Err(e) => {
+                    tracing::info!(%email_id, %host, error = %e, "MX host address lookup failed");
                     all_unreachable = false;
-                    last = format!("DNS lookup of an MX host failed: {e}");
+                    last = "DNS lookup of an MX host failed".into();
                     continue;
                 }
             };

@@ -97,6 +97,12 @@ impl Resolver {
     /// The route of `domain` (lower-cased ASCII). `Err` is a DNS failure
     /// (temporary).
     pub async fn route(&self, domain: &str) -> Result<Arc<Route>, String> {
+        // IDNA: a Unicode domain is looked up as its A-label (punycode); a
+        // name that is not a valid domain has no mail host.
+        let Some(domain) = ascii_domain(domain) else {
+            return Ok(Arc::new(Route::NoHost));
+        };
+        let domain = domain.as_str();
         let key = format!("mx:{domain}");
         if let Some(Entry::Route(r)) = self.get(&key) {
             return Ok(r);
@@ -157,6 +163,15 @@ impl Resolver {
     }
 }
 
+fn ascii_domain(domain: &str) -> Option<String> {
+    use hickory_resolver::proto::rr::Name;
+    if domain.is_ascii() {
+        return Some(domain.to_string());
+    }
+    let name = Name::from_utf8(domain).ok()?;
+    Some(name.to_ascii().trim_end_matches('.').to_ascii_lowercase())
+}
+
 /// MX records → hosts in preference order, ties shuffled (RFC 5321 §5.1);
 /// a lone `MX 0 .` is a null MX. Duplicate names are tried once.
 fn hosts_of(mut records: Vec<crate::dns::Mx>) -> Route {
@@ -196,6 +211,18 @@ mod tests {
         assert_eq!(hosts_of(vec![mx(0, "")]), Route::NullMx);
         let dup = hosts_of(vec![mx(10, "a.test"), mx(20, "a.test")]);
         assert_eq!(dup, Route::Hosts(vec!["a.test".into()]));
+    }
+
+    #[test]
+    fn unicode_domains_are_looked_up_as_a_labels() {
+        assert_eq!(
+            ascii_domain("bücher.example").as_deref(),
+            Some("xn--bcher-kva.example")
+        );
+        assert_eq!(
+            ascii_domain("plain.example").as_deref(),
+            Some("plain.example")
+        );
     }
 
     #[tokio::test]
