@@ -9,18 +9,19 @@
 mod connect;
 mod gate;
 pub mod metrics;
+mod outcome;
 pub mod resolve;
 pub mod settings;
 pub mod shaping;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use lettre::transport::smtp::extension::ClientId;
 
 use self::connect::{Dialer, Failure};
+use self::outcome::{combine, domain_of, per_recipient, slowed};
 use self::resolve::{Resolver, Route};
 use self::shaping::{Idle, Site, Sites};
 use super::session::{self, Envelope};
@@ -38,6 +39,8 @@ pub struct MxTransport {
     smtp: SmtpOptions,
     max_wait: Duration,
     down_for: Duration,
+    /// When idle sessions of every site were last checked for expiry.
+    swept: std::sync::Mutex<Instant>,
 }
 
 /// What one domain's part of a message came to.
@@ -78,6 +81,23 @@ impl MxTransport {
             smtp,
             max_wait: Duration::from_millis(mx.max_wait_ms),
             down_for: Duration::from_secs(mx.down_secs),
+            swept: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    /// At most every 5 s: closes sessions idle past `idle_timeout` in every
+    /// site (a site checks its own at each checkout, but one no longer sent
+    /// to would keep them open until the remote end hangs up).
+    fn sweep(&self) {
+        {
+            let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+            if swept.elapsed() < Duration::from_secs(5) {
+                return;
+            }
+            *swept = Instant::now();
+        }
+        for idle in self.sites.take_expired(self.smtp.idle_timeout) {
+            tokio::spawn(idle.conn.close());
         }
     }
 
@@ -267,46 +287,11 @@ impl MxTransport {
     }
 }
 
-/// A reply asking us to slow down: 421, or an enhanced status 4.7.x.
-fn slowed(outcome: &Outcome) -> bool {
-    let slow = |text: &str| {
-        text.starts_with("421") || (text.starts_with('4') && text.get(4..8) == Some("4.7."))
-    };
-    match outcome {
-        Outcome::PerRecipient { recipients, .. } => recipients.iter().any(|r| slow(&r.response)),
-        other => slow(other.response()),
-    }
-}
-
-/// Each recipient's fate from the outcome of its domain's transaction.
-fn per_recipient(rcpts: &[String], outcome: Outcome) -> Vec<RcptResult> {
-    let fate = match &outcome {
-        Outcome::PerRecipient { recipients, .. } => return recipients.clone(),
-        Outcome::Delivered { .. } => Fate::Delivered,
-        Outcome::Bounced { .. } => Fate::Bounced,
-        Outcome::Deferred { .. } | Outcome::Throttled { .. } => Fate::Deferred,
-    };
-    rcpts
-        .iter()
-        .map(|r| RcptResult {
-            recipient: r.clone(),
-            fate,
-            response: outcome.response().to_string(),
-        })
-        .collect()
-}
-
-/// The domain of an address, lower-cased; `None` when there is none.
-fn domain_of(rcpt: &str) -> Option<String> {
-    let (_, domain) = rcpt.rsplit_once('@')?;
-    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-    (!domain.is_empty()).then_some(domain)
-}
-
 #[async_trait]
 impl Transport for MxTransport {
     #[tracing::instrument(skip_all, fields(tenant_id = %msg.tenant_id, email_id = %msg.email_id))]
     async fn send(&self, msg: &OutgoingMessage) -> Outcome {
+        self.sweep();
         let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut results = Vec::new();
         for rcpt in &msg.recipients {
@@ -349,33 +334,3 @@ impl Transport for MxTransport {
         combine(results)
     }
 }
-
-/// One plain outcome when every recipient fared alike, else per recipient.
-fn combine(results: Vec<RcptResult>) -> Outcome {
-    let Some(first) = results.first() else {
-        return Outcome::bounced("no valid recipient (not sent)");
-    };
-    if results
-        .iter()
-        .all(|r| r.fate == first.fate && r.response == first.response)
-    {
-        let response = first.response.clone();
-        return match first.fate {
-            Fate::Delivered => Outcome::Delivered { response },
-            Fate::Deferred => Outcome::Deferred { response },
-            Fate::Bounced => Outcome::Bounced { response },
-        };
-    }
-    let response = [Fate::Deferred, Fate::Delivered, Fate::Bounced]
-        .iter()
-        .find_map(|f| results.iter().find(|r| r.fate == *f))
-        .map(|r| r.response.clone())
-        .unwrap_or_default();
-    Outcome::PerRecipient {
-        response,
-        recipients: results,
-    }
-}
-
-/// Shared by the transports of a node.
-pub type Shared = Arc<MxTransport>;

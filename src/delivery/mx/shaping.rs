@@ -262,6 +262,25 @@ impl Sites {
         self.sites.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// Takes every idle session older than `idle_timeout` out of every
+    /// site, so sites no longer sent to do not keep sockets open.
+    pub fn take_expired(&self, idle_timeout: Duration) -> Vec<Idle> {
+        let sites: Vec<Arc<Site>> = {
+            let map = self.sites.lock().unwrap_or_else(|e| e.into_inner());
+            map.values().cloned().collect()
+        };
+        let mut expired = Vec::new();
+        for site in sites {
+            let mut idle = site.idle_list();
+            let (keep, old): (Vec<Idle>, Vec<Idle>) = std::mem::take(&mut *idle)
+                .into_iter()
+                .partition(|i| i.since.elapsed() <= idle_timeout);
+            *idle = keep;
+            expired.extend(old);
+        }
+        expired
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
