@@ -100,6 +100,8 @@ pub struct LimitSettings {
 pub enum DeliveryMode {
     Capture,
     Smtp,
+    /// Direct to each recipient domain's MX (issue 16, `delivery.mx`).
+    Mx,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -146,6 +148,8 @@ pub struct DeliverySettings {
     /// SMTP AUTH without TLS to relays other than a loopback IP literal.
     pub allow_plaintext_auth: bool,
     pub smtp: SmtpSettings,
+    /// Direct delivery (issue 16).
+    pub mx: crate::delivery::mx::MxSettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -532,6 +536,10 @@ impl Settings {
                 "delivery.smtp.host",
                 "must be set when delivery.mode = \"smtp\"",
             );
+        }
+        // Direct delivery (issue 16).
+        if let Err((key, why)) = self.delivery.mx.validate() {
+            return fail(&key, why);
         }
         let w = &self.webhooks;
         if !(1..=60).contains(&w.timeout_secs) {

@@ -1,7 +1,8 @@
 //! One DNS resolver per process, built from `dns.nameservers` (`ip:port`
 //! entries; empty = the system resolver), so the domain checks of tests run
 //! against an authoritative server on loopback. Answers are not cached: a
-//! check must see the record as it is now.
+//! check must see the record as it is now. Direct delivery caches its MX and
+//! address answers itself, by TTL (`delivery::mx::resolve`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -150,6 +151,69 @@ impl Dns {
                 })
             }
             Err(e) => missing_or_error(e),
+        }
+    }
+}
+
+/// MX records of a name and how long they may be cached (direct delivery,
+/// issue 16). `exchange` is lower-cased without the trailing dot; the root
+/// (`.`) is kept as `""` so a null MX (RFC 7505) can be told apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mx {
+    pub preference: u16,
+    pub exchange: String,
+}
+
+/// Records found with the instant their TTL runs out; `None` = missing.
+pub type Timed<T> = Option<(Vec<T>, std::time::Instant)>;
+
+impl Dns {
+    /// The MX records of `name`; `Ok(None)` when it has none or does not exist.
+    pub async fn mx(&self, name: &str) -> Result<Timed<Mx>, String> {
+        use hickory_resolver::proto::rr::RecordType;
+        let fqdn = fqdn(name)?;
+        match self.resolver()?.lookup(fqdn, RecordType::MX).await {
+            Ok(lookup) => {
+                let found: Vec<Mx> = lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::MX(mx) => Some(Mx {
+                            preference: mx.preference,
+                            exchange: mx
+                                .exchange
+                                .to_ascii()
+                                .trim_end_matches('.')
+                                .to_ascii_lowercase(),
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                Ok((!found.is_empty()).then(|| (found, lookup.valid_until())))
+            }
+            Err(e) => missing_or_error(e).map(|_| None),
+        }
+    }
+
+    /// The A (`v6` false) or AAAA (`v6` true) addresses of `name`.
+    pub async fn addresses(&self, name: &str, v6: bool) -> Result<Timed<std::net::IpAddr>, String> {
+        use hickory_resolver::proto::rr::RecordType;
+        let fqdn = fqdn(name)?;
+        let rtype = if v6 { RecordType::AAAA } else { RecordType::A };
+        match self.resolver()?.lookup(fqdn, rtype).await {
+            Ok(lookup) => {
+                let found: Vec<std::net::IpAddr> = lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::A(a) => Some(std::net::IpAddr::V4(a.0)),
+                        RData::AAAA(a) => Some(std::net::IpAddr::V6(a.0)),
+                        _ => None,
+                    })
+                    .collect();
+                Ok((!found.is_empty()).then(|| (found, lookup.valid_until())))
+            }
+            Err(e) => missing_or_error(e).map(|_| None),
         }
     }
 }

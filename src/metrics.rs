@@ -187,6 +187,16 @@ pub fn ingest_batch(rows: usize) {
     }
 }
 
+/// Adds a capability's own collectors to the registry (direct delivery's
+/// per-site metrics, `delivery::mx::metrics`).
+pub fn register(collector: Box<dyn prometheus::core::Collector>) {
+    if let Some(m) = get() {
+        if let Err(e) = m.registry.register(collector) {
+            tracing::error!(error = %e, "metrics collector not registered");
+        }
+    }
+}
+
 /// A count of the queue by status, and when it was taken.
 type Sample = (Instant, Vec<(String, i64)>);
 

@@ -4,6 +4,7 @@
 //! handle (retry later, or stop), with the relay's reply kept for the record.
 
 mod capture;
+pub mod mx;
 mod session;
 mod smtp;
 mod tls;
@@ -53,6 +54,9 @@ pub enum Outcome {
         response: String,
         recipients: Vec<RcptResult>,
     },
+    /// Not attempted: the destination's shaping (direct delivery) had no
+    /// slot; back to the queue after about `after`, the attempt not counted.
+    Throttled { response: String, after: Duration },
 }
 
 /// What happened to one recipient of a [`Outcome::PerRecipient`].
@@ -77,7 +81,8 @@ impl Outcome {
             Outcome::Delivered { response }
             | Outcome::Deferred { response }
             | Outcome::Bounced { response }
-            | Outcome::PerRecipient { response, .. } => response,
+            | Outcome::PerRecipient { response, .. }
+            | Outcome::Throttled { response, .. } => response,
         }
     }
 
@@ -187,6 +192,7 @@ impl Transports {
         let mut relays = HashMap::new();
         let default: Arc<dyn Transport> = match delivery.mode {
             DeliveryMode::Capture => Arc::new(CaptureTransport::new(delivery.capture_dir.clone())),
+            DeliveryMode::Mx => Arc::new(mx::MxTransport::new(settings, options.clone())),
             DeliveryMode::Smtp => {
                 let relay = RelayConfig::from_settings(&delivery.smtp);
                 let transport = Arc::new(SmtpTransport::new(relay.clone(), options.clone()));
@@ -214,7 +220,8 @@ impl Transports {
     /// The transport for one message: the tenant's SMTP override when given
     /// (a pooled transport cached per distinct [`RelayConfig`], so a changed
     /// override yields a new transport), else the default: capture
-    /// (mode=capture) or the default relay (mode=smtp).
+    /// (mode=capture), the default relay (mode=smtp) or direct delivery
+    /// (mode=mx).
     pub fn for_tenant(&self, override_relay: Option<RelayConfig>) -> Arc<dyn Transport> {
         let Some(relay) = override_relay else {
             return self.default.clone();

@@ -106,6 +106,8 @@ struct Ctx {
     transports: Arc<Transports>,
     settings: Arc<Settings>,
     retry: RetryPolicy,
+    /// `delivery.mode = "mx"`: the RFC 5321 retry schedule instead (issue 16).
+    mx_retry: Option<crate::queue::retry::Schedule>,
     pacer: Arc<Pacer>,
     prepare: Prepare,
     inflight: Arc<inflight::Inflight>,
@@ -144,6 +146,9 @@ pub fn spawn_with(
             initial: Duration::from_millis(settings.delivery.retry_initial_ms),
             max: Duration::from_millis(settings.delivery.retry_max_ms),
         },
+        mx_retry: (settings.delivery.mode == crate::config::DeliveryMode::Mx).then(|| {
+            crate::queue::retry::Schedule::from_secs(&settings.delivery.mx.retry_schedule_secs)
+        }),
         transports: Arc::new(Transports::from_settings(&settings)),
         pacer: Arc::new(Pacer::new(settings.limits.nodes)),
         prepare: options.prepare,

@@ -143,11 +143,20 @@ pub async fn attempt(
     let started = std::time::Instant::now();
     let sent = transport.send(&msg).await;
     drop(msg);
+    if let delivery::Outcome::Throttled { after, .. } = &sent {
+        // Direct delivery's site shaping had no slot: not an attempt.
+        metrics::limited("mx_site");
+        let after = chrono::Duration::from_std(*after).unwrap_or(chrono::Duration::seconds(1));
+        return outcome(Resolution::Requeued {
+            at: Utc::now() + after,
+        });
+    }
     let label = match &sent {
         delivery::Outcome::Delivered { .. } => "delivered",
         delivery::Outcome::Bounced { .. } => "bounced",
         delivery::Outcome::Deferred { .. } => "deferred",
         delivery::Outcome::PerRecipient { .. } => "per_recipient",
+        delivery::Outcome::Throttled { .. } => "throttled",
     };
     metrics::smtp_send(label, started.elapsed());
     resolve(ctx, &meta, lease, sent)
@@ -268,7 +277,10 @@ fn address_of(mailbox: &str) -> String {
 /// Deferred with backoff, or failed once the next try would pass the
 /// message's lifetime.
 fn deferral(ctx: &Ctx, meta: &Meta, response: String) -> Resolution {
-    let delay = ctx.retry.delay(meta.attempt);
+    let delay = match &ctx.mx_retry {
+        Some(schedule) => schedule.delay(meta.attempt),
+        None => ctx.retry.delay(meta.attempt),
+    };
     let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1));
     if next > meta.expires_at {
         Resolution::Failed {

@@ -37,6 +37,7 @@ mod http_errors;
 mod isolation;
 mod leaks;
 mod limits;
+mod mx;
 mod oauth;
 mod oauth_tokens;
 mod observability;

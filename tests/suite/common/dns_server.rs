@@ -1,6 +1,7 @@
 //! An authoritative DNS server on loopback (UDP and TCP on one port), built
 //! on hickory-server, answering the TXT and CNAME records a test publishes
-//! and changes at run time. Names it does not hold are NXDOMAIN.
+//! and changes at run time (and the MX, A and AAAA records of direct
+//! delivery). Names it does not hold are NXDOMAIN.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{Metadata, ResponseCode};
-use hickory_server::proto::rr::rdata::{CNAME, TXT};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, TXT};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
@@ -20,6 +21,8 @@ type Zone = Arc<Mutex<HashMap<(String, RecordType), Vec<RData>>>>;
 #[derive(Clone, Default)]
 struct Handler {
     zone: Zone,
+    /// The TTL of every answer (0 unless a test sets it).
+    ttl: Arc<std::sync::atomic::AtomicU32>,
 }
 
 #[async_trait::async_trait]
@@ -41,6 +44,7 @@ impl RequestHandler for Handler {
             .trim_end_matches('.')
             .to_ascii_lowercase();
         let qtype = info.query.query_type();
+        let ttl = self.ttl.load(std::sync::atomic::Ordering::SeqCst);
         let (name_known, answers) = {
             let zone = self.zone.lock().unwrap();
             let known = zone.keys().any(|(n, _)| *n == qname);
@@ -49,7 +53,7 @@ impl RequestHandler for Handler {
                 .get(&(qname.clone(), qtype))
                 .map(|v| {
                     v.iter()
-                        .map(|d| Record::from_rdata(owner.clone(), 0, d.clone()))
+                        .map(|d| Record::from_rdata(owner.clone(), ttl, d.clone()))
                         .collect()
                 })
                 .unwrap_or_default();
@@ -69,6 +73,7 @@ impl RequestHandler for Handler {
 pub struct DnsServer {
     pub addr: SocketAddr,
     zone: Zone,
+    ttl: Arc<std::sync::atomic::AtomicU32>,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -79,6 +84,7 @@ impl DnsServer {
         let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
         let handler = Handler::default();
         let zone = handler.zone.clone();
+        let ttl = handler.ttl.clone();
         let mut server = Server::new(handler);
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(5), 64);
@@ -88,6 +94,7 @@ impl DnsServer {
         DnsServer {
             addr,
             zone,
+            ttl,
             _task: task,
         }
     }
@@ -121,6 +128,41 @@ impl DnsServer {
             .entry((name.to_ascii_lowercase(), RecordType::CNAME))
             .or_default()
             .push(RData::CNAME(CNAME(target)));
+    }
+
+    fn add(&self, name: &str, rtype: RecordType, data: RData) {
+        self.zone
+            .lock()
+            .unwrap()
+            .entry((name.to_ascii_lowercase(), rtype))
+            .or_default()
+            .push(data);
+    }
+
+    pub fn add_mx(&self, name: &str, preference: u16, exchange: &str) {
+        let exchange = Name::from_ascii(format!("{exchange}.")).unwrap();
+        self.add(
+            name,
+            RecordType::MX,
+            RData::MX(MX::new(preference, exchange)),
+        );
+    }
+
+    /// `MX 0 .` (RFC 7505): the domain accepts no mail.
+    pub fn add_null_mx(&self, name: &str) {
+        self.add(name, RecordType::MX, RData::MX(MX::new(0, Name::root())));
+    }
+
+    pub fn add_ip(&self, name: &str, ip: std::net::IpAddr) {
+        match ip {
+            std::net::IpAddr::V4(v4) => self.add(name, RecordType::A, RData::A(A(v4))),
+            std::net::IpAddr::V6(v6) => self.add(name, RecordType::AAAA, RData::AAAA(AAAA(v6))),
+        }
+    }
+
+    /// The TTL of answers from now on (resolvers may cache them this long).
+    pub fn set_ttl(&self, secs: u32) {
+        self.ttl.store(secs, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Removes every record at `name`.

@@ -1,6 +1,6 @@
 //! A real SMTP server on 127.0.0.1, port 0, for integration tests and
-//! benchmarks (include it with `#[path]`; it depends only on tokio and
-//! base64). Tests talk to it over a socket so the delivery code is exercised
+//! benchmarks (include it with `#[path]`; it depends only on tokio,
+//! tokio-rustls and base64). Tests talk to it over a socket so the delivery code is exercised
 //! exactly as against a relay, with no mocks.
 //!
 //! Replies are decided per recipient: a script set with [`SmtpSink::script`]
@@ -12,14 +12,16 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use base64::Engine;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter,
+    ReadHalf, WriteHalf,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -36,8 +38,11 @@ pub struct SinkConfig {
     /// `(user, password)`: AUTH PLAIN/LOGIN is advertised and MAIL before a
     /// successful AUTH is refused with 530.
     pub require_auth: Option<(String, String)>,
-    /// Advertise STARTTLS (the sink answers the command with 454: no TLS here).
+    /// Advertise STARTTLS: with `tls` the handshake is done and the session
+    /// goes on encrypted; without, the command is answered 454.
     pub advertise_starttls: bool,
+    /// The server side of STARTTLS (e.g. a self-signed certificate).
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// A slow relay: wait this long after the end of DATA before accepting.
     pub data_delay: Duration,
 }
@@ -51,6 +56,11 @@ pub struct ReceivedMessage {
     pub data: Vec<u8>,
     pub auth_user: Option<String>,
     pub connection_id: u64,
+    /// Received over a session that did STARTTLS.
+    pub tls: bool,
+    /// The client's address and its EHLO/HELO name.
+    pub peer: Option<SocketAddr>,
+    pub helo: String,
     /// When the final `250` was decided (benchmarks: 202-to-sink latency).
     pub received_at: std::time::Instant,
 }
@@ -74,6 +84,10 @@ struct Shared {
     /// The number of accepted messages, for [`SmtpSink::wait_for`].
     count: watch::Sender<usize>,
     connections: AtomicUsize,
+    /// Sessions open now (a session that said QUIT no longer counts), and
+    /// the most ever open at once.
+    open: AtomicUsize,
+    peak: AtomicUsize,
     /// AUTH commands received, successful or not.
     auth_attempts: AtomicUsize,
     next_connection: AtomicU64,
@@ -108,6 +122,7 @@ impl Shared {
 
 pub struct SmtpSink {
     addr: SocketAddr,
+    ip: IpAddr,
     shared: Arc<Shared>,
     task: JoinHandle<()>,
     kick: Kick,
@@ -136,18 +151,31 @@ impl SmtpSink {
         Self::bind(port, SinkConfig::default()).await
     }
 
+    /// A sink on `ip:port` (e.g. 127.0.0.3, one of many loopback addresses
+    /// sharing a port, as MX hosts do on port 25).
+    pub async fn start_at(ip: IpAddr, port: u16, cfg: SinkConfig) -> SmtpSink {
+        Self::bind_ip(ip, port, cfg).await
+    }
+
     async fn bind(port: u16, cfg: SinkConfig) -> SmtpSink {
+        Self::bind_ip(IpAddr::V4(Ipv4Addr::LOCALHOST), port, cfg).await
+    }
+
+    async fn bind_ip(ip: IpAddr, port: u16, cfg: SinkConfig) -> SmtpSink {
         let shared = Arc::new(Shared {
             cfg,
             recorded: Mutex::default(),
             count: watch::channel(0).0,
             connections: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
             auth_attempts: AtomicUsize::new(0),
             next_connection: AtomicU64::new(1),
         });
-        let (addr, task, kick) = listen(port, shared.clone()).await;
+        let (addr, task, kick) = listen(ip, port, shared.clone()).await;
         SmtpSink {
             addr,
+            ip,
             shared,
             task,
             kick,
@@ -167,7 +195,7 @@ impl SmtpSink {
     /// Brings a stopped sink back on the same port, keeping its records and
     /// scripts.
     pub async fn restart(&mut self) {
-        let (addr, task, kick) = listen(self.addr.port(), self.shared.clone()).await;
+        let (addr, task, kick) = listen(self.ip, self.addr.port(), self.shared.clone()).await;
         self.addr = addr;
         self.task = task;
         self.kick = kick;
@@ -230,6 +258,11 @@ impl SmtpSink {
         self.shared.connections.load(Ordering::SeqCst)
     }
 
+    /// The most sessions that were ever open at once.
+    pub fn peak_connections(&self) -> usize {
+        self.shared.peak.load(Ordering::SeqCst)
+    }
+
     /// AUTH commands received: 0 means no credential reached the wire.
     pub fn auth_attempts(&self) -> usize {
         self.shared.auth_attempts.load(Ordering::SeqCst)
@@ -252,19 +285,19 @@ impl SmtpSink {
 
 type Kick = mpsc::UnboundedSender<oneshot::Sender<()>>;
 
-/// Binds 127.0.0.1:`port` (0 = any) and starts accepting. The port of a
+/// Binds `ip`:`port` (0 = any) and starts accepting. The port of a
 /// sink that was just stopped can be bound again at once (tokio sets
 /// SO_REUSEADDR); a few retries cover a listener still being dropped.
-async fn listen(port: u16, shared: Arc<Shared>) -> (SocketAddr, JoinHandle<()>, Kick) {
+async fn listen(ip: IpAddr, port: u16, shared: Arc<Shared>) -> (SocketAddr, JoinHandle<()>, Kick) {
     let mut tries = 0;
     let listener = loop {
-        match TcpListener::bind(("127.0.0.1", port)).await {
+        match TcpListener::bind((ip, port)).await {
             Ok(l) => break l,
             Err(_) if tries < 50 && port != 0 => {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            Err(e) => panic!("smtp sink: bind 127.0.0.1:{port}: {e}"),
+            Err(e) => panic!("smtp sink: bind {ip}:{port}: {e}"),
         }
     };
     let addr = listener.local_addr().expect("smtp sink: local addr");
@@ -293,11 +326,14 @@ async fn accept_loop(
                     continue;
                 };
                 shared.connections.fetch_add(1, Ordering::SeqCst);
+                let now_open = shared.open.fetch_add(1, Ordering::SeqCst) + 1;
+                shared.peak.fetch_max(now_open, Ordering::SeqCst);
                 let id = shared.next_connection.fetch_add(1, Ordering::SeqCst);
                 let shared = shared.clone();
                 sessions.spawn(async move {
+                    let mut open = OpenSession { shared: &shared, counted: true };
                     // A client that hangs up mid-session is normal in tests.
-                    let _ = serve(stream, id, shared).await;
+                    let _ = serve(stream, id, &mut open).await;
                 });
             }
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
@@ -305,10 +341,35 @@ async fn accept_loop(
     }
 }
 
+/// A session in [`Shared::open`] until it said QUIT or ended (also when
+/// its task is aborted).
+struct OpenSession<'a> {
+    shared: &'a Arc<Shared>,
+    counted: bool,
+}
+
+impl OpenSession<'_> {
+    fn leave(&mut self) {
+        if std::mem::take(&mut self.counted) {
+            self.shared.open.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for OpenSession<'_> {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+type Stream = Box<dyn Io>;
+
 /// Line-oriented I/O that flushes replies only before it would block.
 struct Wire {
-    reader: BufReader<OwnedReadHalf>,
-    writer: BufWriter<OwnedWriteHalf>,
+    reader: BufReader<ReadHalf<Stream>>,
+    writer: BufWriter<WriteHalf<Stream>>,
     line: Vec<u8>,
 }
 
@@ -319,6 +380,28 @@ enum Line {
 }
 
 impl Wire {
+    fn new(stream: Stream) -> Wire {
+        let (r, w) = tokio::io::split(stream);
+        Wire {
+            reader: BufReader::with_capacity(64 * 1024, r),
+            writer: BufWriter::with_capacity(16 * 1024, w),
+            line: Vec::with_capacity(1024),
+        }
+    }
+
+    /// The TLS handshake of STARTTLS (after its 220 was flushed).
+    async fn starttls(
+        mut self,
+        config: Arc<tokio_rustls::rustls::ServerConfig>,
+    ) -> io::Result<Wire> {
+        self.writer.flush().await?;
+        let stream = self.reader.into_inner().unsplit(self.writer.into_inner());
+        let tls = tokio_rustls::TlsAcceptor::from(config)
+            .accept(stream)
+            .await?;
+        Ok(Wire::new(Box::new(tls)))
+    }
+
     async fn reply(&mut self, text: &str) -> io::Result<()> {
         self.writer.write_all(text.as_bytes()).await?;
         self.writer.write_all(b"\r\n").await
@@ -377,6 +460,8 @@ struct Session {
     mail_from: Option<String>,
     rcpts: Vec<String>,
     rcpt_attempted: bool,
+    tls: bool,
+    helo: String,
 }
 
 impl Session {
@@ -387,14 +472,11 @@ impl Session {
     }
 }
 
-async fn serve(stream: TcpStream, id: u64, shared: Arc<Shared>) -> io::Result<()> {
+async fn serve(stream: TcpStream, id: u64, open: &mut OpenSession<'_>) -> io::Result<()> {
+    let shared = open.shared.clone();
     let _ = stream.set_nodelay(true);
-    let (r, w) = stream.into_split();
-    let mut wire = Wire {
-        reader: BufReader::with_capacity(64 * 1024, r),
-        writer: BufWriter::with_capacity(16 * 1024, w),
-        line: Vec::with_capacity(1024),
-    };
+    let peer = stream.peer_addr().ok();
+    let mut wire = Wire::new(Box::new(stream));
     let mut s = Session::default();
     wire.reply("220 sink.test ESMTP postline-test-sink").await?;
     loop {
@@ -415,10 +497,11 @@ async fn serve(stream: TcpStream, id: u64, shared: Arc<Shared>) -> io::Result<()
             "EHLO" => {
                 s.reset();
                 s.greeted = true;
+                s.helo = arg.clone();
                 let mut lines = vec!["250-sink.test".to_string()];
                 lines.push("250-PIPELINING".into());
                 lines.push("250-8BITMIME".into());
-                if shared.cfg.advertise_starttls {
+                if shared.cfg.advertise_starttls && !s.tls {
                     lines.push("250-STARTTLS".into());
                 }
                 if shared.cfg.require_auth.is_some() {
@@ -430,6 +513,7 @@ async fn serve(stream: TcpStream, id: u64, shared: Arc<Shared>) -> io::Result<()
             "HELO" => {
                 s.reset();
                 s.greeted = true;
+                s.helo = arg.clone();
                 wire.reply("250 sink.test").await?;
             }
             "AUTH" => auth(&mut wire, &mut s, &shared, &arg).await?,
@@ -473,7 +557,7 @@ async fn serve(stream: TcpStream, id: u64, shared: Arc<Shared>) -> io::Result<()
                     s.reset();
                 } else {
                     wire.reply("354 End data with <CR><LF>.<CR><LF>").await?;
-                    let reply = data(&mut wire, &mut s, id, &shared).await?;
+                    let reply = data(&mut wire, &mut s, id, peer, &shared).await?;
                     wire.reply(&reply).await?;
                     s.reset();
                 }
@@ -483,10 +567,20 @@ async fn serve(stream: TcpStream, id: u64, shared: Arc<Shared>) -> io::Result<()
                 wire.reply("250 2.0.0 Ok").await?;
             }
             "NOOP" => wire.reply("250 2.0.0 Ok").await?,
-            "STARTTLS" if shared.cfg.advertise_starttls => {
-                wire.reply("454 4.7.0 TLS not available").await?
-            }
+            "STARTTLS" if shared.cfg.advertise_starttls && !s.tls => match shared.cfg.tls.clone() {
+                Some(config) => {
+                    wire.reply("220 2.0.0 Ready to start TLS").await?;
+                    wire = wire.starttls(config).await?;
+                    // RFC 3207 §4.2: the session starts over.
+                    s = Session {
+                        tls: true,
+                        ..Session::default()
+                    };
+                }
+                None => wire.reply("454 4.7.0 TLS not available").await?,
+            },
             "QUIT" => {
+                open.leave();
                 wire.reply("221 2.0.0 Bye").await?;
                 wire.writer.flush().await?;
                 return Ok(());
@@ -522,7 +616,13 @@ fn path_arg(arg: &str, prefix: &str) -> Option<String> {
 }
 
 /// Reads the message up to the lone dot and records it.
-async fn data(wire: &mut Wire, s: &mut Session, id: u64, shared: &Shared) -> io::Result<String> {
+async fn data(
+    wire: &mut Wire,
+    s: &mut Session,
+    id: u64,
+    peer: Option<SocketAddr>,
+    shared: &Shared,
+) -> io::Result<String> {
     let mut body = Vec::with_capacity(16 * 1024);
     let mut failure: Option<&str> = None;
     loop {
@@ -559,6 +659,9 @@ async fn data(wire: &mut Wire, s: &mut Session, id: u64, shared: &Shared) -> io:
         data: body,
         auth_user: s.auth_user.clone(),
         connection_id: id,
+        tls: s.tls,
+        peer,
+        helo: s.helo.clone(),
         received_at: std::time::Instant::now(),
     };
     let count = {

@@ -1,0 +1,336 @@
+//! Direct delivery (issue 16, `delivery.mode = "mx"`): the recipients of a
+//! message are grouped by domain and each domain gets one SMTP transaction
+//! with its MX hosts ([`resolve`]), tried in preference order until one takes
+//! the connection. Sessions are shaped per destination site ([`shaping`]) and
+//! reused up to the site's messages per connection. Each recipient's reply is
+//! its own outcome (`Outcome::PerRecipient`), so a retry goes only to the
+//! domains that deferred.
+
+mod connect;
+mod gate;
+pub mod metrics;
+mod outcome;
+pub mod resolve;
+pub mod settings;
+pub mod shaping;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use lettre::transport::smtp::extension::ClientId;
+
+use self::connect::{Dialer, Failure};
+use self::outcome::{combine, domain_of, per_recipient, slowed};
+use self::resolve::{Resolver, Route};
+use self::shaping::{Idle, Site, Sites};
+use super::session::{self, Envelope};
+use super::{Fate, Outcome, OutgoingMessage, RcptResult, SmtpOptions, Transport};
+use crate::config::Settings;
+use crate::dns::Dns;
+
+pub use settings::{IpFamily, MxSettings, MxTls, SiteRule};
+
+/// The direct-delivery transport of a node.
+pub struct MxTransport {
+    resolver: Resolver,
+    sites: Sites,
+    dialer: Dialer,
+    smtp: SmtpOptions,
+    max_wait: Duration,
+    down_for: Duration,
+    /// When idle sessions of every site were last checked for expiry.
+    swept: std::sync::Mutex<Instant>,
+}
+
+/// What one domain's part of a message came to.
+enum Part {
+    Done(Vec<RcptResult>),
+    /// Not attempted: the site had no connection or rate slot within
+    /// `max_wait`; free again in about this long.
+    Busy(Duration),
+}
+
+impl MxTransport {
+    pub fn new(settings: &Settings, smtp: SmtpOptions) -> Self {
+        let mx = &settings.delivery.mx;
+        let nameservers =
+            crate::dns::parse_nameservers(&settings.dns.nameservers).unwrap_or_default();
+        let hello = if mx.ehlo_name.is_empty() {
+            ClientId::default()
+        } else {
+            ClientId::Domain(mx.ehlo_name.clone())
+        };
+        MxTransport {
+            resolver: Resolver::new(
+                Dns::new(&nameservers),
+                mx.ip_family,
+                mx.cache_entries,
+                Duration::from_secs(mx.cache_max_ttl_secs),
+            ),
+            sites: Sites::new(mx),
+            dialer: Dialer {
+                port: mx.port,
+                hello,
+                tls: mx.tls,
+                source_v4: mx.source_v4(),
+                source_v6: mx.source_v6(),
+                connect_timeout: smtp.connect_timeout,
+                command_timeout: smtp.command_timeout,
+            },
+            smtp,
+            max_wait: Duration::from_millis(mx.max_wait_ms),
+            down_for: Duration::from_secs(mx.down_secs),
+            swept: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    /// At most every 5 s: closes sessions idle past `idle_timeout` in every
+    /// site (a site checks its own at each checkout, but one no longer sent
+    /// to would keep them open until the remote end hangs up).
+    fn sweep(&self) {
+        {
+            let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+            if swept.elapsed() < Duration::from_secs(5) {
+                return;
+            }
+            *swept = Instant::now();
+        }
+        for idle in self.sites.take_expired(self.smtp.idle_timeout) {
+            tokio::spawn(idle.conn.close());
+        }
+    }
+
+    /// Sites tracked now (tests check the bound).
+    pub fn sites(&self) -> usize {
+        self.sites.len()
+    }
+
+    async fn deliver_domain(
+        &self,
+        msg: &OutgoingMessage,
+        domain: &str,
+        rcpts: Vec<String>,
+    ) -> Part {
+        let all = |fate: Fate, response: &str| {
+            Part::Done(
+                rcpts
+                    .iter()
+                    .map(|r| RcptResult {
+                        recipient: r.clone(),
+                        fate,
+                        response: response.to_string(),
+                    })
+                    .collect(),
+            )
+        };
+        let hosts = match self.resolver.route(domain).await.as_deref() {
+            Err(e) => {
+                tracing::warn!(email_id = %msg.email_id, %domain, error = %e, "MX lookup failed");
+                return all(Fate::Deferred, "DNS lookup of the recipient domain failed");
+            }
+            Ok(Route::NullMx) => {
+                return all(
+                    Fate::Bounced,
+                    "556 5.1.10 recipient domain does not accept mail (null MX)",
+                )
+            }
+            Ok(Route::NoHost) => {
+                return all(
+                    Fate::Bounced,
+                    "550 5.1.2 recipient domain has no mail host (no MX or address)",
+                )
+            }
+            Ok(Route::Hosts(hosts)) => hosts.clone(),
+        };
+        let site = self.sites.site_for(&hosts);
+        if site.is_down() {
+            metrics::deferred(&site.label);
+            return all(
+                Fate::Deferred,
+                "mail servers of the recipient domain unreachable (will retry)",
+            );
+        }
+        let deadline = Instant::now() + self.max_wait;
+        let waited = tokio::time::timeout(self.max_wait, site.permits.acquire(msg.tenant_id.0));
+        let Ok(_slot) = waited.await else {
+            return Part::Busy(Duration::from_secs(1));
+        };
+        loop {
+            match site.reserve() {
+                Ok(()) => break,
+                Err(wait) if Instant::now() + wait <= deadline => tokio::time::sleep(wait).await,
+                Err(wait) => return Part::Busy(wait),
+            }
+        }
+        // The envelope only: the content is sent from `msg.raw` below.
+        let sub = OutgoingMessage {
+            tenant_id: msg.tenant_id,
+            email_id: msg.email_id,
+            envelope_from: msg.envelope_from.clone(),
+            recipients: rcpts.clone(),
+            raw: Vec::new(),
+        };
+        let envelope = match Envelope::parse(&sub) {
+            Ok(env) => env,
+            Err(outcome) => return Part::Done(per_recipient(&rcpts, outcome)),
+        };
+        let outcome = self
+            .transact(&site, &hosts, &envelope, &msg.raw, msg.email_id)
+            .await;
+        if slowed(&outcome) {
+            site.slow_down();
+        }
+        let results = per_recipient(&rcpts, outcome);
+        if results.iter().any(|r| r.fate == Fate::Deferred) {
+            metrics::deferred(&site.label);
+        }
+        Part::Done(results)
+    }
+
+    /// One transaction on a pooled connection of the site, or a new one.
+    async fn transact(
+        &self,
+        site: &Site,
+        hosts: &[String],
+        envelope: &Envelope,
+        raw: &[u8],
+        email_id: uuid::Uuid,
+    ) -> Outcome {
+        let (mut idle, reused) = match self.checkout(site).await {
+            Some(idle) => (idle, true),
+            None => match self.connect(site, hosts, email_id).await {
+                Ok(idle) => (idle, false),
+                Err(outcome) => return outcome,
+            },
+        };
+        let mut attempt = session::transact(&mut idle.conn.inner, envelope, raw, &self.smtp).await;
+        if reused && attempt.stale {
+            idle = match self.connect(site, hosts, email_id).await {
+                Ok(idle) => idle,
+                Err(outcome) => return outcome,
+            };
+            attempt = session::transact(&mut idle.conn.inner, envelope, raw, &self.smtp).await;
+        }
+        idle.sent += 1;
+        if attempt.reusable && idle.sent < site.limits.messages_per_connection {
+            idle.since = Instant::now();
+            site.idle_list().push(idle);
+        } else {
+            idle.conn.close().await;
+        }
+        attempt.outcome
+    }
+
+    async fn checkout(&self, site: &Site) -> Option<Idle> {
+        loop {
+            let idle = site.idle_list().pop()?;
+            if idle.since.elapsed() <= self.smtp.idle_timeout && !idle.conn.inner.has_broken() {
+                return Some(idle);
+            }
+            idle.conn.close().await;
+        }
+    }
+
+    /// The first MX host (in preference order) that takes a session. Every
+    /// host unreachable → the site is marked down for `down_secs`.
+    async fn connect(
+        &self,
+        site: &Site,
+        hosts: &[String],
+        email_id: uuid::Uuid,
+    ) -> Result<Idle, Outcome> {
+        let mut all_unreachable = true;
+        let mut last = String::from("no address for any MX host");
+        for host in hosts {
+            let addrs = match self.resolver.addresses(host).await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::info!(%email_id, %host, error = %e, "MX host address lookup failed");
+                    all_unreachable = false;
+                    last = "DNS lookup of an MX host failed".into();
+                    continue;
+                }
+            };
+            for addr in addrs.iter() {
+                match self.dialer.open(host, *addr, &site.label).await {
+                    Ok(conn) => {
+                        site.mark_up();
+                        return Ok(Idle {
+                            conn,
+                            host: host.clone(),
+                            sent: 0,
+                            since: Instant::now(),
+                        });
+                    }
+                    Err(Failure::Unreachable(why)) => {
+                        tracing::info!(%email_id, %host, %addr, reason = %why, "MX host unreachable");
+                        last = why;
+                    }
+                    Err(Failure::Session { text, slow_down }) => {
+                        tracing::info!(%email_id, %host, %addr, reason = %text, "MX session failed");
+                        all_unreachable = false;
+                        if slow_down {
+                            site.slow_down();
+                        }
+                        last = text;
+                    }
+                }
+            }
+        }
+        if all_unreachable {
+            site.mark_down(self.down_for);
+        }
+        Err(Outcome::deferred(format!(
+            "no MX host of the recipient domain took the message: {last}"
+        )))
+    }
+}
+
+#[async_trait]
+impl Transport for MxTransport {
+    #[tracing::instrument(skip_all, fields(tenant_id = %msg.tenant_id, email_id = %msg.email_id))]
+    async fn send(&self, msg: &OutgoingMessage) -> Outcome {
+        self.sweep();
+        let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut results = Vec::new();
+        for rcpt in &msg.recipients {
+            match domain_of(rcpt) {
+                Some(d) => groups.entry(d).or_default().push(rcpt.clone()),
+                None => results.push(RcptResult {
+                    recipient: rcpt.clone(),
+                    fate: Fate::Bounced,
+                    response: "invalid address (not sent)".into(),
+                }),
+            }
+        }
+        let parts =
+            futures_util::future::join_all(groups.into_iter().map(|(domain, rcpts)| async move {
+                let part = self.deliver_domain(msg, &domain, rcpts.clone()).await;
+                (rcpts, part)
+            }))
+            .await;
+        let all_busy = parts.iter().all(|(_, p)| matches!(p, Part::Busy(_)));
+        if all_busy && results.is_empty() {
+            let after = parts.iter().filter_map(|(_, p)| match p {
+                Part::Busy(d) => Some(*d),
+                Part::Done(_) => None,
+            });
+            return Outcome::Throttled {
+                response: "destination busy (shaping); requeued".into(),
+                after: after.min().unwrap_or(Duration::from_secs(1)),
+            };
+        }
+        for (rcpts, part) in parts {
+            match part {
+                Part::Done(r) => results.extend(r),
+                Part::Busy(_) => results.extend(rcpts.into_iter().map(|recipient| RcptResult {
+                    recipient,
+                    fate: Fate::Deferred,
+                    response: "destination busy (shaping); will retry".into(),
+                })),
+            }
+        }
+        combine(results)
+    }
+}
