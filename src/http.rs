@@ -48,15 +48,18 @@ fn json_error(err: JsonPayloadError, max_bytes: usize) -> AppError {
     }
 }
 
+/// A query string that does not deserialize: 422.
+pub fn query_error(err: QueryPayloadError) -> AppError {
+    AppError::Validation {
+        code: "validation_failed",
+        detail: format!("Invalid query string: {err}"),
+        errors: Vec::new(),
+    }
+}
+
 pub fn query_config() -> web::QueryConfig {
-    web::QueryConfig::default().error_handler(|err: QueryPayloadError, _req| {
-        AppError::Validation {
-            code: "validation_failed",
-            detail: format!("Invalid query string: {err}"),
-            errors: Vec::new(),
-        }
-        .into()
-    })
+    web::QueryConfig::default()
+        .error_handler(|err: QueryPayloadError, _req| query_error(err).into())
 }
 
 /// A path segment that does not parse names nothing that exists.

@@ -222,11 +222,14 @@ pub async fn list(
     who: Result<Principal, AppError>,
     state: web::Data<AppState>,
     req: HttpRequest,
-    query: web::Query<ResendListQuery>,
 ) -> HttpResponse {
     let r = async {
         let who = tenant_caller(who, Permission::EmailsRead)?;
-        let q = query.into_inner();
+        // Parsed here, not by the extractor, so a bad query string is
+        // answered in Resend's error shape like every other refusal.
+        let q = web::Query::<ResendListQuery>::from_query(req.query_string())
+            .map_err(crate::http::query_error)?
+            .into_inner();
         if q.before.is_some() {
             return Err(AppError::invalid(
                 "before",

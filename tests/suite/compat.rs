@@ -366,6 +366,12 @@ async fn raw_forms_bounds_and_rate_limit_headers() {
         .unwrap()
         .len();
     assert_eq!(before, 1, "the refused batch queued nothing");
+    // A query string that does not parse is Resend's 422 too (found by
+    // schemathesis: it was problem JSON).
+    let r = app.get("/emails?limit=9223372036854775808", &key).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.json["statusCode"], 422, "{}", r.text);
+    assert_eq!(r.json["name"], "validation_error", "{}", r.text);
     let r = send_pm(pm(500)).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json.as_array().unwrap().len(), 500);

@@ -79,9 +79,19 @@ pub struct DnsServer {
 
 impl DnsServer {
     pub async fn start() -> DnsServer {
-        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // UDP and TCP on one port: the kernel's free UDP port may be taken
+        // for TCP by another test, so try a few.
+        let mut tries = 0;
+        let (udp, tcp) = loop {
+            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(tcp) => break (udp, tcp),
+                Err(_) if tries < 20 => tries += 1,
+                Err(e) => panic!("no port free for both UDP and TCP: {e}"),
+            }
+        };
         let addr = udp.local_addr().unwrap();
-        let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
         let handler = Handler::default();
         let zone = handler.zone.clone();
         let ttl = handler.ttl.clone();
