@@ -1,6 +1,6 @@
 //! SMTP submission throughput (issue 14): `MESSAGES` messages of `SIZE`
-//! bytes (default 10 KB) over `SESSIONS` (16) lettre sessions, each with
-//! STARTTLS and AUTH PLAIN once, into the real app with its worker
+//! bytes (default 10 KB) over `SESSIONS` (16) SMTP sessions (lettre's
+//! connection), each with STARTTLS and AUTH PLAIN once, into the real app with its worker
 //! delivering to a sink (the in-process one, or `POSTLINE_BENCH_RELAY_PORT`:
 //! Postfix's smtp-sink in `SUBMISSION=1 deploy/bench-postfix.sh`, which also
 //! times smtp-source into a private Postfix). Same-run baseline: the same
@@ -21,9 +21,8 @@ use common::{app, print_figure, BenchEnv};
 use diesel::prelude::*;
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::transport::smtp::PoolConfig;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 use postline::smtp_server::{self, Handler, Identity, Reply};
 
 /// A CA and a `localhost` leaf made with openssl in a temp dir.
@@ -96,8 +95,52 @@ impl Handler for Drop {
     }
 }
 
-/// `total` messages over `sessions` lettre sessions (STARTTLS + AUTH once
-/// each); the wall time and how many got a 250.
+/// One SMTP session: connect, STARTTLS, AUTH PLAIN once, then `n`
+/// messages on that connection (a pooled lettre transport may open a new
+/// connection while the last one is still being returned to its pool,
+/// which would measure TLS handshakes instead of sessions).
+async fn session(
+    port: u16,
+    tls: TlsParameters,
+    key: String,
+    raw: Arc<Vec<u8>>,
+    env: Envelope,
+    n: usize,
+) -> usize {
+    let hello = ClientId::Domain("bench.local".into());
+    let timeout = Some(Duration::from_secs(60));
+    let mut c =
+        match AsyncSmtpConnection::connect_tokio1(("127.0.0.1", port), timeout, &hello, None, None)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("submission bench: connect: {e}");
+                return 0;
+            }
+        };
+    let creds = Credentials::new("bench".into(), key);
+    if let Err(e) = c.starttls(tls, &hello).await {
+        eprintln!("submission bench: STARTTLS: {e}");
+        return 0;
+    }
+    if let Err(e) = c.auth(&[Mechanism::Plain], &creds).await {
+        eprintln!("submission bench: AUTH: {e}");
+        return 0;
+    }
+    let mut ok = 0;
+    for _ in 0..n {
+        match c.send(&env, &raw).await {
+            Ok(_) => ok += 1,
+            Err(e) => eprintln!("submission bench: refused: {e}"),
+        }
+    }
+    let _ = c.quit().await;
+    ok
+}
+
+/// `total` messages over `sessions` SMTP sessions at once; the wall time
+/// and how many got a 250.
 async fn drive(
     port: u16,
     ca: &[u8],
@@ -115,24 +158,8 @@ async fn drive(
             .add_root_certificate(Certificate::from_pem(ca).unwrap())
             .build_rustls()
             .unwrap();
-        let client = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
-            .port(port)
-            .tls(Tls::Required(tls))
-            .credentials(Credentials::new("bench".into(), key.into()))
-            .authentication(vec![Mechanism::Plain])
-            .pool_config(PoolConfig::new().max_size(1))
-            .build();
-        let (raw, env) = (raw.clone(), env.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut ok = 0;
-            for _ in 0..n {
-                match client.send_raw(&env, &raw).await {
-                    Ok(_) => ok += 1,
-                    Err(e) => eprintln!("submission bench: refused: {e}"),
-                }
-            }
-            ok
-        }));
+        let task = session(port, tls, key.to_string(), raw.clone(), env.clone(), n);
+        tasks.push(tokio::spawn(task));
     }
     let mut ok = 0;
     for t in tasks {
@@ -174,8 +201,7 @@ fn main() {
     let mut s = app::settings(&db.url, Some(relay));
     s.submission.tls_cert_file = dir.join("cert.pem").display().to_string();
     s.submission.tls_key_file = dir.join("key.pem").display().to_string();
-    // lettre may open a session before the server has ended the last one.
-    s.submission.max_connections_per_tenant = sessions * 4;
+    s.submission.max_connections_per_tenant = sessions;
     s.delivery.max_connections_per_relay = sessions;
     let mut bench = rt.block_on(app::BenchApp::start(s));
     let tenant = rt.block_on(bench.tenants(1)).remove(0);
