@@ -1,7 +1,8 @@
 //! The console's webhook Retry (issue 17, "webhooks (deliveries log, test,
 //! retry)"): a real HTTP receiver answers 500, the delivery fails, Retry puts
 //! it back in the outbox and the dispatcher delivers it; another tenant's
-//! delivery is a 404, a delivery that did not fail a 409, a viewer a 403.
+//! delivery is a 404, a delivery that did not fail (or of a disabled
+//! endpoint) a 409, a viewer a 403.
 
 use std::time::Duration;
 
@@ -149,4 +150,31 @@ async fn a_failed_delivery_is_retried_from_the_console_and_delivered() {
     .get_result(&mut conn)
     .unwrap();
     assert_eq!(n, 1, "one retry, audited as the user");
+
+    // B's own developer: B's endpoint disabled, its failed delivery is a 409.
+    let b = newest(&app, &key_b, &hook_b).await["tenant_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = app
+        .patch(
+            &format!("/v1/webhooks/{hook_b}"),
+            &key_b,
+            json!({"enabled": false}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    user(&app, "dev@b.example", Role::Developer, Some(&b)).await;
+    let (dev_b, _) = sign_in(&app, "dev@b.example", &[]).await;
+    let (_, page_b, _) = get(&app, &dev_b, "/console/webhooks").await;
+    let (status, body) = post(
+        &app,
+        &dev_b,
+        &retry(&b_delivery),
+        &[("csrf", &csrf_of(&page_b))],
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("disabled"), "{body}");
+    assert_eq!(newest(&app, &key_b, &hook_b).await["status"], "failed");
 }
