@@ -315,6 +315,9 @@ pub struct ConsoleSettings {
     /// Where the console is reached from outside (e.g. `https://mail.example.com`),
     /// printed before invitation links; empty: links are printed as paths.
     pub public_url: String,
+    /// Sender of invitation mail (mailed through `delivery.smtp` when
+    /// `delivery.mode = "smtp"`); empty: `postline@<bounces.domain>`.
+    pub mail_from: String,
 }
 
 /// OAuth 2.0 client credentials (`src/oauth/`).
@@ -660,6 +663,10 @@ impl Settings {
             if !(300..=2_592_000).contains(&v) {
                 return fail(key, "must be between 300 and 2592000");
             }
+        }
+        let from = self.console.mail_from.trim();
+        if !from.is_empty() && crate::domain::parse_email("console.mail_from", from).is_err() {
+            return fail("console.mail_from", "not a valid e-mail address");
         }
         if !(60..=86400).contains(&self.oauth.token_ttl_secs) {
             return fail("oauth.token_ttl_secs", "must be between 60 and 86400");

@@ -12,6 +12,7 @@
 //! - `pages/*`: one module per screen, each calling the same services as the
 //!   JSON API (no SQL in a page);
 //! - `model`: the console's own SQL (users, sessions, the queue overview).
+//! - `invite_mail`: invitations mailed through the default relay.
 
 /// `minijinja::context!` for any `Serialize` value (views, pages, rows).
 macro_rules! ctx {
@@ -25,6 +26,7 @@ macro_rules! ctx {
 }
 
 pub mod cli;
+pub mod invite_mail;
 pub mod model;
 pub mod pages;
 pub mod render;
@@ -125,6 +127,11 @@ pub fn endpoints() -> Vec<Endpoint> {
             post.clone(),
             "/console/webhooks/{id}/delete",
             webhooks::delete
+        ),
+        page!(
+            post.clone(),
+            "/console/webhooks/deliveries/{id}/retry",
+            webhooks::retry
         ),
         page!(get.clone(), "/console/usage", usage::show),
         page!(get.clone(), "/console/queue", queue::show),

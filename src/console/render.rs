@@ -1,6 +1,6 @@
 //! Pages: minijinja templates compiled into the binary, the one vendored
-//! stylesheet inlined and allowed by its hash in a strict CSP, the
-//! server-rendered SVG chart.
+//! stylesheet and the one vendored script (copy buttons) inlined and allowed
+//! by their hashes in a strict CSP, the server-rendered SVG chart.
 
 use std::sync::OnceLock;
 
@@ -14,6 +14,8 @@ use sha2::{Digest, Sha256};
 use crate::error::AppError;
 
 pub const CSS: &str = include_str!("assets/console.css");
+/// Copy buttons (the domains page); pages work without it.
+pub const COPY_JS: &str = include_str!("assets/copy.js");
 
 const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("templates/base.html")),
@@ -49,6 +51,7 @@ fn env() -> &'static Environment<'static> {
             }
         }
         env.add_global("css", CSS);
+        env.add_global("copy_js", COPY_JS);
         // This environment's own filter (tenant templates are not affected).
         env.add_filter("urlencode", |v: String| -> String {
             percent_encoding::utf8_percent_encode(&v, percent_encoding::NON_ALPHANUMERIC)
@@ -59,14 +62,16 @@ fn env() -> &'static Environment<'static> {
 }
 
 /// The page's Content-Security-Policy: nothing from anywhere but this
-/// origin, no script at all, the inlined stylesheet by its hash, frames
-/// only from here (the sandboxed message HTML).
+/// origin, the inlined stylesheet and copy script by their hashes (no other
+/// script), frames only from here (the sandboxed message HTML).
 pub fn csp() -> (header::HeaderName, String) {
     static VALUE: OnceLock<String> = OnceLock::new();
     let v = VALUE.get_or_init(|| {
-        let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(CSS));
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(Sha256::digest(s));
+        let (hash, js) = (b64(CSS), b64(COPY_JS));
         format!(
-            "default-src 'none'; style-src 'sha256-{hash}'; img-src 'self' data:; \
+            "default-src 'none'; style-src 'sha256-{hash}'; script-src 'sha256-{js}'; \
+             img-src 'self' data:; \
              frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         )
     });

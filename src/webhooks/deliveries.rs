@@ -299,6 +299,43 @@ pub fn find(
         .optional()
 }
 
+/// One delivery of the owner's endpoints, by its id alone (the console's
+/// retry): another owner's delivery is `None`, like a missing one.
+pub fn find_for_owner(
+    conn: &mut PgConnection,
+    owner: model::Owner,
+    id: Uuid,
+) -> QueryResult<Option<DeliveryRow>> {
+    let q = webhook_deliveries::table
+        .filter(webhook_deliveries::id.eq(id))
+        .select(DeliveryRow::as_select());
+    match owner.tenant_id() {
+        Some(t) => q.filter(webhook_deliveries::tenant_id.eq(t)).first(conn),
+        None => q
+            .filter(webhook_deliveries::tenant_id.is_null())
+            .first(conn),
+    }
+    .optional()
+}
+
+/// Puts a failed delivery of an owner-checked endpoint back in the outbox,
+/// due now (its attempts keep counting). 0 when it is not failed (any more).
+pub fn requeue(conn: &mut PgConnection, webhook: &WebhookRow, id: Uuid) -> QueryResult<usize> {
+    use webhook_deliveries::dsl as d;
+    diesel::update(
+        d::webhook_deliveries
+            .filter(d::webhook_id.eq(webhook.id))
+            .filter(d::id.eq(id))
+            .filter(d::status.eq("failed")),
+    )
+    .set((
+        d::status.eq("pending"),
+        d::next_attempt_at.eq(diesel::dsl::now),
+        d::completed_at.eq(None::<DateTime<Utc>>),
+    ))
+    .execute(conn)
+}
+
 /// Drops finished deliveries (and their attempts) older than `days`: the
 /// log is for debugging recent traffic, not an archive.
 pub fn purge_finished(conn: &mut PgConnection, days: u32) -> QueryResult<usize> {

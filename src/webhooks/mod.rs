@@ -7,6 +7,7 @@ pub mod dispatcher;
 pub mod input;
 pub mod model;
 pub mod outbox;
+pub mod retry;
 pub mod routes;
 pub mod sender;
 pub mod service;

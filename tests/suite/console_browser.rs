@@ -259,6 +259,11 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
         "{records}"
     );
     shot(&admin, "domains").await;
+    // The Copy buttons exist only if the inlined script ran under the CSP.
+    let copies = admin.find_all(Locator::Css("button.copy")).await.unwrap();
+    assert!(copies.len() >= 2, "{} copy buttons", copies.len());
+    copies[0].click().await.unwrap();
+    wait_contains(&admin, "button.copy", "Copied", true).await;
 
     // A mail through the API with that key, delivered to the sink.
     let r = app

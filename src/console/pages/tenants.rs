@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{input, number, see_other};
+use crate::console::invite_mail;
 use crate::console::render::page;
 use crate::console::session::{ConsoleResult, Post};
 use crate::console::users::{self, ConsoleUser, Role};
@@ -87,7 +88,7 @@ pub async fn show(
         "tenant.html",
         ctx! {
             layout => Layout::new(&user, Some(id), "tenants"),
-            tenant, team, can_invite, invited => None::<String>,
+            tenant, team, can_invite, invited => None::<String>, mailed => None::<()>,
         },
     )?)
 }
@@ -151,7 +152,8 @@ pub struct InviteForm {
     pub role: Option<String>,
 }
 
-/// Adds a user to the tenant; the one-time link is shown once, here.
+/// Adds a user to the tenant; the one-time link is shown once, here, and
+/// mailed to the user when a relay is configured (`invite_mail`).
 pub async fn invite_user(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -184,13 +186,19 @@ pub async fn invite_user(
     let link = created
         .invitation
         .map(|t| users::invitation_link(&state.settings.console, t.expose()));
+    // The link is shown whatever becomes of the mail.
+    let mailed = match &link {
+        Some(l) => Some(invite_mail::send(&state.settings, id, &created.user.email, l).await),
+        None => None,
+    };
     let tenant = service::get(&state, TenantRef::Id(id.0)).await?;
     let team = users::team(&state.pool, id).await?;
     Ok(page(
         "tenant.html",
         ctx! {
             layout => Layout::new(&user, Some(id), "tenants"),
-            tenant, team, can_invite => true, invited => link,
+            tenant, team, can_invite => true, invited => link, mailed,
+            invitee => created.user.email,
         },
     )?)
 }

@@ -1,6 +1,6 @@
 //! Webhook endpoints: a tenant's, or the platform's for admins without a
 //! tenant; create (the signing secret shown once), the deliveries log of
-//! each, send a test event, delete.
+//! each, send a test event, retry a failed delivery, delete.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -15,7 +15,7 @@ use crate::db::pagination::PageQuery;
 use crate::domain::{Permission, TenantId};
 use crate::state::AppState;
 use crate::webhooks::model::Owner;
-use crate::webhooks::service;
+use crate::webhooks::{retry, service};
 
 fn owner(t: Option<TenantId>) -> Owner {
     t.map_or(Owner::Platform, Owner::Tenant)
@@ -120,6 +120,23 @@ pub async fn delete(
     let tenant = tenant_for(&state, &user, f.tenant.as_deref()).await?;
     let actor = user.actor(request_id(&req));
     service::delete(&state, &actor, owner(tenant), &path).await?;
+    let q = tenant.map(|t| tenant_q(&user, t)).unwrap_or_default();
+    Ok(see_other(&format!("/console/webhooks{q}")))
+}
+
+/// Retries a failed delivery now (`webhooks::retry`); another tenant's
+/// delivery is a 404.
+pub async fn retry(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    post: Post<HookForm>,
+) -> ConsoleResult<HttpResponse> {
+    let (user, f) = (post.user, post.form);
+    user.who.require(Permission::WebhooksWrite)?;
+    let tenant = tenant_for(&state, &user, f.tenant.as_deref()).await?;
+    let actor = user.actor(request_id(&req));
+    retry::retry(&state, &actor, owner(tenant), &path).await?;
     let q = tenant.map(|t| tenant_q(&user, t)).unwrap_or_default();
     Ok(see_other(&format!("/console/webhooks{q}")))
 }
