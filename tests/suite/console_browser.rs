@@ -294,6 +294,18 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
     }
     assert!(delivered, "the delivered mail is listed");
     shot(&admin, "messages").await;
+    // On a phone: the list fits the width (tables scroll inside their box).
+    admin.set_window_size(390, 844).await.unwrap();
+    let fits = admin
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth",
+            vec![],
+        )
+        .await
+        .unwrap();
+    shot(&admin, "messages-phone").await;
+    assert_eq!(fits, json!(true), "the message list is wider than a phone");
+    admin.set_window_size(1280, 1000).await.unwrap();
     admin
         .find(Locator::LinkText("Your order"))
         .await
