@@ -16,7 +16,6 @@ use crate::config::Secret;
 use crate::domain::{KeyKind, Permission, TenantId};
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
-use crate::tenants::model::TenantRef;
 
 /// The authenticated caller. Tenant keys of a suspended tenant never get here
 /// (403 `tenant_suspended`).
@@ -62,31 +61,16 @@ impl Principal {
 /// the request so the response carries the RateLimit headers; admitted tenant
 /// requests are counted for usage.
 async fn rate_limit(state: &AppState, req: &HttpRequest, key: &VerifiedKey) -> AppResult<()> {
-    let limits = &state.settings.limits;
-    let (subject, per_minute) = match key.tenant_id {
-        Some(tenant) => {
-            let row = state.tenants.get(&TenantRef::Id(tenant.0)).await?;
-            let own = row.requests_per_minute.and_then(|n| u32::try_from(n).ok());
-            (tenant.0, own.unwrap_or(limits.default_requests_per_minute))
-        }
-        None => (key.api_key_id, limits.admin_requests_per_minute),
+    use crate::limits::api::{admit, Subject};
+    let subject = match key.tenant_id {
+        Some(tenant) => Subject::Tenant(tenant),
+        None => Subject::AdminKey(key.api_key_id),
     };
-    if per_minute > 0 {
-        let rate = state.api_limiter.check(subject, per_minute);
+    let (rate, refused) = admit(state, subject).await?;
+    if let Some(rate) = rate {
         req.extensions_mut().insert(rate);
-        if let Some(retry_after_secs) = rate.retry_after_secs {
-            crate::metrics::limited("rate_limited");
-            return Err(AppError::TooManyRequests {
-                code: "rate_limited",
-                detail: format!("Rate limit of {} requests per minute exceeded.", rate.limit),
-                retry_after_secs,
-            });
-        }
     }
-    if let Some(tenant) = key.tenant_id {
-        state.requests.hit(tenant.0);
-    }
-    Ok(())
+    refused.map_or(Ok(()), Err)
 }
 
 /// The client address that failed authentications are counted against: the

@@ -126,3 +126,48 @@ mod tests {
         );
     }
 }
+
+/// Who one request counts against: a tenant (its `requests_per_minute`, or
+/// `limits.default_requests_per_minute`), or an admin key for itself
+/// (`limits.admin_requests_per_minute`).
+#[derive(Clone, Copy, Debug)]
+pub enum Subject {
+    Tenant(crate::domain::TenantId),
+    AdminKey(Uuid),
+}
+
+/// Counts one request (HTTP, or a message over SMTP submission): the rate
+/// state (`None` when unlimited) and, when it is refused, the 429 error.
+/// Admitted tenant requests are counted for usage.
+pub async fn admit(
+    state: &crate::state::AppState,
+    subject: Subject,
+) -> crate::error::AppResult<(Option<RateState>, Option<crate::error::AppError>)> {
+    let limits = &state.settings.limits;
+    let (id, per_minute) = match subject {
+        Subject::Tenant(tenant) => {
+            let row = state
+                .tenants
+                .get(&crate::tenants::model::TenantRef::Id(tenant.0))
+                .await?;
+            let own = row.requests_per_minute.and_then(|n| u32::try_from(n).ok());
+            (tenant.0, own.unwrap_or(limits.default_requests_per_minute))
+        }
+        Subject::AdminKey(key) => (key, limits.admin_requests_per_minute),
+    };
+    let rate = (per_minute > 0).then(|| state.api_limiter.check(id, per_minute));
+    if let Some(retry_after_secs) = rate.and_then(|r| r.retry_after_secs) {
+        crate::metrics::limited("rate_limited");
+        let limit = rate.map_or(per_minute, |r| r.limit);
+        let refused = crate::error::AppError::TooManyRequests {
+            code: "rate_limited",
+            detail: format!("Rate limit of {limit} requests per minute exceeded."),
+            retry_after_secs,
+        };
+        return Ok((rate, Some(refused)));
+    }
+    if let Subject::Tenant(tenant) = subject {
+        state.requests.hit(tenant.0);
+    }
+    Ok((rate, None))
+}

@@ -19,7 +19,6 @@ use crate::emails::raw::{send_raw, RawSubmission};
 use crate::error::AppError;
 use crate::smtp_server::{Envelope, Handler, Identity, Reply};
 use crate::state::AppState;
-use crate::tenants::model::TenantRef;
 
 pub struct SubmissionHandler {
     state: AppState,
@@ -105,30 +104,11 @@ impl SubmissionHandler {
     /// The tenant's request rate (`requests_per_minute`): one message counts
     /// as one request, as a `POST /v1/emails` would.
     async fn rate(&self, tenant: TenantId) -> Result<(), Reply> {
-        let limits = &self.state.settings.limits;
-        let row = self
-            .state
-            .tenants
-            .get(&TenantRef::Id(tenant.0))
-            .await
-            .map_err(reply_for)?;
-        let own = row.requests_per_minute.and_then(|n| u32::try_from(n).ok());
-        let per_minute = own.unwrap_or(limits.default_requests_per_minute);
-        if per_minute > 0 {
-            let rate = self.state.api_limiter.check(tenant.0, per_minute);
-            if rate.retry_after_secs.is_some() {
-                crate::metrics::limited("rate_limited");
-                return Err(Reply::new(
-                    451,
-                    format!(
-                        "4.7.0 rate limited: {} requests per minute exceeded",
-                        rate.limit
-                    ),
-                ));
-            }
+        use crate::limits::api::{admit, Subject};
+        match admit(&self.state, Subject::Tenant(tenant)).await {
+            Ok((_, None)) => Ok(()),
+            Ok((_, Some(refused))) | Err(refused) => Err(reply_for(refused)),
         }
-        self.state.requests.hit(tenant.0);
-        Ok(())
     }
 
     async fn accept(&self, s: &Session, m: RawSubmission) -> Reply {
