@@ -89,7 +89,10 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
         .ok()
         .and_then(|v| v.parse().ok())
     {
-        return side_by_side(env, rt, &p, port);
+        return side_by_side(env, rt, &p, Target::Relay(port));
+    }
+    if let Ok(nameserver) = std::env::var("POSTLINE_BENCH_MX_NAMESERVER") {
+        return side_by_side(env, rt, &p, Target::Mx(nameserver));
     }
     let db = env.fresh_database();
     let postmaster = cpu::port_of(&env.admin_url).and_then(cpu::postmaster);
@@ -500,11 +503,41 @@ fn half_peak(
 /// to an external sink on 127.0.0.1:`port`; the time until all are accepted
 /// (202) and until all are recorded delivered, as smtp-source → Postfix is
 /// timed there.
-fn side_by_side(env: &BenchEnv, rt: &tokio::runtime::Runtime, p: &Params, port: u16) {
+///
+/// With [`Target::Mx`] the worker delivers directly (`delivery.mode = "mx"`)
+/// through the DNS server at that address (`host:port`), the recipients
+/// spread over `MX_DOMAINS` (default 50) domains `dNN.bench.test` whose MX
+/// hosts the script runs sinks for; each site gets `MX_CONNECTIONS`
+/// (default 10, `default_max_connections`) connections and no rate cap, as
+/// Postfix has none by default.
+fn side_by_side(env: &BenchEnv, rt: &tokio::runtime::Runtime, p: &Params, target: Target) {
     let sessions = env.param("SESSIONS", 16, 2);
     let db = env.fresh_database();
-    let mut settings = app::settings(&db.url, Some(port));
-    settings.delivery.max_connections_per_relay = sessions;
+    let (settings, domains) = match target {
+        Target::Relay(port) => {
+            let mut s = app::settings(&db.url, Some(port));
+            s.delivery.max_connections_per_relay = sessions;
+            (s, 0)
+        }
+        Target::Mx(nameserver) => {
+            let mut s = app::settings(&db.url, None);
+            s.delivery.mode = postline::config::DeliveryMode::Mx;
+            s.dns.nameservers = vec![nameserver.clone()];
+            let mx = &mut s.delivery.mx;
+            mx.default_max_connections = env.param("MX_CONNECTIONS", 10, 2);
+            mx.default_messages_per_minute = 1_000_000;
+            let domains = env.param("MX_DOMAINS", 50, 50);
+            print_figure(
+                "direct delivery",
+                format!(
+                    "{domains} domains via the DNS server at {nameserver}, MX port {}, \
+                     {} connections per site, rate cap lifted",
+                    mx.port, mx.default_max_connections
+                ),
+            );
+            (s, domains)
+        }
+    };
     let mut bench = rt.block_on(BenchApp::start(settings));
     // As a platform runs it: POSTLINE_BENCH_QUOTA=1 gives every tenant a daily
     // quota (the admission row lock is then on the ingest path);
@@ -531,10 +564,11 @@ fn side_by_side(env: &BenchEnv, rt: &tokio::runtime::Runtime, p: &Params, port: 
         bench.start_worker();
     }
     let n = p.delivery_messages;
-    let reqs = Arc::new(app::single_requests(
+    let reqs = Arc::new(app::spread_requests(
         &tenants,
         n / p.tenants + 1,
         p.delivery_size,
+        domains,
     ));
     {
         let _runtime = rt.enter();
@@ -574,6 +608,13 @@ fn side_by_side(env: &BenchEnv, rt: &tokio::runtime::Runtime, p: &Params, port: 
         ),
     );
     rt.block_on(bench.stop_worker());
+}
+
+/// Where the side by side delivers: a relay on 127.0.0.1:port, or the
+/// recipients' MX hosts found through a nameserver.
+enum Target {
+    Relay(u16),
+    Mx(String),
 }
 
 struct Measure<'a> {

@@ -193,11 +193,31 @@ pub fn message(tenant: &BenchTenant, n: usize, size: usize) -> serde_json::Value
 
 /// Single-send requests, `per_tenant` per tenant, each about `size` bytes of JSON.
 pub fn single_requests(tenants: &[BenchTenant], per_tenant: usize, size: usize) -> Vec<Vec<u8>> {
+    spread_requests(tenants, per_tenant, size, 0)
+}
+
+/// As [`single_requests`], with the recipients spread round-robin over
+/// `domains` domains `d00.bench.test`, `d01.bench.test`, … (0 = all at
+/// example.com), as the direct-delivery side by side publishes them.
+pub fn spread_requests(
+    tenants: &[BenchTenant],
+    per_tenant: usize,
+    size: usize,
+    domains: usize,
+) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for n in 0..per_tenant {
         for t in tenants {
-            let body = message(t, n, size).to_string();
-            out.push(super::http::post("/v1/emails", &t.key, body.as_bytes()));
+            let mut m = message(t, n, size);
+            if domains > 0 {
+                let i = out.len();
+                m["to"] = format!("customer{i}@d{:02}.bench.test", i % domains).into();
+            }
+            out.push(super::http::post(
+                "/v1/emails",
+                &t.key,
+                m.to_string().as_bytes(),
+            ));
         }
     }
     out

@@ -243,15 +243,18 @@ impl Sites {
         if let Some(site) = sites.get(&key) {
             return site.clone();
         }
-        if sites.len() >= self.max_sites {
+        // Over the bound only while more sites than max_sites are in use
+        // (at most the messages in flight); shrinks back as they end.
+        while sites.len() >= self.max_sites {
             let victim = sites
                 .iter()
                 .filter(|(_, s)| Arc::strong_count(s) == 1)
                 .max_by_key(|(_, s)| s.idle_for())
                 .map(|(k, _)| k.clone());
-            if let Some(k) = victim {
-                sites.remove(&k);
-            }
+            match victim {
+                Some(k) => sites.remove(&k),
+                None => break,
+            };
         }
         let site = Arc::new(Site::new(label, limits, self.slowdown));
         sites.insert(key, site.clone());
@@ -320,6 +323,45 @@ mod tests {
         assert_eq!(s.current_rate(), 150.0);
         std::thread::sleep(Duration::from_millis(450));
         assert_eq!(s.current_rate(), 600.0);
+    }
+
+    fn sites(max_sites: usize) -> Sites {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let settings = crate::config::Settings::load_layers(&dir, Some("test"), true);
+        let mut mx = settings.expect("test settings").delivery.mx;
+        mx.max_sites = max_sites;
+        Sites::new(&mx)
+    }
+
+    fn host(name: &str) -> Vec<String> {
+        vec![format!("mx.{name}.test")]
+    }
+
+    #[test]
+    fn site_map_holds_max_sites_forgetting_the_idle_longest() {
+        let s = sites(2);
+        let a = Arc::downgrade(&s.site_for(&host("a")));
+        std::thread::sleep(Duration::from_millis(5));
+        let b = Arc::downgrade(&s.site_for(&host("b")));
+        assert_eq!(s.len(), 2);
+        let c = s.site_for(&host("c"));
+        assert_eq!(s.len(), 2);
+        assert!(a.upgrade().is_none(), "a, idle longest, is forgotten");
+        assert!(b.upgrade().is_some());
+        assert!(Arc::ptr_eq(&c, &s.site_for(&host("c"))), "c is kept");
+    }
+
+    #[test]
+    fn sites_in_use_are_kept_past_the_bound_and_shed_once_idle() {
+        let s = sites(2);
+        let held: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|n| s.site_for(&host(n)))
+            .collect();
+        assert_eq!(s.len(), 3, "no site in use is dropped");
+        drop(held);
+        s.site_for(&host("d"));
+        assert_eq!(s.len(), 2, "back within max_sites once they are idle");
     }
 
     #[test]
