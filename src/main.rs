@@ -110,6 +110,12 @@ enum UserCommand {
         #[arg(long, env = "POSTLINE_USER_PASSWORD", hide_env_values = true)]
         password: Option<String>,
     },
+    /// Remove a console user (and end their sessions); a tenant's last owner
+    /// stays.
+    Remove {
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -205,6 +211,13 @@ fn main() {
                 password,
             };
             postline::console::cli::create(&settings, &pool, args).await
+        }),
+        Command::User {
+            command: UserCommand::Remove { email },
+        } => runtime.block_on(async {
+            let pool = db::build_pool(&settings.database);
+            startup::migrate(&pool).await?;
+            postline::console::cli::remove(&pool, &email).await
         }),
         Command::Secrets {
             command: SecretsCommand::Rotate,

@@ -1,5 +1,6 @@
 //! `postline user create`: the first admin, or a tenant user. Without
-//! `--password` it prints a one-time link to set one.
+//! `--password` it prints a one-time link to set one. `postline user
+//! remove`: a user and their sessions.
 
 use crate::audit::Actor;
 use crate::config::Settings;
@@ -65,5 +66,20 @@ pub async fn create(
         }
         None => println!("sign in at /console/login"),
     }
+    Ok(())
+}
+
+/// Removes a user by e-mail; their sessions end with it.
+pub async fn remove(pool: &crate::db::PgPool, email: &str) -> anyhow::Result<()> {
+    let removed = crate::console::team::remove_by_email(pool, &Actor::cli(), email)
+        .await
+        .map_err(|e| match e {
+            crate::error::AppError::NotFound => anyhow::anyhow!("no console user {email}"),
+            e => anyhow::anyhow!("{e}"),
+        })?;
+    println!(
+        "removed console user {} ({}); their sessions have ended",
+        removed.email, removed.role
+    );
     Ok(())
 }

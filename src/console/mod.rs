@@ -32,6 +32,7 @@ pub mod pages;
 pub mod render;
 pub mod session;
 pub mod sessions;
+pub mod team;
 pub mod users;
 
 use std::net::IpAddr;
@@ -89,6 +90,11 @@ pub fn endpoints() -> Vec<Endpoint> {
             post.clone(),
             "/console/tenants/{id}/users",
             tenants::invite_user
+        ),
+        page!(
+            post.clone(),
+            "/console/tenants/{id}/users/{user_id}",
+            tenants::change_user
         ),
         page!(get.clone(), "/console/keys", keys::list),
         page!(post.clone(), "/console/keys", keys::create),

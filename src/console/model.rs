@@ -59,6 +59,80 @@ pub fn users_of_tenant(conn: &mut PgConnection, tenant: Uuid) -> QueryResult<Vec
         .load(conn)
 }
 
+/// The ids of `tenant`'s owners, locked until the transaction ends.
+pub fn owners_for_update(conn: &mut PgConnection, tenant: Uuid) -> QueryResult<Vec<Uuid>> {
+    console_users::table
+        .filter(console_users::tenant_id.eq(tenant))
+        .filter(console_users::role.eq("owner"))
+        .select(console_users::id)
+        .for_update()
+        .load(conn)
+}
+
+/// One user of `tenant`, locked (`None`: not a user of that tenant).
+pub fn tenant_user_for_update(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    user: Uuid,
+) -> QueryResult<Option<UserRow>> {
+    console_users::table
+        .filter(console_users::tenant_id.eq(tenant))
+        .filter(console_users::id.eq(user))
+        .select(UserRow::as_select())
+        .for_update()
+        .first(conn)
+        .optional()
+}
+
+pub fn set_role(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    user: Uuid,
+    role: &str,
+) -> QueryResult<usize> {
+    diesel::update(
+        console_users::table
+            .filter(console_users::tenant_id.eq(tenant))
+            .filter(console_users::id.eq(user)),
+    )
+    .set(console_users::role.eq(role))
+    .execute(conn)
+}
+
+/// Deletes a user of `tenant`; its sessions and invitations go with it
+/// (ON DELETE CASCADE).
+pub fn delete_user(conn: &mut PgConnection, tenant: Uuid, user: Uuid) -> QueryResult<usize> {
+    diesel::delete(
+        console_users::table
+            .filter(console_users::tenant_id.eq(tenant))
+            .filter(console_users::id.eq(user)),
+    )
+    .execute(conn)
+}
+
+/// A user by e-mail, locked (the CLI's removal: admins have no tenant).
+pub fn user_by_email_for_update(
+    conn: &mut PgConnection,
+    email: &str,
+) -> QueryResult<Option<UserRow>> {
+    console_users::table
+        .filter(console_users::email.eq(email))
+        .select(UserRow::as_select())
+        .for_update()
+        .first(conn)
+        .optional()
+}
+
+/// Deletes a platform admin user (tenant users: [`delete_user`]).
+pub fn delete_admin_user(conn: &mut PgConnection, user: Uuid) -> QueryResult<usize> {
+    diesel::delete(
+        console_users::table
+            .filter(console_users::tenant_id.is_null())
+            .filter(console_users::id.eq(user)),
+    )
+    .execute(conn)
+}
+
 pub fn set_password(conn: &mut PgConnection, user: Uuid, hash: &str) -> QueryResult<usize> {
     diesel::update(console_users::table.find(user))
         .set(console_users::password_hash.eq(hash))

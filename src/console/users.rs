@@ -275,28 +275,3 @@ pub fn invitation_link(s: &crate::config::ConsoleSettings, token: &str) -> Strin
         s.public_url.trim_end_matches('/')
     )
 }
-
-/// A tenant's users, for its page (never a password hash).
-#[derive(Debug, serde::Serialize)]
-pub struct TeamMember {
-    pub email: String,
-    pub role: String,
-    pub active: bool,
-    pub created_at: chrono::DateTime<Utc>,
-}
-
-pub async fn team(pool: &PgPool, tenant: TenantId) -> AppResult<Vec<TeamMember>> {
-    let rows = db::run(pool, move |conn| {
-        Ok(model::users_of_tenant(conn, tenant.0)?)
-    })
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|u| TeamMember {
-            email: u.email,
-            role: u.role,
-            active: u.password_hash.is_some(),
-            created_at: u.created_at,
-        })
-        .collect())
-}

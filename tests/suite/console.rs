@@ -34,6 +34,25 @@ pub async fn user(app: &TestApp, email: &str, role: Role, tenant: Option<&str>) 
     .expect("console user");
 }
 
+/// Runs the `postline` binary against the test app's database.
+pub fn cli(app: &TestApp, args: &[&str]) -> std::process::Output {
+    let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_postline"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("POSTLINE") || k == "DATABASE_URL" {
+            cli.env_remove(k);
+        }
+    }
+    cli.args(args)
+        .env("DATABASE_URL", &app.db_url)
+        .env(
+            "POSTLINE__SECURITY__MASTER_KEY",
+            app.state.settings.security.master_key.expose(),
+        )
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
 /// The value of `name="csrf"` in a page.
 pub fn csrf_of(html: &str) -> String {
     let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;

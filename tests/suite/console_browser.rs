@@ -411,6 +411,36 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
     assert_eq!(text(&dev, "h1").await, "Forbidden");
     shot(&dev, "tenant-user-forbidden").await;
 
+    // The admin changes that user's role on the tenant's team, then removes
+    // them: the removed user's browser is signed out at its next page.
+    admin
+        .goto(&format!("{base}/console/tenants/{other}"))
+        .await
+        .unwrap();
+    let row = "#team tr[data-user]";
+    let member = admin
+        .find(Locator::Css(row))
+        .await
+        .unwrap()
+        .attr("data-user")
+        .await
+        .unwrap()
+        .unwrap();
+    admin
+        .find(Locator::Css(&format!("#role-{member}")))
+        .await
+        .unwrap()
+        .select_by_value("viewer")
+        .await
+        .unwrap();
+    click(&admin, &format!("{row} button.set-role")).await;
+    wait_text(&admin, &format!("{row} td.role"), "viewer").await;
+    shot(&admin, "team").await;
+    click(&admin, "button[aria-label='Remove dev@other.example']").await;
+    wait_contains(&admin, "#team", "dev@other.example", false).await;
+    dev.goto(&format!("{base}/console/messages")).await.unwrap();
+    wait_path(&dev, "/console/login").await;
+
     // The admin's cookie in the other profile: works, then not after sign-out.
     let session = admin.get_named_cookie("postline_console").await.unwrap();
     dev.delete_all_cookies().await.unwrap();

@@ -2,13 +2,11 @@
 //! their role allows, changes are audited as the user, and `postline user
 //! create` makes admins and tenant users (with a one-time link).
 
-use std::process::Command;
-
 use postline::console::users::Role;
 use serde_json::json;
 
 use crate::common::TestApp;
-use crate::console::{client, csrf_of, get, post, set_cookie, sign_in, user, PASSWORD};
+use crate::console::{cli, client, csrf_of, get, post, set_cookie, sign_in, user, PASSWORD};
 
 #[tokio::test]
 async fn tenant_users_see_only_their_tenant_and_what_their_role_allows() {
@@ -153,23 +151,7 @@ async fn cli_creates_an_admin_and_a_tenant_user_with_a_one_time_link() {
         .as_str()
         .unwrap()
         .to_string();
-    let run = |args: &[&str]| {
-        let mut cli = Command::new(env!("CARGO_BIN_EXE_postline"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("POSTLINE") || k == "DATABASE_URL" {
-                cli.env_remove(k);
-            }
-        }
-        cli.args(args)
-            .env("DATABASE_URL", &app.db_url)
-            .env(
-                "POSTLINE__SECURITY__MASTER_KEY",
-                app.state.settings.security.master_key.expose(),
-            )
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| cli(&app, args);
     let out = run(&[
         "user",
         "create",

@@ -9,6 +9,7 @@ use super::{input, number, see_other};
 use crate::console::invite_mail;
 use crate::console::render::page;
 use crate::console::session::{ConsoleResult, Post};
+use crate::console::team::{self, Change};
 use crate::console::users::{self, ConsoleUser, Role};
 use crate::console::{request_id, tenant_for, Layout};
 use crate::db::pagination::PageQuery;
@@ -82,8 +83,8 @@ pub async fn show(
         .await?
         .ok_or(AppError::NotFound)?;
     let tenant = service::get(&state, TenantRef::Id(id.0)).await?;
-    let team = users::team(&state.pool, id).await?;
-    let can_invite = user.is_admin() || user.role == Role::Owner;
+    let team = team::team(&state.pool, id).await?;
+    let can_invite = team::can_manage(&user);
     Ok(page(
         "tenant.html",
         ctx! {
@@ -164,7 +165,7 @@ pub async fn invite_user(
     let id = tenant_for(&state, &user, Some(&path))
         .await?
         .ok_or(AppError::NotFound)?;
-    if !(user.is_admin() || user.role == Role::Owner) {
+    if !team::can_manage(&user) {
         return Err(AppError::forbidden("owner_only", "Only an owner adds users.").into());
     }
     let role = f
@@ -192,7 +193,7 @@ pub async fn invite_user(
         None => None,
     };
     let tenant = service::get(&state, TenantRef::Id(id.0)).await?;
-    let team = users::team(&state.pool, id).await?;
+    let team = team::team(&state.pool, id).await?;
     Ok(page(
         "tenant.html",
         ctx! {
@@ -201,4 +202,41 @@ pub async fn invite_user(
             invitee => created.user.email,
         },
     )?)
+}
+
+#[derive(Deserialize)]
+pub struct UserForm {
+    /// role (with `role`) or remove.
+    pub action: Option<String>,
+    pub role: Option<String>,
+}
+
+/// Changes a team member's role or removes them (admins and owners).
+pub async fn change_user(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    post: Post<UserForm>,
+) -> ConsoleResult<HttpResponse> {
+    let (user, f) = (post.user, post.form);
+    let (tenant, member) = path.into_inner();
+    let id = tenant_for(&state, &user, Some(&tenant))
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let member = uuid::Uuid::parse_str(&member).map_err(|_| AppError::NotFound)?;
+    let change = match f.action.as_deref() {
+        Some("remove") => Change::Remove,
+        Some("role") => Change::Role(
+            f.role
+                .as_deref()
+                .and_then(Role::parse)
+                .ok_or_else(|| AppError::invalid("role", "must be owner, developer or viewer"))?,
+        ),
+        _ => return Err(AppError::invalid("action", "must be role or remove").into()),
+    };
+    let actor = user.actor(request_id(&req));
+    team::change(&state.pool, &actor, &user, id, member, change).await?;
+    // Having removed themselves, the user is signed out: the page then
+    // redirects to the login form.
+    Ok(see_other(&format!("/console/tenants/{}", id.0)))
 }
