@@ -435,6 +435,10 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
         .unwrap();
     click(&admin, &format!("{row} button.set-role")).await;
     wait_text(&admin, &format!("{row} td.role"), "viewer").await;
+    admin
+        .execute("document.getElementById('team').scrollIntoView()", vec![])
+        .await
+        .unwrap();
     shot(&admin, "team").await;
     click(&admin, "button[aria-label='Remove dev@other.example']").await;
     wait_contains(&admin, "#team", "dev@other.example", false).await;
