@@ -40,8 +40,8 @@ pub async fn team(pool: &PgPool, tenant: TenantId) -> AppResult<Vec<TeamMember>>
         .collect())
 }
 
-/// Whether `user` manages `tenant`'s team: an admin, or an owner (whose
-/// tenant the caller has already resolved to `tenant`).
+/// Whether `user` may change the team of a tenant the caller has already
+/// resolved for them (`tenant_for`): an admin, or an owner.
 pub fn can_manage(user: &ConsoleUser) -> bool {
     user.is_admin() || user.role == Role::Owner
 }
