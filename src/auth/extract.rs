@@ -93,6 +93,21 @@ pub(crate) fn client_ip(req: &HttpRequest, trust_forwarded: bool) -> Option<IpAd
     req.peer_addr().map(|a| a.ip())
 }
 
+/// A bearer credential as the API and SMTP submission take it: an OAuth
+/// access token (JWT-shaped: src/oauth/verify.rs) or an API key (the auth
+/// cache; failures counted against `client`).
+pub async fn credential(
+    state: &AppState,
+    token: &str,
+    client: Option<IpAddr>,
+) -> AppResult<Arc<VerifiedKey>> {
+    if crate::oauth::verify::looks_like_jwt(token) {
+        state.oauth.authenticate(token).await
+    } else {
+        state.auth.authenticate_from(token, client).await
+    }
+}
+
 /// The bearer token, held as a [`Secret`] while the future awaits. On the
 /// Postmark-compatible routes (`/email`, `/email/batch`) the key comes in
 /// Postmark's `X-Postmark-Server-Token` header instead.
@@ -122,12 +137,7 @@ impl FromRequest for Principal {
                 state.ok_or_else(|| AppError::internal("auth", "AppState not registered"))?;
             let token = token.ok_or(AppError::Unauthorized)?;
             let client = client_ip(&req, state.settings.auth.trust_x_forwarded_for);
-            // OAuth access tokens (JWT-shaped) go to src/oauth/verify.rs.
-            let key = if crate::oauth::verify::looks_like_jwt(token.expose()) {
-                state.oauth.authenticate(token.expose()).await?
-            } else {
-                state.auth.authenticate_from(token.expose(), client).await?
-            };
+            let key = credential(&state, token.expose(), client).await?;
             req.extensions_mut().insert(match key.tenant_id {
                 Some(t) => crate::http::Caller::Tenant(t.0),
                 None => crate::http::Caller::Admin,

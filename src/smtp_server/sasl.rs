@@ -9,7 +9,7 @@ use super::{Limits, Reply};
 use crate::config::Secret;
 
 /// A SASL line: 12 KB of base64 holds any user name and key we accept.
-const MAX_SASL_LINE: usize = 12 * 1024;
+pub(super) const MAX_SASL_LINE: usize = 12 * 1024;
 
 pub(super) enum Sasl {
     Credentials {

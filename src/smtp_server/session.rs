@@ -15,6 +15,17 @@ use super::{Envelope, Handler, Limits, Reply, Security};
 
 /// RFC 5321 §4.5.3.1.4 (command line, CRLF included).
 const MAX_COMMAND: usize = 512;
+
+/// Whether a line read with the SASL bound may stand: any command within
+/// [`MAX_COMMAND`], and AUTH with an initial response up to the SASL line
+/// bound (clients such as lettre send a long credential, e.g. an OAuth
+/// access token, in the AUTH line itself instead of after a 334).
+fn within_bound(line: &[u8]) -> bool {
+    line.len() <= MAX_COMMAND
+        || line
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"AUTH "))
+}
 const BUFFER: usize = 16 * 1024;
 
 pub(super) struct Ctx {
@@ -116,8 +127,9 @@ pub(super) async fn run(tcp: TcpStream, peer: SocketAddr, ctx: &Ctx, handler: &d
         errors: 0,
     };
     loop {
-        let line = match read_line(&mut io, MAX_COMMAND, &ctx.limits).await {
-            Read::Line(l) => l,
+        let line = match read_line(&mut io, sasl::MAX_SASL_LINE, &ctx.limits).await {
+            Read::Line(l) if within_bound(&l) => l,
+            Read::Line(_) => Vec::new(),
             Read::TooLong => Vec::new(),
             Read::Eof => return,
             Read::TimedOut => {

@@ -12,6 +12,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::scheduled;
+use crate::auth::extract::credential;
 use crate::auth::Principal;
 use crate::config::Secret;
 use crate::domain::{Permission, TenantId};
@@ -94,7 +95,7 @@ impl SubmissionHandler {
 
     /// The session's key, re-checked (cache hit on the steady path).
     async fn principal(&self, s: &Session) -> Result<Principal, Reply> {
-        match self.state.auth.authenticate(s.key.expose()).await {
+        match credential(&self.state, s.key.expose(), None).await {
             Ok(k) if k.tenant_id == Some(s.tenant) && !k.tenant_suspended => Ok(Principal(k)),
             Ok(_) | Err(AppError::Unauthorized) => Err(bad_credentials()),
             Err(e) => Err(reply_for(e)),
@@ -131,8 +132,7 @@ impl Handler for SubmissionHandler {
         _user: &str,
         password: &str,
     ) -> Result<Identity, Reply> {
-        let auth = &self.state.auth;
-        let key = match auth.authenticate_from(password, peer.map(|p| p.ip())).await {
+        let key = match credential(&self.state, password, peer.map(|p| p.ip())).await {
             Ok(k) => k,
             Err(AppError::Unauthorized) => return Err(bad_credentials()),
             Err(AppError::TooManyRequests { .. }) => {

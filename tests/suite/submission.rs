@@ -3,6 +3,8 @@
 //! PLAIN and LOGIN) and Python's smtplib, into a running app whose worker
 //! delivers to the SMTP sink.
 
+mod oauth;
+
 use crate::common;
 
 use std::path::PathBuf;
