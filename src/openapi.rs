@@ -210,7 +210,7 @@ impl Modify for ProblemMediaType {
         templates::routes::update, templates::routes::delete, templates::routes::render,
         webhooks::routes::create, webhooks::routes::list, webhooks::routes::get,
         webhooks::routes::update, webhooks::routes::delete, webhooks::routes::deliveries,
-        webhooks::routes::test,
+        webhooks::routes::test, webhooks::routes::retry,
         domains::routes::create, domains::routes::list_domains, domains::routes::get,
         domains::routes::delete, domains::routes::verify, domains::routes::rotate,
         suppressions::routes::list, suppressions::routes::create, suppressions::routes::get,

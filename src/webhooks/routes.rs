@@ -95,6 +95,12 @@ pub fn endpoints() -> Vec<Endpoint> {
             || web::route().to(test),
         ),
         Endpoint::new(
+            Method::POST,
+            "/v1/webhooks/{id}/deliveries/{delivery_id}/retry",
+            Access::Tenant(Permission::WebhooksWrite),
+            || web::route().to(retry),
+        ),
+        Endpoint::new(
             Method::GET,
             "/v1/tenants/{tenant}/webhooks",
             Access::Admin(Permission::WebhooksRead),
@@ -143,6 +149,12 @@ pub fn endpoints() -> Vec<Endpoint> {
             || web::route().to(test),
         ),
         Endpoint::new(
+            Method::POST,
+            "/v1/tenants/{tenant}/webhooks/{id}/deliveries/{delivery_id}/retry",
+            Access::Admin(Permission::WebhooksWrite),
+            || web::route().to(retry),
+        ),
+        Endpoint::new(
             Method::GET,
             "/v1/admin/webhooks",
             Access::Admin(Permission::WebhooksRead),
@@ -189,6 +201,12 @@ pub fn endpoints() -> Vec<Endpoint> {
             "/v1/admin/webhooks/{id}/test",
             Access::Admin(Permission::WebhooksWrite),
             || web::route().to(test),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/admin/webhooks/{id}/deliveries/{delivery_id}/retry",
+            Access::Admin(Permission::WebhooksWrite),
+            || web::route().to(retry),
         ),
     ]
 }
@@ -329,4 +347,38 @@ pub async fn test(
     let o = owner(&state, &who, realm, &path, true).await?;
     let delivery = service::test(&state, o, path.id()?).await?;
     Ok(HttpResponse::Ok().json(delivery))
+}
+
+/// `{id}` and `{delivery_id}` of the retry route (`{tenant}` on the admin form).
+#[derive(Debug, serde::Deserialize)]
+pub struct DeliveryPath {
+    tenant: Option<String>,
+    id: String,
+    delivery_id: String,
+}
+
+/// Retry a failed delivery now: it goes back to the outbox, due at once, and
+/// is sent with the same `webhook-id`; its attempts keep counting.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/deliveries/{delivery_id}/retry", tag = "Webhooks",
+    params(("id" = Uuid, Path, description = "Webhook id"), ("delivery_id" = Uuid, Path, description = "Delivery id")),
+    responses((status = 200, body = DeliveryView, description = "The delivery, pending again"),
+        (status = 409, body = Problem, description = "Not failed (pending or succeeded), or the endpoint is disabled"),
+        (status = "4XX", body = Problem)),
+    security(("bearer" = ["webhooks:write"])))]
+pub async fn retry(
+    who: Principal,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    realm: Realm,
+    path: web::Path<DeliveryPath>,
+) -> AppResult<HttpResponse> {
+    let p = path.into_inner();
+    let scoped = ScopedPath {
+        tenant: p.tenant,
+        id: Some(p.id.clone()),
+    };
+    let o = owner(&state, &who, realm, &scoped, true).await?;
+    let actor = Actor::of(&who, &req);
+    let view = super::retry::retry(&state, &actor, o, Some(&p.id), &p.delivery_id).await?;
+    Ok(HttpResponse::Ok().json(view))
 }

@@ -2,7 +2,8 @@
 //! retry)"): a real HTTP receiver answers 500, the delivery fails, Retry puts
 //! it back in the outbox and the dispatcher delivers it; another tenant's
 //! delivery is a 404, a delivery that did not fail (or of a disabled
-//! endpoint) a 409, a viewer a 403.
+//! endpoint) a 409, a viewer a 403. The same retry through the API
+//! (`POST …/deliveries/{delivery_id}/retry`) is the last test.
 
 use std::time::Duration;
 
@@ -177,4 +178,110 @@ async fn a_failed_delivery_is_retried_from_the_console_and_delivered() {
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("disabled"), "{body}");
     assert_eq!(newest(&app, &key_b, &hook_b).await["status"], "failed");
+}
+
+/// The same retry over the API: `POST /v1/webhooks/{id}/deliveries/{delivery_id}/retry`
+/// answers the delivery pending again and the dispatcher delivers it; the
+/// delivery must belong to the endpoint in the path, and to the caller.
+#[tokio::test]
+async fn a_failed_delivery_is_retried_through_the_api() {
+    let sink = SmtpSink::start().await;
+    let rx = Receiver::start().await;
+    let app = TestApp::spawn_serving(sink.port(), |s| {
+        s.webhooks.poll_interval_ms = 50;
+    })
+    .await;
+    let (a, key_a, hook_a) = tenant_with_hook(&app, "A", &rx.url("/a")).await;
+    let (_, key_b, hook_b) = tenant_with_hook(&app, "B", &rx.url("/b")).await;
+    let r = app
+        .post(
+            "/v1/webhooks",
+            &key_a,
+            json!({"url": rx.url("/a2"), "events": ["email.delivered"]}),
+        )
+        .await;
+    let other_hook_a = r.json["id"].as_str().unwrap().to_string();
+    rx.script(&[500, 500]);
+    for (key, hook) in [(&key_a, &hook_a), (&key_b, &hook_b)] {
+        let r = app
+            .post(&format!("/v1/webhooks/{hook}/test"), key, json!({}))
+            .await;
+        assert_eq!(r.json["status"], "failed", "{}", r.text);
+    }
+    let delivery = newest(&app, &key_a, &hook_a).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b_delivery = newest(&app, &key_b, &hook_b).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = |hook: &str, d: &str| format!("/v1/webhooks/{hook}/deliveries/{d}/retry");
+
+    // Another tenant's delivery, A's delivery under A's other endpoint, a
+    // missing one: the same 404; the delivery stays failed.
+    let missing = app
+        .post(
+            &path(&hook_a, "00000000-0000-4000-8000-000000000001"),
+            &key_a,
+            json!({}),
+        )
+        .await;
+    assert_eq!(missing.status, 404, "{}", missing.text);
+    for p in [
+        path(&hook_b, &b_delivery),
+        path(&hook_a, &b_delivery),
+        path(&other_hook_a, &delivery),
+    ] {
+        let r = app.post(&p, &key_a, json!({})).await;
+        assert_eq!((r.status, &r.text), (404, &missing.text), "{p}");
+    }
+    let read_only = app.tenant_key(&a, &["webhooks:read"]).await;
+    let r = app
+        .post(&path(&hook_a, &delivery), &read_only, json!({}))
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert_eq!(newest(&app, &key_a, &hook_a).await["status"], "failed");
+
+    let r = app.post(&path(&hook_a, &delivery), &key_a, json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        (r.json["id"].as_str(), r.json["status"].as_str()),
+        (Some(delivery.as_str()), Some("pending"))
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let d = newest(&app, &key_a, &hook_a).await;
+        if d["status"] == "succeeded" {
+            assert_eq!(d["attempts"], 2, "{d}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{d}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Succeeded now: a second retry is a conflict, and nothing is re-sent.
+    let r = app.post(&path(&hook_a, &delivery), &key_a, json!({})).await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    // The admin form of the route reaches the same delivery.
+    let r = app
+        .post(
+            &format!("/v1/tenants/{a}/webhooks/{hook_a}/deliveries/{delivery}/retry"),
+            &app.admin_key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    let audit: i64 = diesel::sql_query(
+        "SELECT count(*) AS n FROM audit_log WHERE action = 'webhook.delivery_retried'",
+    )
+    .get_result::<Count>(&mut app.sql_conn())
+    .unwrap()
+    .n;
+    assert_eq!(audit, 1);
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
 }

@@ -44,6 +44,8 @@ struct Owned {
     email: String,
     template: String,
     webhook: String,
+    /// A delivery of that webhook (its test ping).
+    delivery: String,
     key_id: String,
     /// A verified sending domain: its id, and its name (the `From` of sends).
     domain: String,
@@ -62,6 +64,7 @@ struct World {
     /// A key of a suspended tenant with every tenant permission.
     suspended: String,
     platform_webhook: String,
+    platform_delivery: String,
     admin_key_id: String,
     /// A platform OAuth client: its id, `client_id` and secret.
     platform_client: String,
@@ -115,6 +118,7 @@ async fn owned(app: &TestApp, dns: &DnsServer, name: &str) -> (Owned, String) {
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let webhook = r.json["id"].as_str().unwrap().to_string();
+    let delivery = ping(app, &key, &format!("/v1/webhooks/{webhook}/test")).await;
     let extra = app.tenant_key(&tenant, &["send"]).await;
     let keys = app
         .get(&format!("/v1/tenants/{tenant}/api-keys"), &app.admin_key)
@@ -153,6 +157,7 @@ async fn owned(app: &TestApp, dns: &DnsServer, name: &str) -> (Owned, String) {
             email,
             template,
             webhook,
+            delivery,
             key_id,
             domain,
             domain_name,
@@ -161,6 +166,13 @@ async fn owned(app: &TestApp, dns: &DnsServer, name: &str) -> (Owned, String) {
         },
         key,
     )
+}
+
+/// A webhook's test ping: the id of the delivery it logged.
+async fn ping(app: &TestApp, key: &str, path: &str) -> String {
+    let r = app.post(path, key, json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json["id"].as_str().unwrap().to_string()
 }
 
 async fn world(app: &TestApp, dns: &DnsServer) -> World {
@@ -186,6 +198,12 @@ async fn world(app: &TestApp, dns: &DnsServer) -> World {
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let platform_webhook = r.json["id"].as_str().unwrap().to_string();
+    let platform_delivery = ping(
+        app,
+        &app.admin_key,
+        &format!("/v1/admin/webhooks/{platform_webhook}/test"),
+    )
+    .await;
     let r = app
         .post(
             "/v1/admin-keys",
@@ -212,6 +230,7 @@ async fn world(app: &TestApp, dns: &DnsServer) -> World {
         key_a,
         suspended,
         platform_webhook,
+        platform_delivery,
         admin_key_id,
         platform_client,
         platform_client_id,
@@ -238,6 +257,10 @@ fn resource(w: &World, path: &str, param: &str, who: &Owned, v: Variant) -> Stri
     match param {
         "email" => pick(&who.email, &other.email),
         "id" if path.starts_with("/v1/admin/webhooks") => pick(&w.platform_webhook, &w.a.webhook),
+        "delivery_id" if path.starts_with("/v1/admin/webhooks") => {
+            pick(&w.platform_delivery, &w.a.delivery)
+        }
+        "delivery_id" => pick(&who.delivery, &other.delivery),
         "id" if path.contains("/templates/") => pick(&who.template, &other.template),
         "id" if path.contains("/webhooks/") => pick(&who.webhook, &other.webhook),
         "key" if path.starts_with("/v1/admin-keys") => pick(&w.admin_key_id, &w.a.key_id),
@@ -325,7 +348,7 @@ fn body(w: &World, e: &Endpoint, n: usize) -> Option<Value> {
             json!({"url": "http://127.0.0.1:9/n", "events": ["*"]})
         }
         ("PUT" | "PATCH", p) if p.ends_with("/webhooks/{id}") => json!({"description": "d"}),
-        ("POST", p) if p.ends_with("/test") => json!({}),
+        ("POST", p) if p.ends_with("/test") || p.ends_with("/retry") => json!({}),
         ("POST", p) if p.ends_with("/domains") => json!({"name": format!("n{n}.example")}),
         ("POST", p) if p.ends_with("/verify") || p.ends_with("/dkim/rotate") => json!({}),
         ("POST", p) if p.ends_with("/suppressions") => {

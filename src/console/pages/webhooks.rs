@@ -136,7 +136,7 @@ pub async fn retry(
     user.who.require(Permission::WebhooksWrite)?;
     let tenant = tenant_for(&state, &user, f.tenant.as_deref()).await?;
     let actor = user.actor(request_id(&req));
-    retry::retry(&state, &actor, owner(tenant), &path).await?;
+    retry::retry(&state, &actor, owner(tenant), None, &path).await?;
     let q = tenant.map(|t| tenant_q(&user, t)).unwrap_or_default();
     Ok(see_other(&format!("/console/webhooks{q}")))
 }
