@@ -44,170 +44,33 @@ impl actix_web::FromRequest for Realm {
     }
 }
 
+/// Each route under the three prefixes, in this order: tenant keys
+/// (`/v1/webhooks`), admin keys for a tenant (`/v1/tenants/{tenant}/webhooks`)
+/// and admin keys for the platform's own endpoints (`/v1/admin/webhooks`).
+macro_rules! in_every_realm {
+    ($($method:ident $suffix:literal $perm:ident $handler:ident),* $(,)?) => {
+        vec![
+            $(Endpoint::new(Method::$method, concat!("/v1/webhooks", $suffix),
+                Access::Tenant(Permission::$perm), || web::route().to($handler)),)*
+            $(Endpoint::new(Method::$method, concat!("/v1/tenants/{tenant}/webhooks", $suffix),
+                Access::Admin(Permission::$perm), || web::route().to($handler)),)*
+            $(Endpoint::new(Method::$method, concat!("/v1/admin/webhooks", $suffix),
+                Access::Admin(Permission::$perm), || web::route().to($handler)),)*
+        ]
+    };
+}
+
 pub fn endpoints() -> Vec<Endpoint> {
-    vec![
-        Endpoint::new(
-            Method::GET,
-            "/v1/webhooks",
-            Access::Tenant(Permission::WebhooksRead),
-            || web::route().to(list),
-        ),
-        Endpoint::new(
-            Method::POST,
-            "/v1/webhooks",
-            Access::Tenant(Permission::WebhooksWrite),
-            || web::route().to(create),
-        ),
-        Endpoint::new(
-            Method::GET,
-            "/v1/webhooks/{id}",
-            Access::Tenant(Permission::WebhooksRead),
-            || web::route().to(get),
-        ),
-        Endpoint::new(
-            Method::PUT,
-            "/v1/webhooks/{id}",
-            Access::Tenant(Permission::WebhooksWrite),
-            || web::route().to(update),
-        ),
-        Endpoint::new(
-            Method::PATCH,
-            "/v1/webhooks/{id}",
-            Access::Tenant(Permission::WebhooksWrite),
-            || web::route().to(update),
-        ),
-        Endpoint::new(
-            Method::DELETE,
-            "/v1/webhooks/{id}",
-            Access::Tenant(Permission::WebhooksWrite),
-            || web::route().to(delete),
-        ),
-        Endpoint::new(
-            Method::GET,
-            "/v1/webhooks/{id}/deliveries",
-            Access::Tenant(Permission::WebhooksRead),
-            || web::route().to(deliveries),
-        ),
-        Endpoint::new(
-            Method::POST,
-            "/v1/webhooks/{id}/test",
-            Access::Tenant(Permission::WebhooksWrite),
-            || web::route().to(test),
-        ),
-        Endpoint::new(
-            Method::POST,
-            "/v1/webhooks/{id}/deliveries/{delivery_id}/retry",
-            Access::Tenant(Permission::WebhooksWrite),
-            || web::route().to(retry),
-        ),
-        Endpoint::new(
-            Method::GET,
-            "/v1/tenants/{tenant}/webhooks",
-            Access::Admin(Permission::WebhooksRead),
-            || web::route().to(list),
-        ),
-        Endpoint::new(
-            Method::POST,
-            "/v1/tenants/{tenant}/webhooks",
-            Access::Admin(Permission::WebhooksWrite),
-            || web::route().to(create),
-        ),
-        Endpoint::new(
-            Method::GET,
-            "/v1/tenants/{tenant}/webhooks/{id}",
-            Access::Admin(Permission::WebhooksRead),
-            || web::route().to(get),
-        ),
-        Endpoint::new(
-            Method::PUT,
-            "/v1/tenants/{tenant}/webhooks/{id}",
-            Access::Admin(Permission::WebhooksWrite),
-            || web::route().to(update),
-        ),
-        Endpoint::new(
-            Method::PATCH,
-            "/v1/tenants/{tenant}/webhooks/{id}",
-            Access::Admin(Permission::WebhooksWrite),
-            || web::route().to(update),
-        ),
-        Endpoint::new(
-            Method::DELETE,
-            "/v1/tenants/{tenant}/webhooks/{id}",
-            Access::Admin(Permission::WebhooksWrite),
-            || web::route().to(delete),
-        ),
-        Endpoint::new(
-            Method::GET,
-            "/v1/tenants/{tenant}/webhooks/{id}/deliveries",
-            Access::Admin(Permission::WebhooksRead),
-            || web::route().to(deliveries),
-        ),
-        Endpoint::new(
-            Method::POST,
-            "/v1/tenants/{tenant}/webhooks/{id}/test",
-            Access::Admin(Permission::WebhooksWrite),
-            || web::route().to(test),
-        ),
-        Endpoint::new(
-            Method::POST,
-            "/v1/tenants/{tenant}/webhooks/{id}/deliveries/{delivery_id}/retry",
-            Access::Admin(Permission::WebhooksWrite),
-            || web::route().to(retry),
-        ),
-        Endpoint::new(
-            Method::GET,
-            "/v1/admin/webhooks",
-            Access::Admin(Permission::WebhooksRead),
-            || web::route().to(list),
-        ),
-        Endpoint::new(
-            Method::POST,
-            "/v1/admin/webhooks",
-            Access::Admin(Permission::WebhooksWrite),
-            || web::route().to(create),
-        ),
-        Endpoint::new(
-            Method::GET,
-            "/v1/admin/webhooks/{id}",
-            Access::Admin(Permission::WebhooksRead),
-            || web::route().to(get),
-        ),
-        Endpoint::new(
-            Method::PUT,
-            "/v1/admin/webhooks/{id}",
-            Access::Admin(Permission::WebhooksWrite),
-            || web::route().to(update),
-        ),
-        Endpoint::new(
-            Method::PATCH,
-            "/v1/admin/webhooks/{id}",
-            Access::Admin(Permission::WebhooksWrite),
-            || web::route().to(update),
-        ),
-        Endpoint::new(
-            Method::DELETE,
-            "/v1/admin/webhooks/{id}",
-            Access::Admin(Permission::WebhooksWrite),
-            || web::route().to(delete),
-        ),
-        Endpoint::new(
-            Method::GET,
-            "/v1/admin/webhooks/{id}/deliveries",
-            Access::Admin(Permission::WebhooksRead),
-            || web::route().to(deliveries),
-        ),
-        Endpoint::new(
-            Method::POST,
-            "/v1/admin/webhooks/{id}/test",
-            Access::Admin(Permission::WebhooksWrite),
-            || web::route().to(test),
-        ),
-        Endpoint::new(
-            Method::POST,
-            "/v1/admin/webhooks/{id}/deliveries/{delivery_id}/retry",
-            Access::Admin(Permission::WebhooksWrite),
-            || web::route().to(retry),
-        ),
+    in_every_realm![
+        GET "" WebhooksRead list,
+        POST "" WebhooksWrite create,
+        GET "/{id}" WebhooksRead get,
+        PUT "/{id}" WebhooksWrite update,
+        PATCH "/{id}" WebhooksWrite update,
+        DELETE "/{id}" WebhooksWrite delete,
+        GET "/{id}/deliveries" WebhooksRead deliveries,
+        POST "/{id}/test" WebhooksWrite test,
+        POST "/{id}/deliveries/{delivery_id}/retry" WebhooksWrite retry,
     ]
 }
 
