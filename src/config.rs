@@ -370,6 +370,9 @@ pub struct InboundSettings {
     pub max_message_bytes: usize,
     /// RFC 5321 §4.5.3.2.7: the server waits at least 5 minutes for a command.
     pub command_timeout_secs: u64,
+    /// Messages of all sessions held in memory at once, at most (each DATA
+    /// reserves `max_message_bytes`).
+    pub max_inflight_bytes: usize,
 }
 
 /// SMTP submission (issue 14; `crate::submission`).
@@ -391,6 +394,9 @@ pub struct SubmissionSettings {
     pub max_connections_per_tenant: usize,
     /// RFC 5321 §4.5.3.2: at least 5 minutes for each command and data block.
     pub command_timeout_secs: u64,
+    /// Messages of all sessions (both listeners) held in memory at once, at
+    /// most (each DATA reserves `limits.max_message_bytes`).
+    pub max_inflight_bytes: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -594,6 +600,12 @@ impl Settings {
         if self.inbound.max_connections == 0 {
             return fail("inbound.max_connections", "must be at least 1");
         }
+        if self.inbound.max_inflight_bytes < self.inbound.max_message_bytes {
+            return fail(
+                "inbound.max_inflight_bytes",
+                "must be at least inbound.max_message_bytes",
+            );
+        }
         if self.inbound.max_message_bytes < 64 * 1024 {
             return fail("inbound.max_message_bytes", "must be at least 65536");
         }
@@ -782,6 +794,12 @@ impl Settings {
         }
         if s.max_connections == 0 || s.max_connections_per_ip == 0 {
             return fail("submission.max_connections", "must be at least 1");
+        }
+        if s.max_inflight_bytes < self.limits.max_message_bytes {
+            return fail(
+                "submission.max_inflight_bytes",
+                "must be at least limits.max_message_bytes",
+            );
         }
         if s.max_connections_per_tenant == 0 {
             return fail(

@@ -17,7 +17,7 @@ use super::token::VerpKeys;
 use super::{apply, dsn};
 use crate::config::Settings;
 use crate::db::{self, PgPool};
-use crate::smtp_server::{Envelope, Handler, Limits, Reply, Server};
+use crate::smtp_server::{DataBudget, Envelope, Handler, Limits, Reply, Server};
 
 pub struct BounceHandler {
     pool: PgPool,
@@ -116,6 +116,10 @@ pub async fn start(settings: &Settings, pool: PgPool) -> anyhow::Result<Option<S
         max_connections: inbound.max_connections,
         max_message_bytes: inbound.max_message_bytes,
         command_timeout: Duration::from_secs(inbound.command_timeout_secs),
+        data_budget: Some(DataBudget::new(
+            inbound.max_inflight_bytes,
+            inbound.max_message_bytes,
+        )),
         ..Limits::default()
     };
     let server = Server::bind(&inbound.bind, limits, Arc::new(handler))

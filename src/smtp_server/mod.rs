@@ -12,12 +12,17 @@
 //! beyond), [`Limits::max_connections`] at once and
 //! [`Limits::max_connections_per_ip`] from one client address (421 to the next),
 //! a timeout on every read (§4.5.3.2: 5 minutes for commands and data
-//! blocks), and [`Limits::max_errors`] bad commands before the connection is
-//! closed. Command parsing is `smtp-proto`'s.
+//! blocks), [`Limits::max_errors`] bad commands before the connection is
+//! closed, and with [`Limits::data_budget`] a byte budget for the messages
+//! of all sessions at once (452 4.3.1 when it stays full). Command parsing
+//! is `smtp-proto`'s.
 
+mod budget;
 mod io;
 mod sasl;
 mod session;
+
+pub use budget::DataBudget;
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -111,6 +116,9 @@ pub struct Limits {
     pub command_timeout: Duration,
     /// Bad commands before the server closes the connection.
     pub max_errors: usize,
+    /// Shared by every session: DATA waits for `max_message_bytes` of it
+    /// (at most half the command timeout, then 452). `None`: no budget.
+    pub data_budget: Option<DataBudget>,
 }
 
 impl Default for Limits {
@@ -124,6 +132,7 @@ impl Default for Limits {
             max_line: 64 * 1024,
             command_timeout: Duration::from_secs(300),
             max_errors: 10,
+            data_budget: None,
         }
     }
 }

@@ -294,6 +294,21 @@ async fn command(
             if !s.in_mail || s.env.rcpt_to.is_empty() {
                 Reply::new(503, "5.5.1 RCPT first")
             } else {
+                // Held until the handler is done with the message.
+                let _reserved = match &limits.data_budget {
+                    None => None,
+                    Some(b) => match b.reserve(limits.command_timeout / 2).await {
+                        Some(r) => Some(r),
+                        None => {
+                            s.in_mail = false;
+                            s.env = fresh(&s.env, None);
+                            return Next::Reply(Reply::new(
+                                452,
+                                "4.3.1 too many messages in transit, try again later",
+                            ));
+                        }
+                    },
+                };
                 if !send(io, &Reply::new(354, "end data with <CR><LF>.<CR><LF>")).await {
                     return Next::Close;
                 }

@@ -18,7 +18,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::ServerConfig;
 
 use crate::emails::input::MAX_RECIPIENTS;
-use crate::smtp_server::{Limits, Security, Server};
+use crate::smtp_server::{DataBudget, Limits, Security, Server};
 use crate::state::AppState;
 
 pub use handler::SubmissionHandler;
@@ -88,6 +88,11 @@ pub async fn start(state: &AppState) -> anyhow::Result<Option<Listeners>> {
         max_message_bytes: settings.limits.max_message_bytes,
         max_recipients: MAX_RECIPIENTS,
         command_timeout: Duration::from_secs(s.command_timeout_secs),
+        // One budget for both listeners (`limits` is cloned for each).
+        data_budget: Some(DataBudget::new(
+            s.max_inflight_bytes,
+            settings.limits.max_message_bytes,
+        )),
         ..Limits::default()
     };
     let security = Security {

@@ -3,6 +3,7 @@
 //! PLAIN and LOGIN) and Python's smtplib, into a running app whose worker
 //! delivers to the SMTP sink.
 
+mod budget;
 mod oauth;
 
 use crate::common;
