@@ -363,7 +363,7 @@ pub async fn send_batch(
     send_batch_up_to(state, who, body, idem_key, MAX_BATCH).await
 }
 
-/// [`send_batch`] with another size bound (Postmark's batch takes 500).
+/// [`send_batch`] with another size bound.
 pub async fn send_batch_up_to(
     state: &AppState,
     who: &Principal,
