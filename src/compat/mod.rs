@@ -8,6 +8,7 @@
 //! all-suppressed messages refused with 406) on the same ingest.
 
 pub mod postmark;
+pub mod postmark_shapes;
 pub mod resend;
 pub mod resend_shapes;
 

@@ -38,12 +38,21 @@ pub type Outcome = Result<Accepted, AppError>;
 /// its field errors name the addresses (field `recipients`).
 pub const RECIPIENTS_SUPPRESSED: &str = "recipients_suppressed";
 
-/// An Idempotency-Key and the request it came with.
+/// An Idempotency-Key and the hash of the request it came with.
 pub struct Idempotent {
-    pub key: String,
-    /// Names the API: the same key and bytes on two APIs are two requests.
-    pub kind: &'static str,
-    pub body: Vec<u8>,
+    key: String,
+    hash: Vec<u8>,
+}
+
+impl Idempotent {
+    /// `kind` names the API: the same key and bytes on two APIs are two
+    /// different requests.
+    pub fn new(key: String, kind: &str, body: &[u8]) -> Idempotent {
+        Idempotent {
+            key,
+            hash: service::request_hash(kind, body),
+        }
+    }
 }
 
 /// Whether a refusal concerns only its own message (else the whole request).
@@ -124,7 +133,7 @@ where
         } else {
             who.0.api_key_id
         };
-        (scope, i.key, service::request_hash(i.kind, &i.body))
+        (scope, i.key, i.hash)
     });
     let submission = Submission {
         rows: kept,
