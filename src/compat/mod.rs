@@ -3,9 +3,12 @@
 //! same emails service as `/v1` — it maps the vendor's body to a `/v1` send
 //! body, calls `emails::service`, and maps the reply and any `AppError` to the
 //! vendor's shapes. There is no second send path: every tenant rule (From
-//! domain, suppressions, limits, quota, idempotency) applies unchanged.
+//! domain, suppressions, limits, quota, idempotency) applies unchanged;
+//! Postmark's routes send through `emails::each` (one answer per message,
+//! all-suppressed messages refused with 406) on the same ingest.
 
 pub mod postmark;
+pub mod postmark_shapes;
 pub mod resend;
 pub mod resend_shapes;
 

@@ -1,21 +1,21 @@
 //! The Postmark-compatible API (API.md "Postmark-compatible API"):
 //! `POST /email` and `POST /email/batch` with `X-Postmark-Server-Token: <tenant
 //! key>` (read by the `Principal` extractor on these two paths), PascalCase
-//! fields, Postmark's success and error shapes, mapped onto `emails::service`.
-
-use std::collections::BTreeMap;
+//! fields (`postmark_shapes`), Postmark's success and error shapes, sent
+//! through `emails::each` (one answer per message).
 
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
-use super::{accepted_id, idempotency_key, tenant_caller};
+use super::postmark_shapes::{to_v1, PostmarkEmail, PostmarkError, PostmarkResult};
+use super::{idempotency_key, tenant_caller};
 use crate::auth::Principal;
 use crate::body::JsonBody;
 use crate::domain::Permission;
-use crate::emails::service;
+use crate::emails::each::{self, Idempotent, Outcome, RECIPIENTS_SUPPRESSED};
 use crate::error::{AppError, AppResult};
 use crate::routes::{Access, Endpoint};
 use crate::state::AppState;
@@ -33,158 +33,43 @@ pub fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
-/// Postmark's error body.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub struct PostmarkError {
-    /// 10 bad or missing token, 300 invalid request, 400 sender not allowed,
-    /// 405 not allowed to send, 429 rate limited.
-    pub error_code: u16,
-    pub message: String,
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "PascalCase")]
-pub struct PostmarkHeader {
-    pub name: String,
-    pub value: String,
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "PascalCase")]
-pub struct PostmarkAttachment {
-    pub name: String,
-    /// Base64.
-    pub content: String,
-    pub content_type: Option<String>,
-    /// Inline attachments are not supported (422, ErrorCode 300).
-    #[serde(rename = "ContentID")]
-    pub content_id: Option<String>,
-}
-
-/// One message as Postmark's `POST /email` takes it. `TrackOpens`,
-/// `TrackLinks` and `MessageStream` are accepted and ignored (Postline does
-/// not rewrite mail for tracking and has one stream).
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "PascalCase")]
-pub struct PostmarkEmail {
-    pub from: String,
-    /// Comma-separated addresses.
-    pub to: Option<String>,
-    pub cc: Option<String>,
-    pub bcc: Option<String>,
-    pub reply_to: Option<String>,
-    pub subject: Option<String>,
-    pub html_body: Option<String>,
-    pub text_body: Option<String>,
-    pub headers: Option<Vec<PostmarkHeader>>,
-    pub attachments: Option<Vec<PostmarkAttachment>>,
-    /// Stored as the tag `tag`.
-    pub tag: Option<String>,
-    /// Stored as tags.
-    pub metadata: Option<BTreeMap<String, String>>,
-    pub track_opens: Option<bool>,
-    pub track_links: Option<String>,
-    pub message_stream: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Batch {
-    emails: Vec<PostmarkEmail>,
-}
-
-/// Splits a comma-separated address list, keeping commas inside quoted
-/// display names (`"Doe, Jane" <j@x.example>`) and angle brackets.
-pub fn split_addresses(s: &str) -> Vec<String> {
-    let (mut out, mut cur) = (Vec::new(), String::new());
-    let (mut quoted, mut angle) = (false, false);
-    for ch in s.chars() {
-        match ch {
-            '"' => quoted = !quoted,
-            '<' if !quoted => angle = true,
-            '>' if !quoted => angle = false,
-            ',' if !quoted && !angle => {
-                out.push(std::mem::take(&mut cur));
-                continue;
-            }
-            _ => {}
-        }
-        cur.push(ch);
-    }
-    out.push(cur);
-    out.into_iter()
-        .map(|a| a.trim().to_string())
-        .filter(|a| !a.is_empty())
-        .collect()
-}
-
-/// A Postmark message as a `/v1` send body.
-fn to_v1(e: PostmarkEmail, prefix: &str) -> AppResult<Value> {
-    let mut headers = BTreeMap::new();
-    for h in e.headers.unwrap_or_default() {
-        headers.insert(h.name, h.value);
-    }
-    let mut attachments = Vec::new();
-    for (i, a) in e.attachments.unwrap_or_default().into_iter().enumerate() {
-        if a.content_id.is_some() {
-            return Err(AppError::invalid(
-                format!("{prefix}Attachments[{i}].ContentID"),
-                "inline attachments are not supported",
-            ));
-        }
-        attachments.push(
-            json!({"filename": a.name, "content": a.content, "content_type": a.content_type}),
-        );
-    }
-    let mut tags = e.metadata.unwrap_or_default();
-    if let Some(t) = e.tag {
-        tags.insert("tag".into(), t);
-    }
-    let list = |v: Option<String>| v.as_deref().map(split_addresses).unwrap_or_default();
-    let mut v = json!({
-        "from": e.from,
-        "to": list(e.to),
-        "cc": list(e.cc),
-        "bcc": list(e.bcc),
-        "reply_to": list(e.reply_to),
-        "subject": e.subject,
-        "html": e.html_body,
-        "text": e.text_body,
-        "headers": headers,
-        "attachments": attachments,
-        "tags": tags,
-    });
-    if let Some(m) = v.as_object_mut() {
-        m.retain(|_, x| !x.is_null());
-    }
-    Ok(v)
-}
-
-/// Postmark's error for an `AppError`. Postline's refusals Postmark has no
-/// word for (a key's kind or permission, a suspended tenant) keep their
-/// 403; everything about the request itself is Postmark's 422.
+/// Postmark's status and error for an `AppError` (docs/MIGRATING.md). Postmark
+/// never answers 403: a key that may not send here (an admin key, a key
+/// without `send`) is Postmark's 401/10 like a bad token, and a suspended
+/// tenant is 422/413 "account may not send". Everything about the request
+/// itself is Postmark's 422.
 fn error(e: &AppError) -> (StatusCode, PostmarkError) {
     use actix_web::ResponseError;
     super::log_server_error(e);
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
     let (status, code, message) = match e {
         AppError::Unauthorized => (
             StatusCode::UNAUTHORIZED,
             10,
             "Request does not contain a valid Server token.".to_string(),
         ),
-        AppError::Forbidden { code, .. } => {
-            let n = if *code == "tenant_suspended" { 405 } else { 10 };
-            (StatusCode::FORBIDDEN, n, e.public_detail())
+        AppError::Forbidden { code, .. } if *code == "tenant_suspended" => {
+            (unprocessable, 413, e.public_detail())
         }
+        AppError::Forbidden { .. } => (StatusCode::UNAUTHORIZED, 10, e.public_detail()),
         AppError::Validation { code, .. } if *code == "from_domain_not_allowed" => {
-            (StatusCode::UNPROCESSABLE_ENTITY, 400, e.public_detail())
+            (unprocessable, 400, e.public_detail())
+        }
+        AppError::Validation { code, errors, .. } if *code == RECIPIENTS_SUPPRESSED => {
+            let found: Vec<&str> = errors.iter().map(|f| f.message.as_str()).collect();
+            let message = format!(
+                "You tried to send to recipient(s) that have been marked as inactive. \
+                 Found inactive addresses: {}. Inactive recipients are ones that have \
+                 generated a hard bounce, a spam complaint, or a manual suppression.",
+                found.join(", ")
+            );
+            (unprocessable, 406, message)
         }
         AppError::Validation { .. }
         | AppError::MalformedJson(_)
         | AppError::UnsupportedMediaType(_)
         | AppError::PayloadTooLarge { .. }
-        | AppError::Conflict { .. } => (StatusCode::UNPROCESSABLE_ENTITY, 300, e.public_detail()),
+        | AppError::Conflict { .. } => (unprocessable, 300, e.public_detail()),
         AppError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, 429, e.public_detail()),
         other => (other.status_code(), 0, other.public_detail()),
     };
@@ -218,28 +103,62 @@ fn respond(r: AppResult<Value>) -> HttpResponse {
     }
 }
 
-fn accepted(to: &Value, id: Value) -> Value {
-    let to = to
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default();
-    json!({"To": to, "SubmittedAt": Utc::now(), "MessageID": id, "ErrorCode": 0, "Message": "OK"})
+/// One message's entry: accepted (with its `To` as sent), or refused.
+fn result(to: &Value, outcome: Outcome) -> PostmarkResult {
+    match outcome {
+        Ok(a) => PostmarkResult {
+            error_code: 0,
+            message: "OK".into(),
+            message_id: Some(a.id),
+            submitted_at: Some(Utc::now()),
+            to: Some(
+                to.as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default(),
+            ),
+        },
+        Err(e) => {
+            let (_, pm) = error(&e);
+            PostmarkResult {
+                error_code: pm.error_code,
+                message: pm.message,
+                message_id: None,
+                submitted_at: None,
+                to: None,
+            }
+        }
+    }
 }
 
-fn bytes(v: &Value) -> AppResult<Vec<u8>> {
+fn bytes(v: &impl Serialize) -> AppResult<Vec<u8>> {
     serde_json::to_vec(v).map_err(|e| AppError::internal("compat body", e))
+}
+
+/// One Postmark message as a `/v1` body, with its `to` list for the answer.
+fn message(raw: &[u8]) -> (Value, AppResult<Vec<u8>>) {
+    let v1 = crate::body::parse_json::<PostmarkEmail>(raw).and_then(|e| to_v1(e, ""));
+    match v1 {
+        Ok(v) => (v["to"].clone(), bytes(&v)),
+        Err(e) => (Value::Null, Err(e)),
+    }
+}
+
+fn idempotent(req: &HttpRequest, kind: &'static str, body: &[u8]) -> AppResult<Option<Idempotent>> {
+    Ok(idempotency_key(req)?.map(|key| Idempotent::new(key, kind, body)))
 }
 
 /// Send one message.
 #[utoipa::path(post, path = "/email", tag = "Postmark", request_body = PostmarkEmail,
     params(("X-Postmark-Server-Token" = String, Header, description = "A tenant API key with send")),
-    responses((status = 200, description = "{\"To\", \"SubmittedAt\", \"MessageID\", \"ErrorCode\": 0, \"Message\": \"OK\"}", body = Object),
-              (status = "4XX", body = PostmarkError, content_type = "application/json")))]
+    responses((status = 200, description = "Accepted: ErrorCode 0, Message OK, MessageID, SubmittedAt, To", body = PostmarkResult),
+              (status = 401, description = "ErrorCode 10: a bad or missing token, or one that may not send (an admin key, a key without send)", body = PostmarkError, content_type = "application/json"),
+              (status = 422, description = "ErrorCode 300 invalid request, 400 From domain not allowed, 406 every recipient suppressed, 413 tenant suspended", body = PostmarkError, content_type = "application/json"),
+              (status = "4XX", description = "429 (ErrorCode 429) rate limit or daily quota; 413 body too large", body = PostmarkError, content_type = "application/json")))]
 pub async fn send(
     who: Result<Principal, AppError>,
     state: web::Data<AppState>,
@@ -248,21 +167,39 @@ pub async fn send(
 ) -> HttpResponse {
     let r = async {
         let who = tenant_caller(who, Permission::Send)?;
-        let parsed: PostmarkEmail = body.parse().await?;
-        let v1 = to_v1(parsed, "")?;
-        let (_, reply) =
-            service::send_one(&state, &who, None, &bytes(&v1)?, idempotency_key(&req)?).await?;
-        Ok(accepted(&v1["to"], accepted_id(&reply)))
+        let raw = body.bytes().await?;
+        let (to, msg) = message(&raw);
+        let idem = idempotent(&req, "postmark_single", &raw)?;
+        each::send_each(
+            &state,
+            &who,
+            vec![msg],
+            1,
+            idem,
+            |mut outcomes| match outcomes.pop() {
+                Some(Ok(a)) => serde_json::to_value(result(&to, Ok(a)))
+                    .map_err(|e| AppError::internal("compat body", e)),
+                Some(Err(e)) => Err(e),
+                None => Err(AppError::internal("compat", "no outcome for the message")),
+            },
+        )
+        .await
     };
     respond(r.await)
 }
 
-/// Send up to 500 messages (a JSON list); all are validated before any is
-/// queued (Postmark answers per message; Postline's batch is all or nothing).
+/// Send up to 500 messages (a JSON list). Each message is validated on its
+/// own: the answer holds one entry per message, in order — ErrorCode 0 for a
+/// queued one, the refusal's ErrorCode and Message for a refused one — and
+/// the valid ones are queued together. The request is refused whole (and
+/// nothing queued) for the token, a suspended tenant, the rate limit or the
+/// daily quota, or a body that is not a list of 1 to 500 items.
 #[utoipa::path(post, path = "/email/batch", tag = "Postmark", request_body = Vec<PostmarkEmail>,
     params(("X-Postmark-Server-Token" = String, Header, description = "A tenant API key with send")),
-    responses((status = 200, description = "One {\"To\", \"SubmittedAt\", \"MessageID\", \"ErrorCode\": 0, \"Message\": \"OK\"} per message", body = Object),
-              (status = "4XX", body = PostmarkError, content_type = "application/json")))]
+    responses((status = 200, description = "One entry per message, in order: ErrorCode 0 with MessageID, SubmittedAt and To, or a refusal's ErrorCode (300, 400, 406) and Message", body = Vec<PostmarkResult>),
+              (status = 401, description = "ErrorCode 10: a bad or missing token, or one that may not send (an admin key, a key without send)", body = PostmarkError, content_type = "application/json"),
+              (status = 422, description = "ErrorCode 300: not a JSON list of 1 to 500 items; 413: tenant suspended", body = PostmarkError, content_type = "application/json"),
+              (status = "4XX", description = "429 (ErrorCode 429) rate limit or daily quota; 413 body too large", body = PostmarkError, content_type = "application/json")))]
 pub async fn batch(
     who: Result<Principal, AppError>,
     state: web::Data<AppState>,
@@ -274,44 +211,32 @@ pub async fn batch(
         let raw = body.bytes().await?;
         let list: Value = serde_json::from_slice(&raw)
             .map_err(|e| AppError::MalformedJson(format!("The body is not valid JSON: {e}")))?;
-        let n = list.as_array().map(Vec::len);
-        if !n.is_some_and(|n| (1..=MAX_BATCH).contains(&n)) {
-            return Err(AppError::invalid(
-                "",
-                format!("must be a list of 1 to {MAX_BATCH} emails"),
-            ));
-        }
-        let parsed: Batch = crate::body::parse_json(&bytes(&json!({ "emails": list }))?)?;
-        let emails = parsed
-            .emails
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| to_v1(e, &format!("emails[{i}].")))
-            .collect::<AppResult<Vec<_>>>()?;
-        let v1 = bytes(&json!({ "emails": emails }))?;
-        let idem = idempotency_key(&req)?;
-        let (_, reply) = service::send_batch_up_to(&state, &who, &v1, idem, MAX_BATCH).await?;
-        let ids = reply["data"].as_array().cloned().unwrap_or_default();
-        let out: Vec<Value> = emails
+        let items = match list.as_array() {
+            Some(items) if (1..=MAX_BATCH).contains(&items.len()) => items,
+            _ => {
+                return Err(AppError::invalid(
+                    "",
+                    format!("must be a list of 1 to {MAX_BATCH} emails"),
+                ))
+            }
+        };
+        let (tos, messages): (Vec<Value>, Vec<AppResult<Vec<u8>>>) = items
             .iter()
-            .zip(ids)
-            .map(|(e, id)| accepted(&e["to"], accepted_id(&id)))
-            .collect();
-        Ok(Value::Array(out))
+            .map(|item| match bytes(item) {
+                Ok(b) => message(&b),
+                Err(e) => (Value::Null, Err(e)),
+            })
+            .unzip();
+        let idem = idempotent(&req, "postmark_batch", &raw)?;
+        each::send_each(&state, &who, messages, MAX_BATCH, idem, |outcomes| {
+            let out: Vec<PostmarkResult> = outcomes
+                .into_iter()
+                .zip(&tos)
+                .map(|(o, to)| result(to, o))
+                .collect();
+            serde_json::to_value(out).map_err(|e| AppError::internal("compat body", e))
+        })
+        .await
     };
     respond(r.await)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_addresses;
-
-    #[test]
-    fn addresses_split_on_commas_outside_quotes_and_brackets() {
-        assert_eq!(
-            split_addresses(r#"a@x.example, "Doe, Jane" <j@x.example>,b@x.example"#),
-            ["a@x.example", r#""Doe, Jane" <j@x.example>"#, "b@x.example"]
-        );
-        assert!(split_addresses(" , ").is_empty());
-    }
 }

@@ -1,5 +1,6 @@
 //! Sending: the send API, message reads, and how a queued row becomes MIME.
 
+pub mod each;
 pub mod idempotency;
 pub mod input;
 pub mod lifecycle;

@@ -177,9 +177,9 @@ fn at_index(e: AppError, i: usize) -> AppError {
 
 /// What the messages of one request add up to while they are prepared.
 #[derive(Default)]
-struct Accumulated {
+pub(super) struct Accumulated {
     /// The daily quota of each tenant sent to.
-    quotas: BTreeMap<Uuid, i64>,
+    pub(super) quotas: BTreeMap<Uuid, i64>,
     /// Template output rendered so far.
     rendered_bytes: usize,
 }
@@ -210,7 +210,7 @@ impl Accumulated {
     }
 }
 
-async fn prepare(
+pub(super) async fn prepare(
     state: &AppState,
     who: &Principal,
     path: Option<&str>,
@@ -258,7 +258,7 @@ async fn prepare(
     to_row(state, &tenant, valid)
 }
 
-fn check_idempotency_key(key: &str) -> AppResult<()> {
+pub(super) fn check_idempotency_key(key: &str) -> AppResult<()> {
     if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
     {
         return Err(AppError::invalid(
@@ -315,7 +315,7 @@ pub(super) async fn enqueue(
     Ok(reply)
 }
 
-fn request_hash(kind: &str, body: &[u8]) -> Vec<u8> {
+pub(super) fn request_hash(kind: &str, body: &[u8]) -> Vec<u8> {
     let mut h = Sha256::new();
     h.update(kind.as_bytes());
     h.update([0]);
@@ -363,7 +363,7 @@ pub async fn send_batch(
     send_batch_up_to(state, who, body, idem_key, MAX_BATCH).await
 }
 
-/// [`send_batch`] with another size bound (Postmark's batch takes 500).
+/// [`send_batch`] with another size bound.
 pub async fn send_batch_up_to(
     state: &AppState,
     who: &Principal,

@@ -184,3 +184,34 @@ pub fn purge_expired(conn: &mut PgConnection, limit: i64) -> QueryResult<usize> 
     .bind::<diesel::sql_types::BigInt, _>(limit)
     .execute(conn)
 }
+
+#[derive(QueryableByName)]
+struct LiveEntry {
+    #[diesel(sql_type = SqlUuid)]
+    tenant_id: Uuid,
+    #[diesel(sql_type = Text)]
+    email: String,
+}
+
+/// Of `(tenant, bare address)` pairs, those on their tenant's live
+/// suppression list (one statement per 10,000 pairs).
+pub fn live_among(
+    conn: &mut PgConnection,
+    pairs: &[(Uuid, String)],
+) -> QueryResult<Vec<(Uuid, String)>> {
+    let mut out = Vec::new();
+    for chunk in pairs.chunks(10_000) {
+        let t: Vec<Uuid> = chunk.iter().map(|p| p.0).collect();
+        let a: Vec<&str> = chunk.iter().map(|p| p.1.as_str()).collect();
+        let found: Vec<LiveEntry> = diesel::sql_query(
+            "SELECT s.tenant_id, s.email FROM suppressions s \
+             JOIN unnest($1, $2) AS u(t, a) ON s.tenant_id = u.t AND s.email = u.a \
+             WHERE s.expires_at IS NULL OR s.expires_at > now()",
+        )
+        .bind::<Array<SqlUuid>, _>(&t)
+        .bind::<Array<Text>, _>(&a)
+        .load(conn)?;
+        out.extend(found.into_iter().map(|r| (r.tenant_id, r.email)));
+    }
+    Ok(out)
+}

@@ -18,6 +18,12 @@ async function main() {
     { From: env.FROM, To: env.TO, Subject: "pm batch 1", TextBody: "one" },
     { From: env.FROM, To: env.TO, Subject: "pm batch 2", TextBody: "two" },
   ]);
+  // One bad message in the middle: the SDK gets a 200 with one entry each.
+  out.mixed = await client.sendEmailBatch([
+    { From: env.FROM, To: env.TO, Subject: "pm mixed 1", TextBody: "one" },
+    { From: "not an address", To: env.TO, Subject: "pm mixed 2", TextBody: "two" },
+    { From: env.FROM, To: env.TO, Subject: "pm mixed 3", TextBody: "three" },
+  ]);
   try {
     await client.sendEmail({ From: "not an address", To: env.TO, Subject: "x", TextBody: "x" });
   } catch (e) {

@@ -19,6 +19,12 @@ out["batch"] = client.emails.send_batch(
     {"From": env["FROM"], "To": env["TO"], "Subject": "pmk batch 1", "TextBody": "one"},
     {"From": env["FROM"], "To": env["TO"], "Subject": "pmk batch 2", "TextBody": "two"},
 )
+# One bad message in the middle: a 200 with one entry per message.
+out["mixed"] = client.emails.send_batch(
+    {"From": env["FROM"], "To": env["TO"], "Subject": "pmk mixed 1", "TextBody": "one"},
+    {"From": "not an address", "To": env["TO"], "Subject": "pmk mixed 2", "TextBody": "two"},
+    {"From": env["FROM"], "To": env["TO"], "Subject": "pmk mixed 3", "TextBody": "three"},
+)
 try:
     client.emails.send(From="not an address", To=env["TO"], Subject="x", TextBody="x")
 except ClientError as e:

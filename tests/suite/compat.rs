@@ -6,6 +6,8 @@
 
 use crate::common;
 
+mod postmark;
+
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,9 +16,9 @@ use common::smtp_sink::SmtpSink;
 use common::TestApp;
 use serde_json::{json, Value};
 
-const WAIT: Duration = Duration::from_secs(20);
-const FROM: &str = "Acme <noreply@acme.example>";
-const TO: &str = "rcpt@dest.example";
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const FROM: &str = "Acme <noreply@acme.example>";
+pub(crate) const TO: &str = "rcpt@dest.example";
 
 fn compat_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat")
@@ -77,7 +79,7 @@ async fn drive(program: &str, script: &str, env: &[(&str, String)]) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("{script} printed {stdout}: {e}"))
 }
 
-async fn app_with_sink() -> (TestApp, SmtpSink, String, String) {
+pub(crate) async fn app_with_sink() -> (TestApp, SmtpSink, String, String) {
     let sink = SmtpSink::start().await;
     let app = TestApp::spawn_serving(sink.port(), |_| {}).await;
     let t = app.create_tenant(json!({"name": "Compat"})).await;
@@ -107,6 +109,15 @@ async fn v1_status(app: &TestApp, key: &str, id: &str) -> Value {
     let r = app.get(&format!("/v1/emails/{id}"), key).await;
     assert_eq!(r.status, 200, "{}", r.text);
     r.json
+}
+
+/// The `ErrorCode` of each entry of a Postmark batch answer.
+pub(crate) fn error_codes(v: &Value) -> Vec<u64> {
+    let entries = v.as_array().unwrap_or_else(|| panic!("a list: {v}"));
+    entries
+        .iter()
+        .filter_map(|e| e["ErrorCode"].as_u64())
+        .collect()
 }
 
 fn same_instant(a: &Value, b: &str) {
@@ -253,11 +264,13 @@ async fn postmark_sdks_send_and_batch_and_get_postmark_errors() {
         assert_eq!(detail["tags"], json!({"tag": "welcome", "plan": "pro"}));
         assert_eq!(detail["to"].as_array().unwrap().len(), 2, "{detail}");
         assert_eq!(out["batch"].as_array().unwrap().len(), 2, "{out}");
+        assert_eq!(error_codes(&out["mixed"]), [0, 300, 0], "{out}");
+        assert!(out["mixed"][1]["MessageID"].is_null(), "{out}");
         assert_eq!(out["invalid"]["code"], 300, "{out}");
         assert_eq!(out["invalid"]["status"], 422);
         assert_eq!(out["bad_key"]["status"], 401, "{out}");
         assert_eq!(out["bad_key"]["name"], "InvalidAPIKeyError");
-        expected += 3;
+        expected += 5;
         let got = sink.wait_for(expected, WAIT).await;
         let m = got
             .iter()
@@ -272,9 +285,11 @@ async fn postmark_sdks_send_and_batch_and_get_postmark_errors() {
         let out = drive("python3", "postmarker_sdk.py", &env).await;
         assert_eq!(out["sent"]["ErrorCode"], 0, "{out}");
         assert_eq!(out["batch"].as_array().unwrap().len(), 2, "{out}");
+        assert_eq!(error_codes(&out["mixed"]), [0, 300, 0], "{out}");
         assert_eq!(out["invalid"]["code"], 300, "{out}");
-        expected += 3;
-        sink.wait_for(expected, WAIT).await;
+        expected += 5;
+        let got = sink.wait_for(expected, WAIT).await;
+        assert!(!got.iter().any(|m| m.text().contains("mixed 2")));
     }
 }
 

@@ -2,7 +2,8 @@
 //! (`routes::all()`), not sampled. Every route × {own id, foreign tenant's
 //! id, missing id} × {tenant key, admin key, key without the permission,
 //! suspended tenant's key}: foreign and missing ids give byte-identical
-//! 404s, a missing permission or the wrong kind of key a 403, the declared
+//! 404s, a missing permission or the wrong kind of key a 403 (Postmark's
+//! 401/10, and 422/413 for a suspended tenant, on its routes), the declared
 //! permission alone is enough. A new route takes part by being in the table;
 //! one whose path parameter or body this file does not know fails here
 //! until its fixture is added.
@@ -434,8 +435,19 @@ fn error_code(r: &Resp) -> String {
         return c.to_string();
     }
     match r.json["ErrorCode"].as_u64() {
-        Some(405) => "tenant_suspended".into(),
+        Some(413) => "tenant_suspended".into(),
         other => format!("postmark ErrorCode {other:?}"),
+    }
+}
+
+/// The status of a refused key (wrong kind or lacking the permission) and of
+/// a suspended tenant's key: 403 and 403, except on the Postmark-compatible
+/// routes, which answer as Postmark does (401/10 and 422/413).
+fn refusals(e: &Endpoint) -> (u16, u16) {
+    if e.path.starts_with("/email") && !e.path.starts_with("/emails") {
+        (401, 422)
+    } else {
+        (403, 403)
     }
 }
 
@@ -493,12 +505,13 @@ async fn every_route_isolates_tenants_and_checks_its_permission() {
         let own = fill(w, e, Variant::Own).unwrap();
         let tenant_side = matches!(e.access, Access::Tenant(_) | Access::Any(_));
         let admin_side = matches!(e.access, Access::Admin(_) | Access::Any(_));
+        let (refused, suspended) = refusals(e);
 
         // The wrong kind of key, and keys lacking just this permission.
         if !tenant_side {
             let r = call(&app, w, e, &own, Some(&w.key_a), n).await;
             assert_eq!(
-                r.status, 403,
+                r.status, refused,
                 "{l}: a tenant key on an admin route: {}",
                 r.text
             );
@@ -506,7 +519,7 @@ async fn every_route_isolates_tenants_and_checks_its_permission() {
         if !admin_side {
             let r = call(&app, w, e, &own, Some(&app.admin_key), n).await;
             assert_eq!(
-                r.status, 403,
+                r.status, refused,
                 "{l}: an admin key on a tenant route: {}",
                 r.text
             );
@@ -520,7 +533,7 @@ async fn every_route_isolates_tenants_and_checks_its_permission() {
                 let r = call(&app, w, e, &own, Some(&lacking), n).await;
                 assert_eq!(
                     r.status,
-                    403,
+                    refused,
                     "{l}: key without {} (admin {admin}): {}",
                     p.as_str(),
                     r.text
@@ -529,7 +542,11 @@ async fn every_route_isolates_tenants_and_checks_its_permission() {
         }
         if tenant_side {
             let r = call(&app, w, e, &own, Some(&w.suspended), n).await;
-            assert_eq!(r.status, 403, "{l}: suspended tenant's key: {}", r.text);
+            assert_eq!(
+                r.status, suspended,
+                "{l}: suspended tenant's key: {}",
+                r.text
+            );
             assert_eq!(error_code(&r), "tenant_suspended", "{l}: {}", r.text);
         }
 
