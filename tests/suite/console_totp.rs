@@ -12,7 +12,7 @@ use crate::console::{cli, client, csrf_of, get, post, set_cookie, sign_in, user,
 
 /// The code pyotp computes from `uri` for now + `offset` steps (and the URI's
 /// parameters as pyotp reads them).
-fn pyotp(uri: &str, offset: i64) -> String {
+pub fn pyotp(uri: &str, offset: i64) -> String {
     let script = "import sys, time, pyotp\n\
         t = pyotp.parse_uri(sys.argv[1])\n\
         assert (t.issuer, t.digits, t.interval, t.digest().name) == ('Postline', 6, 30, 'sha1'), t\n\
