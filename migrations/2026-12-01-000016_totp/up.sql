@@ -13,9 +13,11 @@ ALTER TABLE console_users
 
 -- A sign-in whose password was right and whose code is still due: the
 -- browser holds a random token in a cookie, only its SHA-256 is stored.
+-- failures: wrong codes entered for it; at 5 it is deleted (password again).
 CREATE TABLE console_login_challenges (
     token_hash  bytea PRIMARY KEY,
     user_id     uuid NOT NULL REFERENCES console_users (id) ON DELETE CASCADE,
+    failures    integer NOT NULL DEFAULT 0,
     created_at  timestamptz NOT NULL DEFAULT now(),
     expires_at  timestamptz NOT NULL
 );

@@ -20,6 +20,9 @@ use crate::error::{AppError, AppResult};
 
 /// How long the code form of a sign-in stays usable.
 pub const CHALLENGE_TTL_SECS: i64 = 300;
+/// Wrong codes one pending sign-in takes before the password is due again
+/// (a bound on guessing even with `console.login_failures_per_minute = 0`).
+pub const MAX_CODE_FAILURES: i32 = 5;
 
 /// The AEAD context of a user's sealed TOTP secret.
 pub fn secret_context(user: Uuid) -> String {
@@ -44,8 +47,9 @@ pub enum Status {
 pub enum Verdict {
     /// The code is right and fresh: open a session for this user.
     Accepted(Uuid),
-    /// Wrong, or a step already used (counts as a failed sign-in).
-    Refused,
+    /// Wrong, or a step already used (counts as a failed sign-in). With
+    /// `retry` false that was the challenge's last try.
+    Refused { retry: bool },
     /// No such live challenge (expired, used, or TOTP was reset).
     Expired,
 }
@@ -241,14 +245,15 @@ pub async fn complete(pool: &PgPool, vault: &Vault, token: &str, code: &str) -> 
             let step = totp::matching_step(&open_secret(&vault, &row)?, &code, now_step());
             let Some(step) = step.filter(|s| row.totp_last_step.is_none_or(|last| last < *s))
             else {
-                return Ok(Verdict::Refused);
+                let retry = model::fail_challenge(conn, &hash, MAX_CODE_FAILURES)?;
+                return Ok(Verdict::Refused { retry });
             };
             if !model::take_challenge(conn, &hash, user)? {
                 return Ok(Verdict::Expired);
             }
             // The row is locked: nobody used a later step meanwhile.
             if !model::use_step(conn, user, step)? {
-                return Ok(Verdict::Refused);
+                return Ok(Verdict::Refused { retry: false });
             }
             Ok(Verdict::Accepted(user))
         })

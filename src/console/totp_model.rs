@@ -154,6 +154,26 @@ pub fn take_challenge(conn: &mut PgConnection, token_hash: &[u8], user: Uuid) ->
     .map(|n| n == 1)
 }
 
+/// Counts a wrong code against a challenge; at `max` failures it is
+/// deleted. Returns whether it is still usable.
+pub fn fail_challenge(conn: &mut PgConnection, token_hash: &[u8], max: i32) -> QueryResult<bool> {
+    let failures: Option<i32> = diesel::update(
+        console_login_challenges::table.filter(console_login_challenges::token_hash.eq(token_hash)),
+    )
+    .set(console_login_challenges::failures.eq(console_login_challenges::failures + 1))
+    .returning(console_login_challenges::failures)
+    .get_result(conn)
+    .optional()?;
+    match failures {
+        Some(n) if n < max => Ok(true),
+        Some(_) => {
+            diesel::delete(console_login_challenges::table.find(token_hash)).execute(conn)?;
+            Ok(false)
+        }
+        None => Ok(false),
+    }
+}
+
 pub fn delete_challenges_of(conn: &mut PgConnection, user: Uuid) -> QueryResult<usize> {
     diesel::delete(
         console_login_challenges::table.filter(console_login_challenges::user_id.eq(user)),

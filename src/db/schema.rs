@@ -352,6 +352,7 @@ diesel::table! {
     console_login_challenges (token_hash) {
         token_hash -> Bytea,
         user_id -> Uuid,
+        failures -> Int4,
         created_at -> Timestamptz,
         expires_at -> Timestamptz,
     }

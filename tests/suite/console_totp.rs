@@ -245,6 +245,33 @@ async fn wrong_codes_count_towards_the_sign_in_throttle() {
 }
 
 #[tokio::test]
+async fn a_pending_sign_in_takes_at_most_five_wrong_codes_even_unthrottled() {
+    let app = TestApp::spawn_with(|s| s.console.login_failures_per_minute = 0).await;
+    user(&app, "admin@example.com", Role::Admin, None).await;
+    let (_, uri, _) = enrol(&app, "admin@example.com", false).await;
+    let (_, challenge, _) = password_step(&app, "admin@example.com").await;
+    let challenge = challenge.unwrap();
+    let bad = wrong_code(&uri);
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let (status, location, _) = code_step(&app, &challenge, &bad).await;
+        seen.push((status, location));
+    }
+    let last = (303, Some("/console/login".to_string()));
+    assert_eq!(seen[..4], vec![(401, None); 4][..]);
+    assert_eq!(
+        seen[4], last,
+        "the fifth wrong code ends the pending sign-in"
+    );
+    let (status, location, session) = code_step_maybe(&app, &challenge, &pyotp(&uri, 1)).await;
+    assert_eq!((status, location, session), (last.0, last.1, None));
+    // The password again, then the right code: in.
+    let (_, challenge, _) = password_step(&app, "admin@example.com").await;
+    let (status, _, session) = code_step(&app, &challenge.unwrap(), &pyotp(&uri, 1)).await;
+    assert_eq!((status, session.is_some()), (303, true));
+}
+
+#[tokio::test]
 async fn a_pending_sign_in_takes_only_its_own_users_code() {
     let app = TestApp::spawn().await;
     let t = app.create_tenant(serde_json::json!({"name": "Acme"})).await;

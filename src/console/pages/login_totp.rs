@@ -75,12 +75,15 @@ pub async fn submit(
     match second_factor::complete(&state.pool, &state.vault, &token, &code).await? {
         Verdict::Accepted(user) => start_session(&state, &req, user).await,
         Verdict::Expired => Ok(see_other("/console/login")),
-        Verdict::Refused => {
+        Verdict::Refused { retry } => {
             if let Some(ip) = ip {
                 limits.by_ip.failed(ip);
             }
             limits.by_email.failed_key(email);
-            tracing::info!("console sign-in code refused");
+            tracing::info!(retry, "console sign-in code refused");
+            if !retry {
+                return Ok(see_other("/console/login"));
+            }
             let text = "Wrong or already used code. Enter the current code of your authenticator.";
             code_form(&state, &req, StatusCode::UNAUTHORIZED, Some(text.into()))
         }
