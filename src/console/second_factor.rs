@@ -106,7 +106,8 @@ pub async fn start(pool: &PgPool, vault: &Vault, user: &ConsoleUser) -> AppResul
     .await
 }
 
-/// Turns TOTP on with a current code of the pending secret. `Ok(false)`:
+/// Turns TOTP on with a current code of the pending secret, and ends the
+/// user's other sessions (opened with the password alone). `Ok(false)`:
 /// the code is wrong (nothing changed).
 pub async fn enable(
     pool: &PgPool,
@@ -116,6 +117,7 @@ pub async fn enable(
     code: &str,
 ) -> AppResult<bool> {
     let (id, code, vault) = (user.id, code.to_string(), vault.clone());
+    let this_session = user.token_hash.clone();
     db::run(pool, move |conn| {
         conn.transaction(|conn| {
             let row = row(conn, id)?;
@@ -132,6 +134,7 @@ pub async fn enable(
             if !model::enable(conn, id, &sealed, step)? {
                 return Err(AppError::conflict("The setup changed; reload the page."));
             }
+            model::delete_other_sessions(conn, id, &this_session)?;
             let changes = serde_json::json!({"totp": "enabled"});
             crate::audit::record(
                 conn,

@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use uuid::Uuid;
 
-use crate::db::schema::{console_login_challenges, console_users};
+use crate::db::schema::{console_login_challenges, console_sessions, console_users};
 
 /// A user's TOTP state.
 #[derive(Clone, Queryable, Selectable)]
@@ -116,6 +116,20 @@ pub fn clear(conn: &mut PgConnection, user: Uuid) -> QueryResult<usize> {
             console_users::totp_last_step.eq(None::<i64>),
         ))
         .execute(conn)
+}
+
+/// Ends every session of `user` but the one whose token hash is `keep`.
+pub fn delete_other_sessions(
+    conn: &mut PgConnection,
+    user: Uuid,
+    keep: &[u8],
+) -> QueryResult<usize> {
+    diesel::delete(
+        console_sessions::table
+            .filter(console_sessions::user_id.eq(user))
+            .filter(console_sessions::token_hash.ne(keep)),
+    )
+    .execute(conn)
 }
 
 #[derive(Insertable)]

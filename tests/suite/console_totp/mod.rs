@@ -18,7 +18,12 @@ use flows::{code_step, code_step_maybe, enrol, password_step, wrong_code};
 async fn enrol_needs_a_right_code_and_sign_in_then_needs_a_fresh_one() {
     let app = TestApp::spawn().await;
     user(&app, "admin@example.com", Role::Admin, None).await;
-    let (_, uri, used) = enrol(&app, "admin@example.com", true).await;
+    let (other, _) = crate::console::sign_in(&app, "admin@example.com", &[]).await;
+    let (cookie, uri, used) = enrol(&app, "admin@example.com", true).await;
+    // Turning it on ends the sessions opened with the password alone, but
+    // the one that did it.
+    assert_eq!(get(&app, &other, "/console/account").await.0, 303);
+    assert_eq!(get(&app, &cookie, "/console/account").await.0, 200);
 
     // The password alone gives no session, only the code form.
     let (status, challenge, session) = password_step(&app, "admin@example.com").await;
