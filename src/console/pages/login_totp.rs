@@ -5,10 +5,11 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::auth::{anonymous_csrf, anonymous_form, start_session};
+use super::auth::{anonymous_csrf, anonymous_form, secure, start_session};
 use super::see_other;
 use crate::console::second_factor::{self, Verdict};
-use crate::console::session::{field, read_form, ConsoleResult};
+use crate::console::session::{field, read_form, removal, ConsoleResult};
+use crate::error::AppError;
 use crate::state::AppState;
 
 /// The pending sign-in's random token (its SHA-256 is in Postgres).
@@ -18,6 +19,14 @@ fn challenge(req: &HttpRequest) -> String {
     req.cookie(CHALLENGE_COOKIE)
         .map(|c| c.value().to_string())
         .unwrap_or_default()
+}
+
+/// Back to the password form, the void challenge cookie removed.
+fn start_over(state: &AppState, req: &HttpRequest) -> ConsoleResult<HttpResponse> {
+    let mut resp = see_other("/console/login");
+    resp.add_cookie(&removal(CHALLENGE_COOKIE, secure(state, req)))
+        .map_err(|e| AppError::internal("cookie", e))?;
+    Ok(resp)
 }
 
 fn code_form(
@@ -40,7 +49,7 @@ pub async fn form(req: HttpRequest, state: web::Data<AppState>) -> ConsoleResult
         .await?
         .is_none()
     {
-        return Ok(see_other("/console/login"));
+        return start_over(&state, &req);
     }
     code_form(&state, &req, StatusCode::OK, None)
 }
@@ -54,7 +63,7 @@ pub async fn submit(
     anonymous_csrf(&req, &body)?;
     let token = challenge(&req);
     let Some(email) = second_factor::challenge_email(&state.pool, &token).await? else {
-        return Ok(see_other("/console/login"));
+        return start_over(&state, &req);
     };
     let ip = crate::auth::extract::client_ip(&req, state.settings.auth.trust_x_forwarded_for);
     let limits = &state.console;
@@ -74,7 +83,7 @@ pub async fn submit(
     let code = field(&body, "code").unwrap_or_default();
     match second_factor::complete(&state.pool, &state.vault, &token, &code).await? {
         Verdict::Accepted(user) => start_session(&state, &req, user).await,
-        Verdict::Expired => Ok(see_other("/console/login")),
+        Verdict::Expired => start_over(&state, &req),
         Verdict::Refused { retry } => {
             if let Some(ip) = ip {
                 limits.by_ip.failed(ip);
@@ -82,7 +91,7 @@ pub async fn submit(
             limits.by_email.failed_key(email);
             tracing::info!(retry, "console sign-in code refused");
             if !retry {
-                return Ok(see_other("/console/login"));
+                return start_over(&state, &req);
             }
             let text = "Wrong or already used code. Enter the current code of your authenticator.";
             code_form(&state, &req, StatusCode::UNAUTHORIZED, Some(text.into()))

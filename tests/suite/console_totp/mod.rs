@@ -71,7 +71,7 @@ async fn enrol_needs_a_right_code_and_sign_in_then_needs_a_fresh_one() {
 async fn wrong_codes_count_towards_the_sign_in_throttle() {
     let app = TestApp::spawn_with(|s| s.console.login_failures_per_minute = 3).await;
     user(&app, "admin@example.com", Role::Admin, None).await;
-    let (_, uri, _) = enrol(&app, "admin@example.com", false).await;
+    let (cookie, uri, _) = enrol(&app, "admin@example.com", false).await;
     let (_, challenge, _) = password_step(&app, "admin@example.com").await;
     let challenge = challenge.unwrap();
     let long = "1".repeat(7);
@@ -84,6 +84,19 @@ async fn wrong_codes_count_towards_the_sign_in_throttle() {
     let (status, _, session) = code_step(&app, &challenge, &pyotp(&uri, 1)).await;
     assert_eq!((status, session), (429, None));
     assert_eq!(password_step(&app, "admin@example.com").await.0, 429);
+    // And turning TOTP off from a session, with a Retry-After.
+    let (_, page, _) = get(&app, &cookie, "/console/account").await;
+    let r = crate::console::client()
+        .post(format!("{}/console/account/totp/disable", app.address))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf_of(&page)), ("code", pyotp(&uri, 1))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("retry-after").is_some());
+    let (_, page, _) = get(&app, &cookie, "/console/account").await;
+    assert!(page.contains("TOTP is <strong>on"), "still on");
 }
 
 #[tokio::test]
