@@ -116,6 +116,12 @@ enum UserCommand {
         #[arg(long)]
         email: String,
     },
+    /// Turn TOTP off for a user locked out of their authenticator (audited);
+    /// they sign in with the password alone and may set it up again.
+    TotpReset {
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -218,6 +224,13 @@ fn main() {
             let pool = db::build_pool(&settings.database);
             startup::migrate(&pool).await?;
             postline::console::cli::remove(&pool, &email).await
+        }),
+        Command::User {
+            command: UserCommand::TotpReset { email },
+        } => runtime.block_on(async {
+            let pool = db::build_pool(&settings.database);
+            startup::migrate(&pool).await?;
+            postline::console::cli::totp_reset(&pool, &email).await
         }),
         Command::Secrets {
             command: SecretsCommand::Rotate,

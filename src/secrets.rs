@@ -1,5 +1,6 @@
 //! Master key rotation: re-encrypt every stored secret (SMTP passwords,
-//! webhook secrets, DKIM private keys) under the current
+//! webhook secrets, DKIM private keys, OAuth signing keys, console TOTP
+//! secrets) under the current
 //! master key. Nodes run with the new key as `security.master_key` and the old
 //! one in `security.previous_master_keys`, so both keep working while this
 //! runs; afterwards the old key can be removed (docs/OPERATIONS.md).
@@ -64,6 +65,12 @@ fn columns() -> Vec<SealedColumn> {
             page: oauth_db::sealed_keys_after,
             context: private_key_context,
             replace: oauth_db::replace_sealed_key,
+        },
+        SealedColumn {
+            name: "console_users.totp_secret_enc",
+            page: crate::console::totp_model::sealed_secrets_after,
+            context: crate::console::second_factor::secret_context,
+            replace: crate::console::totp_model::replace_sealed_secret,
         },
     ]
 }

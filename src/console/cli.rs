@@ -1,6 +1,7 @@
 //! `postline user create`: the first admin, or a tenant user. Without
 //! `--password` it prints a one-time link to set one. `postline user
-//! remove`: a user and their sessions.
+//! remove`: a user and their sessions. `postline user totp-reset`: TOTP
+//! off for a locked-out user.
 
 use crate::audit::Actor;
 use crate::config::Settings;
@@ -81,5 +82,21 @@ pub async fn remove(pool: &crate::db::PgPool, email: &str) -> anyhow::Result<()>
         "removed console user {} ({}); their sessions have ended",
         removed.email, removed.role
     );
+    Ok(())
+}
+
+/// Turns TOTP off for a user (audited as the CLI).
+pub async fn totp_reset(pool: &crate::db::PgPool, email: &str) -> anyhow::Result<()> {
+    let was_on = crate::console::second_factor::reset(pool, &Actor::cli(), email)
+        .await
+        .map_err(|e| match e {
+            crate::error::AppError::NotFound => anyhow::anyhow!("no console user {email}"),
+            e => anyhow::anyhow!("{e}"),
+        })?;
+    if was_on {
+        println!("TOTP turned off for {email}; they sign in with their password alone");
+    } else {
+        println!("TOTP was not on for {email}; nothing to turn off");
+    }
     Ok(())
 }

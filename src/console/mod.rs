@@ -13,6 +13,8 @@
 //!   JSON API (no SQL in a page);
 //! - `model`: the console's own SQL (users, sessions, the queue overview).
 //! - `invite_mail`: invitations mailed through the default relay.
+//! - `totp`, `second_factor`, `totp_model`: TOTP (RFC 6238) as a second
+//!   factor: the codes, enrolment and the sign-in's code step, their SQL.
 
 /// `minijinja::context!` for any `Serialize` value (views, pages, rows).
 macro_rules! ctx {
@@ -30,9 +32,12 @@ pub mod invite_mail;
 pub mod model;
 pub mod pages;
 pub mod render;
+pub mod second_factor;
 pub mod session;
 pub mod sessions;
 pub mod team;
+pub mod totp;
+pub mod totp_model;
 pub mod users;
 
 use std::net::IpAddr;
@@ -80,6 +85,20 @@ pub fn endpoints() -> Vec<Endpoint> {
         page!(get.clone(), "/console/login", auth::login_form),
         page!(post.clone(), "/console/login", auth::login),
         page!(post.clone(), "/console/logout", auth::logout),
+        page!(get.clone(), "/console/login/totp", login_totp::form),
+        page!(post.clone(), "/console/login/totp", login_totp::submit),
+        page!(get.clone(), "/console/account", account::show),
+        page!(post.clone(), "/console/account/totp/setup", account::setup),
+        page!(
+            post.clone(),
+            "/console/account/totp/enable",
+            account::enable
+        ),
+        page!(
+            post.clone(),
+            "/console/account/totp/disable",
+            account::disable
+        ),
         page!(get.clone(), "/console/invite/{token}", auth::invite_form),
         page!(post.clone(), "/console/invite/{token}", auth::invite),
         page!(get.clone(), "/console/tenants", tenants::list),

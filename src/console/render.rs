@@ -20,6 +20,8 @@ pub const COPY_JS: &str = include_str!("assets/copy.js");
 const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("templates/base.html")),
     ("login.html", include_str!("templates/login.html")),
+    ("login_totp.html", include_str!("templates/login_totp.html")),
+    ("account.html", include_str!("templates/account.html")),
     ("invite.html", include_str!("templates/invite.html")),
     ("error.html", include_str!("templates/error.html")),
     ("tenants.html", include_str!("templates/tenants.html")),

@@ -89,7 +89,17 @@ impl ResponseError for ConsoleError {
             ConsoleError::App(e) => app_error_text(e),
         };
         let html = super::render::error_page(status.as_u16(), title, &detail, &fields);
-        super::render::html(status, html)
+        let mut resp = super::render::html(status, html);
+        if let ConsoleError::App(AppError::TooManyRequests {
+            retry_after_secs, ..
+        }) = self
+        {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(*retry_after_secs),
+            );
+        }
+        resp
     }
 }
 

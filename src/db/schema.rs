@@ -310,6 +310,10 @@ diesel::table! {
         role -> Text,
         password_hash -> Nullable<Text>,
         created_at -> Timestamptz,
+        // TOTP (migration 000016).
+        totp_secret_enc -> Nullable<Bytea>,
+        totp_enabled -> Bool,
+        totp_last_step -> Nullable<Int8>,
     }
 }
 
@@ -342,3 +346,17 @@ diesel::allow_tables_to_appear_in_same_query!(
     console_invitations,
     tenants
 );
+
+// Console TOTP sign-in challenges (migration 000016).
+diesel::table! {
+    console_login_challenges (token_hash) {
+        token_hash -> Bytea,
+        user_id -> Uuid,
+        failures -> Int4,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(console_login_challenges -> console_users (user_id));
+diesel::allow_tables_to_appear_in_same_query!(console_login_challenges, console_users);

@@ -5,7 +5,9 @@
 //! SMTP sink) in the list and its detail, adds and removes a suppression and
 //! sees usage; a tenant user in another browser profile meets 404 and 403;
 //! the admin's session cookie, copied into that other profile, works until
-//! the admin signs out and not after. Screenshots: target/console-shots/.
+//! the admin signs out and not after. A second journey turns on TOTP and
+//! signs in with a code (computed by pyotp). Screenshots:
+//! target/console-shots/.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -465,4 +467,35 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
 
     admin.close().await.unwrap();
     dev.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn totp_enrolment_and_sign_in_in_a_real_browser() {
+    let app = TestApp::spawn().await;
+    let base = app.address.clone();
+    user(&app, "admin@example.com", Role::Admin, None).await;
+    let d = driver().await;
+    let profile = tempdir::Dir::new("console-totp");
+    let c = browser(&d, &profile).await;
+    sign_in(&c, &base, "admin@example.com").await;
+    wait_path(&c, "/console/tenants").await;
+    click(&c, "#account").await;
+    wait_path(&c, "/console/account").await;
+    click(&c, "#totp-setup").await;
+    wait_contains(&c, "#totp-state", "Add this account", true).await;
+    let uri = text(&c, "#totp-uri").await;
+    shot(&c, "totp").await;
+    fill(&c, "#enable-code", &crate::console_totp::pyotp(&uri, 0)).await;
+    click(&c, "#totp-enable").await;
+    wait_contains(&c, "#totp-state", "TOTP is on", true).await;
+
+    click(&c, "#logout").await;
+    wait_path(&c, "/console/login").await;
+    sign_in(&c, &base, "admin@example.com").await;
+    wait_path(&c, "/console/login/totp").await;
+    shot(&c, "totp-code").await;
+    fill(&c, "#code", &crate::console_totp::pyotp(&uri, 1)).await;
+    click(&c, "#verify").await;
+    wait_path(&c, "/console/tenants").await;
+    c.close().await.unwrap();
 }

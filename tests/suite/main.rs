@@ -25,6 +25,7 @@ mod console;
 mod console_browser;
 mod console_invite;
 mod console_team;
+mod console_totp;
 mod console_users;
 mod console_webhooks;
 mod delivery;

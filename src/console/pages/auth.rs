@@ -1,4 +1,5 @@
 //! Sign-in, sign-out ("everywhere" too), invitation links, `/console`.
+//! The code step of a sign-in with TOTP is `login_totp`.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -10,8 +11,8 @@ use crate::console::session::{
     self, cookie, field, is_tls, read_form, removal, ConsoleError, ConsoleResult, Post, COOKIE,
     LOGIN_COOKIE,
 };
-use crate::console::sessions;
 use crate::console::users::{self, ConsoleUser};
+use crate::console::{second_factor, sessions};
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -24,13 +25,13 @@ pub async fn home(user: ConsoleUser) -> HttpResponse {
     })
 }
 
-fn secure(state: &AppState, req: &HttpRequest) -> bool {
+pub(super) fn secure(state: &AppState, req: &HttpRequest) -> bool {
     is_tls(req, state.settings.auth.trust_x_forwarded_for)
 }
 
 /// A form page for someone without a session: a fresh double-submit token
 /// in a cookie and in the form.
-fn anonymous_form(
+pub(super) fn anonymous_form(
     state: &AppState,
     req: &HttpRequest,
     status: StatusCode,
@@ -51,7 +52,7 @@ fn anonymous_form(
 }
 
 /// The double-submit check of a form sent without a session.
-fn anonymous_csrf(req: &HttpRequest, body: &[u8]) -> ConsoleResult<()> {
+pub(super) fn anonymous_csrf(req: &HttpRequest, body: &[u8]) -> ConsoleResult<()> {
     let sent = field(body, "csrf").unwrap_or_default();
     let kept = req.cookie(LOGIN_COOKIE).map(|c| c.value().to_string());
     match kept {
@@ -128,17 +129,36 @@ pub async fn login(
             serde_json::json!({ "email": email, "error": "Wrong e-mail or password." }),
         );
     };
-    let token = sessions::open_session(
-        &state.pool,
-        user.id,
-        state.settings.console.session_ttl_secs,
-    )
-    .await?;
-    tracing::info!(user = %user.id, "console sign-in");
-    let secure = secure(&state, &req);
+    if second_factor::required(&state.pool, user.id).await? {
+        let token = second_factor::open_challenge(&state.pool, user.id).await?;
+        tracing::info!(user = %user.id, "console sign-in: password accepted, code due");
+        let mut resp = see_other("/console/login/totp");
+        resp.add_cookie(&cookie(
+            super::login_totp::CHALLENGE_COOKIE,
+            token.expose().to_string(),
+            secure(&state, &req),
+        ))
+        .map_err(|e| AppError::internal("cookie", e))?;
+        return Ok(resp);
+    }
+    start_session(&state, &req, user.id).await
+}
+
+/// Opens a session for a user who passed every check: the session cookie,
+/// the sign-in's own cookies removed.
+pub(super) async fn start_session(
+    state: &AppState,
+    req: &HttpRequest,
+    user: uuid::Uuid,
+) -> ConsoleResult<HttpResponse> {
+    let token =
+        sessions::open_session(&state.pool, user, state.settings.console.session_ttl_secs).await?;
+    tracing::info!(user = %user, "console sign-in");
+    let secure = secure(state, req);
     let mut resp = see_other("/console");
     resp.add_cookie(&cookie(COOKIE, token.expose().to_string(), secure))
         .and_then(|_| resp.add_cookie(&removal(LOGIN_COOKIE, secure)))
+        .and_then(|_| resp.add_cookie(&removal(super::login_totp::CHALLENGE_COOKIE, secure)))
         .map_err(|e| AppError::internal("cookie", e))?;
     Ok(resp)
 }

@@ -3,9 +3,11 @@
 //! check the role's permission, call the capability's service with the
 //! user's `who` and audit `actor`, and render.
 
+pub mod account;
 pub mod auth;
 pub mod domains;
 pub mod keys;
+pub mod login_totp;
 pub mod messages;
 pub mod queue;
 pub mod suppressions;
