@@ -318,6 +318,8 @@ pub struct ConsoleSettings {
     /// Sender of invitation mail (mailed through `delivery.smtp` when
     /// `delivery.mode = "smtp"`); empty: `postline@<bounces.domain>`.
     pub mail_from: String,
+    /// Admins without TOTP reach only `/console/account` (to set it up).
+    pub require_totp_for_admins: bool,
 }
 
 /// OAuth 2.0 client credentials (`src/oauth/`).

@@ -17,6 +17,7 @@ pub struct UserRow {
     pub role: String,
     pub password_hash: Option<String>,
     pub created_at: DateTime<Utc>,
+    pub totp_enabled: bool,
 }
 
 #[derive(Insertable)]

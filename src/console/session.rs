@@ -31,6 +31,11 @@ pub enum ConsoleError {
     },
     /// A POST without the session's form token.
     Csrf,
+    /// `console.require_totp_for_admins` and an admin without TOTP: a GET
+    /// is sent to the account page, a POST gets 403.
+    TotpRequired {
+        post: bool,
+    },
     /// The form is larger than [`MAX_FORM_BYTES`].
     FormTooLarge,
     /// The form is not `application/x-www-form-urlencoded` or does not parse.
@@ -49,6 +54,7 @@ impl std::fmt::Display for ConsoleError {
         match self {
             ConsoleError::SignIn { .. } => f.write_str("sign-in required"),
             ConsoleError::Csrf => f.write_str("missing or wrong form token"),
+            ConsoleError::TotpRequired { .. } => f.write_str("TOTP required for admins"),
             ConsoleError::FormTooLarge => f.write_str("form too large"),
             ConsoleError::BadForm(why) => write!(f, "bad form: {why}"),
             ConsoleError::App(e) => write!(f, "{e}"),
@@ -63,6 +69,8 @@ impl ResponseError for ConsoleError {
         match self {
             ConsoleError::SignIn { post: false } => StatusCode::SEE_OTHER,
             ConsoleError::SignIn { post: true } | ConsoleError::Csrf => StatusCode::FORBIDDEN,
+            ConsoleError::TotpRequired { post: false } => StatusCode::SEE_OTHER,
+            ConsoleError::TotpRequired { post: true } => StatusCode::FORBIDDEN,
             ConsoleError::FormTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ConsoleError::BadForm(_) => StatusCode::BAD_REQUEST,
             ConsoleError::App(e) => e.status_code(),
@@ -76,8 +84,20 @@ impl ResponseError for ConsoleError {
                 .insert_header(super::render::csp())
                 .finish();
         }
+        if let ConsoleError::TotpRequired { post: false } = self {
+            return HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, "/console/account"))
+                .insert_header(super::render::csp())
+                .finish();
+        }
         let status = self.status_code();
         let (title, detail, fields) = match self {
+            ConsoleError::TotpRequired { .. } => (
+                "Set up TOTP first",
+                "This console requires a second factor for admins: set up TOTP on the account page."
+                    .into(),
+                Vec::new(),
+            ),
             ConsoleError::SignIn { .. } => ("Sign-in required", self.to_string(), Vec::new()),
             ConsoleError::Csrf => (
                 "Forbidden",
@@ -178,6 +198,16 @@ impl FromRequest for ConsoleUser {
             let user = sessions::session(&state.pool, &token)
                 .await?
                 .ok_or(ConsoleError::SignIn { post })?;
+            let exempt = ["/console/account", "/console/logout"]
+                .iter()
+                .any(|p| req.path() == *p || req.path().starts_with(&format!("{p}/")));
+            if state.settings.console.require_totp_for_admins
+                && user.is_admin()
+                && !user.totp
+                && !exempt
+            {
+                return Err(ConsoleError::TotpRequired { post });
+            }
             req.extensions_mut().insert(match user.tenant() {
                 Some(t) => crate::http::Caller::Tenant(t.0),
                 None => crate::http::Caller::Admin,

@@ -70,6 +70,8 @@ pub struct ConsoleUser {
     pub id: Uuid,
     pub email: String,
     pub role: Role,
+    /// TOTP is on for this user.
+    pub totp: bool,
     pub who: Principal,
     pub(super) csrf: String,
     pub(super) token_hash: Vec<u8>,
@@ -123,6 +125,7 @@ impl ConsoleUser {
             id: row.id,
             email: row.email,
             role,
+            totp: row.totp_enabled,
             who: Principal(Arc::new(key)),
             csrf,
             token_hash,

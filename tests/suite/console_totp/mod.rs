@@ -255,3 +255,44 @@ async fn secrets_rotate_reseals_totp_secrets() {
     let (status, _, session) = code_step(&new_only, &challenge.unwrap(), &pyotp(&uri, 1)).await;
     assert_eq!((status, session.is_some()), (303, true));
 }
+
+#[tokio::test]
+async fn with_totp_required_an_admin_without_it_reaches_only_the_account_page() {
+    let app = TestApp::spawn_with(|s| s.console.require_totp_for_admins = true).await;
+    let tenant = app.create_tenant(serde_json::json!({"name": "T"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    user(&app, "admin@example.com", Role::Admin, None).await;
+    user(&app, "owner@t.example", Role::Owner, Some(&tenant)).await;
+    let (admin, _) = crate::console::sign_in(&app, "admin@example.com", &[]).await;
+
+    for path in ["/console/tenants", "/console/queue", "/console/keys"] {
+        let (status, _, location) = get(&app, &admin, path).await;
+        assert_eq!(
+            (status, location.as_deref()),
+            (303, Some("/console/account")),
+            "{path}"
+        );
+    }
+    let (status, page, _) = get(&app, &admin, "/console/account").await;
+    assert_eq!(status, 200);
+    let (status, body) = post(
+        &app,
+        &admin,
+        "/console/tenants",
+        &[("csrf", &csrf_of(&page)), ("name", "Sneaky")],
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("Set up TOTP first"), "{body}");
+    let listed = app.get("/v1/tenants", &app.admin_key).await;
+    assert!(!listed.text.contains("Sneaky"), "nothing was created");
+    // Tenant users are not held to it.
+    let (owner, _) = crate::console::sign_in(&app, "owner@t.example", &[]).await;
+    assert_eq!(get(&app, &owner, "/console/messages").await.0, 200);
+
+    // With TOTP on, the admin's pages open.
+    let (enrolled, _, _) = enrol(&app, "admin@example.com", false).await;
+    assert_eq!(get(&app, &enrolled, "/console/tenants").await.0, 200);
+}
