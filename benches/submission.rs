@@ -25,54 +25,8 @@ use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParam
 use lettre::transport::smtp::extension::ClientId;
 use postline::smtp_server::{self, Handler, Identity, Reply};
 
-/// A CA and a `localhost` leaf made with openssl in a temp dir.
-fn certs() -> (std::path::PathBuf, Vec<u8>) {
-    let dir = std::env::temp_dir().join(format!("pl-bench-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let run = |args: &[&str]| {
-        let ok = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(&dir)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        assert!(ok, "openssl {args:?} failed");
-    };
-    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    let split = |s: String| s.split(' ').map(str::to_string).collect::<Vec<_>>();
-    let v = split(format!(
-        "req -x509 {ec} -keyout ca.key -out ca.pem -days 2 -subj /CN=bench-ca"
-    ));
-    run(&v.iter().map(String::as_str).collect::<Vec<_>>());
-    let v = split(format!(
-        "req {ec} -keyout key.pem -out leaf.csr -subj /CN=localhost"
-    ));
-    run(&v.iter().map(String::as_str).collect::<Vec<_>>());
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=critical,CA:FALSE\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "cert.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
-    let ca = std::fs::read(dir.join("ca.pem")).unwrap();
-    (dir, ca)
-}
+#[path = "../tests/suite/common/test_ca.rs"]
+mod test_ca;
 
 /// Accepts any login and any message, keeps nothing: the protocol ceiling.
 struct Drop;
@@ -191,7 +145,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let (dir, ca) = certs();
+    let (dir, ca) = test_ca::make("pl-bench");
     let db = env.fresh_database();
     let sink = SinkThread::start();
     let relay = std::env::var("POSTLINE_BENCH_RELAY_PORT")

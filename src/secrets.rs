@@ -8,13 +8,11 @@
 use uuid::Uuid;
 
 use crate::crypto::Vault;
-use crate::oauth::model as oauth_db;
 use crate::oauth::signing::private_key_context;
 use crate::tenants::input::smtp_password_context;
-use crate::tenants::model as tenants_db;
-use crate::webhooks::model as webhooks_db;
 use crate::webhooks::signing::secret_context;
-use diesel::PgConnection;
+use diesel::sql_types::{BigInt, Bytea, Nullable, Uuid as SqlUuid};
+use diesel::{PgConnection, QueryResult, QueryableByName, RunQueryDsl};
 
 /// What a rotation did, per kind of secret.
 #[derive(Debug, Default)]
@@ -26,53 +24,91 @@ pub struct RotationReport {
     pub skipped_concurrent: usize,
 }
 
-/// A page of `(row id, sealed value)` after a given id.
-type PageFn = fn(&mut PgConnection, Option<Uuid>, i64) -> diesel::QueryResult<Vec<(Uuid, Vec<u8>)>>;
-/// Swaps `old` for `new` on one row; false when the row changed meanwhile.
-type ReplaceFn = fn(&mut PgConnection, Uuid, &[u8], &[u8]) -> diesel::QueryResult<bool>;
-
-/// One kind of sealed column: how to page through it, its AEAD context, and
-/// how to swap a value.
+/// One kind of sealed column: the name reports use, its table and `bytea`
+/// column (rows keyed by a uuid `id`) and its AEAD context.
 struct SealedColumn {
     name: &'static str,
-    page: PageFn,
+    table: &'static str,
+    column: &'static str,
     context: fn(Uuid) -> String,
-    replace: ReplaceFn,
 }
 
-fn columns() -> Vec<SealedColumn> {
-    vec![
-        SealedColumn {
-            name: "tenants.smtp_password",
-            page: tenants_db::sealed_passwords_after,
-            context: smtp_password_context,
-            replace: tenants_db::replace_sealed_password,
-        },
-        SealedColumn {
-            name: "webhooks.secret",
-            page: webhooks_db::sealed_secrets_after,
-            context: secret_context,
-            replace: webhooks_db::replace_sealed_secret,
-        },
-        SealedColumn {
-            name: "domain_dkim_keys.private_key_enc",
-            page: crate::domains::model::sealed_keys_after,
-            context: crate::domains::keys::private_key_context,
-            replace: crate::domains::model::replace_sealed_key,
-        },
-        SealedColumn {
-            name: "oauth_signing_keys.private_key",
-            page: oauth_db::sealed_keys_after,
-            context: private_key_context,
-            replace: oauth_db::replace_sealed_key,
-        },
-        SealedColumn {
-            name: "console_users.totp_secret_enc",
-            page: crate::console::totp_model::sealed_secrets_after,
-            context: crate::console::second_factor::secret_context,
-            replace: crate::console::totp_model::replace_sealed_secret,
-        },
-    ]
+const COLUMNS: [SealedColumn; 5] = [
+    SealedColumn {
+        name: "tenants.smtp_password",
+        table: "tenants",
+        column: "smtp_password_enc",
+        context: smtp_password_context,
+    },
+    SealedColumn {
+        name: "webhooks.secret",
+        table: "webhooks",
+        column: "secret_enc",
+        context: secret_context,
+    },
+    SealedColumn {
+        name: "domain_dkim_keys.private_key_enc",
+        table: "domain_dkim_keys",
+        column: "private_key_enc",
+        context: crate::domains::keys::private_key_context,
+    },
+    SealedColumn {
+        name: "oauth_signing_keys.private_key",
+        table: "oauth_signing_keys",
+        column: "private_key_enc",
+        context: private_key_context,
+    },
+    SealedColumn {
+        name: "console_users.totp_secret_enc",
+        table: "console_users",
+        column: "totp_secret_enc",
+        context: crate::console::second_factor::secret_context,
+    },
+];
+
+#[derive(QueryableByName)]
+struct SealedRow {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    #[diesel(sql_type = Bytea)]
+    sealed: Vec<u8>,
+}
+
+/// A page of `(row id, sealed value)` after `after` (the names are the
+/// constants above, never input).
+fn page(
+    conn: &mut PgConnection,
+    col: &SealedColumn,
+    after: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<SealedRow>> {
+    let (t, c) = (col.table, col.column);
+    diesel::sql_query(format!(
+        "SELECT id, {c} AS sealed FROM {t} WHERE {c} IS NOT NULL \
+         AND ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2"
+    ))
+    .bind::<Nullable<SqlUuid>, _>(after)
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+}
+
+/// Swaps `old` for `new` on one row; false when the row changed meanwhile.
+fn replace(
+    conn: &mut PgConnection,
+    col: &SealedColumn,
+    id: Uuid,
+    old: &[u8],
+    new: &[u8],
+) -> QueryResult<bool> {
+    let (t, c) = (col.table, col.column);
+    diesel::sql_query(format!(
+        "UPDATE {t} SET {c} = $1 WHERE id = $2 AND {c} = $3"
+    ))
+    .bind::<Bytea, _>(new)
+    .bind::<SqlUuid, _>(id)
+    .bind::<Bytea, _>(old)
+    .execute(conn)
+    .map(|n| n == 1)
 }
 
 /// Re-encrypts every sealed value not yet under the vault's primary key.
@@ -83,14 +119,14 @@ pub fn rotate(
     vault: &Vault,
 ) -> anyhow::Result<Vec<(&'static str, RotationReport)>> {
     let mut reports = Vec::new();
-    for col in columns() {
+    for col in &COLUMNS {
         let mut report = RotationReport::default();
         let mut after = None;
         loop {
-            let page = (col.page)(conn, after, 500)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.0);
-            for (id, sealed) in page {
+            let rows = page(conn, col, after, 500)?;
+            let Some(last) = rows.last() else { break };
+            after = Some(last.id);
+            for SealedRow { id, sealed } in rows {
                 if vault.is_current(&sealed) {
                     report.already_current += 1;
                     continue;
@@ -103,7 +139,7 @@ pub fn rotate(
                     )
                 })?;
                 let resealed = vault.seal(&plain, &context);
-                if (col.replace)(conn, id, &sealed, &resealed)? {
+                if replace(conn, col, id, &sealed, &resealed)? {
                     report.rotated += 1;
                 } else {
                     report.skipped_concurrent += 1;

@@ -183,6 +183,16 @@ pub fn removal(name: &str, secure: bool) -> Cookie<'_> {
     c
 }
 
+/// The pages an admin without TOTP may use when it is required: the account
+/// page (to set it up) with its forms, and sign-out.
+fn totp_exempt(path: &str) -> bool {
+    let under = |p: &str| {
+        path.strip_prefix(p)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    under("/console/account") || under("/console/logout")
+}
+
 impl FromRequest for ConsoleUser {
     type Error = ConsoleError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
@@ -198,13 +208,10 @@ impl FromRequest for ConsoleUser {
             let user = sessions::session(&state.pool, &token)
                 .await?
                 .ok_or(ConsoleError::SignIn { post })?;
-            let exempt = ["/console/account", "/console/logout"]
-                .iter()
-                .any(|p| req.path() == *p || req.path().starts_with(&format!("{p}/")));
             if state.settings.console.require_totp_for_admins
                 && user.is_admin()
                 && !user.totp
-                && !exempt
+                && !totp_exempt(req.path())
             {
                 return Err(ConsoleError::TotpRequired { post });
             }

@@ -285,40 +285,6 @@ pub fn active_keys_for(
         .load(conn)
 }
 
-/// A page of `(key id, sealed private key)` after a given id (secrets rotation).
-pub fn sealed_keys_after(
-    conn: &mut PgConnection,
-    after: Option<Uuid>,
-    limit: i64,
-) -> QueryResult<Vec<(Uuid, Vec<u8>)>> {
-    let mut q = keys::table
-        .select((keys::id, keys::private_key_enc))
-        .order(keys::id.asc())
-        .limit(limit)
-        .into_boxed();
-    if let Some(a) = after {
-        q = q.filter(keys::id.gt(a));
-    }
-    q.load(conn)
-}
-
-/// Swaps a sealed private key; false when it changed meanwhile.
-pub fn replace_sealed_key(
-    conn: &mut PgConnection,
-    id: Uuid,
-    old: &[u8],
-    new: &[u8],
-) -> QueryResult<bool> {
-    diesel::update(
-        keys::table
-            .filter(keys::id.eq(id))
-            .filter(keys::private_key_enc.eq(old)),
-    )
-    .set(keys::private_key_enc.eq(new))
-    .execute(conn)
-    .map(|n| n == 1)
-}
-
 /// True when the tenant has any domain (in any status).
 pub fn has_any(conn: &mut PgConnection, tenant: TenantId) -> QueryResult<bool> {
     diesel::select(diesel::dsl::exists(

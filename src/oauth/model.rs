@@ -216,37 +216,3 @@ pub fn purge_retired(conn: &mut PgConnection, before: DateTime<Utc>) -> QueryRes
     diesel::delete(oauth_signing_keys::table.filter(oauth_signing_keys::retires_at.lt(before)))
         .execute(conn)
 }
-
-/// A page of `(id, sealed private key)` after `after` (master key rotation).
-pub fn sealed_keys_after(
-    conn: &mut PgConnection,
-    after: Option<Uuid>,
-    limit: i64,
-) -> QueryResult<Vec<(Uuid, Vec<u8>)>> {
-    let mut q = oauth_signing_keys::table
-        .select((oauth_signing_keys::id, oauth_signing_keys::private_key_enc))
-        .order(oauth_signing_keys::id)
-        .limit(limit)
-        .into_boxed();
-    if let Some(a) = after {
-        q = q.filter(oauth_signing_keys::id.gt(a));
-    }
-    q.load(conn)
-}
-
-/// Swaps a sealed private key if it still holds `old`; false when it changed.
-pub fn replace_sealed_key(
-    conn: &mut PgConnection,
-    id: Uuid,
-    old: &[u8],
-    new: &[u8],
-) -> QueryResult<bool> {
-    diesel::update(
-        oauth_signing_keys::table
-            .filter(oauth_signing_keys::id.eq(id))
-            .filter(oauth_signing_keys::private_key_enc.eq(old)),
-    )
-    .set(oauth_signing_keys::private_key_enc.eq(new))
-    .execute(conn)
-    .map(|n| n == 1)
-}

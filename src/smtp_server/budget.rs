@@ -39,8 +39,9 @@ impl DataBudget {
         tokio::time::timeout(wait, acquire).await.ok()?.ok()
     }
 
-    /// Messages that fit in the budget at once.
-    pub fn messages(&self) -> usize {
+    /// Messages that fit in what is left of the budget.
+    #[cfg(test)]
+    fn messages(&self) -> usize {
         self.permits.available_permits() / self.per_message as usize
     }
 }

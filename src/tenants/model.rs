@@ -181,39 +181,3 @@ pub fn list_for_usage(
     }
     q.load(conn)
 }
-
-/// A page of sealed SMTP passwords, by id, for key rotation.
-pub fn sealed_passwords_after(
-    conn: &mut PgConnection,
-    after: Option<Uuid>,
-    limit: i64,
-) -> QueryResult<Vec<(Uuid, Vec<u8>)>> {
-    let mut q = tenants::table
-        .filter(tenants::smtp_password_enc.is_not_null())
-        .select((tenants::id, tenants::smtp_password_enc.assume_not_null()))
-        .order(tenants::id)
-        .limit(limit)
-        .into_boxed();
-    if let Some(a) = after {
-        q = q.filter(tenants::id.gt(a));
-    }
-    q.load(conn)
-}
-
-/// Swaps one sealed password for its re-encryption, only if nobody changed
-/// it meanwhile.
-pub fn replace_sealed_password(
-    conn: &mut PgConnection,
-    id: Uuid,
-    old: &[u8],
-    new: &[u8],
-) -> QueryResult<bool> {
-    diesel::update(
-        tenants::table
-            .filter(tenants::id.eq(id))
-            .filter(tenants::smtp_password_enc.eq(old)),
-    )
-    .set(tenants::smtp_password_enc.eq(new))
-    .execute(conn)
-    .map(|n| n == 1)
-}

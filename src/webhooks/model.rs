@@ -165,38 +165,3 @@ pub fn disable(conn: &mut PgConnection, ids: &[Uuid], reason: &str) -> QueryResu
     ))
     .execute(conn)
 }
-
-/// A page of `(webhook id, sealed secret)` after `after` (master key rotation).
-pub fn sealed_secrets_after(
-    conn: &mut PgConnection,
-    after: Option<Uuid>,
-    limit: i64,
-) -> QueryResult<Vec<(Uuid, Vec<u8>)>> {
-    let mut q = webhooks::table
-        .select((webhooks::id, webhooks::secret_enc))
-        .order(webhooks::id)
-        .limit(limit)
-        .into_boxed();
-    if let Some(a) = after {
-        q = q.filter(webhooks::id.gt(a));
-    }
-    q.load(conn)
-}
-
-/// Swaps one sealed secret for its re-encryption, only if nobody changed it
-/// meanwhile.
-pub fn replace_sealed_secret(
-    conn: &mut PgConnection,
-    id: Uuid,
-    old: &[u8],
-    new: &[u8],
-) -> QueryResult<bool> {
-    diesel::update(
-        webhooks::table
-            .filter(webhooks::id.eq(id))
-            .filter(webhooks::secret_enc.eq(old)),
-    )
-    .set(webhooks::secret_enc.eq(new))
-    .execute(conn)
-    .map(|n| n == 1)
-}

@@ -25,8 +25,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// A CA and a leaf certificate for `localhost` (webpki refuses a
-/// self-signed end-entity certificate as its own anchor).
+/// The test CA's files (`common::test_ca`), deleted on drop.
 struct Certs {
     dir: PathBuf,
     ca_pem: Vec<u8>,
@@ -34,78 +33,7 @@ struct Certs {
 
 impl Certs {
     fn make() -> Certs {
-        let dir = std::env::temp_dir().join(format!("pl-sub-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let run = |args: &[&str]| {
-            let out = std::process::Command::new("openssl")
-                .args(args)
-                .current_dir(&dir)
-                .output()
-                .expect("openssl runs (deploy/dev installs it)");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        run(&[
-            &["req", "-x509"][..],
-            &ec[..],
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=Postline test CA",
-            ][..],
-        ]
-        .concat());
-        run(&[
-            &["req"][..],
-            &ec[..],
-            &[
-                "-keyout",
-                "key.pem",
-                "-out",
-                "leaf.csr",
-                "-subj",
-                "/CN=localhost",
-            ][..],
-        ]
-        .concat());
-        std::fs::write(
-            dir.join("ext.cnf"),
-            "subjectAltName=DNS:localhost\nbasicConstraints=critical,CA:FALSE\n",
-        )
-        .unwrap();
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "cert.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ]);
-        let ca_pem = std::fs::read(dir.join("ca.pem")).unwrap();
+        let (dir, ca_pem) = common::test_ca::make("pl-sub");
         Certs { dir, ca_pem }
     }
 

@@ -6,6 +6,7 @@
 
 pub mod dns_server;
 pub mod smtp_sink;
+pub mod test_ca;
 pub mod webhook_receiver;
 
 use std::path::Path;
