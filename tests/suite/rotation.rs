@@ -194,3 +194,56 @@ async fn ping(app: &TestApp, key: &str, id: &str) {
         .await;
     assert_eq!(r.json["status"], "succeeded", "{}", r.text);
 }
+
+/// A domain's DKIM private key is re-sealed too: afterwards the new key
+/// alone opens it, the old one does not.
+#[tokio::test]
+async fn rotate_reseals_dkim_private_keys() {
+    let old_app = TestApp::spawn().await;
+    let t = old_app.create_tenant(json!({"name": "D"})).await;
+    let key = old_app
+        .tenant_key(t["id"].as_str().unwrap(), &["domains:write"])
+        .await;
+    let r = old_app
+        .post("/v1/domains", &key, json!({"name": "rotate.example"}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let new_key = [9u8; 32];
+    let mut settings = common::test_settings(&old_app.db_url);
+    settings.security.master_key = Secret::new(b64.encode(new_key));
+    settings.security.previous_master_keys = old_app.state.settings.security.master_key.clone();
+    let new_app = TestApp::spawn_on(settings).await;
+    let vault = new_app.state.settings.vault().unwrap();
+    let mut conn = new_app.sql_conn();
+    let report = postline::secrets::rotate(&mut conn, &vault).unwrap();
+    let dkim = report
+        .iter()
+        .find(|(n, _)| *n == "domain_dkim_keys.private_key_enc")
+        .unwrap();
+    assert!(dkim.1.rotated >= 1, "{:?}", dkim.1);
+
+    #[derive(diesel::QueryableByName)]
+    struct Sealed {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        id: uuid::Uuid,
+        #[diesel(sql_type = diesel::sql_types::Bytea)]
+        private_key_enc: Vec<u8>,
+    }
+    use diesel::RunQueryDsl;
+    let rows: Vec<Sealed> = diesel::sql_query("SELECT id, private_key_enc FROM domain_dkim_keys")
+        .load(&mut conn)
+        .unwrap();
+    assert_eq!(rows.len(), dkim.1.rotated);
+    let new_only = Vault::new(&new_key);
+    for row in rows {
+        let ctx = postline::domains::keys::private_key_context(row.id);
+        assert!(new_only.open(&row.private_key_enc, &ctx).is_ok());
+        assert!(old_app
+            .state
+            .vault
+            .open(&row.private_key_enc, &ctx)
+            .is_err());
+    }
+}
