@@ -4,11 +4,15 @@
 //! in id order, starting after the tenant where the previous claim of this
 //! loop stopped (a round-robin cursor, wrapping around), one index descent per
 //! tenant, and keeps those whose earliest row is due, that are active, and
-//! that are neither paced out nor at their in-flight cap. The wanted slots are
-//! shared evenly among them; each tenant's share is its earliest due rows
-//! (`FOR UPDATE SKIP LOCKED`), interleaved so the byte budget cuts evenly
-//! too. So a backlog of one tenant takes at most its share of a claim, and a
-//! tenant with one due message gets it into the next claim round.
+//! that are neither paced out nor at their in-flight caps (messages, bytes).
+//! The wanted slots are shared evenly among them; each tenant's share is its
+//! earliest due rows (`FOR UPDATE SKIP LOCKED`), interleaved so the byte
+//! budget cuts evenly too. A tenant's next message that does not fit the
+//! bytes left (the budget's, or the tenant's own share of it) ends that
+//! tenant's turn in this claim, not the claim: the others' mail still goes.
+//! So a backlog of one tenant takes at most its share of a claim, its large
+//! mail at most its byte share, and a tenant with one due message gets it
+//! into the next claim round.
 //!
 //! Cost: one descent per tenant with claimable rows walked (up to the tenants
 //! wanted, more only while walked tenants have nothing due), plus one per
@@ -34,11 +38,21 @@ pub struct Want<'a> {
     pub idle: bool,
     /// The most messages of one tenant in flight at once.
     pub tenant_cap: usize,
-    /// Messages in flight per tenant now.
-    pub inflight: &'a HashMap<Uuid, usize>,
+    /// The most content bytes of one tenant in flight at once; a tenant with
+    /// nothing in flight may still take one larger message.
+    pub tenant_bytes: i64,
+    /// What each tenant has in flight now.
+    pub inflight: &'a HashMap<Uuid, Held>,
     /// Tenants left out of this claim (paced).
     pub skip: &'a [Uuid],
     pub lease_secs: f64,
+}
+
+/// What one tenant has in flight.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Held {
+    pub count: usize,
+    pub bytes: i64,
 }
 
 /// One claimed message with its content.
@@ -135,7 +149,7 @@ pub fn claim(conn: &mut PgConnection, want: &Want, cursor: &mut Uuid) -> QueryRe
     skip.extend(
         want.inflight
             .iter()
-            .filter(|(_, n)| **n >= want.tenant_cap)
+            .filter(|(_, h)| h.count >= want.tenant_cap || h.bytes >= want.tenant_bytes)
             .map(|(t, _)| *t),
     );
     conn.transaction(|conn| {
@@ -159,9 +173,8 @@ pub fn claim(conn: &mut PgConnection, want: &Want, cursor: &mut Uuid) -> QueryRe
         let shares: Vec<i32> = tenants
             .iter()
             .map(|t| {
-                let room = want
-                    .tenant_cap
-                    .saturating_sub(want.inflight.get(t).copied().unwrap_or(0));
+                let held = want.inflight.get(t).map_or(0, |h| h.count);
+                let room = want.tenant_cap.saturating_sub(held);
                 i32::try_from(even.min(room)).unwrap_or(i32::MAX)
             })
             .collect();
@@ -184,7 +197,7 @@ pub fn claim(conn: &mut PgConnection, want: &Want, cursor: &mut Uuid) -> QueryRe
         let found = candidates.len();
         let taken = take_within(candidates, &tenants, want);
         // Claimable mail was left: a tenant had more than its share, or the
-        // byte budget cut the claim.
+        // bytes left cut the claim.
         let more = taken.len() < found
             || tenants
                 .iter()
@@ -244,7 +257,11 @@ pub fn claim(conn: &mut PgConnection, want: &Want, cursor: &mut Uuid) -> QueryRe
 }
 
 /// The candidates to lease: round-robin over tenants (walk order), within
-/// the slots and the byte budget.
+/// the slots, the byte budget and each tenant's byte share. A tenant whose
+/// next candidate does not fit is passed over for the rest of this claim
+/// (its own order kept: no smaller later message overtakes it); the others
+/// go on. Alone, a message may exceed the tenant's share (nothing else of
+/// the tenant in flight) or the whole budget (nothing in flight at all).
 fn take_within(candidates: Vec<Candidate>, tenants: &[Uuid], want: &Want) -> Vec<Candidate> {
     let mut queues: Vec<std::collections::VecDeque<Candidate>> =
         tenants.iter().map(|_| Default::default()).collect();
@@ -254,29 +271,122 @@ fn take_within(candidates: Vec<Candidate>, tenants: &[Uuid], want: &Want) -> Vec
             queues[*i].push_back(c);
         }
     }
+    let mut held: Vec<i64> = tenants
+        .iter()
+        .map(|t| want.inflight.get(t).map_or(0, |h| h.bytes))
+        .collect();
     let mut taken = Vec::new();
     let mut bytes = 0i64;
-    'rounds: loop {
+    loop {
         let mut any = false;
-        for q in queues.iter_mut() {
+        for (q, tenant_held) in queues.iter_mut().zip(held.iter_mut()) {
             let Some(c) = q.front() else { continue };
-            any = true;
             let size = i64::from(c.size_bytes.max(0));
-            let alone = want.idle && taken.is_empty();
-            if bytes + size > want.bytes && !alone {
-                break 'rounds;
+            let fits_budget = bytes + size <= want.bytes || (want.idle && taken.is_empty());
+            let fits_share = *tenant_held + size <= want.tenant_bytes || *tenant_held == 0;
+            if !(fits_budget && fits_share) {
+                q.clear();
+                continue;
             }
+            any = true;
             bytes += size;
+            *tenant_held += size;
             if let Some(c) = q.pop_front() {
                 taken.push(c);
             }
             if taken.len() >= want.slots {
-                break 'rounds;
+                return taken;
             }
         }
         if !any {
-            break;
+            return taken;
         }
     }
-    taken
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: i32 = 1024 * 1024;
+
+    fn candidates(tenant: Uuid, sizes: &[i32]) -> Vec<Candidate> {
+        sizes
+            .iter()
+            .map(|&size_bytes| Candidate {
+                tenant_id: tenant,
+                email_id: Uuid::new_v4(),
+                size_bytes,
+            })
+            .collect()
+    }
+
+    fn want<'a>(inflight: &'a HashMap<Uuid, Held>, bytes: i64, idle: bool) -> Want<'a> {
+        Want {
+            slots: 64,
+            bytes,
+            idle,
+            tenant_cap: 64,
+            tenant_bytes: 8 * i64::from(MIB),
+            inflight,
+            skip: &[],
+            lease_secs: 10.0,
+        }
+    }
+
+    fn sizes_of(taken: &[Candidate], tenant: Uuid) -> Vec<i32> {
+        taken
+            .iter()
+            .filter(|c| c.tenant_id == tenant)
+            .map(|c| c.size_bytes)
+            .collect()
+    }
+
+    #[test]
+    fn a_tenant_gets_its_byte_share_and_a_candidate_that_does_not_fit_ends_only_its_turn() {
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let mut all = candidates(a, &[9 * MIB / 2; 16]);
+        all.extend(candidates(b, &[1024]));
+        all.extend(candidates(c, &[4 * MIB]));
+        let none = HashMap::new();
+        // A is walked first; the budget is 16 MiB, a tenant's share 8 MiB.
+        let taken = take_within(all, &[a, b, c], &want(&none, 16 * i64::from(MIB), true));
+        assert_eq!(sizes_of(&taken, a), vec![9 * MIB / 2], "A held over its share");
+        assert_eq!(sizes_of(&taken, b), vec![1024]);
+        assert_eq!(sizes_of(&taken, c), vec![4 * MIB]);
+    }
+
+    #[test]
+    fn a_tenant_at_its_share_takes_nothing_more_and_others_still_do() {
+        let (a, c) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut all = candidates(a, &[MIB]);
+        all.extend(candidates(c, &[MIB, MIB]));
+        let inflight = HashMap::from([(
+            a,
+            Held {
+                count: 1,
+                bytes: 15 * i64::from(MIB) / 2,
+            },
+        )]);
+        let taken = take_within(all, &[a, c], &want(&inflight, 8 * i64::from(MIB), false));
+        assert!(sizes_of(&taken, a).is_empty());
+        assert_eq!(sizes_of(&taken, c), vec![MIB, MIB]);
+    }
+
+    #[test]
+    fn alone_a_message_may_exceed_the_share_or_the_whole_budget() {
+        let a = Uuid::new_v4();
+        let none = HashMap::new();
+        // Over the tenant's share, within the budget: nothing of A in flight.
+        let taken = take_within(
+            candidates(a, &[12 * MIB, MIB]),
+            &[a],
+            &want(&none, 16 * i64::from(MIB), false),
+        );
+        assert_eq!(sizes_of(&taken, a), vec![12 * MIB], "then A is at its share");
+        // Over the whole budget: only when nothing is in flight.
+        let big = || candidates(a, &[20 * MIB]);
+        assert_eq!(take_within(big(), &[a], &want(&none, 16 * i64::from(MIB), true)).len(), 1);
+        assert!(take_within(big(), &[a], &want(&none, 16 * i64::from(MIB), false)).is_empty());
+    }
 }

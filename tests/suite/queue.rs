@@ -214,6 +214,7 @@ async fn a_poison_message_fails_alone_and_the_rest_is_delivered() {
         postline::worker::Options {
             wake: Some(app.state.ingest.committed()),
             prepare,
+            ..Default::default()
         },
     ));
     for id in &ids {
