@@ -351,7 +351,11 @@ mod tests {
         let none = HashMap::new();
         // A is walked first; the budget is 16 MiB, a tenant's share 8 MiB.
         let taken = take_within(all, &[a, b, c], &want(&none, 16 * i64::from(MIB), true));
-        assert_eq!(sizes_of(&taken, a), vec![9 * MIB / 2], "A held over its share");
+        assert_eq!(
+            sizes_of(&taken, a),
+            vec![9 * MIB / 2],
+            "A held over its share"
+        );
         assert_eq!(sizes_of(&taken, b), vec![1024]);
         assert_eq!(sizes_of(&taken, c), vec![4 * MIB]);
     }
@@ -383,10 +387,17 @@ mod tests {
             &[a],
             &want(&none, 16 * i64::from(MIB), false),
         );
-        assert_eq!(sizes_of(&taken, a), vec![12 * MIB], "then A is at its share");
+        assert_eq!(
+            sizes_of(&taken, a),
+            vec![12 * MIB],
+            "then A is at its share"
+        );
         // Over the whole budget: only when nothing is in flight.
         let big = || candidates(a, &[20 * MIB]);
-        assert_eq!(take_within(big(), &[a], &want(&none, 16 * i64::from(MIB), true)).len(), 1);
+        assert_eq!(
+            take_within(big(), &[a], &want(&none, 16 * i64::from(MIB), true)).len(),
+            1
+        );
         assert!(take_within(big(), &[a], &want(&none, 16 * i64::from(MIB), false)).is_empty());
     }
 }
