@@ -139,3 +139,68 @@ impl Inflight {
         self.lock().leases.values().copied().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn settings() -> Settings {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        Settings::load_layers(&dir, Some("test"), false).expect("test settings")
+    }
+
+    #[test]
+    fn a_tenants_byte_share_defaults_to_half_the_budget_and_is_bounded_by_it() {
+        let mut s = settings();
+        s.worker.max_inflight_bytes = 8 << 20;
+        assert_eq!(s.worker.max_tenant_inflight_bytes, 0);
+        assert_eq!(Inflight::new(&s.worker).tenant_bytes, 4 << 20);
+        s.worker.max_tenant_inflight_bytes = 8 << 20;
+        assert!(s.validate().is_ok());
+        assert_eq!(Inflight::new(&s.worker).tenant_bytes, 8 << 20);
+        s.worker.max_tenant_inflight_bytes = (8 << 20) + 1;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("worker.max_tenant_inflight_bytes"), "{e}");
+    }
+
+    #[test]
+    fn the_lease_pool_has_at_least_one_connection() {
+        let mut s = settings();
+        assert_eq!(s.worker.lease_pool_size, 3);
+        s.worker.lease_pool_size = 1;
+        assert!(s.validate().is_ok());
+        s.worker.lease_pool_size = 0;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("worker.lease_pool_size"), "{e}");
+    }
+
+    #[test]
+    fn bytes_are_held_per_tenant_until_the_send_is_over() {
+        let s = settings();
+        let f = Inflight::new(&s.worker);
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let lease = |tenant_id| Lease {
+            tenant_id,
+            email_id: Uuid::new_v4(),
+            fence: 1,
+        };
+        f.take(lease(a), 100);
+        f.take(lease(a), 50);
+        f.take(lease(b), 7);
+        let room = f.room(64);
+        assert_eq!(
+            room.per_tenant[&a],
+            Held {
+                count: 2,
+                bytes: 150
+            }
+        );
+        assert_eq!(room.per_tenant[&b], Held { count: 1, bytes: 7 });
+        f.release(a, 100);
+        f.release(a, 50);
+        let room = f.room(64);
+        assert!(!room.per_tenant.contains_key(&a));
+        assert_eq!(room.bytes, f.max_bytes - 7);
+    }
+}
