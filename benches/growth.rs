@@ -232,6 +232,7 @@ fn claim_run(conn: &mut PgConnection, claims: usize, label: &str) -> Samples {
         bytes: i64::MAX,
         idle: true,
         tenant_cap: CLAIM as usize,
+        tenant_bytes: i64::MAX,
         inflight: &none,
         skip: &[],
         lease_secs: 300.0,

@@ -202,6 +202,14 @@ pub struct WorkerSettings {
     pub max_inflight_bytes: u64,
     /// Messages of one tenant in flight at once; 0 = half of `concurrency`.
     pub max_inflight_per_tenant: usize,
+    /// Content bytes of one tenant in flight at once; 0 = half of
+    /// `max_inflight_bytes`, so one tenant's large mail cannot hold the
+    /// whole budget.
+    pub max_tenant_inflight_bytes: u64,
+    /// Connections of the worker's own pool for lease heartbeats, reclaims
+    /// and outcome writes, apart from `database.pool_size`, so API load
+    /// cannot delay them past a lease.
+    pub lease_pool_size: u32,
     /// Leases of one message that may expire without an outcome before it
     /// fails ("worker lost it repeatedly").
     pub max_lost_leases: u32,
@@ -515,6 +523,15 @@ impl Settings {
                 "worker.max_inflight_bytes",
                 "must be at least 1048576 (1 MiB)",
             );
+        }
+        if self.worker.max_tenant_inflight_bytes > self.worker.max_inflight_bytes {
+            return fail(
+                "worker.max_tenant_inflight_bytes",
+                "must be at most worker.max_inflight_bytes (0 = half of it)",
+            );
+        }
+        if self.worker.lease_pool_size == 0 {
+            return fail("worker.lease_pool_size", "must be at least 1");
         }
         if self.worker.max_lost_leases == 0 {
             return fail("worker.max_lost_leases", "must be at least 1");

@@ -1,4 +1,4 @@
-//! Database access: the r2d2 pool, the blocking-pool runner, embedded migrations.
+//! Database access: the r2d2 pools, the blocking-pool runner, embedded migrations.
 //! Diesel is synchronous, so every query runs through [`run`] on the blocking
 //! pool and never on a tokio worker thread.
 
@@ -99,12 +99,19 @@ pub fn release(mut conn: PgConn, failed: bool) {
 /// Builds the pool without connecting: the service starts (and answers 503 on
 /// `/readyz`) even while the database is down.
 pub fn build_pool(settings: &DatabaseSettings) -> PgPool {
+    build_pool_of(settings, settings.pool_size)
+}
+
+/// A pool of `size` connections to the same database, apart from the main
+/// one: the worker's lease pool (`worker.lease_pool_size`), which API load
+/// on the main pool cannot starve.
+pub fn build_pool_of(settings: &DatabaseSettings, size: u32) -> PgPool {
     let manager = Manager {
         inner: ConnectionManager::<PgConnection>::new(settings.url.expose()),
         suspect_until: AtomicU64::new(0),
     };
     Pool::builder()
-        .max_size(settings.pool_size)
+        .max_size(size.max(1))
         .min_idle(Some(0))
         .connection_timeout(Duration::from_secs(settings.connect_timeout_secs.max(1)))
         // `Manager::is_valid` pings only after a dead connection was found.

@@ -4,11 +4,15 @@
 //! in id order, starting after the tenant where the previous claim of this
 //! loop stopped (a round-robin cursor, wrapping around), one index descent per
 //! tenant, and keeps those whose earliest row is due, that are active, and
-//! that are neither paced out nor at their in-flight cap. The wanted slots are
-//! shared evenly among them; each tenant's share is its earliest due rows
-//! (`FOR UPDATE SKIP LOCKED`), interleaved so the byte budget cuts evenly
-//! too. So a backlog of one tenant takes at most its share of a claim, and a
-//! tenant with one due message gets it into the next claim round.
+//! that are neither paced out nor at their in-flight caps (messages, bytes).
+//! The wanted slots are shared evenly among them; each tenant's share is its
+//! earliest due rows (`FOR UPDATE SKIP LOCKED`), interleaved so the byte
+//! budget cuts evenly too. A tenant's next message that does not fit the
+//! bytes left (the budget's, or the tenant's own share of it) ends that
+//! tenant's turn in this claim, not the claim: the others' mail still goes.
+//! So a backlog of one tenant takes at most its share of a claim, its large
+//! mail at most its byte share, and a tenant with one due message gets it
+//! into the next claim round.
 //!
 //! Cost: one descent per tenant with claimable rows walked (up to the tenants
 //! wanted, more only while walked tenants have nothing due), plus one per
@@ -21,6 +25,7 @@ use diesel::sql_types::{Array, BigInt, Double, Integer, Uuid as SqlUuid};
 use uuid::Uuid;
 
 use super::model::Lease;
+use super::take::{take_within, Candidate};
 use crate::emails::model::EmailRow;
 
 /// What the worker can take now.
@@ -34,11 +39,21 @@ pub struct Want<'a> {
     pub idle: bool,
     /// The most messages of one tenant in flight at once.
     pub tenant_cap: usize,
-    /// Messages in flight per tenant now.
-    pub inflight: &'a HashMap<Uuid, usize>,
+    /// The most content bytes of one tenant in flight at once; a tenant with
+    /// nothing in flight may still take one larger message.
+    pub tenant_bytes: i64,
+    /// What each tenant has in flight now.
+    pub inflight: &'a HashMap<Uuid, Held>,
     /// Tenants left out of this claim (paced).
     pub skip: &'a [Uuid],
     pub lease_secs: f64,
+}
+
+/// What one tenant has in flight.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Held {
+    pub count: usize,
+    pub bytes: i64,
 }
 
 /// One claimed message with its content.
@@ -99,16 +114,6 @@ fn walk(
 }
 
 #[derive(QueryableByName)]
-struct Candidate {
-    #[diesel(sql_type = SqlUuid)]
-    tenant_id: Uuid,
-    #[diesel(sql_type = SqlUuid)]
-    email_id: Uuid,
-    #[diesel(sql_type = Integer)]
-    size_bytes: i32,
-}
-
-#[derive(QueryableByName)]
 struct Leased {
     #[diesel(sql_type = SqlUuid)]
     tenant_id: Uuid,
@@ -135,7 +140,7 @@ pub fn claim(conn: &mut PgConnection, want: &Want, cursor: &mut Uuid) -> QueryRe
     skip.extend(
         want.inflight
             .iter()
-            .filter(|(_, n)| **n >= want.tenant_cap)
+            .filter(|(_, h)| h.count >= want.tenant_cap || h.bytes >= want.tenant_bytes)
             .map(|(t, _)| *t),
     );
     conn.transaction(|conn| {
@@ -159,9 +164,8 @@ pub fn claim(conn: &mut PgConnection, want: &Want, cursor: &mut Uuid) -> QueryRe
         let shares: Vec<i32> = tenants
             .iter()
             .map(|t| {
-                let room = want
-                    .tenant_cap
-                    .saturating_sub(want.inflight.get(t).copied().unwrap_or(0));
+                let held = want.inflight.get(t).map_or(0, |h| h.count);
+                let room = want.tenant_cap.saturating_sub(held);
                 i32::try_from(even.min(room)).unwrap_or(i32::MAX)
             })
             .collect();
@@ -184,7 +188,7 @@ pub fn claim(conn: &mut PgConnection, want: &Want, cursor: &mut Uuid) -> QueryRe
         let found = candidates.len();
         let taken = take_within(candidates, &tenants, want);
         // Claimable mail was left: a tenant had more than its share, or the
-        // byte budget cut the claim.
+        // bytes left cut the claim.
         let more = taken.len() < found
             || tenants
                 .iter()
@@ -241,42 +245,4 @@ pub fn claim(conn: &mut PgConnection, want: &Want, cursor: &mut Uuid) -> QueryRe
             .collect();
         Ok(Claim { messages, more })
     })
-}
-
-/// The candidates to lease: round-robin over tenants (walk order), within
-/// the slots and the byte budget.
-fn take_within(candidates: Vec<Candidate>, tenants: &[Uuid], want: &Want) -> Vec<Candidate> {
-    let mut queues: Vec<std::collections::VecDeque<Candidate>> =
-        tenants.iter().map(|_| Default::default()).collect();
-    let index: HashMap<Uuid, usize> = tenants.iter().enumerate().map(|(i, t)| (*t, i)).collect();
-    for c in candidates {
-        if let Some(i) = index.get(&c.tenant_id) {
-            queues[*i].push_back(c);
-        }
-    }
-    let mut taken = Vec::new();
-    let mut bytes = 0i64;
-    'rounds: loop {
-        let mut any = false;
-        for q in queues.iter_mut() {
-            let Some(c) = q.front() else { continue };
-            any = true;
-            let size = i64::from(c.size_bytes.max(0));
-            let alone = want.idle && taken.is_empty();
-            if bytes + size > want.bytes && !alone {
-                break 'rounds;
-            }
-            bytes += size;
-            if let Some(c) = q.pop_front() {
-                taken.push(c);
-            }
-            if taken.len() >= want.slots {
-                break 'rounds;
-            }
-        }
-        if !any {
-            break;
-        }
-    }
-    taken
 }

@@ -1,12 +1,14 @@
 //! The durable queue in Postgres: coalesced enqueue (`ingest`), the narrow
 //! queue table with leases and their heartbeat (`model`), fair claiming
-//! (`claim`), fenced outcomes (`record`), and the retry policy (`retry`).
+//! (`claim`; which candidates fit the byte budget and shares: `take`),
+//! fenced outcomes (`record`), and the retry policy (`retry`).
 
 pub mod claim;
 pub mod ingest;
 pub mod model;
 pub mod record;
 pub mod retry;
+mod take;
 
 /// The channel `NOTIFY`d after committed enqueues; idle workers LISTEN on it.
 pub const CHANNEL: &str = "postline_email";

@@ -2,9 +2,12 @@
 //! and starts one task per claimed message; waits for mail (NOTIFY, this
 //! process's commits, maintenance) or for slots, else polls.
 
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -13,6 +16,8 @@ use super::inflight::Summary;
 use super::{changed, relays, send, Ctx};
 use crate::db;
 use crate::queue::claim::{self, Want};
+use crate::queue::model::Lease;
+use crate::queue::record::{Outcome, Resolution};
 
 /// After a slot frees, wait this long at most for more to free before
 /// claiming, so claims stay batches under load.
@@ -52,6 +57,7 @@ pub async fn run(
                     bytes: room.bytes,
                     idle: room.idle,
                     tenant_cap: inflight.tenant_cap,
+                    tenant_bytes: inflight.tenant_bytes,
                     inflight: &room.per_tenant,
                     skip: &skip,
                     lease_secs,
@@ -118,10 +124,17 @@ async fn start(
         let ctx = ctx.clone();
         let stopping = stopping.clone();
         tasks.spawn(async move {
-            let (tenant_id, size) = (m.lease.tenant_id, m.size_bytes);
+            let (lease, size) = (m.lease, m.size_bytes);
+            let attempt = m.row.attempts.saturating_add(1);
             let stop = || stopping.load(std::sync::atomic::Ordering::SeqCst);
-            let outcome = send::attempt(&ctx, m, tenant, stop).await;
-            ctx.inflight.release(tenant_id, size);
+            // A panic anywhere in one send fails that message alone: its
+            // slot is freed and its outcome recorded (which ends the lease's
+            // heartbeat), instead of the task dying with both held forever.
+            let sent = AssertUnwindSafe(send::attempt(&ctx, m, tenant, stop))
+                .catch_unwind()
+                .await;
+            let outcome = sent.unwrap_or_else(|panic| panicked(lease, attempt, &*panic));
+            ctx.inflight.release(lease.tenant_id, size);
             let attempted = !matches!(
                 outcome.resolution,
                 crate::queue::record::Resolution::Requeued { .. }
@@ -134,6 +147,30 @@ async fn start(
             }
             attempted
         });
+    }
+}
+
+/// The outcome of a send that panicked: failed, not retried (the panic may
+/// have come after the relay accepted it, and would likely recur).
+fn panicked(lease: Lease, attempt: i32, panic: &(dyn Any + Send)) -> Outcome {
+    let what = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message");
+    tracing::error!(
+        email_id = %lease.email_id,
+        tenant_id = %lease.tenant_id,
+        panic = %what,
+        "sending a message panicked; it is failed, the other sends go on"
+    );
+    Outcome {
+        lease,
+        attempt,
+        recipients: Vec::new(),
+        resolution: Resolution::Failed {
+            reason: "sending it failed unexpectedly (an internal error, logged)".into(),
+        },
     }
 }
 

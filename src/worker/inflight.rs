@@ -1,5 +1,6 @@
-//! What this worker holds: in-flight slots (count and bytes, per tenant) and
-//! the leases the heartbeat renews until their outcome is recorded.
+//! What this worker holds: in-flight slots (count and bytes, in all and per
+//! tenant) and the leases the heartbeat renews until their outcome is
+//! recorded.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,6 +9,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::config::WorkerSettings;
+use crate::queue::claim::Held;
 use crate::queue::model::Lease;
 
 /// What a stopped worker did with the messages it held.
@@ -23,7 +25,7 @@ pub struct Summary {
 struct State {
     count: usize,
     bytes: i64,
-    per_tenant: HashMap<Uuid, usize>,
+    per_tenant: HashMap<Uuid, Held>,
     /// Leases held, until their outcome is recorded.
     leases: HashMap<(Uuid, Uuid), Lease>,
 }
@@ -35,6 +37,8 @@ pub struct Inflight {
     pub max_count: usize,
     pub max_bytes: i64,
     pub tenant_cap: usize,
+    /// The most content bytes of one tenant in flight at once.
+    pub tenant_bytes: i64,
 }
 
 /// Room for the next claim.
@@ -42,7 +46,7 @@ pub struct Room {
     pub slots: usize,
     pub bytes: i64,
     pub idle: bool,
-    pub per_tenant: HashMap<Uuid, usize>,
+    pub per_tenant: HashMap<Uuid, Held>,
 }
 
 impl Inflight {
@@ -52,12 +56,18 @@ impl Inflight {
             0 => max_count.div_ceil(2),
             n => n.min(max_count),
         };
+        let max_bytes = i64::try_from(w.max_inflight_bytes).unwrap_or(i64::MAX);
+        let tenant_bytes = match w.max_tenant_inflight_bytes {
+            0 => max_bytes / 2,
+            n => i64::try_from(n).unwrap_or(i64::MAX).min(max_bytes),
+        };
         Inflight {
             state: Mutex::new(State::default()),
             freed: Notify::new(),
             max_count,
-            max_bytes: i64::try_from(w.max_inflight_bytes).unwrap_or(i64::MAX),
+            max_bytes,
             tenant_cap,
+            tenant_bytes,
         }
     }
 
@@ -88,9 +98,12 @@ impl Inflight {
     /// Takes a slot for a claimed message.
     pub fn take(&self, lease: Lease, bytes: i32) {
         let mut s = self.lock();
+        let bytes = i64::from(bytes.max(0));
         s.count += 1;
-        s.bytes += i64::from(bytes.max(0));
-        *s.per_tenant.entry(lease.tenant_id).or_default() += 1;
+        s.bytes += bytes;
+        let held = s.per_tenant.entry(lease.tenant_id).or_default();
+        held.count += 1;
+        held.bytes += bytes;
         s.leases.insert((lease.tenant_id, lease.email_id), lease);
     }
 
@@ -98,12 +111,14 @@ impl Inflight {
     /// [`Inflight::recorded`].
     pub fn release(&self, tenant: Uuid, bytes: i32) {
         {
+            let bytes = i64::from(bytes.max(0));
             let mut s = self.lock();
             s.count = s.count.saturating_sub(1);
-            s.bytes -= i64::from(bytes.max(0));
-            if let Some(n) = s.per_tenant.get_mut(&tenant) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
+            s.bytes -= bytes;
+            if let Some(held) = s.per_tenant.get_mut(&tenant) {
+                held.count = held.count.saturating_sub(1);
+                held.bytes -= bytes;
+                if held.count == 0 {
                     s.per_tenant.remove(&tenant);
                 }
             }
@@ -122,5 +137,70 @@ impl Inflight {
 
     pub fn leases(&self) -> Vec<Lease> {
         self.lock().leases.values().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn settings() -> Settings {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        Settings::load_layers(&dir, Some("test"), false).expect("test settings")
+    }
+
+    #[test]
+    fn a_tenants_byte_share_defaults_to_half_the_budget_and_is_bounded_by_it() {
+        let mut s = settings();
+        s.worker.max_inflight_bytes = 8 << 20;
+        assert_eq!(s.worker.max_tenant_inflight_bytes, 0);
+        assert_eq!(Inflight::new(&s.worker).tenant_bytes, 4 << 20);
+        s.worker.max_tenant_inflight_bytes = 8 << 20;
+        assert!(s.validate().is_ok());
+        assert_eq!(Inflight::new(&s.worker).tenant_bytes, 8 << 20);
+        s.worker.max_tenant_inflight_bytes = (8 << 20) + 1;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("worker.max_tenant_inflight_bytes"), "{e}");
+    }
+
+    #[test]
+    fn the_lease_pool_has_at_least_one_connection() {
+        let mut s = settings();
+        assert_eq!(s.worker.lease_pool_size, 3);
+        s.worker.lease_pool_size = 1;
+        assert!(s.validate().is_ok());
+        s.worker.lease_pool_size = 0;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("worker.lease_pool_size"), "{e}");
+    }
+
+    #[test]
+    fn bytes_are_held_per_tenant_until_the_send_is_over() {
+        let s = settings();
+        let f = Inflight::new(&s.worker);
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let lease = |tenant_id| Lease {
+            tenant_id,
+            email_id: Uuid::new_v4(),
+            fence: 1,
+        };
+        f.take(lease(a), 100);
+        f.take(lease(a), 50);
+        f.take(lease(b), 7);
+        let room = f.room(64);
+        assert_eq!(
+            room.per_tenant[&a],
+            Held {
+                count: 2,
+                bytes: 150
+            }
+        );
+        assert_eq!(room.per_tenant[&b], Held { count: 1, bytes: 7 });
+        f.release(a, 100);
+        f.release(a, 50);
+        let room = f.room(64);
+        assert!(!room.per_tenant.contains_key(&a));
+        assert_eq!(room.bytes, f.max_bytes - 7);
     }
 }

@@ -1,4 +1,4 @@
-//! Lease heartbeat and queue maintenance.
+//! Lease heartbeat and reclaim (on the lease pool), and queue maintenance.
 
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ pub async fn heartbeat(ctx: Ctx) {
             continue;
         }
         let held = leases.len();
-        let r = db::run(&ctx.pool, move |conn| {
+        let r = db::run(&ctx.leases, move |conn| {
             Ok(queue_db::heartbeat(conn, &leases, lease)?)
         })
         .await;
@@ -36,42 +36,22 @@ pub async fn heartbeat(ctx: Ctx) {
     }
 }
 
-/// Every second: expired leases become claimable (and a message lost
-/// `worker.max_lost_leases` times fails); every 5 s: mail of suspended
-/// tenants that came back from a send is held; hourly: old idempotency keys,
-/// finished webhook deliveries, expired suppressions and (per `retention.*`)
-/// old message content and metadata are purged.
-pub async fn run(ctx: Ctx) {
+/// Every second, on the lease pool: expired leases become claimable (and a
+/// message lost `worker.max_lost_leases` times fails).
+pub async fn reclaim(ctx: Ctx) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let max_lost = i32::try_from(ctx.settings.worker.max_lost_leases).unwrap_or(i32::MAX);
-    let log_days = ctx.settings.webhooks.log_retention_days;
-    let mut n: u64 = 0;
     loop {
         tick.tick().await;
-        n += 1;
-        let (hold, purge) = (n % 5 == 0, n % 3600 == 0);
-        let retention = purge.then(|| ctx.settings.retention.clone());
-        let r = db::run(&ctx.pool, move |conn| {
-            let reclaimed = queue_db::reclaim_expired(conn, max_lost)?;
-            if hold {
-                queue_db::hold_stragglers(conn)?;
-            }
-            if purge {
-                crate::emails::idempotency::purge_expired(conn)?;
-                crate::webhooks::deliveries::purge_finished(conn, log_days)?;
-                crate::suppressions::model::purge_expired(conn, 10_000)?;
-            }
-            if let Some(retention) = &retention {
-                crate::retention::purge(conn, retention)?;
-            }
-            Ok(reclaimed)
+        let r = db::run(&ctx.leases, move |conn| {
+            Ok(queue_db::reclaim_expired(conn, max_lost)?)
         })
         .await;
         let (reclaimed, lost) = match r {
             Ok(v) => v,
             Err(e) => {
-                tracing::debug!(error = %e, "maintenance skipped");
+                tracing::debug!(error = %e, "lease reclaim skipped");
                 continue;
             }
         };
@@ -102,7 +82,37 @@ pub async fn run(ctx: Ctx) {
                     },
                 })
                 .collect();
-            record_with_retry(&ctx.pool, failed).await;
+            record_with_retry(&ctx.leases, failed).await;
+        }
+    }
+}
+
+/// On the main pool: every 5 s, mail of suspended tenants that came back
+/// from a send is held; hourly, old idempotency keys, finished webhook
+/// deliveries, expired suppressions and (per `retention.*`) old message
+/// content and metadata are purged.
+pub async fn housekeeping(ctx: Ctx) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let log_days = ctx.settings.webhooks.log_retention_days;
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        n += 1;
+        let retention = (n % 720 == 0).then(|| ctx.settings.retention.clone());
+        let r = db::run(&ctx.pool, move |conn| {
+            queue_db::hold_stragglers(conn)?;
+            if let Some(retention) = &retention {
+                crate::emails::idempotency::purge_expired(conn)?;
+                crate::webhooks::deliveries::purge_finished(conn, log_days)?;
+                crate::suppressions::model::purge_expired(conn, 10_000)?;
+                crate::retention::purge(conn, retention)?;
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "maintenance skipped");
         }
     }
 }

@@ -8,6 +8,10 @@
 //!   on lost leases), held stragglers, purges;
 //! - [`listen`]: the LISTEN thread that wakes the loop on other nodes' mail.
 //!
+//! Heartbeats, reclaims and outcome writes run on a pool of their own
+//! (`worker.lease_pool_size`): were they queued behind API requests on the
+//! main pool, a busy API would let leases lapse and mail go out twice.
+//!
 //! On shutdown the loop stops claiming, sends already started finish and are
 //! recorded, messages not yet started go back to the queue.
 
@@ -40,12 +44,19 @@ pub use inflight::Summary;
 /// error or a panic fails that message alone.
 pub type Prepare = Arc<dyn Fn(EmailRow) -> anyhow::Result<Vec<u8>> + Send + Sync>;
 
+/// Test suite only (feature `test-hooks`): called with a message's id just
+/// before it is handed to its transport, so a test can make a send panic.
+#[cfg(feature = "test-hooks")]
+pub type BeforeSend = Arc<dyn Fn(uuid::Uuid) + Send + Sync>;
+
 /// How the worker is wired into its process.
 #[derive(Clone)]
 pub struct Options {
     /// In-process wake-ups (the ingestor's commits in `serve`), besides LISTEN.
     pub wake: Option<watch::Receiver<u64>>,
     pub prepare: Prepare,
+    #[cfg(feature = "test-hooks")]
+    pub before_send: Option<BeforeSend>,
 }
 
 impl Default for Options {
@@ -53,6 +64,8 @@ impl Default for Options {
         Options {
             wake: None,
             prepare: Arc::new(crate::emails::mime::build),
+            #[cfg(feature = "test-hooks")]
+            before_send: None,
         }
     }
 }
@@ -102,6 +115,8 @@ impl WorkerHandle {
 #[derive(Clone)]
 struct Ctx {
     pool: PgPool,
+    /// Lease heartbeats, reclaims and outcome writes only.
+    leases: PgPool,
     vault: Vault,
     transports: Arc<Transports>,
     settings: Arc<Settings>,
@@ -110,6 +125,8 @@ struct Ctx {
     mx_retry: Option<crate::queue::retry::Schedule>,
     pacer: Arc<Pacer>,
     prepare: Prepare,
+    #[cfg(feature = "test-hooks")]
+    before_send: Option<BeforeSend>,
     inflight: Arc<inflight::Inflight>,
     outcomes: mpsc::Sender<recorder::Done>,
     /// Bumped by maintenance when it made mail claimable (reclaim, resume).
@@ -152,6 +169,8 @@ pub fn spawn_with(
         transports: Arc::new(Transports::from_settings(&settings)),
         pacer: Arc::new(Pacer::new(settings.limits.nodes)),
         prepare: options.prepare,
+        #[cfg(feature = "test-hooks")]
+        before_send: options.before_send,
         inflight: Arc::new(inflight::Inflight::new(w)),
         outcomes: done_tx,
         wake_local: Arc::new(local_tx),
@@ -162,6 +181,7 @@ pub fn spawn_with(
         ),
         verp: crate::bounces::token::VerpKeys::from_settings(&settings).ok(),
         return_paths: crate::bounces::return_paths::ReturnPaths::new(&settings, pool.clone()),
+        leases: crate::db::build_pool_of(&settings.database, w.lease_pool_size),
         pool,
         vault,
         settings,
@@ -169,14 +189,15 @@ pub fn spawn_with(
     // The LISTEN thread ends by itself once every receiver of it is gone.
     listen::start(ctx.settings.database.url.clone(), listen_tx);
     let recorder = tokio::spawn(recorder::run(
-        ctx.pool.clone(),
+        ctx.leases.clone(),
         ctx.inflight.clone(),
         done_rx,
         outbox_tx,
     ));
     let helpers = vec![
         tokio::spawn(maintenance::heartbeat(ctx.clone())),
-        tokio::spawn(maintenance::run(ctx.clone())),
+        tokio::spawn(maintenance::reclaim(ctx.clone())),
+        tokio::spawn(maintenance::housekeeping(ctx.clone())),
     ];
     let mut wakes = vec![listen_rx.clone(), local_rx];
     wakes.extend(options.wake.clone());

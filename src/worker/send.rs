@@ -59,7 +59,7 @@ impl Meta {
         Meta {
             tenant_id: row.tenant_id,
             id: row.id,
-            attempt: row.attempts + 1,
+            attempt: row.attempts.saturating_add(1),
             expires_at: row.expires_at,
             from_addr: row.from_addr.clone(),
             envelope_from: row.envelope_from.clone(),
@@ -140,6 +140,10 @@ pub async fn attempt(
         recipients: meta.recipients.clone(),
         raw,
     };
+    #[cfg(feature = "test-hooks")]
+    if let Some(hook) = &ctx.before_send {
+        hook(meta.id);
+    }
     let started = std::time::Instant::now();
     let sent = transport.send(&msg).await;
     drop(msg);

@@ -47,6 +47,7 @@ mod oauth_tokens;
 mod observability;
 mod openapi;
 mod queue;
+mod queue_guards;
 mod retention;
 
 mod rotation;

@@ -14,32 +14,32 @@ use crate::common::{self, TestApp};
 use postline::queue::model::{self as queue_db, Lease};
 use postline::queue::record::{self, Outcome, Resolution};
 
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
-async fn tenant_with_key(app: &TestApp, body: Value) -> (String, String) {
+pub(crate) async fn tenant_with_key(app: &TestApp, body: Value) -> (String, String) {
     let t = app.create_tenant(body).await;
     let id = t["id"].as_str().unwrap().to_string();
     let key = app.tenant_key(&id, &["send", "emails:read"]).await;
     (id, key)
 }
 
-fn mail(from: &str, subject: &str) -> Value {
+pub(crate) fn mail(from: &str, subject: &str) -> Value {
     json!({"from": from, "to": "x@example.com", "subject": subject, "text": "t"})
 }
 
-async fn send(app: &TestApp, key: &str, from: &str, subject: &str) -> String {
+pub(crate) async fn send(app: &TestApp, key: &str, from: &str, subject: &str) -> String {
     let r = app.post("/v1/emails", key, mail(from, subject)).await;
     assert_eq!(r.status, 202, "{}", r.text);
     r.json["id"].as_str().unwrap().to_string()
 }
 
-async fn status_of(app: &TestApp, key: &str, id: &str) -> Value {
+pub(crate) async fn status_of(app: &TestApp, key: &str, id: &str) -> Value {
     let r = app.get(&format!("/v1/emails/{id}"), key).await;
     assert_eq!(r.status, 200, "{}", r.text);
     r.json
 }
 
-async fn wait_status(app: &TestApp, key: &str, id: &str, status: &str) -> Value {
+pub(crate) async fn wait_status(app: &TestApp, key: &str, id: &str, status: &str) -> Value {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let j = status_of(app, key, id).await;
@@ -214,6 +214,7 @@ async fn a_poison_message_fails_alone_and_the_rest_is_delivered() {
         postline::worker::Options {
             wake: Some(app.state.ingest.committed()),
             prepare,
+            ..Default::default()
         },
     ));
     for id in &ids {

@@ -408,6 +408,7 @@ pub fn claim_as_worker(
         bytes: i64::MAX,
         idle: true,
         tenant_cap: slots,
+        tenant_bytes: i64::MAX,
         inflight: &none,
         skip: &[],
         lease_secs,
