@@ -7,9 +7,15 @@
 //! most once must appear at most once, `From:` exactly once, and every line
 //! of the block must be a field or the continuation of one: a line without
 //! a colon, a name outside RFC 5322 `ftext`, a bare CR (which some readers
-//! take as a line break) or a NUL makes the header set malformed.
+//! take as a line break) or a NUL makes the header set malformed. Also here:
+//! the one mailbox of `From` / `Sender`, the `Resent-*` author domains, and
+//! removing the fields Postline does not pass on.
 
-use crate::error::{AppError, FieldError};
+use lettre::message::Mailbox;
+use mail_parser::{Address, HeaderName};
+
+use crate::domain::parse_email;
+use crate::error::{AppError, AppResult, FieldError};
 
 /// Fields RFC 5322 §3.6 allows at most once (`From` must be there, once).
 /// `Bcc` is left out: its lines are removed before sending anyway.
@@ -120,6 +126,95 @@ pub fn check(message: &[u8]) -> Result<(), AppError> {
     Ok(())
 }
 
+/// The one mailbox of a `From` or `Sender` field: a list (not a group) of
+/// exactly one address that parses.
+pub fn single_mailbox(field: &str, a: Option<&Address<'_>>) -> AppResult<Mailbox> {
+    let one = || {
+        malformed(
+            field,
+            format!("the {field} header field must hold exactly one address"),
+        )
+    };
+    let Some(Address::List(list)) = a else {
+        return Err(one());
+    };
+    let [only] = list.as_slice() else {
+        return Err(one());
+    };
+    let address = parse_email(field, only.address().unwrap_or_default()).map_err(|_| one())?;
+    Ok(Mailbox::new(
+        only.name()
+            .map(|n| super::raw::plain_text(n, 256))
+            .filter(|n| !n.trim().is_empty()),
+        address.parse().map_err(|_| one())?,
+    ))
+}
+
+/// The domains of every address in the `Resent-From` / `Resent-Sender`
+/// fields (RFC 5322 §3.6.6: a message may carry several resent blocks).
+pub fn resent_domains(
+    msg: &mail_parser::Message<'_>,
+    out: &mut Vec<(&'static str, String)>,
+) -> AppResult<()> {
+    for (name, field) in [
+        (HeaderName::ResentFrom, "resent_from"),
+        (HeaderName::ResentSender, "resent_sender"),
+    ] {
+        for value in msg.header_values(name) {
+            let bad = || {
+                malformed(
+                    field,
+                    format!("the {field} header field must hold addresses"),
+                )
+            };
+            let addrs = value.as_address().ok_or_else(bad)?;
+            for a in addrs.iter() {
+                let address =
+                    parse_email(field, a.address().unwrap_or_default()).map_err(|_| bad())?;
+                let domain = address
+                    .rsplit_once('@')
+                    .map(|(_, d)| d.to_ascii_lowercase())
+                    .ok_or_else(bad)?;
+                if !out.iter().any(|(f, d)| *f == field && *d == domain) {
+                    out.push((field, domain));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Header fields removed from a submitted message (lower-case): `Bcc` (the
+/// envelope carries it), the scheduling instruction, `Return-Path` (added at
+/// final delivery) and `X-Postline-ID` (Postline writes its own).
+pub const REMOVED: &[&[u8]] = &[
+    b"bcc",
+    b"x-postline-scheduled-at",
+    b"return-path",
+    b"x-postline-id",
+];
+
+/// Appends `message` to `out` without the header fields named in `names`
+/// (lower-case), folded continuation lines included; the body is untouched.
+pub fn strip_headers(message: &[u8], names: &[&[u8]], out: &mut Vec<u8>) {
+    let (head, body) = message.split_at(header_end(message));
+    let mut dropping = false;
+    for line in head.split_inclusive(|b| *b == b'\n') {
+        let folded = matches!(line.first(), Some(b' ' | b'\t'));
+        if !folded {
+            dropping = names.iter().any(|name| {
+                line.len() > name.len()
+                    && line[..name.len()].eq_ignore_ascii_case(name)
+                    && line[name.len()..].trim_ascii_start().first() == Some(&b':')
+            });
+        }
+        if !dropping {
+            out.extend_from_slice(line);
+        }
+    }
+    out.extend_from_slice(body);
+}
+
 /// `message-id` → `Message-ID`, `reply-to` → `Reply-To`.
 fn display(field: &str) -> String {
     if field == "message-id" {
@@ -191,5 +286,16 @@ mod tests {
         assert_eq!(header_end(b"A: b\r\n\r\nC: d\r\n"), 6);
         assert_eq!(header_end(b"A: b\n\nC: d\n"), 5);
         assert_eq!(header_end(b"A: b\r\n"), 6);
+    }
+
+    #[test]
+    fn bcc_lines_are_removed_with_their_folds() {
+        let m = b"From: a@x.com\r\nBcc: s@y.com,\r\n  t@y.com\r\nBccx: keep\r\nTo: b@x.com\r\n\r\nBcc: body stays\r\n";
+        let mut out = Vec::new();
+        strip_headers(m, REMOVED, &mut out);
+        assert_eq!(
+            out,
+            b"From: a@x.com\r\nBccx: keep\r\nTo: b@x.com\r\n\r\nBcc: body stays\r\n".to_vec()
+        );
     }
 }

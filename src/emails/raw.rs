@@ -14,8 +14,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use lettre::message::Mailbox;
-use mail_parser::{Address, HeaderName, MessageParser};
+use mail_parser::{HeaderName, MessageParser};
 use uuid::Uuid;
 
 use super::header_set;
@@ -168,66 +167,8 @@ fn lower_list(a: Option<&mail_parser::Address<'_>>) -> Vec<String> {
 
 /// Decoded header text for a column: no control characters (Postgres text
 /// cannot hold NUL; CR/LF never belong in a header value).
-fn plain_text(s: &str, max: usize) -> String {
+pub(super) fn plain_text(s: &str, max: usize) -> String {
     s.chars().filter(|c| !c.is_control()).take(max).collect()
-}
-
-/// The one mailbox of a `From` or `Sender` field: a list (not a group) of
-/// exactly one address that parses.
-fn single_mailbox(field: &str, a: Option<&Address<'_>>) -> AppResult<Mailbox> {
-    let one = || {
-        header_set::malformed(
-            field,
-            format!("the {field} header field must hold exactly one address"),
-        )
-    };
-    let Some(Address::List(list)) = a else {
-        return Err(one());
-    };
-    let [only] = list.as_slice() else {
-        return Err(one());
-    };
-    let address = parse_email(field, only.address().unwrap_or_default()).map_err(|_| one())?;
-    Ok(Mailbox::new(
-        only.name()
-            .map(|n| plain_text(n, 256))
-            .filter(|n| !n.trim().is_empty()),
-        address.parse().map_err(|_| one())?,
-    ))
-}
-
-/// The domains of every address in the `Resent-From` / `Resent-Sender`
-/// fields (RFC 5322 §3.6.6: a message may carry several resent blocks).
-fn resent_domains(
-    msg: &mail_parser::Message<'_>,
-    out: &mut Vec<(&'static str, String)>,
-) -> AppResult<()> {
-    for (name, field) in [
-        (HeaderName::ResentFrom, "resent_from"),
-        (HeaderName::ResentSender, "resent_sender"),
-    ] {
-        for value in msg.header_values(name) {
-            let bad = || {
-                header_set::malformed(
-                    field,
-                    format!("the {field} header field must hold addresses"),
-                )
-            };
-            let addrs = value.as_address().ok_or_else(bad)?;
-            for a in addrs.iter() {
-                let address =
-                    parse_email(field, a.address().unwrap_or_default()).map_err(|_| bad())?;
-                let domain = address
-                    .rsplit_once('@')
-                    .map(|(_, d)| d.to_ascii_lowercase())
-                    .ok_or_else(bad)?;
-                if !out.iter().any(|(f, d)| *f == field && *d == domain) {
-                    out.push((field, domain));
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 fn parse(sub: RawSubmission) -> AppResult<Parsed> {
@@ -239,14 +180,14 @@ fn parse(sub: RawSubmission) -> AppResult<Parsed> {
     let msg = MessageParser::default()
         .parse_headers(&sub.message)
         .ok_or_else(|| AppError::invalid("message", "is not an RFC 5322 message"))?;
-    let mailbox = single_mailbox("from", msg.from())?;
+    let mailbox = header_set::single_mailbox("from", msg.from())?;
     let from_domain = mailbox.email.domain().to_ascii_lowercase();
     let mut authors = vec![("from", from_domain.clone())];
     if msg.header_raw(HeaderName::Sender).is_some() {
-        let sender = single_mailbox("sender", msg.sender())?;
+        let sender = header_set::single_mailbox("sender", msg.sender())?;
         authors.push(("sender", sender.email.domain().to_ascii_lowercase()));
     }
-    resent_domains(&msg, &mut authors)?;
+    header_set::resent_domains(&msg, &mut authors)?;
     let (to_h, cc_h) = (lower_list(msg.to()), lower_list(msg.cc()));
     let (mut to, mut cc, mut bcc) = (Vec::new(), Vec::new(), Vec::new());
     for r in recipients {
@@ -286,7 +227,7 @@ fn parse(sub: RawSubmission) -> AppResult<Parsed> {
     drop(msg);
     let mut raw = added.into_bytes();
     raw.reserve(sub.message.len());
-    strip_headers(&sub.message, REMOVED, &mut raw);
+    header_set::strip_headers(&sub.message, header_set::REMOVED, &mut raw);
     Ok(Parsed {
         id,
         from: mailbox.to_string(),
@@ -300,37 +241,6 @@ fn parse(sub: RawSubmission) -> AppResult<Parsed> {
         message_id,
         raw,
     })
-}
-
-/// Header fields removed from a submitted message (lower-case): `Bcc` (the
-/// envelope carries it), the scheduling instruction, `Return-Path` (added at
-/// final delivery) and `X-Postline-ID` (Postline writes its own).
-const REMOVED: &[&[u8]] = &[
-    b"bcc",
-    b"x-postline-scheduled-at",
-    b"return-path",
-    b"x-postline-id",
-];
-
-/// Appends `message` to `out` without the header fields named in `names`
-/// (lower-case), folded continuation lines included; the body is untouched.
-pub fn strip_headers(message: &[u8], names: &[&[u8]], out: &mut Vec<u8>) {
-    let (head, body) = message.split_at(header_set::header_end(message));
-    let mut dropping = false;
-    for line in head.split_inclusive(|b| *b == b'\n') {
-        let folded = matches!(line.first(), Some(b' ' | b'\t'));
-        if !folded {
-            dropping = names.iter().any(|name| {
-                line.len() > name.len()
-                    && line[..name.len()].eq_ignore_ascii_case(name)
-                    && line[name.len()..].trim_ascii_start().first() == Some(&b':')
-            });
-        }
-        if !dropping {
-            out.extend_from_slice(line);
-        }
-    }
-    out.extend_from_slice(body);
 }
 
 #[cfg(test)]
@@ -352,17 +262,6 @@ mod tests {
         assert!(p.message_id.ends_with("@x.com>"), "{}", p.message_id);
         assert!(p.raw.starts_with(b"Message-ID: <"));
         assert_eq!(p.to, vec!["b@y.com".to_string()]);
-    }
-
-    #[test]
-    fn bcc_lines_are_removed_with_their_folds() {
-        let m = b"From: a@x.com\r\nBcc: s@y.com,\r\n  t@y.com\r\nBccx: keep\r\nTo: b@x.com\r\n\r\nBcc: body stays\r\n";
-        let mut out = Vec::new();
-        strip_headers(m, REMOVED, &mut out);
-        assert_eq!(
-            out,
-            b"From: a@x.com\r\nBccx: keep\r\nTo: b@x.com\r\n\r\nBcc: body stays\r\n".to_vec()
-        );
     }
 
     fn parsed(m: &[u8]) -> AppResult<Parsed> {
@@ -418,7 +317,7 @@ mod tests {
 
     #[test]
     fn postline_and_final_delivery_headers_are_removed() {
-        assert!(REMOVED.contains(&SCHEDULE_HEADER.to_ascii_lowercase().as_bytes()));
+        assert!(header_set::REMOVED.contains(&SCHEDULE_HEADER.to_ascii_lowercase().as_bytes()));
         let p = parsed(b"Return-Path: <x@evil.com>\r\nFrom: a@x.com\r\nX-Postline-ID: forged\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <m@x.com>\r\n\r\nX-Postline-ID: body\r\n").unwrap();
         assert_eq!(
             String::from_utf8(p.raw).unwrap(),
