@@ -24,6 +24,8 @@ mod bounces;
 mod console;
 mod console_browser;
 mod console_invite;
+mod console_lockout;
+mod console_suspended;
 mod console_team;
 mod console_totp;
 mod console_users;
