@@ -15,6 +15,7 @@ mod compat;
 mod drills;
 
 mod audit;
+mod audit_gaps;
 mod auth;
 mod body_errors;
 mod bounce_corpus;
