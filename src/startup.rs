@@ -63,7 +63,7 @@ impl Application {
                 Duration::from_secs(settings.metrics.queue_depth_secs),
             ),
             renderer: crate::templates::sandbox::Sandbox::new(&settings.templates)?,
-            console: crate::console::ConsoleState::new(&settings.console),
+            console: crate::console::ConsoleState::new(&settings)?,
         };
         let listener = TcpListener::bind(&settings.server.bind).map_err(|e| {
             anyhow::anyhow!("server.bind: cannot bind {}: {e}", settings.server.bind)

@@ -1,5 +1,5 @@
 //! The audit log (API.md "Audit log"): who created, changed, suspended or
-//! deleted tenants, keys and webhooks. An entry is written by [`record`] on
+//! deleted tenants, keys, webhooks, domains, suppressions and templates. An entry is written by [`record`] on
 //! the connection of the change, inside its transaction, so a change that
 //! rolls back leaves no entry and a committed change always has one. A new
 //! capability adds an action with one call:
@@ -27,6 +27,8 @@ pub enum ActorKind {
     Cli,
     /// A console user (`src/console/`); the id is the user's.
     User,
+    /// Postline itself: a background job (the domain recheck), no id.
+    System,
 }
 
 impl ActorKind {
@@ -37,6 +39,7 @@ impl ActorKind {
             ActorKind::OauthClient => "oauth_client",
             ActorKind::Cli => "cli",
             ActorKind::User => "user",
+            ActorKind::System => "system",
         }
     }
 }
@@ -74,6 +77,16 @@ impl Actor {
             },
             id: Some(who.0.api_key_id),
             request_id,
+        }
+    }
+
+    /// A background job of Postline (e.g. the domain recheck verifying a
+    /// domain).
+    pub fn system() -> Actor {
+        Actor {
+            kind: ActorKind::System,
+            id: None,
+            request_id: None,
         }
     }
 

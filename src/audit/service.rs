@@ -19,7 +19,7 @@ use crate::state::AppState;
 pub struct AuditQuery {
     /// Entries of this tenant (admin keys; a tenant key always reads its own).
     pub tenant_id: Option<Uuid>,
-    /// Only this kind of actor (admin_key, tenant_key, oauth_client, cli, user), or kind:id for one of them.
+    /// Only this kind of actor (admin_key, tenant_key, oauth_client, cli, user, system), or kind:id for one of them.
     pub actor: Option<String>,
     /// Only this action, e.g. tenant.created or key.revoked.
     pub action: Option<String>,
@@ -34,7 +34,14 @@ pub struct AuditQuery {
     pub cursor: Option<String>,
 }
 
-const ACTOR_KINDS: [&str; 5] = ["admin_key", "tenant_key", "oauth_client", "cli", "user"];
+const ACTOR_KINDS: [&str; 6] = [
+    "admin_key",
+    "tenant_key",
+    "oauth_client",
+    "cli",
+    "user",
+    "system",
+];
 
 impl AuditQuery {
     /// The filter and page; `scope` is the tenant of a tenant key.
@@ -54,7 +61,7 @@ impl AuditQuery {
                 if !ACTOR_KINDS.contains(&kind) || id.as_ref().is_some_and(|i| i.len() > 100) {
                     return Err(AppError::invalid(
                         "actor",
-                        "must be one of admin_key, tenant_key, oauth_client, cli, user (optionally kind:id)",
+                        "must be one of admin_key, tenant_key, oauth_client, cli, user, system (optionally kind:id)",
                     ));
                 }
                 (Some(kind.to_string()), id)
@@ -106,7 +113,7 @@ impl Filter {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ActorView {
-    /// `admin_key`, `tenant_key`, `oauth_client`, `cli` or `user`.
+    /// `admin_key`, `tenant_key`, `oauth_client`, `cli`, `user` or `system`.
     pub kind: String,
     pub id: Option<String>,
 }

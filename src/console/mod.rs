@@ -13,6 +13,8 @@
 //!   JSON API (no SQL in a page);
 //! - `model`: the console's own SQL (users, sessions, the queue overview).
 //! - `invite_mail`: invitations mailed through the default relay.
+//! - `device`: the device cookie that exempts a user's known browsers from
+//!   the sign-in throttles strangers can spend.
 //! - `totp`, `second_factor`, `totp_model`: TOTP (RFC 6238) as a second
 //!   factor: the codes, enrolment and the sign-in's code step, their SQL.
 
@@ -28,6 +30,7 @@ macro_rules! ctx {
 }
 
 pub mod cli;
+pub mod device;
 pub mod invite_mail;
 pub mod model;
 pub mod pages;
@@ -47,7 +50,7 @@ use actix_web::{web, HttpMessage, HttpRequest};
 use serde::Serialize;
 
 use crate::auth::failures::FailedAuthLimiter;
-use crate::config::ConsoleSettings;
+use crate::config::Settings;
 use crate::domain::TenantId;
 use crate::error::{AppError, AppResult};
 use crate::routes::{Access, Endpoint};
@@ -55,18 +58,58 @@ use crate::state::AppState;
 use crate::tenants::model::TenantRef;
 use users::ConsoleUser;
 
-/// Sign-in throttles: failures per e-mail address and per client address.
+/// Sign-in throttles: failures per e-mail address and per client address,
+/// and per device cookie for browsers the user signed in with before
+/// (`device`: those are exempt from the first two).
 #[derive(Clone)]
 pub struct ConsoleState {
     pub by_email: FailedAuthLimiter<String>,
     pub by_ip: FailedAuthLimiter<IpAddr>,
+    pub by_device: FailedAuthLimiter<String>,
+    pub device: device::DeviceKey,
 }
 
 impl ConsoleState {
-    pub fn new(s: &ConsoleSettings) -> Self {
-        Self {
-            by_email: FailedAuthLimiter::new(s.login_failures_per_minute),
-            by_ip: FailedAuthLimiter::new(s.login_failures_per_minute),
+    pub fn new(settings: &Settings) -> Result<Self, crate::config::ConfigError> {
+        let n = settings.console.login_failures_per_minute;
+        Ok(Self {
+            by_email: FailedAuthLimiter::new(n),
+            by_ip: FailedAuthLimiter::new(n),
+            by_device: FailedAuthLimiter::new(n),
+            device: device::DeviceKey::from_settings(settings)?,
+        })
+    }
+
+    /// The device cookie of `req` when it vouches for `email` (lower-case).
+    pub fn known_device(&self, req: &HttpRequest, email: &str) -> Option<String> {
+        let value = req.cookie(device::COOKIE)?.value().to_string();
+        self.device
+            .vouches(&value, email, chrono::Utc::now())
+            .then_some(value)
+    }
+
+    /// Seconds to wait when a sign-in as `email` is throttled: a known
+    /// browser by its own failures, any other by its address's and the
+    /// e-mail's.
+    pub fn blocked(&self, ip: Option<IpAddr>, email: &str, device: Option<&str>) -> Option<u64> {
+        match device {
+            Some(d) => self.by_device.blocked_key(&d.to_string()),
+            None => ip
+                .and_then(|ip| self.by_ip.blocked(ip))
+                .or_else(|| self.by_email.blocked_key(&email.to_string())),
+        }
+    }
+
+    /// Counts a failed sign-in (password or code) everywhere it applies.
+    pub fn failed(&self, ip: Option<IpAddr>, email: &str, device: Option<String>) {
+        if let Some(ip) = ip {
+            self.by_ip.failed(ip);
+        }
+        if !email.is_empty() && email.len() <= 254 {
+            self.by_email.failed_key(email.to_string());
+        }
+        if let Some(d) = device {
+            self.by_device.failed_key(d);
         }
     }
 }
@@ -174,7 +217,9 @@ pub struct Layout {
     pub tenant: Option<String>,
     pub tenant_query: String,
     pub active: &'static str,
+    /// The user's tenant is suspended: the banner, and every form is 403.
     pub suspended: bool,
+    pub suspended_notice: &'static str,
 }
 
 impl Layout {
@@ -192,6 +237,7 @@ impl Layout {
             tenant,
             active,
             suspended: user.who.0.tenant_suspended,
+            suspended_notice: session::SUSPENDED,
         }
     }
 }

@@ -36,6 +36,9 @@ pub enum ConsoleError {
     TotpRequired {
         post: bool,
     },
+    /// A tenant user's change while the tenant is suspended: the console is
+    /// read-only for it, as the API is for its keys (403).
+    Suspended,
     /// The form is larger than [`MAX_FORM_BYTES`].
     FormTooLarge,
     /// The form is not `application/x-www-form-urlencoded` or does not parse.
@@ -55,6 +58,7 @@ impl std::fmt::Display for ConsoleError {
             ConsoleError::SignIn { .. } => f.write_str("sign-in required"),
             ConsoleError::Csrf => f.write_str("missing or wrong form token"),
             ConsoleError::TotpRequired { .. } => f.write_str("TOTP required for admins"),
+            ConsoleError::Suspended => f.write_str("tenant suspended"),
             ConsoleError::FormTooLarge => f.write_str("form too large"),
             ConsoleError::BadForm(why) => write!(f, "bad form: {why}"),
             ConsoleError::App(e) => write!(f, "{e}"),
@@ -70,7 +74,9 @@ impl ResponseError for ConsoleError {
             ConsoleError::SignIn { post: false } => StatusCode::SEE_OTHER,
             ConsoleError::SignIn { post: true } | ConsoleError::Csrf => StatusCode::FORBIDDEN,
             ConsoleError::TotpRequired { post: false } => StatusCode::SEE_OTHER,
-            ConsoleError::TotpRequired { post: true } => StatusCode::FORBIDDEN,
+            ConsoleError::TotpRequired { post: true } | ConsoleError::Suspended => {
+                StatusCode::FORBIDDEN
+            }
             ConsoleError::FormTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ConsoleError::BadForm(_) => StatusCode::BAD_REQUEST,
             ConsoleError::App(e) => e.status_code(),
@@ -99,6 +105,7 @@ impl ResponseError for ConsoleError {
                 Vec::new(),
             ),
             ConsoleError::SignIn { .. } => ("Sign-in required", self.to_string(), Vec::new()),
+            ConsoleError::Suspended => ("Tenant suspended", SUSPENDED.into(), Vec::new()),
             ConsoleError::Csrf => (
                 "Forbidden",
                 "This form is missing its token or the session changed; reload the page.".into(),
@@ -185,9 +192,16 @@ pub fn removal(name: &str, secure: bool) -> Cookie<'_> {
     c
 }
 
-/// The pages an admin without TOTP may use when it is required: the account
-/// page (to set it up) with its forms, and sign-out.
-fn totp_exempt(path: &str) -> bool {
+/// Why a suspended tenant's user cannot change anything (the page banner
+/// and the 403 of a form say it).
+pub const SUSPENDED: &str = "This tenant is suspended: its mail is held and the console is \
+     read-only (nothing can be created, changed or deleted) until a platform admin \
+     reactivates it.";
+
+/// The user's own pages, not the tenant's: the account page (TOTP) with its
+/// forms, and sign-out. An admin without TOTP may use them when it is
+/// required; a suspended tenant's user may still change them.
+fn own_account(path: &str) -> bool {
     let under = |p: &str| {
         path.strip_prefix(p)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
@@ -213,9 +227,14 @@ impl FromRequest for ConsoleUser {
             if state.settings.console.require_totp_for_admins
                 && user.is_admin()
                 && !user.totp
-                && !totp_exempt(req.path())
+                && !own_account(req.path())
             {
                 return Err(ConsoleError::TotpRequired { post });
+            }
+            // The one guard of every console change (every form is a POST
+            // through here): a suspended tenant's users only read.
+            if post && user.who.0.tenant_suspended && !own_account(req.path()) {
+                return Err(ConsoleError::Suspended);
             }
             req.extensions_mut().insert(match user.tenant() {
                 Some(t) => crate::http::Caller::Tenant(t.0),

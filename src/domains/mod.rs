@@ -11,6 +11,7 @@ pub mod routes;
 pub mod sending;
 pub mod service;
 pub mod signing;
+pub mod transition;
 pub mod view;
 
 use std::sync::Arc;

@@ -3,12 +3,13 @@
 //! decides the tenant). `{id}` is the domain's id or its name.
 
 use actix_web::http::Method;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::input::CreateDomain;
 use super::model::DomainRef;
 use super::service;
 use super::view::DomainView;
+use crate::audit::Actor;
 use crate::auth::Principal;
 use crate::body::JsonBody;
 use crate::db::pagination::{Page, PageQuery};
@@ -80,6 +81,7 @@ const SCOPE: scope::Capability = scope::Capability {
     responses((status = 201, body = DomainView), (status = "4XX", body = Problem)),
     security(("bearer" = ["domains:write"])))]
 pub async fn create(
+    req: HttpRequest,
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<ScopedPath>,
@@ -87,7 +89,7 @@ pub async fn create(
 ) -> AppResult<HttpResponse> {
     let t = scope::resolve_for(&state, &who, &path, &SCOPE, true).await?;
     let input: CreateDomain = body.parse().await?;
-    let view = service::create(&state.domains, t, input).await?;
+    let view = service::create(&state.domains, &Actor::of(&who, &req), t, input).await?;
     Ok(HttpResponse::Created().json(view))
 }
 
@@ -125,12 +127,19 @@ pub async fn get(
     responses((status = 204), (status = "4XX", body = Problem)),
     security(("bearer" = ["domains:write"])))]
 pub async fn delete(
+    req: HttpRequest,
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<ScopedPath>,
 ) -> AppResult<HttpResponse> {
     let t = scope::resolve_for(&state, &who, &path, &SCOPE, true).await?;
-    service::delete(&state.domains, t, DomainRef::parse(path.id()?)).await?;
+    service::delete(
+        &state.domains,
+        &Actor::of(&who, &req),
+        t,
+        DomainRef::parse(path.id()?),
+    )
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -139,12 +148,19 @@ pub async fn delete(
     responses((status = 200, body = DomainView), (status = "4XX", body = Problem), (status = 503, body = Problem)),
     security(("bearer" = ["domains:write"])))]
 pub async fn verify(
+    req: HttpRequest,
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<ScopedPath>,
 ) -> AppResult<HttpResponse> {
     let t = scope::resolve_for(&state, &who, &path, &SCOPE, true).await?;
-    let view = service::verify(&state.domains, t, DomainRef::parse(path.id()?)).await?;
+    let view = service::verify(
+        &state.domains,
+        &Actor::of(&who, &req),
+        t,
+        DomainRef::parse(path.id()?),
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -153,11 +169,18 @@ pub async fn verify(
     responses((status = 200, body = DomainView), (status = "4XX", body = Problem)),
     security(("bearer" = ["domains:write"])))]
 pub async fn rotate(
+    req: HttpRequest,
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<ScopedPath>,
 ) -> AppResult<HttpResponse> {
     let t = scope::resolve_for(&state, &who, &path, &SCOPE, true).await?;
-    let view = service::rotate(&state.domains, t, DomainRef::parse(path.id()?)).await?;
+    let view = service::rotate(
+        &state.domains,
+        &Actor::of(&who, &req),
+        t,
+        DomainRef::parse(path.id()?),
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(view))
 }

@@ -125,11 +125,14 @@ fn unwrap_shared(e: Arc<AppError>) -> AppError {
     }
 }
 
+/// `field` is the address's field (`from`, `emails[2].from`, `sender`,
+/// `resent_from`); the detail names its header.
 fn refused(field: &str, from_domain: &str) -> AppError {
+    let header = field.rsplit('.').next().unwrap_or(field).replace('_', "-");
     AppError::Validation {
         code: "from_domain_not_allowed",
         detail: format!(
-            "The from domain {from_domain} is not a verified sending domain of this tenant \
+            "The {header} domain {from_domain} is not a verified sending domain of this tenant \
              (POST /v1/domains, then publish its DNS records and verify)."
         ),
         errors: vec![FieldError::new(field, "domain not allowed for this tenant")],

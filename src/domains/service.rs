@@ -1,22 +1,25 @@
 //! Domain business rules: create (with DKIM keys), read, delete, verify by
 //! DNS, rotate keys, and the periodic recheck. Services take the resolved
-//! tenant and return domain results.
+//! tenant and actor and return domain results; every change is audited
+//! (`domain.created`, `domain.verified` (the recheck's as `system`),
+//! `domain.dkim_rotated`, `domain.deleted`) in its transaction.
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use uuid::Uuid;
 
-use super::checks::{self, Record};
+use super::checks;
 use super::input::CreateDomain;
 use super::keys::{self, Algorithm};
 use super::model::{self, DkimKeyRow, DomainRef, DomainRow};
 use super::sending::suffixes;
+use super::transition::{apply, secs};
 use super::view::DomainView;
 use super::{events, Domains};
-use crate::config::DomainSettings;
+use crate::audit::{self, Actor};
 use crate::crypto::Vault;
 use crate::db::pagination::{Page, PageRequest};
 use crate::db::{self, PgPool};
@@ -61,7 +64,12 @@ async fn generate(
     .map_err(|e| AppError::internal("DKIM key generation", format!("{e:#}")))
 }
 
-pub async fn create(d: &Domains, tenant: TenantId, input: CreateDomain) -> AppResult<DomainView> {
+pub async fn create(
+    d: &Domains,
+    actor: &Actor,
+    tenant: TenantId,
+    input: CreateDomain,
+) -> AppResult<DomainView> {
     let (name, algs) = input.parse()?;
     let now = Utc::now();
     let row = DomainRow {
@@ -78,6 +86,7 @@ pub async fn create(d: &Domains, tenant: TenantId, input: CreateDomain) -> AppRe
     };
     let new_keys = generate(&d.vault, tenant, row.id, algs).await?;
     let bounce = d.bounce_domain.clone();
+    let actor = actor.clone();
     let view = db::run(&d.pool, move |conn| {
         conn.transaction(|conn| {
             if model::count(conn, tenant)? >= MAX_DOMAINS {
@@ -94,6 +103,15 @@ pub async fn create(d: &Domains, tenant: TenantId, input: CreateDomain) -> AppRe
                 }
                 other => other.into(),
             })?;
+            let changes = serde_json::json!({"name": row.name, "status": row.status});
+            audit::record(
+                conn,
+                &actor,
+                "domain.created",
+                Some(tenant.0),
+                row.id,
+                changes,
+            )?;
             Ok(DomainView::new(row, &new_keys, &bounce))
         })
     })
@@ -155,12 +173,27 @@ pub async fn get(d: &Domains, tenant: TenantId, r: DomainRef) -> AppResult<Domai
     Ok(DomainView::new(row, &keys, &d.bounce_domain))
 }
 
-pub async fn delete(d: &Domains, tenant: TenantId, r: DomainRef) -> AppResult<()> {
+pub async fn delete(d: &Domains, actor: &Actor, tenant: TenantId, r: DomainRef) -> AppResult<()> {
+    let actor = actor.clone();
     let removed = db::run(&d.pool, move |conn| {
-        let Some(row) = model::find(conn, tenant, &r, false)? else {
-            return Ok(0);
-        };
-        Ok(model::delete(conn, tenant, row.id)?)
+        conn.transaction(|conn| {
+            let Some(row) = model::find(conn, tenant, &r, true)? else {
+                return Ok(0);
+            };
+            let n = model::delete(conn, tenant, row.id)?;
+            if n > 0 {
+                let changes = serde_json::json!({"name": row.name, "status": row.status});
+                audit::record(
+                    conn,
+                    &actor,
+                    "domain.deleted",
+                    Some(tenant.0),
+                    row.id,
+                    changes,
+                )?;
+            }
+            Ok(n)
+        })
     })
     .await?;
     if removed == 0 {
@@ -172,9 +205,14 @@ pub async fn delete(d: &Domains, tenant: TenantId, r: DomainRef) -> AppResult<()
 
 /// `POST …/verify`: checks DNS now. 409 `domain_taken` when every record is
 /// right but another tenant verified the name (or a parent) first.
-pub async fn verify(d: &Domains, tenant: TenantId, r: DomainRef) -> AppResult<DomainView> {
+pub async fn verify(
+    d: &Domains,
+    actor: &Actor,
+    tenant: TenantId,
+    r: DomainRef,
+) -> AppResult<DomainView> {
     let (row, keys) = load(d, tenant, r).await?;
-    let outcome = check_and_apply(d, row, keys).await?;
+    let outcome = check_and_apply(d, actor, row, keys).await?;
     d.rule.invalidate();
     if outcome.taken {
         return Err(taken(&outcome.domain.name));
@@ -188,7 +226,12 @@ pub async fn verify(d: &Domains, tenant: TenantId, r: DomainRef) -> AppResult<Do
 
 /// `POST …/dkim/rotate`: a new key per algorithm in use, `pending` until its
 /// record is seen; then it signs and the old one is `retiring`.
-pub async fn rotate(d: &Domains, tenant: TenantId, r: DomainRef) -> AppResult<DomainView> {
+pub async fn rotate(
+    d: &Domains,
+    actor: &Actor,
+    tenant: TenantId,
+    r: DomainRef,
+) -> AppResult<DomainView> {
     let (row, current) = load(d, tenant, r).await?;
     if current.iter().any(|k| k.status == "pending") {
         return Err(AppError::conflict(
@@ -212,10 +255,22 @@ pub async fn rotate(d: &Domains, tenant: TenantId, r: DomainRef) -> AppResult<Do
         )));
     }
     let fresh = generate(&d.vault, tenant, row.id, algs).await?;
-    let id = row.id;
+    let (id, name, actor) = (row.id, row.name.clone(), actor.clone());
     let keys = db::run(&d.pool, move |conn| {
-        model::insert_keys(conn, &fresh)?;
-        Ok(model::keys_of(conn, tenant, &[id])?)
+        conn.transaction(|conn| {
+            model::insert_keys(conn, &fresh)?;
+            let selectors: Vec<&str> = fresh.iter().map(|k| k.selector.as_str()).collect();
+            let changes = serde_json::json!({"name": name, "pending_selectors": selectors});
+            audit::record(
+                conn,
+                &actor,
+                "domain.dkim_rotated",
+                Some(tenant.0),
+                id,
+                changes,
+            )?;
+            Ok(model::keys_of(conn, tenant, &[id])?)
+        })
     })
     .await?;
     Ok(DomainView::new(row, &keys, &d.bounce_domain))
@@ -228,19 +283,27 @@ struct Outcome {
 }
 
 /// Looks the records up, then applies the result in one transaction on the
-/// locked row: key activation and retirement, status, webhook event.
-async fn check_and_apply(d: &Domains, row: DomainRow, keys: Vec<DkimKeyRow>) -> AppResult<Outcome> {
+/// locked row: key activation and retirement, status, webhook event, and
+/// the audit entry when the domain becomes verified.
+async fn check_and_apply(
+    d: &Domains,
+    actor: &Actor,
+    row: DomainRow,
+    keys: Vec<DkimKeyRow>,
+) -> AppResult<Outcome> {
     let list = checks::records(&row, &keys, &d.bounce_domain);
     let statuses = checks::check(&d.dns, &keys, &list)
         .await
         .map_err(|e| AppError::Unavailable(format!("DNS lookup failed: {e}")))?;
     let settings = d.settings.clone();
     let tenant = TenantId(row.tenant_id);
+    let actor = actor.clone();
     db::run(&d.pool, move |conn| {
         conn.transaction(|conn| {
             let Some(mut domain) = model::find(conn, tenant, &DomainRef::Id(row.id), true)? else {
                 return Err(AppError::NotFound);
             };
+            let before = domain.status.clone();
             let mut keys = model::keys_of(conn, tenant, &[domain.id])?;
             domain.checks = serde_json::Value::Object(statuses);
             let change = apply(&mut domain, &mut keys, &settings, Utc::now(), |name| {
@@ -259,6 +322,10 @@ async fn check_and_apply(d: &Domains, row: DomainRow, keys: Vec<DkimKeyRow>) -> 
             })?;
             if let Some(kind) = change.event {
                 events::enqueue(conn, kind, &domain)?;
+                if kind == "domain.verified" {
+                    let changes = serde_json::json!({"name": domain.name, "status": {"from": before, "to": domain.status}});
+                    audit::record(conn, &actor, kind, Some(tenant.0), domain.id, changes)?;
+                }
                 tracing::info!(tenant_id = %tenant, domain = %domain.name, event = kind, "domain status changed");
             }
             keys.retain(|k| !change.deleted.iter().any(|x| x.id == k.id));
@@ -266,96 +333,6 @@ async fn check_and_apply(d: &Domains, row: DomainRow, keys: Vec<DkimKeyRow>) -> 
         })
     })
     .await
-}
-
-/// What a check changed.
-#[derive(Default)]
-pub struct Change {
-    pub event: Option<&'static str>,
-    pub taken: bool,
-    pub changed: Vec<DkimKeyRow>,
-    pub deleted: Vec<DkimKeyRow>,
-}
-
-/// The state machine of a check, on rows whose `checks` hold the fresh
-/// statuses. `is_taken` is asked only when the domain would become verified.
-pub fn apply(
-    domain: &mut DomainRow,
-    keys: &mut [DkimKeyRow],
-    s: &DomainSettings,
-    now: DateTime<Utc>,
-    mut is_taken: impl FnMut(&str) -> QueryResult<bool>,
-) -> QueryResult<Change> {
-    let mut change = Change::default();
-    // The return-path record is never required: without it the list is the same here.
-    let list: Vec<Record> = checks::records(domain, keys, "");
-    let ok = |r: &Record| checks::last_status(&domain.checks, r) == "ok";
-    let required: Vec<&Record> = list.iter().filter(|r| r.required).collect();
-    let all_ok = !required.is_empty() && required.iter().all(|r| ok(r));
-    let published: Vec<Uuid> = list
-        .iter()
-        .filter(|r| ok(r))
-        .filter_map(|r| r.key)
-        .collect();
-    domain.last_checked_at = Some(now);
-    domain.next_check_at = now + secs(s.recheck_secs);
-
-    let verified_now = if all_ok && domain.status != "verified" {
-        if is_taken(&domain.name)? {
-            change.taken = true;
-            false
-        } else {
-            true
-        }
-    } else {
-        domain.status == "verified" && all_ok
-    };
-    if all_ok && !change.taken {
-        domain.failing_since = None;
-        if domain.status != "verified" {
-            domain.status = "verified".into();
-            domain.verified_at = Some(now);
-            change.event = Some("domain.verified");
-        }
-    } else if domain.status == "verified" {
-        let since = *domain.failing_since.get_or_insert(now);
-        if now - since >= secs(s.grace_secs) {
-            domain.status = "failed".into();
-            change.event = Some("domain.failed");
-        }
-    }
-    // Keys: a published pending key signs once the domain is verified; the
-    // key it replaces (same algorithm) is retiring from then on.
-    if verified_now || domain.status == "verified" {
-        let activate: Vec<usize> = (0..keys.len())
-            .filter(|&i| keys[i].status == "pending" && published.contains(&keys[i].id))
-            .collect();
-        for i in activate {
-            let alg = keys[i].algorithm.clone();
-            for old in keys
-                .iter_mut()
-                .filter(|k| k.status == "active" && k.algorithm == alg)
-            {
-                old.status = "retiring".into();
-                old.retire_at = Some(now + chrono::Duration::days(i64::from(s.dkim_retire_days)));
-                change.changed.push(old.clone());
-            }
-            keys[i].status = "active".into();
-            keys[i].activated_at = Some(now);
-            change.changed.push(keys[i].clone());
-        }
-    }
-    for k in keys
-        .iter()
-        .filter(|k| k.status == "retiring" && k.retire_at.is_some_and(|t| t <= now))
-    {
-        change.deleted.push(k.clone());
-    }
-    Ok(change)
-}
-
-fn secs(n: u64) -> chrono::Duration {
-    chrono::Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 4_000))
 }
 
 /// Rechecks every domain due (`next_check_at` passed), a batch at a time;
@@ -371,7 +348,9 @@ pub async fn recheck_due(d: &Domains) -> AppResult<usize> {
         for row in due {
             let (tenant, id, name) = (TenantId(row.tenant_id), row.id, row.name.clone());
             let result = match load(d, tenant, DomainRef::Id(id)).await {
-                Ok((row, keys)) => check_and_apply(d, row, keys).await.map(|_| ()),
+                Ok((row, keys)) => check_and_apply(d, &Actor::system(), row, keys)
+                    .await
+                    .map(|_| ()),
                 Err(e) => Err(e),
             };
             match result {

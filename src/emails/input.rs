@@ -137,6 +137,12 @@ const RESERVED_HEADERS: &[&str] = &[
     "received",
     "sender",
     "dkim-signature",
+    // A reader may show these as the author or sender; the From-domain
+    // rule covers `from` alone, so they are not the caller's to set.
+    "resent-from",
+    "resent-sender",
+    // Postline's own bounce token, added at delivery.
+    "x-postline-id",
 ];
 
 struct Checker {
@@ -256,12 +262,16 @@ impl SendRequest {
         if headers.len() > MAX_HEADERS {
             c.err("headers", format!("at most {MAX_HEADERS} custom headers"));
         }
+        let mut seen = std::collections::HashSet::with_capacity(headers.len());
         for (name, value) in &headers {
             let field = format!("headers.{name}");
+            let lower = name.to_ascii_lowercase();
             if !valid_header_name(name) {
                 c.err(&field, "is not a valid header name");
-            } else if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            } else if RESERVED_HEADERS.contains(&lower.as_str()) {
                 c.err(&field, "is set by Postline and cannot be overridden");
+            } else if !seen.insert(lower) {
+                c.err(&field, "is given twice (header names are case-insensitive)");
             }
             c.header_text(&field, value, 998);
         }
@@ -416,6 +426,22 @@ mod tests {
             serde_json::json!({"from": "a@acme.com", "to": "a@x.com", "subject": "s", "text": "t", "headers": {"X-A": "v\r\nBcc: x"}}),
         ] {
             assert!(req(v).validate(&profile(), "", &limits()).is_err());
+        }
+    }
+
+    #[test]
+    fn custom_headers_neither_name_an_author_nor_repeat_a_name() {
+        for headers in [
+            serde_json::json!({"Resent-From": "ceo@other.com"}),
+            serde_json::json!({"resent-sender": "ceo@other.com"}),
+            serde_json::json!({"X-Postline-ID": "forged"}),
+            serde_json::json!({"In-Reply-To": "<a@x>", "in-reply-to": "<b@x>"}),
+        ] {
+            let v = serde_json::json!({"from": "a@acme.com", "to": "a@x.com", "subject": "s", "text": "t", "headers": headers});
+            assert!(
+                req(v).validate(&profile(), "", &limits()).is_err(),
+                "{headers}"
+            );
         }
     }
 }

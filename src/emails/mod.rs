@@ -1,6 +1,7 @@
 //! Sending: the send API, message reads, and how a queued row becomes MIME.
 
 pub mod each;
+pub mod header_set;
 pub mod idempotency;
 pub mod input;
 pub mod lifecycle;

@@ -2,18 +2,22 @@
 //! same path as `POST /v1/emails` — tenant, From-domain rule, size limit,
 //! recipient limit, quota, then the ingestor (suppressions, usage,
 //! `email.queued`) — with the message kept as sent instead of built from
-//! fields. What is changed (RFC 6409 §8): a missing `Date` or
-//! `Message-ID` is added, and `Bcc` header lines are removed (the envelope
-//! carries Bcc; RFC 5322 §3.6.3). DKIM and `X-Postline-ID` are added at
-//! delivery, as for API mail.
+//! fields. Its header set is checked first (`header_set`: one `From`, the
+//! once-only fields once), and every address a reader may show as the
+//! author or sender (`From`, `Sender`, `Resent-From`, `Resent-Sender`) is
+//! held to the From-domain rule. What is changed (RFC 6409 §8): a missing
+//! `Date` or `Message-ID` is added, and `Bcc` header lines are removed (the
+//! envelope carries Bcc; RFC 5322 §3.6.3), as are `Return-Path` (RFC 5321
+//! §4.4: added at final delivery) and `X-Postline-ID` (Postline's own). DKIM
+//! and `X-Postline-ID` are added at delivery, as for API mail.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use lettre::message::Mailbox;
-use mail_parser::MessageParser;
+use mail_parser::{HeaderName, MessageParser};
 use uuid::Uuid;
 
+use super::header_set;
 use super::input::MAX_RECIPIENTS;
 use super::model::NewEmail;
 use super::service::{enqueue, sending_tenant, target};
@@ -64,11 +68,13 @@ pub async fn send_raw(state: &AppState, who: &Principal, sub: RawSubmission) -> 
     }
     let scheduled_at = sub.scheduled_at;
     let parsed = parse(sub)?;
-    state
-        .domains
-        .rule
-        .check(TenantId(tenant.id), &parsed.from_domain, "from")
-        .await?;
+    for (field, domain) in &parsed.authors {
+        state
+            .domains
+            .rule
+            .check(TenantId(tenant.id), domain, field)
+            .await?;
+    }
     let mut quotas = BTreeMap::new();
     if let Some(limit) = tenant.emails_per_day {
         quotas.insert(tenant.id, i64::from(limit));
@@ -97,7 +103,8 @@ struct Parsed {
     id: Uuid,
     from: String,
     from_address: String,
-    from_domain: String,
+    /// `(field, domain)` of every author or sender address, From first.
+    authors: Vec<(&'static str, String)>,
     to: Vec<String>,
     cc: Vec<String>,
     bcc: Vec<String>,
@@ -160,7 +167,7 @@ fn lower_list(a: Option<&mail_parser::Address<'_>>) -> Vec<String> {
 
 /// Decoded header text for a column: no control characters (Postgres text
 /// cannot hold NUL; CR/LF never belong in a header value).
-fn plain_text(s: &str, max: usize) -> String {
+pub(super) fn plain_text(s: &str, max: usize) -> String {
     s.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
@@ -169,24 +176,18 @@ fn parse(sub: RawSubmission) -> AppResult<Parsed> {
     for (i, r) in sub.recipients.iter().enumerate() {
         recipients.push(parse_email(&format!("to[{i}]"), r)?);
     }
+    header_set::check(&sub.message)?;
     let msg = MessageParser::default()
         .parse_headers(&sub.message)
         .ok_or_else(|| AppError::invalid("message", "is not an RFC 5322 message"))?;
-    let no_from = || AppError::invalid("from", "the message needs a From header with one address");
-    let from = msg.from().ok_or_else(no_from)?;
-    if from.iter().count() != 1 {
-        return Err(no_from());
-    }
-    let first = from.first().ok_or_else(no_from)?;
-    let address = parse_email("from", first.address().unwrap_or_default())?;
-    let mailbox = Mailbox::new(
-        first
-            .name()
-            .map(|n| plain_text(n, 256))
-            .filter(|n| !n.trim().is_empty()),
-        address.parse().map_err(|_| no_from())?,
-    );
+    let mailbox = header_set::single_mailbox("from", msg.from())?;
     let from_domain = mailbox.email.domain().to_ascii_lowercase();
+    let mut authors = vec![("from", from_domain.clone())];
+    if msg.header_raw(HeaderName::Sender).is_some() {
+        let sender = header_set::single_mailbox("sender", msg.sender())?;
+        authors.push(("sender", sender.email.domain().to_ascii_lowercase()));
+    }
+    header_set::resent_domains(&msg, &mut authors)?;
     let (to_h, cc_h) = (lower_list(msg.to()), lower_list(msg.cc()));
     let (mut to, mut cc, mut bcc) = (Vec::new(), Vec::new(), Vec::new());
     for r in recipients {
@@ -223,23 +224,15 @@ fn parse(sub: RawSubmission) -> AppResult<Parsed> {
     if msg.date().is_none() {
         added.push_str(&format!("Date: {}\r\n", Utc::now().to_rfc2822()));
     }
-    let has_bcc = msg.header_raw("Bcc").is_some();
-    let has_schedule = msg.header_raw(SCHEDULE_HEADER).is_some();
     drop(msg);
     let mut raw = added.into_bytes();
-    let mut kept = std::borrow::Cow::Borrowed(&sub.message[..]);
-    if has_bcc {
-        kept = without_header(&kept, b"bcc").into();
-    }
-    if has_schedule {
-        kept = without_header(&kept, SCHEDULE_HEADER.as_bytes()).into();
-    }
-    raw.extend_from_slice(&kept);
+    raw.reserve(sub.message.len());
+    header_set::strip_headers(&sub.message, header_set::REMOVED, &mut raw);
     Ok(Parsed {
         id,
         from: mailbox.to_string(),
         from_address: mailbox.email.to_string(),
-        from_domain,
+        authors,
         to,
         cc,
         bcc,
@@ -248,32 +241,6 @@ fn parse(sub: RawSubmission) -> AppResult<Parsed> {
         message_id,
         raw,
     })
-}
-
-/// `message` without the header field `name` (lower-case), folded
-/// continuation lines included; the body is untouched.
-pub fn without_header(message: &[u8], name: &[u8]) -> Vec<u8> {
-    let end = find(message, b"\r\n\r\n").map_or(message.len(), |i| i + 2);
-    let (head, body) = message.split_at(end);
-    let mut out = Vec::with_capacity(message.len());
-    let mut dropping = false;
-    for line in head.split_inclusive(|b| *b == b'\n') {
-        let folded = matches!(line.first(), Some(b' ' | b'\t'));
-        if !folded {
-            dropping = line.len() > name.len()
-                && line[..name.len()].eq_ignore_ascii_case(name)
-                && line[name.len()..].trim_ascii_start().first() == Some(&b':');
-        }
-        if !dropping {
-            out.extend_from_slice(line);
-        }
-    }
-    out.extend_from_slice(body);
-    out
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]
@@ -297,13 +264,64 @@ mod tests {
         assert_eq!(p.to, vec!["b@y.com".to_string()]);
     }
 
+    fn parsed(m: &[u8]) -> AppResult<Parsed> {
+        parse(RawSubmission {
+            recipients: vec!["b@y.com".into()],
+            message: m.to_vec(),
+            scheduled_at: None,
+        })
+    }
+
+    fn code(r: AppResult<Parsed>) -> &'static str {
+        match r {
+            Err(AppError::Validation { code, .. }) => code,
+            Err(e) => panic!("{e:?}"),
+            Ok(_) => "accepted",
+        }
+    }
+
     #[test]
-    fn bcc_lines_are_removed_with_their_folds() {
-        let m = b"From: a@x.com\r\nBcc: s@y.com,\r\n  t@y.com\r\nBccx: keep\r\nTo: b@x.com\r\n\r\nBcc: body stays\r\n";
-        let out = without_header(m, b"bcc");
+    fn every_author_and_sender_address_is_named_for_the_domain_rule() {
+        let p = parsed(b"From: A <a@X.com>\r\nSender: s@sub.y.com\r\nResent-From: r@r1.com, q@r2.com\r\nResent-Sender: t@r3.com\r\nTo: b@y.com\r\n\r\nb\r\n").unwrap();
+        let fields: Vec<(&str, &str)> = p.authors.iter().map(|(f, d)| (*f, d.as_str())).collect();
         assert_eq!(
-            out,
-            b"From: a@x.com\r\nBccx: keep\r\nTo: b@x.com\r\n\r\nBcc: body stays\r\n".to_vec()
+            fields,
+            vec![
+                ("from", "x.com"),
+                ("sender", "sub.y.com"),
+                ("resent_from", "r1.com"),
+                ("resent_from", "r2.com"),
+                ("resent_sender", "r3.com")
+            ]
+        );
+    }
+
+    #[test]
+    fn from_and_sender_hold_exactly_one_mailbox() {
+        for m in [
+            &b"From: a@x.com, c@z.com\r\n\r\nb\r\n"[..],
+            b"From: team: a@x.com;\r\n\r\nb\r\n",
+            b"From: not an address\r\n\r\nb\r\n",
+            b"From: a@x.com\r\nSender: s@y.com, t@z.com\r\n\r\nb\r\n",
+            b"From: a@x.com\r\nSender:\r\n\r\nb\r\n",
+            b"From: a@x.com\r\nFrom: c@z.com\r\n\r\nb\r\n",
+        ] {
+            assert_eq!(
+                code(parsed(m)),
+                header_set::MALFORMED,
+                "{}",
+                String::from_utf8_lossy(m)
+            );
+        }
+    }
+
+    #[test]
+    fn postline_and_final_delivery_headers_are_removed() {
+        assert!(header_set::REMOVED.contains(&SCHEDULE_HEADER.to_ascii_lowercase().as_bytes()));
+        let p = parsed(b"Return-Path: <x@evil.com>\r\nFrom: a@x.com\r\nX-Postline-ID: forged\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <m@x.com>\r\n\r\nX-Postline-ID: body\r\n").unwrap();
+        assert_eq!(
+            String::from_utf8(p.raw).unwrap(),
+            "From: a@x.com\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <m@x.com>\r\n\r\nX-Postline-ID: body\r\n"
         );
     }
 }

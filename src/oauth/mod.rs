@@ -27,6 +27,7 @@ use chrono::{DateTime, Utc};
 use diesel::PgConnection;
 use uuid::Uuid;
 
+use crate::auth::failures::FailedAuthLimiter;
 use crate::auth::VerifiedKey;
 use crate::config::Settings;
 use crate::crypto::Vault;
@@ -110,8 +111,16 @@ pub(crate) struct Inner {
     /// SHA-256 of `client_id` and secret → the hash the secret passed
     /// against: later token requests skip argon2 while the row holds it.
     pub proven: moka::future::Cache<[u8; 32], Arc<str>>,
+    /// SHA-256 of `client_id` and secret → the hash it failed against:
+    /// repeating a wrong secret costs no argon2 run while the row holds it.
+    pub rejected: moka::future::Cache<[u8; 32], Arc<str>>,
     pub argon2: Arc<tokio::sync::Semaphore>,
+    /// `oauth.token_requests_per_minute`, counted per client once its
+    /// secret has been checked, so strangers cannot spend it.
     pub limiter: ApiLimiter,
+    /// Failed client authentications per client address
+    /// (`auth.failed_per_ip_per_minute`, as for API keys).
+    pub failed: FailedAuthLimiter,
     pub last_used: Mutex<HashMap<Uuid, DateTime<Utc>>>,
 }
 
@@ -139,10 +148,15 @@ impl OAuthService {
                     .time_to_idle(Duration::from_secs(3600))
                     .support_invalidation_closures()
                     .build(),
+                rejected: moka::future::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(ttl)
+                    .build(),
                 argon2: Arc::new(tokio::sync::Semaphore::new(
                     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
                 )),
                 limiter: ApiLimiter::new(settings.limits.nodes),
+                failed: FailedAuthLimiter::new(settings.auth.failed_per_ip_per_minute),
                 last_used: Mutex::new(HashMap::new()),
             }),
         }

@@ -144,7 +144,7 @@ async fn read_capped(mut payload: web::Payload) -> Result<Vec<u8>, TokenError> {
         (status = 200, body = TokenResponse, description = "An RFC 9068 access token"),
         (status = 400, body = TokenErrorBody, description = "invalid_request, invalid_grant, invalid_scope, unsupported_grant_type"),
         (status = 401, body = TokenErrorBody, description = "invalid_client"),
-        (status = 429, body = TokenErrorBody, description = "slow_down: the per-client limit"),
+        (status = 429, body = TokenErrorBody, description = "slow_down: the per-client limit, or too many failed client authentications from this address"),
     ),
     security(("basic" = [])))]
 pub async fn token(
@@ -157,10 +157,11 @@ pub async fn token(
         header_str(header::CONTENT_TYPE).map(str::to_string),
         header_str(header::AUTHORIZATION).map(str::to_string),
     );
+    let from = crate::auth::extract::client_ip(&req, state.settings.auth.trust_x_forwarded_for);
     let result = async {
         let body = read_capped(payload).await?;
         let parsed = form::parse(content_type.as_deref(), authorization.as_deref(), &body)?;
-        state.oauth.issue(parsed).await
+        state.oauth.issue(parsed, from).await
     }
     .await;
     match result {

@@ -1,8 +1,10 @@
 //! `POST /oauth/token` (RFC 6749 §4.4, client credentials): the client
-//! authentication (argon2 kept off the hot path), the per-client limit, the
+//! authentication (argon2 kept off the hot path, failures counted per client
+//! address), then the per-client limit, the
 //! scope narrowing and the signed token. Errors are the RFC 6749 §5.2 codes
 //! of [`super::form::TokenError`], never problem JSON.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -50,10 +52,15 @@ pub fn narrow(client: &Permissions, scope: Option<&str>) -> Result<Permissions, 
 }
 
 impl OAuthService {
-    /// Authenticates the client (argon2 only for a secret not seen before),
-    /// applies the per-client limit, narrows the scope and signs a token.
-    pub async fn issue(&self, req: TokenRequest) -> Result<Issued, TokenError> {
-        let client = self.authenticate_client(&req.credentials).await?;
+    /// Authenticates the client (argon2 only for a secret not seen before;
+    /// failures counted against `from`, the caller's address), applies the
+    /// per-client limit, narrows the scope and signs a token.
+    pub async fn issue(
+        &self,
+        req: TokenRequest,
+        from: Option<IpAddr>,
+    ) -> Result<Issued, TokenError> {
+        let client = self.authenticate_client(&req.credentials, from).await?;
         if req.grant_type != "client_credentials" {
             return Err(TokenError::UnsupportedGrantType);
         }
@@ -99,7 +106,19 @@ impl OAuthService {
         })
     }
 
-    async fn authenticate_client(&self, c: &Credentials) -> Result<Arc<ClientState>, TokenError> {
+    /// The client, once its secret is right; then its per-client limit.
+    /// Every refusal before that (unknown or revoked client, wrong secret)
+    /// counts against the caller's address, and an address past
+    /// `auth.failed_per_ip_per_minute` gets `slow_down` before any lookup,
+    /// unless this node has seen the pair pass before (a real client behind
+    /// the same address keeps working). So a stranger holding a public
+    /// `client_id` spends neither the client's limit nor, past their
+    /// address's budget, any database or argon2 time.
+    async fn authenticate_client(
+        &self,
+        c: &Credentials,
+        from: Option<IpAddr>,
+    ) -> Result<Arc<ClientState>, TokenError> {
         let refused = TokenError::InvalidClient { basic: c.basic };
         if c.client_id.is_empty()
             || c.client_id.len() > MAX_CREDENTIAL_BYTES
@@ -108,14 +127,57 @@ impl OAuthService {
         {
             return Err(refused);
         }
+        let inner = self.inner();
+        let mut h = Sha256::new();
+        h.update(c.client_id.as_bytes());
+        h.update([0u8]);
+        h.update(c.secret.as_bytes());
+        let proof: [u8; 32] = h.finalize().into();
+        let proven = inner.proven.get(&proof).await;
+        if proven.is_none() {
+            if let Some(retry_after_secs) = from.and_then(|ip| inner.failed.blocked(ip)) {
+                crate::metrics::limited("failed_auth");
+                return Err(TokenError::SlowDown { retry_after_secs });
+            }
+        }
+        let failed = || {
+            if let Some(ip) = from {
+                inner.failed.failed(ip);
+            }
+        };
         let client = self.client(&c.client_id).await.map_err(|e| {
             tracing::warn!(error = %e, "token request: client lookup failed");
             TokenError::Unavailable
         })?;
         if !client.usable {
+            failed();
             return Err(refused);
         }
-        let inner = self.inner();
+        let hash = client.secret_hash.as_str();
+        let ok = if proven.as_deref() == Some(hash) {
+            true
+        } else if inner.rejected.get(&proof).await.as_deref() == Some(hash) {
+            false
+        } else {
+            let _permit = inner
+                .argon2
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| TokenError::Unavailable)?;
+            let (secret, stored) = (c.secret.clone(), client.secret_hash.clone());
+            tokio::task::spawn_blocking(move || verify_secret(&secret, &stored))
+                .await
+                .unwrap_or(false)
+        };
+        if !ok {
+            failed();
+            inner.rejected.insert(proof, hash.into()).await;
+            return Err(refused);
+        }
+        if proven.as_deref() != Some(hash) {
+            inner.proven.insert(proof, hash.into()).await;
+        }
         let per_minute = inner.settings.token_requests_per_minute;
         if per_minute > 0 {
             if let Some(retry_after_secs) =
@@ -125,31 +187,6 @@ impl OAuthService {
                 return Err(TokenError::SlowDown { retry_after_secs });
             }
         }
-        let mut h = Sha256::new();
-        h.update(c.client_id.as_bytes());
-        h.update([0u8]);
-        h.update(c.secret.as_bytes());
-        let proof: [u8; 32] = h.finalize().into();
-        if inner.proven.get(&proof).await.as_deref() == Some(client.secret_hash.as_str()) {
-            return Ok(client);
-        }
-        let _permit = inner
-            .argon2
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| TokenError::Unavailable)?;
-        let (secret, hash) = (c.secret.clone(), client.secret_hash.clone());
-        let ok = tokio::task::spawn_blocking(move || verify_secret(&secret, &hash))
-            .await
-            .unwrap_or(false);
-        if !ok {
-            return Err(refused);
-        }
-        inner
-            .proven
-            .insert(proof, client.secret_hash.as_str().into())
-            .await;
         Ok(client)
     }
 }

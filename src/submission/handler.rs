@@ -62,8 +62,21 @@ fn reply_for(e: AppError) -> Reply {
         AppError::Validation {
             code: "from_domain_not_allowed",
             detail,
+            errors,
+        } => {
+            let header = match errors.first().map(|e| e.field.as_str()) {
+                Some("sender") => "Sender",
+                Some("resent_from") => "Resent-From",
+                Some("resent_sender") => "Resent-Sender",
+                _ => "From",
+            };
+            Reply::new(550, format!("5.7.1 {header} domain not allowed: {detail}"))
+        }
+        AppError::Validation {
+            code: crate::emails::header_set::MALFORMED,
+            detail,
             ..
-        } => Reply::new(550, format!("5.7.1 From domain not allowed: {detail}")),
+        } => Reply::new(554, format!("5.6.0 {detail}")),
         AppError::Validation {
             code: "message_too_large",
             detail,

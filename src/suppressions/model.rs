@@ -123,16 +123,21 @@ pub fn find(
         .optional()
 }
 
-/// Removes an entry; true when a live one was there.
-pub fn delete(conn: &mut PgConnection, tenant: TenantId, email: &str) -> QueryResult<bool> {
-    let n = diesel::delete(
+/// Removes an entry; the live one that was there.
+pub fn delete(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    email: &str,
+) -> QueryResult<Option<SuppressionRow>> {
+    diesel::delete(
         suppressions::table
             .filter(suppressions::tenant_id.eq(tenant.0))
             .filter(suppressions::email.eq(email))
             .filter(live()),
     )
-    .execute(conn)?;
-    Ok(n > 0)
+    .returning(SuppressionRow::as_returning())
+    .get_result(conn)
+    .optional()
 }
 
 /// Listing position: newest first.

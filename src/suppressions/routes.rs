@@ -2,9 +2,10 @@
 //! `/v1/tenants/{tenant}/suppressions` for admin keys (same handlers).
 
 use actix_web::http::Method;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::service::{self, CreateSuppression, ListQuery, SuppressionView};
+use crate::audit::Actor;
 use crate::auth::Principal;
 use crate::body::JsonBody;
 use crate::db::pagination::Page;
@@ -88,6 +89,7 @@ pub async fn list(
     responses((status = 201, body = SuppressionView), (status = "4XX", body = Problem)),
     security(("bearer" = ["suppressions:write"])))]
 pub async fn create(
+    req: HttpRequest,
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<ScopedPath>,
@@ -95,7 +97,7 @@ pub async fn create(
 ) -> AppResult<HttpResponse> {
     let t = scope::resolve_for(&state, &who, &path, &SCOPE, true).await?;
     let input: CreateSuppression = body.parse().await?;
-    let view = service::create(&state, t, input).await?;
+    let view = service::create(&state, &Actor::of(&who, &req), t, input).await?;
     Ok(HttpResponse::Created().json(view))
 }
 
@@ -118,11 +120,12 @@ pub async fn get(
     responses((status = 204), (status = "4XX", body = Problem)),
     security(("bearer" = ["suppressions:write"])))]
 pub async fn delete(
+    req: HttpRequest,
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<ScopedPath>,
 ) -> AppResult<HttpResponse> {
     let t = scope::resolve_for(&state, &who, &path, &SCOPE, true).await?;
-    service::delete(&state, t, path.id()?).await?;
+    service::delete(&state, &Actor::of(&who, &req), t, path.id()?).await?;
     Ok(HttpResponse::NoContent().finish())
 }

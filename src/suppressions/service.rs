@@ -1,12 +1,19 @@
-//! Suppression list operations for a resolved tenant: domain results, no
-//! HTTP types. Addresses are compared lower-cased.
+//! Suppression list operations for a resolved tenant and actor: domain
+//! results, no HTTP types. Addresses are compared lower-cased. Changes by
+//! hand are audited (`suppression.added`, `suppression.removed`) in their
+//! transaction; entries the bounce processor adds are recorded as events
+//! of their message instead.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use diesel::Connection;
+use serde_json::json;
+
 use super::model::{self, After, NewSuppression, SuppressionRow};
+use crate::audit::{self, Actor};
 use crate::db;
 use crate::db::pagination::Page;
 use crate::domain::{parse_email, TenantId};
@@ -142,6 +149,7 @@ pub async fn list(
 
 pub async fn create(
     state: &AppState,
+    actor: &Actor,
     tenant: TenantId,
     body: CreateSuppression,
 ) -> AppResult<SuppressionView> {
@@ -166,8 +174,23 @@ pub async fn create(
         source_email_id: None,
         detail: body.detail,
     };
+    let actor = actor.clone();
     let row = db::run(&state.pool, move |conn| {
-        Ok(model::insert_manual(conn, &entry)?)
+        conn.transaction(|conn| {
+            let row = model::insert_manual(conn, &entry)?;
+            if let Some(r) = &row {
+                let changes = json!({"reason": r.reason, "detail": r.detail});
+                audit::record(
+                    conn,
+                    &actor,
+                    "suppression.added",
+                    Some(tenant.0),
+                    &r.email,
+                    changes,
+                )?;
+            }
+            Ok(row)
+        })
     })
     .await?;
     row.map(SuppressionView::from)
@@ -184,10 +207,25 @@ pub async fn get(state: &AppState, tenant: TenantId, raw: &str) -> AppResult<Sup
     .ok_or(AppError::NotFound)
 }
 
-pub async fn delete(state: &AppState, tenant: TenantId, raw: &str) -> AppResult<()> {
+pub async fn delete(state: &AppState, actor: &Actor, tenant: TenantId, raw: &str) -> AppResult<()> {
     let email = address("email", raw).map_err(|_| AppError::NotFound)?;
+    let actor = actor.clone();
     let gone = db::run(&state.pool, move |conn| {
-        Ok(model::delete(conn, tenant, &email)?)
+        conn.transaction(|conn| {
+            let Some(r) = model::delete(conn, tenant, &email)? else {
+                return Ok(false);
+            };
+            let changes = json!({"reason": r.reason, "expires_at": r.expires_at});
+            audit::record(
+                conn,
+                &actor,
+                "suppression.removed",
+                Some(tenant.0),
+                &r.email,
+                changes,
+            )?;
+            Ok(true)
+        })
     })
     .await?;
     if gone {

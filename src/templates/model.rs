@@ -147,13 +147,24 @@ pub fn save(conn: &mut PgConnection, row: &mut TemplateRow) -> QueryResult<Templ
         .get_result(conn)
 }
 
-pub fn delete(conn: &mut PgConnection, tenant: TenantId, r: &TemplateRef) -> QueryResult<usize> {
+/// Deletes the tenant's template; the row it was.
+pub fn delete(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    r: &TemplateRef,
+) -> QueryResult<Option<TemplateRow>> {
     if r.is_impossible() {
-        return Ok(0);
+        return Ok(None);
     }
     let scoped = templates::table.filter(templates::tenant_id.eq(tenant.0));
     match r {
-        TemplateRef::Id(id) => diesel::delete(scoped.filter(templates::id.eq(*id))).execute(conn),
-        TemplateRef::Name(n) => diesel::delete(scoped.filter(templates::name.eq(n))).execute(conn),
+        TemplateRef::Id(id) => diesel::delete(scoped.filter(templates::id.eq(*id)))
+            .returning(TemplateRow::as_returning())
+            .get_result(conn)
+            .optional(),
+        TemplateRef::Name(n) => diesel::delete(scoped.filter(templates::name.eq(n)))
+            .returning(TemplateRow::as_returning())
+            .get_result(conn)
+            .optional(),
     }
 }

@@ -3,13 +3,14 @@
 //! decides the tenant).
 
 use actix_web::http::Method;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::input::{CreateTemplate, RenderRequest, UpdateTemplate};
 use super::model::TemplateRef;
 use super::render::Rendered;
 use super::service;
 use super::view::TemplateView;
+use crate::audit::Actor;
 use crate::auth::Principal;
 use crate::body::JsonBody;
 use crate::db::pagination::{Page, PageQuery};
@@ -119,6 +120,7 @@ const SCOPE: scope::Capability = scope::Capability {
     responses((status = 201, body = TemplateView), (status = "4XX", body = Problem)),
     security(("bearer" = ["templates:write"])))]
 pub async fn create(
+    req: HttpRequest,
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<ScopedPath>,
@@ -126,7 +128,7 @@ pub async fn create(
 ) -> AppResult<HttpResponse> {
     let t = scope::resolve_for(&state, &who, &path, &SCOPE, true).await?;
     let input: CreateTemplate = body.parse().await?;
-    let view = service::create(&state, t, input).await?;
+    let view = service::create(&state, &Actor::of(&who, &req), t, input).await?;
     Ok(HttpResponse::Created().json(view))
 }
 
@@ -164,6 +166,7 @@ pub async fn get(
     responses((status = 200, body = TemplateView), (status = "4XX", body = Problem)),
     security(("bearer" = ["templates:write"])))]
 pub async fn update(
+    req: HttpRequest,
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<ScopedPath>,
@@ -171,7 +174,14 @@ pub async fn update(
 ) -> AppResult<HttpResponse> {
     let t = scope::resolve_for(&state, &who, &path, &SCOPE, true).await?;
     let input: UpdateTemplate = body.parse().await?;
-    let view = service::update(&state, t, TemplateRef::parse(path.id()?), input).await?;
+    let view = service::update(
+        &state,
+        &Actor::of(&who, &req),
+        t,
+        TemplateRef::parse(path.id()?),
+        input,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -180,12 +190,19 @@ pub async fn update(
     responses((status = 204), (status = "4XX", body = Problem)),
     security(("bearer" = ["templates:write"])))]
 pub async fn delete(
+    req: HttpRequest,
     who: Principal,
     state: web::Data<AppState>,
     path: web::Path<ScopedPath>,
 ) -> AppResult<HttpResponse> {
     let t = scope::resolve_for(&state, &who, &path, &SCOPE, true).await?;
-    service::delete(&state, t, TemplateRef::parse(path.id()?)).await?;
+    service::delete(
+        &state,
+        &Actor::of(&who, &req),
+        t,
+        TemplateRef::parse(path.id()?),
+    )
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

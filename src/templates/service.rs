@@ -1,9 +1,13 @@
-//! Template business rules: CRUD per tenant, preview, and rendering for the
-//! send path (which needs only `send`, not `templates:read`).
+//! Template business rules: CRUD per tenant (each change audited as
+//! `template.created|updated|deleted` in its transaction; `changes` names
+//! the template and which parts changed, never their text), preview, and
+//! rendering for the send path (which needs only `send`, not
+//! `templates:read`).
 
 use chrono::Utc;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::Connection;
+use serde_json::json;
 use uuid::Uuid;
 
 use super::input::{variables, CreateTemplate, RenderRequest, UpdateTemplate};
@@ -11,6 +15,7 @@ use super::model::{self, TemplateRef, TemplateRow};
 use super::render::Rendered;
 use super::sandbox::Job;
 use super::view::TemplateView;
+use crate::audit::{self, Actor};
 use crate::db;
 use crate::db::pagination::{Page, PageRequest};
 use crate::domain::TenantId;
@@ -29,6 +34,7 @@ fn name_conflict(e: DieselError) -> AppError {
 
 pub async fn create(
     state: &AppState,
+    actor: &Actor,
     tenant: TenantId,
     input: CreateTemplate,
 ) -> AppResult<TemplateView> {
@@ -44,8 +50,21 @@ pub async fn create(
         updated_at: now,
     };
     UpdateTemplate::from(input).apply(&mut row)?;
+    let actor = actor.clone();
     let saved = db::run(&state.pool, move |conn| {
-        model::insert(conn, std::slice::from_ref(&row)).map_err(name_conflict)
+        conn.transaction(|conn| {
+            let saved = model::insert(conn, std::slice::from_ref(&row)).map_err(name_conflict)?;
+            let changes = json!({"name": row.name, "parts": parts(&row)});
+            audit::record(
+                conn,
+                &actor,
+                "template.created",
+                Some(tenant.0),
+                row.id,
+                changes,
+            )?;
+            Ok(saved)
+        })
     })
     .await?;
     saved
@@ -82,30 +101,82 @@ pub async fn get(state: &AppState, tenant: TenantId, r: TemplateRef) -> AppResul
 
 pub async fn update(
     state: &AppState,
+    actor: &Actor,
     tenant: TenantId,
     r: TemplateRef,
     patch: UpdateTemplate,
 ) -> AppResult<TemplateView> {
+    let actor = actor.clone();
     db::run(&state.pool, move |conn| {
         conn.transaction(|conn| {
             let mut row = model::find(conn, tenant, &r, true)?.ok_or(AppError::NotFound)?;
+            let before = row.clone();
             patch.apply(&mut row)?;
-            model::save(conn, &mut row).map_err(name_conflict)
+            let saved = model::save(conn, &mut row).map_err(name_conflict)?;
+            let mut changed = Vec::new();
+            for (part, differs) in [
+                ("subject", before.subject != saved.subject),
+                ("html", before.html != saved.html),
+                ("text", before.text != saved.text),
+            ] {
+                if differs {
+                    changed.push(part);
+                }
+            }
+            let mut changes = json!({"name": saved.name, "changed": changed});
+            if before.name != saved.name {
+                changes["renamed"] = json!({"from": before.name, "to": saved.name});
+            }
+            audit::record(
+                conn,
+                &actor,
+                "template.updated",
+                Some(tenant.0),
+                saved.id,
+                changes,
+            )?;
+            Ok(saved)
         })
     })
     .await
     .map(Into::into)
 }
 
-pub async fn delete(state: &AppState, tenant: TenantId, r: TemplateRef) -> AppResult<()> {
-    let n = db::run(&state.pool, move |conn| {
-        Ok(model::delete(conn, tenant, &r)?)
+pub async fn delete(
+    state: &AppState,
+    actor: &Actor,
+    tenant: TenantId,
+    r: TemplateRef,
+) -> AppResult<()> {
+    let actor = actor.clone();
+    db::run(&state.pool, move |conn| {
+        conn.transaction(|conn| {
+            let row = model::delete(conn, tenant, &r)?.ok_or(AppError::NotFound)?;
+            let changes = json!({"name": row.name});
+            audit::record(
+                conn,
+                &actor,
+                "template.deleted",
+                Some(tenant.0),
+                row.id,
+                changes,
+            )?;
+            Ok(())
+        })
     })
-    .await?;
-    if n == 0 {
-        return Err(AppError::NotFound);
+    .await
+}
+
+/// The parts a template has (for its audit entry).
+fn parts(row: &TemplateRow) -> Vec<&'static str> {
+    let mut out = vec!["subject"];
+    if row.html.is_some() {
+        out.push("html");
     }
-    Ok(())
+    if row.text.is_some() {
+        out.push("text");
+    }
+    out
 }
 
 /// `POST /v1/templates/{id}/render`: the template with these variables.

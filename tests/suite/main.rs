@@ -15,6 +15,7 @@ mod compat;
 mod drills;
 
 mod audit;
+mod audit_gaps;
 mod auth;
 mod body_errors;
 mod bounce_corpus;
@@ -24,6 +25,8 @@ mod bounces;
 mod console;
 mod console_browser;
 mod console_invite;
+mod console_lockout;
+mod console_suspended;
 mod console_team;
 mod console_totp;
 mod console_users;

@@ -4,6 +4,7 @@
 //! delivers to the SMTP sink.
 
 mod budget;
+mod headers;
 mod oauth;
 
 use crate::common;

@@ -12,7 +12,7 @@ use crate::console::session::{
     LOGIN_COOKIE,
 };
 use crate::console::users::{self, ConsoleUser};
-use crate::console::{second_factor, sessions};
+use crate::console::{device, second_factor, sessions};
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -92,10 +92,8 @@ pub async fn login(
     let email_key = email.trim().to_ascii_lowercase();
     let ip = crate::auth::extract::client_ip(&req, state.settings.auth.trust_x_forwarded_for);
     let limits = &state.console;
-    let blocked = ip
-        .and_then(|ip| limits.by_ip.blocked(ip))
-        .or_else(|| limits.by_email.blocked_key(&email_key));
-    if let Some(secs) = blocked {
+    let device = limits.known_device(&req, &email_key);
+    if let Some(secs) = limits.blocked(ip, &email_key, device.as_deref()) {
         crate::metrics::limited("console_login");
         let mut resp = anonymous_form(
             &state,
@@ -114,12 +112,7 @@ pub async fn login(
         return Ok(resp);
     }
     let Some(user) = users::check_login(&state.pool, &email, &password).await? else {
-        if let Some(ip) = ip {
-            limits.by_ip.failed(ip);
-        }
-        if !email_key.is_empty() && email_key.len() <= 254 {
-            limits.by_email.failed_key(email_key);
-        }
+        limits.failed(ip, &email_key, device);
         tracing::info!("console sign-in refused");
         return anonymous_form(
             &state,
@@ -141,22 +134,33 @@ pub async fn login(
         .map_err(|e| AppError::internal("cookie", e))?;
         return Ok(resp);
     }
-    start_session(&state, &req, user.id).await
+    start_session(&state, &req, user.id, &user.email).await
 }
 
 /// Opens a session for a user who passed every check: the session cookie,
-/// the sign-in's own cookies removed.
+/// a fresh device cookie for `email` (`console::device`), the sign-in's own
+/// cookies removed.
 pub(super) async fn start_session(
     state: &AppState,
     req: &HttpRequest,
     user: uuid::Uuid,
+    email: &str,
 ) -> ConsoleResult<HttpResponse> {
     let token =
         sessions::open_session(&state.pool, user, state.settings.console.session_ttl_secs).await?;
     tracing::info!(user = %user, "console sign-in");
     let secure = secure(state, req);
+    let known = state
+        .console
+        .device
+        .issue(&email.to_ascii_lowercase(), chrono::Utc::now());
+    let mut known = cookie(device::COOKIE, known, secure);
+    known.set_max_age(actix_web::cookie::time::Duration::days(
+        device::LIFETIME_DAYS,
+    ));
     let mut resp = see_other("/console");
     resp.add_cookie(&cookie(COOKIE, token.expose().to_string(), secure))
+        .and_then(|_| resp.add_cookie(&known))
         .and_then(|_| resp.add_cookie(&removal(LOGIN_COOKIE, secure)))
         .and_then(|_| resp.add_cookie(&removal(super::login_totp::CHALLENGE_COOKIE, secure)))
         .map_err(|e| AppError::internal("cookie", e))?;

@@ -1,7 +1,7 @@
 //! Sending domains: the DNS records to publish (name, type, value, each in
 //! a read-only field to copy), add a domain, the Verify button.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -9,7 +9,7 @@ use super::{input, pick, see_other, tenant_q};
 use crate::console::render::page;
 use crate::console::session::{ConsoleResult, Post};
 use crate::console::users::ConsoleUser;
-use crate::console::{tenant_for, Layout, TenantQuery};
+use crate::console::{request_id, tenant_for, Layout, TenantQuery};
 use crate::db::pagination::PageQuery;
 use crate::domain::Permission;
 use crate::domains::model::DomainRef;
@@ -46,6 +46,7 @@ pub struct CreateForm {
 }
 
 pub async fn create(
+    req: HttpRequest,
     state: web::Data<AppState>,
     post: Post<CreateForm>,
 ) -> ConsoleResult<HttpResponse> {
@@ -55,7 +56,8 @@ pub async fn create(
         .await?
         .ok_or(AppError::NotFound)?;
     let body = input(json!({ "name": f.name.unwrap_or_default() }))?;
-    service::create(&state.domains, tenant, body).await?;
+    let actor = user.actor(request_id(&req));
+    service::create(&state.domains, &actor, tenant, body).await?;
     Ok(see_other(&format!(
         "/console/domains{}",
         tenant_q(&user, tenant)
@@ -68,6 +70,7 @@ pub struct VerifyForm {
 }
 
 pub async fn verify(
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
     post: Post<VerifyForm>,
@@ -77,7 +80,8 @@ pub async fn verify(
     let tenant = tenant_for(&state, &user, f.tenant.as_deref())
         .await?
         .ok_or(AppError::NotFound)?;
-    service::verify(&state.domains, tenant, DomainRef::parse(&path)).await?;
+    let actor = user.actor(request_id(&req));
+    service::verify(&state.domains, &actor, tenant, DomainRef::parse(&path)).await?;
     Ok(see_other(&format!(
         "/console/domains{}",
         tenant_q(&user, tenant)

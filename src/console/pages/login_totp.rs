@@ -67,10 +67,8 @@ pub async fn submit(
     };
     let ip = crate::auth::extract::client_ip(&req, state.settings.auth.trust_x_forwarded_for);
     let limits = &state.console;
-    let blocked = ip
-        .and_then(|ip| limits.by_ip.blocked(ip))
-        .or_else(|| limits.by_email.blocked_key(&email));
-    if let Some(secs) = blocked {
+    let device = limits.known_device(&req, &email);
+    if let Some(secs) = limits.blocked(ip, &email, device.as_deref()) {
         crate::metrics::limited("console_login");
         let text = format!("Too many failed sign-ins. Try again in {secs} s.");
         let mut resp = code_form(&state, &req, StatusCode::TOO_MANY_REQUESTS, Some(text))?;
@@ -82,13 +80,10 @@ pub async fn submit(
     }
     let code = field(&body, "code").unwrap_or_default();
     match second_factor::complete(&state.pool, &state.vault, &token, &code).await? {
-        Verdict::Accepted(user) => start_session(&state, &req, user).await,
+        Verdict::Accepted(user) => start_session(&state, &req, user, &email).await,
         Verdict::Expired => start_over(&state, &req),
         Verdict::Refused { retry } => {
-            if let Some(ip) = ip {
-                limits.by_ip.failed(ip);
-            }
-            limits.by_email.failed_key(email);
+            limits.failed(ip, &email, device);
             tracing::info!(retry, "console sign-in code refused");
             if !retry {
                 return start_over(&state, &req);

@@ -1,13 +1,13 @@
 //! A tenant's suppression list: filter, add (manual), remove.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::{pick, see_other, tenant_q};
 use crate::console::render::page;
 use crate::console::session::{ConsoleResult, Post};
 use crate::console::users::ConsoleUser;
-use crate::console::{tenant_for, Layout};
+use crate::console::{request_id, tenant_for, Layout};
 use crate::domain::Permission;
 use crate::error::AppError;
 use crate::state::AppState;
@@ -60,6 +60,7 @@ pub struct AddForm {
 }
 
 pub async fn create(
+    req: HttpRequest,
     state: web::Data<AppState>,
     post: Post<AddForm>,
 ) -> ConsoleResult<HttpResponse> {
@@ -73,7 +74,7 @@ pub async fn create(
         reason: Some("manual".into()),
         detail: f.detail,
     };
-    service::create(&state, tenant, body).await?;
+    service::create(&state, &user.actor(request_id(&req)), tenant, body).await?;
     Ok(see_other(&format!(
         "/console/suppressions{}",
         tenant_q(&user, tenant)
@@ -87,6 +88,7 @@ pub struct RemoveForm {
 }
 
 pub async fn remove(
+    req: HttpRequest,
     state: web::Data<AppState>,
     post: Post<RemoveForm>,
 ) -> ConsoleResult<HttpResponse> {
@@ -95,7 +97,13 @@ pub async fn remove(
     let tenant = tenant_for(&state, &user, f.tenant.as_deref())
         .await?
         .ok_or(AppError::NotFound)?;
-    service::delete(&state, tenant, f.email.as_deref().unwrap_or_default()).await?;
+    service::delete(
+        &state,
+        &user.actor(request_id(&req)),
+        tenant,
+        f.email.as_deref().unwrap_or_default(),
+    )
+    .await?;
     Ok(see_other(&format!(
         "/console/suppressions{}",
         tenant_q(&user, tenant)

@@ -5,6 +5,7 @@
 //! fix it covers.
 
 mod auth;
+mod oauth_lockout;
 mod sizes;
 mod templates;
 mod webhooks;
