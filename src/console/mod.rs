@@ -29,7 +29,11 @@ macro_rules! ctx {
 
 pub mod cli;
 pub mod invite_mail;
+pub mod charts;
+pub mod format;
 pub mod model;
+pub mod overview;
+pub mod overview_model;
 pub mod pages;
 pub mod render;
 pub mod second_factor;
@@ -81,7 +85,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     use pages::*;
     let (get, post) = (Method::GET, Method::POST);
     vec![
-        page!(get.clone(), "/console", auth::home),
+        page!(get.clone(), "/console", overview::show),
         page!(get.clone(), "/console/login", auth::login_form),
         page!(post.clone(), "/console/login", auth::login),
         page!(post.clone(), "/console/logout", auth::logout),
@@ -172,13 +176,31 @@ pub struct Layout {
     pub csrf: String,
     /// The tenant the page acts for, as `?tenant=` (admins) or the user's own.
     pub tenant: Option<String>,
+    /// Its name, shown where people look (the id stays secondary).
+    pub tenant_name: Option<String>,
     pub tenant_query: String,
     pub active: &'static str,
     pub suspended: bool,
 }
 
 impl Layout {
-    pub fn new(user: &ConsoleUser, tenant: Option<TenantId>, active: &'static str) -> Layout {
+    /// The layout of a page acting for `tenant`; its name comes from the
+    /// tenant cache (none if the tenant is gone).
+    pub async fn new(
+        state: &AppState,
+        user: &ConsoleUser,
+        tenant: Option<TenantId>,
+        active: &'static str,
+    ) -> Layout {
+        let tenant_name = match tenant {
+            Some(t) => state
+                .tenants
+                .get(&TenantRef::Id(t.0))
+                .await
+                .ok()
+                .map(|row| row.name.clone()),
+            None => None,
+        };
         let tenant = tenant.map(|t| t.0.to_string());
         Layout {
             email: user.email.clone(),
@@ -190,6 +212,7 @@ impl Layout {
                 _ => String::new(),
             },
             tenant,
+            tenant_name,
             active,
             suspended: user.who.0.tenant_suspended,
         }
