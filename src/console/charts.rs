@@ -24,8 +24,8 @@ pub enum Layout {
     Stacked,
 }
 
-const W: f64 = 640.0;
-const H: f64 = 260.0;
+const W: f64 = 560.0;
+const H: f64 = 250.0;
 const LEFT: f64 = 52.0;
 const RIGHT: f64 = 12.0;
 const TOP: f64 = 40.0;
@@ -67,7 +67,7 @@ pub fn bars(title: &str, labels: &[String], series: &[Series<'_>], layout: Layou
             escape(s.name),
             tx = lx + 16.0
         );
-        lx += 28.0 + 7.5 * s.name.chars().count() as f64;
+        lx += 30.0 + 8.0 * s.name.chars().count() as f64;
     }
     // Y axis: gridlines and labels at each tick.
     let mut v = 0;
@@ -86,7 +86,7 @@ pub fn bars(title: &str, labels: &[String], series: &[Series<'_>], layout: Layou
     }
     let n = labels.len().max(1) as f64;
     let group = plot_w / n;
-    let every = labels.len().div_ceil(12).max(1);
+    let every = labels.len().div_ceil(8).max(1);
     for (i, label) in labels.iter().enumerate() {
         let gx = LEFT + i as f64 * group;
         let inner = group * 0.8;

@@ -205,7 +205,10 @@ pub async fn check_page(c: &Client, name: &str) {
             )
             .await
             .unwrap();
-        assert_eq!(fits, json!(true), "{name} at {width} px is wider than the window ({url})");
+        if fits != json!(true) {
+            let wide = c.execute(TOO_WIDE, vec![]).await.unwrap();
+            panic!("{name} at {width} px is wider than the window ({url}): {wide}");
+        }
         let broken = c.execute(BROKEN_WORDS, vec![]).await.unwrap();
         assert_eq!(broken, json!([]), "{name} at {width} px breaks words mid-letter ({url})");
         let height = c
@@ -215,12 +218,34 @@ pub async fn check_page(c: &Client, name: &str) {
             .as_u64()
             .unwrap_or(900)
             .clamp(600, 8000) as u32;
-        c.set_window_size(width, height).await.unwrap();
+        // The window's height includes the browser's own bars.
+        let chrome = c
+            .execute("return window.outerHeight - window.innerHeight", vec![])
+            .await
+            .unwrap()
+            .as_u64()
+            .unwrap_or(0)
+            .min(300) as u32;
+        c.set_window_size(width, height + chrome).await.unwrap();
         shot(c, &format!("{name}-{width}")).await;
     }
     c.set_window_size(1280, 1000).await.unwrap();
     axe(c, name).await;
 }
+
+/// The elements that reach past the window's right edge, outside any
+/// scrolling box (for the failure message).
+const TOO_WIDE: &str = r##"
+const out = ["scrollWidth " + document.documentElement.scrollWidth + " > " + window.innerWidth];
+for (const el of document.body.querySelectorAll("*")) {
+  const r = el.getBoundingClientRect();
+  if (r.right <= window.innerWidth + 0.5 || out.length >= 8) continue;
+  let p = el.parentElement, scrolled = false;
+  while (p) { if (getComputedStyle(p).overflowX !== "visible") { scrolled = true; break; } p = p.parentElement; }
+  out.push((scrolled ? "(in a scrolling box) " : "") + el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") + "." + el.className + " right=" + Math.round(r.right));
+}
+return out;
+"##;
 
 /// Words (runs of 2-24 letters or digits) whose glyphs sit on more than one
 /// line: a table squeezed until "State" reads "Sta te".

@@ -38,7 +38,7 @@ async fn every_console_page_is_titled_accessible_and_fits_a_phone_and_a_laptop()
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     user(&app, "owner@shop.example", Role::Owner, Some(&tenant)).await;
-    let key = app.tenant_key(&tenant, &[]).await;
+    let key = app.tenant_key(&tenant, &["send"]).await;
     for body in [
         json!({"from": "hello@shop.example", "to": "buyer@example.com", "subject": "Your order",
                "text": "Thanks!", "headers": {"X-Campaign": "autumn"}}),
