@@ -24,7 +24,9 @@ pub enum Layout {
     Stacked,
 }
 
-const W: f64 = 560.0;
+/// The narrowest chart; more bars make it wider, up to [`MAX_W`].
+const MIN_W: f64 = 560.0;
+const MAX_W: f64 = 1100.0;
 const H: f64 = 250.0;
 const LEFT: f64 = 52.0;
 const RIGHT: f64 = 12.0;
@@ -46,14 +48,16 @@ pub fn bars(title: &str, labels: &[String], series: &[Series<'_>], layout: Layou
         .max()
         .unwrap_or(0);
     let (step, max) = ticks(top);
-    let plot_w = W - LEFT - RIGHT;
+    // About 28 units per bar group: a month is wider than a week.
+    let width = (28.0 * labels.len() as f64).clamp(MIN_W, MAX_W);
+    let plot_w = width - LEFT - RIGHT;
     let plot_h = H - TOP - BOTTOM;
     let y = |v: i64| TOP + plot_h - (v as f64 / max as f64) * plot_h;
     let mut svg = String::new();
     let _ = write!(
         svg,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {H}\" role=\"img\" \
-         aria-label=\"{}\" class=\"chart\">",
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {H}\" width=\"{width}\" \
+         height=\"{H}\" role=\"img\" aria-label=\"{}\" class=\"chart\">",
         escape(title)
     );
     // Legend, left to right above the plot.
@@ -78,7 +82,7 @@ pub fn bars(title: &str, labels: &[String], series: &[Series<'_>], layout: Layou
             "<line x1=\"{LEFT}\" y1=\"{yy:.1}\" x2=\"{x2}\" y2=\"{yy:.1}\" class=\"grid\"/>\
              <text x=\"{tx}\" y=\"{ty:.1}\" text-anchor=\"end\" class=\"axis\">{}</text>",
             short(v),
-            x2 = W - RIGHT,
+            x2 = width - RIGHT,
             tx = LEFT - 6.0,
             ty = yy + 4.0
         );
@@ -130,7 +134,7 @@ pub fn bars(title: &str, labels: &[String], series: &[Series<'_>], layout: Layou
         "<line x1=\"{LEFT}\" y1=\"{b}\" x2=\"{x2}\" y2=\"{b}\" class=\"baseline\"/>\
          <line x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{LEFT}\" y2=\"{b}\" class=\"baseline\"/></svg>",
         b = TOP + plot_h,
-        x2 = W - RIGHT
+        x2 = width - RIGHT
     );
     svg
 }
