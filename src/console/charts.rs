@@ -28,7 +28,7 @@ pub enum Layout {
 const MIN_W: f64 = 560.0;
 const MAX_W: f64 = 1100.0;
 const H: f64 = 250.0;
-const LEFT: f64 = 52.0;
+const LEFT: f64 = 56.0;
 const RIGHT: f64 = 12.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 34.0;
@@ -48,8 +48,8 @@ pub fn bars(title: &str, labels: &[String], series: &[Series<'_>], layout: Layou
         .max()
         .unwrap_or(0);
     let (step, max) = ticks(top);
-    // About 28 units per bar group: a month is wider than a week.
-    let width = (28.0 * labels.len() as f64).clamp(MIN_W, MAX_W);
+    // About 23 units per bar group: a month is wider than a day.
+    let width = (23.0 * labels.len() as f64).clamp(MIN_W, MAX_W);
     let plot_w = width - LEFT - RIGHT;
     let plot_h = H - TOP - BOTTOM;
     let y = |v: i64| TOP + plot_h - (v as f64 / max as f64) * plot_h;
@@ -65,13 +65,13 @@ pub fn bars(title: &str, labels: &[String], series: &[Series<'_>], layout: Layou
     for s in series {
         let _ = write!(
             svg,
-            "<rect x=\"{lx}\" y=\"10\" width=\"12\" height=\"12\" class=\"{}\"/>\
-             <text x=\"{tx}\" y=\"21\" class=\"legend\">{}</text>",
+            "<rect x=\"{lx}\" y=\"9\" width=\"14\" height=\"14\" class=\"{}\"/>\
+             <text x=\"{tx}\" y=\"22\" class=\"legend\">{}</text>",
             escape(s.class),
             escape(s.name),
-            tx = lx + 16.0
+            tx = lx + 19.0
         );
-        lx += 30.0 + 8.0 * s.name.chars().count() as f64;
+        lx += 32.0 + 9.0 * s.name.chars().count() as f64;
     }
     // Y axis: gridlines and labels at each tick.
     let mut v = 0;
@@ -119,13 +119,14 @@ pub fn bars(title: &str, labels: &[String], series: &[Series<'_>], layout: Layou
                 h = (y1 - y0).max(0.0),
             );
         }
-        if i % every == 0 {
+        // Counted from the last bar, so the newest is always labelled.
+        if (labels.len() - 1 - i) % every == 0 {
             let _ = write!(
                 svg,
                 "<text x=\"{tx:.1}\" y=\"{ty}\" text-anchor=\"middle\" class=\"axis\">{}</text>",
                 escape(label),
                 tx = gx + group / 2.0,
-                ty = H - BOTTOM + 16.0
+                ty = H - BOTTOM + 20.0
             );
         }
     }
@@ -196,8 +197,16 @@ mod tests {
     fn a_chart_has_axes_labels_a_legend_and_exact_titles() {
         let labels: Vec<String> = ["Mon", "Tue"].iter().map(|s| s.to_string()).collect();
         let s = [
-            Series { name: "Accepted", class: "s-accepted", values: vec![10, 4] },
-            Series { name: "Bounced <x>", class: "s-bounced", values: vec![1] },
+            Series {
+                name: "Accepted",
+                class: "s-accepted",
+                values: vec![10, 4],
+            },
+            Series {
+                name: "Bounced <x>",
+                class: "s-bounced",
+                values: vec![1],
+            },
         ];
         let svg = bars("Mail & more", &labels, &s, Layout::Grouped);
         assert!(svg.contains("aria-label=\"Mail &amp; more\""));
@@ -207,19 +216,33 @@ mod tests {
         assert!(svg.contains("<title>Tue Bounced &lt;x&gt;: 0</title>"));
         assert!(svg.contains("<title>Mon Accepted: 10</title>"));
         // Y ticks 0, 5, 10 (top 10 → step 5).
-        assert!(svg.contains("class=\"axis\">5</text>") && svg.contains("class=\"axis\">10</text>"));
+        assert!(
+            svg.contains("class=\"axis\">5</text>") && svg.contains("class=\"axis\">10</text>")
+        );
         assert!(!svg.contains("style="));
     }
 
     #[test]
     fn stacked_bars_sum_and_long_inputs_are_cut() {
         let labels: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
-        let s = [Series { name: "a", class: "s-a", values: vec![1; 1000] }];
+        let s = [Series {
+            name: "a",
+            class: "s-a",
+            values: vec![1; 1000],
+        }];
         let svg = bars("t", &labels, &s, Layout::Stacked);
         assert_eq!(svg.matches("<title>").count(), MAX_GROUPS);
         let two = [
-            Series { name: "a", class: "s-a", values: vec![3] },
-            Series { name: "b", class: "s-b", values: vec![5] },
+            Series {
+                name: "a",
+                class: "s-a",
+                values: vec![3],
+            },
+            Series {
+                name: "b",
+                class: "s-b",
+                values: vec![5],
+            },
         ];
         // 3 + 5 = 8 on a 0..8 axis: the top bar ends at the plot's top.
         let svg = bars("t", &labels[..1], &two, Layout::Stacked);

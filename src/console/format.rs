@@ -55,9 +55,15 @@ pub fn relative(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
 
 /// `{{ status|badge }}`: `<span class="badge tone-…">status</span>`.
 pub fn badge(v: Value) -> Value {
-    let s = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+    let s = v
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| v.to_string());
     let label = crate::console::charts::escape(&s);
-    Value::from_safe_string(format!("<span class=\"badge tone-{}\">{label}</span>", tone(&s)))
+    Value::from_safe_string(format!(
+        "<span class=\"badge tone-{}\">{label}</span>",
+        tone(&s)
+    ))
 }
 
 /// Good, under way, bad or neutral, for the badge's colour.
@@ -90,14 +96,22 @@ mod tests {
         assert_eq!(relative(at(-86_400), now), "1 day ago");
         assert_eq!(relative(at(-86_400 * 3), now), "3 days ago");
         assert_eq!(relative(at(600), now), "in 10 min");
-        assert_eq!(relative(at(-86_400 * 30), now), at(-86_400 * 30).format("%-d %b %Y").to_string());
+        assert_eq!(
+            relative(at(-86_400 * 30), now),
+            at(-86_400 * 30).format("%-d %b %Y").to_string()
+        );
     }
 
     #[test]
     fn when_gives_a_time_element_with_the_full_time_on_hover() {
         let v = when(Value::from("2026-12-06T06:20:59.413528Z"));
         let s = v.to_string();
-        assert!(s.starts_with("<time datetime=\"2026-12-06T06:20:59Z\" title=\"2026-12-06 06:20:59 UTC\">"), "{s}");
+        assert!(
+            s.starts_with(
+                "<time datetime=\"2026-12-06T06:20:59Z\" title=\"2026-12-06 06:20:59 UTC\">"
+            ),
+            "{s}"
+        );
         assert_eq!(when(Value::from(())).to_string(), "");
         assert_eq!(when(Value::from("soon")).to_string(), "soon");
     }

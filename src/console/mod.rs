@@ -27,10 +27,10 @@ macro_rules! ctx {
     };
 }
 
-pub mod cli;
-pub mod invite_mail;
 pub mod charts;
+pub mod cli;
 pub mod format;
+pub mod invite_mail;
 pub mod model;
 pub mod overview;
 pub mod overview_model;

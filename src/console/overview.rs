@@ -121,10 +121,26 @@ pub fn shape(
             .map(|d| format!("{} {}", d.weekday(), d.day()))
             .collect::<Vec<_>>(),
         &[
-            Series { name: "Accepted", class: "s-accepted", values: pick(|c| c.emails_sent) },
-            Series { name: "Delivered", class: "s-delivered", values: pick(|c| c.emails_delivered) },
-            Series { name: "Bounced", class: "s-bounced", values: pick(|c| c.emails_bounced) },
-            Series { name: "Complained", class: "s-complained", values: pick(|c| c.emails_complained) },
+            Series {
+                name: "Accepted",
+                class: "s-accepted",
+                values: pick(|c| c.emails_sent),
+            },
+            Series {
+                name: "Delivered",
+                class: "s-delivered",
+                values: pick(|c| c.emails_delivered),
+            },
+            Series {
+                name: "Bounced",
+                class: "s-bounced",
+                values: pick(|c| c.emails_bounced),
+            },
+            Series {
+                name: "Complained",
+                class: "s-complained",
+                values: pick(|c| c.emails_complained),
+            },
         ],
         Layout::Grouped,
     );
@@ -196,10 +212,26 @@ fn hourly(now: DateTime<Utc>, recent: &[RecentRow]) -> String {
         "Messages accepted per hour over the last 24 hours (UTC), by where they are now",
         &labels,
         &[
-            Series { name: "Delivered", class: "s-delivered", values: parts[0].to_vec() },
-            Series { name: "In progress", class: "s-progress", values: parts[1].to_vec() },
-            Series { name: "Bounced", class: "s-bounced", values: parts[2].to_vec() },
-            Series { name: "Not sent", class: "s-failed", values: parts[3].to_vec() },
+            Series {
+                name: "Delivered",
+                class: "s-delivered",
+                values: parts[0].to_vec(),
+            },
+            Series {
+                name: "In progress",
+                class: "s-progress",
+                values: parts[1].to_vec(),
+            },
+            Series {
+                name: "Bounced",
+                class: "s-bounced",
+                values: parts[2].to_vec(),
+            },
+            Series {
+                name: "Not sent",
+                class: "s-failed",
+                values: parts[3].to_vec(),
+            },
         ],
         Layout::Stacked,
     )
@@ -213,7 +245,10 @@ fn reasons(a: Attention) -> AttentionView {
     let outcomes = a.delivered + a.bounced;
     if outcomes >= m::MIN_OUTCOMES && a.bounced * 100 >= m::BOUNCE_RATE_PCT * outcomes {
         if let Some(r) = rate(a.bounced, outcomes, 100.0) {
-            why.push(format!("bounce rate {r}% over 7 days ({} of {outcomes})", a.bounced));
+            why.push(format!(
+                "bounce rate {r}% over 7 days ({} of {outcomes})",
+                a.bounced
+            ));
         }
     }
     if a.complained > 0 && a.complained * 1000 >= m::COMPLAINTS_PER_MILLE * a.delivered {
@@ -224,9 +259,19 @@ fn reasons(a: Attention) -> AttentionView {
             a.delivered
         ));
     }
-    if let Some(cap) = a.emails_per_day.filter(|c| a.sent_today * 100 >= m::QUOTA_PCT * i64::from(*c)) {
-        let word = if a.sent_today >= i64::from(cap) { "at" } else { "near" };
-        why.push(format!("{word} its daily cap: {} of {cap} today", a.sent_today));
+    if let Some(cap) = a
+        .emails_per_day
+        .filter(|c| a.sent_today * 100 >= m::QUOTA_PCT * i64::from(*c))
+    {
+        let word = if a.sent_today >= i64::from(cap) {
+            "at"
+        } else {
+            "near"
+        };
+        why.push(format!(
+            "{word} its daily cap: {} of {cap} today",
+            a.sent_today
+        ));
     }
     AttentionView {
         id: a.id,
@@ -242,7 +287,12 @@ mod tests {
     use chrono::TimeZone;
 
     fn row(hour: DateTime<Utc>, status: &str, n: i64, complained: i64) -> RecentRow {
-        RecentRow { hour, status: status.into(), n, complained }
+        RecentRow {
+            hour,
+            status: status.into(),
+            n,
+            complained,
+        }
     }
 
     #[test]
@@ -255,15 +305,40 @@ mod tests {
             row(h, "deferred", 1, 0),
             row(h, "queued", 3, 0),
         ];
-        let c = Counters { emails_sent: 20, emails_delivered: 15, emails_bounced: 5, ..Counters::default() };
-        let o = shape(now, &recent, &[(now.date_naive(), c)], QueueNow::default(), Vec::new());
+        let c = Counters {
+            emails_sent: 20,
+            emails_delivered: 15,
+            emails_bounced: 5,
+            ..Counters::default()
+        };
+        let o = shape(
+            now,
+            &recent,
+            &[(now.date_naive(), c)],
+            QueueNow::default(),
+            Vec::new(),
+        );
         assert_eq!((o.day.accepted, o.day.delivered, o.day.bounced), (13, 7, 2));
-        assert_eq!((o.day.complained, o.day.deferred, o.day.in_progress), (1, Some(1), Some(3)));
-        assert_eq!((o.week.accepted, o.week.bounced, o.week.deferred), (20, 5, None));
+        assert_eq!(
+            (o.day.complained, o.day.deferred, o.day.in_progress),
+            (1, Some(1), Some(3))
+        );
+        assert_eq!(
+            (o.week.accepted, o.week.bounced, o.week.deferred),
+            (20, 5, None)
+        );
         assert_eq!(o.week_bounce_rate, Some(25.0));
         assert!(o.capped.is_none());
-        assert!(o.hourly_chart.contains("<title>09:00 Delivered: 7</title>"), "{}", o.hourly_chart);
-        assert!(o.daily_chart.contains("<title>Sun 6 Accepted: 20</title>"), "{}", o.daily_chart);
+        assert!(
+            o.hourly_chart.contains("<title>09:00 Delivered: 7</title>"),
+            "{}",
+            o.hourly_chart
+        );
+        assert!(
+            o.daily_chart.contains("<title>Sun 6 Accepted: 20</title>"),
+            "{}",
+            o.daily_chart
+        );
     }
 
     #[test]

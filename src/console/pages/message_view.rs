@@ -69,7 +69,10 @@ pub fn raw_headers(raw: &[u8]) -> Vec<(String, String)> {
     msg.headers_raw()
         .take(MAX_HEADERS)
         .map(|(name, value)| {
-            let unfolded = value.split(['\r', '\n']).map(str::trim).filter(|s| !s.is_empty());
+            let unfolded = value
+                .split(['\r', '\n'])
+                .map(str::trim)
+                .filter(|s| !s.is_empty());
             (name.to_string(), unfolded.collect::<Vec<_>>().join(" "))
         })
         .collect()
@@ -137,7 +140,9 @@ fn text(v: &Value) -> String {
 
 /// Tenant names by id, for a list that spans tenants.
 pub fn names(rows: Vec<(Uuid, String)>) -> BTreeMap<String, String> {
-    rows.into_iter().map(|(id, n)| (id.to_string(), n)).collect()
+    rows.into_iter()
+        .map(|(id, n)| (id.to_string(), n))
+        .collect()
 }
 
 #[cfg(test)]
@@ -162,14 +167,21 @@ mod tests {
     fn a_bcc_only_message_shows_its_bcc() {
         let (a, b) = (rcpt("b@x.example", "bcc"), rcpt("c@x.example", "cc"));
         assert_eq!(shown_to(&[], &[&a]), "Bcc: b@x.example");
-        assert_eq!(shown_to(&[], &[&a, &b]), "Cc: c@x.example; Bcc: b@x.example");
+        assert_eq!(
+            shown_to(&[], &[&a, &b]),
+            "Cc: c@x.example; Bcc: b@x.example"
+        );
         assert_eq!(shown_to(&["t@x.example".into()], &[&a]), "t@x.example");
     }
 
     #[test]
     fn details_and_headers_become_rows() {
         let mut out = Vec::new();
-        flatten("", &json!({"smtp_response": "250 ok", "bounce": {"type": "hard", "codes": [5, 1]}}), &mut out);
+        flatten(
+            "",
+            &json!({"smtp_response": "250 ok", "bounce": {"type": "hard", "codes": [5, 1]}}),
+            &mut out,
+        );
         out.sort();
         assert_eq!(
             out,
@@ -181,7 +193,10 @@ mod tests {
         );
         let mut one = Vec::new();
         flatten("", &json!("250 2.0.0 queued"), &mut one);
-        assert_eq!(one, vec![("detail".to_string(), "250 2.0.0 queued".to_string())]);
+        assert_eq!(
+            one,
+            vec![("detail".to_string(), "250 2.0.0 queued".to_string())]
+        );
         let raw = b"From: a@x.example\r\nX-Long: one\r\n two\r\n\r\nbody";
         assert_eq!(
             raw_headers(raw),
@@ -190,7 +205,10 @@ mod tests {
                 ("X-Long".to_string(), "one two".to_string()),
             ]
         );
-        assert_eq!(custom_headers(&json!({"X-A": "1"})), vec![("X-A".to_string(), "1".to_string())]);
+        assert_eq!(
+            custom_headers(&json!({"X-A": "1"})),
+            vec![("X-A".to_string(), "1".to_string())]
+        );
         let many: serde_json::Map<String, Value> =
             (0..500).map(|i| (format!("h{i}"), json!("v"))).collect();
         assert_eq!(custom_headers(&Value::Object(many)).len(), MAX_HEADERS);

@@ -54,17 +54,41 @@ pub async fn show(
         .collect();
     let of = |f: fn(&Counters) -> i64| -> Vec<i64> {
         days.iter()
-            .map(|day| usage.daily.iter().find(|d| d.date == *day).map_or(0, |d| f(&d.counters)))
+            .map(|day| {
+                usage
+                    .daily
+                    .iter()
+                    .find(|d| d.date == *day)
+                    .map_or(0, |d| f(&d.counters))
+            })
             .collect()
     };
-    let labels: Vec<String> = days.iter().map(|d| d.format("%-d %b").to_string()).collect();
+    let labels: Vec<String> = days
+        .iter()
+        .map(|d| d.format("%-d %b").to_string())
+        .collect();
     let chart = bars(
-        &format!("Messages per day from {} to {}: accepted, delivered, bounced", usage.from, usage.to),
+        &format!(
+            "Messages per day from {} to {}: accepted, delivered, bounced",
+            usage.from, usage.to
+        ),
         &labels,
         &[
-            Series { name: "Accepted", class: "s-accepted", values: of(|c| c.emails_sent) },
-            Series { name: "Delivered", class: "s-delivered", values: of(|c| c.emails_delivered) },
-            Series { name: "Bounced", class: "s-bounced", values: of(|c| c.emails_bounced) },
+            Series {
+                name: "Accepted",
+                class: "s-accepted",
+                values: of(|c| c.emails_sent),
+            },
+            Series {
+                name: "Delivered",
+                class: "s-delivered",
+                values: of(|c| c.emails_delivered),
+            },
+            Series {
+                name: "Bounced",
+                class: "s-bounced",
+                values: of(|c| c.emails_bounced),
+            },
         ],
         Bars::Grouped,
     );

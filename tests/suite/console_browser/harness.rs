@@ -210,7 +210,11 @@ pub async fn check_page(c: &Client, name: &str) {
             panic!("{name} at {width} px is wider than the window ({url}): {wide}");
         }
         let broken = c.execute(BROKEN_WORDS, vec![]).await.unwrap();
-        assert_eq!(broken, json!([]), "{name} at {width} px breaks words mid-letter ({url})");
+        assert_eq!(
+            broken,
+            json!([]),
+            "{name} at {width} px breaks words mid-letter ({url})"
+        );
         let height = c
             .execute("return document.documentElement.scrollHeight", vec![])
             .await

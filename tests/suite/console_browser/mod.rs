@@ -204,7 +204,10 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
         .find(Locator::Css("svg.chart rect"))
         .await
         .expect("a bar");
-    assert_eq!(text(&admin, "#usage-totals .tile:first-child .figure").await, "1");
+    assert_eq!(
+        text(&admin, "#usage-totals .tile:first-child .figure").await,
+        "1"
+    );
     // Suspend and reactivate the tenant from its page.
     admin
         .goto(&format!("{base}/console/tenants/{tenant}"))

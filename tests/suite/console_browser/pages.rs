@@ -34,7 +34,11 @@ async fn every_console_page_is_titled_accessible_and_fits_a_phone_and_a_laptop()
         .unwrap()
         .to_string();
     let r = app
-        .patch(&format!("/v1/tenants/{dormant}"), &app.admin_key, json!({"status": "suspended"}))
+        .patch(
+            &format!("/v1/tenants/{dormant}"),
+            &app.admin_key,
+            json!({"status": "suspended"}),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     user(&app, "owner@shop.example", Role::Owner, Some(&tenant)).await;
@@ -77,7 +81,10 @@ async fn every_console_page_is_titled_accessible_and_fits_a_phone_and_a_laptop()
     }
     assert!(settled, "overview: {}", text(&admin, "#windows").await);
     assert!(text(&admin, "#attention").await.contains("Dormant"));
-    let legends = admin.find_all(Locator::Css("svg.chart .legend")).await.unwrap();
+    let legends = admin
+        .find_all(Locator::Css("svg.chart .legend"))
+        .await
+        .unwrap();
     assert!(legends.len() >= 8, "{} legend entries", legends.len());
     check_page(&admin, "overview").await;
 
@@ -86,14 +93,20 @@ async fn every_console_page_is_titled_accessible_and_fits_a_phone_and_a_laptop()
         ("tenant", format!("/console/tenants/{tenant}")),
         ("messages-all", "/console/messages".to_string()),
         ("messages", format!("/console/messages?tenant={tenant}")),
-        ("suppressions", format!("/console/suppressions?tenant={tenant}")),
+        (
+            "suppressions",
+            format!("/console/suppressions?tenant={tenant}"),
+        ),
         ("webhooks", format!("/console/webhooks?tenant={tenant}")),
         ("webhooks-platform", "/console/webhooks".to_string()),
         ("queue", "/console/queue".to_string()),
         ("account", "/console/account".to_string()),
         ("pick-tenant", "/console/usage".to_string()),
         ("admin-keys", "/console/keys".to_string()),
-        ("not-found", format!("/console/tenants/{}", uuid::Uuid::new_v4())),
+        (
+            "not-found",
+            format!("/console/tenants/{}", uuid::Uuid::new_v4()),
+        ),
     ];
     for (name, path) in &pages {
         admin.goto(&format!("{base}{path}")).await.unwrap();
@@ -117,14 +130,26 @@ async fn every_console_page_is_titled_accessible_and_fits_a_phone_and_a_laptop()
         .unwrap();
     let list = text(&admin, "#messages").await;
     assert!(list.contains("Bcc: hidden@example.com"), "{list}");
-    admin.find(Locator::LinkText("Blind copy")).await.unwrap().click().await.unwrap();
+    admin
+        .find(Locator::LinkText("Blind copy"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_text(&admin, "#message-bcc", "hidden@example.com").await;
     check_page(&admin, "message-bcc").await;
     admin
         .goto(&format!("{base}/console/messages?tenant={tenant}"))
         .await
         .unwrap();
-    admin.find(Locator::LinkText("Your order")).await.unwrap().click().await.unwrap();
+    admin
+        .find(Locator::LinkText("Your order"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_contains(&admin, "#headers", "X-Campaign", true).await;
     assert!(text(&admin, "#headers").await.contains("autumn"));
     check_page(&admin, "message").await;
@@ -143,7 +168,10 @@ async fn every_console_page_is_titled_accessible_and_fits_a_phone_and_a_laptop()
         .await
         .unwrap();
     assert_eq!(month, Some(format!("{:04}-{:02}", now.year(), now.month())));
-    assert!(admin.find(Locator::Css("svg.chart text.axis")).await.is_ok());
+    assert!(admin
+        .find(Locator::Css("svg.chart text.axis"))
+        .await
+        .is_ok());
     check_page(&admin, "usage").await;
 
     // The API keys page: an OAuth client made through its form, whose
