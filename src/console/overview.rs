@@ -59,7 +59,7 @@ pub struct Overview {
     pub day_bounce_rate: Option<f64>,
     pub week: Window,
     pub week_bounce_rate: Option<f64>,
-    /// The 24 hours held more than `RECENT_CAP` messages: the newest counted.
+    /// The 24 hours held this many messages or more: the newest this many counted.
     pub capped: Option<i64>,
     pub queue: QueueNow,
     pub attention: Vec<AttentionView>,
@@ -74,14 +74,14 @@ pub async fn load(pool: &PgPool, tenant: Option<Uuid>) -> AppResult<Overview> {
     let from = today - Duration::days(6);
     let (recent, week, queue, attention) = crate::db::run(pool, move |conn| {
         Ok((
-            m::recent(conn, tenant, now - Duration::hours(24))?,
+            m::recent(conn, tenant, now - Duration::hours(24), m::RECENT_CAP)?,
             crate::usage::model::totals_by_day(conn, tenant, from, today)?,
             m::queue_now(conn, tenant)?,
             m::attention(conn, tenant, from, today)?,
         ))
     })
     .await?;
-    Ok(shape(now, &recent, &week, queue, attention))
+    Ok(shape(now, &recent, &week, queue, attention, m::RECENT_CAP))
 }
 
 pub fn shape(
@@ -90,6 +90,7 @@ pub fn shape(
     week: &[(NaiveDate, Counters)],
     queue: QueueNow,
     attention: Vec<Attention>,
+    cap: i64,
 ) -> Overview {
     let day = last_day(recent);
     let today = now.date_naive();
@@ -148,7 +149,7 @@ pub fn shape(
     Overview {
         day_bounce_rate: day.bounce_rate(),
         week_bounce_rate: week_w.bounce_rate(),
-        capped: (day.accepted >= m::RECENT_CAP).then_some(m::RECENT_CAP),
+        capped: (day.accepted >= cap).then_some(cap),
         day,
         week: week_w,
         queue,
@@ -317,6 +318,7 @@ mod tests {
             &[(now.date_naive(), c)],
             QueueNow::default(),
             Vec::new(),
+            100,
         );
         assert_eq!((o.day.accepted, o.day.delivered, o.day.bounced), (13, 7, 2));
         assert_eq!(
@@ -329,6 +331,8 @@ mod tests {
         );
         assert_eq!(o.week_bounce_rate, Some(25.0));
         assert!(o.capped.is_none());
+        let at_cap = shape(now, &recent, &[], QueueNow::default(), Vec::new(), 13);
+        assert_eq!(at_cap.capped, Some(13));
         assert!(
             o.hourly_chart.contains("<title>09:00 Delivered: 7</title>"),
             "{}",

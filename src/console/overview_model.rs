@@ -35,16 +35,17 @@ pub struct RecentRow {
     pub complained: i64,
 }
 
-/// The newest [`RECENT_CAP`] messages created since `since`, counted by hour
+/// The newest `cap` messages (the page: [`RECENT_CAP`]) created since `since`, counted by hour
 /// and status: an index range of `emails_listing` (or `emails_tenant_listing`
 /// for a tenant), a complaint probe per delivered one by primary key.
 pub fn recent(
     conn: &mut PgConnection,
     tenant: Option<Uuid>,
     since: DateTime<Utc>,
+    cap: i64,
 ) -> QueryResult<Vec<RecentRow>> {
     let filter = if tenant.is_some() {
-        "tenant_id = $3 AND created_at >= $1 ORDER BY tenant_id DESC, created_at DESC"
+        "tenant_id = $3 AND created_at >= $1 ORDER BY created_at DESC"
     } else {
         "created_at >= $1 AND $3::uuid IS NULL ORDER BY created_at DESC"
     };
@@ -56,7 +57,7 @@ pub fn recent(
          GROUP BY 1, 2"
     ))
     .bind::<Timestamptz, _>(since)
-    .bind::<BigInt, _>(RECENT_CAP)
+    .bind::<BigInt, _>(cap)
     .bind::<Nullable<SqlUuid>, _>(tenant)
     .load(conn)
 }

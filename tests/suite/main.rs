@@ -24,6 +24,7 @@ mod bounces;
 mod console;
 mod console_browser;
 mod console_invite;
+mod console_overview;
 mod console_team;
 mod console_totp;
 mod console_users;
