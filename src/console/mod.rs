@@ -29,10 +29,14 @@ macro_rules! ctx {
     };
 }
 
+pub mod charts;
 pub mod cli;
 pub mod device;
+pub mod format;
 pub mod invite_mail;
 pub mod model;
+pub mod overview;
+pub mod overview_model;
 pub mod pages;
 pub mod render;
 pub mod second_factor;
@@ -124,7 +128,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     use pages::*;
     let (get, post) = (Method::GET, Method::POST);
     vec![
-        page!(get.clone(), "/console", auth::home),
+        page!(get.clone(), "/console", overview::show),
         page!(get.clone(), "/console/login", auth::login_form),
         page!(post.clone(), "/console/login", auth::login),
         page!(post.clone(), "/console/logout", auth::logout),
@@ -215,6 +219,8 @@ pub struct Layout {
     pub csrf: String,
     /// The tenant the page acts for, as `?tenant=` (admins) or the user's own.
     pub tenant: Option<String>,
+    /// Its name, shown where people look (the id stays secondary).
+    pub tenant_name: Option<String>,
     pub tenant_query: String,
     pub active: &'static str,
     /// The user's tenant is suspended: the banner, and every form is 403.
@@ -223,7 +229,23 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub fn new(user: &ConsoleUser, tenant: Option<TenantId>, active: &'static str) -> Layout {
+    /// The layout of a page acting for `tenant`; its name comes from the
+    /// tenant cache (none if the tenant is gone).
+    pub async fn new(
+        state: &AppState,
+        user: &ConsoleUser,
+        tenant: Option<TenantId>,
+        active: &'static str,
+    ) -> Layout {
+        let tenant_name = match tenant {
+            Some(t) => state
+                .tenants
+                .get(&TenantRef::Id(t.0))
+                .await
+                .ok()
+                .map(|row| row.name.clone()),
+            None => None,
+        };
         let tenant = tenant.map(|t| t.0.to_string());
         Layout {
             email: user.email.clone(),
@@ -235,6 +257,7 @@ impl Layout {
                 _ => String::new(),
             },
             tenant,
+            tenant_name,
             active,
             suspended: user.who.0.tenant_suspended,
             suspended_notice: session::SUSPENDED,

@@ -1,6 +1,7 @@
 //! Pages: minijinja templates compiled into the binary, the one vendored
-//! stylesheet and the one vendored script (copy buttons) inlined and allowed
-//! by their hashes in a strict CSP, the server-rendered SVG chart.
+//! stylesheet and the two vendored scripts (copy buttons, local times)
+//! inlined and allowed by their hashes in a strict CSP; the filters of
+//! `format` (`when`, `badge`).
 
 use std::sync::OnceLock;
 
@@ -16,6 +17,8 @@ use crate::error::AppError;
 pub const CSS: &str = include_str!("assets/console.css");
 /// Copy buttons (the domains page); pages work without it.
 pub const COPY_JS: &str = include_str!("assets/copy.js");
+/// Hover texts of `<time>` in the viewer's zone; pages work without it.
+pub const TIME_JS: &str = include_str!("assets/time.js");
 
 const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("templates/base.html")),
@@ -38,6 +41,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("usage.html", include_str!("templates/usage.html")),
     ("queue.html", include_str!("templates/queue.html")),
     ("pick.html", include_str!("templates/pick.html")),
+    ("overview.html", include_str!("templates/overview.html")),
 ];
 
 fn env() -> &'static Environment<'static> {
@@ -54,6 +58,9 @@ fn env() -> &'static Environment<'static> {
         }
         env.add_global("css", CSS);
         env.add_global("copy_js", COPY_JS);
+        env.add_global("time_js", TIME_JS);
+        env.add_filter("when", super::format::when);
+        env.add_filter("badge", super::format::badge);
         // This environment's own filter (tenant templates are not affected).
         env.add_filter("urlencode", |v: String| -> String {
             percent_encoding::utf8_percent_encode(&v, percent_encoding::NON_ALPHANUMERIC)
@@ -64,15 +71,15 @@ fn env() -> &'static Environment<'static> {
 }
 
 /// The page's Content-Security-Policy: nothing from anywhere but this
-/// origin, the inlined stylesheet and copy script by their hashes (no other
+/// origin, the inlined stylesheet and scripts by their hashes (no other
 /// script), frames only from here (the sandboxed message HTML).
 pub fn csp() -> (header::HeaderName, String) {
     static VALUE: OnceLock<String> = OnceLock::new();
     let v = VALUE.get_or_init(|| {
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(Sha256::digest(s));
-        let (hash, js) = (b64(CSS), b64(COPY_JS));
+        let (hash, js, time) = (b64(CSS), b64(COPY_JS), b64(TIME_JS));
         format!(
-            "default-src 'none'; style-src 'sha256-{hash}'; script-src 'sha256-{js}'; \
+            "default-src 'none'; style-src 'sha256-{hash}'; script-src 'sha256-{js}' 'sha256-{time}'; \
              img-src 'self' data:; \
              frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         )
@@ -112,53 +119,4 @@ pub fn page<S: Serialize>(name: &str, ctx: S) -> Result<HttpResponse, AppError> 
 pub fn error_page(status: u16, title: &str, detail: &str, fields: &[String]) -> String {
     let ctx = ctx! { status, title, detail, fields };
     render("error.html", ctx).unwrap_or_else(|_| format!("<!doctype html><title>{status}</title>"))
-}
-
-/// A bar chart of one series per day as inline SVG (no script, no style
-/// attribute): `days` are (label, value) pairs, at most 400 of them.
-pub fn bar_chart(days: &[(String, i64)], label: &str) -> String {
-    use std::fmt::Write;
-    let days = &days[..days.len().min(400)];
-    let (w, h, pad) = (720.0_f64, 200.0_f64, 24.0_f64);
-    let max = days.iter().map(|(_, v)| *v).max().unwrap_or(0).max(1) as f64;
-    let n = days.len().max(1) as f64;
-    let step = (w - 2.0 * pad) / n;
-    let mut svg = String::new();
-    let _ = write!(
-        svg,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {w} {h}\" role=\"img\" \
-         aria-label=\"{}\" class=\"chart\">",
-        escape(label)
-    );
-    let _ = write!(
-        svg,
-        "<line x1=\"{pad}\" y1=\"{y}\" x2=\"{x2}\" y2=\"{y}\" stroke=\"#555\"/>",
-        y = h - pad,
-        x2 = w - pad
-    );
-    for (i, (day, v)) in days.iter().enumerate() {
-        let bh = (*v as f64 / max) * (h - 2.0 * pad);
-        let x = pad + i as f64 * step;
-        let _ = write!(
-            svg,
-            "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{bw:.1}\" height=\"{bh:.1}\" fill=\"#1f5fa8\">\
-             <title>{}: {v}</title></rect>",
-            escape(day),
-            y = h - pad - bh,
-            bw = (step * 0.8).max(1.0),
-        );
-    }
-    let _ = write!(
-        svg,
-        "<text x=\"{pad}\" y=\"14\" font-size=\"12\" fill=\"#222\">max {}</text></svg>",
-        max as i64
-    );
-    svg
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }

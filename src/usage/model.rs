@@ -206,3 +206,61 @@ pub fn days(
         })
         .collect())
 }
+
+#[derive(QueryableByName)]
+struct DayTotal {
+    #[diesel(sql_type = Date)]
+    day: NaiveDate,
+    #[diesel(sql_type = BigInt)]
+    emails_sent: i64,
+    #[diesel(sql_type = BigInt)]
+    emails_delivered: i64,
+    #[diesel(sql_type = BigInt)]
+    emails_bounced: i64,
+    #[diesel(sql_type = BigInt)]
+    emails_failed: i64,
+    #[diesel(sql_type = BigInt)]
+    api_requests: i64,
+    #[diesel(sql_type = BigInt)]
+    emails_complained: i64,
+    #[diesel(sql_type = BigInt)]
+    emails_suppressed: i64,
+}
+
+/// Counters per day between two dates (inclusive), summed over one tenant's
+/// shards or, with `None`, over every tenant (the platform; by the `day`
+/// index, so one period's rows only).
+pub fn totals_by_day(
+    conn: &mut PgConnection,
+    tenant: Option<Uuid>,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> QueryResult<Vec<(NaiveDate, Counters)>> {
+    let rows: Vec<DayTotal> = diesel::sql_query(
+        "SELECT day, sum(emails_sent)::bigint AS emails_sent, \
+           sum(emails_delivered)::bigint AS emails_delivered, sum(emails_bounced)::bigint AS emails_bounced, \
+           sum(emails_failed)::bigint AS emails_failed, sum(api_requests)::bigint AS api_requests, \
+           sum(emails_complained)::bigint AS emails_complained, sum(emails_suppressed)::bigint AS emails_suppressed \
+         FROM usage_daily WHERE day BETWEEN $1 AND $2 AND ($3::uuid IS NULL OR tenant_id = $3) \
+         GROUP BY day ORDER BY day",
+    )
+    .bind::<Date, _>(from)
+    .bind::<Date, _>(to)
+    .bind::<diesel::sql_types::Nullable<SqlUuid>, _>(tenant)
+    .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let c = Counters {
+                emails_sent: r.emails_sent,
+                emails_delivered: r.emails_delivered,
+                emails_bounced: r.emails_bounced,
+                emails_failed: r.emails_failed,
+                api_requests: r.api_requests,
+                emails_complained: r.emails_complained,
+                emails_suppressed: r.emails_suppressed,
+            };
+            (r.day, c)
+        })
+        .collect())
+}

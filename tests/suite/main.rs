@@ -27,6 +27,7 @@ mod console_browser;
 mod console_invite;
 mod console_lockout;
 mod console_suspended;
+mod console_overview;
 mod console_team;
 mod console_totp;
 mod console_users;

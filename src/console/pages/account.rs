@@ -26,7 +26,7 @@ async fn account_page(
         status,
         render(
             "account.html",
-            ctx! { layout => Layout::new(user, None, "account"), totp, error },
+            ctx! { layout => Layout::new(state, user, None, "account").await, totp, error },
         )?,
     ))
 }

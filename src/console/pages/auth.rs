@@ -1,4 +1,4 @@
-//! Sign-in, sign-out ("everywhere" too), invitation links, `/console`.
+//! Sign-in, sign-out ("everywhere" too), invitation links.
 //! The code step of a sign-in with TOTP is `login_totp`.
 
 use actix_web::http::StatusCode;
@@ -11,19 +11,10 @@ use crate::console::session::{
     self, cookie, field, is_tls, read_form, removal, ConsoleError, ConsoleResult, Post, COOKIE,
     LOGIN_COOKIE,
 };
-use crate::console::users::{self, ConsoleUser};
+use crate::console::users;
 use crate::console::{device, second_factor, sessions};
 use crate::error::AppError;
 use crate::state::AppState;
-
-/// `/console`: the first screen of the user, or the sign-in page.
-pub async fn home(user: ConsoleUser) -> HttpResponse {
-    see_other(if user.is_admin() {
-        "/console/tenants"
-    } else {
-        "/console/messages"
-    })
-}
 
 pub(super) fn secure(state: &AppState, req: &HttpRequest) -> bool {
     is_tls(req, state.settings.auth.trust_x_forwarded_for)

@@ -35,7 +35,7 @@ pub async fn list(
     let can_write = user.who.0.has(Permission::DomainsWrite);
     Ok(page(
         "domains.html",
-        ctx! { layout => Layout::new(&user, Some(tenant), "domains"), domains, can_write },
+        ctx! { layout => Layout::new(&state, &user, Some(tenant), "domains").await, domains, can_write },
     )?)
 }
 

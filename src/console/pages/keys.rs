@@ -46,7 +46,7 @@ async fn render(
     Ok(page(
         "keys.html",
         ctx! {
-            layout => Layout::new(user, tenant, "keys"),
+            layout => Layout::new(state, user, tenant, "keys").await,
             keys, clients, created, created_client, permissions => offered(tenant),
         },
     )?)

@@ -8,6 +8,7 @@ use chrono::{Days, NaiveDate};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::message_view as view;
 use crate::console::render::{html, page};
 use crate::console::session::ConsoleResult;
 use crate::console::users::ConsoleUser;
@@ -79,6 +80,7 @@ pub async fn list(
         },
     };
     let messages = service::list(&state, &user.who, None, query).await?;
+    let rows = list_rows(&state, &messages.data).await?;
     let filters = Filters {
         tenant: tenant.map(|t| t.0.to_string()),
         date,
@@ -88,12 +90,50 @@ pub async fn list(
     Ok(page(
         "messages.html",
         ctx! {
-            layout => Layout::new(&user, tenant, "messages"),
-            messages, statuses => STATUSES,
+            layout => Layout::new(&state, &user, tenant, "messages").await,
+            messages, rows, statuses => STATUSES,
             status => filters.status, recipient => filters.recipient,
             tag => filters.tag, date => filters.date,
         },
     )?)
+}
+
+/// What the list shows beside each summary: its To cell (Cc/Bcc when To is
+/// empty) and its tenant's name. One bounded read of the page's (≤ 50)
+/// messages' recipients, only for those without To, and one of the names.
+async fn list_rows(
+    state: &AppState,
+    data: &[crate::emails::view::EmailSummary],
+) -> AppResult<Vec<serde_json::Value>> {
+    let blank: Vec<(Uuid, Uuid)> = data
+        .iter()
+        .filter(|m| m.to.is_empty())
+        .map(|m| (m.tenant_id, m.id))
+        .collect();
+    let mut tenants: Vec<Uuid> = data.iter().map(|m| m.tenant_id).collect();
+    tenants.sort();
+    tenants.dedup();
+    let (recipients, names) = db::run(&state.pool, move |conn| {
+        Ok((
+            crate::bounces::recipients::of_emails(conn, &blank)?,
+            crate::console::overview_model::names(conn, &tenants)?,
+        ))
+    })
+    .await?;
+    let names = view::names(names);
+    Ok(data
+        .iter()
+        .map(|m| {
+            let mine: Vec<_> = recipients
+                .iter()
+                .filter(|r| r.email_id == m.id && r.tenant_id == m.tenant_id)
+                .collect();
+            serde_json::json!({
+                "to": view::shown_to(&m.to, &mine),
+                "tenant_name": names.get(&m.tenant_id.to_string()),
+            })
+        })
+        .collect())
 }
 
 /// The message (through the emails service: its tenant rules) and then its
@@ -120,7 +160,8 @@ async fn load(
 pub struct Content {
     pub text: Option<String>,
     pub html: Option<String>,
-    pub headers: serde_json::Value,
+    /// Header rows: a raw (SMTP) message's own, else the custom ones.
+    pub headers: Vec<(String, String)>,
     pub envelope_from: String,
 }
 
@@ -130,7 +171,10 @@ async fn content(state: &AppState, tenant: TenantId, id: Uuid) -> AppResult<Cont
         Ok(Content {
             text: row.text_body,
             html: row.html_body,
-            headers: row.headers,
+            headers: match &row.raw_message {
+                Some(raw) => view::raw_headers(raw),
+                None => view::custom_headers(&row.headers),
+            },
             envelope_from: row.envelope_from,
         })
     })
@@ -146,25 +190,14 @@ pub async fn show(
     let (message, content) = load(&state, &user, q.tenant.as_deref(), &path).await?;
     let tenant = TenantId(message.tenant_id);
     let has_html = content.html.is_some();
-    // JSON shown as text (the page escapes it).
-    let headers = serde_json::to_string_pretty(&content.headers).unwrap_or_default();
-    let events: Vec<serde_json::Value> = message
-        .events
-        .iter()
-        .map(|e| {
-            let detail = match &e.detail {
-                serde_json::Value::Null => String::new(),
-                serde_json::Value::Object(m) if m.is_empty() => String::new(),
-                d => d.to_string(),
-            };
-            serde_json::json!({ "type": e.kind, "at": e.at, "detail": detail })
-        })
-        .collect();
+    let events = view::events(&message.events);
+    let bcc = view::of_kind(&message, "bcc");
+    let layout = Layout::new(&state, &user, Some(tenant), "messages").await;
     Ok(page(
         "message.html",
         ctx! {
-            layout => Layout::new(&user, Some(tenant), "messages"),
-            message, text => content.text, headers, events,
+            layout,
+            message, text => content.text, headers => content.headers, events, bcc,
             envelope_from => content.envelope_from, has_html,
         },
     )?)

@@ -8,7 +8,9 @@ pub mod auth;
 pub mod domains;
 pub mod keys;
 pub mod login_totp;
+pub mod message_view;
 pub mod messages;
+pub mod overview;
 pub mod queue;
 pub mod suppressions;
 pub mod tenants;
@@ -69,7 +71,7 @@ pub async fn pick(
     Ok(super::render::page(
         "pick.html",
         ctx! {
-            layout => super::Layout::new(user, None, active),
+            layout => super::Layout::new(state, user, None, active).await,
             tenants, target => format!("/console/{active}"),
         },
     )?)

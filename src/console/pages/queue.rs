@@ -38,7 +38,7 @@ pub async fn show(user: ConsoleUser, state: web::Data<AppState>) -> ConsoleResul
     Ok(page(
         "queue.html",
         ctx! {
-            layout => Layout::new(&user, None, "queue"),
+            layout => Layout::new(&state, &user, None, "queue").await,
             depth, oldest_due, backlog,
             health => ctx! {
                 database, migrated,

@@ -46,7 +46,7 @@ pub async fn list(
     Ok(page(
         "suppressions.html",
         ctx! {
-            layout => Layout::new(&user, Some(tenant), "suppressions"),
+            layout => Layout::new(&state, &user, Some(tenant), "suppressions").await,
             entries, email, can_write,
         },
     )?)

@@ -38,7 +38,7 @@ pub async fn list(
     let tenants = service::list(&state, page_req).await?;
     Ok(page(
         "tenants.html",
-        ctx! { layout => Layout::new(&user, None, "tenants"), tenants },
+        ctx! { layout => Layout::new(&state, &user, None, "tenants").await, tenants },
     )?)
 }
 
@@ -88,7 +88,7 @@ pub async fn show(
     Ok(page(
         "tenant.html",
         ctx! {
-            layout => Layout::new(&user, Some(id), "tenants"),
+            layout => Layout::new(&state, &user, Some(id), "tenants").await,
             tenant, team, can_invite, invited => None::<String>, mailed => None::<()>,
         },
     )?)
@@ -197,7 +197,7 @@ pub async fn invite_user(
     Ok(page(
         "tenant.html",
         ctx! {
-            layout => Layout::new(&user, Some(id), "tenants"),
+            layout => Layout::new(&state, &user, Some(id), "tenants").await,
             tenant, team, can_invite => true, invited => link, mailed,
             invitee => created.user.email,
         },

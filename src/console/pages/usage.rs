@@ -4,13 +4,15 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use super::pick;
-use crate::console::render::{bar_chart, page};
+use crate::console::charts::{bars, Layout as Bars, Series};
+use crate::console::render::page;
 use crate::console::session::ConsoleResult;
 use crate::console::users::ConsoleUser;
 use crate::console::{tenant_for, Layout};
 use crate::domain::Permission;
 use crate::state::AppState;
 use crate::tenants::model::TenantRef;
+use crate::usage::model::Counters;
 use crate::usage::service::{self, PeriodQuery};
 
 #[derive(Deserialize)]
@@ -44,25 +46,58 @@ pub async fn show(
     // Every day of the period up to today, days without mail at zero (a
     // period is at most 366 days: the usage service bounds it).
     let today = chrono::Utc::now().date_naive();
-    let sent: Vec<(String, i64)> = usage
+    let days: Vec<_> = usage
         .from
         .iter_days()
         .take_while(|d| *d <= usage.to && *d <= today)
-        .take(400)
-        .map(|day| {
-            let n = usage
-                .daily
-                .iter()
-                .find(|d| d.date == day)
-                .map_or(0, |d| d.counters.emails_sent);
-            (day.to_string(), n)
-        })
+        .take(crate::console::charts::MAX_GROUPS)
         .collect();
-    let chart = bar_chart(&sent, "Messages accepted per day");
+    let of = |f: fn(&Counters) -> i64| -> Vec<i64> {
+        days.iter()
+            .map(|day| {
+                usage
+                    .daily
+                    .iter()
+                    .find(|d| d.date == *day)
+                    .map_or(0, |d| f(&d.counters))
+            })
+            .collect()
+    };
+    let labels: Vec<String> = days
+        .iter()
+        .map(|d| d.format("%-d %b").to_string())
+        .collect();
+    let chart = bars(
+        &format!(
+            "Messages per day from {} to {}: accepted, delivered, bounced",
+            usage.from, usage.to
+        ),
+        &labels,
+        &[
+            Series {
+                name: "Accepted",
+                class: "s-accepted",
+                values: of(|c| c.emails_sent),
+            },
+            Series {
+                name: "Delivered",
+                class: "s-delivered",
+                values: of(|c| c.emails_delivered),
+            },
+            Series {
+                name: "Bounced",
+                class: "s-bounced",
+                values: of(|c| c.emails_bounced),
+            },
+        ],
+        Bars::Grouped,
+    );
+    // The month field shows the month on screen (this one by default).
+    let period = Some(usage.period.clone());
     Ok(page(
         "usage.html",
         ctx! {
-            layout => Layout::new(&user, Some(tenant), "usage"),
+            layout => Layout::new(&state, &user, Some(tenant), "usage").await,
             usage, period, chart,
         },
     )?)

@@ -45,7 +45,7 @@ async fn render(
     Ok(page(
         "webhooks.html",
         ctx! {
-            layout => Layout::new(user, tenant, "webhooks"),
+            layout => Layout::new(state, user, tenant, "webhooks").await,
             hooks => rows, created, can_write, platform => tenant.is_none(),
         },
     )?)

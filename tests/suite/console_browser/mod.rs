@@ -6,188 +6,22 @@
 //! sees usage; a tenant user in another browser profile meets 404 and 403;
 //! the admin's session cookie, copied into that other profile, works until
 //! the admin signs out and not after. A second journey turns on TOTP and
-//! signs in with a code (computed by pyotp). Screenshots:
-//! target/console-shots/.
+//! signs in with a code (computed by pyotp). `pages` visits every page:
+//! titles, widths, axe-core and screenshots (target/console-shots/).
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod harness;
+mod pages;
+
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 use postline::console::users::Role;
 use serde_json::json;
 
 use crate::common::smtp_sink::SmtpSink;
 use crate::common::TestApp;
-use crate::console::{user, PASSWORD};
-
-/// A chromedriver child on a free loopback port, killed on drop.
-struct Driver {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn driver() -> Driver {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver (deploy/dev test installs Debian's chromium-driver)");
-    // Owned at once, so the child is killed and reaped whatever happens next.
-    let d = Driver { child, port };
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return d;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("chromedriver did not listen on {port}");
-}
-
-/// A headless chromium with a profile of its own (its own cookie store).
-async fn browser(d: &Driver, profile: &tempdir::Dir) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,1000", format!("--user-data-dir={}", profile.0.display())],
-        }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", d.port))
-        .await
-        .expect("a chromium session")
-}
-
-mod tempdir {
-    /// A directory removed on drop.
-    pub struct Dir(pub std::path::PathBuf);
-    impl Dir {
-        pub fn new(name: &str) -> Dir {
-            let p = std::env::temp_dir().join(format!("{name}-{}", uuid::Uuid::new_v4()));
-            std::fs::create_dir_all(&p).unwrap();
-            Dir(p)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn shots() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-shots");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-async fn shot(c: &Client, name: &str) {
-    let png = c.screenshot().await.unwrap();
-    std::fs::write(shots().join(format!("{name}.png")), png).unwrap();
-}
-
-async fn text(c: &Client, css: &str) -> String {
-    match c.find(Locator::Css(css)).await {
-        Ok(e) => e.text().await.unwrap(),
-        Err(e) => {
-            let url = c.current_url().await.unwrap();
-            let page = c.source().await.unwrap_or_default();
-            let main = page.split("<main").nth(1).unwrap_or(&page);
-            panic!("{css} on {url}: {e}\n{}", &main[..main.len().min(1500)]);
-        }
-    }
-}
-
-/// The text of `css` once it equals `want` (a click's navigation may still
-/// be under way when the click returns), or a panic after 15 s.
-async fn wait_text(c: &Client, css: &str, want: &str) {
-    for _ in 0..150 {
-        if let Ok(e) = c.find(Locator::Css(css)).await {
-            if e.text().await.is_ok_and(|t| t == want) {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(text(c, css).await, want, "{css}");
-}
-
-/// Waits until the text of `css` contains `needle` (or, with `present`
-/// false, no longer does).
-async fn wait_contains(c: &Client, css: &str, needle: &str, present: bool) {
-    for _ in 0..150 {
-        if let Ok(e) = c.find(Locator::Css(css)).await {
-            if e.text().await.is_ok_and(|t| t.contains(needle) == present) {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "{css}: containing {needle:?} is not {present}: {}",
-        text(c, css).await
-    );
-}
-
-/// Waits until the page's path ends with `path`.
-async fn wait_path(c: &Client, path: &str) {
-    for _ in 0..150 {
-        if c.current_url()
-            .await
-            .is_ok_and(|u| u.path().ends_with(path))
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("not on {path}: {}", c.current_url().await.unwrap());
-}
-
-async fn fill(c: &Client, css: &str, value: &str) {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .send_keys(value)
-        .await
-        .unwrap();
-}
-
-async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .unwrap();
-}
-
-async fn sign_in(c: &Client, base: &str, email: &str) {
-    c.goto(&format!("{base}/console/login")).await.unwrap();
-    fill(c, "#email", email).await;
-    fill(c, "#password", PASSWORD).await;
-    click(c, "#sign-in").await;
-}
+use crate::console::user;
+use harness::*;
 
 #[tokio::test]
 async fn an_admin_and_a_tenant_user_in_a_real_browser() {
@@ -203,8 +37,11 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
     let admin = browser(&d, &p1).await;
 
     sign_in(&admin, &base, "admin@example.com").await;
+    // The overview is the landing page; the tenants list one click away.
+    wait_path(&admin, "/console").await;
+    assert_eq!(text(&admin, "h1").await, "Platform overview");
+    click(&admin, "nav a[href='/console/tenants']").await;
     wait_path(&admin, "/console/tenants").await;
-    shot(&admin, "tenants").await;
 
     // A tenant, then its key: the secret on the create answer only.
     fill(&admin, "#t-name", "Shop").await;
@@ -216,7 +53,6 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
         .unwrap();
     let tenant = text(&admin, "#tenant-id").await;
     wait_text(&admin, "#tenant-status", "active").await;
-    shot(&admin, "tenant").await;
     admin
         .goto(&format!("{base}/console/keys?tenant={tenant}"))
         .await
@@ -237,7 +73,6 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
         .unwrap()
         .unwrap();
     assert!(secret.starts_with("pl_live_"), "{secret}");
-    shot(&admin, "keys-created").await;
     admin
         .goto(&format!("{base}/console/keys?tenant={tenant}"))
         .await
@@ -260,7 +95,6 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
         records.contains("TXT") && records.contains("dkim"),
         "{records}"
     );
-    shot(&admin, "domains").await;
     // The Copy buttons exist only if the inlined script ran under the CSP.
     let copies = admin.find_all(Locator::Css("button.copy")).await.unwrap();
     assert!(copies.len() >= 2, "{} copy buttons", copies.len());
@@ -295,7 +129,6 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(delivered, "the delivered mail is listed");
-    shot(&admin, "messages").await;
     // On a phone: the list fits the width (tables scroll inside their box).
     admin.set_window_size(390, 844).await.unwrap();
     let fits = admin
@@ -305,7 +138,6 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
         )
         .await
         .unwrap();
-    shot(&admin, "messages-phone").await;
     assert_eq!(fits, json!(true), "the message list is wider than a phone");
     admin.set_window_size(1280, 1000).await.unwrap();
     admin
@@ -324,7 +156,6 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
     assert!(text(&admin, "#timeline").await.contains("email.delivered"));
     let frame = admin.find(Locator::Css("iframe[sandbox]")).await.unwrap();
     assert_eq!(frame.attr("sandbox").await.unwrap().as_deref(), Some(""));
-    shot(&admin, "message").await;
     // The frame's document: sandboxed by its own CSP, the mail's HTML as sent.
     let session = admin.get_named_cookie("postline_console").await.unwrap();
     let r = crate::console::client()
@@ -361,7 +192,6 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
     fill(&admin, "#s-email", "gone@example.com").await;
     click(&admin, "#add-suppression").await;
     wait_contains(&admin, "#suppressions", "gone@example.com", true).await;
-    shot(&admin, "suppressions").await;
     click(&admin, "button[aria-label='Remove gone@example.com']").await;
     wait_contains(&admin, "#suppressions", "gone@example.com", false).await;
 
@@ -374,8 +204,10 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
         .find(Locator::Css("svg.chart rect"))
         .await
         .expect("a bar");
-    assert!(text(&admin, "#usage-totals").await.contains("Sent 1"));
-    shot(&admin, "usage").await;
+    assert_eq!(
+        text(&admin, "#usage-totals .tile:first-child .figure").await,
+        "1"
+    );
     // Suspend and reactivate the tenant from its page.
     admin
         .goto(&format!("{base}/console/tenants/{tenant}"))
@@ -389,7 +221,6 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
     wait_text(&admin, "#tenant-status", "active").await;
     admin.goto(&format!("{base}/console/queue")).await.unwrap();
     assert!(text(&admin, "#health").await.contains("reachable"));
-    shot(&admin, "queue").await;
 
     // A tenant user of another tenant, in another profile.
     let other = app.create_tenant(json!({"name": "Other"})).await["id"]
@@ -399,7 +230,7 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
     user(&app, "dev@other.example", Role::Developer, Some(&other)).await;
     let dev = browser(&d, &p2).await;
     sign_in(&dev, &base, "dev@other.example").await;
-    wait_path(&dev, "/console/messages").await;
+    wait_path(&dev, "/console").await;
     assert!(!dev.source().await.unwrap().contains("Your order"));
     dev.goto(&format!("{base}/console/tenants/{tenant}"))
         .await
@@ -411,7 +242,6 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
     assert_eq!(text(&dev, "h1").await, "Not found");
     dev.goto(&format!("{base}/console/queue")).await.unwrap();
     assert_eq!(text(&dev, "h1").await, "Forbidden");
-    shot(&dev, "tenant-user-forbidden").await;
 
     // The admin changes that user's role on the tenant's team, then removes
     // them: the removed user's browser is signed out at its next page.
@@ -441,7 +271,6 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
         .execute("document.getElementById('team').scrollIntoView()", vec![])
         .await
         .unwrap();
-    shot(&admin, "team").await;
     click(&admin, "button[aria-label='Remove dev@other.example']").await;
     wait_contains(&admin, "#team", "dev@other.example", false).await;
     dev.goto(&format!("{base}/console/messages")).await.unwrap();
@@ -463,7 +292,6 @@ async fn an_admin_and_a_tenant_user_in_a_real_browser() {
         .unwrap()
         .path()
         .ends_with("/console/login"));
-    shot(&dev, "login").await;
 
     admin.close().await.unwrap();
     dev.close().await.unwrap();
@@ -478,13 +306,13 @@ async fn totp_enrolment_and_sign_in_in_a_real_browser() {
     let profile = tempdir::Dir::new("console-totp");
     let c = browser(&d, &profile).await;
     sign_in(&c, &base, "admin@example.com").await;
-    wait_path(&c, "/console/tenants").await;
+    wait_path(&c, "/console").await;
     click(&c, "#account").await;
     wait_path(&c, "/console/account").await;
     click(&c, "#totp-setup").await;
     wait_contains(&c, "#totp-state", "Add this account", true).await;
     let uri = text(&c, "#totp-uri").await;
-    shot(&c, "totp").await;
+    check_page(&c, "account-totp").await;
     fill(&c, "#enable-code", &crate::console_totp::pyotp(&uri, 0)).await;
     click(&c, "#totp-enable").await;
     wait_contains(&c, "#totp-state", "TOTP is on", true).await;
@@ -493,9 +321,9 @@ async fn totp_enrolment_and_sign_in_in_a_real_browser() {
     wait_path(&c, "/console/login").await;
     sign_in(&c, &base, "admin@example.com").await;
     wait_path(&c, "/console/login/totp").await;
-    shot(&c, "totp-code").await;
+    check_page(&c, "login-totp").await;
     fill(&c, "#code", &crate::console_totp::pyotp(&uri, 1)).await;
     click(&c, "#verify").await;
-    wait_path(&c, "/console/tenants").await;
+    wait_path(&c, "/console").await;
     c.close().await.unwrap();
 }
