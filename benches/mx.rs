@@ -48,13 +48,13 @@ fn message(to: String) -> OutgoingMessage {
         .body("x".repeat(1000))
         .unwrap()
         .formatted();
-    OutgoingMessage {
-        tenant_id: TenantId::new(),
-        email_id: uuid::Uuid::new_v4(),
-        envelope_from: "bounces@sender.test".into(),
-        recipients: vec![to],
+    OutgoingMessage::new(
+        TenantId::new(),
+        uuid::Uuid::new_v4(),
+        "bounces@sender.test".into(),
+        vec![to],
         raw,
-    }
+    )
 }
 
 fn options(max_connections: usize) -> SmtpOptions {

@@ -20,7 +20,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
 
-use super::session::{self, Envelope};
+use super::run::{self, Connections};
+use super::session::{self, Parsed};
 use super::{tls, Outcome, OutgoingMessage, RelayConfig, Transport};
 use crate::config::TlsMode;
 use crate::net_guard::{Guard, Refusal};
@@ -63,8 +64,14 @@ impl Default for SmtpOptions {
     }
 }
 
+/// A session ready for MAIL, and whether it pipelines.
+pub(super) struct Conn {
+    smtp: AsyncSmtpConnection,
+    pipelining: bool,
+}
+
 struct IdleConnection {
-    conn: AsyncSmtpConnection,
+    conn: Conn,
     since: Instant,
 }
 
@@ -107,18 +114,18 @@ impl SmtpTransport {
     }
 
     /// The most recently used live connection, so surplus ones age out.
-    fn checkout(&self) -> Option<AsyncSmtpConnection> {
+    fn checkout(&self) -> Option<Conn> {
         let mut idle = self.idle_list();
         while let Some(entry) = idle.pop() {
-            if entry.since.elapsed() <= self.options.idle_timeout && !entry.conn.has_broken() {
+            if entry.since.elapsed() <= self.options.idle_timeout && !entry.conn.smtp.has_broken() {
                 return Some(entry.conn);
             }
-            close_politely(entry.conn);
+            close_politely(entry.conn.smtp);
         }
         None
     }
 
-    fn checkin(&self, conn: AsyncSmtpConnection) {
+    fn checkin(&self, conn: Conn) {
         let idle_timeout = self.options.idle_timeout;
         let mut idle = self.idle_list();
         let (fresh, expired): (Vec<_>, Vec<_>) = std::mem::take(&mut *idle)
@@ -130,13 +137,16 @@ impl SmtpTransport {
             since: Instant::now(),
         });
         drop(idle);
-        expired.into_iter().for_each(|e| close_politely(e.conn));
+        expired
+            .into_iter()
+            .for_each(|e| close_politely(e.conn.smtp));
     }
 
-    /// Opens a session ready for `MAIL`: greeting, EHLO, STARTTLS and AUTH
-    /// as configured. The error's `public` text is stored with the deferral
-    /// (the tenant reads it: no relay address); `detail` is for the log.
-    async fn connect(&self) -> Result<AsyncSmtpConnection, SessionError> {
+    /// Opens a session ready for `MAIL`: greeting, EHLO, STARTTLS, the
+    /// PIPELINING probe and AUTH as configured. The error's `public` text is
+    /// stored with the deferral (the tenant reads it: no relay address);
+    /// `detail` is for the log.
+    async fn connect(&self) -> Result<Conn, SessionError> {
         let RelayConfig { host, port, .. } = &self.relay;
         let limit = self.options.connect_timeout;
         let tcp = match timeout(limit, self.open_tcp(host, *port)).await {
@@ -176,8 +186,9 @@ impl SmtpTransport {
         })))
     }
 
-    /// Greeting, EHLO, STARTTLS and AUTH on an open socket.
-    async fn session(&self, tcp: TcpStream) -> Result<AsyncSmtpConnection, SessionError> {
+    /// Greeting, EHLO, STARTTLS, the PIPELINING probe and AUTH on an open
+    /// socket.
+    async fn session(&self, tcp: TcpStream) -> Result<Conn, SessionError> {
         let RelayConfig { host, .. } = &self.relay;
         let limit = self.options.connect_timeout;
         if let Err(e) = tcp.set_nodelay(true) {
@@ -219,6 +230,7 @@ impl SmtpTransport {
                 .await
                 .map_err(SessionError::same)?;
         }
+        let pipelining = session::offers_pipelining(&mut conn, &self.hello, cmd).await;
         if let Some(user) = &self.relay.username {
             session::check_auth_allowed(&self.relay, self.options.allow_plaintext_auth)?;
             let password = self.relay.password.as_ref().map(|p| p.expose().to_owned());
@@ -228,12 +240,15 @@ impl SmtpTransport {
                 .await
                 .map_err(SessionError::same)?;
         }
-        Ok(conn)
+        Ok(Conn {
+            smtp: conn,
+            pipelining,
+        })
     }
 
     /// Connects, logging the operator's detail (relay address included) at
     /// warn; the tenant-visible text goes into the outcome.
-    async fn connect_logged(&self, email_id: uuid::Uuid) -> Result<AsyncSmtpConnection, Outcome> {
+    async fn connect_logged(&self, email_id: uuid::Uuid) -> Result<Conn, Outcome> {
         self.connect().await.map_err(|e| {
             tracing::warn!(
                 %email_id,
@@ -266,6 +281,41 @@ impl SessionError {
     }
 }
 
+/// The relay's pool as one message's transactions see it.
+struct Pool<'a> {
+    transport: &'a SmtpTransport,
+    email_id: uuid::Uuid,
+}
+
+#[async_trait]
+impl Connections for Pool<'_> {
+    type Conn = Conn;
+
+    async fn checkout(&self) -> Option<Conn> {
+        self.transport.checkout()
+    }
+
+    async fn connect(&self) -> Result<Conn, Outcome> {
+        self.transport.connect_logged(self.email_id).await
+    }
+
+    async fn release(&self, conn: Conn, reusable: bool) {
+        if reusable {
+            self.transport.checkin(conn);
+        } else {
+            close_politely(conn.smtp);
+        }
+    }
+
+    fn smtp<'c>(&self, conn: &'c mut Conn) -> (&'c mut AsyncSmtpConnection, bool) {
+        (&mut conn.smtp, conn.pipelining)
+    }
+
+    fn carried(&self, _conn: &mut Conn) -> bool {
+        true
+    }
+}
+
 #[async_trait]
 impl Transport for SmtpTransport {
     #[tracing::instrument(skip_all, fields(
@@ -274,36 +324,27 @@ impl Transport for SmtpTransport {
         relay = %format_args!("{}:{}", self.relay.host, self.relay.port),
     ))]
     async fn send(&self, msg: &OutgoingMessage) -> Outcome {
-        let envelope = match Envelope::parse(msg) {
-            Ok(envelope) => envelope,
-            Err(outcome) => return outcome,
-        };
-        let Ok(_permit) = self.permits.acquire().await else {
-            return Outcome::deferred("smtp transport closed");
-        };
-        let (mut conn, reused) = match self.checkout() {
-            Some(conn) => (conn, true),
-            None => match self.connect_logged(msg.email_id).await {
-                Ok(conn) => (conn, false),
-                Err(outcome) => return outcome,
-            },
-        };
-        let mut attempt = session::transact(&mut conn, &envelope, &msg.raw, &self.options).await;
-        if reused && attempt.stale {
-            // The relay dropped the idle connection before accepting
-            // anything: nothing was sent, so one fresh try is safe.
-            tracing::debug!(response = %attempt.outcome.response(), "stale pooled connection");
-            conn = match self.connect_logged(msg.email_id).await {
-                Ok(conn) => conn,
-                Err(outcome) => return outcome,
+        let mut results = Vec::new();
+        let mut envs = Vec::with_capacity(msg.envelopes.len());
+        for env in &msg.envelopes {
+            match Parsed::parse(env) {
+                Ok(parsed) => envs.push(parsed),
+                Err(outcome) => results.extend(run::per_recipient(&env.recipients, outcome)),
+            }
+        }
+        if !envs.is_empty() {
+            let Ok(_permit) = self.permits.acquire().await else {
+                return Outcome::deferred("smtp transport closed");
             };
-            attempt = session::transact(&mut conn, &envelope, &msg.raw, &self.options).await;
+            let pool = Pool {
+                transport: self,
+                email_id: msg.email_id,
+            };
+            results.extend(run::deliver(&pool, &envs, &msg.raw, &self.options).await);
         }
-        if attempt.reusable {
-            self.checkin(conn);
-        }
-        tracing::debug!(outcome = ?attempt.outcome, "smtp attempt done");
-        attempt.outcome
+        let outcome = run::combine(results);
+        tracing::debug!(outcome = ?outcome, "smtp attempt done");
+        outcome
     }
 }
 
