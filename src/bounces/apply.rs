@@ -182,3 +182,78 @@ pub fn record(
         Ok(applied)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bounces::classify::BounceType;
+    use uuid::Uuid;
+
+    fn row(addr: &str) -> RecipientRow {
+        RecipientRow {
+            tenant_id: Uuid::nil(),
+            email_id: Uuid::nil(),
+            recipient: addr.into(),
+            kind: "to".into(),
+            status: "delivered".into(),
+            smtp_response: None,
+            bounce: None,
+            updated_at: Utc::now(),
+        }
+    }
+
+    fn token(recipient: Option<u8>) -> Ref {
+        Ref {
+            tenant_id: Uuid::nil(),
+            email_id: Uuid::nil(),
+            recipient,
+        }
+    }
+
+    fn failure(addr: &str) -> Failure {
+        Failure {
+            recipient: addr.into(),
+            status: "5.1.1".into(),
+            diagnostic: String::new(),
+            bounce_type: BounceType::Hard,
+            status_found: true,
+        }
+    }
+
+    fn dsn(failures: Vec<Failure>) -> Report {
+        Report {
+            kind: Kind::Dsn,
+            failures,
+            complained: None,
+            reporting_mta: None,
+            tokens: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_token_names_the_recipient_at_its_index_in_byte_order() {
+        let rows = [row("zed@x.test"), row("amy@x.test")];
+        let name = |t| named(&rows, &token(t)).map(|r| r.recipient.as_str());
+        assert_eq!(name(Some(0)), Some("amy@x.test"));
+        assert_eq!(name(Some(1)), Some("zed@x.test"));
+        assert_eq!(name(Some(2)), None);
+        assert_eq!(name(None), None, "message-only token, two recipients");
+        let one = [row("solo@x.test")];
+        assert_eq!(
+            named(&one, &token(None)).map(|r| r.recipient.as_str()),
+            Some("solo@x.test")
+        );
+    }
+
+    #[test]
+    fn a_dsn_counts_for_the_token_recipient_only() {
+        let own = dsn(vec![failure("b@x.test"), failure("a@x.test")]);
+        assert_eq!(failure_for(&own, "a@x.test").unwrap().recipient, "a@x.test");
+        // Forwarded: the only failure names a rewritten address.
+        let forwarded = dsn(vec![failure("a@elsewhere.test")]);
+        assert!(failure_for(&forwarded, "a@x.test").is_some());
+        // Several failures, none of them the token's recipient: nothing.
+        let others = dsn(vec![failure("b@x.test"), failure("c@x.test")]);
+        assert!(failure_for(&others, "a@x.test").is_none());
+    }
+}

@@ -209,3 +209,25 @@ pub fn set_reported(
     };
     Ok(n > 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Byte order, whatever order the rows come in; duplicates once.
+    #[test]
+    fn ordered_is_byte_order_and_index_of_finds_positions() {
+        let a = ordered(["b@x.test", "B@x.test", "a@x.test", "b@x.test", "_@x.test"]);
+        assert_eq!(a, ["B@x.test", "_@x.test", "a@x.test", "b@x.test"]);
+        assert_eq!(index_of(&a, "a@x.test"), Some(2));
+        assert_eq!(index_of(&a, "c@x.test"), None);
+        let many: Vec<String> = (0..300).map(|i| format!("u{i:03}@x.test")).collect();
+        let many = ordered(many.iter().map(String::as_str));
+        assert_eq!(index_of(&many, "u255@x.test"), Some(255));
+        assert_eq!(
+            index_of(&many, "u256@x.test"),
+            None,
+            "past what a token holds"
+        );
+    }
+}
