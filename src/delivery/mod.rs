@@ -5,6 +5,7 @@
 
 mod capture;
 pub mod mx;
+mod relay_pool;
 mod run;
 mod session;
 mod smtp;

@@ -9,8 +9,7 @@
 //! lettre's `tracing` feature must stay off: it logs every line written,
 //! AUTH included.
 
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
@@ -20,7 +19,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
 
-use super::run::{self, Connections};
+use super::relay_pool::{Conn, IdleList, Pool};
+use super::run;
 use super::session::{self, Parsed};
 use super::{tls, Outcome, OutgoingMessage, RelayConfig, Transport};
 use crate::config::TlsMode;
@@ -64,22 +64,11 @@ impl Default for SmtpOptions {
     }
 }
 
-/// A session ready for MAIL, and whether it pipelines.
-pub(super) struct Conn {
-    smtp: AsyncSmtpConnection,
-    pipelining: bool,
-}
-
-struct IdleConnection {
-    conn: Conn,
-    since: Instant,
-}
-
 pub struct SmtpTransport {
     relay: RelayConfig,
     options: SmtpOptions,
     hello: ClientId,
-    idle: Mutex<Vec<IdleConnection>>,
+    idle: IdleList,
     permits: Semaphore,
 }
 
@@ -92,9 +81,9 @@ impl SmtpTransport {
         let permits = Semaphore::new(options.max_connections.max(1));
         SmtpTransport {
             relay,
+            idle: IdleList::new(options.idle_timeout),
             options,
             hello,
-            idle: Mutex::new(Vec::new()),
             permits,
         }
     }
@@ -105,41 +94,7 @@ impl SmtpTransport {
 
     /// Connections open and waiting for the next message.
     pub fn idle_connections(&self) -> usize {
-        self.idle_list().len()
-    }
-
-    /// A poisoned lock only means a panic elsewhere; the list is still whole.
-    fn idle_list(&self) -> MutexGuard<'_, Vec<IdleConnection>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The most recently used live connection, so surplus ones age out.
-    fn checkout(&self) -> Option<Conn> {
-        let mut idle = self.idle_list();
-        while let Some(entry) = idle.pop() {
-            if entry.since.elapsed() <= self.options.idle_timeout && !entry.conn.smtp.has_broken() {
-                return Some(entry.conn);
-            }
-            close_politely(entry.conn.smtp);
-        }
-        None
-    }
-
-    fn checkin(&self, conn: Conn) {
-        let idle_timeout = self.options.idle_timeout;
-        let mut idle = self.idle_list();
-        let (fresh, expired): (Vec<_>, Vec<_>) = std::mem::take(&mut *idle)
-            .into_iter()
-            .partition(|e| e.since.elapsed() <= idle_timeout);
-        *idle = fresh;
-        idle.push(IdleConnection {
-            conn,
-            since: Instant::now(),
-        });
-        drop(idle);
-        expired
-            .into_iter()
-            .for_each(|e| close_politely(e.conn.smtp));
+        self.idle.len()
     }
 
     /// Opens a session ready for `MAIL`: greeting, EHLO, STARTTLS, the
@@ -248,7 +203,7 @@ impl SmtpTransport {
 
     /// Connects, logging the operator's detail (relay address included) at
     /// warn; the tenant-visible text goes into the outcome.
-    async fn connect_logged(&self, email_id: uuid::Uuid) -> Result<Conn, Outcome> {
+    pub(super) async fn connect_logged(&self, email_id: uuid::Uuid) -> Result<Conn, Outcome> {
         self.connect().await.map_err(|e| {
             tracing::warn!(
                 %email_id,
@@ -281,41 +236,6 @@ impl SessionError {
     }
 }
 
-/// The relay's pool as one message's transactions see it.
-struct Pool<'a> {
-    transport: &'a SmtpTransport,
-    email_id: uuid::Uuid,
-}
-
-#[async_trait]
-impl Connections for Pool<'_> {
-    type Conn = Conn;
-
-    async fn checkout(&self) -> Option<Conn> {
-        self.transport.checkout()
-    }
-
-    async fn connect(&self) -> Result<Conn, Outcome> {
-        self.transport.connect_logged(self.email_id).await
-    }
-
-    async fn release(&self, conn: Conn, reusable: bool) {
-        if reusable {
-            self.transport.checkin(conn);
-        } else {
-            close_politely(conn.smtp);
-        }
-    }
-
-    fn smtp<'c>(&self, conn: &'c mut Conn) -> (&'c mut AsyncSmtpConnection, bool) {
-        (&mut conn.smtp, conn.pipelining)
-    }
-
-    fn carried(&self, _conn: &mut Conn) -> bool {
-        true
-    }
-}
-
 #[async_trait]
 impl Transport for SmtpTransport {
     #[tracing::instrument(skip_all, fields(
@@ -337,6 +257,7 @@ impl Transport for SmtpTransport {
                 return Outcome::deferred("smtp transport closed");
             };
             let pool = Pool {
+                idle: &self.idle,
                 transport: self,
                 email_id: msg.email_id,
             };
@@ -364,14 +285,5 @@ fn connect_error(e: &std::io::Error) -> SessionError {
     SessionError {
         public,
         detail: e.to_string(),
-    }
-}
-
-/// Says QUIT in the background; the connection is dropped either way.
-fn close_politely(mut conn: AsyncSmtpConnection) {
-    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        rt.spawn(async move {
-            let _ = timeout(Duration::from_secs(5), conn.quit()).await;
-        });
     }
 }

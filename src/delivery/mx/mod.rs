@@ -13,6 +13,7 @@ mod connect;
 mod gate;
 pub mod metrics;
 mod outcome;
+mod pool;
 pub mod resolve;
 pub mod settings;
 pub mod shaping;
@@ -23,13 +24,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use lettre::transport::smtp::extension::ClientId;
 
-use lettre::transport::smtp::client::AsyncSmtpConnection;
-
 use self::connect::{Dialer, Failure};
 use self::outcome::{domain_of, slowed};
+use self::pool::SitePool;
 use self::resolve::{Resolver, Route};
 use self::shaping::{Idle, Site, Sites};
-use super::run::{self, Connections};
+use super::run;
 use super::session::Parsed;
 use super::{Envelope, Fate, Outcome, OutgoingMessage, RcptResult, SmtpOptions, Transport};
 use crate::config::Settings;
@@ -196,16 +196,6 @@ impl MxTransport {
         Part::Done(results)
     }
 
-    async fn checkout(&self, site: &Site) -> Option<Idle> {
-        loop {
-            let idle = site.idle_list().pop()?;
-            if idle.since.elapsed() <= self.smtp.idle_timeout && !idle.conn.inner.has_broken() {
-                return Some(idle);
-            }
-            idle.conn.close().await;
-        }
-    }
-
     /// The first MX host (in preference order) that takes a session. Every
     /// host unreachable → the site is marked down for `down_secs`.
     async fn connect(
@@ -258,46 +248,6 @@ impl MxTransport {
         Err(Outcome::deferred(format!(
             "no MX host of the recipient domain took the message: {last}"
         )))
-    }
-}
-
-/// A site's idle sessions as one message's transactions see them.
-struct SitePool<'a> {
-    mx: &'a MxTransport,
-    site: &'a Site,
-    hosts: &'a [String],
-    email_id: uuid::Uuid,
-}
-
-#[async_trait]
-impl Connections for SitePool<'_> {
-    type Conn = Idle;
-
-    async fn checkout(&self) -> Option<Idle> {
-        self.mx.checkout(self.site).await
-    }
-
-    async fn connect(&self) -> Result<Idle, Outcome> {
-        self.mx.connect(self.site, self.hosts, self.email_id).await
-    }
-
-    /// Kept while under the site's messages per connection.
-    async fn release(&self, mut idle: Idle, reusable: bool) {
-        if reusable && idle.sent < self.site.limits.messages_per_connection {
-            idle.since = Instant::now();
-            self.site.idle_list().push(idle);
-        } else {
-            idle.conn.close().await;
-        }
-    }
-
-    fn smtp<'c>(&self, idle: &'c mut Idle) -> (&'c mut AsyncSmtpConnection, bool) {
-        (&mut idle.conn.inner, idle.conn.pipelining)
-    }
-
-    fn carried(&self, idle: &mut Idle) -> bool {
-        idle.sent += 1;
-        idle.sent < self.site.limits.messages_per_connection
     }
 }
 
