@@ -27,7 +27,7 @@ use common::app::{settings, BenchApp};
 use common::{print_figure, BenchEnv};
 use diesel::prelude::*;
 use postline::bounces::dsn::{self, Kind};
-use postline::bounces::token::{Ref, VerpKeys};
+use postline::bounces::token::{return_path, VerpKeys};
 use postline::smtp_server::{Envelope, Handler, Limits, Reply, Server};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use uuid::Uuid;
@@ -372,13 +372,11 @@ fn main() {
             .iter()
             .enumerate()
             .map(|(i, (email_id, rcpt))| {
-                let r = Ref {
-                    tenant_id: tenant,
-                    email_id: *email_id,
-                };
+                // One recipient per message: index 0.
+                let token = keys.token(tenant, *email_id, 0);
                 let text = templates[i % templates.len()].1.replace(PLACEHOLDER, rcpt);
                 Arc::new(Dsn {
-                    rcpt: keys.return_path(&r, BOUNCE_DOMAIN),
+                    rcpt: return_path(&token, BOUNCE_DOMAIN),
                     data: stuffed(&text),
                     template: i % templates.len(),
                 })

@@ -6,7 +6,10 @@
 //! - messages/s delivered by `MxTransport` over the 50 domains, and by one
 //!   relay (`SmtpTransport`, one sink) at the same concurrency, and the ratio;
 //! - the shaping and MX overhead per message: one message at a time to one
-//!   domain over a reused connection, mx vs relay to the same sink.
+//!   domain over a reused connection, mx vs relay to the same sink;
+//! - through one relay, 1 recipient vs 5 in one envelope vs 5 envelopes (a
+//!   transaction per recipient, as VERP sends them), with and without
+//!   PIPELINING (issue 22).
 //!
 //! `MX_N` messages (default 5000), `MX_C` concurrent sends (default 128,
 //! `worker.concurrency`'s default). Run without `--bench` (as by
@@ -19,7 +22,9 @@ use std::time::Instant;
 
 use postline::config::{DeliveryMode, Settings, TlsMode};
 use postline::delivery::mx::MxTransport;
-use postline::delivery::{OutgoingMessage, RelayConfig, SmtpOptions, SmtpTransport, Transport};
+use postline::delivery::{
+    Envelope, OutgoingMessage, RelayConfig, SmtpOptions, SmtpTransport, Transport,
+};
 use postline::domain::TenantId;
 
 #[allow(dead_code)]
@@ -48,13 +53,13 @@ fn message(to: String) -> OutgoingMessage {
         .body("x".repeat(1000))
         .unwrap()
         .formatted();
-    OutgoingMessage {
-        tenant_id: TenantId::new(),
-        email_id: uuid::Uuid::new_v4(),
-        envelope_from: "bounces@sender.test".into(),
-        recipients: vec![to],
+    OutgoingMessage::new(
+        TenantId::new(),
+        uuid::Uuid::new_v4(),
+        "bounces@sender.test".into(),
+        vec![to],
         raw,
-    }
+    )
 }
 
 fn options(max_connections: usize) -> SmtpOptions {
@@ -66,7 +71,13 @@ fn options(max_connections: usize) -> SmtpOptions {
 
 /// Sends `n` messages from `c` concurrent tasks; messages/s.
 async fn rate(t: Arc<dyn Transport>, n: usize, c: usize, to: impl Fn(usize) -> String) -> f64 {
-    let msgs: Arc<Vec<OutgoingMessage>> = Arc::new((0..n).map(|i| message(to(i))).collect());
+    rate_of(t, (0..n).map(|i| message(to(i))).collect(), c).await
+}
+
+/// Sends `msgs` from `c` concurrent tasks; messages/s.
+async fn rate_of(t: Arc<dyn Transport>, msgs: Vec<OutgoingMessage>, c: usize) -> f64 {
+    let n = msgs.len();
+    let msgs = Arc::new(msgs);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..c)
@@ -177,4 +188,97 @@ async fn main() {
     let relay_serial = rate(relay_to_same, serial, 1, one).await;
     let (mx_us, relay_us) = (1e6 / mx_serial, 1e6 / relay_serial);
     println!("one at a time to one domain: mx {mx_us:.1} µs/msg, relay {relay_us:.1} µs/msg, overhead {:.1} µs/msg ({:.2}x)", mx_us - relay_us, mx_us / relay_us);
+
+    recipients_per_message(if full { 2000 } else { 50 }, serial).await;
+}
+
+/// A message to `k` recipients: one envelope for all (one transaction, the
+/// wire as before issue 22), or one per recipient with its own return path
+/// and `X-Postline-ID` line (VERP: one transaction each).
+fn fanout(i: usize, k: usize, per_recipient: bool) -> OutgoingMessage {
+    let to: Vec<String> = (0..k).map(|j| format!("u{i}-{j}@relay.test")).collect();
+    let mut m = message(to[0].clone());
+    m.envelopes = if per_recipient {
+        to.iter()
+            .enumerate()
+            .map(|(j, r)| Envelope {
+                from: format!("b+{i}x{j}@bounces.bench.test"),
+                recipients: vec![r.clone()],
+                headers: format!("X-Postline-ID: {i}x{j}\r\n"),
+            })
+            .collect()
+    } else {
+        vec![Envelope {
+            from: "bounces@sender.test".into(),
+            recipients: to,
+            headers: String::new(),
+        }]
+    };
+    m
+}
+
+/// Issue 22: the cost of a transaction per recipient through one relay,
+/// with and without PIPELINING: messages/s at 16 concurrent sends, and µs
+/// per message one at a time over a reused connection. The shapes take
+/// turns over `ROUNDS` rounds and each figure is its best round, so a busy
+/// machine's drift does not favour one shape.
+async fn recipients_per_message(n: usize, serial: usize) {
+    const ROUNDS: usize = 5;
+    const SHAPES: [(usize, bool); 3] = [(1, false), (5, false), (5, true)];
+    println!(
+        "relay, recipients per message: best of {ROUNDS} rounds of {} messages at 16 concurrent sends / {} one at a time",
+        n / ROUNDS,
+        serial / ROUNDS
+    );
+    for no_pipelining in [false, true] {
+        let sink = SmtpSink::start_with(SinkConfig {
+            no_pipelining,
+            ..SinkConfig::default()
+        })
+        .await;
+        let relay = |conns| -> Arc<dyn Transport> {
+            let cfg = RelayConfig {
+                host: "127.0.0.1".into(),
+                port: sink.port(),
+                tls: TlsMode::None,
+                username: None,
+                password: None,
+            };
+            Arc::new(SmtpTransport::new(cfg, options(conns)))
+        };
+        let batch = |n: usize, (k, per_recipient): (usize, bool)| {
+            (0..n)
+                .map(|i| fanout(i, k, per_recipient))
+                .collect::<Vec<_>>()
+        };
+        let (many, one) = (relay(16), relay(1));
+        let mut best = [(0f64, f64::MAX); SHAPES.len()];
+        for _ in 0..ROUNDS {
+            for (i, shape) in SHAPES.into_iter().enumerate() {
+                let per_s = rate_of(many.clone(), batch(n / ROUNDS, shape), 16).await;
+                let us = 1e6 / rate_of(one.clone(), batch(serial / ROUNDS, shape), 1).await;
+                best[i] = (best[i].0.max(per_s), best[i].1.min(us));
+            }
+        }
+        let label = if no_pipelining {
+            "no PIPELINING"
+        } else {
+            "PIPELINING"
+        };
+        for ((k, per_recipient), (per_s, us)) in SHAPES.into_iter().zip(best) {
+            let shape = if per_recipient {
+                "5 envelopes"
+            } else {
+                "1 envelope "
+            };
+            println!(
+                "  {label:<14} {k} rcpt, {shape}  {per_s:>8.0} msg/s  {:>8.0} rcpt/s   one at a time {us:>7.1} µs/msg",
+                per_s * k as f64
+            );
+        }
+        println!(
+            "  {label:<14} each extra transaction one at a time: {:.1} µs",
+            (best[2].1 - best[1].1) / 4.0
+        );
+    }
 }

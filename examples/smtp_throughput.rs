@@ -74,13 +74,13 @@ async fn main() {
             ..SmtpOptions::default()
         };
         let transport = Arc::new(SmtpTransport::new(relay, options));
-        let msg = Arc::new(OutgoingMessage {
-            tenant_id: TenantId::new(),
-            email_id: uuid::Uuid::new_v4(),
-            envelope_from: "bounces@sender.test".into(),
-            recipients: vec!["rcpt@example.org".into()],
+        let msg = Arc::new(OutgoingMessage::new(
+            TenantId::new(),
+            uuid::Uuid::new_v4(),
+            "bounces@sender.test".into(),
+            vec!["rcpt@example.org".into()],
             raw,
-        });
+        ));
         for _ in 0..concurrency {
             let (transport, next, msg) = (transport.clone(), next.clone(), msg.clone());
             workers.push(tokio::spawn(async move {

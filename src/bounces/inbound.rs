@@ -55,7 +55,7 @@ impl BounceHandler {
         let Some(report) = dsn::parse(message) else {
             return Ok(apply::Applied::default());
         };
-        let Some(found) = apply::find_message(&self.keys, rcpt_to, &report) else {
+        let Some(found) = apply::find_target(&self.keys, rcpt_to, &report) else {
             tracing::debug!("inbound report names no message of ours; ignored");
             return Ok(apply::Applied::default());
         };

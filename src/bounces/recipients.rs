@@ -60,6 +60,30 @@ pub fn of_new(rows: &[&NewEmail]) -> Vec<(Uuid, Uuid, String, &'static str)> {
     out
 }
 
+/// A message's distinct recipient addresses in byte order: position `i`
+/// is the recipient a return-path token with index `i` names
+/// (`bounces::token`). Byte order, not the database's collation, so the
+/// worker that makes a token and the listener that reads it agree whatever
+/// the locale; the set is fixed at ingest, so positions never move.
+pub fn ordered<'a>(addresses: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut all: Vec<&str> = addresses.into_iter().collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+/// The index of `address` among [`ordered`] addresses; `None` when it is
+/// not one of them or past what a token holds (a message has at most
+/// `emails::input::MAX_RECIPIENTS`).
+pub fn index_of(ordered: &[&str], address: &str) -> Option<u8> {
+    ordered
+        .binary_search(&address)
+        .ok()
+        .and_then(|i| u8::try_from(i).ok())
+}
+
+const _: () = assert!(crate::emails::input::MAX_RECIPIENTS <= 256);
+
 /// A message's recipients, in address order.
 pub fn of_email(
     conn: &mut PgConnection,
@@ -149,7 +173,10 @@ pub fn fail_pending(conn: &mut PgConnection, keys: &[(Uuid, Uuid)]) -> QueryResu
 }
 
 /// An asynchronous report about one recipient (DSN after delivery, or a
-/// complaint): changes it whatever its state, unless it already says so.
+/// complaint), `status` being `bounced` or `complained`. Applied at most
+/// once: a recipient already `complained` takes no further report, one
+/// already `bounced` no further bounce. True when the row changed; a report
+/// that changes nothing must change nothing else either (`bounces::apply`).
 pub fn set_reported(
     conn: &mut PgConnection,
     tenant: Uuid,
@@ -158,18 +185,49 @@ pub fn set_reported(
     status: &str,
     bounce: Option<&serde_json::Value>,
 ) -> QueryResult<bool> {
-    let n = diesel::update(
+    let target = diesel::update(
         email_recipients::table
             .filter(email_recipients::tenant_id.eq(tenant))
             .filter(email_recipients::email_id.eq(email))
             .filter(email_recipients::recipient.eq(recipient))
-            .filter(email_recipients::status.ne(status)),
-    )
-    .set((
-        email_recipients::status.eq(status),
-        email_recipients::bounce.eq(bounce.cloned()),
-        email_recipients::updated_at.eq(diesel::dsl::now),
-    ))
-    .execute(conn)?;
+            .filter(diesel::dsl::not(
+                email_recipients::status.eq_any(["complained", status]),
+            )),
+    );
+    let now = email_recipients::updated_at.eq(diesel::dsl::now);
+    let n = match bounce {
+        Some(b) => target
+            .set((
+                email_recipients::status.eq(status),
+                email_recipients::bounce.eq(b),
+                now,
+            ))
+            .execute(conn)?,
+        None => target
+            .set((email_recipients::status.eq(status), now))
+            .execute(conn)?,
+    };
     Ok(n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Byte order, whatever order the rows come in; duplicates once.
+    #[test]
+    fn ordered_is_byte_order_and_index_of_finds_positions() {
+        let a = ordered(["b@x.test", "B@x.test", "a@x.test", "b@x.test", "_@x.test"]);
+        assert_eq!(a, ["B@x.test", "_@x.test", "a@x.test", "b@x.test"]);
+        assert_eq!(index_of(&a, "a@x.test"), Some(2));
+        assert_eq!(index_of(&a, "c@x.test"), None);
+        let many: Vec<String> = (0..300).map(|i| format!("u{i:03}@x.test")).collect();
+        let many = ordered(many.iter().map(String::as_str));
+        assert_eq!(index_of(&many, "u255@x.test"), Some(255));
+        assert_eq!(
+            index_of(&many, "u256@x.test"),
+            None,
+            "past what a token holds"
+        );
+    }
 }

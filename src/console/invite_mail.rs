@@ -102,13 +102,7 @@ pub async fn send(s: &Settings, tenant: TenantId, to: &str, link: &str) -> Maile
         ..SmtpOptions::default()
     };
     let transport = SmtpTransport::new(RelayConfig::from_settings(&d.smtp), options);
-    let msg = OutgoingMessage {
-        tenant_id: tenant,
-        email_id: Uuid::new_v4(),
-        envelope_from: from,
-        recipients: vec![to.to_string()],
-        raw,
-    };
+    let msg = OutgoingMessage::new(tenant, Uuid::new_v4(), from, vec![to.to_string()], raw);
     let outcome = transport.send(&msg).await;
     if outcome.is_delivered() {
         tracing::info!(tenant = %tenant, "console invitation mailed");

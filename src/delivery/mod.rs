@@ -5,9 +5,12 @@
 
 mod capture;
 pub mod mx;
+mod relay_pool;
+mod run;
 mod session;
 mod smtp;
 mod tls;
+mod transaction;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -23,17 +26,58 @@ use crate::net_guard::Guard;
 pub use capture::CaptureTransport;
 pub use smtp::{SmtpOptions, SmtpTransport};
 
+/// The envelope of one SMTP transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// `MAIL FROM`; empty for the null sender `<>`.
+    pub from: String,
+    pub recipients: Vec<String>,
+    /// Header lines (each ending in CRLF) sent before the shared content in
+    /// this transaction only: a recipient's `X-Postline-ID`. They are not
+    /// among the DKIM-signed headers, so the one signature holds for every
+    /// envelope.
+    pub headers: String,
+}
+
 /// One rendered message, ready for the wire.
 #[derive(Clone, Debug)]
 pub struct OutgoingMessage {
     pub tenant_id: TenantId,
     pub email_id: uuid::Uuid,
-    /// The envelope sender (`MAIL FROM`); empty for the null sender `<>`.
-    pub envelope_from: String,
-    /// Every envelope recipient (to, cc and bcc).
-    pub recipients: Vec<String>,
-    /// A complete RFC 5322 message with CRLF line endings.
+    /// One SMTP transaction each, in order, sharing a connection while it
+    /// lasts: with VERP every recipient has its own (its own return path),
+    /// else one carries them all (to, cc and bcc).
+    pub envelopes: Vec<Envelope>,
+    /// A complete RFC 5322 message with CRLF line endings, shared by every
+    /// envelope (signed once).
     pub raw: Vec<u8>,
+}
+
+impl OutgoingMessage {
+    /// A message with one envelope for all its recipients.
+    pub fn new(
+        tenant_id: TenantId,
+        email_id: uuid::Uuid,
+        from: String,
+        recipients: Vec<String>,
+        raw: Vec<u8>,
+    ) -> Self {
+        OutgoingMessage {
+            tenant_id,
+            email_id,
+            envelopes: vec![Envelope {
+                from,
+                recipients,
+                headers: String::new(),
+            }],
+            raw,
+        }
+    }
+
+    /// Every recipient, envelope by envelope.
+    pub fn recipients(&self) -> impl Iterator<Item = &String> {
+        self.envelopes.iter().flat_map(|e| &e.recipients)
+    }
 }
 
 /// What happened to one message. `response` is the relay's reply (e.g.
@@ -69,7 +113,7 @@ pub enum Fate {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RcptResult {
-    /// As given in [`OutgoingMessage::recipients`].
+    /// As given in an [`Envelope`] of the message.
     pub recipient: String,
     pub fate: Fate,
     pub response: String,
@@ -86,8 +130,16 @@ impl Outcome {
         }
     }
 
+    /// Accepted for every recipient (with per-recipient transactions each
+    /// has its own reply, so the outcome may be per recipient).
     pub fn is_delivered(&self) -> bool {
-        matches!(self, Outcome::Delivered { .. })
+        match self {
+            Outcome::Delivered { .. } => true,
+            Outcome::PerRecipient { recipients, .. } => {
+                recipients.iter().all(|r| r.fate == Fate::Delivered)
+            }
+            _ => false,
+        }
     }
 
     pub(crate) fn deferred(response: impl Into<String>) -> Self {

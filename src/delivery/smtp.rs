@@ -9,8 +9,7 @@
 //! lettre's `tracing` feature must stay off: it logs every line written,
 //! AUTH included.
 
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
@@ -20,7 +19,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
 
-use super::session::{self, Envelope};
+use super::relay_pool::{Conn, IdleList, Pool};
+use super::run;
+use super::session::{self, Parsed};
 use super::{tls, Outcome, OutgoingMessage, RelayConfig, Transport};
 use crate::config::TlsMode;
 use crate::net_guard::{Guard, Refusal};
@@ -63,16 +64,11 @@ impl Default for SmtpOptions {
     }
 }
 
-struct IdleConnection {
-    conn: AsyncSmtpConnection,
-    since: Instant,
-}
-
 pub struct SmtpTransport {
     relay: RelayConfig,
     options: SmtpOptions,
     hello: ClientId,
-    idle: Mutex<Vec<IdleConnection>>,
+    idle: IdleList,
     permits: Semaphore,
 }
 
@@ -85,9 +81,9 @@ impl SmtpTransport {
         let permits = Semaphore::new(options.max_connections.max(1));
         SmtpTransport {
             relay,
+            idle: IdleList::new(options.idle_timeout),
             options,
             hello,
-            idle: Mutex::new(Vec::new()),
             permits,
         }
     }
@@ -98,45 +94,14 @@ impl SmtpTransport {
 
     /// Connections open and waiting for the next message.
     pub fn idle_connections(&self) -> usize {
-        self.idle_list().len()
+        self.idle.len()
     }
 
-    /// A poisoned lock only means a panic elsewhere; the list is still whole.
-    fn idle_list(&self) -> MutexGuard<'_, Vec<IdleConnection>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The most recently used live connection, so surplus ones age out.
-    fn checkout(&self) -> Option<AsyncSmtpConnection> {
-        let mut idle = self.idle_list();
-        while let Some(entry) = idle.pop() {
-            if entry.since.elapsed() <= self.options.idle_timeout && !entry.conn.has_broken() {
-                return Some(entry.conn);
-            }
-            close_politely(entry.conn);
-        }
-        None
-    }
-
-    fn checkin(&self, conn: AsyncSmtpConnection) {
-        let idle_timeout = self.options.idle_timeout;
-        let mut idle = self.idle_list();
-        let (fresh, expired): (Vec<_>, Vec<_>) = std::mem::take(&mut *idle)
-            .into_iter()
-            .partition(|e| e.since.elapsed() <= idle_timeout);
-        *idle = fresh;
-        idle.push(IdleConnection {
-            conn,
-            since: Instant::now(),
-        });
-        drop(idle);
-        expired.into_iter().for_each(|e| close_politely(e.conn));
-    }
-
-    /// Opens a session ready for `MAIL`: greeting, EHLO, STARTTLS and AUTH
-    /// as configured. The error's `public` text is stored with the deferral
-    /// (the tenant reads it: no relay address); `detail` is for the log.
-    async fn connect(&self) -> Result<AsyncSmtpConnection, SessionError> {
+    /// Opens a session ready for `MAIL`: greeting, EHLO, STARTTLS, the
+    /// PIPELINING probe and AUTH as configured. The error's `public` text is
+    /// stored with the deferral (the tenant reads it: no relay address);
+    /// `detail` is for the log.
+    async fn connect(&self) -> Result<Conn, SessionError> {
         let RelayConfig { host, port, .. } = &self.relay;
         let limit = self.options.connect_timeout;
         let tcp = match timeout(limit, self.open_tcp(host, *port)).await {
@@ -176,8 +141,9 @@ impl SmtpTransport {
         })))
     }
 
-    /// Greeting, EHLO, STARTTLS and AUTH on an open socket.
-    async fn session(&self, tcp: TcpStream) -> Result<AsyncSmtpConnection, SessionError> {
+    /// Greeting, EHLO, STARTTLS, the PIPELINING probe and AUTH on an open
+    /// socket.
+    async fn session(&self, tcp: TcpStream) -> Result<Conn, SessionError> {
         let RelayConfig { host, .. } = &self.relay;
         let limit = self.options.connect_timeout;
         if let Err(e) = tcp.set_nodelay(true) {
@@ -219,6 +185,7 @@ impl SmtpTransport {
                 .await
                 .map_err(SessionError::same)?;
         }
+        let pipelining = session::offers_pipelining(&mut conn, &self.hello, cmd).await;
         if let Some(user) = &self.relay.username {
             session::check_auth_allowed(&self.relay, self.options.allow_plaintext_auth)?;
             let password = self.relay.password.as_ref().map(|p| p.expose().to_owned());
@@ -228,12 +195,15 @@ impl SmtpTransport {
                 .await
                 .map_err(SessionError::same)?;
         }
-        Ok(conn)
+        Ok(Conn {
+            smtp: conn,
+            pipelining,
+        })
     }
 
     /// Connects, logging the operator's detail (relay address included) at
     /// warn; the tenant-visible text goes into the outcome.
-    async fn connect_logged(&self, email_id: uuid::Uuid) -> Result<AsyncSmtpConnection, Outcome> {
+    pub(super) async fn connect_logged(&self, email_id: uuid::Uuid) -> Result<Conn, Outcome> {
         self.connect().await.map_err(|e| {
             tracing::warn!(
                 %email_id,
@@ -274,36 +244,28 @@ impl Transport for SmtpTransport {
         relay = %format_args!("{}:{}", self.relay.host, self.relay.port),
     ))]
     async fn send(&self, msg: &OutgoingMessage) -> Outcome {
-        let envelope = match Envelope::parse(msg) {
-            Ok(envelope) => envelope,
-            Err(outcome) => return outcome,
-        };
-        let Ok(_permit) = self.permits.acquire().await else {
-            return Outcome::deferred("smtp transport closed");
-        };
-        let (mut conn, reused) = match self.checkout() {
-            Some(conn) => (conn, true),
-            None => match self.connect_logged(msg.email_id).await {
-                Ok(conn) => (conn, false),
-                Err(outcome) => return outcome,
-            },
-        };
-        let mut attempt = session::transact(&mut conn, &envelope, &msg.raw, &self.options).await;
-        if reused && attempt.stale {
-            // The relay dropped the idle connection before accepting
-            // anything: nothing was sent, so one fresh try is safe.
-            tracing::debug!(response = %attempt.outcome.response(), "stale pooled connection");
-            conn = match self.connect_logged(msg.email_id).await {
-                Ok(conn) => conn,
-                Err(outcome) => return outcome,
+        let mut results = Vec::new();
+        let mut envs = Vec::with_capacity(msg.envelopes.len());
+        for env in &msg.envelopes {
+            match Parsed::parse(env) {
+                Ok(parsed) => envs.push(parsed),
+                Err(outcome) => results.extend(run::per_recipient(&env.recipients, outcome)),
+            }
+        }
+        if !envs.is_empty() {
+            let Ok(_permit) = self.permits.acquire().await else {
+                return Outcome::deferred("smtp transport closed");
             };
-            attempt = session::transact(&mut conn, &envelope, &msg.raw, &self.options).await;
+            let pool = Pool {
+                idle: &self.idle,
+                transport: self,
+                email_id: msg.email_id,
+            };
+            results.extend(run::deliver(&pool, &envs, &msg.raw, &self.options).await);
         }
-        if attempt.reusable {
-            self.checkin(conn);
-        }
-        tracing::debug!(outcome = ?attempt.outcome, "smtp attempt done");
-        attempt.outcome
+        let outcome = run::combine(results);
+        tracing::debug!(outcome = ?outcome, "smtp attempt done");
+        outcome
     }
 }
 
@@ -323,14 +285,5 @@ fn connect_error(e: &std::io::Error) -> SessionError {
     SessionError {
         public,
         detail: e.to_string(),
-    }
-}
-
-/// Says QUIT in the background; the connection is dropped either way.
-fn close_politely(mut conn: AsyncSmtpConnection) {
-    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        rt.spawn(async move {
-            let _ = timeout(Duration::from_secs(5), conn.quit()).await;
-        });
     }
 }

@@ -10,9 +10,9 @@ use uuid::Uuid;
 use super::relays::TenantDelivery;
 use super::Ctx;
 use crate::bounces::recipients::{self, Update};
-use crate::bounces::token::Ref;
+use crate::bounces::token::return_path;
 use crate::bounces::{bounce_json, classify};
-use crate::delivery::{self, Fate, OutgoingMessage};
+use crate::delivery::{self, Envelope, Fate, OutgoingMessage};
 use crate::domain::TenantId;
 use crate::metrics;
 use crate::queue::claim::Claimed;
@@ -29,6 +29,9 @@ struct Meta {
     envelope_from: String,
     /// The recipients to send to now: those with work left.
     recipients: Vec<String>,
+    /// Every recipient address of the message (its `email_recipients`
+    /// rows, any status): what return-path indices count in.
+    every: Vec<String>,
     /// Some recipient was delivered by an earlier attempt.
     delivered_before: bool,
 }
@@ -56,6 +59,11 @@ impl Meta {
             let before = claimed.recipients.iter().any(|r| r.status == "delivered");
             (pending, before)
         };
+        let every = claimed
+            .recipients
+            .iter()
+            .map(|r| r.recipient.clone())
+            .collect();
         Meta {
             tenant_id: row.tenant_id,
             id: row.id,
@@ -64,6 +72,7 @@ impl Meta {
             from_addr: row.from_addr.clone(),
             envelope_from: row.envelope_from.clone(),
             recipients,
+            every,
             delivered_before,
         }
     }
@@ -132,12 +141,10 @@ pub async fn attempt(
         Err(why) => return outcome(deferral(ctx, &meta, why)),
     };
     let transport = ctx.transports.for_tenant(relay);
-    let (envelope_from, raw) = return_path(ctx, &meta, raw).await;
     let msg = OutgoingMessage {
         tenant_id: TenantId(meta.tenant_id),
         email_id: meta.id,
-        envelope_from,
-        recipients: meta.recipients.clone(),
+        envelopes: envelopes(ctx, &meta).await,
         raw,
     };
     #[cfg(feature = "test-hooks")]
@@ -156,6 +163,7 @@ pub async fn attempt(
         });
     }
     let label = match &sent {
+        o if o.is_delivered() => "delivered",
         delivery::Outcome::Delivered { .. } => "delivered",
         delivery::Outcome::Bounced { .. } => "bounced",
         delivery::Outcome::Deferred { .. } => "deferred",
@@ -166,28 +174,52 @@ pub async fn attempt(
     resolve(ctx, &meta, lease, sent)
 }
 
-/// The VERP return path and the `X-Postline-ID` header, when
-/// `bounces.domain` is set (at the sending domain's verified return-path
-/// name if it has one, cached per tenant and From domain); else the
-/// message's own envelope sender.
-async fn return_path(ctx: &Ctx, meta: &Meta, raw: Vec<u8>) -> (String, Vec<u8>) {
-    let Some(keys) = ctx.verp.as_ref() else {
-        return (meta.envelope_from.clone(), raw);
+/// The envelopes of a message. With `bounces.domain` set, one per
+/// recipient: its own VERP return path (at the sending domain's verified
+/// return-path name if it has one, cached per tenant and From domain) and
+/// its own `X-Postline-ID` header, both naming it, so a report about its
+/// copy can only ever concern it. Else one envelope from the message's own
+/// envelope sender to every recipient (also for mail queued before
+/// per-recipient state, which no report could be matched to).
+async fn envelopes(ctx: &Ctx, meta: &Meta) -> Vec<Envelope> {
+    let single = || {
+        vec![Envelope {
+            from: meta.envelope_from.clone(),
+            recipients: meta.recipients.clone(),
+            headers: String::new(),
+        }]
+    };
+    let Some(keys) = ctx.verp.as_ref().filter(|_| !meta.every.is_empty()) else {
+        return single();
     };
     let Some(domain) = ctx
         .return_paths
         .domain_for(meta.tenant_id, &meta.from_addr)
         .await
     else {
-        return (meta.envelope_from.clone(), raw);
+        return single();
     };
-    let r = Ref {
-        tenant_id: meta.tenant_id,
-        email_id: meta.id,
-    };
-    let mut with_id = format!("X-Postline-ID: {}\r\n", keys.token(&r)).into_bytes();
-    with_id.extend_from_slice(&raw);
-    (keys.return_path(&r, &domain), with_id)
+    let ordered = recipients::ordered(meta.every.iter().map(String::as_str));
+    meta.recipients
+        .iter()
+        .map(|rcpt| match recipients::index_of(&ordered, rcpt) {
+            Some(i) => {
+                let token = keys.token(meta.tenant_id, meta.id, i);
+                Envelope {
+                    from: return_path(&token, &domain),
+                    recipients: vec![rcpt.clone()],
+                    headers: format!("X-Postline-ID: {token}\r\n"),
+                }
+            }
+            // Not one of the message's rows (cannot happen: pending
+            // recipients are rows): no token that could name it.
+            None => Envelope {
+                from: meta.envelope_from.clone(),
+                recipients: vec![rcpt.clone()],
+                headers: String::new(),
+            },
+        })
+        .collect()
 }
 
 /// Each recipient's fate, and the message's: deferred while any recipient

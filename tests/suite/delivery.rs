@@ -51,13 +51,13 @@ fn raw(to: &[&str], body: &str) -> Vec<u8> {
 }
 
 fn message(to: &[&str], body: &str) -> OutgoingMessage {
-    OutgoingMessage {
-        tenant_id: TenantId::new(),
-        email_id: uuid::Uuid::new_v4(),
-        envelope_from: "bounces@sender.test".into(),
-        recipients: to.iter().map(|s| s.to_string()).collect(),
-        raw: raw(to, body),
-    }
+    OutgoingMessage::new(
+        TenantId::new(),
+        uuid::Uuid::new_v4(),
+        "bounces@sender.test".into(),
+        to.iter().map(|s| s.to_string()).collect(),
+        raw(to, body),
+    )
 }
 
 fn settings(mode: DeliveryMode, capture_dir: PathBuf, smtp_port: u16) -> Settings {

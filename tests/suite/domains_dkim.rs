@@ -27,7 +27,7 @@ async fn serving(dns: &DnsServer, sink: &SmtpSink) -> TestApp {
 }
 
 /// mail-auth's verifier on its own resolver, pointed at the test server.
-fn verifier(dns: &DnsServer) -> MessageAuthenticator {
+pub fn verifier(dns: &DnsServer) -> MessageAuthenticator {
     let mut ns = NameServerConfig::udp_and_tcp(dns.addr.ip());
     for c in &mut ns.connections {
         c.port = dns.addr.port();
@@ -38,7 +38,10 @@ fn verifier(dns: &DnsServer) -> MessageAuthenticator {
 }
 
 /// `(selector, algorithm, passed)` per DKIM-Signature.
-async fn mail_auth_results(v: &MessageAuthenticator, raw: &[u8]) -> Vec<(String, String, bool)> {
+pub async fn mail_auth_results(
+    v: &MessageAuthenticator,
+    raw: &[u8],
+) -> Vec<(String, String, bool)> {
     let msg = AuthenticatedMessage::parse(raw).expect("message parses");
     v.verify_dkim(&msg)
         .await

@@ -1,6 +1,6 @@
 //! Opening a session with one MX host: our own socket (TCP_NODELAY, the
-//! optional source address), greeting, EHLO with `delivery.mx.ehlo_name`, and
-//! STARTTLS per `delivery.mx.tls`. Each open connection counts in the
+//! optional source address), greeting, EHLO with `delivery.mx.ehlo_name`,
+//! STARTTLS per `delivery.mx.tls`, and the PIPELINING probe. Each open connection counts in the
 //! site's `mx_site_connections` gauge until it is dropped.
 
 use std::net::{IpAddr, SocketAddr};
@@ -31,6 +31,8 @@ pub struct Dialer {
 pub struct Conn {
     pub inner: AsyncSmtpConnection,
     pub encrypted: bool,
+    /// The host offers PIPELINING.
+    pub pipelining: bool,
     label: String,
 }
 
@@ -121,6 +123,7 @@ impl Dialer {
         let mut conn = Conn {
             inner,
             encrypted: false,
+            pipelining: false,
             label: label.to_string(),
         };
         let offered = conn.inner.can_starttls();
@@ -131,6 +134,7 @@ impl Dialer {
                     slow_down: false,
                 });
             }
+            conn.pipelining = session::offers_pipelining(&mut conn.inner, &self.hello, cmd).await;
             return Ok(conn);
         }
         let verify = self.tls == MxTls::RequiredVerify;
@@ -149,6 +153,7 @@ impl Dialer {
                 slow_down: false,
             })?;
         conn.encrypted = conn.inner.is_encrypted();
+        conn.pipelining = session::offers_pipelining(&mut conn.inner, &self.hello, cmd).await;
         Ok(conn)
     }
 }

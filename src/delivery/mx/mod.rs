@@ -1,15 +1,19 @@
 //! Direct delivery (issue 16, `delivery.mode = "mx"`): the recipients of a
-//! message are grouped by domain and each domain gets one SMTP transaction
-//! with its MX hosts ([`resolve`]), tried in preference order until one takes
-//! the connection. Sessions are shaped per destination site ([`shaping`]) and
-//! reused up to the site's messages per connection. Each recipient's reply is
-//! its own outcome (`Outcome::PerRecipient`), so a retry goes only to the
-//! domains that deferred.
+//! message are grouped by domain, and each domain's envelopes (one per
+//! recipient with VERP, else one) go as transactions, in order on one
+//! session where it lasts, to its MX hosts ([`resolve`]), tried in
+//! preference order until one takes the connection. Sessions are shaped per
+//! destination site ([`shaping`]) and reused up to the site's messages
+//! (transactions) per connection; the site's rate counts a message's part
+//! at the site once. Each recipient's reply is its own outcome
+//! (`Outcome::PerRecipient`), so a retry goes only to the domains that
+//! deferred.
 
 mod connect;
 mod gate;
 pub mod metrics;
 mod outcome;
+mod pool;
 pub mod resolve;
 pub mod settings;
 pub mod shaping;
@@ -21,11 +25,13 @@ use async_trait::async_trait;
 use lettre::transport::smtp::extension::ClientId;
 
 use self::connect::{Dialer, Failure};
-use self::outcome::{combine, domain_of, per_recipient, slowed};
+use self::outcome::{domain_of, slowed};
+use self::pool::SitePool;
 use self::resolve::{Resolver, Route};
 use self::shaping::{Idle, Site, Sites};
-use super::session::{self, Envelope};
-use super::{Fate, Outcome, OutgoingMessage, RcptResult, SmtpOptions, Transport};
+use super::run;
+use super::session::Parsed;
+use super::{Envelope, Fate, Outcome, OutgoingMessage, RcptResult, SmtpOptions, Transport};
 use crate::config::Settings;
 use crate::dns::Dns;
 
@@ -106,16 +112,17 @@ impl MxTransport {
         self.sites.len()
     }
 
+    /// The envelopes of a message restricted to one domain's recipients.
     async fn deliver_domain(
         &self,
         msg: &OutgoingMessage,
         domain: &str,
-        rcpts: Vec<String>,
+        envs: Vec<Envelope>,
     ) -> Part {
         let all = |fate: Fate, response: &str| {
             Part::Done(
-                rcpts
-                    .iter()
+                envs.iter()
+                    .flat_map(|e| &e.recipients)
                     .map(|r| RcptResult {
                         recipient: r.clone(),
                         fate,
@@ -163,73 +170,30 @@ impl MxTransport {
                 Err(wait) => return Part::Busy(wait),
             }
         }
-        // The envelope only: the content is sent from `msg.raw` below.
-        let sub = OutgoingMessage {
-            tenant_id: msg.tenant_id,
-            email_id: msg.email_id,
-            envelope_from: msg.envelope_from.clone(),
-            recipients: rcpts.clone(),
-            raw: Vec::new(),
-        };
-        let envelope = match Envelope::parse(&sub) {
-            Ok(env) => env,
-            Err(outcome) => return Part::Done(per_recipient(&rcpts, outcome)),
-        };
-        let outcome = self
-            .transact(&site, &hosts, &envelope, &msg.raw, msg.email_id)
-            .await;
-        if slowed(&outcome) {
+        let mut results = Vec::new();
+        let mut parsed = Vec::with_capacity(envs.len());
+        for env in &envs {
+            match Parsed::parse(env) {
+                Ok(p) => parsed.push(p),
+                Err(outcome) => results.extend(run::per_recipient(&env.recipients, outcome)),
+            }
+        }
+        if !parsed.is_empty() {
+            let pool = SitePool {
+                mx: self,
+                site: &site,
+                hosts: &hosts,
+                email_id: msg.email_id,
+            };
+            results.extend(run::deliver(&pool, &parsed, &msg.raw, &self.smtp).await);
+        }
+        if slowed(&results) {
             site.slow_down();
         }
-        let results = per_recipient(&rcpts, outcome);
         if results.iter().any(|r| r.fate == Fate::Deferred) {
             metrics::deferred(&site.label);
         }
         Part::Done(results)
-    }
-
-    /// One transaction on a pooled connection of the site, or a new one.
-    async fn transact(
-        &self,
-        site: &Site,
-        hosts: &[String],
-        envelope: &Envelope,
-        raw: &[u8],
-        email_id: uuid::Uuid,
-    ) -> Outcome {
-        let (mut idle, reused) = match self.checkout(site).await {
-            Some(idle) => (idle, true),
-            None => match self.connect(site, hosts, email_id).await {
-                Ok(idle) => (idle, false),
-                Err(outcome) => return outcome,
-            },
-        };
-        let mut attempt = session::transact(&mut idle.conn.inner, envelope, raw, &self.smtp).await;
-        if reused && attempt.stale {
-            idle = match self.connect(site, hosts, email_id).await {
-                Ok(idle) => idle,
-                Err(outcome) => return outcome,
-            };
-            attempt = session::transact(&mut idle.conn.inner, envelope, raw, &self.smtp).await;
-        }
-        idle.sent += 1;
-        if attempt.reusable && idle.sent < site.limits.messages_per_connection {
-            idle.since = Instant::now();
-            site.idle_list().push(idle);
-        } else {
-            idle.conn.close().await;
-        }
-        attempt.outcome
-    }
-
-    async fn checkout(&self, site: &Site) -> Option<Idle> {
-        loop {
-            let idle = site.idle_list().pop()?;
-            if idle.since.elapsed() <= self.smtp.idle_timeout && !idle.conn.inner.has_broken() {
-                return Some(idle);
-            }
-            idle.conn.close().await;
-        }
     }
 
     /// The first MX host (in preference order) that takes a session. Every
@@ -292,21 +256,32 @@ impl Transport for MxTransport {
     #[tracing::instrument(skip_all, fields(tenant_id = %msg.tenant_id, email_id = %msg.email_id))]
     async fn send(&self, msg: &OutgoingMessage) -> Outcome {
         self.sweep();
-        let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut groups: BTreeMap<String, Vec<Envelope>> = BTreeMap::new();
         let mut results = Vec::new();
-        for rcpt in &msg.recipients {
-            match domain_of(rcpt) {
-                Some(d) => groups.entry(d).or_default().push(rcpt.clone()),
-                None => results.push(RcptResult {
-                    recipient: rcpt.clone(),
-                    fate: Fate::Bounced,
-                    response: "invalid address (not sent)".into(),
-                }),
+        for env in &msg.envelopes {
+            let mut by_domain: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for rcpt in &env.recipients {
+                match domain_of(rcpt) {
+                    Some(d) => by_domain.entry(d).or_default().push(rcpt.clone()),
+                    None => results.push(RcptResult {
+                        recipient: rcpt.clone(),
+                        fate: Fate::Bounced,
+                        response: "invalid address (not sent)".into(),
+                    }),
+                }
+            }
+            for (domain, recipients) in by_domain {
+                groups.entry(domain).or_default().push(Envelope {
+                    from: env.from.clone(),
+                    recipients,
+                    headers: env.headers.clone(),
+                });
             }
         }
         let parts =
-            futures_util::future::join_all(groups.into_iter().map(|(domain, rcpts)| async move {
-                let part = self.deliver_domain(msg, &domain, rcpts.clone()).await;
+            futures_util::future::join_all(groups.into_iter().map(|(domain, envs)| async move {
+                let rcpts: Vec<String> = envs.iter().flat_map(|e| e.recipients.clone()).collect();
+                let part = self.deliver_domain(msg, &domain, envs).await;
                 (rcpts, part)
             }))
             .await;
@@ -331,6 +306,6 @@ impl Transport for MxTransport {
                 })),
             }
         }
-        combine(results)
+        run::combine(results)
     }
 }

@@ -45,6 +45,10 @@ pub struct SinkConfig {
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// A slow relay: wait this long after the end of DATA before accepting.
     pub data_delay: Duration,
+    /// Do not offer PIPELINING, and refuse a MAIL or RCPT that arrives with
+    /// further commands behind it (554, as Postfix's
+    /// `reject_unauth_pipelining` does).
+    pub no_pipelining: bool,
 }
 
 /// One message accepted after `DATA` (`250`).
@@ -90,6 +94,8 @@ struct Shared {
     peak: AtomicUsize,
     /// AUTH commands received, successful or not.
     auth_attempts: AtomicUsize,
+    /// MAIL commands that arrived with more commands already behind them.
+    pipelined: AtomicUsize,
     next_connection: AtomicU64,
 }
 
@@ -170,6 +176,7 @@ impl SmtpSink {
             open: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             auth_attempts: AtomicUsize::new(0),
+            pipelined: AtomicUsize::new(0),
             next_connection: AtomicU64::new(1),
         });
         let (addr, task, kick) = listen(ip, port, shared.clone()).await;
@@ -266,6 +273,12 @@ impl SmtpSink {
     /// AUTH commands received: 0 means no credential reached the wire.
     pub fn auth_attempts(&self) -> usize {
         self.shared.auth_attempts.load(Ordering::SeqCst)
+    }
+
+    /// Transactions whose MAIL arrived together with the commands after it
+    /// (a pipelining client).
+    pub fn pipelined(&self) -> usize {
+        self.shared.pipelined.load(Ordering::SeqCst)
     }
 
     /// Closes every open session without a word, as a relay does on its
@@ -499,7 +512,9 @@ async fn serve(stream: TcpStream, id: u64, open: &mut OpenSession<'_>) -> io::Re
                 s.greeted = true;
                 s.helo = arg.clone();
                 let mut lines = vec!["250-sink.test".to_string()];
-                lines.push("250-PIPELINING".into());
+                if !shared.cfg.no_pipelining {
+                    lines.push("250-PIPELINING".into());
+                }
                 lines.push("250-8BITMIME".into());
                 if shared.cfg.advertise_starttls && !s.tls {
                     lines.push("250-STARTTLS".into());
@@ -518,7 +533,13 @@ async fn serve(stream: TcpStream, id: u64, open: &mut OpenSession<'_>) -> io::Re
             }
             "AUTH" => auth(&mut wire, &mut s, &shared, &arg).await?,
             "MAIL" => {
-                let reply = if !s.greeted {
+                let batched = !wire.reader.buffer().is_empty();
+                if batched {
+                    shared.pipelined.fetch_add(1, Ordering::SeqCst);
+                }
+                let reply = if batched && shared.cfg.no_pipelining {
+                    "554 5.5.0 improper command pipelining".to_string()
+                } else if !s.greeted {
                     "503 5.5.1 send EHLO first".to_string()
                 } else if shared.cfg.require_auth.is_some() && s.auth_user.is_none() {
                     "530 5.7.0 Authentication required".to_string()
@@ -533,7 +554,10 @@ async fn serve(stream: TcpStream, id: u64, open: &mut OpenSession<'_>) -> io::Re
                 wire.reply(&reply).await?;
             }
             "RCPT" => {
-                let reply = if s.mail_from.is_none() {
+                let batched = !wire.reader.buffer().is_empty();
+                let reply = if batched && shared.cfg.no_pipelining {
+                    "554 5.5.0 improper command pipelining".to_string()
+                } else if s.mail_from.is_none() {
                     "503 5.5.1 need MAIL command".to_string()
                 } else if let Some(rcpt) = path_arg(&arg, "TO:") {
                     s.rcpt_attempted = true;

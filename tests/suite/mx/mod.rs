@@ -7,6 +7,7 @@
 //! limits.
 
 mod end_to_end;
+mod envelopes;
 mod shaping;
 
 use crate::common;
@@ -95,13 +96,13 @@ fn message(to: &[&str]) -> OutgoingMessage {
     for t in to {
         b = b.to(t.parse().unwrap());
     }
-    OutgoingMessage {
-        tenant_id: TenantId::new(),
-        email_id: uuid::Uuid::new_v4(),
-        envelope_from: "bounces@sender.test".into(),
-        recipients: to.iter().map(|s| s.to_string()).collect(),
-        raw: b.body("hello".to_string()).unwrap().formatted(),
-    }
+    OutgoingMessage::new(
+        TenantId::new(),
+        uuid::Uuid::new_v4(),
+        "bounces@sender.test".into(),
+        to.iter().map(|s| s.to_string()).collect(),
+        b.body("hello".to_string()).unwrap().formatted(),
+    )
 }
 
 fn rule(name: &str, suffix: &str, conns: usize, per_conn: u32, per_minute: u32) -> SiteRule {
