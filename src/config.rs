@@ -290,6 +290,11 @@ pub struct TemplateSettings {
     pub render_processes: usize,
     /// Memory one render process may use (its data segment, MiB).
     pub render_memory_mb: u64,
+    /// Render processes one tenant may hold at once, so one tenant's slow
+    /// templates leave the others a process.
+    pub render_processes_per_tenant: usize,
+    /// How long a render waits for a process before it is refused (429).
+    pub render_wait_ms: u64,
     /// The program run as `<program> template-sandbox`; empty = this binary.
     pub sandbox_program: String,
 }
@@ -663,6 +668,15 @@ impl Settings {
         }
         if !(16..=4096).contains(&t.render_memory_mb) {
             return fail("templates.render_memory_mb", "must be between 16 and 4096");
+        }
+        if !(1..=t.render_processes).contains(&t.render_processes_per_tenant) {
+            return fail(
+                "templates.render_processes_per_tenant",
+                "must be between 1 and templates.render_processes",
+            );
+        }
+        if !(1..=600_000).contains(&t.render_wait_ms) {
+            return fail("templates.render_wait_ms", "must be between 1 and 600000");
         }
         if self.metrics.queue_depth_secs == 0 {
             return fail("metrics.queue_depth_secs", "must be at least 1");

@@ -120,14 +120,15 @@ pub async fn preview(
         model::find(conn, tenant, &r, false)?.ok_or(AppError::NotFound)
     })
     .await?;
-    render_in_sandbox(state, t, vars, String::new()).await
+    render_in_sandbox(state, tenant, t, vars, String::new()).await
 }
 
 /// Renders a stored template in the sandbox (a child process with a memory
-/// and time limit), waiting on the blocking pool, never holding a database
-/// connection meanwhile.
+/// and time limit) in the tenant's turn, never holding a database connection
+/// meanwhile.
 async fn render_in_sandbox(
     state: &AppState,
+    tenant: TenantId,
     t: TemplateRow,
     variables: serde_json::Value,
     prefix: String,
@@ -139,10 +140,7 @@ async fn render_in_sandbox(
         variables,
         prefix,
     };
-    let sandbox = state.renderer.clone();
-    tokio::task::spawn_blocking(move || sandbox.render_blocking(&job))
-        .await
-        .map_err(|e| AppError::internal("template render task", e))?
+    state.renderer.render(tenant, job).await
 }
 
 /// Renders the tenant's template named in a send body. An unknown template
@@ -161,5 +159,5 @@ pub async fn render_for_send(
             .ok_or_else(|| AppError::invalid(field, "names no template of this tenant"))
     })
     .await?;
-    render_in_sandbox(state, t, vars, prefix.to_string()).await
+    render_in_sandbox(state, tenant, t, vars, prefix.to_string()).await
 }

@@ -5,6 +5,7 @@
 //! fix it covers.
 
 mod auth;
+mod render_turns;
 mod sizes;
 mod templates;
 mod webhooks;
