@@ -486,6 +486,12 @@ impl Settings {
         if l.max_message_bytes < 1024 {
             return fail("limits.max_message_bytes", "must be at least 1024");
         }
+        if l.max_attachments > crate::emails::input::MAX_ATTACHMENTS {
+            return fail(
+                "limits.max_attachments",
+                &format!("must be at most {}", crate::emails::input::MAX_ATTACHMENTS),
+            );
+        }
         if l.max_attachment_bytes > l.max_attachments_total_bytes {
             return fail(
                 "limits.max_attachment_bytes",

@@ -8,12 +8,13 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::postmark_shapes::{to_v1, PostmarkEmail, PostmarkError, PostmarkResult};
 use super::{idempotency_key, tenant_caller};
 use crate::auth::Principal;
-use crate::body::JsonBody;
+use crate::body::{bounded, JsonBody};
 use crate::domain::Permission;
 use crate::emails::each::{self, Idempotent, Outcome, RECIPIENTS_SUPPRESSED};
 use crate::error::{AppError, AppResult};
@@ -148,6 +149,22 @@ fn message(raw: &[u8]) -> (Value, AppResult<Vec<u8>>) {
     }
 }
 
+/// The batch body: a list of 1 to [`MAX_BATCH`] items, each kept as its
+/// JSON text (borrowed from the body, nothing copied) so that each is parsed
+/// on its own by [`message`] and a bad one refuses only itself. A longer
+/// list is refused while reading, at its 501st item.
+fn parse_batch(raw: &[u8]) -> AppResult<Vec<&RawValue>> {
+    let refused = || AppError::invalid("", format!("must be a list of 1 to {MAX_BATCH} emails"));
+    match serde_json::from_slice::<bounded::List<&RawValue, MAX_BATCH>>(raw) {
+        Ok(list) if !list.0.is_empty() => Ok(list.0),
+        Err(e) if e.is_syntax() || e.is_eof() => Err(AppError::MalformedJson(format!(
+            "The body is not valid JSON: {e}"
+        ))),
+        // Empty, not a list, or too long.
+        _ => Err(refused()),
+    }
+}
+
 fn idempotent(req: &HttpRequest, kind: &'static str, body: &[u8]) -> AppResult<Option<Idempotent>> {
     Ok(idempotency_key(req)?.map(|key| Idempotent::new(key, kind, body)))
 }
@@ -209,23 +226,9 @@ pub async fn batch(
     let r = async {
         let who = tenant_caller(who, Permission::Send)?;
         let raw = body.bytes().await?;
-        let list: Value = serde_json::from_slice(&raw)
-            .map_err(|e| AppError::MalformedJson(format!("The body is not valid JSON: {e}")))?;
-        let items = match list.as_array() {
-            Some(items) if (1..=MAX_BATCH).contains(&items.len()) => items,
-            _ => {
-                return Err(AppError::invalid(
-                    "",
-                    format!("must be a list of 1 to {MAX_BATCH} emails"),
-                ))
-            }
-        };
-        let (tos, messages): (Vec<Value>, Vec<AppResult<Vec<u8>>>) = items
+        let (tos, messages): (Vec<Value>, Vec<AppResult<Vec<u8>>>) = parse_batch(&raw)?
             .iter()
-            .map(|item| match bytes(item) {
-                Ok(b) => message(&b),
-                Err(e) => (Value::Null, Err(e)),
-            })
+            .map(|item| message(item.get().as_bytes()))
             .unzip();
         let idem = idempotent(&req, "postmark_batch", &raw)?;
         each::send_each(&state, &who, messages, MAX_BATCH, idem, |outcomes| {

@@ -8,7 +8,9 @@ use base64::Engine;
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
+use crate::body::bounded;
 use crate::domain::has_line_break_or_nul;
 use crate::error::{AppError, AppResult, FieldError};
 
@@ -16,16 +18,59 @@ use super::size::SizeLimits;
 
 pub const MAX_RECIPIENTS: usize = 50;
 pub const MAX_BATCH: usize = 100;
-const MAX_HEADERS: usize = 50;
-const MAX_TAGS: usize = 20;
+pub const MAX_HEADERS: usize = 50;
+pub const MAX_TAGS: usize = 20;
+/// The most attachments a message body may list, whatever
+/// `limits.max_attachments` (at most this) says: the bound while reading.
+pub const MAX_ATTACHMENTS: usize = 100;
 const MAX_SUBJECT: usize = 998;
 
-/// `"a@x.com"` or `["a@x.com", ...]`.
-#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
+/// `"a@x.com"` or `["a@x.com", ...]`. The deserialisation is the visitor
+/// below (a derived untagged enum buffers the value first, issue 22 finding
+/// 11); `serde(untagged)` here only tells the OpenAPI document the shapes.
+#[derive(Clone, Debug, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
     Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(OneOrManyVisitor)
+    }
+}
+
+struct OneOrManyVisitor;
+
+impl<'de> serde::de::Visitor<'de> for OneOrManyVisitor {
+    type Value = OneOrMany;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string or a list of strings")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+        Ok(OneOrMany::One(v.to_owned()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<OneOrMany, E> {
+        Ok(OneOrMany::One(v))
+    }
+
+    /// At most [`MAX_RECIPIENTS`], refused while reading past it.
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+        let mut out = Vec::new();
+        while let Some(s) = seq.next_element::<String>()? {
+            if out.len() == MAX_RECIPIENTS {
+                return Err(serde::de::Error::custom(format_args!(
+                    "at most {MAX_RECIPIENTS} recipients in to, cc and bcc together"
+                )));
+            }
+            out.push(s);
+        }
+        Ok(OneOrMany::Many(out))
+    }
 }
 
 impl OneOrMany {
@@ -59,14 +104,19 @@ pub struct SendRequest {
     pub subject: Option<String>,
     pub text: Option<String>,
     pub html: Option<String>,
+    #[serde(default, deserialize_with = "bounded::opt_map::<_, _, MAX_HEADERS>")]
     pub headers: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "bounded::opt_vec::<_, _, MAX_ATTACHMENTS>")]
     pub attachments: Option<Vec<AttachmentInput>>,
+    #[serde(default, deserialize_with = "bounded::opt_map::<_, _, MAX_TAGS>")]
     pub tags: Option<BTreeMap<String, String>>,
     /// A template of the tenant (name or id), rendered with `variables`;
     /// explicit subject/html/text override its parts.
     pub template: Option<String>,
+    /// Kept as the JSON text it came as, for the render process to parse: as
+    /// a `Value` a list of small numbers takes sixteen times its size.
     #[schema(value_type = Option<Object>)]
-    pub variables: Option<serde_json::Value>,
+    pub variables: Option<Box<RawValue>>,
     /// Send no earlier than this (RFC 3339, in the future, at most 30 days
     /// ahead): the message is `scheduled` until then.
     #[schema(format = DateTime)]
@@ -89,6 +139,7 @@ impl SendRequest {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
+    #[serde(deserialize_with = "bounded::vec::<_, _, MAX_BATCH>")]
     pub emails: Vec<SendRequest>,
 }
 
@@ -395,7 +446,7 @@ mod tests {
     }
 
     fn req(v: serde_json::Value) -> SendRequest {
-        serde_json::from_value(v).unwrap()
+        serde_json::from_slice(&serde_json::to_vec(&v).unwrap()).unwrap()
     }
 
     #[test]

@@ -130,7 +130,7 @@ async fn render_in_sandbox(
     state: &AppState,
     tenant: TenantId,
     t: TemplateRow,
-    variables: serde_json::Value,
+    variables: Box<serde_json::value::RawValue>,
     prefix: String,
 ) -> AppResult<Rendered> {
     let job = Job {
@@ -149,7 +149,7 @@ pub async fn render_for_send(
     state: &AppState,
     tenant: TenantId,
     name_or_id: &str,
-    vars: serde_json::Value,
+    vars: Box<serde_json::value::RawValue>,
     prefix: &str,
 ) -> AppResult<Rendered> {
     let r = TemplateRef::parse(name_or_id);

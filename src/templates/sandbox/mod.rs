@@ -47,7 +47,8 @@ pub struct Job {
     pub subject: String,
     pub html: Option<String>,
     pub text: Option<String>,
-    pub variables: serde_json::Value,
+    /// A JSON object, parsed by the child (within its memory limit).
+    pub variables: Box<serde_json::value::RawValue>,
     pub prefix: String,
 }
 
