@@ -243,3 +243,33 @@ pub async fn batch(
     };
     respond(r.await)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_1_to_500_items_each_parsed_on_its_own() {
+        let list = |n: usize| format!("[{}]", vec![r#"{"From": "a@b.test"}"#; n].join(","));
+        let raw = list(MAX_BATCH);
+        assert_eq!(parse_batch(raw.as_bytes()).unwrap().len(), 500);
+        for bad in [list(MAX_BATCH + 1), "[]".into(), "{}".into()] {
+            match parse_batch(bad.as_bytes()) {
+                Err(AppError::Validation { detail, .. }) => {
+                    assert!(detail.contains("must be a list of 1 to 500 emails"), "{detail}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(matches!(parse_batch(b"[1,"), Err(AppError::MalformedJson(_))));
+        // A bad item is kept for its own refusal; the others still parse.
+        let raw = r#"[{"From": 5}, {"From": "a@b.test", "To": "c@d.test"}]"#;
+        let items = parse_batch(raw.as_bytes()).unwrap();
+        let (bad_to, bad) = message(items[0].get().as_bytes());
+        assert!(bad_to.is_null() && bad.is_err());
+        let (to, good) = message(items[1].get().as_bytes());
+        assert_eq!(to, serde_json::json!(["c@d.test"]));
+        assert!(good.is_ok());
+    }
+}
+

@@ -243,3 +243,37 @@ pub fn error(e: &AppError, had_key: bool) -> (StatusCode, ResendError) {
     };
     (status, body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(body: &str) -> (String, String) {
+        match parse_batch(body.as_bytes()) {
+            Err(AppError::Validation { errors, .. }) => {
+                (errors[0].field.clone(), errors[0].message.clone())
+            }
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_a_list_of_1_to_100_read_as_messages() {
+        let one = r#"{"from": "a@b.test", "to": "c@d.test"}"#;
+        let list = |n: usize| format!("[{}]", vec![one; n].join(","));
+        assert_eq!(parse_batch(list(MAX_BATCH).as_bytes()).unwrap().len(), 100);
+        assert_eq!(
+            refusal(&list(MAX_BATCH + 1)),
+            ("emails".into(), "must have at most 100 items".into())
+        );
+        let shape = ("".to_string(), "must be a list of 1 to 100 emails".to_string());
+        assert_eq!(refusal("[]"), shape);
+        assert_eq!(refusal(r#"{"emails": []}"#), shape);
+        assert_eq!(
+            refusal(r#"[{"from": "a@b.test"}, {"from": 5}]"#),
+            ("emails[1].from".into(), "must be a string, not the number 5".into())
+        );
+        assert!(matches!(parse_batch(b"[{"), Err(AppError::MalformedJson(_))));
+    }
+}
+

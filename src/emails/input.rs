@@ -460,6 +460,57 @@ mod tests {
     }
 
     #[test]
+    fn variables_stay_json_text_and_lists_are_bounded_while_reading() {
+        use crate::error::AppError;
+        let field = |body: &str| match crate::body::parse_json::<SendRequest>(body.as_bytes()) {
+            Err(AppError::Validation { errors, .. }) => {
+                (errors[0].field.clone(), errors[0].message.clone())
+            }
+            other => panic!("{body}: {other:?}"),
+        };
+        let ok: SendRequest =
+            crate::body::parse_json(br#"{"from": "a@b.test", "variables": {"n": [1, 2]}}"#)
+                .unwrap();
+        assert_eq!(ok.variables.unwrap().get(), r#"{"n": [1, 2]}"#);
+        // The path-tracking second parse reads raw variables too.
+        assert_eq!(
+            field(r#"{"variables": {"n": 1}, "from": "a@b.test", "to": 42}"#).0,
+            "to"
+        );
+        let many = |n: usize| format!(r#"{{"from": "a@b.test", "cc": {:?}}}"#, vec!["a@x.test"; n]);
+        assert!(crate::body::parse_json::<SendRequest>(many(MAX_RECIPIENTS).as_bytes()).is_ok());
+        assert_eq!(
+            field(&many(MAX_RECIPIENTS + 1)),
+            (
+                "cc".into(),
+                "at most 50 recipients in to, cc and bcc together".into()
+            )
+        );
+        let tags: serde_json::Map<String, serde_json::Value> = (0..=MAX_TAGS)
+            .map(|i| (format!("t{i}"), serde_json::json!("v")))
+            .collect();
+        let body = serde_json::json!({"from": "a@b.test", "tags": tags}).to_string();
+        assert_eq!(
+            field(&body),
+            ("tags".into(), "must have at most 20 entries".into())
+        );
+        let attachments = vec![serde_json::json!({"filename": "a", "content": ""}); MAX_ATTACHMENTS + 1];
+        let body = serde_json::json!({"from": "a@b.test", "attachments": attachments}).to_string();
+        assert_eq!(
+            field(&body),
+            ("attachments".into(), "must have at most 100 items".into())
+        );
+        let batch = serde_json::json!({"emails": vec![serde_json::json!({"from": "a@b.test"}); MAX_BATCH + 1]});
+        match crate::body::parse_json::<BatchRequest>(batch.to_string().as_bytes()) {
+            Err(AppError::Validation { errors, .. }) => {
+                assert_eq!(errors[0].field, "emails");
+                assert_eq!(errors[0].message, "must have at most 100 items");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn header_injection_is_refused() {
         for v in [
             serde_json::json!({"from": "a@acme.com\r\nBcc: x@y.z", "to": "a@x.com", "subject": "s", "text": "t"}),

@@ -115,22 +115,25 @@ impl Sandbox {
     /// Renders `job` for `tenant` in a child, once a process is free for it
     /// ([`slots`]); the exchange with the child runs on the blocking pool.
     pub async fn render(&self, tenant: TenantId, job: Job) -> Result<Rendered, AppError> {
+        let line = job_line(&job)?;
+        let field = format!("{}template", job.prefix);
+        drop(job);
         let slot = self.inner.slots.acquire(tenant).await?;
         let sandbox = self.clone();
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            sandbox.render_blocking(&job)
+            sandbox.render_blocking(&line, &field)
         })
         .await
         .map_err(|e| AppError::internal("template render task", e))?
     }
 
-    /// Renders `job` in a child; blocks. Callers hold a [`slots::Slot`], so
-    /// a process is idle or may be started.
-    fn render_blocking(&self, job: &Job) -> Result<Rendered, AppError> {
-        let line = serde_json::to_string(job).map_err(|e| AppError::internal("template job", e))?;
+    /// Renders a job line in a child; blocks. Callers hold a
+    /// [`slots::Slot`], so a process is idle or may be started. `field`
+    /// names the template in a failure.
+    fn render_blocking(&self, line: &[u8], field: &str) -> Result<Rendered, AppError> {
         let mut proc = self.checkout()?;
-        match exchange(&mut proc, &line) {
+        match exchange(&mut proc, line) {
             Ok(reply) => {
                 self.checkin(proc);
                 match reply {
@@ -164,7 +167,7 @@ impl Sandbox {
                         ))
                     }
                 };
-                Err(render::failed(&format!("{}template", job.prefix), &why))
+                Err(render::failed(field, &why))
             }
         }
     }
@@ -253,8 +256,23 @@ fn signal_of(status: &std::process::ExitStatus) -> Option<i32> {
     std::os::unix::process::ExitStatusExt::signal(status)
 }
 
-fn exchange(p: &mut Proc, line: &str) -> std::io::Result<Reply> {
-    p.stdin.write_all(line.as_bytes())?;
+/// The job as one line of JSON, in a buffer sized for it up front: growing
+/// one by doubling would hold up to three times the variables at once.
+fn job_line(job: &Job) -> Result<Vec<u8>, AppError> {
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    let size = job.subject.len()
+        + text(&job.html)
+        + text(&job.text)
+        + job.variables.get().len()
+        + job.prefix.len();
+    // Room for the field names and some escaping.
+    let mut line = Vec::with_capacity(size + size / 8 + 128);
+    serde_json::to_writer(&mut line, job).map_err(|e| AppError::internal("template job", e))?;
+    Ok(line)
+}
+
+fn exchange(p: &mut Proc, line: &[u8]) -> std::io::Result<Reply> {
+    p.stdin.write_all(line)?;
     p.stdin.write_all(b"\n")?;
     p.stdin.flush()?;
     let mut answer = String::new();
