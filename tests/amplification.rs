@@ -142,8 +142,10 @@ async fn request_bodies_take_a_small_multiple_of_their_size() {
     assert_eq!(r.status, 201, "{}", r.text);
     // A warm-up send: connection pools, caches and lazily built state exist
     // before anything is measured.
-    let warm = leak(json!({"from": "a@bodies.test", "to": "b@example.com", "subject": "s",
-                           "text": "t"}));
+    let warm = leak(
+        json!({"from": "a@bodies.test", "to": "b@example.com", "subject": "s",
+                           "text": "t"}),
+    );
     assert_eq!(post_raw(&app, "/v1/emails", &key, warm).await.status, 202);
 
     // Resend, one message with ~2.8 MB as a list of byte values (10 MB of JSON).
@@ -162,13 +164,18 @@ async fn request_bodies_take_a_small_multiple_of_their_size() {
     let batch = leak(json!([one(json!(bytes(2_000_000)))]));
     let (r, x) = peak(batch.len(), post_raw(&app, "/emails/batch", &key, batch)).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    println!("resend batch byte list: {} bytes, peak {x:.2}x", batch.len());
+    println!(
+        "resend batch byte list: {} bytes, peak {x:.2}x",
+        batch.len()
+    );
     assert!(x < 3.5, "a byte-list batch took {x:.2}x its size");
 
     // Template variables: 2M small numbers (4 MB). The render process runs
     // out of its own 64 MiB parsing them; what is measured is the server.
-    let vars = leak(json!({"from": "a@bodies.test", "to": "b@example.com", "template": "count",
-                           "variables": {"n": vec![0u8; 2_000_000]}}));
+    let vars = leak(
+        json!({"from": "a@bodies.test", "to": "b@example.com", "template": "count",
+                           "variables": {"n": vec![0u8; 2_000_000]}}),
+    );
     let (r, x) = peak(vars.len(), post_raw(&app, "/v1/emails", &key, vars)).await;
     assert!(r.status == 202 || r.status == 422, "{}", r.text);
     println!("template variables: {} bytes, peak {x:.2}x", vars.len());
@@ -190,10 +197,15 @@ async fn request_bodies_take_a_small_multiple_of_their_size() {
     assert!(x < 2.0, "a long /v1 batch took {x:.2}x its size");
 
     let attachments = vec![json!({}); 1_000_000];
-    let many = leak(json!({"from": "a@bodies.test", "to": "b@example.com", "subject": "s",
-                           "text": "t", "attachments": attachments}));
+    let many = leak(
+        json!({"from": "a@bodies.test", "to": "b@example.com", "subject": "s",
+                           "text": "t", "attachments": attachments}),
+    );
     let (r, x) = peak(many.len(), post_raw(&app, "/emails", &key, many)).await;
     assert_eq!(r.status, 422, "{}", r.text);
-    println!("resend 1000000 attachments: {} bytes, peak {x:.2}x", many.len());
+    println!(
+        "resend 1000000 attachments: {} bytes, peak {x:.2}x",
+        many.len()
+    );
     assert!(x < 2.0, "a long attachment list took {x:.2}x its size");
 }

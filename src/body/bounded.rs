@@ -135,8 +135,8 @@ mod tests {
 
     #[test]
     fn at_the_bound_is_read_and_one_more_is_refused_by_name() {
-        let ok: Body = crate::body::parse_json(br#"{"list": [1, 2, 3], "map": {"a": "", "b": ""}}"#)
-            .unwrap();
+        let ok: Body =
+            crate::body::parse_json(br#"{"list": [1, 2, 3], "map": {"a": "", "b": ""}}"#).unwrap();
         assert_eq!(ok.list.unwrap().len(), 3);
         assert_eq!(ok.map.unwrap().len(), 2);
         let none: Body = crate::body::parse_json(br#"{"list": null}"#).unwrap();

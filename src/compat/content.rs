@@ -190,10 +190,26 @@ mod tests {
     fn bad_byte_values_and_shapes_are_named() {
         let byte = "must be a whole number from 0 to 255";
         for (body, field, message) in [
-            (r#"{"content": [1, 256]}"#, "content[1]", format!("{byte}, not the number 256")),
-            (r#"{"content": [-1]}"#, "content[0]", format!("{byte}, not the number -1")),
-            (r#"{"content": [1.5]}"#, "content[0]", format!("{byte}, not the number 1.5")),
-            (r#"{"content": ["a"]}"#, "content[0]", format!("{byte}, not a string")),
+            (
+                r#"{"content": [1, 256]}"#,
+                "content[1]",
+                format!("{byte}, not the number 256"),
+            ),
+            (
+                r#"{"content": [-1]}"#,
+                "content[0]",
+                format!("{byte}, not the number -1"),
+            ),
+            (
+                r#"{"content": [1.5]}"#,
+                "content[0]",
+                format!("{byte}, not the number 1.5"),
+            ),
+            (
+                r#"{"content": ["a"]}"#,
+                "content[0]",
+                format!("{byte}, not a string"),
+            ),
             (
                 r#"{"content": {"type": "Buffer", "data": [300]}}"#,
                 "content.data[0]",

@@ -256,12 +256,18 @@ mod tests {
         for bad in [list(MAX_BATCH + 1), "[]".into(), "{}".into()] {
             match parse_batch(bad.as_bytes()) {
                 Err(AppError::Validation { detail, .. }) => {
-                    assert!(detail.contains("must be a list of 1 to 500 emails"), "{detail}")
+                    assert!(
+                        detail.contains("must be a list of 1 to 500 emails"),
+                        "{detail}"
+                    )
                 }
                 other => panic!("{other:?}"),
             }
         }
-        assert!(matches!(parse_batch(b"[1,"), Err(AppError::MalformedJson(_))));
+        assert!(matches!(
+            parse_batch(b"[1,"),
+            Err(AppError::MalformedJson(_))
+        ));
         // A bad item is kept for its own refusal; the others still parse.
         let raw = r#"[{"From": 5}, {"From": "a@b.test", "To": "c@d.test"}]"#;
         let items = parse_batch(raw.as_bytes()).unwrap();
@@ -272,4 +278,3 @@ mod tests {
         assert!(good.is_ok());
     }
 }
-

@@ -58,7 +58,10 @@ pub struct PostmarkEmail {
     pub text_body: Option<String>,
     #[serde(default, deserialize_with = "bounded::opt_vec::<_, _, MAX_HEADERS>")]
     pub headers: Option<Vec<PostmarkHeader>>,
-    #[serde(default, deserialize_with = "bounded::opt_vec::<_, _, MAX_ATTACHMENTS>")]
+    #[serde(
+        default,
+        deserialize_with = "bounded::opt_vec::<_, _, MAX_ATTACHMENTS>"
+    )]
     pub attachments: Option<Vec<PostmarkAttachment>>,
     /// Stored as the tag `tag`.
     pub tag: Option<String>,

@@ -8,8 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 use super::resend_shapes::{
-    body_bytes, error, parse_batch, to_v1, ResendEmail, ResendError, ResendListQuery,
-    ResendUpdate,
+    body_bytes, error, parse_batch, to_v1, ResendEmail, ResendError, ResendListQuery, ResendUpdate,
 };
 use super::{accepted_id, content, idempotency_key, rate_state, tenant_caller};
 use crate::auth::Principal;

@@ -61,7 +61,10 @@ pub struct ResendEmail {
     pub headers: Option<BTreeMap<String, String>>,
     #[serde(default, deserialize_with = "bounded::opt_vec::<_, _, MAX_TAGS>")]
     pub tags: Option<Vec<ResendTag>>,
-    #[serde(default, deserialize_with = "bounded::opt_vec::<_, _, MAX_ATTACHMENTS>")]
+    #[serde(
+        default,
+        deserialize_with = "bounded::opt_vec::<_, _, MAX_ATTACHMENTS>"
+    )]
     pub attachments: Option<Vec<ResendAttachment>>,
     /// RFC 3339, in the future, at most 30 days ahead.
     #[serde(alias = "scheduledAt")]
@@ -80,10 +83,13 @@ pub fn parse_batch(raw: &[u8]) -> AppResult<Vec<ResendEmail>> {
         // Valid JSON of another shape, or not JSON at all.
         return match serde_json::from_slice::<serde::de::IgnoredAny>(raw) {
             Ok(_) => Err(refused()),
-            Err(e) => Err(AppError::MalformedJson(format!("The body is not valid JSON: {e}"))),
+            Err(e) => Err(AppError::MalformedJson(format!(
+                "The body is not valid JSON: {e}"
+            ))),
         };
     }
-    let list = crate::body::parse_json_list::<bounded::List<ResendEmail, MAX_BATCH>>(raw, "emails")?.0;
+    let list =
+        crate::body::parse_json_list::<bounded::List<ResendEmail, MAX_BATCH>>(raw, "emails")?.0;
     if list.is_empty() {
         return Err(refused());
     }
@@ -266,14 +272,22 @@ mod tests {
             refusal(&list(MAX_BATCH + 1)),
             ("emails".into(), "must have at most 100 items".into())
         );
-        let shape = ("".to_string(), "must be a list of 1 to 100 emails".to_string());
+        let shape = (
+            "".to_string(),
+            "must be a list of 1 to 100 emails".to_string(),
+        );
         assert_eq!(refusal("[]"), shape);
         assert_eq!(refusal(r#"{"emails": []}"#), shape);
         assert_eq!(
             refusal(r#"[{"from": "a@b.test"}, {"from": 5}]"#),
-            ("emails[1].from".into(), "must be a string, not the number 5".into())
+            (
+                "emails[1].from".into(),
+                "must be a string, not the number 5".into()
+            )
         );
-        assert!(matches!(parse_batch(b"[{"), Err(AppError::MalformedJson(_))));
+        assert!(matches!(
+            parse_batch(b"[{"),
+            Err(AppError::MalformedJson(_))
+        ));
     }
 }
-

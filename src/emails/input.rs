@@ -106,7 +106,10 @@ pub struct SendRequest {
     pub html: Option<String>,
     #[serde(default, deserialize_with = "bounded::opt_map::<_, _, MAX_HEADERS>")]
     pub headers: Option<BTreeMap<String, String>>,
-    #[serde(default, deserialize_with = "bounded::opt_vec::<_, _, MAX_ATTACHMENTS>")]
+    #[serde(
+        default,
+        deserialize_with = "bounded::opt_vec::<_, _, MAX_ATTACHMENTS>"
+    )]
     pub attachments: Option<Vec<AttachmentInput>>,
     #[serde(default, deserialize_with = "bounded::opt_map::<_, _, MAX_TAGS>")]
     pub tags: Option<BTreeMap<String, String>>,
@@ -494,7 +497,8 @@ mod tests {
             field(&body),
             ("tags".into(), "must have at most 20 entries".into())
         );
-        let attachments = vec![serde_json::json!({"filename": "a", "content": ""}); MAX_ATTACHMENTS + 1];
+        let attachments =
+            vec![serde_json::json!({"filename": "a", "content": ""}); MAX_ATTACHMENTS + 1];
         let body = serde_json::json!({"from": "a@b.test", "attachments": attachments}).to_string();
         assert_eq!(
             field(&body),

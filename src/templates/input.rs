@@ -73,7 +73,8 @@ pub fn valid_name(name: &str) -> bool {
 /// The variables of a render or send: a JSON object (absent or `null` =
 /// empty), still as JSON text (valid: the body parsed).
 pub fn variables(field: &str, v: Option<Box<RawValue>>) -> AppResult<Box<RawValue>> {
-    let empty = || RawValue::from_string("{}".into()).map_err(|e| AppError::internal("variables", e));
+    let empty =
+        || RawValue::from_string("{}".into()).map_err(|e| AppError::internal("variables", e));
     match v {
         None => empty(),
         Some(raw) if raw.get() == "null" => empty(),

@@ -58,7 +58,10 @@ impl Slots {
                 _tenant: share,
             }),
             // The semaphores are never closed.
-            Ok(None) => Err(AppError::internal("template sandbox", "render slots closed")),
+            Ok(None) => Err(AppError::internal(
+                "template sandbox",
+                "render slots closed",
+            )),
             Err(_) => Err(busy(self.wait)),
         }
     }

@@ -35,7 +35,11 @@ fn sandbox_children() -> Vec<u32> {
     let me = std::process::id();
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -85,7 +89,10 @@ async fn render_processes_see_none_of_the_servers_environment() {
             .map(|v| String::from_utf8_lossy(v).into_owned())
             .collect();
         // Names only in the message: the values may be secrets.
-        let names: Vec<&str> = vars.iter().map(|v| v.split('=').next().unwrap_or("")).collect();
+        let names: Vec<&str> = vars
+            .iter()
+            .map(|v| v.split('=').next().unwrap_or(""))
+            .collect();
         assert_eq!(names, ["RUST_BACKTRACE"], "child {pid}'s environment");
         assert_eq!(vars, ["RUST_BACKTRACE=0"]);
     }
@@ -191,7 +198,12 @@ async fn a_render_that_finds_no_process_in_time_is_a_clear_429() {
     assert!(waited < Duration::from_secs(5), "{waited:?}");
     // Nothing was queued for the refused send.
     let r = app.get("/v1/emails", &other).await;
-    assert_eq!(r.json["data"].as_array().map(Vec::len), Some(0), "{}", r.text);
+    assert_eq!(
+        r.json["data"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        r.text
+    );
     // The process is free again: the same render goes through.
     let r = app
         .post(
