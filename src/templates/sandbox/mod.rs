@@ -14,8 +14,9 @@
 //! requests arrive. Renders wait for a free one in turn, within their
 //! tenant's share and for at most `templates.render_wait_ms` ([`slots`]).
 //! The limit also holds the job itself: its variables (at most
-//! `limits.max_request_bytes`) are held about three times (the JSON line,
-//! parsed, as engine values), which the 64 MiB default leaves room for.
+//! `limits.max_request_bytes`) are held about four times (the JSON line,
+//! the variables' text, parsed, as engine values), which the 64 MiB default
+//! leaves room for.
 //!
 //! A child starts with an empty environment (issue 22, finding 10): the
 //! server's may hold the master key or a database URL, and a child runs
