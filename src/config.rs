@@ -835,3 +835,59 @@ impl Settings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(tweak: impl FnOnce(&mut Settings)) -> Option<String> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut s = Settings::load_layers(&dir, Some("test"), false).expect("test settings");
+        tweak(&mut s);
+        s.validate().err().map(|e| e.0)
+    }
+
+    #[test]
+    fn render_shares_waits_and_attachment_counts_are_bounded() {
+        assert_eq!(refused(|_| {}), None);
+        assert_eq!(refused(|s| s.limits.max_attachments = 100), None);
+        let per_tenant = "templates.render_processes_per_tenant";
+        for (tweak, key) in [
+            (
+                Box::new(|s: &mut Settings| s.limits.max_attachments = 101)
+                    as Box<dyn FnOnce(&mut Settings)>,
+                "limits.max_attachments",
+            ),
+            (
+                Box::new(|s: &mut Settings| s.templates.render_processes_per_tenant = 0),
+                per_tenant,
+            ),
+            (
+                Box::new(|s: &mut Settings| {
+                    s.templates.render_processes = 2;
+                    s.templates.render_processes_per_tenant = 3;
+                }),
+                per_tenant,
+            ),
+            (
+                Box::new(|s: &mut Settings| s.templates.render_wait_ms = 0),
+                "templates.render_wait_ms",
+            ),
+            (
+                Box::new(|s: &mut Settings| s.templates.render_wait_ms = 600_001),
+                "templates.render_wait_ms",
+            ),
+        ] {
+            let why = refused(tweak).unwrap_or_default();
+            assert!(why.starts_with(key), "{key}: {why}");
+        }
+        assert_eq!(
+            refused(|s| {
+                s.templates.render_processes = 4;
+                s.templates.render_processes_per_tenant = 4;
+                s.templates.render_wait_ms = 600_000;
+            }),
+            None
+        );
+    }
+}
