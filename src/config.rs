@@ -298,6 +298,11 @@ pub struct TemplateSettings {
     pub render_processes: usize,
     /// Memory one render process may use (its data segment, MiB).
     pub render_memory_mb: u64,
+    /// Render processes one tenant may hold at once, so one tenant's slow
+    /// templates leave the others a process.
+    pub render_processes_per_tenant: usize,
+    /// How long a render waits for a process before it is refused (429).
+    pub render_wait_ms: u64,
     /// The program run as `<program> template-sandbox`; empty = this binary.
     pub sandbox_program: String,
 }
@@ -488,6 +493,12 @@ impl Settings {
         let l = &self.limits;
         if l.max_message_bytes < 1024 {
             return fail("limits.max_message_bytes", "must be at least 1024");
+        }
+        if l.max_attachments > crate::emails::input::MAX_ATTACHMENTS {
+            return fail(
+                "limits.max_attachments",
+                &format!("must be at most {}", crate::emails::input::MAX_ATTACHMENTS),
+            );
         }
         if l.max_attachment_bytes > l.max_attachments_total_bytes {
             return fail(
@@ -681,6 +692,15 @@ impl Settings {
         if !(16..=4096).contains(&t.render_memory_mb) {
             return fail("templates.render_memory_mb", "must be between 16 and 4096");
         }
+        if !(1..=t.render_processes).contains(&t.render_processes_per_tenant) {
+            return fail(
+                "templates.render_processes_per_tenant",
+                "must be between 1 and templates.render_processes",
+            );
+        }
+        if !(1..=600_000).contains(&t.render_wait_ms) {
+            return fail("templates.render_wait_ms", "must be between 1 and 600000");
+        }
         if self.metrics.queue_depth_secs == 0 {
             return fail("metrics.queue_depth_secs", "must be at least 1");
         }
@@ -830,5 +850,61 @@ impl Settings {
             return fail("submission.command_timeout_secs", "must be at least 1");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(tweak: impl FnOnce(&mut Settings)) -> Option<String> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut s = Settings::load_layers(&dir, Some("test"), false).expect("test settings");
+        tweak(&mut s);
+        s.validate().err().map(|e| e.0)
+    }
+
+    #[test]
+    fn render_shares_waits_and_attachment_counts_are_bounded() {
+        assert_eq!(refused(|_| {}), None);
+        assert_eq!(refused(|s| s.limits.max_attachments = 100), None);
+        let per_tenant = "templates.render_processes_per_tenant";
+        for (tweak, key) in [
+            (
+                Box::new(|s: &mut Settings| s.limits.max_attachments = 101)
+                    as Box<dyn FnOnce(&mut Settings)>,
+                "limits.max_attachments",
+            ),
+            (
+                Box::new(|s: &mut Settings| s.templates.render_processes_per_tenant = 0),
+                per_tenant,
+            ),
+            (
+                Box::new(|s: &mut Settings| {
+                    s.templates.render_processes = 2;
+                    s.templates.render_processes_per_tenant = 3;
+                }),
+                per_tenant,
+            ),
+            (
+                Box::new(|s: &mut Settings| s.templates.render_wait_ms = 0),
+                "templates.render_wait_ms",
+            ),
+            (
+                Box::new(|s: &mut Settings| s.templates.render_wait_ms = 600_001),
+                "templates.render_wait_ms",
+            ),
+        ] {
+            let why = refused(tweak).unwrap_or_default();
+            assert!(why.starts_with(key), "{key}: {why}");
+        }
+        assert_eq!(
+            refused(|s| {
+                s.templates.render_processes = 4;
+                s.templates.render_processes_per_tenant = 4;
+                s.templates.render_wait_ms = 600_000;
+            }),
+            None
+        );
     }
 }

@@ -1,8 +1,7 @@
 //! Deserialisation failures in API terms: the field by its JSON path
 //! (`emails[1].to[0]`, tracked by `serde_path_to_error`, never parsed out of
 //! a message) and what was expected in words ("a list", "an object", "a
-//! string or a list of strings"), not in Rust's (`sequence`, `map`,
-//! `untagged enum OneOrMany`).
+//! string or a list of strings"), not in Rust's (`sequence`, `map`, `u8`).
 
 use serde::Deserialize;
 use serde_path_to_error::Segment;
@@ -38,6 +37,17 @@ pub fn parse_json_object<'a, T: Deserialize<'a>>(body: &'a [u8], list_hint: &str
         }
         .into_app_error());
     }
+    parse_at(body, "")
+}
+
+/// Parses a body that is a list (the vendors' batches) as `T` (a
+/// [`super::bounded::List`]), naming fields under `root` as if the list
+/// were its field (`emails[1].to[0]`).
+pub fn parse_json_list<'a, T: Deserialize<'a>>(body: &'a [u8], root: &str) -> AppResult<T> {
+    parse_at(body, root)
+}
+
+fn parse_at<'a, T: Deserialize<'a>>(body: &'a [u8], root: &str) -> AppResult<T> {
     // The valid body, the common case, at plain serde_json's cost; the path
     // of a failure is tracked by parsing it again (docs/BENCHMARKS.md).
     if let Ok(value) = serde_json::from_slice::<T>(body) {
@@ -45,13 +55,13 @@ pub fn parse_json_object<'a, T: Deserialize<'a>>(body: &'a [u8], list_hint: &str
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = json_path(e.path());
+        let path = under(root, json_path(e.path()));
         let steps = steps_of(e.path());
         let inner = e.into_inner();
         if inner.is_data() {
             let first = field_error(&path, &message_of(&inner));
             let missing = message_of(&inner).starts_with("missing field ");
-            let mut all = more_errors::<T>(body, first, steps, missing);
+            let mut all = more_errors::<T>(body, root, first, steps, missing);
             if all.len() == 1 {
                 all.remove(0).into_app_error()
             } else {
@@ -75,6 +85,16 @@ pub fn parse_json_object<'a, T: Deserialize<'a>>(body: &'a [u8], list_hint: &str
     })?;
     de.end().map_err(|e| malformed(&e))?;
     Ok(value)
+}
+
+/// `path` placed under `root`: `emails` + `[1].to` = `emails[1].to`.
+fn under(root: &str, path: String) -> String {
+    match (root.is_empty(), path.is_empty(), path.starts_with('[')) {
+        (true, _, _) => path,
+        (false, true, _) => root.to_string(),
+        (false, false, true) => format!("{root}{path}"),
+        (false, false, false) => format!("{root}.{path}"),
+    }
 }
 
 /// Bodies up to this size get every field error reported; a larger one
@@ -105,6 +125,7 @@ fn steps_of(path: &serde_path_to_error::Path) -> Vec<Step> {
 /// positions never shift); one inside a missing member's parent ends it.
 fn more_errors<'a, T: Deserialize<'a>>(
     body: &[u8],
+    root: &str,
     first: Described,
     steps: Vec<Step>,
     first_missing: bool,
@@ -122,7 +143,7 @@ fn more_errors<'a, T: Deserialize<'a>>(
             Ok(_) => break,
             Err(e) => e,
         };
-        let path = json_path(err.path());
+        let path = under(root, json_path(err.path()));
         let next_steps = steps_of(err.path());
         let message = message_of(err.inner());
         let described = field_error(&path, &message);
@@ -301,9 +322,6 @@ fn field_error(path: &str, msg: &str) -> Described {
         }
     } else if msg.starts_with("duplicate field ") {
         "appears more than once".into()
-    } else if let Some(name) = msg.strip_prefix("data did not match any variant of untagged enum ")
-    {
-        format!("must be {}", untagged_words(name))
     } else {
         plain(msg)
     };
@@ -355,14 +373,6 @@ fn got_words(got: &str) -> String {
             "null" | "unit value" | "unit" => "null".into(),
             other => plain(other),
         }
-    }
-}
-
-/// The accepted shapes of each untagged enum of the API (by Rust name).
-fn untagged_words(name: &str) -> String {
-    match name {
-        "OneOrMany" => "a string or a list of strings".into(),
-        _ => "a value of another shape".into(),
     }
 }
 
@@ -465,12 +475,15 @@ mod tests {
     }
 
     #[test]
-    fn untagged_enums_say_what_they_accept() {
+    fn one_or_many_says_what_it_accepts() {
         use crate::emails::input::SendRequest;
         match parse_json::<SendRequest>(br#"{"from": "a@b.test", "to": 42}"#) {
             Err(AppError::Validation { errors, detail, .. }) => {
                 assert_eq!(errors[0].field, "to");
-                assert_eq!(errors[0].message, "must be a string or a list of strings");
+                assert_eq!(
+                    errors[0].message,
+                    "must be a string or a list of strings, not the number 42"
+                );
                 assert!(
                     !detail.contains("OneOrMany") && !detail.contains("line"),
                     "{detail}"

@@ -5,6 +5,7 @@
 //! syntax (400), shape (422 `validation_failed` with `errors[]` naming each
 //! field by its JSON path, see [`errors`]).
 
+pub mod bounded;
 pub mod errors;
 
 use actix_web::dev::{Decompress, Payload};
@@ -16,7 +17,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 
-pub use errors::parse_json;
+pub use errors::{parse_json, parse_json_list};
 
 /// The not-yet-read body of a request.
 pub struct JsonBody {

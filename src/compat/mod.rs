@@ -7,51 +7,20 @@
 //! Postmark's routes send through `emails::each` (one answer per message,
 //! all-suppressed messages refused with 406) on the same ingest.
 
+pub mod content;
 pub mod postmark;
 pub mod postmark_shapes;
 pub mod resend;
 pub mod resend_shapes;
 
 use actix_web::{HttpMessage, HttpRequest};
-use base64::Engine;
-use serde::Deserialize;
 
 use crate::auth::Principal;
 use crate::domain::Permission;
 use crate::error::{AppError, AppResult};
 use crate::limits::api::RateState;
 
-/// Attachment content in every form the SDKs send: a base64 string (Resend
-/// Node 4+, Python, Postmark), a list of byte values (Python `list(bytes)`),
-/// or a Node `Buffer` serialised by `JSON.stringify` (older Resend Node SDKs).
-/// A list is bounded by the request body limit like everything else.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(untagged)]
-pub enum Content {
-    Base64(String),
-    Bytes(Vec<u8>),
-    Buffer {
-        #[serde(rename = "type")]
-        kind: String,
-        data: Vec<u8>,
-    },
-}
-
-impl Content {
-    /// The content as the base64 string `/v1` takes.
-    pub fn into_base64(self, field: &str) -> AppResult<String> {
-        let b64 = |b: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(b);
-        match self {
-            Content::Base64(s) => Ok(s),
-            Content::Bytes(b) => Ok(b64(b)),
-            Content::Buffer { kind, data } if kind == "Buffer" => Ok(b64(data)),
-            Content::Buffer { .. } => Err(AppError::invalid(
-                field,
-                "must be base64, a list of bytes or {\"type\": \"Buffer\", \"data\": [...]}",
-            )),
-        }
-    }
-}
+pub use content::Content;
 
 /// The caller of a compat route: a tenant key with `p`. Admin keys are
 /// refused (these APIs have no notion of acting for another tenant).
@@ -102,28 +71,4 @@ pub fn vendor_error_body(resp: &mut actix_web::HttpResponse) {
 /// The `id` of a `/v1` accepted reply (`{"id", "status"}`), replayed or fresh.
 pub fn accepted_id(v: &serde_json::Value) -> serde_json::Value {
     v.get("id").cloned().unwrap_or(serde_json::Value::Null)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_sdk_content_form_becomes_base64() {
-        let parse = |v: serde_json::Value| serde_json::from_value::<Content>(v).unwrap();
-        let f = "attachments[0].content";
-        assert_eq!(
-            parse(serde_json::json!("aGk=")).into_base64(f).unwrap(),
-            "aGk="
-        );
-        assert_eq!(
-            parse(serde_json::json!([104, 105])).into_base64(f).unwrap(),
-            "aGk="
-        );
-        let buffer = serde_json::json!({"type": "Buffer", "data": [104, 105]});
-        assert_eq!(parse(buffer).into_base64(f).unwrap(), "aGk=");
-        let other = serde_json::json!({"type": "Blob", "data": [104]});
-        assert!(parse(other).into_base64(f).is_err());
-        assert!(serde_json::from_value::<Content>(serde_json::json!([256])).is_err());
-    }
 }

@@ -8,12 +8,13 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::postmark_shapes::{to_v1, PostmarkEmail, PostmarkError, PostmarkResult};
 use super::{idempotency_key, tenant_caller};
 use crate::auth::Principal;
-use crate::body::JsonBody;
+use crate::body::{bounded, JsonBody};
 use crate::domain::Permission;
 use crate::emails::each::{self, Idempotent, Outcome, RECIPIENTS_SUPPRESSED};
 use crate::error::{AppError, AppResult};
@@ -148,6 +149,22 @@ fn message(raw: &[u8]) -> (Value, AppResult<Vec<u8>>) {
     }
 }
 
+/// The batch body: a list of 1 to [`MAX_BATCH`] items, each kept as its
+/// JSON text (borrowed from the body, nothing copied) so that each is parsed
+/// on its own by [`message`] and a bad one refuses only itself. A longer
+/// list is refused while reading, at its 501st item.
+fn parse_batch(raw: &[u8]) -> AppResult<Vec<&RawValue>> {
+    let refused = || AppError::invalid("", format!("must be a list of 1 to {MAX_BATCH} emails"));
+    match serde_json::from_slice::<bounded::List<&RawValue, MAX_BATCH>>(raw) {
+        Ok(list) if !list.0.is_empty() => Ok(list.0),
+        Err(e) if e.is_syntax() || e.is_eof() => Err(AppError::MalformedJson(format!(
+            "The body is not valid JSON: {e}"
+        ))),
+        // Empty, not a list, or too long.
+        _ => Err(refused()),
+    }
+}
+
 fn idempotent(req: &HttpRequest, kind: &'static str, body: &[u8]) -> AppResult<Option<Idempotent>> {
     Ok(idempotency_key(req)?.map(|key| Idempotent::new(key, kind, body)))
 }
@@ -209,23 +226,9 @@ pub async fn batch(
     let r = async {
         let who = tenant_caller(who, Permission::Send)?;
         let raw = body.bytes().await?;
-        let list: Value = serde_json::from_slice(&raw)
-            .map_err(|e| AppError::MalformedJson(format!("The body is not valid JSON: {e}")))?;
-        let items = match list.as_array() {
-            Some(items) if (1..=MAX_BATCH).contains(&items.len()) => items,
-            _ => {
-                return Err(AppError::invalid(
-                    "",
-                    format!("must be a list of 1 to {MAX_BATCH} emails"),
-                ))
-            }
-        };
-        let (tos, messages): (Vec<Value>, Vec<AppResult<Vec<u8>>>) = items
+        let (tos, messages): (Vec<Value>, Vec<AppResult<Vec<u8>>>) = parse_batch(&raw)?
             .iter()
-            .map(|item| match bytes(item) {
-                Ok(b) => message(&b),
-                Err(e) => (Value::Null, Err(e)),
-            })
+            .map(|item| message(item.get().as_bytes()))
             .unzip();
         let idem = idempotent(&req, "postmark_batch", &raw)?;
         each::send_each(&state, &who, messages, MAX_BATCH, idem, |outcomes| {
@@ -239,4 +242,39 @@ pub async fn batch(
         .await
     };
     respond(r.await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_1_to_500_items_each_parsed_on_its_own() {
+        let list = |n: usize| format!("[{}]", vec![r#"{"From": "a@b.test"}"#; n].join(","));
+        let raw = list(MAX_BATCH);
+        assert_eq!(parse_batch(raw.as_bytes()).unwrap().len(), 500);
+        for bad in [list(MAX_BATCH + 1), "[]".into(), "{}".into()] {
+            match parse_batch(bad.as_bytes()) {
+                Err(AppError::Validation { detail, .. }) => {
+                    assert!(
+                        detail.contains("must be a list of 1 to 500 emails"),
+                        "{detail}"
+                    )
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(matches!(
+            parse_batch(b"[1,"),
+            Err(AppError::MalformedJson(_))
+        ));
+        // A bad item is kept for its own refusal; the others still parse.
+        let raw = r#"[{"From": 5}, {"From": "a@b.test", "To": "c@d.test"}]"#;
+        let items = parse_batch(raw.as_bytes()).unwrap();
+        let (bad_to, bad) = message(items[0].get().as_bytes());
+        assert!(bad_to.is_null() && bad.is_err());
+        let (to, good) = message(items[1].get().as_bytes());
+        assert_eq!(to, serde_json::json!(["c@d.test"]));
+        assert!(good.is_ok());
+    }
 }

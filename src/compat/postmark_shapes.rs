@@ -7,6 +7,8 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::body::bounded;
+use crate::emails::input::{MAX_ATTACHMENTS, MAX_HEADERS, MAX_TAGS};
 use crate::error::{AppError, AppResult};
 
 /// Postmark's error body.
@@ -54,11 +56,17 @@ pub struct PostmarkEmail {
     pub subject: Option<String>,
     pub html_body: Option<String>,
     pub text_body: Option<String>,
+    #[serde(default, deserialize_with = "bounded::opt_vec::<_, _, MAX_HEADERS>")]
     pub headers: Option<Vec<PostmarkHeader>>,
+    #[serde(
+        default,
+        deserialize_with = "bounded::opt_vec::<_, _, MAX_ATTACHMENTS>"
+    )]
     pub attachments: Option<Vec<PostmarkAttachment>>,
     /// Stored as the tag `tag`.
     pub tag: Option<String>,
     /// Stored as tags.
+    #[serde(default, deserialize_with = "bounded::opt_map::<_, _, MAX_TAGS>")]
     pub metadata: Option<BTreeMap<String, String>>,
     pub track_opens: Option<bool>,
     pub track_links: Option<String>,

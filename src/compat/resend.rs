@@ -8,11 +8,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 use super::resend_shapes::{
-    body_bytes, error, to_v1, Batch, ResendEmail, ResendError, ResendListQuery, ResendUpdate,
+    body_bytes, error, parse_batch, to_v1, ResendEmail, ResendError, ResendListQuery, ResendUpdate,
 };
-use super::{accepted_id, idempotency_key, rate_state, tenant_caller};
+use super::{accepted_id, content, idempotency_key, rate_state, tenant_caller};
 use crate::auth::Principal;
-use crate::body::JsonBody;
+use crate::body::{parse_json, JsonBody};
 use crate::db::pagination::Cursor;
 use crate::domain::Permission;
 use crate::emails::{schedule, service};
@@ -114,7 +114,11 @@ pub async fn send(
 ) -> HttpResponse {
     let r = async {
         let who = tenant_caller(who, Permission::Send)?;
-        let parsed: ResendEmail = body.parse().await.map_err(explain_react)?;
+        let raw = body.bytes().await?;
+        let max = state.settings.limits.max_attachment_bytes;
+        let parsed: ResendEmail =
+            content::within(max, || parse_json(&raw)).map_err(explain_react)?;
+        drop(raw);
         let v1 = body_bytes(&to_v1(parsed, "")?)?;
         let (_, reply) = service::send_one(&state, &who, None, &v1, idempotency_key(&req)?).await?;
         Ok((StatusCode::OK, json!({ "id": accepted_id(&reply) })))
@@ -137,15 +141,10 @@ pub async fn batch(
     let r = async {
         let who = tenant_caller(who, Permission::Send)?;
         let raw = body.bytes().await?;
-        let list: Value = serde_json::from_slice(&raw)
-            .map_err(|e| AppError::MalformedJson(format!("The body is not valid JSON: {e}")))?;
-        if !list.is_array() {
-            return Err(AppError::invalid("", "must be a list of emails"));
-        }
-        let wrapped = body_bytes(&json!({ "emails": list }))?;
-        let parsed: Batch = crate::body::parse_json(&wrapped).map_err(explain_react)?;
+        let max = state.settings.limits.max_attachment_bytes;
+        let parsed = content::within(max, || parse_batch(&raw)).map_err(explain_react)?;
+        drop(raw);
         let emails = parsed
-            .emails
             .into_iter()
             .enumerate()
             .map(|(i, e)| to_v1(e, &format!("emails[{i}].")))

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::Content;
-use crate::emails::input::OneOrMany;
+use crate::body::bounded;
+use crate::emails::input::{OneOrMany, MAX_ATTACHMENTS, MAX_HEADERS, MAX_TAGS};
 use crate::error::{AppError, AppResult};
 
 /// Resend's error body.
@@ -56,20 +57,43 @@ pub struct ResendEmail {
     pub subject: Option<String>,
     pub html: Option<String>,
     pub text: Option<String>,
+    #[serde(default, deserialize_with = "bounded::opt_map::<_, _, MAX_HEADERS>")]
     pub headers: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "bounded::opt_vec::<_, _, MAX_TAGS>")]
     pub tags: Option<Vec<ResendTag>>,
+    #[serde(
+        default,
+        deserialize_with = "bounded::opt_vec::<_, _, MAX_ATTACHMENTS>"
+    )]
     pub attachments: Option<Vec<ResendAttachment>>,
     /// RFC 3339, in the future, at most 30 days ahead.
     #[serde(alias = "scheduledAt")]
     pub scheduled_at: Option<String>,
 }
 
-/// `POST /emails/batch`: a list of messages (parsed as `{"emails": [...]}`,
-/// so errors name `emails[i].field`).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Batch {
-    pub emails: Vec<ResendEmail>,
+/// Resend's batch limit.
+pub const MAX_BATCH: usize = 100;
+
+/// `POST /emails/batch`: a list of 1 to 100 messages, read straight into
+/// messages (at most 100, refused while reading past that); errors name
+/// `emails[i].field`.
+pub fn parse_batch(raw: &[u8]) -> AppResult<Vec<ResendEmail>> {
+    let refused = || AppError::invalid("", format!("must be a list of 1 to {MAX_BATCH} emails"));
+    if raw.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
+        // Valid JSON of another shape, or not JSON at all.
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(raw) {
+            Ok(_) => Err(refused()),
+            Err(e) => Err(AppError::MalformedJson(format!(
+                "The body is not valid JSON: {e}"
+            ))),
+        };
+    }
+    let list =
+        crate::body::parse_json_list::<bounded::List<ResendEmail, MAX_BATCH>>(raw, "emails")?.0;
+    if list.is_empty() {
+        return Err(refused());
+    }
+    Ok(list)
 }
 
 /// `PATCH /emails/{id}`: the Python SDK repeats the id in the body.
@@ -224,4 +248,46 @@ pub fn error(e: &AppError, had_key: bool) -> (StatusCode, ResendError) {
         message,
     };
     (status, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(body: &str) -> (String, String) {
+        match parse_batch(body.as_bytes()) {
+            Err(AppError::Validation { errors, .. }) => {
+                (errors[0].field.clone(), errors[0].message.clone())
+            }
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_a_list_of_1_to_100_read_as_messages() {
+        let one = r#"{"from": "a@b.test", "to": "c@d.test"}"#;
+        let list = |n: usize| format!("[{}]", vec![one; n].join(","));
+        assert_eq!(parse_batch(list(MAX_BATCH).as_bytes()).unwrap().len(), 100);
+        assert_eq!(
+            refusal(&list(MAX_BATCH + 1)),
+            ("emails".into(), "must have at most 100 items".into())
+        );
+        let shape = (
+            "".to_string(),
+            "must be a list of 1 to 100 emails".to_string(),
+        );
+        assert_eq!(refusal("[]"), shape);
+        assert_eq!(refusal(r#"{"emails": []}"#), shape);
+        assert_eq!(
+            refusal(r#"[{"from": "a@b.test"}, {"from": 5}]"#),
+            (
+                "emails[1].from".into(),
+                "must be a string, not the number 5".into()
+            )
+        );
+        assert!(matches!(
+            parse_batch(b"[{"),
+            Err(AppError::MalformedJson(_))
+        ));
+    }
 }

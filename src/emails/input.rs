@@ -8,34 +8,23 @@ use base64::Engine;
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
+use crate::body::bounded;
 use crate::domain::has_line_break_or_nul;
 use crate::error::{AppError, AppResult, FieldError};
 
+pub use super::one_or_many::OneOrMany;
 use super::size::SizeLimits;
 
 pub const MAX_RECIPIENTS: usize = 50;
 pub const MAX_BATCH: usize = 100;
-const MAX_HEADERS: usize = 50;
-const MAX_TAGS: usize = 20;
+pub const MAX_HEADERS: usize = 50;
+pub const MAX_TAGS: usize = 20;
+/// The most attachments a message body may list, whatever
+/// `limits.max_attachments` (at most this) says: the bound while reading.
+pub const MAX_ATTACHMENTS: usize = 100;
 const MAX_SUBJECT: usize = 998;
-
-/// `"a@x.com"` or `["a@x.com", ...]`.
-#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
-#[serde(untagged)]
-pub enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    fn into_vec(self) -> Vec<String> {
-        match self {
-            OneOrMany::One(s) => vec![s],
-            OneOrMany::Many(v) => v,
-        }
-    }
-}
 
 #[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -59,14 +48,22 @@ pub struct SendRequest {
     pub subject: Option<String>,
     pub text: Option<String>,
     pub html: Option<String>,
+    #[serde(default, deserialize_with = "bounded::opt_map::<_, _, MAX_HEADERS>")]
     pub headers: Option<BTreeMap<String, String>>,
+    #[serde(
+        default,
+        deserialize_with = "bounded::opt_vec::<_, _, MAX_ATTACHMENTS>"
+    )]
     pub attachments: Option<Vec<AttachmentInput>>,
+    #[serde(default, deserialize_with = "bounded::opt_map::<_, _, MAX_TAGS>")]
     pub tags: Option<BTreeMap<String, String>>,
     /// A template of the tenant (name or id), rendered with `variables`;
     /// explicit subject/html/text override its parts.
     pub template: Option<String>,
+    /// Kept as the JSON text it came as, for the render process to parse: as
+    /// a `Value` a list of small numbers takes sixteen times its size.
     #[schema(value_type = Option<Object>)]
-    pub variables: Option<serde_json::Value>,
+    pub variables: Option<Box<RawValue>>,
     /// Send no earlier than this (RFC 3339, in the future, at most 30 days
     /// ahead): the message is `scheduled` until then.
     #[schema(format = DateTime)]
@@ -89,6 +86,7 @@ impl SendRequest {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
+    #[serde(deserialize_with = "bounded::vec::<_, _, MAX_BATCH>")]
     pub emails: Vec<SendRequest>,
 }
 
@@ -405,7 +403,7 @@ mod tests {
     }
 
     fn req(v: serde_json::Value) -> SendRequest {
-        serde_json::from_value(v).unwrap()
+        serde_json::from_slice(&serde_json::to_vec(&v).unwrap()).unwrap()
     }
 
     #[test]
@@ -416,6 +414,58 @@ mod tests {
         assert_eq!(ok.from, "Acme <noreply@mail.acme.com>");
         assert_eq!(ok.reply_to, vec!["support@acme.com".to_string()]);
         assert_eq!(ok.from_domain, "mail.acme.com");
+    }
+
+    #[test]
+    fn variables_stay_json_text_and_lists_are_bounded_while_reading() {
+        use crate::error::AppError;
+        let field = |body: &str| match crate::body::parse_json::<SendRequest>(body.as_bytes()) {
+            Err(AppError::Validation { errors, .. }) => {
+                (errors[0].field.clone(), errors[0].message.clone())
+            }
+            other => panic!("{body}: {other:?}"),
+        };
+        let ok: SendRequest =
+            crate::body::parse_json(br#"{"from": "a@b.test", "variables": {"n": [1, 2]}}"#)
+                .unwrap();
+        assert_eq!(ok.variables.unwrap().get(), r#"{"n": [1, 2]}"#);
+        // The path-tracking second parse reads raw variables too.
+        assert_eq!(
+            field(r#"{"variables": {"n": 1}, "from": "a@b.test", "to": 42}"#).0,
+            "to"
+        );
+        let many = |n: usize| format!(r#"{{"from": "a@b.test", "cc": {:?}}}"#, vec!["a@x.test"; n]);
+        assert!(crate::body::parse_json::<SendRequest>(many(MAX_RECIPIENTS).as_bytes()).is_ok());
+        assert_eq!(
+            field(&many(MAX_RECIPIENTS + 1)),
+            (
+                "cc".into(),
+                "at most 50 recipients in to, cc and bcc together".into()
+            )
+        );
+        let tags: serde_json::Map<String, serde_json::Value> = (0..=MAX_TAGS)
+            .map(|i| (format!("t{i}"), serde_json::json!("v")))
+            .collect();
+        let body = serde_json::json!({"from": "a@b.test", "tags": tags}).to_string();
+        assert_eq!(
+            field(&body),
+            ("tags".into(), "must have at most 20 entries".into())
+        );
+        let attachments =
+            vec![serde_json::json!({"filename": "a", "content": ""}); MAX_ATTACHMENTS + 1];
+        let body = serde_json::json!({"from": "a@b.test", "attachments": attachments}).to_string();
+        assert_eq!(
+            field(&body),
+            ("attachments".into(), "must have at most 100 items".into())
+        );
+        let batch = serde_json::json!({"emails": vec![serde_json::json!({"from": "a@b.test"}); MAX_BATCH + 1]});
+        match crate::body::parse_json::<BatchRequest>(batch.to_string().as_bytes()) {
+            Err(AppError::Validation { errors, .. }) => {
+                assert_eq!(errors[0].field, "emails");
+                assert_eq!(errors[0].message, "must have at most 100 items");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod input;
 pub mod lifecycle;
 pub mod mime;
 pub mod model;
+pub mod one_or_many;
 pub mod raw;
 pub mod routes;
 pub mod schedule;

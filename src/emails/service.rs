@@ -214,7 +214,7 @@ pub(super) async fn prepare(
     state: &AppState,
     who: &Principal,
     path: Option<&str>,
-    req: SendRequest,
+    mut req: SendRequest,
     prefix: &str,
     acc: &mut Accumulated,
 ) -> AppResult<NewEmail> {
@@ -227,7 +227,7 @@ pub(super) async fn prepare(
     .await?;
     let req = match req.template.clone() {
         Some(name) => {
-            let vars = variables(&format!("{prefix}variables"), req.variables.clone())?;
+            let vars = variables(&format!("{prefix}variables"), req.variables.take())?;
             let rendered = templates::service::render_for_send(
                 state,
                 TenantId(tenant.id),

@@ -3,6 +3,7 @@
 //! compiling every part so a syntax error is refused with its line.
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::model::TemplateRow;
 use super::render::{check_syntax, Part};
@@ -39,8 +40,9 @@ pub struct UpdateTemplate {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenderRequest {
+    /// JSON text until the render process parses it (see `SendRequest`).
     #[schema(value_type = Option<Object>)]
-    pub variables: Option<serde_json::Value>,
+    pub variables: Option<Box<RawValue>>,
 }
 
 impl From<CreateTemplate> for UpdateTemplate {
@@ -68,11 +70,15 @@ pub fn valid_name(name: &str) -> bool {
         && uuid::Uuid::parse_str(name).is_err()
 }
 
-/// The variables of a render or send: a JSON object (absent = empty).
-pub fn variables(field: &str, v: Option<serde_json::Value>) -> AppResult<serde_json::Value> {
+/// The variables of a render or send: a JSON object (absent or `null` =
+/// empty), still as JSON text (valid: the body parsed).
+pub fn variables(field: &str, v: Option<Box<RawValue>>) -> AppResult<Box<RawValue>> {
+    let empty =
+        || RawValue::from_string("{}".into()).map_err(|e| AppError::internal("variables", e));
     match v {
-        None | Some(serde_json::Value::Null) => Ok(serde_json::json!({})),
-        Some(obj @ serde_json::Value::Object(_)) => Ok(obj),
+        None => empty(),
+        Some(raw) if raw.get() == "null" => empty(),
+        Some(raw) if raw.get().starts_with('{') => Ok(raw),
         Some(_) => Err(AppError::invalid(field, "must be a JSON object")),
     }
 }

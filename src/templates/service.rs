@@ -191,16 +191,17 @@ pub async fn preview(
         model::find(conn, tenant, &r, false)?.ok_or(AppError::NotFound)
     })
     .await?;
-    render_in_sandbox(state, t, vars, String::new()).await
+    render_in_sandbox(state, tenant, t, vars, String::new()).await
 }
 
 /// Renders a stored template in the sandbox (a child process with a memory
-/// and time limit), waiting on the blocking pool, never holding a database
-/// connection meanwhile.
+/// and time limit) in the tenant's turn, never holding a database connection
+/// meanwhile.
 async fn render_in_sandbox(
     state: &AppState,
+    tenant: TenantId,
     t: TemplateRow,
-    variables: serde_json::Value,
+    variables: Box<serde_json::value::RawValue>,
     prefix: String,
 ) -> AppResult<Rendered> {
     let job = Job {
@@ -210,10 +211,7 @@ async fn render_in_sandbox(
         variables,
         prefix,
     };
-    let sandbox = state.renderer.clone();
-    tokio::task::spawn_blocking(move || sandbox.render_blocking(&job))
-        .await
-        .map_err(|e| AppError::internal("template render task", e))?
+    state.renderer.render(tenant, job).await
 }
 
 /// Renders the tenant's template named in a send body. An unknown template
@@ -222,7 +220,7 @@ pub async fn render_for_send(
     state: &AppState,
     tenant: TenantId,
     name_or_id: &str,
-    vars: serde_json::Value,
+    vars: Box<serde_json::value::RawValue>,
     prefix: &str,
 ) -> AppResult<Rendered> {
     let r = TemplateRef::parse(name_or_id);
@@ -232,5 +230,5 @@ pub async fn render_for_send(
             .ok_or_else(|| AppError::invalid(field, "names no template of this tenant"))
     })
     .await?;
-    render_in_sandbox(state, t, vars, prefix.to_string()).await
+    render_in_sandbox(state, tenant, t, vars, prefix.to_string()).await
 }

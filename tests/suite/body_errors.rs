@@ -272,7 +272,7 @@ async fn every_body_route_names_the_field_of_a_wrong_type_unknown_field_or_wrong
     assert_names(&resp, "to: 42", "to");
     assert_eq!(
         resp.json["errors"][0]["message"],
-        "must be a string or a list of strings"
+        "must be a string or a list of strings, not the number 42"
     );
     assert_eq!(fx.rows(), before, "a refused body changed something");
 }

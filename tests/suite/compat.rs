@@ -6,6 +6,7 @@
 
 use crate::common;
 
+mod byte_lists;
 mod postmark;
 
 use std::process::Command;

@@ -16,13 +16,18 @@ pub fn serve_stdio(memory_mb: u64) -> anyhow::Result<()> {
     for line in stdin.lines() {
         let job: Job = serde_json::from_str(&line?)?;
         arm_timer(RENDER_TIMEOUT_MS);
-        let reply = match render::render(
-            &job.subject,
-            job.html.as_deref(),
-            job.text.as_deref(),
-            &job.variables,
-            &job.prefix,
-        ) {
+        let rendered = serde_json::from_str(job.variables.get())
+            .map_err(|e| AppError::internal("template variables", e))
+            .and_then(|variables| {
+                render::render(
+                    &job.subject,
+                    job.html.as_deref(),
+                    job.text.as_deref(),
+                    &variables,
+                    &job.prefix,
+                )
+            });
+        let reply = match rendered {
             Ok(r) => Reply::Ok(r),
             Err(e) => to_reply(e),
         };

@@ -9,12 +9,18 @@
 //! either kills only that child, the caller gets 422 `template_render_failed`
 //! naming the limit, and the next render starts a fresh child.
 //!
-//! At most `templates.render_processes` children exist; renders wait for a
-//! free one (on the blocking pool), so the memory that rendering can take is
-//! `render_processes × render_memory_mb`, however many requests arrive. The
-//! limit also holds the job itself: its variables (at most
-//! `limits.max_request_bytes`) are held about three times (the JSON line,
-//! parsed, as engine values), which the 64 MiB default leaves room for.
+//! At most `templates.render_processes` children exist, so the memory that
+//! rendering can take is `render_processes × render_memory_mb`, however many
+//! requests arrive. Renders wait for a free one in turn, within their
+//! tenant's share and for at most `templates.render_wait_ms` ([`slots`]).
+//! The limit also holds the job itself: its variables (at most
+//! `limits.max_request_bytes`) are held about four times (the JSON line,
+//! the variables' text, parsed, as engine values), which the 64 MiB default
+//! leaves room for.
+//!
+//! A child starts with an empty environment (issue 22, finding 10): the
+//! server's may hold the master key or a database URL, and a child runs
+//! tenant code.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -24,11 +30,13 @@ use std::sync::{Arc, Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 
 mod child;
+mod slots;
 
 pub use child::serve_stdio;
 
 use super::render::{self, Rendered};
 use crate::config::TemplateSettings;
+use crate::domain::TenantId;
 use crate::error::{AppError, FieldError};
 
 /// The CPU time one render (all parts of one template) may use.
@@ -40,7 +48,8 @@ pub struct Job {
     pub subject: String,
     pub html: Option<String>,
     pub text: Option<String>,
-    pub variables: serde_json::Value,
+    /// A JSON object, parsed by the child (within its memory limit).
+    pub variables: Box<serde_json::value::RawValue>,
     pub prefix: String,
 }
 
@@ -72,6 +81,7 @@ pub struct Sandbox {
 }
 
 struct Inner {
+    slots: slots::Slots,
     program: PathBuf,
     memory_mb: u64,
     max: usize,
@@ -90,6 +100,7 @@ impl Sandbox {
         };
         Ok(Self {
             inner: Arc::new(Inner {
+                slots: slots::Slots::new(s),
                 program,
                 memory_mb: s.render_memory_mb,
                 max: s.render_processes.max(1),
@@ -102,11 +113,28 @@ impl Sandbox {
         })
     }
 
-    /// Renders `job` in a child; blocks (call it on the blocking pool).
-    pub fn render_blocking(&self, job: &Job) -> Result<Rendered, AppError> {
-        let line = serde_json::to_string(job).map_err(|e| AppError::internal("template job", e))?;
+    /// Renders `job` for `tenant` in a child, once a process is free for it
+    /// ([`slots`]); the exchange with the child runs on the blocking pool.
+    pub async fn render(&self, tenant: TenantId, job: Job) -> Result<Rendered, AppError> {
+        let line = job_line(&job)?;
+        let field = format!("{}template", job.prefix);
+        drop(job);
+        let slot = self.inner.slots.acquire(tenant).await?;
+        let sandbox = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            sandbox.render_blocking(&line, &field)
+        })
+        .await
+        .map_err(|e| AppError::internal("template render task", e))?
+    }
+
+    /// Renders a job line in a child; blocks. Callers hold a
+    /// [`slots::Slot`], so a process is idle or may be started. `field`
+    /// names the template in a failure.
+    fn render_blocking(&self, line: &[u8], field: &str) -> Result<Rendered, AppError> {
         let mut proc = self.checkout()?;
-        match exchange(&mut proc, &line) {
+        match exchange(&mut proc, line) {
             Ok(reply) => {
                 self.checkin(proc);
                 match reply {
@@ -140,7 +168,7 @@ impl Sandbox {
                         ))
                     }
                 };
-                Err(render::failed(&format!("{}template", job.prefix), &why))
+                Err(render::failed(field, &why))
             }
         }
     }
@@ -187,6 +215,8 @@ impl Sandbox {
             .arg("template-sandbox")
             .arg("--memory-mb")
             .arg(self.inner.memory_mb.to_string())
+            // Nothing of the server's environment: the child needs none of it.
+            .env_clear()
             // A child that aborts on its memory limit must not first map the
             // whole binary to print a backtrace (~130 MB of RSS with debug info).
             .env("RUST_BACKTRACE", "0")
@@ -227,8 +257,23 @@ fn signal_of(status: &std::process::ExitStatus) -> Option<i32> {
     std::os::unix::process::ExitStatusExt::signal(status)
 }
 
-fn exchange(p: &mut Proc, line: &str) -> std::io::Result<Reply> {
-    p.stdin.write_all(line.as_bytes())?;
+/// The job as one line of JSON, in a buffer sized for it up front: growing
+/// one by doubling would hold up to three times the variables at once.
+fn job_line(job: &Job) -> Result<Vec<u8>, AppError> {
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    let size = job.subject.len()
+        + text(&job.html)
+        + text(&job.text)
+        + job.variables.get().len()
+        + job.prefix.len();
+    // Room for the field names and some escaping.
+    let mut line = Vec::with_capacity(size + size / 8 + 128);
+    serde_json::to_writer(&mut line, job).map_err(|e| AppError::internal("template job", e))?;
+    Ok(line)
+}
+
+fn exchange(p: &mut Proc, line: &[u8]) -> std::io::Result<Reply> {
+    p.stdin.write_all(line)?;
     p.stdin.write_all(b"\n")?;
     p.stdin.flush()?;
     let mut answer = String::new();

@@ -6,6 +6,7 @@
 
 mod auth;
 mod oauth_lockout;
+mod render_turns;
 mod sizes;
 mod templates;
 mod webhooks;
