@@ -128,6 +128,9 @@ pub fn endpoints() -> Vec<Endpoint> {
     use pages::*;
     let (get, post) = (Method::GET, Method::POST);
     vec![
+        // A browser opening the base URL lands on the console (which asks it
+        // to sign in); the API lives under `/v1`, its reference at `/docs`.
+        page!(get.clone(), "/", front),
         page!(get.clone(), "/console", overview::show),
         page!(get.clone(), "/console/login", auth::login_form),
         page!(post.clone(), "/console/login", auth::login),

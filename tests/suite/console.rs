@@ -158,6 +158,11 @@ async fn every_console_route_signed_out_redirects_or_refuses() {
         );
         match (e.method.as_str(), e.path) {
             ("GET", "/console/login") => assert_eq!(status, 200),
+            // The base URL leads to the console, which asks for a sign-in.
+            ("GET", "/") => {
+                assert_eq!(status, 303, "GET /");
+                assert_eq!(location.as_deref(), Some("/console"));
+            }
             // An unknown one-time link is a page that does not exist.
             ("GET", "/console/invite/{token}") => assert_eq!(status, 404),
             ("GET", _) => {

@@ -21,6 +21,11 @@ use actix_web::http::header;
 use actix_web::HttpResponse;
 
 /// Post/Redirect/Get: back to `to` after a change.
+/// `/`: the console.
+pub async fn front() -> HttpResponse {
+    see_other("/console")
+}
+
 pub fn see_other(to: &str) -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, to.to_string()))
