@@ -34,6 +34,10 @@ pub struct SmtpOptions {
     pub command_timeout: Duration,
     /// Sending the message body and reading the final reply.
     pub data_timeout: Duration,
+    /// One whole attempt (`delivery.attempt_timeout_secs`): connecting and
+    /// the transaction, from the moment a connection slot is held. Past it
+    /// the attempt defers, whatever step it was at.
+    pub attempt_timeout: Duration,
     /// Idle connections older than this are closed instead of reused.
     pub idle_timeout: Duration,
     /// Connections (and so messages in flight) per relay at most.
@@ -54,6 +58,7 @@ impl Default for SmtpOptions {
             connect_timeout: Duration::from_secs(10),
             command_timeout: Duration::from_secs(30),
             data_timeout: Duration::from_secs(60),
+            attempt_timeout: Duration::from_secs(900),
             idle_timeout: Duration::from_secs(30),
             max_connections: 16,
             hello_name: None,
@@ -281,6 +286,20 @@ impl Transport for SmtpTransport {
         let Ok(_permit) = self.permits.acquire().await else {
             return Outcome::deferred("smtp transport closed");
         };
+        let limit = self.options.attempt_timeout;
+        match tokio::time::timeout(limit, self.attempt(msg, &envelope)).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                tracing::info!(email_id = %msg.email_id, "delivery attempt timed out");
+                Outcome::timed_out(limit)
+            }
+        }
+    }
+}
+
+impl SmtpTransport {
+    /// Connecting (or a pooled connection) and the transaction.
+    async fn attempt(&self, msg: &OutgoingMessage, envelope: &Envelope) -> Outcome {
         let (mut conn, reused) = match self.checkout() {
             Some(conn) => (conn, true),
             None => match self.connect_logged(msg.email_id).await {
@@ -288,7 +307,7 @@ impl Transport for SmtpTransport {
                 Err(outcome) => return outcome,
             },
         };
-        let mut attempt = session::transact(&mut conn, &envelope, &msg.raw, &self.options).await;
+        let mut attempt = session::transact(&mut conn, envelope, &msg.raw, &self.options).await;
         if reused && attempt.stale {
             // The relay dropped the idle connection before accepting
             // anything: nothing was sent, so one fresh try is safe.
@@ -297,7 +316,7 @@ impl Transport for SmtpTransport {
                 Ok(conn) => conn,
                 Err(outcome) => return outcome,
             };
-            attempt = session::transact(&mut conn, &envelope, &msg.raw, &self.options).await;
+            attempt = session::transact(&mut conn, envelope, &msg.raw, &self.options).await;
         }
         if attempt.reusable {
             self.checkin(conn);

@@ -1,7 +1,9 @@
 //! Direct delivery (issue 16, `delivery.mode = "mx"`): the recipients of a
 //! message are grouped by domain and each domain gets one SMTP transaction
 //! with its MX hosts ([`resolve`]), tried in preference order until one takes
-//! the connection. Sessions are shaped per destination site ([`shaping`]) and
+//! the connection; addresses the destination guard refuses are skipped and
+//! at most `max_addresses` are dialled ([`reach`]), and the attempt is cut
+//! off after `delivery.attempt_timeout_secs`. Sessions are shaped per destination site ([`shaping`]) and
 //! reused up to the site's messages per connection. Each recipient's reply is
 //! its own outcome (`Outcome::PerRecipient`), so a retry goes only to the
 //! domains that deferred.
@@ -10,6 +12,7 @@ mod connect;
 mod gate;
 pub mod metrics;
 mod outcome;
+mod reach;
 pub mod resolve;
 pub mod settings;
 pub mod shaping;
@@ -20,14 +23,16 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use lettre::transport::smtp::extension::ClientId;
 
-use self::connect::{Dialer, Failure};
+use self::connect::Dialer;
 use self::outcome::{combine, domain_of, per_recipient, slowed};
+use self::reach::{Reached, Walk};
 use self::resolve::{Resolver, Route};
 use self::shaping::{Idle, Site, Sites};
 use super::session::{self, Envelope};
 use super::{Fate, Outcome, OutgoingMessage, RcptResult, SmtpOptions, Transport};
 use crate::config::Settings;
 use crate::dns::Dns;
+use crate::net_guard::Guard;
 
 pub use settings::{IpFamily, MxSettings, MxTls, SiteRule};
 
@@ -39,6 +44,9 @@ pub struct MxTransport {
     smtp: SmtpOptions,
     max_wait: Duration,
     down_for: Duration,
+    /// `delivery.mx.allow_private_destinations`.
+    guard: Guard,
+    max_addresses: usize,
     /// When idle sessions of every site were last checked for expiry.
     swept: std::sync::Mutex<Instant>,
 }
@@ -81,6 +89,8 @@ impl MxTransport {
             smtp,
             max_wait: Duration::from_millis(mx.max_wait_ms),
             down_for: Duration::from_secs(mx.down_secs),
+            guard: Guard::new(mx.allow_private_destinations),
+            max_addresses: mx.max_addresses.max(1),
             swept: std::sync::Mutex::new(Instant::now()),
         }
     }
@@ -175,9 +185,15 @@ impl MxTransport {
             Ok(env) => env,
             Err(outcome) => return Part::Done(per_recipient(&rcpts, outcome)),
         };
-        let outcome = self
-            .transact(&site, &hosts, &envelope, &msg.raw, msg.email_id)
-            .await;
+        let limit = self.smtp.attempt_timeout;
+        let transact = self.transact(&site, &hosts, &envelope, &msg.raw, msg.email_id);
+        let outcome = match tokio::time::timeout(limit, transact).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                tracing::info!(email_id = %msg.email_id, %domain, "delivery attempt timed out");
+                Outcome::timed_out(limit)
+            }
+        };
         if slowed(&outcome) {
             site.slow_down();
         }
@@ -232,58 +248,43 @@ impl MxTransport {
         }
     }
 
-    /// The first MX host (in preference order) that takes a session. Every
-    /// host unreachable → the site is marked down for `down_secs`.
+    /// The first MX host (in preference order) that takes a session
+    /// ([`reach`]). Every address unreachable → the site is marked down for
+    /// `down_secs`; every address refused by the destination guard → the
+    /// domain's recipients bounce (soft: no suppression; no connection was
+    /// made, and none will be under this configuration).
     async fn connect(
         &self,
         site: &Site,
         hosts: &[String],
         email_id: uuid::Uuid,
     ) -> Result<Idle, Outcome> {
-        let mut all_unreachable = true;
-        let mut last = String::from("no address for any MX host");
-        for host in hosts {
-            let addrs = match self.resolver.addresses(host).await {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::info!(%email_id, %host, error = %e, "MX host address lookup failed");
-                    all_unreachable = false;
-                    last = "DNS lookup of an MX host failed".into();
-                    continue;
+        let walk = Walk {
+            resolver: &self.resolver,
+            dialer: &self.dialer,
+            guard: self.guard,
+            max_addresses: self.max_addresses,
+        };
+        match walk.reach(site, hosts, email_id).await {
+            Reached::Open(idle) => {
+                site.mark_up();
+                Ok(idle)
+            }
+            Reached::Refused(why) => Err(Outcome::bounced(format!(
+                "550 5.4.0 not delivered: no public address for the recipient domain: {why}"
+            ))),
+            Reached::Failed {
+                text,
+                all_unreachable,
+            } => {
+                if all_unreachable {
+                    site.mark_down(self.down_for);
                 }
-            };
-            for addr in addrs.iter() {
-                match self.dialer.open(host, *addr, &site.label).await {
-                    Ok(conn) => {
-                        site.mark_up();
-                        return Ok(Idle {
-                            conn,
-                            host: host.clone(),
-                            sent: 0,
-                            since: Instant::now(),
-                        });
-                    }
-                    Err(Failure::Unreachable(why)) => {
-                        tracing::info!(%email_id, %host, %addr, reason = %why, "MX host unreachable");
-                        last = why;
-                    }
-                    Err(Failure::Session { text, slow_down }) => {
-                        tracing::info!(%email_id, %host, %addr, reason = %text, "MX session failed");
-                        all_unreachable = false;
-                        if slow_down {
-                            site.slow_down();
-                        }
-                        last = text;
-                    }
-                }
+                Err(Outcome::deferred(format!(
+                    "no MX host of the recipient domain took the message: {text}"
+                )))
             }
         }
-        if all_unreachable {
-            site.mark_down(self.down_for);
-        }
-        Err(Outcome::deferred(format!(
-            "no MX host of the recipient domain took the message: {last}"
-        )))
     }
 }
 
