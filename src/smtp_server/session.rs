@@ -7,9 +7,9 @@ use smtp_proto::{Error as ParseError, Request};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use super::accept::handshake;
 use super::io::{read_data, read_line, send, send_last, Data, Io, Read, Stream};
 use super::sasl::{self, Sasl};
-use super::accept::handshake;
 use super::{Envelope, Handler, Limits, Reply, Security};
 
 /// RFC 5321 §4.5.3.1.4 (command line, CRLF included).

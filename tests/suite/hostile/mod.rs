@@ -5,6 +5,7 @@
 //! fix it covers.
 
 mod auth;
+mod listeners;
 mod sizes;
 mod templates;
 mod webhooks;

@@ -7,6 +7,7 @@
 //! limits.
 
 mod end_to_end;
+mod guard;
 mod shaping;
 
 use crate::common;
