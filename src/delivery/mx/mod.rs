@@ -268,7 +268,7 @@ impl MxTransport {
         match walk.reach(site, hosts, email_id).await {
             Reached::Open(idle) => {
                 site.mark_up();
-                Ok(idle)
+                Ok(*idle)
             }
             Reached::Refused(why) => Err(Outcome::bounced(format!(
                 "550 5.4.0 not delivered: no public address for the recipient domain: {why}"

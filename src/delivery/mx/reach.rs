@@ -16,7 +16,7 @@ pub(super) const GUARD_KEY: &str = "delivery.mx.allow_private_destinations";
 
 /// How the walk ended.
 pub(super) enum Reached {
-    Open(Idle),
+    Open(Box<Idle>),
     /// Nothing was dialled: every host or address the walk met was refused
     /// by the guard. The text names the first one and the setting.
     Refused(String),
@@ -68,12 +68,12 @@ impl Walk<'_> {
                 dialled += 1;
                 match self.dialer.open(host, *addr, &site.label).await {
                     Ok(conn) => {
-                        return Reached::Open(Idle {
+                        return Reached::Open(Box::new(Idle {
                             conn,
                             host: host.clone(),
                             sent: 0,
                             since: Instant::now(),
-                        })
+                        }))
                     }
                     Err(Failure::Unreachable(why)) => {
                         tracing::info!(%email_id, %host, %addr, reason = %why, "MX host unreachable");
