@@ -1,6 +1,6 @@
 //! Inbound DSN throughput (issue 13): `deploy/dev bench dsn`.
 //!
-//! 1. The parse success rate over the whole corpus (`../shared/corpus/bounces`,
+//! 1. The parse success rate over the whole corpus (`tests/corpus/bounces`,
 //!    Sisimai's set-of-emails, BSD-2-Clause): files parsed without error or
 //!    panic, and delivery failures whose recipient and status were found.
 //! 2. Parse-only throughput (`bounces::dsn::parse`, one thread).
@@ -35,7 +35,7 @@ const BOUNCE_DOMAIN: &str = "bounces.bench.test";
 const PLACEHOLDER: &str = "placeholder-rcpt@bench.invalid";
 
 fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/bounces")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/bounces")
 }
 
 /// Not bounces: auto-replies and the corpus's own negatives (as in

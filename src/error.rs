@@ -30,6 +30,10 @@ pub enum AppError {
     /// Every authentication failure looks the same from outside.
     #[error("unauthorized")]
     Unauthorized,
+    /// No credential in the request, or one not in the Bearer scheme: the
+    /// detail says how to send it (nothing about any key is revealed).
+    #[error("unauthorized: {0}")]
+    CredentialMissing(&'static str),
     #[error("forbidden ({code}): {detail}")]
     Forbidden { code: &'static str, detail: String },
     #[error("not found")]
@@ -108,7 +112,7 @@ impl AppError {
     pub fn code(&self) -> &'static str {
         match self {
             AppError::MalformedJson(_) => "malformed_json",
-            AppError::Unauthorized => "unauthorized",
+            AppError::Unauthorized | AppError::CredentialMissing(_) => "unauthorized",
             AppError::Forbidden { code, .. } => code,
             AppError::NotFound => "not_found",
             AppError::Conflict { code, .. } => code,
@@ -126,6 +130,7 @@ impl AppError {
         match self {
             AppError::MalformedJson(d) | AppError::UnsupportedMediaType(d) => d.clone(),
             AppError::Unauthorized => "A valid API key is required.".into(),
+            AppError::CredentialMissing(how) => (*how).into(),
             AppError::Forbidden { detail, .. }
             | AppError::Conflict { detail, .. }
             | AppError::Validation { detail, .. }
@@ -196,7 +201,7 @@ impl ResponseError for AppError {
     fn status_code(&self) -> StatusCode {
         match self {
             AppError::MalformedJson(_) => StatusCode::BAD_REQUEST,
-            AppError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AppError::Unauthorized | AppError::CredentialMissing(_) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden { .. } => StatusCode::FORBIDDEN,
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::Conflict { .. } => StatusCode::CONFLICT,

@@ -124,6 +124,16 @@ pub async fn not_found(_req: HttpRequest) -> Result<HttpResponse, AppError> {
 }
 
 /// The process is up (liveness; never touches the database).
+/// A browser opening the base URL lands on the console (which asks it to
+/// sign in); the API lives under `/v1`, its reference at `/docs`.
+#[utoipa::path(get, path = "/", tag = "Operations",
+    responses((status = 303, description = "Redirect to the web console at /console (the API reference is at /docs)")))]
+pub async fn root() -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/console"))
+        .finish()
+}
+
 #[utoipa::path(get, path = "/healthz", tag = "Operations", responses((status = 200, description = "Up")))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
@@ -169,6 +179,7 @@ async fn metrics_of(queue: &crate::metrics::QueueDepth) -> HttpResponse {
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
+        Endpoint::new(Method::GET, "/", Access::Public, || web::route().to(root)),
         Endpoint::new(Method::GET, "/healthz", Access::Public, || {
             web::route().to(healthz)
         }),

@@ -195,7 +195,7 @@ impl Modify for ProblemMediaType {
 #[openapi(
     info(title = "Postline API", version = "1", description = "Self-hosted, multi-tenant transactional email. Errors are RFC 9457 problem JSON; lists are cursor-paginated, newest first."),
     paths(
-        http::healthz, http::readyz, http::metrics,
+        http::root, http::healthz, http::readyz, http::metrics,
         tenants::routes::create, tenants::routes::list, tenants::routes::get,
         tenants::routes::put, tenants::routes::patch, tenants::routes::delete,
         keys::routes::create_tenant_key, keys::routes::list_tenant_keys, keys::routes::revoke_tenant_key,

@@ -108,20 +108,36 @@ pub async fn credential(
     }
 }
 
+const NO_KEY: &str = "No API key was sent: send it as `Authorization: Bearer <key>`.";
+const NOT_BEARER: &str = "The Authorization header must use the Bearer scheme: \
+     `Authorization: Bearer <key>` (the word `Bearer`, a space, then the key).";
+
 /// The bearer token, held as a [`Secret`] while the future awaits. On the
 /// Postmark-compatible routes (`/email`, `/email/batch`) the key comes in
-/// Postmark's `X-Postmark-Server-Token` header instead.
-fn bearer(req: &HttpRequest) -> Option<Secret> {
+/// Postmark's `X-Postmark-Server-Token` header instead. Without one, or in
+/// another scheme, the error says how to send it (a wrong key still gets
+/// the one `unauthorized` answer).
+fn bearer(req: &HttpRequest) -> Result<Secret, AppError> {
     if matches!(req.path(), "/email" | "/email/batch") {
         if let Some(v) = req.headers().get("x-postmark-server-token") {
-            return v.to_str().ok().map(|t| Secret::new(t.trim()));
+            return v
+                .to_str()
+                .map(|t| Secret::new(t.trim()))
+                .map_err(|_| AppError::Unauthorized);
         }
     }
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| Secret::new(token.trim()))
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or(AppError::CredentialMissing(NO_KEY))?
+        .to_str()
+        .map_err(|_| AppError::CredentialMissing(NOT_BEARER))?;
+    let (scheme, token) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
+    match (scheme.eq_ignore_ascii_case("bearer"), token.trim()) {
+        (true, "") => Err(AppError::CredentialMissing(NO_KEY)),
+        (true, token) => Ok(Secret::new(token)),
+        (false, _) => Err(AppError::CredentialMissing(NOT_BEARER)),
+    }
 }
 
 impl FromRequest for Principal {
@@ -135,7 +151,7 @@ impl FromRequest for Principal {
         Box::pin(async move {
             let state =
                 state.ok_or_else(|| AppError::internal("auth", "AppState not registered"))?;
-            let token = token.ok_or(AppError::Unauthorized)?;
+            let token = token?;
             let client = client_ip(&req, state.settings.auth.trust_x_forwarded_for);
             let key = credential(&state, token.expose(), client).await?;
             req.extensions_mut().insert(match key.tenant_id {

@@ -16,11 +16,25 @@ use crate::error::{AppError, AppResult, FieldError};
 /// serde's derived structs also accept a list of their fields in order;
 /// the body itself is refused as a list here (a nested object sent as a
 /// list is still read positionally).
+///
+/// Every field error serde can find is reported (see [`more_errors`]), not
+/// only the first.
 pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> AppResult<T> {
+    parse_json_object(body, "")
+}
+
+/// [`parse_json`], where a list sent as the body gets `list_hint` (the shape
+/// that was meant, e.g. `send {"emails": [...]}`) in its message.
+pub fn parse_json_object<'a, T: Deserialize<'a>>(body: &'a [u8], list_hint: &str) -> AppResult<T> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        let message = if list_hint.is_empty() {
+            "must be an object, not a list".to_string()
+        } else {
+            format!("must be an object, not a list: {list_hint}")
+        };
         return Err(Described {
             field: String::new(),
-            message: "must be an object, not a list".into(),
+            message,
         }
         .into_app_error());
     }
@@ -32,9 +46,21 @@ pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> AppResult<T> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = json_path(e.path());
+        let steps = steps_of(e.path());
         let inner = e.into_inner();
         if inner.is_data() {
-            field_error(&path, &message_of(&inner)).into_app_error()
+            let first = field_error(&path, &message_of(&inner));
+            let missing = message_of(&inner).starts_with("missing field ");
+            let mut all = more_errors::<T>(body, first, steps, missing);
+            if all.len() == 1 {
+                all.remove(0).into_app_error()
+            } else {
+                AppError::invalid_fields(
+                    all.into_iter()
+                        .map(|d| FieldError::new(d.field, d.message))
+                        .collect(),
+                )
+            }
         } else if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
             // Valid JSON that serde_json still calls a syntax error: a number,
             // list or `true` where an enum's name (a string) belongs.
@@ -49,6 +75,125 @@ pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> AppResult<T> {
     })?;
     de.end().map_err(|e| malformed(&e))?;
     Ok(value)
+}
+
+/// Bodies up to this size get every field error reported; a larger one
+/// (rare, and costly to parse again and again) its first.
+const MORE_ERRORS_MAX_BODY: usize = 256 * 1024;
+/// At most this many errors are reported for one body.
+const MAX_ERRORS: usize = 20;
+
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+fn steps_of(path: &serde_path_to_error::Path) -> Vec<Step> {
+    path.iter()
+        .filter_map(|s| match s {
+            Segment::Seq { index } => Some(Step::Index(*index)),
+            Segment::Map { key } => Some(Step::Key(key.clone())),
+            Segment::Enum { .. } | Segment::Unknown => None,
+        })
+        .collect()
+}
+
+/// After serde's first error, the others: the offending member is removed
+/// from the parsed body and the body deserialized again, until it parses,
+/// an error repeats (a required member now absent) or [`MAX_ERRORS`]. An
+/// error inside a list removes the whole list member of its object (list
+/// positions never shift); one inside a missing member's parent ends it.
+fn more_errors<'a, T: Deserialize<'a>>(
+    body: &[u8],
+    first: Described,
+    steps: Vec<Step>,
+    first_missing: bool,
+) -> Vec<Described> {
+    let mut found = vec![first];
+    if body.len() > MORE_ERRORS_MAX_BODY || first_missing {
+        return found;
+    }
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return found;
+    };
+    let mut steps = steps;
+    while found.len() < MAX_ERRORS && remove_member(&mut value, &steps) {
+        let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(_) => break,
+            Err(e) => e,
+        };
+        let path = json_path(err.path());
+        let next_steps = steps_of(err.path());
+        let message = message_of(err.inner());
+        let described = field_error(&path, &message);
+        let seen = found.iter().any(|d| {
+            d.field == described.field
+                || d.field.starts_with(&format!("{}.", described.field))
+                || d.field.starts_with(&format!("{}[", described.field))
+        });
+        if seen || !err.inner().is_data() {
+            break;
+        }
+        found.push(described);
+        if message.starts_with("missing field ") {
+            break;
+        }
+        steps = next_steps;
+    }
+    found
+}
+
+/// Removes the object member that holds the value at `steps` (the nearest
+/// `Key` step); false when there is none.
+fn remove_member(value: &mut serde_json::Value, steps: &[Step]) -> bool {
+    let Some(last_key) = steps.iter().rposition(|s| matches!(s, Step::Key(_))) else {
+        return false;
+    };
+    let mut at = value;
+    for step in &steps[..last_key] {
+        at = match (step, at) {
+            (Step::Key(k), serde_json::Value::Object(m)) => match m.get_mut(k) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Step::Index(i), serde_json::Value::Array(a)) => match a.get_mut(*i) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (&steps[last_key], at) {
+        (Step::Key(k), serde_json::Value::Object(m)) => m.remove(k).is_some(),
+        _ => false,
+    }
+}
+
+/// The same error with a better message for a member named `name` (at any
+/// depth): an API that knows why a field is refused (Resend's `react`, which
+/// needs a JavaScript renderer) says so instead of "is not a known field".
+pub fn explain_field(err: AppError, name: &str, message: &str) -> AppError {
+    let named = |field: &str| field == name || field.ends_with(&format!(".{name}"));
+    match err {
+        AppError::Validation { code, errors, .. } if errors.iter().any(|e| named(&e.field)) => {
+            let errors: Vec<FieldError> = errors
+                .into_iter()
+                .map(|e| {
+                    if named(&e.field) {
+                        FieldError::new(e.field, message)
+                    } else {
+                        e
+                    }
+                })
+                .collect();
+            let mut out = AppError::invalid_fields(errors);
+            if let AppError::Validation { code: c, .. } = &mut out {
+                *c = code;
+            }
+            out
+        }
+        other => other,
+    }
 }
 
 fn malformed(e: &serde_json::Error) -> AppError {

@@ -43,7 +43,7 @@ fn error(e: &AppError) -> (StatusCode, PostmarkError) {
     super::log_server_error(e);
     let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
     let (status, code, message) = match e {
-        AppError::Unauthorized => (
+        AppError::Unauthorized | AppError::CredentialMissing(_) => (
             StatusCode::UNAUTHORIZED,
             10,
             "Request does not contain a valid Server token.".to_string(),

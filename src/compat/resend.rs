@@ -53,6 +53,17 @@ pub fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
+/// Resend's `react` takes a React component, which only a JavaScript
+/// runtime can render: the SDKs render it before sending.
+fn explain_react(e: AppError) -> AppError {
+    crate::body::errors::explain_field(
+        e,
+        "react",
+        "is not supported here: render the React email to HTML first (e.g. with \
+         @react-email/render) and send it as `html`",
+    )
+}
+
 /// The response: Resend's body or error, and Resend's rate-limit headers
 /// (`ratelimit-limit`, `ratelimit-remaining`, `ratelimit-reset`; the
 /// `RateLimit` pair of `/v1` is added by the response middleware).
@@ -103,7 +114,7 @@ pub async fn send(
 ) -> HttpResponse {
     let r = async {
         let who = tenant_caller(who, Permission::Send)?;
-        let parsed: ResendEmail = body.parse().await?;
+        let parsed: ResendEmail = body.parse().await.map_err(explain_react)?;
         let v1 = body_bytes(&to_v1(parsed, "")?)?;
         let (_, reply) = service::send_one(&state, &who, None, &v1, idempotency_key(&req)?).await?;
         Ok((StatusCode::OK, json!({ "id": accepted_id(&reply) })))
@@ -132,7 +143,7 @@ pub async fn batch(
             return Err(AppError::invalid("", "must be a list of emails"));
         }
         let wrapped = body_bytes(&json!({ "emails": list }))?;
-        let parsed: Batch = crate::body::parse_json(&wrapped)?;
+        let parsed: Batch = crate::body::parse_json(&wrapped).map_err(explain_react)?;
         let emails = parsed
             .emails
             .into_iter()

@@ -164,12 +164,12 @@ pub fn error(e: &AppError, had_key: bool) -> (StatusCode, ResendError) {
     super::log_server_error(e);
     let status = e.status_code();
     let (status, name, message) = match e {
-        AppError::Unauthorized if !had_key => (
+        AppError::Unauthorized | AppError::CredentialMissing(_) if !had_key => (
             StatusCode::UNAUTHORIZED,
             "missing_api_key",
             "Missing API key in the authorization header.".to_string(),
         ),
-        AppError::Unauthorized => (
+        AppError::Unauthorized | AppError::CredentialMissing(_) => (
             StatusCode::FORBIDDEN,
             "invalid_api_key",
             "API key is invalid.".to_string(),

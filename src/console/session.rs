@@ -129,7 +129,9 @@ fn app_error_text(e: &AppError) -> (&'static str, String, Vec<String>) {
     match e {
         AppError::NotFound => ("Not found", "There is nothing here.".into(), Vec::new()),
         AppError::Forbidden { detail, .. } => ("Forbidden", detail.clone(), Vec::new()),
-        AppError::Unauthorized => ("Forbidden", "Not allowed.".into(), Vec::new()),
+        AppError::Unauthorized | AppError::CredentialMissing(_) => {
+            ("Forbidden", "Not allowed.".into(), Vec::new())
+        }
         AppError::Conflict { detail, .. } => ("Conflict", detail.clone(), Vec::new()),
         AppError::Validation { detail, errors, .. } => (
             "Please check the form",

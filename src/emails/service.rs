@@ -372,7 +372,8 @@ pub async fn send_batch_up_to(
     max: usize,
 ) -> AppResult<Reply> {
     who.require(Permission::Send)?;
-    let batch: BatchRequest = crate::body::parse_json(body)?;
+    let batch: BatchRequest =
+        crate::body::errors::parse_json_object(body, r#"send {"emails": [...]}"#)?;
     if batch.emails.is_empty() || batch.emails.len() > max {
         return Err(AppError::invalid(
             "emails",

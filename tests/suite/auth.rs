@@ -80,11 +80,30 @@ async fn every_401_is_identical() {
     let prefix: String = k.rsplit_once('_').unwrap().0.to_string();
     let wrong_secret = format!("{prefix}_{}", "A".repeat(32));
     let unknown = format!("pl_admin_{}_{}", "z".repeat(16), "B".repeat(32));
+    // No key, or a header in another scheme: the 401 says how to send one.
+    for (auth, says) in [
+        (None, "No API key was sent"),
+        (Some("Bearer".to_string()), "No API key was sent"),
+        (Some("Basic dXNlcjpwYXNz".to_string()), "Bearer scheme"),
+        (Some(k.clone()), "Bearer scheme"),
+    ] {
+        let mut req = app.client.get(format!("{}/v1/tenants", app.address));
+        if let Some(a) = &auth {
+            req = req.header("Authorization", a);
+        }
+        let r = TestApp::read(req.send().await.unwrap()).await;
+        assert_eq!(r.status, 401, "{auth:?}");
+        assert_eq!(r.json["code"], "unauthorized");
+        assert!(
+            r.json["detail"].as_str().unwrap().contains(says),
+            "{}",
+            r.text
+        );
+        assert!(!r.text.contains(&k[10..]), "the key is never echoed");
+    }
+    // Every failure of a key that was sent: one body, whatever the reason.
     let mut bodies = Vec::new();
     for auth in [
-        None,
-        Some("Bearer".to_string()),
-        Some("Basic dXNlcjpwYXNz".to_string()),
         Some("Bearer not-a-key".to_string()),
         Some(format!("Bearer {unknown}")),
         Some(format!("Bearer {wrong_secret}")),

@@ -1,4 +1,4 @@
-//! The bounce corpus (`../shared/corpus/bounces`, Sisimai's set-of-emails,
+//! The bounce corpus (`tests/corpus/bounces`, Sisimai's set-of-emails,
 //! BSD-2-Clause: see its LICENSE file there): every file parses without an
 //! error or a panic; for every delivery failure the failed recipient and
 //! its status are found; ARF reports are complaints. Prints the success

@@ -25,12 +25,12 @@ pub const PERMS: &[&str] = &[
     "webhooks:write",
 ];
 
-/// The corpus, read from `../shared/corpus/bounces` beside the repository.
+/// The corpus the repository carries (`tests/corpus/bounces`, with its licence).
 pub fn corpus_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/bounces");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/bounces");
     assert!(
         dir.join("LICENSE-sisimai-set-of-emails.txt").is_file(),
-        "bounce corpus missing: expected it at {} (../shared/corpus/bounces from the repository root)",
+        "bounce corpus missing: expected it at {} (tests/corpus/bounces in the repository)",
         dir.display()
     );
     dir

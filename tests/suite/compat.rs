@@ -340,6 +340,20 @@ async fn raw_forms_bounds_and_rate_limit_headers() {
         .as_str()
         .unwrap()
         .contains("attachments[0].path"));
+    // Resend's `react` needs a JavaScript renderer: the message says what to
+    // send instead, in the single and the batch form.
+    let mut react = base.clone();
+    react["react"] = json!({"type": "div"});
+    let r = app.post("/emails", &key, react.clone()).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    let says = |r: &common::Resp| {
+        let m = r.json["message"].as_str().unwrap_or_default();
+        m.contains("react") && m.contains("render") && m.contains("html")
+    };
+    assert!(says(&r), "{}", r.text);
+    let r = app.post("/emails/batch", &key, json!([react])).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(says(&r), "{}", r.text);
     // No key: Resend's missing_api_key; an admin key: refused.
     let r = app
         .request("POST", "/emails", None, Some(base.clone()))

@@ -183,6 +183,12 @@ async fn deploy_dev_run_twice_with_the_default_port_busy_uses_its_own_cluster_on
     assert_ne!(pg_port, DEFAULT_PG_PORT, "{banner}");
     let key = admin_key_of(&banner).unwrap_or_else(|| panic!("no admin key in:\n{banner}"));
     assert!(banner.contains("loopback/private"), "{banner}");
+    // Where a person goes next: the console (and how to get a user), the docs.
+    assert!(banner.contains(&format!("{base}/console")), "{banner}");
+    assert!(banner.contains("user create --admin --email"), "{banner}");
+    assert!(banner.contains(&format!("{base}/docs")), "{banner}");
+    let front = client.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(front.url().path(), "/console/login");
     assert!(
         banner.contains(&format!(". {}/env", dev.data.display())),
         "{banner}"
@@ -270,4 +276,33 @@ async fn deploy_dev_run_twice_with_the_default_port_busy_uses_its_own_cluster_on
             "something connected to the program on port {DEFAULT_PG_PORT}"
         );
     }
+}
+
+/// `deploy/dev test` ends with one line that names what failed, and exits
+/// non-zero: forced here with a target that does not exist (cargo refuses
+/// it before building anything; the target dir is a temp one, so this does
+/// not wait for the build lock of the cargo that runs this suite).
+#[test]
+fn deploy_dev_test_names_the_failed_target_on_its_last_line() {
+    let tmp = std::env::temp_dir().join(format!(
+        "postline-devtest-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(Path::new(root).join("deploy/dev"))
+        .args(["test", "--test", "no_such_target"])
+        .env("CARGO_TARGET_DIR", &tmp)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run deploy/dev test");
+    let _ = std::fs::remove_dir_all(&tmp);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or_default();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        last.starts_with("[postline] FAILED") && last.contains("no_such_target"),
+        "last line: {last}\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -155,6 +155,23 @@ async fn health_and_readiness() {
     assert_eq!(r.json["status"], "ready");
 }
 
+/// A browser opening the base URL lands on the console's sign-in, not on a
+/// JSON 404.
+#[tokio::test]
+async fn the_base_url_leads_to_the_console() {
+    let app = TestApp::spawn().await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirects.get(&app.address).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], "/console");
+    let page = reqwest::get(&app.address).await.unwrap();
+    assert_eq!(page.url().path(), "/console/login");
+    assert!(page.text().await.unwrap().contains("<form"));
+}
+
 #[tokio::test]
 async fn readyz_is_503_when_the_database_is_unreachable() {
     let mut settings = common::test_settings("postgres://postgres@127.0.0.1:1/none");

@@ -234,7 +234,7 @@ async fn crud_names_conflicts_and_partial_updates() {
         "",
         "has space",
         "9b2f3c9e-1d7a-4c3e-9f0a-1b2c3d4e5f60",
-        "../x",
+        "../x", // standalone-check: not a path
     ] {
         let r = app
             .post(
