@@ -16,9 +16,11 @@
 //!
 //! Sizes: `POSTLINE_BENCH_FLOOD_MESSAGES` (DSNs per phase, default 1000),
 //! `POSTLINE_BENCH_FLOOD_CONNS` (legitimate sessions, 4),
-//! `POSTLINE_BENCH_FLOODERS` (flooding clients, 50). The flooding clients
-//! run in this process, so on a small machine part of the drop is their
-//! CPU, not the listener's.
+//! `POSTLINE_BENCH_FLOODERS` (flooding clients, 50),
+//! `POSTLINE_BENCH_FLOOD_BACKOFF_MS` (a flooding client's pause after a 421
+//! refusal; 0: it reconnects at once). The flooding clients run in this
+//! process, so on a small machine part of the drop is their CPU (and the
+//! kernel's, for every refused connection), not the listener's.
 
 mod common;
 
@@ -158,7 +160,13 @@ struct FloodTally {
 
 /// One flooding client: connect, and once greeted send refused RCPTs until
 /// the server closes; again, until `stop`.
-async fn flooder(addr: SocketAddr, id: usize, stop: Arc<AtomicBool>, tally: Arc<FloodTally>) {
+async fn flooder(
+    addr: SocketAddr,
+    id: usize,
+    backoff: Duration,
+    stop: Arc<AtomicBool>,
+    tally: Arc<FloodTally>,
+) {
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let Ok(tcp) = connect_from(FLOODER, addr).await else {
@@ -169,6 +177,7 @@ async fn flooder(addr: SocketAddr, id: usize, stop: Arc<AtomicBool>, tally: Arc<
         let mut r = BufReader::new(r);
         if reply(&mut r).await != 220 {
             tally.refused.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(backoff).await;
             continue;
         }
         tally.greeted.fetch_add(1, Ordering::Relaxed);
@@ -214,6 +223,7 @@ fn main() {
     let n = env.param("FLOOD_MESSAGES", 1000, 20);
     let conns = env.param("FLOOD_CONNS", 4, 2).max(1);
     let flooders = env.param("FLOODERS", 50, 20).max(1);
+    let backoff = Duration::from_millis(env.param("FLOOD_BACKOFF_MS", 0, 0) as u64);
     let db = env.fresh_database();
     let mut s = settings(&db.url, None);
     s.bounces.domain = BOUNCE_DOMAIN.into();
@@ -246,7 +256,8 @@ fn main() {
             "setup",
             format!(
                 "{n} DSNs per phase, {conns} legitimate sessions from {LEGIT}; \
-                 {flooders} flooding clients from {FLOODER}; inbound.max_connections_per_ip = {}",
+                 {flooders} flooding clients from {FLOODER} ({backoff:?} pause after a 421); \
+                 inbound.max_connections_per_ip = {}",
                 s.inbound.max_connections_per_ip
             ),
         );
@@ -260,7 +271,7 @@ fn main() {
         let tally = Arc::new(FloodTally::default());
         let lookups_before = handler.lookups();
         let flood: Vec<_> = (0..flooders)
-            .map(|i| tokio::spawn(flooder(addr, i, stop.clone(), tally.clone())))
+            .map(|i| tokio::spawn(flooder(addr, i, backoff, stop.clone(), tally.clone())))
             .collect();
         // The flood at full strength before the measured run starts.
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -14,9 +14,10 @@
 //! the next, before any other work), a timeout on every line (§4.5.3.2: 5
 //! minutes for commands and data blocks) and on a whole DATA transfer
 //! ([`Limits::data_timeout`]), [`Limits::max_errors`] bad commands or
-//! refused recipients before the connection is closed, and with [`Limits::data_budget`] a byte budget for the messages
-//! of all sessions at once (452 4.3.1 when it stays full). Command parsing
-//! is `smtp-proto`'s.
+//! refused recipients before the connection is closed (each past the third
+//! answered after [`Limits::error_delay`]), and with [`Limits::data_budget`]
+//! a byte budget for the messages of all sessions at once (452 4.3.1 when
+//! it stays full). Command parsing is `smtp-proto`'s.
 
 mod accept;
 mod budget;
@@ -119,8 +120,13 @@ pub struct Limits {
     pub command_timeout: Duration,
     /// A whole DATA transfer, from the 354 to the final dot.
     pub data_timeout: Duration,
-    /// Bad commands before the server closes the connection.
+    /// Bad commands and refused recipients before the server closes the
+    /// connection.
     pub max_errors: usize,
+    /// The wait before each error reply past the third: a client that keeps
+    /// erring (guessing recipients) gets answers slowly while it holds one
+    /// of its address's few sessions.
+    pub error_delay: Duration,
     /// Shared by every session: DATA waits for `max_message_bytes` of it
     /// (at most half the command timeout, then 452). `None`: no budget.
     pub data_budget: Option<DataBudget>,
@@ -138,6 +144,7 @@ impl Default for Limits {
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
             max_errors: 10,
+            error_delay: Duration::from_secs(1),
             data_budget: None,
         }
     }

@@ -26,6 +26,8 @@ fn within_bound(line: &[u8]) -> bool {
             .is_some_and(|p| p.eq_ignore_ascii_case(b"AUTH "))
 }
 const BUFFER: usize = 16 * 1024;
+/// Errors answered at once; each later one waits [`Limits::error_delay`].
+const SOFT_ERRORS: usize = 3;
 
 pub(super) struct Ctx {
     pub limits: Limits,
@@ -122,17 +124,12 @@ pub(super) async fn run(tcp: TcpStream, peer: SocketAddr, ctx: &Ctx, handler: &d
                 Ok(req) => command(&mut io, &mut s, ctx, handler, req).await,
             }
         };
-        let reply = match next {
+        let (reply, error) = match next {
             Next::Reply(r) => {
-                if r.code >= 500 && r.code != 550 && r.code != 552 {
-                    s.errors += 1;
-                }
-                r
+                let error = r.code >= 500 && r.code != 550 && r.code != 552;
+                (r, error)
             }
-            Next::Refused(r) => {
-                s.errors += 1;
-                r
-            }
+            Next::Refused(r) => (r, true),
             Next::Continue => continue,
             Next::Close => return,
             Next::StartTls => {
@@ -154,6 +151,14 @@ pub(super) async fn run(tcp: TcpStream, peer: SocketAddr, ctx: &Ctx, handler: &d
                 continue;
             }
         };
+        if error {
+            s.errors += 1;
+            // Postfix's smtpd_error_sleep_time: past a few errors each reply
+            // waits, so a session spends its budget slowly, not at line rate.
+            if s.errors > SOFT_ERRORS {
+                tokio::time::sleep(ctx.limits.error_delay).await;
+            }
+        }
         if !send(&mut io, &reply).await {
             return;
         }

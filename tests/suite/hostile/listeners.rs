@@ -178,7 +178,8 @@ async fn a_command_line_trickling_a_byte_a_second_is_closed_at_the_command_timeo
 }
 
 /// RCPTs that are refused count towards the session's error budget (10):
-/// the session is closed at the budget, not served forever.
+/// the session is closed at the budget, not served forever, and past the
+/// third refusal each reply comes a second late.
 #[tokio::test]
 async fn a_flood_of_refused_recipients_closes_the_session_at_the_error_budget() {
     let (_app, handler, server) = listener(|_| {}).await;
@@ -188,6 +189,7 @@ async fn a_flood_of_refused_recipients_closes_the_session_at_the_error_budget() 
         .say("MAIL FROM:<x@example.org>\r\n")
         .await
         .starts_with("250"));
+    let started = Instant::now();
     for i in 0..10 {
         let to = match i % 3 {
             0 => format!("someone{i}@elsewhere.test"),
@@ -201,6 +203,9 @@ async fn a_flood_of_refused_recipients_closes_the_session_at_the_error_budget() 
     let last = c.line().await;
     assert!(last.starts_with("421 4.7.0"), "{last:?}");
     assert!(c.closed().await);
+    // Past the third error each reply waited a second (error_delay).
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(6500), "{took:?}");
     assert_eq!(
         handler.lookups(),
         0,
