@@ -524,6 +524,8 @@ fn side_by_side(env: &BenchEnv, rt: &tokio::runtime::Runtime, p: &Params, target
             s.delivery.mode = postline::config::DeliveryMode::Mx;
             s.dns.nameservers = vec![nameserver.clone()];
             let mx = &mut s.delivery.mx;
+            // The script's MX hosts are on loopback.
+            mx.allow_private_destinations = true;
             mx.default_max_connections = env.param("MX_CONNECTIONS", 10, 2);
             mx.default_messages_per_minute = 1_000_000;
             let domains = env.param("MX_DOMAINS", 50, 50);

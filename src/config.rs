@@ -141,6 +141,10 @@ pub struct DeliverySettings {
     pub lease_secs: u64,
     pub connect_timeout_secs: u64,
     pub command_timeout_secs: u64,
+    /// One delivery attempt of one message (relay or direct), connecting
+    /// included; past it the attempt defers. Longer than the 10 minutes RFC
+    /// 5321 gives the reply to the final dot, so only a stuck attempt hits it.
+    pub attempt_timeout_secs: u64,
     pub max_connections_per_relay: usize,
     /// Tenant SMTP overrides on loopback/private/link-local hosts (never
     /// metadata). The default relay (`delivery.smtp`) is trusted config.
@@ -382,9 +386,13 @@ pub struct InboundSettings {
     /// host:port; empty = no listener.
     pub bind: String,
     pub max_connections: usize,
+    /// Sessions at once from one client address (421 4.7.0 to the next).
+    pub max_connections_per_ip: usize,
     pub max_message_bytes: usize,
     /// RFC 5321 §4.5.3.2.7: the server waits at least 5 minutes for a command.
     pub command_timeout_secs: u64,
+    /// A whole DATA transfer, however steadily its bytes trickle in.
+    pub data_timeout_secs: u64,
     /// Messages of all sessions held in memory at once, at most (each DATA
     /// reserves `max_message_bytes`).
     pub max_inflight_bytes: usize,
@@ -409,6 +417,8 @@ pub struct SubmissionSettings {
     pub max_connections_per_tenant: usize,
     /// RFC 5321 §4.5.3.2: at least 5 minutes for each command and data block.
     pub command_timeout_secs: u64,
+    /// A whole DATA transfer, however steadily its bytes trickle in.
+    pub data_timeout_secs: u64,
     /// Messages of all sessions (both listeners) held in memory at once, at
     /// most (each DATA reserves `limits.max_message_bytes`).
     pub max_inflight_bytes: usize,
@@ -567,6 +577,12 @@ impl Settings {
         if self.delivery.lease_secs < 2 {
             return fail("delivery.lease_secs", "must be at least 2");
         }
+        if !(1..=86_400).contains(&self.delivery.attempt_timeout_secs) {
+            return fail(
+                "delivery.attempt_timeout_secs",
+                "must be between 1 and 86400",
+            );
+        }
         if self.delivery.max_connections_per_relay == 0 {
             return fail("delivery.max_connections_per_relay", "must be at least 1");
         }
@@ -630,6 +646,9 @@ impl Settings {
         if self.inbound.max_connections == 0 {
             return fail("inbound.max_connections", "must be at least 1");
         }
+        if self.inbound.max_connections_per_ip == 0 {
+            return fail("inbound.max_connections_per_ip", "must be at least 1");
+        }
         if self.inbound.max_inflight_bytes < self.inbound.max_message_bytes {
             return fail(
                 "inbound.max_inflight_bytes",
@@ -641,6 +660,9 @@ impl Settings {
         }
         if self.inbound.command_timeout_secs == 0 {
             return fail("inbound.command_timeout_secs", "must be at least 1");
+        }
+        if self.inbound.data_timeout_secs == 0 {
+            return fail("inbound.data_timeout_secs", "must be at least 1");
         }
         self.validate_submission()?;
         let b = &self.bounces;
@@ -848,6 +870,9 @@ impl Settings {
         }
         if s.command_timeout_secs == 0 {
             return fail("submission.command_timeout_secs", "must be at least 1");
+        }
+        if s.data_timeout_secs == 0 {
+            return fail("submission.data_timeout_secs", "must be at least 1");
         }
         Ok(())
     }

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod bounced;
 pub mod cpu;
 pub mod http;
 pub mod sink;

@@ -1,10 +1,13 @@
 //! The inbound SMTP listener (`inbound.bind`): accepts mail only for the
-//! bounce domain (`bounces.domain`), the return-path names of sending
-//! domains whose record checked `ok` (`return_paths`), and the feedback-loop
-//! address (`bounces.fbl_address`), 550 for any other recipient (never a relay),
-//! parses what arrives on the blocking pool and records it (`apply`).
-//! A report that names no message of ours is accepted and dropped, so a
-//! forger learns nothing; a database failure answers 451 so the sender
+//! feedback-loop address (`bounces.fbl_address`), `postmaster` at the bounce
+//! domain (`bounces.domain`), and return paths `b+TOKEN@…` at the bounce
+//! domain or at the return-path name of a sending domain whose record
+//! checked `ok` (`return_paths`) whose token verifies and names a message
+//! that exists ([`Known`]); 550 for any other recipient (never a relay).
+//! The checks run cheapest first, so a recipient that is refused on its
+//! local part costs no query at all. What arrives is parsed on the blocking
+//! pool and recorded (`apply`); a report that names no message of ours is
+//! accepted and dropped. A database failure answers 451 so the sender
 //! retries.
 
 use std::sync::Arc;
@@ -12,6 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::known::Known;
 use super::return_paths::ReturnPaths;
 use super::token::VerpKeys;
 use super::{apply, dsn};
@@ -19,10 +23,14 @@ use crate::config::Settings;
 use crate::db::{self, PgPool};
 use crate::smtp_server::{DataBudget, Envelope, Handler, Limits, Reply, Server};
 
+/// Message existence answers the RCPT check remembers at most.
+const KNOWN_ENTRIES: u64 = 10_000;
+
 pub struct BounceHandler {
     pool: PgPool,
     keys: VerpKeys,
     domains: ReturnPaths,
+    known: Known,
     fbl: String,
     hard_bounce_days: u32,
 }
@@ -32,22 +40,36 @@ impl BounceHandler {
         Ok(BounceHandler {
             keys: VerpKeys::from_settings(settings)?,
             domains: ReturnPaths::new(settings, pool.clone()),
+            known: Known::new(pool.clone(), KNOWN_ENTRIES),
             pool,
             fbl: settings.bounces.fbl_address.to_ascii_lowercase(),
             hard_bounce_days: settings.suppressions.hard_bounce_days,
         })
     }
 
-    /// `Err` when the database cannot tell (a 451: the sender retries).
+    /// Whether a RCPT is taken: `Err` when the database cannot tell (a
+    /// 451: the sender retries).
     async fn serves(&self, address: &str) -> Result<bool, String> {
         let a = address.trim().to_ascii_lowercase();
         if !self.fbl.is_empty() && a == self.fbl {
             return Ok(true);
         }
-        match a.rsplit_once('@') {
-            Some((local, domain)) if !local.is_empty() => self.domains.serves(domain).await,
-            _ => Ok(false),
+        let Some((local, domain)) = a.rsplit_once('@') else {
+            return Ok(false);
+        };
+        if local == "postmaster" {
+            let bounce_domain = self.domains.default_domain();
+            return Ok(!bounce_domain.is_empty() && domain == bounce_domain);
         }
+        let Some(found) = self.keys.verify_address(&a) else {
+            return Ok(false);
+        };
+        Ok(self.domains.serves(domain).await? && self.known.exists(found).await?)
+    }
+
+    /// Message existence queries made by RCPT checks so far.
+    pub fn lookups(&self) -> u64 {
+        self.known.lookups()
     }
 
     /// Parses and records one message; the reply for the sender.
@@ -102,11 +124,17 @@ impl Handler for Arc<BounceHandler> {
 
 /// Starts the listener on `inbound.bind`; `None` when it is empty.
 pub async fn start(settings: &Settings, pool: PgPool) -> anyhow::Result<Option<Server>> {
-    let inbound = &settings.inbound;
-    if inbound.bind.is_empty() {
+    if settings.inbound.bind.is_empty() {
         return Ok(None);
     }
     let handler = Arc::new(BounceHandler::new(settings, pool)?);
+    serve(settings, handler).await.map(Some)
+}
+
+/// The listener on `inbound.bind` with this handler (tests keep it to read
+/// its counters).
+pub async fn serve(settings: &Settings, handler: Arc<BounceHandler>) -> anyhow::Result<Server> {
+    let inbound = &settings.inbound;
     let limits = Limits {
         hostname: if settings.bounces.domain.is_empty() {
             "postline".into()
@@ -114,8 +142,10 @@ pub async fn start(settings: &Settings, pool: PgPool) -> anyhow::Result<Option<S
             settings.bounces.domain.clone()
         },
         max_connections: inbound.max_connections,
+        max_connections_per_ip: inbound.max_connections_per_ip,
         max_message_bytes: inbound.max_message_bytes,
         command_timeout: Duration::from_secs(inbound.command_timeout_secs),
+        data_timeout: Duration::from_secs(inbound.data_timeout_secs),
         data_budget: Some(DataBudget::new(
             inbound.max_inflight_bytes,
             inbound.max_message_bytes,
@@ -126,5 +156,5 @@ pub async fn start(settings: &Settings, pool: PgPool) -> anyhow::Result<Option<S
         .await
         .map_err(|e| anyhow::anyhow!("inbound.bind: cannot bind {}: {e}", inbound.bind))?;
     tracing::info!(addr = %server.addr(), "inbound SMTP listening (bounces, complaints)");
-    Ok(Some(server))
+    Ok(server)
 }

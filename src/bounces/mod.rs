@@ -5,6 +5,7 @@
 //! - [`recipients`]: per-recipient delivery state (`email_recipients`);
 //! - [`apply`]: a parsed report recorded against its message;
 //! - [`inbound`]: the SMTP listener for the bounce domain(s) and the FBL address;
+//! - [`known`]: which messages RCPT checks found to exist (bounded cache);
 //! - [`return_paths`]: which bounce domain a message goes out with (per
 //!   sending domain), and which names the listener serves.
 
@@ -12,6 +13,7 @@ pub mod apply;
 pub mod classify;
 pub mod dsn;
 pub mod inbound;
+pub mod known;
 pub mod recipients;
 pub mod return_paths;
 pub mod token;

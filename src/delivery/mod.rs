@@ -148,6 +148,14 @@ impl Outcome {
         }
     }
 
+    /// An attempt cut off by `delivery.attempt_timeout_secs`: deferred.
+    pub(crate) fn timed_out(limit: Duration) -> Self {
+        Outcome::deferred(format!(
+            "delivery attempt timed out after {}s (delivery.attempt_timeout_secs)",
+            limit.as_secs()
+        ))
+    }
+
     pub(crate) fn bounced(response: impl Into<String>) -> Self {
         Outcome::Bounced {
             response: response.into(),
@@ -227,6 +235,7 @@ impl Transports {
             // final dot (the relay may be filtering the message), not the
             // command timeout.
             data_timeout: Duration::from_secs(600),
+            attempt_timeout: Duration::from_secs(d.attempt_timeout_secs.max(1)),
             max_connections: d.max_connections_per_relay.max(1),
             ..SmtpOptions::default()
         };

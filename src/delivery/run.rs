@@ -9,9 +9,16 @@
 //! connection failing so at its first transaction is not retried. After any
 //! other break the envelopes not yet tried are deferred, so one attempt
 //! never opens more connections than it has envelopes.
+//!
+//! The whole attempt (connecting, every transaction) ends by one deadline,
+//! `delivery.attempt_timeout_secs` from its start: the transaction in
+//! flight then and those not yet tried are deferred, and that connection is
+//! closed; recipients whose transactions already ended keep their fate, so
+//! a retry never sends them a second copy.
 
 use async_trait::async_trait;
 use lettre::transport::smtp::client::AsyncSmtpConnection;
+use tokio::time::{timeout_at, Instant};
 
 use super::session::Parsed;
 use super::transaction::transact;
@@ -43,11 +50,14 @@ pub(super) async fn deliver<C: Connections>(
     opts: &SmtpOptions,
 ) -> Vec<RcptResult> {
     let mut results = Vec::new();
+    let deadline = Instant::now() + opts.attempt_timeout;
+    let late = || Outcome::timed_out(opts.attempt_timeout);
     let (mut conn, mut fresh) = match pool.checkout().await {
         Some(conn) => (conn, false),
-        None => match pool.connect().await {
-            Ok(conn) => (conn, true),
-            Err(outcome) => return not_tried(envs, outcome),
+        None => match timeout_at(deadline, pool.connect()).await {
+            Ok(Ok(conn)) => (conn, true),
+            Ok(Err(outcome)) => return not_tried(envs, outcome),
+            Err(_) => return not_tried(envs, late()),
         },
     };
     // Transactions done on `conn` so far.
@@ -56,15 +66,25 @@ pub(super) async fn deliver<C: Connections>(
     while let Some(env) = envs.get(next) {
         let attempt = {
             let (smtp, pipelining) = pool.smtp(&mut conn);
-            transact(smtp, pipelining, env, raw, opts).await
+            timeout_at(deadline, transact(smtp, pipelining, env, raw, opts)).await
+        };
+        let Ok(attempt) = attempt else {
+            tracing::info!("delivery attempt timed out (delivery.attempt_timeout_secs)");
+            pool.release(conn, false).await;
+            results.extend(not_tried(&envs[next..], late()));
+            return results;
         };
         if attempt.stale && !(fresh && done_here == 0) {
             tracing::debug!(response = %attempt.outcome.response(), "connection gone before MAIL; a fresh one");
             pool.release(conn, false).await;
-            match pool.connect().await {
-                Ok(c) => (conn, fresh, done_here) = (c, true, 0),
-                Err(outcome) => {
+            match timeout_at(deadline, pool.connect()).await {
+                Ok(Ok(c)) => (conn, fresh, done_here) = (c, true, 0),
+                Ok(Err(outcome)) => {
                     results.extend(not_tried(&envs[next..], outcome));
+                    return results;
+                }
+                Err(_) => {
+                    results.extend(not_tried(&envs[next..], late()));
                     return results;
                 }
             }
@@ -90,10 +110,14 @@ pub(super) async fn deliver<C: Connections>(
         }
         if !room {
             pool.release(conn, false).await;
-            match pool.connect().await {
-                Ok(c) => (conn, fresh, done_here) = (c, true, 0),
-                Err(outcome) => {
+            match timeout_at(deadline, pool.connect()).await {
+                Ok(Ok(c)) => (conn, fresh, done_here) = (c, true, 0),
+                Ok(Err(outcome)) => {
                     results.extend(not_tried(&envs[next..], outcome));
+                    break;
+                }
+                Err(_) => {
+                    results.extend(not_tried(&envs[next..], late()));
                     break;
                 }
             }

@@ -35,6 +35,10 @@ pub struct SmtpOptions {
     pub command_timeout: Duration,
     /// Sending the message body and reading the final reply.
     pub data_timeout: Duration,
+    /// One whole attempt (`delivery.attempt_timeout_secs`): connecting and
+    /// the transaction, from the moment a connection slot is held. Past it
+    /// the attempt defers, whatever step it was at.
+    pub attempt_timeout: Duration,
     /// Idle connections older than this are closed instead of reused.
     pub idle_timeout: Duration,
     /// Connections (and so messages in flight) per relay at most.
@@ -55,6 +59,7 @@ impl Default for SmtpOptions {
             connect_timeout: Duration::from_secs(10),
             command_timeout: Duration::from_secs(30),
             data_timeout: Duration::from_secs(60),
+            attempt_timeout: Duration::from_secs(900),
             idle_timeout: Duration::from_secs(30),
             max_connections: 16,
             hello_name: None,

@@ -157,6 +157,11 @@ pub fn find(conn: &mut PgConnection, tenant: TenantId, id: Uuid) -> QueryResult<
         .optional()
 }
 
+/// Whether the message exists (the inbound listener's RCPT check).
+pub fn exists(conn: &mut PgConnection, tenant: TenantId, id: Uuid) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(emails::table.find((tenant.0, id)))).get_result(conn)
+}
+
 pub fn events(conn: &mut PgConnection, tenant: TenantId, id: Uuid) -> QueryResult<Vec<EventRow>> {
     email_events::table
         .filter(email_events::tenant_id.eq(tenant.0))

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::timeout;
+use tokio::time::{timeout_at, Instant};
 use tokio_rustls::server::TlsStream;
 
 use super::{Limits, Reply};
@@ -67,17 +67,19 @@ pub(super) enum Read {
     TimedOut,
 }
 
-/// One line, LF included, at most `max` bytes kept; bounded in time.
-/// Replies written so far are flushed before the read can block, so
-/// pipelined commands get their replies in one TLS record.
+/// One line, LF included, at most `max` bytes kept; the whole line within
+/// the command timeout (not each read: a line trickled a byte at a time
+/// gets no longer). Replies written so far are flushed before the read can
+/// block, so pipelined commands get their replies in one TLS record.
 pub(super) async fn read_line(io: &mut Io, max: usize, limits: &Limits) -> Read {
+    let deadline = Instant::now() + limits.command_timeout;
     let mut line = Vec::new();
     let mut too_long = false;
     loop {
         if io.buffer().is_empty() && io.get_mut().flush().await.is_err() {
             return Read::Eof;
         }
-        let buf = match timeout(limits.command_timeout, io.fill_buf()).await {
+        let buf = match timeout_at(deadline, io.fill_buf()).await {
             Err(_) => return Read::TimedOut,
             Ok(Err(_)) => return Read::Eof,
             Ok(Ok(b)) => b,
@@ -132,13 +134,25 @@ pub(super) enum Data {
     TooLarge,
     LineTooLong,
     Gone,
+    /// A read waited past the command timeout.
     TimedOut,
+    /// The transfer went on past [`Limits::data_timeout`].
+    TooSlow,
 }
 
 /// Message text up to the lone dot: dot-unstuffed, line endings made CRLF.
 /// Over the size or line limit it reads on to the dot (so the session stays
-/// in sync) and keeps nothing.
+/// in sync) and keeps nothing. The whole transfer is bounded by
+/// [`Limits::data_timeout`], each line by the command timeout.
 pub(super) async fn read_data(io: &mut Io, limits: &Limits) -> Data {
+    let deadline = Instant::now() + limits.data_timeout;
+    match timeout_at(deadline, read_text(io, limits)).await {
+        Ok(data) => data,
+        Err(_) => Data::TooSlow,
+    }
+}
+
+async fn read_text(io: &mut Io, limits: &Limits) -> Data {
     let mut out = Vec::new();
     let (mut too_large, mut too_long) = (false, false);
     loop {

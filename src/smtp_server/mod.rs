@@ -10,13 +10,16 @@
 //! bounces quote long lines), [`Limits::max_message_bytes`] (advertised as
 //! SIZE, 552 beyond it), [`Limits::max_recipients`] per transaction (452
 //! beyond), [`Limits::max_connections`] at once and
-//! [`Limits::max_connections_per_ip`] from one client address (421 to the next),
-//! a timeout on every read (§4.5.3.2: 5 minutes for commands and data
-//! blocks), [`Limits::max_errors`] bad commands before the connection is
-//! closed, and with [`Limits::data_budget`] a byte budget for the messages
-//! of all sessions at once (452 4.3.1 when it stays full). Command parsing
-//! is `smtp-proto`'s.
+//! [`Limits::max_connections_per_ip`] from one client address (421 4.7.0 to
+//! the next, before any other work), a timeout on every line (§4.5.3.2: 5
+//! minutes for commands and data blocks) and on a whole DATA transfer
+//! ([`Limits::data_timeout`]), [`Limits::max_errors`] bad commands or
+//! refused recipients before the connection is closed (each past the third
+//! answered after [`Limits::error_delay`]), and with [`Limits::data_budget`]
+//! a byte budget for the messages of all sessions at once (452 4.3.1 when
+//! it stays full). Command parsing is `smtp-proto`'s.
 
+mod accept;
 mod budget;
 mod io;
 mod sasl;
@@ -112,10 +115,18 @@ pub struct Limits {
     pub max_recipients: usize,
     /// Longest line of message text (CRLF excluded).
     pub max_line: usize,
-    /// Each read of a command or a data block.
+    /// A command line, or a line of message text, from its first byte to
+    /// its end.
     pub command_timeout: Duration,
-    /// Bad commands before the server closes the connection.
+    /// A whole DATA transfer, from the 354 to the final dot.
+    pub data_timeout: Duration,
+    /// Bad commands and refused recipients before the server closes the
+    /// connection.
     pub max_errors: usize,
+    /// The wait before each error reply past the third: a client that keeps
+    /// erring (guessing recipients) gets answers slowly while it holds one
+    /// of its address's few sessions.
+    pub error_delay: Duration,
     /// Shared by every session: DATA waits for `max_message_bytes` of it
     /// (at most half the command timeout, then 452). `None`: no budget.
     pub data_budget: Option<DataBudget>,
@@ -131,7 +142,9 @@ impl Default for Limits {
             max_recipients: 100,
             max_line: 64 * 1024,
             command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
             max_errors: 10,
+            error_delay: Duration::from_secs(1),
             data_budget: None,
         }
     }
@@ -157,6 +170,15 @@ impl Security {
     pub(crate) fn auth_offered(&self, on_tls: bool) -> bool {
         self.auth && (on_tls || self.plaintext_auth)
     }
+}
+
+/// Which connection limit a refused connection met.
+#[derive(Clone, Copy, Debug)]
+enum Busy {
+    /// `max_connections_per_ip`.
+    Address,
+    /// `max_connections`.
+    Server,
 }
 
 /// Sessions per client address, counted while they run.
@@ -256,16 +278,21 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let permit = permits.clone().try_acquire_owned().ok();
+        // The address's own limit first, so one flooding address never holds
+        // a slot of the total, even for the moment of its refusal.
         let slot = per_ip.take(peer.ip(), ctx.limits.max_connections_per_ip);
+        let permit = slot
+            .as_ref()
+            .and_then(|_| permits.clone().try_acquire_owned().ok());
         let ctx = ctx.clone();
         let handler = handler.clone();
         tokio::spawn(async move {
-            match (permit, slot) {
-                (Some(_permit), Some(_slot)) => {
+            match (slot, permit) {
+                (Some(_slot), Some(_permit)) => {
                     session::run(stream, peer, &ctx, handler.as_ref()).await
                 }
-                _ => session::refuse_busy(stream, &ctx).await,
+                (None, _) => accept::refuse(stream, &ctx, Busy::Address).await,
+                (Some(_), None) => accept::refuse(stream, &ctx, Busy::Server).await,
             }
         });
     }

@@ -6,9 +6,8 @@ use std::net::SocketAddr;
 use smtp_proto::{Error as ParseError, Request};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::time::timeout;
-use tokio_rustls::TlsAcceptor;
 
+use super::accept::handshake;
 use super::io::{read_data, read_line, send, send_last, Data, Io, Read, Stream};
 use super::sasl::{self, Sasl};
 use super::{Envelope, Handler, Limits, Reply, Security};
@@ -27,37 +26,12 @@ fn within_bound(line: &[u8]) -> bool {
             .is_some_and(|p| p.eq_ignore_ascii_case(b"AUTH "))
 }
 const BUFFER: usize = 16 * 1024;
+/// Errors answered at once; each later one waits [`Limits::error_delay`].
+const SOFT_ERRORS: usize = 3;
 
 pub(super) struct Ctx {
     pub limits: Limits,
     pub security: Security,
-}
-
-/// The connection limit is reached: say so and close (RFC 5321 §3.8). On
-/// an implicit-TLS port a plaintext reply means nothing: just close.
-pub(super) async fn refuse_busy(mut stream: TcpStream, ctx: &Ctx) {
-    if !ctx.security.implicit_tls {
-        let line = format!(
-            "421 4.3.2 {} too many connections, try later\r\n",
-            ctx.limits.hostname
-        );
-        let _ = stream.write_all(line.as_bytes()).await;
-    }
-    let _ = stream.shutdown().await;
-}
-
-/// The TLS handshake, bounded by the command timeout.
-async fn handshake(ctx: &Ctx, tcp: TcpStream) -> Option<Stream> {
-    let config = ctx.security.tls.clone()?;
-    let accept = TlsAcceptor::from(config).accept(tcp);
-    match timeout(ctx.limits.command_timeout, accept).await {
-        Ok(Ok(tls)) => Some(Stream::Tls(Box::new(tls))),
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "smtp TLS handshake failed");
-            None
-        }
-        Err(_) => None,
-    }
 }
 
 fn ehlo_lines(ctx: &Ctx, tls: bool) -> Vec<String> {
@@ -96,7 +70,12 @@ fn parse_error(e: ParseError) -> Reply {
 
 /// What a command asks of the loop beyond its reply.
 enum Next {
+    /// Counted as an error when it is a 5xx other than 550/552 (a policy
+    /// refusal or a size limit is the client's right to try).
     Reply(Reply),
+    /// A refused recipient: counted as an error whatever its code, so a
+    /// client guessing addresses is closed at the budget.
+    Refused(Reply),
     /// The reply is already written.
     Continue,
     StartTls,
@@ -145,8 +124,12 @@ pub(super) async fn run(tcp: TcpStream, peer: SocketAddr, ctx: &Ctx, handler: &d
                 Ok(req) => command(&mut io, &mut s, ctx, handler, req).await,
             }
         };
-        let reply = match next {
-            Next::Reply(r) => r,
+        let (reply, error) = match next {
+            Next::Reply(r) => {
+                let error = r.code >= 500 && r.code != 550 && r.code != 552;
+                (r, error)
+            }
+            Next::Refused(r) => (r, true),
             Next::Continue => continue,
             Next::Close => return,
             Next::StartTls => {
@@ -168,8 +151,13 @@ pub(super) async fn run(tcp: TcpStream, peer: SocketAddr, ctx: &Ctx, handler: &d
                 continue;
             }
         };
-        if reply.code >= 500 && reply.code != 550 && reply.code != 552 {
+        if error {
             s.errors += 1;
+            // Postfix's smtpd_error_sleep_time: past a few errors each reply
+            // waits, so a session spends its budget slowly, not at line rate.
+            if s.errors > SOFT_ERRORS {
+                tokio::time::sleep(ctx.limits.error_delay).await;
+            }
         }
         if !send(&mut io, &reply).await {
             return;
@@ -284,6 +272,9 @@ async fn command(
                 Reply::new(452, "4.5.3 too many recipients")
             } else {
                 let reply = handler.rcpt(&s.env, to.address.as_ref()).await;
+                if reply.code >= 500 {
+                    return Next::Refused(reply);
+                }
                 if reply.is_positive() {
                     s.env.rcpt_to.push(to.address.to_string());
                 }
@@ -325,6 +316,11 @@ async fn command(
                     Data::Gone => return Next::Close,
                     Data::TimedOut => {
                         send_last(io, &Reply::new(421, "4.4.2 timeout, closing")).await;
+                        return Next::Close;
+                    }
+                    Data::TooSlow => {
+                        let text = "4.4.2 message transfer took too long, closing";
+                        send_last(io, &Reply::new(421, text)).await;
                         return Next::Close;
                     }
                 };

@@ -88,6 +88,7 @@ pub async fn start(state: &AppState) -> anyhow::Result<Option<Listeners>> {
         max_message_bytes: settings.limits.max_message_bytes,
         max_recipients: MAX_RECIPIENTS,
         command_timeout: Duration::from_secs(s.command_timeout_secs),
+        data_timeout: Duration::from_secs(s.data_timeout_secs),
         // One budget for both listeners (`limits` is cloned for each).
         data_budget: Some(DataBudget::new(
             s.max_inflight_bytes,

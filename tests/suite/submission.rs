@@ -537,7 +537,7 @@ async fn sessions_are_bounded_per_client_address_and_per_tenant() {
     assert!(g1[0].starts_with("220 ") && g2[0].starts_with("220 "));
     // The third from the same address: 421, closed.
     let (_r3, _w3, g3) = open().await;
-    assert!(g3[0].starts_with("421 4.3.2"), "{g3:?}");
+    assert!(g3[0].starts_with("421 4.7.0"), "{g3:?}");
     // One authenticated session per tenant: the second AUTH gets 454.
     for (r, w) in [(&mut r1, &mut w1), (&mut r2, &mut w2)] {
         w.write_all(b"EHLO t\r\n").await.unwrap();

@@ -7,13 +7,16 @@
 //! (transactions) per connection; the site's rate counts a message's part
 //! at the site once. Each recipient's reply is its own outcome
 //! (`Outcome::PerRecipient`), so a retry goes only to the domains that
-//! deferred.
+//! deferred. Addresses the destination guard refuses are skipped and at
+//! most `max_addresses` are dialled ([`reach`]); the attempt is cut off after
+//! `delivery.attempt_timeout_secs` ([`super::run`]).
 
 mod connect;
 mod gate;
 pub mod metrics;
 mod outcome;
 mod pool;
+mod reach;
 pub mod resolve;
 pub mod settings;
 pub mod shaping;
@@ -24,9 +27,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use lettre::transport::smtp::extension::ClientId;
 
-use self::connect::{Dialer, Failure};
+use self::connect::Dialer;
 use self::outcome::{domain_of, slowed};
 use self::pool::SitePool;
+use self::reach::{Reached, Walk};
 use self::resolve::{Resolver, Route};
 use self::shaping::{Idle, Site, Sites};
 use super::run;
@@ -34,6 +38,7 @@ use super::session::Parsed;
 use super::{Envelope, Fate, Outcome, OutgoingMessage, RcptResult, SmtpOptions, Transport};
 use crate::config::Settings;
 use crate::dns::Dns;
+use crate::net_guard::Guard;
 
 pub use settings::{IpFamily, MxSettings, MxTls, SiteRule};
 
@@ -45,6 +50,9 @@ pub struct MxTransport {
     smtp: SmtpOptions,
     max_wait: Duration,
     down_for: Duration,
+    /// `delivery.mx.allow_private_destinations`.
+    guard: Guard,
+    max_addresses: usize,
     /// When idle sessions of every site were last checked for expiry.
     swept: std::sync::Mutex<Instant>,
 }
@@ -87,6 +95,8 @@ impl MxTransport {
             smtp,
             max_wait: Duration::from_millis(mx.max_wait_ms),
             down_for: Duration::from_secs(mx.down_secs),
+            guard: Guard::new(mx.allow_private_destinations),
+            max_addresses: mx.max_addresses.max(1),
             swept: std::sync::Mutex::new(Instant::now()),
         }
     }
@@ -196,58 +206,43 @@ impl MxTransport {
         Part::Done(results)
     }
 
-    /// The first MX host (in preference order) that takes a session. Every
-    /// host unreachable → the site is marked down for `down_secs`.
+    /// The first MX host (in preference order) that takes a session
+    /// ([`reach`]). Every address unreachable → the site is marked down for
+    /// `down_secs`; every address refused by the destination guard → the
+    /// domain's recipients bounce (soft: no suppression; no connection was
+    /// made, and none will be under this configuration).
     async fn connect(
         &self,
         site: &Site,
         hosts: &[String],
         email_id: uuid::Uuid,
     ) -> Result<Idle, Outcome> {
-        let mut all_unreachable = true;
-        let mut last = String::from("no address for any MX host");
-        for host in hosts {
-            let addrs = match self.resolver.addresses(host).await {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::info!(%email_id, %host, error = %e, "MX host address lookup failed");
-                    all_unreachable = false;
-                    last = "DNS lookup of an MX host failed".into();
-                    continue;
+        let walk = Walk {
+            resolver: &self.resolver,
+            dialer: &self.dialer,
+            guard: self.guard,
+            max_addresses: self.max_addresses,
+        };
+        match walk.reach(site, hosts, email_id).await {
+            Reached::Open(idle) => {
+                site.mark_up();
+                Ok(*idle)
+            }
+            Reached::Refused(why) => Err(Outcome::bounced(format!(
+                "550 5.4.0 not delivered: no public address for the recipient domain: {why}"
+            ))),
+            Reached::Failed {
+                text,
+                all_unreachable,
+            } => {
+                if all_unreachable {
+                    site.mark_down(self.down_for);
                 }
-            };
-            for addr in addrs.iter() {
-                match self.dialer.open(host, *addr, &site.label).await {
-                    Ok(conn) => {
-                        site.mark_up();
-                        return Ok(Idle {
-                            conn,
-                            host: host.clone(),
-                            sent: 0,
-                            since: Instant::now(),
-                        });
-                    }
-                    Err(Failure::Unreachable(why)) => {
-                        tracing::info!(%email_id, %host, %addr, reason = %why, "MX host unreachable");
-                        last = why;
-                    }
-                    Err(Failure::Session { text, slow_down }) => {
-                        tracing::info!(%email_id, %host, %addr, reason = %text, "MX session failed");
-                        all_unreachable = false;
-                        if slow_down {
-                            site.slow_down();
-                        }
-                        last = text;
-                    }
-                }
+                Err(Outcome::deferred(format!(
+                    "no MX host of the recipient domain took the message: {text}"
+                )))
             }
         }
-        if all_unreachable {
-            site.mark_down(self.down_for);
-        }
-        Err(Outcome::deferred(format!(
-            "no MX host of the recipient domain took the message: {last}"
-        )))
     }
 }
 

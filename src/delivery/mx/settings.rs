@@ -79,6 +79,13 @@ pub struct MxSettings {
     pub default_messages_per_minute: u32,
     /// Site rules; a rule named like a built-in one replaces it.
     pub sites: Vec<SiteRule>,
+    /// MX hosts and addresses in loopback, private, link-local, CGNAT, …
+    /// ranges (`net_guard`) are dialled only when true; metadata never.
+    pub allow_private_destinations: bool,
+    /// Addresses dialled per attempt, over every MX host (Postfix's
+    /// `smtp_mx_address_limit`): a domain listing many dead hosts costs at
+    /// most this many connection timeouts.
+    pub max_addresses: usize,
 }
 
 impl MxSettings {
@@ -113,6 +120,9 @@ impl MxSettings {
         }
         if !(1..=100_000).contains(&self.max_sites) {
             return bad("max_sites", "must be between 1 and 100000");
+        }
+        if !(1..=100).contains(&self.max_addresses) {
+            return bad("max_addresses", "must be between 1 and 100");
         }
         if self.max_wait_ms > 60_000 {
             return bad("max_wait_ms", "must be at most 60000");

@@ -5,6 +5,7 @@
 //! fix it covers.
 
 mod auth;
+mod listeners;
 mod oauth_lockout;
 mod render_turns;
 mod sizes;

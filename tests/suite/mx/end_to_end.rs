@@ -2,7 +2,12 @@
 
 use super::*;
 
-async fn wait_email(app: &TestApp, key: &str, id: &str, what: impl Fn(&Value) -> bool) -> Value {
+pub(super) async fn wait_email(
+    app: &TestApp,
+    key: &str,
+    id: &str,
+    what: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let r = app.get(&format!("/v1/emails/{id}"), key).await;
@@ -19,7 +24,7 @@ async fn wait_email(app: &TestApp, key: &str, id: &str, what: impl Fn(&Value) ->
     }
 }
 
-fn recipient_status(email: &Value, addr: &str) -> String {
+pub(super) fn recipient_status(email: &Value, addr: &str) -> String {
     email["recipients"]
         .as_array()
         .unwrap()

@@ -8,6 +8,7 @@
 
 mod end_to_end;
 mod envelopes;
+mod guard;
 mod shaping;
 
 use crate::common;
@@ -73,6 +74,8 @@ impl World {
         s.dns.nameservers = vec![self.dns.nameserver()];
         s.delivery.mx.port = self.port;
         s.delivery.mx.ehlo_name = "mta.postline.test".into();
+        // The sinks are on loopback.
+        s.delivery.mx.allow_private_destinations = true;
         s.delivery.mx.retry_schedule_secs = vec![1];
         s.delivery.connect_timeout_secs = 2;
         s.delivery.command_timeout_secs = 5;
