@@ -33,7 +33,7 @@ use common::app::{settings, BenchApp};
 use common::bounced::{delivered, recorded};
 use common::{print_figure, BenchEnv};
 use postline::bounces::inbound::{serve, BounceHandler};
-use postline::bounces::token::{Ref, VerpKeys};
+use postline::bounces::token::{return_path, VerpKeys};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpSocket, TcpStream};
@@ -237,11 +237,8 @@ fn main() {
             let msgs: Vec<(String, Vec<u8>)> = rows
                 .iter()
                 .map(|(email_id, rcpt)| {
-                    let r = Ref {
-                        tenant_id: tenant,
-                        email_id: *email_id,
-                    };
-                    let rp = keys.return_path(&r, BOUNCE_DOMAIN);
+                    // One recipient per message: index 0.
+                    let rp = return_path(&keys.token(tenant, *email_id, 0), BOUNCE_DOMAIN);
                     let data = dsn(&rp, rcpt);
                     (rp, data)
                 })
