@@ -39,6 +39,8 @@ pub struct Settings {
     /// The web console (issue 17, `src/console/`).
     pub console: ConsoleSettings,
     pub submission: SubmissionSettings,
+    /// Leased budgets shared by the nodes (`src/cluster/`).
+    pub cluster: crate::cluster::ClusterSettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -93,6 +95,10 @@ pub struct LimitSettings {
     pub admin_requests_per_minute: u32,
     pub nodes: u32,
     pub usage_flush_secs: u64,
+    /// Messages of a tenant's daily quota a node leases at once (grown
+    /// under steady use, up to 16 of them); below one chunk left, the quota
+    /// is decided exactly under a lock.
+    pub quota_chunk: u32,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -498,6 +504,12 @@ impl Settings {
         }
         if self.limits.usage_flush_secs == 0 {
             return fail("limits.usage_flush_secs", "must be at least 1");
+        }
+        if !(1..=1_000_000).contains(&self.limits.quota_chunk) {
+            return fail("limits.quota_chunk", "must be between 1 and 1000000");
+        }
+        if let Err((key, why)) = self.cluster.validate() {
+            return fail(key, why);
         }
         if self.worker.concurrency == 0 {
             return fail("worker.concurrency", "must be at least 1");

@@ -21,6 +21,7 @@ mod bounce_corpus;
 mod bounce_domains;
 mod bounce_events;
 mod bounces;
+mod budgets;
 mod console;
 mod console_browser;
 mod console_invite;
@@ -47,6 +48,7 @@ mod oauth_tokens;
 mod observability;
 mod openapi;
 mod queue;
+mod quota_nodes;
 mod retention;
 
 mod rotation;

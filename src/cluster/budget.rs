@@ -1,0 +1,679 @@
+//! One budget mechanism for every shared limit (DESIGN §15): a budget is a
+//! limit shared by all nodes, identified by (tenant, name), e.g. the daily
+//! quota `emails_per_day:2026-12-06`. A node (a *holder*: one process)
+//! leases a share of it in a short transaction of its own and spends that
+//! share in memory, so the hot path asks Postgres nothing but "is my lease
+//! still live". A lease lives `cluster.lease_secs` unless renewed; a dead
+//! holder's lease lapses and its unspent part returns to the others.
+//!
+//! The rules (the owner of a budget supplies its limit and `used`, what was
+//! spent and is already counted durably, e.g. the day's `emails_sent`):
+//! - **Grant** ([`Budgets::grant`]): lock the budget's row, then every lease
+//!   row of it `FOR UPDATE` (this waits for the commits spending from them,
+//!   see *Spend*), delete lapsed leases, read `used`. `free = limit - used -
+//!   Σ others' (granted - spent) - own (granted - spent)`. If `free ≥
+//!   max(need, chunk)`, the holder's lease grows by [`decide`]'s amount;
+//!   otherwise the budget **closes**: every lease of it is revoked (deleted;
+//!   whatever was spent from them is in `used` already, because their
+//!   commits finished before the lock was granted) and it stays closed while
+//!   the limit is at most the limit it closed at.
+//! - **Spend**: [`Budgets::reserve`] takes units from the holder's lease in
+//!   memory before the commit; the commit checks the lease with
+//!   [`Budgets::hold`] (`FOR KEY SHARE`, live and still this lease) and counts
+//!   what it spends in `used` in the same transaction. A reservation is
+//!   spent, given back (dropped), or lost (the lease is gone: the work is
+//!   retried without it).
+//! - **Exact decisions** ([`Budgets::lock_exact`]) when a budget is closed:
+//!   the caller locks the budget's row in its own transaction and admits only
+//!   what fits under `limit - used - Σ every lease's (granted - spent)`.
+//!   A closed budget has no leases, so this is exact.
+//! - **Renewal** ([`Budgets::renew`], every third of a lease): extends the
+//!   leases used since the last renewal and reports their `spent`; releases
+//!   idle ones (the row goes) and lapsed or revoked ones.
+//!
+//! Lock order, in every transaction: `budgets` rows (key order), then
+//! `budget_leases` rows (key order, then holder), then anything else (the
+//! usage counters). No statement locks lease rows before budget rows.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::PgConnection;
+use uuid::Uuid;
+
+use super::store;
+
+/// A budget: whose, and which (its name includes its period).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BudgetKey {
+    pub tenant_id: Uuid,
+    pub name: String,
+}
+
+/// A holder's leases and the budgets it knows are closed.
+#[derive(Clone)]
+pub struct Budgets {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    holder: Uuid,
+    lease_secs: u64,
+    state: Mutex<HashMap<BudgetKey, State>>,
+    /// One grant at a time per budget on this node; later askers then find
+    /// the share the first one got.
+    granting: Mutex<HashMap<BudgetKey, Arc<Mutex<()>>>>,
+}
+
+enum State {
+    Held(Held),
+    Closed { limit: i64, touched: Instant },
+}
+
+struct Held {
+    lease: Uuid,
+    /// The budget's limit when granted: another limit needs a new grant.
+    limit: i64,
+    granted: i64,
+    /// Committed spending (what renewals report).
+    spent: i64,
+    /// Reserved for commits in flight.
+    reserved: i64,
+    /// Gone, lapsed, or a commit's outcome is unknown: no more reservations.
+    lost: bool,
+    /// Reserved from since the last renewal.
+    used: bool,
+    size: i64,
+    granted_at: Instant,
+}
+
+impl Held {
+    fn free(&self) -> i64 {
+        self.granted - self.spent - self.reserved
+    }
+}
+
+/// Adaptive grants grow to at most this many chunks.
+const MAX_CHUNKS: i64 = 16;
+/// How long a closed budget is remembered without being asked about.
+const CLOSED_MEMORY: Duration = Duration::from_secs(60);
+
+/// What [`Budgets::reserve`] found.
+pub enum Reserve {
+    Held(Reservation),
+    /// The budget is closed at this limit: decide exactly.
+    Closed,
+    /// No lease covers it: ask for a grant.
+    Grant,
+}
+
+/// Units taken from a lease for one commit. Dropped, they return to it.
+pub struct Reservation {
+    inner: Arc<Inner>,
+    key: BudgetKey,
+    lease: Uuid,
+    n: i64,
+    settled: bool,
+}
+
+impl Reservation {
+    pub fn key(&self) -> &BudgetKey {
+        &self.key
+    }
+
+    /// The commit that used these units is durable.
+    pub fn spend(mut self) {
+        self.settle(|h, n| {
+            h.reserved -= n;
+            h.spent += n;
+        });
+    }
+
+    /// The lease is gone, or the commit's outcome is unknown: the lease
+    /// takes no more reservations and is released by the next renewal.
+    pub fn lose(mut self) {
+        self.settle(|h, n| {
+            h.reserved -= n;
+            h.lost = true;
+        });
+    }
+
+    fn settle(&mut self, f: impl FnOnce(&mut Held, i64)) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        let mut state = lock(&self.inner.state);
+        if let Some(State::Held(h)) = state.get_mut(&self.key) {
+            if h.lease == self.lease {
+                f(h, self.n);
+            }
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.settle(|h, n| h.reserved -= n);
+    }
+}
+
+/// One ask for units of a budget.
+pub struct GrantRequest {
+    pub key: BudgetKey,
+    pub limit: i64,
+    pub need: i64,
+    /// The smallest share worth a lease (the owner's setting).
+    pub chunk: i64,
+    /// When the budget's rows may be deleted (after its period).
+    pub ends_at: DateTime<Utc>,
+}
+
+/// What [`Budgets::grant`] answered to one request.
+pub enum Granted {
+    Held(Reservation),
+    /// Decide exactly (the budget closed, or the lease went meanwhile).
+    Locked,
+}
+
+/// The arithmetic of one grant (all counts in the budget's units).
+#[derive(Clone, Copy, Debug)]
+pub struct Standing {
+    pub limit: i64,
+    /// Spent and counted durably.
+    pub used: i64,
+    /// Other holders' live leases: Σ (granted - spent as reported).
+    pub others: i64,
+    /// This holder's lease: granted - spent.
+    pub own: i64,
+    pub need: i64,
+    pub chunk: i64,
+    /// The share the holder would like (≥ chunk; grows under steady use).
+    pub want: i64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Grow the holder's lease by this much.
+    Grant(i64),
+    /// Revoke every lease; decide exactly from now on.
+    Close,
+}
+
+/// A grant of at least `max(need, chunk)` when that much is free, up to
+/// `want` but never more than half of what is free (so other holders still
+/// find shares); otherwise the budget closes.
+pub fn decide(s: &Standing) -> Decision {
+    let free = s.limit - s.used - s.others - s.own;
+    let floor = s.need.max(s.chunk).max(1);
+    if free >= floor {
+        Decision::Grant(floor.max(s.want.min(free / 2)))
+    } else {
+        Decision::Close
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a grant did to one budget, applied to memory after its COMMIT.
+enum Outcome {
+    Granted { lease: Uuid, add: i64, extend: bool },
+    Closed,
+}
+
+/// The holder's lease as memory had it when the grant began.
+#[derive(Clone, Copy)]
+struct Mine {
+    lease: Uuid,
+    spent: i64,
+    size: i64,
+    recent: bool,
+}
+
+struct Ask {
+    limit: i64,
+    need: i64,
+    chunk: i64,
+    ends_at: DateTime<Utc>,
+}
+
+impl Budgets {
+    /// A holder with a fresh id (one per process).
+    pub fn new(lease_secs: u64) -> Budgets {
+        Budgets {
+            inner: Arc::new(Inner {
+                holder: Uuid::new_v4(),
+                lease_secs: lease_secs.max(1),
+                state: Mutex::default(),
+                granting: Mutex::default(),
+            }),
+        }
+    }
+
+    pub fn holder(&self) -> Uuid {
+        self.inner.holder
+    }
+
+    /// Takes `n` units of the holder's lease of `key` granted under `limit`.
+    pub fn reserve(&self, key: &BudgetKey, limit: i64, n: i64) -> Reserve {
+        let mut state = lock(&self.inner.state);
+        match state.get_mut(key) {
+            Some(State::Held(h)) if !h.lost && h.limit == limit && h.free() >= n => {
+                h.reserved += n;
+                h.used = true;
+                Reserve::Held(Reservation {
+                    inner: self.inner.clone(),
+                    key: key.clone(),
+                    lease: h.lease,
+                    n,
+                    settled: false,
+                })
+            }
+            Some(State::Closed { limit: at, touched }) if *at == limit => {
+                *touched = Instant::now();
+                Reserve::Closed
+            }
+            _ => Reserve::Grant,
+        }
+    }
+
+    /// Grants shares for the requests in one short transaction of its own
+    /// (the rules in the module doc); `used` reads what each budget has
+    /// spent durably, after the locks. One answer per request, in order.
+    pub fn grant(
+        &self,
+        conn: &mut PgConnection,
+        requests: Vec<GrantRequest>,
+        used: &mut dyn FnMut(&mut PgConnection, &[BudgetKey]) -> QueryResult<HashMap<BudgetKey, i64>>,
+    ) -> QueryResult<Vec<Granted>> {
+        let mut asks: BTreeMap<BudgetKey, Ask> = BTreeMap::new();
+        for r in &requests {
+            let a = asks.entry(r.key.clone()).or_insert(Ask {
+                limit: r.limit,
+                need: 0,
+                chunk: r.chunk,
+                ends_at: r.ends_at,
+            });
+            a.need += r.need;
+            a.limit = r.limit;
+        }
+        // Single flight per budget, taken in key order.
+        let gates: Vec<Arc<Mutex<()>>> = {
+            let mut g = lock(&self.inner.granting);
+            asks.keys()
+                .map(|k| g.entry(k.clone()).or_default().clone())
+                .collect()
+        };
+        let _held: Vec<MutexGuard<'_, ()>> = gates.iter().map(|g| lock(g)).collect();
+        // Another writer may have been granted enough while this one waited.
+        let mut answers: Vec<Option<Granted>> = requests
+            .iter()
+            .map(|r| match self.reserve(&r.key, r.limit, r.need) {
+                Reserve::Held(res) => Some(Granted::Held(res)),
+                _ => None,
+            })
+            .collect();
+        asks.retain(|k, _| {
+            requests
+                .iter()
+                .zip(&answers)
+                .any(|(r, a)| a.is_none() && &r.key == k)
+        });
+        if asks.is_empty() {
+            return Ok(answers.into_iter().flatten().collect());
+        }
+        let mine: HashMap<BudgetKey, Mine> = {
+            let state = lock(&self.inner.state);
+            let recent = Duration::from_secs(self.inner.lease_secs) / 3;
+            asks.keys()
+                .filter_map(|k| match state.get(k) {
+                    Some(State::Held(h)) if !h.lost => Some((
+                        k.clone(),
+                        Mine {
+                            lease: h.lease,
+                            spent: h.spent,
+                            size: h.size,
+                            recent: h.granted_at.elapsed() < recent,
+                        },
+                    )),
+                    _ => None,
+                })
+                .collect()
+        };
+        let outcomes = conn.transaction(|c| self.grant_in(c, &asks, &mine, used))?;
+        let mut state = lock(&self.inner.state);
+        for (key, outcome) in outcomes {
+            let limit = asks.get(&key).map_or(0, |a| a.limit);
+            super::decision(match outcome {
+                Outcome::Granted { .. } => "granted",
+                Outcome::Closed => "closed",
+            });
+            match outcome {
+                Outcome::Closed => {
+                    state.insert(
+                        key,
+                        State::Closed {
+                            limit,
+                            touched: Instant::now(),
+                        },
+                    );
+                }
+                Outcome::Granted { lease, add, extend } => match state.get_mut(&key) {
+                    Some(State::Held(h)) if extend && h.lease == lease && !h.lost => {
+                        h.granted += add;
+                        h.limit = limit;
+                        h.size = add;
+                        h.granted_at = Instant::now();
+                    }
+                    // A lease lost while its extension was being granted:
+                    // left for the renewal to release.
+                    _ if extend => {}
+                    _ => {
+                        state.insert(
+                            key,
+                            State::Held(Held {
+                                lease,
+                                limit,
+                                granted: add,
+                                spent: 0,
+                                reserved: 0,
+                                lost: false,
+                                used: true,
+                                size: add,
+                                granted_at: Instant::now(),
+                            }),
+                        );
+                    }
+                },
+            }
+        }
+        drop(state);
+        for (answer, r) in answers.iter_mut().zip(&requests) {
+            if answer.is_none() {
+                *answer = Some(match self.reserve(&r.key, r.limit, r.need) {
+                    Reserve::Held(res) => Granted::Held(res),
+                    _ => Granted::Locked,
+                });
+            }
+        }
+        Ok(answers.into_iter().flatten().collect())
+    }
+
+    fn grant_in(
+        &self,
+        c: &mut PgConnection,
+        asks: &BTreeMap<BudgetKey, Ask>,
+        mine: &HashMap<BudgetKey, Mine>,
+        used: &mut dyn FnMut(&mut PgConnection, &[BudgetKey]) -> QueryResult<HashMap<BudgetKey, i64>>,
+    ) -> QueryResult<Vec<(BudgetKey, Outcome)>> {
+        let holder = self.inner.holder;
+        let locks: Vec<(&BudgetKey, DateTime<Utc>)> =
+            asks.iter().map(|(k, a)| (k, a.ends_at)).collect();
+        let rows = store::lock_budgets(c, &locks)?;
+        let keys: Vec<&BudgetKey> = asks.keys().collect();
+        let leases = store::lock_leases(c, &keys)?;
+        let owned: Vec<BudgetKey> = asks.keys().cloned().collect();
+        let used = used(c, &owned)?;
+        let mut deletes: Vec<(&BudgetKey, Uuid)> = Vec::new();
+        let mut puts = Vec::new();
+        let mut out = Vec::new();
+        for (key, ask) in asks {
+            let of = |t: Uuid, b: &str| t == key.tenant_id && b == key.name;
+            let closed = rows
+                .iter()
+                .find(|r| of(r.tenant_id, &r.budget))
+                .and_then(|r| r.closed_at_limit);
+            if closed.is_some_and(|at| ask.limit <= at) {
+                out.push((key.clone(), Outcome::Closed));
+                continue;
+            }
+            let mine = mine.get(key);
+            let (mut others, mut own, mut extend) = (0, 0, false);
+            let mut gone = Vec::new();
+            let mut all = Vec::new();
+            for r in leases.iter().filter(|r| of(r.tenant_id, &r.budget)) {
+                all.push((key, r.holder));
+                let outstanding = (r.granted - r.spent).max(0);
+                if r.holder == holder {
+                    match mine {
+                        Some(m) if m.lease == r.lease && !r.expired => {
+                            own = (r.granted - m.spent).max(0);
+                            extend = true;
+                        }
+                        // Not the lease memory holds: its commits are all in
+                        // `used`, and no new one can use it once deleted.
+                        _ => gone.push((key, r.holder)),
+                    }
+                } else if r.expired {
+                    gone.push((key, r.holder));
+                } else {
+                    others += outstanding;
+                }
+            }
+            let want = match mine {
+                Some(m) if extend && m.recent => (m.size * 2).min(ask.chunk * MAX_CHUNKS),
+                _ => ask.chunk,
+            };
+            let standing = Standing {
+                limit: ask.limit,
+                used: used.get(key).copied().unwrap_or(0),
+                others,
+                own,
+                need: ask.need,
+                chunk: ask.chunk,
+                want,
+            };
+            match decide(&standing) {
+                Decision::Grant(add) => {
+                    deletes.extend(gone);
+                    if closed.is_some() {
+                        store::set_closed(c, key, None)?;
+                    }
+                    let (lease, spent) = match mine {
+                        Some(m) if extend => (m.lease, m.spent),
+                        _ => (Uuid::new_v4(), 0),
+                    };
+                    puts.push((key, lease, extend, add, spent));
+                    out.push((key.clone(), Outcome::Granted { lease, add, extend }));
+                }
+                Decision::Close => {
+                    deletes.extend(all);
+                    store::set_closed(c, key, Some(ask.limit))?;
+                    out.push((key.clone(), Outcome::Closed));
+                }
+            }
+        }
+        store::delete_leases(c, &deletes)?;
+        for (key, lease, extend, add, spent) in puts {
+            store::put_lease(c, key, holder, lease, extend, add, spent, self.inner.lease_secs)?;
+        }
+        Ok(out)
+    }
+
+    /// In a commit spending `reservations`: locks their leases `FOR KEY SHARE`
+    /// and returns the budgets whose lease is still live (the others' units
+    /// must not be spent: [`Reservation::lose`] them and retry).
+    pub fn hold(
+        &self,
+        conn: &mut PgConnection,
+        reservations: &[&Reservation],
+    ) -> QueryResult<HashSet<BudgetKey>> {
+        let mut leases: Vec<(&BudgetKey, Uuid)> =
+            reservations.iter().map(|r| (&r.key, r.lease)).collect();
+        leases.sort();
+        leases.dedup();
+        if leases.is_empty() {
+            return Ok(HashSet::new());
+        }
+        Ok(store::hold(conn, self.inner.holder, &leases)?
+            .into_iter()
+            .collect())
+    }
+
+    /// For an exact decision in the caller's transaction, before it locks
+    /// any lease: locks the budgets' rows (creating them) and returns what
+    /// their leases may still spend (absent = nothing).
+    pub fn lock_exact(
+        conn: &mut PgConnection,
+        keys: &[(BudgetKey, DateTime<Utc>)],
+    ) -> QueryResult<HashMap<BudgetKey, i64>> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut sorted: Vec<(&BudgetKey, DateTime<Utc>)> =
+            keys.iter().map(|(k, e)| (k, *e)).collect();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        sorted.dedup_by(|a, b| a.0 == b.0);
+        store::lock_budgets(conn, &sorted)?;
+        let only: Vec<&BudgetKey> = sorted.iter().map(|(k, _)| *k).collect();
+        Ok(store::outstanding(conn, &only)?.into_iter().collect())
+    }
+
+    /// One renewal round (see the module doc).
+    pub fn renew(&self, conn: &mut PgConnection) -> QueryResult<()> {
+        let (mut release, mut renew) = (Vec::new(), Vec::new());
+        {
+            let mut state = lock(&self.inner.state);
+            state.retain(|key, s| match s {
+                State::Closed { touched, .. } => touched.elapsed() < CLOSED_MEMORY,
+                State::Held(h) if h.reserved == 0 && (h.lost || !h.used) => {
+                    release.push((key.clone(), h.lease));
+                    false
+                }
+                State::Held(h) => {
+                    if !h.lost {
+                        h.used = false;
+                        renew.push((key.clone(), h.lease, h.spent));
+                    }
+                    true
+                }
+            });
+            let mut granting = lock(&self.inner.granting);
+            granting.retain(|k, g| Arc::strong_count(g) > 1 || state.contains_key(k));
+        }
+        let release_ref: Vec<(&BudgetKey, Uuid)> = release.iter().map(|(k, l)| (k, *l)).collect();
+        store::release(conn, self.inner.holder, &release_ref)?;
+        renew.sort();
+        let renew_ref: Vec<(&BudgetKey, Uuid, i64)> =
+            renew.iter().map(|(k, l, s)| (k, *l, *s)).collect();
+        let renewed: HashSet<BudgetKey> =
+            store::renew(conn, self.inner.holder, &renew_ref, self.inner.lease_secs)?
+                .into_iter()
+                .collect();
+        let mut state = lock(&self.inner.state);
+        for (key, lease, _) in &renew {
+            if renewed.contains(key) {
+                continue;
+            }
+            if let Some(State::Held(h)) = state.get_mut(key) {
+                if h.lease == *lease {
+                    h.lost = true;
+                    super::decision("lapsed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives every lease back (at shutdown, once nothing spends any more).
+    pub fn release_all(&self, conn: &mut PgConnection) -> QueryResult<usize> {
+        lock(&self.inner.state).clear();
+        store::release_all(conn, self.inner.holder)
+    }
+
+    /// Deletes budgets (and leases) past their period, a bounded number.
+    pub fn purge(conn: &mut PgConnection) -> QueryResult<usize> {
+        store::purge(conn, 1000)
+    }
+
+    /// Renews every third of a lease; purges old budgets every minute.
+    pub fn spawn_renewer(&self, pool: crate::db::PgPool) -> tokio::task::JoinHandle<()> {
+        let budgets = self.clone();
+        let period = (Duration::from_secs(self.inner.lease_secs) / 3).max(Duration::from_millis(100));
+        let mut last_purge = Instant::now();
+        crate::db::every(period, "budget lease renewal failed", move || {
+            let budgets = budgets.clone();
+            let purge = last_purge.elapsed() >= Duration::from_secs(60);
+            if purge {
+                last_purge = Instant::now();
+            }
+            let pool = pool.clone();
+            async move {
+                crate::db::run(&pool, move |conn| {
+                    budgets.renew(conn)?;
+                    if purge {
+                        Budgets::purge(conn)?;
+                    }
+                    Ok(())
+                })
+                .await
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn standing(limit: i64, used: i64, others: i64, own: i64, need: i64) -> Standing {
+        Standing {
+            limit,
+            used,
+            others,
+            own,
+            need,
+            chunk: 100,
+            want: 100,
+        }
+    }
+
+    #[test]
+    fn a_chunk_is_granted_while_a_chunk_is_free() {
+        assert_eq!(decide(&standing(1000, 0, 0, 0, 1)), Decision::Grant(100));
+        // exactly one chunk free
+        assert_eq!(decide(&standing(500, 200, 150, 50, 1)), Decision::Grant(100));
+        // one unit short of a chunk: the budget closes
+        assert_eq!(decide(&standing(500, 201, 150, 50, 1)), Decision::Close);
+    }
+
+    #[test]
+    fn others_and_own_outstanding_count_as_used() {
+        assert_eq!(decide(&standing(500, 0, 450, 0, 1)), Decision::Close);
+        assert_eq!(decide(&standing(500, 0, 0, 450, 1)), Decision::Close);
+        assert_eq!(decide(&standing(500, 0, 200, 200, 1)), Decision::Grant(100));
+    }
+
+    #[test]
+    fn a_quota_smaller_than_a_chunk_closes_at_once() {
+        assert_eq!(decide(&standing(25, 0, 0, 0, 1)), Decision::Close);
+    }
+
+    #[test]
+    fn a_large_need_is_granted_whole_or_closes() {
+        assert_eq!(decide(&standing(10_000, 0, 0, 0, 500)), Decision::Grant(500));
+        assert_eq!(decide(&standing(1_000, 600, 0, 0, 500)), Decision::Close);
+    }
+
+    #[test]
+    fn growth_is_capped_by_half_of_what_is_free() {
+        let mut s = standing(1_000_000, 0, 0, 0, 1);
+        s.want = 1600;
+        assert_eq!(decide(&s), Decision::Grant(1600));
+        s.limit = 1000;
+        assert_eq!(decide(&s), Decision::Grant(500));
+        s.limit = 150;
+        // never below a chunk while a chunk is free
+        assert_eq!(decide(&s), Decision::Grant(100));
+    }
+
+    #[test]
+    fn a_limit_lowered_below_what_is_spent_closes() {
+        assert_eq!(decide(&standing(100, 300, 0, 0, 1)), Decision::Close);
+    }
+}
