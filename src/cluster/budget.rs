@@ -28,8 +28,8 @@
 //!   what fits under `limit - used - Σ every lease's (granted - spent)`.
 //!   A closed budget has no leases, so this is exact.
 //! - **Renewal** ([`Budgets::renew`], every third of a lease): extends the
-//!   leases used since the last renewal and reports their `spent`; releases
-//!   idle ones (the row goes) and lapsed or revoked ones.
+//!   leases used within the last lease period and reports their `spent`;
+//!   releases idle ones (the row goes) and lapsed or revoked ones.
 //!
 //! Lock order, in every transaction: `budgets` rows (key order), then
 //! `budget_leases` rows (key order, then holder), then anything else (the
@@ -84,8 +84,9 @@ struct Held {
     reserved: i64,
     /// Gone, lapsed, or a commit's outcome is unknown: no more reservations.
     lost: bool,
-    /// Reserved from since the last renewal.
-    used: bool,
+    /// When units were last reserved: a lease unused for a whole lease
+    /// period is released.
+    last_used: Instant,
     size: i64,
     granted_at: Instant,
 }
@@ -161,6 +162,11 @@ impl Drop for Reservation {
     }
 }
 
+/// Reads, inside a grant's transaction and after its locks, what each
+/// budget has spent durably (absent = nothing).
+pub type Used<'a> =
+    dyn FnMut(&mut PgConnection, &[BudgetKey]) -> QueryResult<HashMap<BudgetKey, i64>> + 'a;
+
 /// One ask for units of a budget.
 pub struct GrantRequest {
     pub key: BudgetKey,
@@ -232,7 +238,8 @@ struct Mine {
     lease: Uuid,
     spent: i64,
     size: i64,
-    recent: bool,
+    /// How long the last grant lasted, in leases: grants grow under use.
+    age: u32,
 }
 
 struct Ask {
@@ -261,11 +268,20 @@ impl Budgets {
 
     /// Takes `n` units of the holder's lease of `key` granted under `limit`.
     pub fn reserve(&self, key: &BudgetKey, limit: i64, n: i64) -> Reserve {
-        let mut state = lock(&self.inner.state);
+        self.reserve_in(&mut lock(&self.inner.state), key, limit, n)
+    }
+
+    fn reserve_in(
+        &self,
+        state: &mut HashMap<BudgetKey, State>,
+        key: &BudgetKey,
+        limit: i64,
+        n: i64,
+    ) -> Reserve {
         match state.get_mut(key) {
             Some(State::Held(h)) if !h.lost && h.limit == limit && h.free() >= n => {
                 h.reserved += n;
-                h.used = true;
+                h.last_used = Instant::now();
                 Reserve::Held(Reservation {
                     inner: self.inner.clone(),
                     key: key.clone(),
@@ -289,24 +305,16 @@ impl Budgets {
         &self,
         conn: &mut PgConnection,
         requests: Vec<GrantRequest>,
-        used: &mut dyn FnMut(&mut PgConnection, &[BudgetKey]) -> QueryResult<HashMap<BudgetKey, i64>>,
+        used: &mut Used<'_>,
     ) -> QueryResult<Vec<Granted>> {
-        let mut asks: BTreeMap<BudgetKey, Ask> = BTreeMap::new();
-        for r in &requests {
-            let a = asks.entry(r.key.clone()).or_insert(Ask {
-                limit: r.limit,
-                need: 0,
-                chunk: r.chunk,
-                ends_at: r.ends_at,
-            });
-            a.need += r.need;
-            a.limit = r.limit;
-        }
         // Single flight per budget, taken in key order.
+        let mut keys: Vec<&BudgetKey> = requests.iter().map(|r| &r.key).collect();
+        keys.sort();
+        keys.dedup();
         let gates: Vec<Arc<Mutex<()>>> = {
             let mut g = lock(&self.inner.granting);
-            asks.keys()
-                .map(|k| g.entry(k.clone()).or_default().clone())
+            keys.iter()
+                .map(|k| g.entry((*k).clone()).or_default().clone())
                 .collect()
         };
         let _held: Vec<MutexGuard<'_, ()>> = gates.iter().map(|g| lock(g)).collect();
@@ -318,18 +326,23 @@ impl Budgets {
                 _ => None,
             })
             .collect();
-        asks.retain(|k, _| {
-            requests
-                .iter()
-                .zip(&answers)
-                .any(|(r, a)| a.is_none() && &r.key == k)
-        });
+        let mut asks: BTreeMap<BudgetKey, Ask> = BTreeMap::new();
+        for (r, _) in requests.iter().zip(&answers).filter(|(_, a)| a.is_none()) {
+            let a = asks.entry(r.key.clone()).or_insert(Ask {
+                limit: r.limit,
+                need: 0,
+                chunk: r.chunk,
+                ends_at: r.ends_at,
+            });
+            a.need += r.need;
+            a.limit = r.limit;
+        }
         if asks.is_empty() {
             return Ok(answers.into_iter().flatten().collect());
         }
         let mine: HashMap<BudgetKey, Mine> = {
             let state = lock(&self.inner.state);
-            let recent = Duration::from_secs(self.inner.lease_secs) / 3;
+            let lease = Duration::from_secs(self.inner.lease_secs);
             asks.keys()
                 .filter_map(|k| match state.get(k) {
                     Some(State::Held(h)) if !h.lost => Some((
@@ -338,7 +351,9 @@ impl Budgets {
                             lease: h.lease,
                             spent: h.spent,
                             size: h.size,
-                            recent: h.granted_at.elapsed() < recent,
+                            age: (h.granted_at.elapsed().as_millis() / lease.as_millis().max(1))
+                                .try_into()
+                                .unwrap_or(u32::MAX),
                         },
                     )),
                     _ => None,
@@ -383,7 +398,7 @@ impl Budgets {
                                 spent: 0,
                                 reserved: 0,
                                 lost: false,
-                                used: true,
+                                last_used: Instant::now(),
                                 size: add,
                                 granted_at: Instant::now(),
                             }),
@@ -392,15 +407,17 @@ impl Budgets {
                 },
             }
         }
-        drop(state);
+        // Taken while the state is still locked, so the new share is not
+        // spent by other writers first.
         for (answer, r) in answers.iter_mut().zip(&requests) {
             if answer.is_none() {
-                *answer = Some(match self.reserve(&r.key, r.limit, r.need) {
+                *answer = Some(match self.reserve_in(&mut state, &r.key, r.limit, r.need) {
                     Reserve::Held(res) => Granted::Held(res),
                     _ => Granted::Locked,
                 });
             }
         }
+        drop(state);
         Ok(answers.into_iter().flatten().collect())
     }
 
@@ -409,7 +426,7 @@ impl Budgets {
         c: &mut PgConnection,
         asks: &BTreeMap<BudgetKey, Ask>,
         mine: &HashMap<BudgetKey, Mine>,
-        used: &mut dyn FnMut(&mut PgConnection, &[BudgetKey]) -> QueryResult<HashMap<BudgetKey, i64>>,
+        used: &mut Used<'_>,
     ) -> QueryResult<Vec<(BudgetKey, Outcome)>> {
         let holder = self.inner.holder;
         let locks: Vec<(&BudgetKey, DateTime<Utc>)> =
@@ -455,8 +472,11 @@ impl Budgets {
                     others += outstanding;
                 }
             }
+            // Used up within a lease: twice as much next time; within four:
+            // as much again; else back to one chunk.
             let want = match mine {
-                Some(m) if extend && m.recent => (m.size * 2).min(ask.chunk * MAX_CHUNKS),
+                Some(m) if extend && m.age < 1 => (m.size * 2).min(ask.chunk * MAX_CHUNKS),
+                Some(m) if extend && m.age < 4 => m.size.clamp(ask.chunk, ask.chunk * MAX_CHUNKS),
                 _ => ask.chunk,
             };
             let standing = Standing {
@@ -490,7 +510,16 @@ impl Budgets {
         }
         store::delete_leases(c, &deletes)?;
         for (key, lease, extend, add, spent) in puts {
-            store::put_lease(c, key, holder, lease, extend, add, spent, self.inner.lease_secs)?;
+            store::put_lease(
+                c,
+                key,
+                holder,
+                lease,
+                extend,
+                add,
+                spent,
+                self.inner.lease_secs,
+            )?;
         }
         Ok(out)
     }
@@ -537,17 +566,17 @@ impl Budgets {
     /// One renewal round (see the module doc).
     pub fn renew(&self, conn: &mut PgConnection) -> QueryResult<()> {
         let (mut release, mut renew) = (Vec::new(), Vec::new());
+        let idle = Duration::from_secs(self.inner.lease_secs);
         {
             let mut state = lock(&self.inner.state);
             state.retain(|key, s| match s {
                 State::Closed { touched, .. } => touched.elapsed() < CLOSED_MEMORY,
-                State::Held(h) if h.reserved == 0 && (h.lost || !h.used) => {
+                State::Held(h) if h.reserved == 0 && (h.lost || h.last_used.elapsed() >= idle) => {
                     release.push((key.clone(), h.lease));
                     false
                 }
                 State::Held(h) => {
                     if !h.lost {
-                        h.used = false;
                         renew.push((key.clone(), h.lease, h.spent));
                     }
                     true
@@ -594,7 +623,8 @@ impl Budgets {
     /// Renews every third of a lease; purges old budgets every minute.
     pub fn spawn_renewer(&self, pool: crate::db::PgPool) -> tokio::task::JoinHandle<()> {
         let budgets = self.clone();
-        let period = (Duration::from_secs(self.inner.lease_secs) / 3).max(Duration::from_millis(100));
+        let period =
+            (Duration::from_secs(self.inner.lease_secs) / 3).max(Duration::from_millis(100));
         let mut last_purge = Instant::now();
         crate::db::every(period, "budget lease renewal failed", move || {
             let budgets = budgets.clone();
@@ -637,7 +667,10 @@ mod tests {
     fn a_chunk_is_granted_while_a_chunk_is_free() {
         assert_eq!(decide(&standing(1000, 0, 0, 0, 1)), Decision::Grant(100));
         // exactly one chunk free
-        assert_eq!(decide(&standing(500, 200, 150, 50, 1)), Decision::Grant(100));
+        assert_eq!(
+            decide(&standing(500, 200, 150, 50, 1)),
+            Decision::Grant(100)
+        );
         // one unit short of a chunk: the budget closes
         assert_eq!(decide(&standing(500, 201, 150, 50, 1)), Decision::Close);
     }
@@ -656,7 +689,10 @@ mod tests {
 
     #[test]
     fn a_large_need_is_granted_whole_or_closes() {
-        assert_eq!(decide(&standing(10_000, 0, 0, 0, 500)), Decision::Grant(500));
+        assert_eq!(
+            decide(&standing(10_000, 0, 0, 0, 500)),
+            Decision::Grant(500)
+        );
         assert_eq!(decide(&standing(1_000, 600, 0, 0, 500)), Decision::Close);
     }
 

@@ -58,12 +58,14 @@ pub(super) fn set_closed(
     key: &BudgetKey,
     limit: Option<i64>,
 ) -> QueryResult<()> {
-    diesel::sql_query("UPDATE budgets SET closed_at_limit = $3 WHERE tenant_id = $1 AND budget = $2")
-        .bind::<SqlUuid, _>(key.tenant_id)
-        .bind::<Text, _>(&key.name)
-        .bind::<Nullable<BigInt>, _>(limit)
-        .execute(conn)
-        .map(|_| ())
+    diesel::sql_query(
+        "UPDATE budgets SET closed_at_limit = $3 WHERE tenant_id = $1 AND budget = $2",
+    )
+    .bind::<SqlUuid, _>(key.tenant_id)
+    .bind::<Text, _>(&key.name)
+    .bind::<Nullable<BigInt>, _>(limit)
+    .execute(conn)
+    .map(|_| ())
 }
 
 #[derive(QueryableByName)]

@@ -193,8 +193,8 @@ pub fn check(conn: &mut PgConnection, budgets: &Budgets, plan: &Plan) -> QueryRe
         let tenants: Vec<Uuid> = exact.keys().copied().collect();
         let sent = usage::sent(conn, day, &tenants)?;
         for (t, count) in exact.iter_mut() {
-            *count = sent.get(t).copied().unwrap_or(0)
-                + leased.get(&key(*t, day)).copied().unwrap_or(0);
+            *count =
+                sent.get(t).copied().unwrap_or(0) + leased.get(&key(*t, day)).copied().unwrap_or(0);
         }
     }
     let held: Vec<&Reservation> = plan

@@ -285,7 +285,12 @@ fn commit_jobs(pool: &PgPool, quota: &Quota, jobs: Vec<Job>, shard: i16) -> bool
 /// [`commit_jobs`] on one connection: (a transaction failed, mail committed).
 /// Submissions whose lease went meanwhile are committed again, at most
 /// [`ROUNDS`] times, the last time decided exactly.
-fn commit_on(conn: &mut PgConnection, quota: &Quota, mut jobs: Vec<Job>, shard: i16) -> (bool, bool) {
+fn commit_on(
+    conn: &mut PgConnection,
+    quota: &Quota,
+    mut jobs: Vec<Job>,
+    shard: i16,
+) -> (bool, bool) {
     let (mut failed, mut any) = (false, false);
     for round in 0..ROUNDS {
         if jobs.is_empty() {

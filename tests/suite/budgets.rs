@@ -134,7 +134,10 @@ fn shares_are_granted_until_less_than_a_chunk_is_free_then_every_lease_is_revoke
         postline::cluster::Reserve::Grant
     ));
     // b learns the budget is closed; a knows already.
-    assert!(matches!(grant(&b, &mut conn, &k, 400, 1, 1), Granted::Locked));
+    assert!(matches!(
+        grant(&b, &mut conn, &k, 400, 1, 1),
+        Granted::Locked
+    ));
     assert!(matches!(
         a.reserve(&k, 400, 1),
         postline::cluster::Reserve::Closed
@@ -187,10 +190,11 @@ fn an_idle_lease_is_released_at_renewal_and_a_lapsed_one_is_not_renewed() {
         panic!("a share");
     };
     r.spend();
-    // Used since the last renewal: renewed.
+    // Used within the last lease period: renewed.
     b.renew(&mut conn).unwrap();
     assert_eq!(leases(&mut conn, &k).len(), 1);
-    // Not used since: released.
+    // Not used for a whole lease period: released.
+    std::thread::sleep(Duration::from_millis(1100));
     b.renew(&mut conn).unwrap();
     assert!(leases(&mut conn, &k).is_empty());
     // A lease that lapsed is not renewed: the holder asks again.
@@ -200,7 +204,10 @@ fn an_idle_lease_is_released_at_renewal_and_a_lapsed_one_is_not_renewed() {
     std::thread::sleep(Duration::from_millis(1200));
     b.renew(&mut conn).unwrap();
     conn.transaction::<_, diesel::result::Error, _>(|c| {
-        assert!(!b.hold(c, &[&r])?.contains(&k), "a lapsed lease is not live");
+        assert!(
+            !b.hold(c, &[&r])?.contains(&k),
+            "a lapsed lease is not live"
+        );
         Ok(())
     })
     .unwrap();

@@ -165,7 +165,11 @@ async fn three_api_nodes_accept_exactly_the_daily_quota() {
     for t in tasks {
         t.await.expect("client task");
     }
-    assert_eq!(accepted_big.load(Ordering::SeqCst), 500, "never more, never less");
+    assert_eq!(
+        accepted_big.load(Ordering::SeqCst),
+        500,
+        "never more, never less"
+    );
     assert_eq!(accepted_small.load(Ordering::SeqCst), 30);
     assert_eq!(emails_of(&db, &big_id), 500);
     assert_eq!(emails_of(&db, &small_id), 30);
