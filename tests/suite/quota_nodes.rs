@@ -16,15 +16,16 @@ use uuid::Uuid;
 
 const UP: Duration = Duration::from_secs(60);
 
-/// Three `api` nodes on `db` with short leases and `chunk`-message grants.
-async fn nodes(db: &str, chunk: &str) -> (Vec<Server>, String) {
+/// Three `api` nodes on `db` with `lease`-second leases and `chunk`-message
+/// grants.
+async fn nodes(db: &str, chunk: &str, lease: &str) -> (Vec<Server>, String) {
     let mut servers: Vec<Server> = (0..3)
         .map(|_| {
             let mut s = Server::new(
                 db,
                 1,
                 &[
-                    ("POSTLINE__CLUSTER__LEASE_SECS", "2"),
+                    ("POSTLINE__CLUSTER__LEASE_SECS", lease),
                     ("POSTLINE__LIMITS__QUOTA_CHUNK", chunk),
                 ],
             );
@@ -119,7 +120,7 @@ async fn decisions(client: &reqwest::Client, servers: &[Server], decision: &str)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_api_nodes_accept_exactly_the_daily_quota() {
     let db = common::fresh_database();
-    let (servers, admin) = nodes(&db, "50").await;
+    let (servers, admin) = nodes(&db, "50", "2").await;
     let api = Api::remote(&servers[0].base, &admin);
     // 500: leased in shares of 50 until the boundary; 30: below one share,
     // decided exactly from the first message.
@@ -220,7 +221,7 @@ fn closed(db: &str, tenant: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nodes_unspent_share_returns_to_the_others() {
     let db = common::fresh_database();
-    let (mut servers, admin) = nodes(&db, "100").await;
+    let (mut servers, admin) = nodes(&db, "100", "2").await;
     let api = Api::remote(&servers[1].base, &admin);
     let (id, key) = tenant(&api, "Q", 1000).await;
     let client = reqwest::Client::new();
@@ -265,4 +266,58 @@ async fn a_killed_nodes_unspent_share_returns_to_the_others() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 970);
     assert_eq!(emails_of(&db, &id), 1000);
+}
+
+/// Sends singles from `clients` tasks over `bases` until each sees a 429;
+/// returns the messages accepted.
+async fn until_refused(
+    client: &reqwest::Client,
+    bases: &[String],
+    key: &str,
+    clients: usize,
+) -> i64 {
+    let accepted = Arc::new(AtomicI64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let base = bases[c % bases.len()].clone();
+        let (client, key, acc) = (client.clone(), key.to_string(), accepted.clone());
+        tasks.push(tokio::spawn(async move {
+            for j in 0..1000usize {
+                let n = send(&client, &base, &key, 1, c * 10_000 + j).await;
+                if n == 0 {
+                    break;
+                }
+                acc.fetch_add(n, Ordering::SeqCst);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    accepted.load(Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_share_is_not_spent() {
+    let db = common::fresh_database();
+    // Leases far longer than the test: only the commit's check of its lease
+    // can tell node B that its share was revoked.
+    let (servers, admin) = nodes(&db, "100", "60").await;
+    let api = Api::remote(&servers[0].base, &admin);
+    let (id, key) = tenant(&api, "Q", 300).await;
+    let client = reqwest::Client::new();
+    let b = servers[1].base.clone();
+    for i in 0..10 {
+        assert_eq!(send(&client, &b, &key, 1, i).await, 1);
+    }
+    // B holds 90 unspent. A and C use the rest: the budget closes on the
+    // way, revoking B's share, and they get exactly what is left.
+    let others = [servers[0].base.clone(), servers[2].base.clone()];
+    assert_eq!(until_refused(&client, &others, &key, 6).await, 290);
+    assert!(closed(&db, &id));
+    // B still has its share in memory; its commits find it revoked.
+    for i in 0..5 {
+        assert_eq!(send(&client, &b, &key, 1, 100 + i).await, 0);
+    }
+    assert_eq!(emails_of(&db, &id), 300);
 }
