@@ -827,3 +827,48 @@ impl Settings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test_settings() -> Settings {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        Settings::load_layers(&dir, Some("test"), false).expect("test settings")
+    }
+
+    #[test]
+    fn quota_chunk_and_lease_secs_are_bounded_and_named() {
+        let mut s = test_settings();
+        s.limits.quota_chunk = 1_000_000;
+        s.cluster.lease_secs = 3600;
+        assert!(s.validate().is_ok());
+        s.limits.quota_chunk = 0;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .0
+            .starts_with("limits.quota_chunk"));
+        s.limits.quota_chunk = 1_000_001;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .0
+            .starts_with("limits.quota_chunk"));
+        s.limits.quota_chunk = 1;
+        s.cluster.lease_secs = 0;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .0
+            .starts_with("cluster.lease_secs"));
+        s.cluster.lease_secs = 3601;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .0
+            .starts_with("cluster.lease_secs"));
+        s.cluster.lease_secs = 1;
+        assert!(s.validate().is_ok());
+    }
+}
