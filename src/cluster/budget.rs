@@ -12,7 +12,7 @@
 //!   row of it `FOR UPDATE` (this waits for the commits spending from them,
 //!   see *Spend*), delete lapsed leases, read `used`. `free = limit - used -
 //!   Σ others' (granted - spent) - own (granted - spent)`. If `free ≥
-//!   max(need, chunk)`, the holder's lease grows by [`decide`]'s amount;
+//!   max(need, chunk)`, the holder's lease grows (`grant::decide`);
 //!   otherwise the budget **closes**: every lease of it is revoked (deleted;
 //!   whatever was spent from them is in `used` already, because their
 //!   commits finished before the lock was granted) and it stays closed while
@@ -44,7 +44,12 @@ use diesel::prelude::*;
 use diesel::PgConnection;
 use uuid::Uuid;
 
+use super::grant::{self, Ask, Mine, Outcome};
+use super::lease::{lock, Held, State};
 use super::store;
+
+pub use super::grant::{GrantRequest, Granted, Used};
+pub use super::lease::{Reservation, Reserve};
 
 /// A budget: whose, and which (its name includes its period).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -59,195 +64,17 @@ pub struct Budgets {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(super) struct Inner {
     holder: Uuid,
     lease_secs: u64,
-    state: Mutex<HashMap<BudgetKey, State>>,
+    pub(super) state: Mutex<HashMap<BudgetKey, State>>,
     /// One grant at a time per budget on this node; later askers then find
     /// the share the first one got.
     granting: Mutex<HashMap<BudgetKey, Arc<Mutex<()>>>>,
 }
 
-enum State {
-    Held(Held),
-    Closed { limit: i64, touched: Instant },
-}
-
-struct Held {
-    lease: Uuid,
-    /// The budget's limit when granted: another limit needs a new grant.
-    limit: i64,
-    granted: i64,
-    /// Committed spending (what renewals report).
-    spent: i64,
-    /// Reserved for commits in flight.
-    reserved: i64,
-    /// Gone, lapsed, or a commit's outcome is unknown: no more reservations.
-    lost: bool,
-    /// When units were last reserved: a lease unused for a whole lease
-    /// period is released.
-    last_used: Instant,
-    size: i64,
-    granted_at: Instant,
-}
-
-impl Held {
-    fn free(&self) -> i64 {
-        self.granted - self.spent - self.reserved
-    }
-}
-
-/// Adaptive grants grow to at most this many chunks.
-const MAX_CHUNKS: i64 = 16;
 /// How long a closed budget is remembered without being asked about.
 const CLOSED_MEMORY: Duration = Duration::from_secs(60);
-
-/// What [`Budgets::reserve`] found.
-pub enum Reserve {
-    Held(Reservation),
-    /// The budget is closed at this limit: decide exactly.
-    Closed,
-    /// No lease covers it: ask for a grant.
-    Grant,
-}
-
-/// Units taken from a lease for one commit. Dropped, they return to it.
-pub struct Reservation {
-    inner: Arc<Inner>,
-    key: BudgetKey,
-    lease: Uuid,
-    n: i64,
-    settled: bool,
-}
-
-impl Reservation {
-    pub fn key(&self) -> &BudgetKey {
-        &self.key
-    }
-
-    /// The commit that used these units is durable.
-    pub fn spend(mut self) {
-        self.settle(|h, n| {
-            h.reserved -= n;
-            h.spent += n;
-        });
-    }
-
-    /// The lease is gone, or the commit's outcome is unknown: the lease
-    /// takes no more reservations and is released by the next renewal.
-    pub fn lose(mut self) {
-        self.settle(|h, n| {
-            h.reserved -= n;
-            h.lost = true;
-        });
-    }
-
-    fn settle(&mut self, f: impl FnOnce(&mut Held, i64)) {
-        if self.settled {
-            return;
-        }
-        self.settled = true;
-        let mut state = lock(&self.inner.state);
-        if let Some(State::Held(h)) = state.get_mut(&self.key) {
-            if h.lease == self.lease {
-                f(h, self.n);
-            }
-        }
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        self.settle(|h, n| h.reserved -= n);
-    }
-}
-
-/// Reads, inside a grant's transaction and after its locks, what each
-/// budget has spent durably (absent = nothing).
-pub type Used<'a> =
-    dyn FnMut(&mut PgConnection, &[BudgetKey]) -> QueryResult<HashMap<BudgetKey, i64>> + 'a;
-
-/// One ask for units of a budget.
-pub struct GrantRequest {
-    pub key: BudgetKey,
-    pub limit: i64,
-    pub need: i64,
-    /// The smallest share worth a lease (the owner's setting).
-    pub chunk: i64,
-    /// When the budget's rows may be deleted (after its period).
-    pub ends_at: DateTime<Utc>,
-}
-
-/// What [`Budgets::grant`] answered to one request.
-pub enum Granted {
-    Held(Reservation),
-    /// Decide exactly (the budget closed, or the lease went meanwhile).
-    Locked,
-}
-
-/// The arithmetic of one grant (all counts in the budget's units).
-#[derive(Clone, Copy, Debug)]
-pub struct Standing {
-    pub limit: i64,
-    /// Spent and counted durably.
-    pub used: i64,
-    /// Other holders' live leases: Σ (granted - spent as reported).
-    pub others: i64,
-    /// This holder's lease: granted - spent.
-    pub own: i64,
-    pub need: i64,
-    pub chunk: i64,
-    /// The share the holder would like (≥ chunk; grows under steady use).
-    pub want: i64,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum Decision {
-    /// Grow the holder's lease by this much.
-    Grant(i64),
-    /// Revoke every lease; decide exactly from now on.
-    Close,
-}
-
-/// A grant of at least `max(need, chunk)` when that much is free, up to
-/// `want` but never more than half of what is free (so other holders still
-/// find shares); otherwise the budget closes.
-pub fn decide(s: &Standing) -> Decision {
-    let free = s.limit - s.used - s.others - s.own;
-    let floor = s.need.max(s.chunk).max(1);
-    if free >= floor {
-        Decision::Grant(floor.max(s.want.min(free / 2)))
-    } else {
-        Decision::Close
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// What a grant did to one budget, applied to memory after its COMMIT.
-enum Outcome {
-    Granted { lease: Uuid, add: i64, extend: bool },
-    Closed,
-}
-
-/// The holder's lease as memory had it when the grant began.
-#[derive(Clone, Copy)]
-struct Mine {
-    lease: Uuid,
-    spent: i64,
-    size: i64,
-    /// How long the last grant lasted, in leases: grants grow under use.
-    age: u32,
-}
-
-struct Ask {
-    limit: i64,
-    need: i64,
-    chunk: i64,
-    ends_at: DateTime<Utc>,
-}
 
 impl Budgets {
     /// A holder with a fresh id (one per process).
@@ -282,13 +109,12 @@ impl Budgets {
             Some(State::Held(h)) if !h.lost && h.limit == limit && h.free() >= n => {
                 h.reserved += n;
                 h.last_used = Instant::now();
-                Reserve::Held(Reservation {
-                    inner: self.inner.clone(),
-                    key: key.clone(),
-                    lease: h.lease,
+                Reserve::Held(Reservation::new(
+                    self.inner.clone(),
+                    key.clone(),
+                    h.lease,
                     n,
-                    settled: false,
-                })
+                ))
             }
             Some(State::Closed { limit: at, touched }) if *at == limit => {
                 *touched = Instant::now();
@@ -360,7 +186,9 @@ impl Budgets {
                 })
                 .collect()
         };
-        let outcomes = conn.transaction(|c| self.grant_in(c, &asks, &mine, used))?;
+        let (holder, lease_secs) = (self.inner.holder, self.inner.lease_secs);
+        let outcomes =
+            conn.transaction(|c| grant::run(c, holder, lease_secs, &asks, &mine, used))?;
         let mut state = lock(&self.inner.state);
         for (key, outcome) in outcomes {
             let limit = asks.get(&key).map_or(0, |a| a.limit);
@@ -421,109 +249,6 @@ impl Budgets {
         Ok(answers.into_iter().flatten().collect())
     }
 
-    fn grant_in(
-        &self,
-        c: &mut PgConnection,
-        asks: &BTreeMap<BudgetKey, Ask>,
-        mine: &HashMap<BudgetKey, Mine>,
-        used: &mut Used<'_>,
-    ) -> QueryResult<Vec<(BudgetKey, Outcome)>> {
-        let holder = self.inner.holder;
-        let locks: Vec<(&BudgetKey, DateTime<Utc>)> =
-            asks.iter().map(|(k, a)| (k, a.ends_at)).collect();
-        let rows = store::lock_budgets(c, &locks)?;
-        let keys: Vec<&BudgetKey> = asks.keys().collect();
-        let leases = store::lock_leases(c, &keys)?;
-        let owned: Vec<BudgetKey> = asks.keys().cloned().collect();
-        let used = used(c, &owned)?;
-        let mut deletes: Vec<(&BudgetKey, Uuid)> = Vec::new();
-        let mut puts = Vec::new();
-        let mut out = Vec::new();
-        for (key, ask) in asks {
-            let of = |t: Uuid, b: &str| t == key.tenant_id && b == key.name;
-            let closed = rows
-                .iter()
-                .find(|r| of(r.tenant_id, &r.budget))
-                .and_then(|r| r.closed_at_limit);
-            if closed.is_some_and(|at| ask.limit <= at) {
-                out.push((key.clone(), Outcome::Closed));
-                continue;
-            }
-            let mine = mine.get(key);
-            let (mut others, mut own, mut extend) = (0, 0, false);
-            let mut gone = Vec::new();
-            let mut all = Vec::new();
-            for r in leases.iter().filter(|r| of(r.tenant_id, &r.budget)) {
-                all.push((key, r.holder));
-                let outstanding = (r.granted - r.spent).max(0);
-                if r.holder == holder {
-                    match mine {
-                        Some(m) if m.lease == r.lease && !r.expired => {
-                            own = (r.granted - m.spent).max(0);
-                            extend = true;
-                        }
-                        // Not the lease memory holds: its commits are all in
-                        // `used`, and no new one can use it once deleted.
-                        _ => gone.push((key, r.holder)),
-                    }
-                } else if r.expired {
-                    gone.push((key, r.holder));
-                } else {
-                    others += outstanding;
-                }
-            }
-            // Used up within a lease: twice as much next time; within four:
-            // as much again; else back to one chunk.
-            let want = match mine {
-                Some(m) if extend && m.age < 1 => (m.size * 2).min(ask.chunk * MAX_CHUNKS),
-                Some(m) if extend && m.age < 4 => m.size.clamp(ask.chunk, ask.chunk * MAX_CHUNKS),
-                _ => ask.chunk,
-            };
-            let standing = Standing {
-                limit: ask.limit,
-                used: used.get(key).copied().unwrap_or(0),
-                others,
-                own,
-                need: ask.need,
-                chunk: ask.chunk,
-                want,
-            };
-            match decide(&standing) {
-                Decision::Grant(add) => {
-                    deletes.extend(gone);
-                    if closed.is_some() {
-                        store::set_closed(c, key, None)?;
-                    }
-                    let (lease, spent) = match mine {
-                        Some(m) if extend => (m.lease, m.spent),
-                        _ => (Uuid::new_v4(), 0),
-                    };
-                    puts.push((key, lease, extend, add, spent));
-                    out.push((key.clone(), Outcome::Granted { lease, add, extend }));
-                }
-                Decision::Close => {
-                    deletes.extend(all);
-                    store::set_closed(c, key, Some(ask.limit))?;
-                    out.push((key.clone(), Outcome::Closed));
-                }
-            }
-        }
-        store::delete_leases(c, &deletes)?;
-        for (key, lease, extend, add, spent) in puts {
-            store::put_lease(
-                c,
-                key,
-                holder,
-                lease,
-                extend,
-                add,
-                spent,
-                self.inner.lease_secs,
-            )?;
-        }
-        Ok(out)
-    }
-
     /// In a commit spending `reservations`: locks their leases `FOR KEY SHARE`
     /// and returns the budgets whose lease is still live (the others' units
     /// must not be spent: [`Reservation::lose`] them and retry).
@@ -533,7 +258,7 @@ impl Budgets {
         reservations: &[&Reservation],
     ) -> QueryResult<HashSet<BudgetKey>> {
         let mut leases: Vec<(&BudgetKey, Uuid)> =
-            reservations.iter().map(|r| (&r.key, r.lease)).collect();
+            reservations.iter().map(|r| (r.key(), r.lease())).collect();
         leases.sort();
         leases.dedup();
         if leases.is_empty() {
@@ -644,72 +369,5 @@ impl Budgets {
                 .await
             }
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn standing(limit: i64, used: i64, others: i64, own: i64, need: i64) -> Standing {
-        Standing {
-            limit,
-            used,
-            others,
-            own,
-            need,
-            chunk: 100,
-            want: 100,
-        }
-    }
-
-    #[test]
-    fn a_chunk_is_granted_while_a_chunk_is_free() {
-        assert_eq!(decide(&standing(1000, 0, 0, 0, 1)), Decision::Grant(100));
-        // exactly one chunk free
-        assert_eq!(
-            decide(&standing(500, 200, 150, 50, 1)),
-            Decision::Grant(100)
-        );
-        // one unit short of a chunk: the budget closes
-        assert_eq!(decide(&standing(500, 201, 150, 50, 1)), Decision::Close);
-    }
-
-    #[test]
-    fn others_and_own_outstanding_count_as_used() {
-        assert_eq!(decide(&standing(500, 0, 450, 0, 1)), Decision::Close);
-        assert_eq!(decide(&standing(500, 0, 0, 450, 1)), Decision::Close);
-        assert_eq!(decide(&standing(500, 0, 200, 200, 1)), Decision::Grant(100));
-    }
-
-    #[test]
-    fn a_quota_smaller_than_a_chunk_closes_at_once() {
-        assert_eq!(decide(&standing(25, 0, 0, 0, 1)), Decision::Close);
-    }
-
-    #[test]
-    fn a_large_need_is_granted_whole_or_closes() {
-        assert_eq!(
-            decide(&standing(10_000, 0, 0, 0, 500)),
-            Decision::Grant(500)
-        );
-        assert_eq!(decide(&standing(1_000, 600, 0, 0, 500)), Decision::Close);
-    }
-
-    #[test]
-    fn growth_is_capped_by_half_of_what_is_free() {
-        let mut s = standing(1_000_000, 0, 0, 0, 1);
-        s.want = 1600;
-        assert_eq!(decide(&s), Decision::Grant(1600));
-        s.limit = 1000;
-        assert_eq!(decide(&s), Decision::Grant(500));
-        s.limit = 150;
-        // never below a chunk while a chunk is free
-        assert_eq!(decide(&s), Decision::Grant(100));
-    }
-
-    #[test]
-    fn a_limit_lowered_below_what_is_spent_closes() {
-        assert_eq!(decide(&standing(100, 300, 0, 0, 1)), Decision::Close);
     }
 }

@@ -3,6 +3,8 @@
 //! user (`crate::limits::quota`).
 
 pub mod budget;
+mod grant;
+mod lease;
 mod store;
 
 use std::sync::OnceLock;
