@@ -39,6 +39,8 @@ pub struct Settings {
     /// The web console (issue 17, `src/console/`).
     pub console: ConsoleSettings,
     pub submission: SubmissionSettings,
+    /// Leased budgets shared by the nodes (`src/cluster/`).
+    pub cluster: crate::cluster::ClusterSettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -93,6 +95,10 @@ pub struct LimitSettings {
     pub admin_requests_per_minute: u32,
     pub nodes: u32,
     pub usage_flush_secs: u64,
+    /// Messages of a tenant's daily quota a node leases at once (grown
+    /// under steady use, up to 16 of them); below one chunk left, the quota
+    /// is decided exactly under a lock.
+    pub quota_chunk: u32,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -528,6 +534,12 @@ impl Settings {
         if self.limits.usage_flush_secs == 0 {
             return fail("limits.usage_flush_secs", "must be at least 1");
         }
+        if !(1..=1_000_000).contains(&self.limits.quota_chunk) {
+            return fail("limits.quota_chunk", "must be between 1 and 1000000");
+        }
+        if let Err((key, why)) = self.cluster.validate() {
+            return fail(key, why);
+        }
         if self.worker.concurrency == 0 {
             return fail("worker.concurrency", "must be at least 1");
         }
@@ -931,5 +943,45 @@ mod tests {
             }),
             None
         );
+    }
+
+    fn test_settings() -> Settings {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        Settings::load_layers(&dir, Some("test"), false).expect("test settings")
+    }
+
+    #[test]
+    fn quota_chunk_and_lease_secs_are_bounded_and_named() {
+        let mut s = test_settings();
+        s.limits.quota_chunk = 1_000_000;
+        s.cluster.lease_secs = 3600;
+        assert!(s.validate().is_ok());
+        s.limits.quota_chunk = 0;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .0
+            .starts_with("limits.quota_chunk"));
+        s.limits.quota_chunk = 1_000_001;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .0
+            .starts_with("limits.quota_chunk"));
+        s.limits.quota_chunk = 1;
+        s.cluster.lease_secs = 0;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .0
+            .starts_with("cluster.lease_secs"));
+        s.cluster.lease_secs = 3601;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .0
+            .starts_with("cluster.lease_secs"));
+        s.cluster.lease_secs = 1;
+        assert!(s.validate().is_ok());
     }
 }

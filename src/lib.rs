@@ -5,6 +5,7 @@ pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod bounces;
+pub mod cluster;
 pub mod compat;
 pub mod config;
 pub mod console;

@@ -41,10 +41,13 @@ impl Application {
             settings.auth.failed_per_ip_per_minute,
         );
         let tenants = TenantCache::new(pool.clone(), ttl);
+        let budgets = crate::cluster::Budgets::new(settings.cluster.lease_secs);
         let ingest = Ingestor::start(
             pool.clone(),
             settings.ingest.writers,
             settings.ingest.max_batch_rows,
+            budgets.clone(),
+            settings.limits.quota_chunk,
         );
         let state = AppState {
             settings: settings.clone(),
@@ -54,6 +57,7 @@ impl Application {
             oauth: crate::oauth::OAuthService::new(pool.clone(), vault.clone(), &settings),
             tenants,
             ingest,
+            budgets,
             webhook_sender: Sender::new(&settings.webhooks)?,
             api_limiter: Arc::new(ApiLimiter::new(settings.limits.nodes)),
             requests: RequestCounter::new(pool.clone()),
@@ -71,6 +75,7 @@ impl Application {
         let address = listener.local_addr()?;
         let server = http_server(state.clone(), listener)?;
         let mut background = vec![
+            state.budgets.spawn_renewer(pool.clone()),
             state
                 .auth
                 .spawn_last_used_flusher(Duration::from_secs(settings.auth.last_used_flush_secs)),
@@ -144,7 +149,16 @@ impl Application {
         if let Err(e) = self.state.requests.flush().await {
             tracing::warn!(error = %e, "final flush of api request counts failed");
         }
-        tracing::debug!("shutdown: usage counters and key last-use flushed");
+        let budgets = self.state.budgets.clone();
+        if let Err(e) = db::run(&self.state.pool, move |conn| {
+            budgets.release_all(conn)?;
+            Ok(())
+        })
+        .await
+        {
+            tracing::warn!(error = %e, "releasing budget leases failed; they lapse instead");
+        }
+        tracing::debug!("shutdown: usage counters and key last-use flushed, leases released");
         Ok(())
     }
 }

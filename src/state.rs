@@ -24,6 +24,8 @@ pub struct AppState {
     pub oauth: OAuthService,
     pub tenants: TenantCache,
     pub ingest: Ingestor,
+    /// This process's leases of shared budgets (the daily quota).
+    pub budgets: crate::cluster::Budgets,
     /// Sends `POST …/webhooks/{id}/test` pings (through the SSRF guard).
     pub webhook_sender: Sender,
     pub api_limiter: Arc<ApiLimiter>,

@@ -360,3 +360,25 @@ diesel::table! {
 
 diesel::joinable!(console_login_challenges -> console_users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(console_login_challenges, console_users);
+
+// Leased budgets (src/cluster/budget.rs).
+diesel::table! {
+    budgets (tenant_id, budget) {
+        tenant_id -> Uuid,
+        budget -> Text,
+        closed_at_limit -> Nullable<Int8>,
+        expires_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    budget_leases (tenant_id, budget, holder) {
+        tenant_id -> Uuid,
+        budget -> Text,
+        holder -> Uuid,
+        lease -> Uuid,
+        granted -> Int8,
+        spent -> Int8,
+        expires_at -> Timestamptz,
+    }
+}

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use chrono::{Duration as ChronoDuration, Utc};
-use diesel::Connection;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -23,7 +22,7 @@ use crate::db;
 use crate::db::pagination::{Page, PageQuery};
 use crate::domain::{Permission, TenantId};
 use crate::error::{AppError, AppResult, FieldError};
-use crate::queue::ingest::{self, Submission};
+use crate::queue::ingest::Submission;
 use crate::state::AppState;
 use crate::templates;
 use crate::templates::input::variables;
@@ -282,16 +281,14 @@ pub(super) async fn enqueue(
         return Ok(reply);
     };
     let (status, body) = reply;
-    let shard = crate::usage::model::pick_shard();
+    let ingest = state.ingest.clone();
     let (reply, fresh) = db::run(&state.pool, move |conn| {
-        conn.transaction(|conn| {
+        ingest.write_alone(conn, &submission, |conn, write| {
             if idempotency::claim(conn, scope, &key, &hash, i32::from(status.as_u16()), &body)? {
                 // Refused by the quota: roll the key back too, so the same
                 // request can succeed once the quota allows it.
-                if ingest::write_jobs(conn, &[&submission], shard)?.first() != Some(&true) {
-                    return Err(ingest::quota_exceeded());
-                }
-                return Ok(((status, body), true));
+                write(conn)?;
+                return Ok(((status, body.clone()), true));
             }
             let stored = idempotency::find(conn, scope, &key)?
                 .ok_or_else(|| AppError::internal("idempotency", "entry vanished"))?;

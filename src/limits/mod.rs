@@ -1,9 +1,10 @@
 //! Per-tenant limits (DESIGN §6): the request rate in the API (`api`), the
-//! delivery pace in the worker (`pacer`). The daily quota is exact and lives
-//! in Postgres (`crate::usage::model::admit`).
+//! delivery pace in the worker (`pacer`), the daily quota, exact across
+//! nodes on leased budgets (`quota`).
 
 pub mod api;
 pub mod pacer;
+pub mod quota;
 
 use std::num::NonZeroU32;
 

@@ -1,12 +1,11 @@
-//! `usage_daily`: per tenant, per UTC day counters in shards, and the exact
-//! daily quota.
+//! `usage_daily`: per tenant, per UTC day counters in shards.
 //!
-//! One lock order: shard 0 holds the quota count and is locked (in tenant
-//! order) only by ingest, only for quota-bound tenants, and always first.
-//! Every other counter is added to one of the shards `1..=SHARDS` in a single
-//! statement in tenant order. So ingest and the worker never lock each
-//! other's rows in opposite orders, and the worker never waits for a quota
-//! lock. Reads sum the shards.
+//! Counters are added to one of the shards `1..=SHARDS` in a single
+//! statement in tenant order, so concurrent writers spread over rows and
+//! never lock them in opposite orders. Reads sum the shards (shard 0 holds
+//! what older versions counted under the quota lock). The daily quota reads
+//! `emails_sent` with [`sent`]; its lock is the tenant's budget row
+//! (`crate::limits::quota`), never a usage row.
 
 use std::collections::BTreeMap;
 
@@ -41,13 +40,22 @@ impl Counters {
     }
 }
 
-/// Counter shards besides the quota shard 0.
+/// Counter shards (shard 0 is no longer written).
 pub const SHARDS: i16 = 8;
 
 /// A shard for one writer's counters: spreads concurrent writers over rows.
 pub fn pick_shard() -> i16 {
     use rand::Rng;
     rand::thread_rng().gen_range(1..=SHARDS)
+}
+
+/// `count` distinct shards from a random start (the ingest writers of one
+/// process), repeating only past [`SHARDS`] writers.
+pub fn spread_shards(count: usize) -> Vec<i16> {
+    let start = pick_shard() - 1;
+    (0..count)
+        .map(|i| (start + (i % SHARDS as usize) as i16) % SHARDS + 1)
+        .collect()
 }
 
 #[derive(QueryableByName)]
@@ -58,40 +66,21 @@ struct SentRow {
     emails_sent: i64,
 }
 
-/// Locks the day's quota rows (shard 0) of the given tenants, creating them,
-/// and returns what each has sent so far over all shards. Call inside the
-/// enqueue transaction, before any other usage write of it; while a tenant is
-/// quota-bound, its `emails_sent` is only ever added to shard 0, under this lock.
-pub fn lock_sent(
+/// What the tenants have sent on `day`, over all shards. The daily quota
+/// reads it after locking the tenants' budgets (`crate::limits::quota`).
+pub fn sent(
     conn: &mut PgConnection,
     day: NaiveDate,
     tenants: &[Uuid],
 ) -> QueryResult<BTreeMap<Uuid, i64>> {
-    let mut sorted = tenants.to_vec();
-    sorted.sort();
-    sorted.dedup();
-    if sorted.is_empty() {
+    if tenants.is_empty() {
         return Ok(BTreeMap::new());
     }
-    diesel::sql_query(
-        "INSERT INTO usage_daily (tenant_id, day, shard) SELECT t, $2, 0 FROM unnest($1) AS t \
-         ORDER BY t ON CONFLICT (tenant_id, day, shard) DO NOTHING",
-    )
-    .bind::<Array<SqlUuid>, _>(&sorted)
-    .bind::<Date, _>(day)
-    .execute(conn)?;
-    diesel::sql_query(
-        "SELECT 1 FROM usage_daily WHERE tenant_id = ANY($1) AND day = $2 AND shard = 0 \
-         ORDER BY tenant_id FOR UPDATE",
-    )
-    .bind::<Array<SqlUuid>, _>(&sorted)
-    .bind::<Date, _>(day)
-    .execute(conn)?;
     let rows: Vec<SentRow> = diesel::sql_query(
         "SELECT tenant_id, sum(emails_sent)::bigint AS emails_sent FROM usage_daily \
          WHERE tenant_id = ANY($1) AND day = $2 GROUP BY tenant_id",
     )
-    .bind::<Array<SqlUuid>, _>(&sorted)
+    .bind::<Array<SqlUuid>, _>(tenants)
     .bind::<Date, _>(day)
     .load(conn)?;
     Ok(rows
@@ -101,8 +90,7 @@ pub fn lock_sent(
 }
 
 /// Adds to the day's counters of many tenants in one statement, in tenant
-/// order, on `shard` (0 only for the quota count of tenants locked by
-/// [`lock_sent`] in this transaction; else [`pick_shard`]).
+/// order, on `shard` ([`pick_shard`], or an ingest writer's own).
 pub fn add(
     conn: &mut PgConnection,
     day: NaiveDate,

@@ -23,6 +23,7 @@ mod bounce_domains;
 mod bounce_events;
 mod bounces;
 mod bounces_recipient;
+mod budgets;
 mod console;
 mod console_browser;
 mod console_invite;
@@ -54,6 +55,7 @@ mod observability;
 mod openapi;
 mod queue;
 mod queue_guards;
+mod quota_nodes;
 mod retention;
 
 mod rotation;

@@ -1,0 +1,2 @@
+DROP TABLE budget_leases;
+DROP TABLE budgets;
