@@ -61,11 +61,13 @@ pub fn report(url: &str, messages: usize, top: i64) {
     let mut c = PgConnection::establish(url).expect("connect");
     let n = messages.max(1) as f64;
     let stmts: Vec<Stmt> = diesel::sql_query(
-        "SELECT calls, rows, total_exec_time AS ms, \
-           left(regexp_replace(query, '\\s+', ' ', 'g'), 110) AS query \
-         FROM pg_stat_statements \
-         WHERE query NOT LIKE '%pg_stat_%' \
-         ORDER BY total_exec_time DESC",
+        // A multi-row INSERT is one text per row count: grouped by its start.
+        "SELECT sum(calls)::bigint AS calls, sum(rows)::bigint AS rows, \
+           sum(total_exec_time) AS ms, q AS query \
+         FROM (SELECT calls, rows, total_exec_time, \
+                 left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS q \
+               FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_%') s \
+         GROUP BY q ORDER BY ms DESC",
     )
     .load(&mut c)
     .unwrap_or_default();
@@ -90,7 +92,7 @@ pub fn report(url: &str, messages: usize, top: i64) {
     print_figure(
         "  pg statements, all",
         format!(
-            "{} kinds; {:.2} calls, {:.2} rows, {:.1} µs exec per msg",
+            "{} kinds (by their first 90 characters); {:.2} calls, {:.2} rows, {:.1} µs exec per msg",
             stmts.len(),
             calls as f64 / n,
             rows as f64 / n,
