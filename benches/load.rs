@@ -270,6 +270,13 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
     if only_ingest {
         std::thread::sleep(Duration::from_secs(5));
         print_rss("rss 5 s after the load");
+        // glibc's own account, per arena (on stderr): what is in use and
+        // what is kept free.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_stats only reads the allocator's state.
+        unsafe {
+            libc::malloc_stats();
+        }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         let raw: Vec<f64> = raw1.iter().map(|r| r.per_sec).collect();
         print_figure(
