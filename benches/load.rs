@@ -27,7 +27,7 @@ use common::app::{self, BenchApp};
 use common::cpu::{self, Meter};
 use common::http::{self, Load, Outcome};
 use common::sink::{latency_to_sink, SinkThread};
-use common::{cancel_queued, check, print_figure, BenchEnv, Mode, Samples};
+use common::{cancel_queued, check, print_figure, statements, BenchEnv, Mode, Samples};
 use diesel::prelude::*;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -65,6 +65,8 @@ impl Params {
 }
 
 fn main() {
+    // As `postline` bounds its allocator (issue 24), so RSS figures compare.
+    postline::memory::bound_arenas();
     let Some(env) = BenchEnv::from_env("load") else {
         return;
     };
@@ -74,6 +76,17 @@ fn main() {
         .build()
         .expect("tokio runtime");
     run(&env, &rt);
+}
+
+/// This process's resident size now and at its peak: the server's share
+/// dominates (the client's requests are prepared once, ~1 KB each).
+fn print_rss(label: &str) {
+    if let Some((rss, peak)) = postline::memory::rss_kib() {
+        print_figure(
+            label,
+            format!("{} MB (peak {} MB)", rss / 1024, peak / 1024),
+        );
+    }
 }
 
 /// Everything one figure line needs, kept for the ratio lines at the end.
@@ -184,6 +197,7 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
         100,
         p.size,
     ));
+    print_rss("rss idle (server, client, sink)");
     let warm = p.messages.min(5_000);
     m.closed(
         "warm-up: POST /v1/emails",
@@ -210,6 +224,7 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
             )
             .0,
         );
+        let counting = statements::wanted() && statements::reset(&env.admin_url);
         ours1.push(
             m.closed(
                 "POST /v1/emails (single)",
@@ -220,6 +235,10 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
             )
             .rate(),
         );
+        if counting {
+            statements::report(&env.admin_url, p.messages, 12);
+        }
+        print_rss("  rss after the round");
         if p.batch_messages == 0 {
             cancel_queued(&db.url);
             continue;
@@ -249,6 +268,15 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
     }
 
     if only_ingest {
+        std::thread::sleep(Duration::from_secs(5));
+        print_rss("rss 5 s after the load");
+        // glibc's own account, per arena (on stderr): what is in use and
+        // what is kept free.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_stats only reads the allocator's state.
+        unsafe {
+            libc::malloc_stats();
+        }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         let raw: Vec<f64> = raw1.iter().map(|r| r.per_sec).collect();
         print_figure(

@@ -20,6 +20,7 @@ pub mod error;
 pub mod http;
 pub mod keys;
 pub mod limits;
+pub mod memory;
 pub mod metrics;
 pub mod net_guard;
 pub mod oauth;

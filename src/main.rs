@@ -162,6 +162,7 @@ enum ConfigCommand {
 }
 
 fn main() {
+    postline::memory::bound_arenas();
     let cli = Cli::parse();
     if let Command::TemplateSandbox { memory_mb } = &cli.command {
         if let Err(e) = postline::templates::sandbox::serve_stdio(*memory_mb) {
@@ -179,7 +180,11 @@ fn main() {
         }
     };
     telemetry::init(&settings.log);
+    // The blocking work (the ingest writers' commits, the worker's signing
+    // and outcome writes) waits mostly for database connections.
+    let connections = settings.database.pool_size + settings.worker.lease_pool_size;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(postline::memory::blocking_threads(connections))
         .enable_all()
         .build()
     {

@@ -180,6 +180,7 @@ const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 
 fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server> {
     let workers = state.settings.server.workers;
+    let pool_size = state.settings.database.pool_size;
     let max_body = state.settings.limits.max_request_bytes;
     let data = web::Data::new(state);
     let mut server = HttpServer::new(move || {
@@ -218,5 +219,9 @@ fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server>
     if workers > 0 {
         server = server.workers(workers);
     }
-    Ok(server.run())
+    // Each HTTP worker has its own blocking pool (actix: 512 / workers by
+    // default); its handlers' `db::run` calls wait for one of the pool's
+    // connections, so the pool bounds how many are useful.
+    let blocking = crate::memory::blocking_threads(pool_size);
+    Ok(server.worker_max_blocking_threads(blocking).run())
 }

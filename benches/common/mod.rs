@@ -12,6 +12,7 @@ pub mod bounced;
 pub mod cpu;
 pub mod http;
 pub mod sink;
+pub mod statements;
 
 use std::time::{Duration, Instant};
 

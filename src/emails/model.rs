@@ -120,7 +120,7 @@ pub struct EventRow {
 fn accept_event(e: &NewEmail) -> NewEvent {
     let (kind, detail) = match e.scheduled_at {
         Some(at) => ("email.scheduled", serde_json::json!({ "scheduled_at": at })),
-        None => ("email.queued", serde_json::json!({})),
+        None => (QUEUED, serde_json::json!({})),
     };
     NewEvent {
         tenant_id: e.tenant_id,
@@ -131,8 +131,11 @@ fn accept_event(e: &NewEmail) -> NewEvent {
     }
 }
 
-/// Inserts messages, their `email.queued` (`email.scheduled`) events and the webhook deliveries
-/// those cause (multi-row statements; the caller holds the transaction).
+/// Inserts messages, their `email.scheduled` events and the webhook
+/// deliveries their first event causes (multi-row statements; the caller
+/// holds the transaction). `email.queued` is not stored: it is the
+/// `emails` row itself, and [`timeline`] shows it from `created_at`
+/// (issue 24: one row fewer per message).
 pub fn insert_with_events(conn: &mut PgConnection, rows: &[&NewEmail]) -> QueryResult<()> {
     // 65,535 bind parameters per statement: stay well below with chunks.
     for chunk in rows.chunks(1000) {
@@ -140,13 +143,41 @@ pub fn insert_with_events(conn: &mut PgConnection, rows: &[&NewEmail]) -> QueryR
             .values(chunk.to_vec())
             .execute(conn)?;
         let events: Vec<NewEvent> = chunk.iter().map(|e| accept_event(e)).collect();
-        diesel::insert_into(email_events::table)
-            .values(&events)
-            .execute(conn)?;
+        let stored: Vec<&NewEvent> = events.iter().filter(|e| e.kind != QUEUED).collect();
+        if !stored.is_empty() {
+            diesel::insert_into(email_events::table)
+                .values(stored)
+                .execute(conn)?;
+        }
         // Same transaction: the webhook outbox commits with the messages.
         crate::webhooks::outbox::enqueue(conn, &events)?;
     }
     Ok(())
+}
+
+/// The event every message accepted for sending now starts with.
+const QUEUED: &str = "email.queued";
+
+/// A message's events as clients see them: the stored ones, led by
+/// `email.queued` at `created_at` when the message was accepted for
+/// sending since that event stopped being stored (no `email.queued` nor
+/// `email.scheduled` row: older messages have theirs stored, scheduled
+/// ones keep storing `email.scheduled`).
+pub fn timeline(row: &EmailRow, stored: Vec<EventRow>) -> Vec<EventRow> {
+    let accepted = stored
+        .iter()
+        .any(|e| e.kind == QUEUED || e.kind == "email.scheduled");
+    if accepted {
+        return stored;
+    }
+    let mut all = Vec::with_capacity(stored.len() + 1);
+    all.push(EventRow {
+        kind: QUEUED.into(),
+        detail: serde_json::json!({}),
+        at: row.created_at,
+    });
+    all.extend(stored);
+    all
 }
 
 pub fn find(conn: &mut PgConnection, tenant: TenantId, id: Uuid) -> QueryResult<Option<EmailRow>> {

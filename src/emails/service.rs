@@ -569,7 +569,7 @@ pub(super) fn detail(
     id: Uuid,
 ) -> AppResult<EmailDetail> {
     let row = model::find(conn, tenant, id)?.ok_or(AppError::NotFound)?;
-    let events = model::events(conn, tenant, id)?;
+    let events = model::timeline(&row, model::events(conn, tenant, id)?);
     let queue = crate::queue::model::states(conn, tenant, &[id])?.pop();
     let recipients = crate::bounces::recipients::of_email(conn, tenant, id)?;
     let mut detail = EmailDetail::new(row, queue, events);
