@@ -10,8 +10,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::routes::{Access, Endpoint};
 use crate::{
-    audit, compat, domains, emails, http, keys, oauth, reputation, suppressions, templates, tenants,
-    usage, webhooks,
+    audit, compat, domains, emails, http, keys, oauth, reputation, suppressions, templates,
+    tenants, usage, webhooks,
 };
 
 struct BearerAuth;

@@ -84,7 +84,11 @@ impl Application {
                 .requests
                 .spawn_flusher(Duration::from_secs(settings.limits.usage_flush_secs)),
             state.reputation.spawn_reloader(pool.clone()),
-            crate::reputation::checker::spawn(pool.clone(), settings.clone(), state.reputation.clone()),
+            crate::reputation::checker::spawn(
+                pool.clone(),
+                settings.clone(),
+                state.reputation.clone(),
+            ),
         ];
         background.extend(
             state

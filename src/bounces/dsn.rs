@@ -413,7 +413,12 @@ fn microsoft_feedback(msg: &mail_parser::Message<'_>, raw: &[u8]) -> Option<Opti
         .and_then(|f| f.first())
         .and_then(|a| a.address())
         .and_then(|a| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()))
-        .is_some_and(|d| matches!(d.as_str(), "hotmail.com" | "outlook.com" | "live.com" | "msn.com"));
+        .is_some_and(|d| {
+            matches!(
+                d.as_str(),
+                "hotmail.com" | "outlook.com" | "live.com" | "msn.com"
+            )
+        });
     (named.is_some() || from_microsoft).then_some(named)
 }
 

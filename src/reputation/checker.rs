@@ -35,7 +35,10 @@ pub struct Change {
 }
 
 /// One round; `None` when another node holds the round.
-pub fn round(conn: &mut PgConnection, settings: &ReputationSettings) -> AppResult<Option<Vec<Change>>> {
+pub fn round(
+    conn: &mut PgConnection,
+    settings: &ReputationSettings,
+) -> AppResult<Option<Vec<Change>>> {
     conn.transaction(|conn| {
         #[derive(QueryableByName)]
         struct Locked {
@@ -112,7 +115,8 @@ fn apply(
     };
     if let Some(event) = event {
         let view = super::service::of(conn, settings, tenant)?;
-        let data = serde_json::to_value(&view).map_err(|e| AppError::internal("reputation view", e))?;
+        let data =
+            serde_json::to_value(&view).map_err(|e| AppError::internal("reputation view", e))?;
         model::enqueue_event(conn, tenant, event, &data)?;
     }
     Ok(true)
@@ -159,7 +163,10 @@ pub fn count(change: &'static str) {
     static C: OnceLock<Option<IntCounterVec>> = OnceLock::new();
     let c = C.get_or_init(|| {
         let c = IntCounterVec::new(
-            Opts::new("reputation_changes_total", "Tenants paused for their reputation, and reinstated"),
+            Opts::new(
+                "reputation_changes_total",
+                "Tenants paused for their reputation, and reinstated",
+            ),
             &["change"],
         )
         .ok()?;
@@ -176,7 +183,10 @@ fn set_gauges(by_status: [i64; 3]) {
     static G: OnceLock<Option<IntGaugeVec>> = OnceLock::new();
     let g = G.get_or_init(|| {
         let g = IntGaugeVec::new(
-            Opts::new("reputation_tenants", "Tenants with recent figures, by reputation status (last round)"),
+            Opts::new(
+                "reputation_tenants",
+                "Tenants with recent figures, by reputation status (last round)",
+            ),
             &["status"],
         )
         .ok()?;

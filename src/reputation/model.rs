@@ -4,7 +4,9 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Date, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{
+    Array, BigInt, Date, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+};
 use uuid::Uuid;
 
 use super::policy::Counts;
@@ -123,7 +125,10 @@ pub fn domains(
     .bind::<Integer, _>(hours)
     .bind::<Nullable<Timestamptz>, _>(since)
     .load(conn)?;
-    Ok(rows.into_iter().map(|r| (r.name.clone(), r.counts())).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.name.clone(), r.counts()))
+        .collect())
 }
 
 #[derive(QueryableByName)]
@@ -145,10 +150,11 @@ pub fn daily(conn: &mut PgConnection, tenant: Uuid) -> QueryResult<Vec<(NaiveDat
         "SELECT d::date AS day, COALESCE(sum(h.delivered), 0)::bigint AS delivered, \
                 COALESCE(sum(h.hard_bounced), 0)::bigint AS hard_bounced, \
                 COALESCE(sum(h.complained), 0)::bigint AS complained \
-         FROM generate_series((now() AT TIME ZONE 'UTC')::date - 29, (now() AT TIME ZONE 'UTC')::date, 1) AS d \
+         FROM generate_series(date_trunc('day', now() AT TIME ZONE 'UTC') - interval '29 days', \
+                              date_trunc('day', now() AT TIME ZONE 'UTC'), interval '1 day') AS d \
          LEFT JOIN reputation_hourly h ON h.tenant_id = $1 \
-           AND h.hour >= (d::timestamp AT TIME ZONE 'UTC') - interval '1 microsecond' \
-           AND h.hour < ((d + 1)::timestamp AT TIME ZONE 'UTC') - interval '1 microsecond' \
+           AND h.hour >= (d AT TIME ZONE 'UTC') - interval '1 microsecond' \
+           AND h.hour < ((d + interval '1 day') AT TIME ZONE 'UTC') - interval '1 microsecond' \
          GROUP BY d ORDER BY d",
     )
     .bind::<SqlUuid, _>(tenant)
@@ -213,7 +219,11 @@ pub fn candidates(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<StateR
 
 /// Tenants in `status` (warning or paused), for the admin listing; their
 /// order is the caller's (by complaint rate).
-pub fn with_status(conn: &mut PgConnection, status: Option<&str>, limit: i64) -> QueryResult<Vec<StateRow>> {
+pub fn with_status(
+    conn: &mut PgConnection,
+    status: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<StateRow>> {
     diesel::sql_query(format!(
         "{STATE} AND ($1::text IS NULL AND r.status IS NOT NULL AND r.status <> 'healthy' OR r.status = $1) \
          ORDER BY t.id LIMIT $2"

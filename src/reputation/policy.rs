@@ -42,7 +42,10 @@ impl ReputationSettings {
     /// `Err((key, why))` for the first bad value.
     pub fn validate(&self) -> Result<(), (String, String)> {
         if !(1..=3600).contains(&self.check_secs) {
-            return Err(("reputation.check_secs".into(), "must be between 1 and 3600".into()));
+            return Err((
+                "reputation.check_secs".into(),
+                "must be between 1 and 3600".into(),
+            ));
         }
         let errors = check_policy(&self.policy(), "reputation.");
         match errors.into_iter().next() {
@@ -92,7 +95,10 @@ impl Policy {
         let Some(Value::Object(o)) = over else {
             return p;
         };
-        if let Some(m) = o.get("mode").and_then(|v| serde_json::from_value(v.clone()).ok()) {
+        if let Some(m) = o
+            .get("mode")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+        {
             p.mode = m;
         }
         if let Some(h) = o.get("window_hours").and_then(Value::as_u64) {
@@ -220,7 +226,10 @@ pub fn check_override(v: &Value) -> Result<Value, Vec<FieldError>> {
             clean.get(p).and_then(Value::as_f64),
         ) {
             if a > b {
-                errors.push(FieldError::new(format!("{FIELD}.{w}"), format!("must not exceed {p}")));
+                errors.push(FieldError::new(
+                    format!("{FIELD}.{w}"),
+                    format!("must not exceed {p}"),
+                ));
             }
         }
     }
@@ -327,7 +336,11 @@ mod tests {
     }
 
     fn counts(d: i64, b: i64, c: i64) -> Counts {
-        Counts { delivered: d, hard_bounced: b, complained: c }
+        Counts {
+            delivered: d,
+            hard_bounced: b,
+            complained: c,
+        }
     }
 
     #[test]
@@ -343,22 +356,38 @@ mod tests {
         let mut p = defaults().policy();
         assert_eq!(decide(&p, &counts(199, 100, 100)), Verdict::Undecided);
         assert_eq!(decide(&p, &counts(200, 0, 0)), Verdict::Healthy);
-        assert!(matches!(decide(&p, &counts(960, 40, 0)), Verdict::Warning(_)));
+        assert!(matches!(
+            decide(&p, &counts(960, 40, 0)),
+            Verdict::Warning(_)
+        ));
         assert!(matches!(decide(&p, &counts(920, 80, 0)), Verdict::Pause(_)));
-        assert!(matches!(decide(&p, &counts(1000, 0, 1)), Verdict::Warning(_)));
-        let Verdict::Pause(why) = decide(&p, &counts(1000, 0, 3)) else { panic!() };
+        assert!(matches!(
+            decide(&p, &counts(1000, 0, 1)),
+            Verdict::Warning(_)
+        ));
+        let Verdict::Pause(why) = decide(&p, &counts(1000, 0, 3)) else {
+            panic!()
+        };
         assert!(why.contains("0.30%") && why.contains("complaint"), "{why}");
         p.mode = Mode::Monitor;
-        assert!(matches!(decide(&p, &counts(920, 80, 0)), Verdict::Warning(_)));
+        assert!(matches!(
+            decide(&p, &counts(920, 80, 0)),
+            Verdict::Warning(_)
+        ));
         p.mode = Mode::Off;
         assert_eq!(decide(&p, &counts(920, 80, 0)), Verdict::Undecided);
     }
 
     #[test]
     fn an_override_is_checked_key_by_key_and_applied() {
-        let ok = check_override(&json!({"mode": "monitor", "min_volume": 0, "bounce_rate_pause": 0.5})).unwrap();
+        let ok =
+            check_override(&json!({"mode": "monitor", "min_volume": 0, "bounce_rate_pause": 0.5}))
+                .unwrap();
         let p = Policy::effective(&defaults(), Some(&ok));
-        assert_eq!((p.mode, p.min_volume, p.bounce_rate_pause), (Mode::Monitor, 0, 0.5));
+        assert_eq!(
+            (p.mode, p.min_volume, p.bounce_rate_pause),
+            (Mode::Monitor, 0, 0.5)
+        );
         assert_eq!(p.window_hours, 24);
         let bad = check_override(&json!({
             "mode": "loud", "window_hours": 169, "min_volume": -1, "bounce_rate_pause": 1.5,
@@ -366,13 +395,28 @@ mod tests {
         }))
         .unwrap_err();
         let fields: Vec<&str> = bad.iter().map(|e| e.field.as_str()).collect();
-        for f in ["mode", "window_hours", "min_volume", "bounce_rate_pause", "check_secs", "colour"] {
-            assert!(fields.contains(&format!("reputation_policy.{f}").as_str()), "{fields:?}");
+        for f in [
+            "mode",
+            "window_hours",
+            "min_volume",
+            "bounce_rate_pause",
+            "check_secs",
+            "colour",
+        ] {
+            assert!(
+                fields.contains(&format!("reputation_policy.{f}").as_str()),
+                "{fields:?}"
+            );
         }
         // At the bounds.
-        assert!(check_override(&json!({"window_hours": 168, "min_volume": MAX_MIN_VOLUME, "complaint_rate_pause": 1})).is_ok());
+        assert!(check_override(
+            &json!({"window_hours": 168, "min_volume": MAX_MIN_VOLUME, "complaint_rate_pause": 1})
+        )
+        .is_ok());
         assert!(check_override(&json!({"window_hours": 0})).is_err());
-        assert!(check_override(&json!({"bounce_rate_warning": 0.5, "bounce_rate_pause": 0.4})).is_err());
+        assert!(
+            check_override(&json!({"bounce_rate_warning": 0.5, "bounce_rate_pause": 0.4})).is_err()
+        );
         assert!(check_override(&json!([1])).is_err());
     }
 
@@ -384,6 +428,9 @@ mod tests {
         assert!(s.validate().is_err());
         let mut s = defaults();
         s.bounce_rate_warning = 0.5;
-        assert_eq!(s.validate().unwrap_err().0, "reputation.bounce_rate_warning");
+        assert_eq!(
+            s.validate().unwrap_err().0,
+            "reputation.bounce_rate_warning"
+        );
     }
 }

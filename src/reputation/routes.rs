@@ -132,13 +132,23 @@ pub async fn reinstate(
 ) -> AppResult<HttpResponse> {
     who.require_admin(Permission::TenantsWrite)?;
     // The body is optional: without a Content-Type nothing is read.
-    let input: ReinstateBody = if req.headers().contains_key(actix_web::http::header::CONTENT_TYPE) {
+    let input: ReinstateBody = if req
+        .headers()
+        .contains_key(actix_web::http::header::CONTENT_TYPE)
+    {
         body.parse().await?
     } else {
         ReinstateBody::default()
     };
-    if input.note.as_ref().is_some_and(|n| n.chars().count() > MAX_NOTE) {
-        return Err(AppError::invalid("note", format!("must be at most {MAX_NOTE} characters")));
+    if input
+        .note
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_NOTE)
+    {
+        return Err(AppError::invalid(
+            "note",
+            format!("must be at most {MAX_NOTE} characters"),
+        ));
     }
     let row = state.tenants.get(&TenantRef::parse(&path)).await?;
     let actor = Actor::of(&who, &req);

@@ -26,7 +26,10 @@ pub fn build(
     let policy = Policy::effective(settings, s.policy.as_ref());
     let hours = i32::try_from(policy.window_hours).unwrap_or(24);
     let since = s.reinstated_at;
-    let mut windows = vec![view::window(hours, model::window(conn, s.tenant_id, hours, since)?)];
+    let mut windows = vec![view::window(
+        hours,
+        model::window(conn, s.tenant_id, hours, since)?,
+    )];
     if hours != WEEK_HOURS {
         windows.push(view::window(
             WEEK_HOURS,
@@ -55,14 +58,21 @@ pub fn build(
 }
 
 /// One live tenant's object (`NotFound` for an unknown or deleted one).
-pub fn of(conn: &mut PgConnection, settings: &ReputationSettings, tenant: Uuid) -> AppResult<ReputationView> {
+pub fn of(
+    conn: &mut PgConnection,
+    settings: &ReputationSettings,
+    tenant: Uuid,
+) -> AppResult<ReputationView> {
     let s = model::state(conn, tenant)?.ok_or(AppError::NotFound)?;
     Ok(build(conn, settings, s)?)
 }
 
 pub async fn get(state: &AppState, tenant: TenantId) -> AppResult<ReputationView> {
     let settings = state.settings.clone();
-    db::run(&state.pool, move |conn| of(conn, &settings.reputation, tenant.0)).await
+    db::run(&state.pool, move |conn| {
+        of(conn, &settings.reputation, tenant.0)
+    })
+    .await
 }
 
 /// The most tenants the admin listing ranks (warning and paused ones).
@@ -80,7 +90,11 @@ fn rank(v: &ReputationView) -> Cursor {
 
 /// `GET /v1/admin/reputation`: tenants in `status` (warning or paused;
 /// both when `None`), worst complaint rate first, then tenant id.
-pub async fn list(state: &AppState, status: Option<String>, page: PageRequest) -> AppResult<Page<ReputationView>> {
+pub async fn list(
+    state: &AppState,
+    status: Option<String>,
+    page: PageRequest,
+) -> AppResult<Page<ReputationView>> {
     let settings = state.settings.clone();
     let mut views = db::run(&state.pool, move |conn| {
         let rows = model::with_status(conn, status.as_deref(), MAX_LISTED)?;
@@ -128,7 +142,8 @@ pub async fn reinstate(
                 crate::queue::model::resume_tenant(conn, tenant)?;
             }
             let view = of(conn, &settings.reputation, tenant.0)?;
-            let data = serde_json::to_value(&view).map_err(|e| AppError::internal("reputation view", e))?;
+            let data = serde_json::to_value(&view)
+                .map_err(|e| AppError::internal("reputation view", e))?;
             model::enqueue_event(conn, tenant.0, "tenant.reinstated", &data)?;
             audit::record(
                 conn,

@@ -55,7 +55,10 @@ pub struct ReputationView {
 impl ReputationView {
     /// The policy window's complaint rate (the admin listing's order).
     pub fn complaint_rate(&self) -> f64 {
-        self.windows.first().map(|w| w.complaint_rate).unwrap_or(0.0)
+        self.windows
+            .first()
+            .map(|w| w.complaint_rate)
+            .unwrap_or(0.0)
     }
 }
 

@@ -50,10 +50,7 @@ async fn setup(tweak: impl FnOnce(&mut postline::config::Settings)) -> Setup {
 impl Setup {
     /// A tenant with `policy` and a key: (id, key).
     async fn tenant(&self, name: &str, policy: Value) -> (String, String) {
-        let t = self
-            .app
-            .create_tenant(json!({"name": name}))
-            .await;
+        let t = self.app.create_tenant(json!({"name": name})).await;
         let id = t["id"].as_str().unwrap().to_string();
         let r = self
             .app
@@ -135,7 +132,10 @@ async fn smtp_submit(addr: std::net::SocketAddr, key: &str) -> String {
         .unwrap();
     match client.send(m).await {
         Ok(r) => format!("{} {}", r.code(), r.message().collect::<Vec<_>>().join(" ")),
-        Err(e) => format!("{} {e}", e.status().map(|c| c.to_string()).unwrap_or_default()),
+        Err(e) => format!(
+            "{} {e}",
+            e.status().map(|c| c.to_string()).unwrap_or_default()
+        ),
     }
 }
 
@@ -172,7 +172,11 @@ async fn a_tenant_crossing_the_bounce_threshold_is_paused_everywhere_until_reins
     let own = Receiver::start().await;
     let r = s
         .app
-        .post("/v1/webhooks", &key_a, json!({"url": own.url("/a"), "events": ["tenant.paused"]}))
+        .post(
+            "/v1/webhooks",
+            &key_a,
+            json!({"url": own.url("/a"), "events": ["tenant.paused"]}),
+        )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     own.add_secret(r.json["secret"].as_str().unwrap());
@@ -193,6 +197,8 @@ async fn a_tenant_crossing_the_bounce_threshold_is_paused_everywhere_until_reins
     assert_eq!(rep["domains"][0]["name"], "acme.test", "{rep}");
 
     // The report that crosses: 1 of 4 hard-bounced = 25 % ≥ 8 %.
+    // Probing sends are deferred (not delivered) so they do not dilute the rate.
+    s.sink.script("probe@example.org", vec![451; 500]);
     let crossing = Instant::now();
     s.hard_bounce("a0@example.org").await;
     let refused = loop {
@@ -201,24 +207,36 @@ async fn a_tenant_crossing_the_bounce_threshold_is_paused_everywhere_until_reins
             .post(
                 "/v1/emails",
                 &key_a,
-                json!({"from": "noreply@acme.test", "to": "x@example.org", "subject": "Hi", "text": "x"}),
+                json!({"from": "noreply@acme.test", "to": "probe@example.org", "subject": "Hi", "text": "x"}),
             )
             .await;
         if r.status == 403 {
             break r;
         }
         assert_eq!(r.status, 202, "{}", r.text);
-        assert!(crossing.elapsed() < Duration::from_secs(5), "not paused within check_secs");
+        assert!(
+            crossing.elapsed() < Duration::from_secs(5),
+            "not paused within check_secs"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    eprintln!("reputation: crossing report to first refused send: {:?}", crossing.elapsed());
+    eprintln!(
+        "reputation: crossing report to first refused send: {:?}",
+        crossing.elapsed()
+    );
     assert_eq!(refused.json["code"], "tenant_paused", "{}", refused.text);
     let detail = refused.json["detail"].as_str().unwrap();
-    assert!(detail.contains("25.00%") && detail.contains("8.00%"), "{detail}");
+    assert!(
+        detail.contains("25.00%") && detail.contains("8.00%"),
+        "{detail}"
+    );
     let rep = s.reputation(&key_a).await;
     assert_eq!(rep["status"], "paused");
     assert_eq!(window(&rep), (3, 1, 0), "{rep}");
-    assert!(rep["reason"].as_str().unwrap().contains("bounce rate"), "{rep}");
+    assert!(
+        rep["reason"].as_str().unwrap().contains("bounce rate"),
+        "{rep}"
+    );
     assert!(rep["paused_at"].is_string());
 
     // Every send path refuses; reads still work.
@@ -227,10 +245,15 @@ async fn a_tenant_crossing_the_bounce_threshold_is_paused_everywhere_until_reins
         .post(
             "/v1/emails/batch",
             &key_a,
-            json!([{"from": "noreply@acme.test", "to": "x@example.org", "subject": "Hi", "text": "x"}]),
+            json!({"emails": [{"from": "noreply@acme.test", "to": "x@example.org", "subject": "Hi", "text": "x"}]}),
         )
         .await;
-    assert_eq!((batch.status, batch.json["code"].as_str()), (403, Some("tenant_paused")), "{}", batch.text);
+    assert_eq!(
+        (batch.status, batch.json["code"].as_str()),
+        (403, Some("tenant_paused")),
+        "{}",
+        batch.text
+    );
     let resend = s
         .app
         .post(
@@ -239,7 +262,12 @@ async fn a_tenant_crossing_the_bounce_threshold_is_paused_everywhere_until_reins
             json!({"from": "noreply@acme.test", "to": "x@example.org", "subject": "Hi", "text": "x"}),
         )
         .await;
-    assert_eq!((resend.status, resend.json["name"].as_str()), (403, Some("tenant_paused")), "{}", resend.text);
+    assert_eq!(
+        (resend.status, resend.json["name"].as_str()),
+        (403, Some("tenant_paused")),
+        "{}",
+        resend.text
+    );
     let postmark = s
         .app
         .client
@@ -262,12 +290,21 @@ async fn a_tenant_crossing_the_bounce_threshold_is_paused_everywhere_until_reins
     assert_eq!(s.reputation(&key_b).await["status"], "healthy");
 
     // Signed webhooks to both endpoints; an audit entry by `system`.
-    let hooks = platform.wait_until(WAIT, |h| signed_event(h, "tenant.paused", &a)).await;
-    let h = hooks.iter().find(|h| h.body["type"] == "tenant.paused").unwrap();
+    let hooks = platform
+        .wait_until(WAIT, |h| signed_event(h, "tenant.paused", &a))
+        .await;
+    let h = hooks
+        .iter()
+        .find(|h| h.body["type"] == "tenant.paused")
+        .unwrap();
     assert_eq!(h.body["data"]["status"], "paused");
     assert_eq!(h.body["data"]["windows"][0]["hard_bounced"], 1);
-    own.wait_until(WAIT, |h| signed_event(h, "tenant.paused", &a)).await;
-    assert!(!platform.received().iter().any(|h| h.body["data"]["tenant_id"] == b));
+    own.wait_until(WAIT, |h| signed_event(h, "tenant.paused", &a))
+        .await;
+    assert!(!platform
+        .received()
+        .iter()
+        .any(|h| h.body["data"]["tenant_id"] == b));
     let actors: Vec<String> = {
         use postline::db::schema::audit_log::dsl::*;
         audit_log
@@ -279,41 +316,72 @@ async fn a_tenant_crossing_the_bounce_threshold_is_paused_everywhere_until_reins
     assert_eq!(actors, vec!["system".to_string()]);
 
     // The admin view and listing.
-    let r = s.app.get(&format!("/v1/tenants/{a}/reputation"), &s.app.admin_key).await;
-    assert_eq!((r.status, r.json["status"].as_str()), (200, Some("paused")), "{}", r.text);
-    let r = s.app.get("/v1/admin/reputation?status=paused", &s.app.admin_key).await;
-    let listed: Vec<&str> = r.json["data"].as_array().unwrap().iter().map(|v| v["tenant_id"].as_str().unwrap()).collect();
+    let r = s
+        .app
+        .get(&format!("/v1/tenants/{a}/reputation"), &s.app.admin_key)
+        .await;
+    assert_eq!(
+        (r.status, r.json["status"].as_str()),
+        (200, Some("paused")),
+        "{}",
+        r.text
+    );
+    let r = s
+        .app
+        .get("/v1/admin/reputation?status=paused", &s.app.admin_key)
+        .await;
+    let listed: Vec<&str> = r.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["tenant_id"].as_str().unwrap())
+        .collect();
     assert_eq!(listed, vec![a.as_str()], "{}", r.text);
 
     // Reinstated: held mail resumes, figures restart, no new pause.
     let r = s
         .app
-        .post(&format!("/v1/tenants/{a}/reinstate"), &s.app.admin_key, json!({"note": "list cleaned"}))
+        .post(
+            &format!("/v1/tenants/{a}/reinstate"),
+            &s.app.admin_key,
+            json!({"note": "list cleaned"}),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["status"], "healthy");
     assert!(r.json["reinstated_at"].is_string());
     assert_eq!(window(&r.json), (0, 0, 0), "{}", r.text);
     wait_for(&s.app, &key_a, &slow, |e| e["status"] == "delivered").await;
-    platform.wait_until(WAIT, |h| signed_event(h, "tenant.reinstated", &a)).await;
+    platform
+        .wait_until(WAIT, |h| signed_event(h, "tenant.reinstated", &a))
+        .await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(s.reputation(&key_a).await["status"], "healthy");
     s.delivered(&key_a, "again@example.org").await;
     let rep = s.reputation(&key_a).await;
     assert_eq!(window(&rep), (2, 0, 0), "slow and again: {rep}");
     assert_eq!(rep["daily"].as_array().unwrap().len(), 30);
-    assert_eq!(rep["daily"][29]["hard_bounced"], 1, "the day keeps its figures: {rep}");
+    assert_eq!(
+        rep["daily"][29]["hard_bounced"], 1,
+        "the day keeps its figures: {rep}"
+    );
 }
 
 #[tokio::test]
 async fn monitor_mode_only_warns_and_below_min_volume_nothing_is_decided() {
     let s = setup(|_| {}).await;
-    let (m, key_m) = s.tenant("Monitored", json!({"mode": "monitor", "min_volume": 1})).await;
+    let (m, key_m) = s
+        .tenant("Monitored", json!({"mode": "monitor", "min_volume": 1}))
+        .await;
     let (_, key_l) = s.tenant("Little", json!({"min_volume": 1000})).await;
     let rx = Receiver::start().await;
     let r = s
         .app
-        .post("/v1/webhooks", &key_m, json!({"url": rx.url("/m"), "events": ["tenant.reputation_warning", "tenant.paused"]}))
+        .post(
+            "/v1/webhooks",
+            &key_m,
+            json!({"url": rx.url("/m"), "events": ["tenant.reputation_warning", "tenant.paused"]}),
+        )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     rx.add_secret(r.json["secret"].as_str().unwrap());
@@ -323,19 +391,29 @@ async fn monitor_mode_only_warns_and_below_min_volume_nothing_is_decided() {
         s.hard_bounce(&format!("{p}0@example.org")).await;
     }
     let rep = s.wait_status(&key_m, "warning").await;
-    assert!(rep["reason"].as_str().unwrap().contains("pause threshold"), "{rep}");
-    rx.wait_until(WAIT, |h| signed_event(h, "tenant.reputation_warning", &m)).await;
+    assert!(
+        rep["reason"].as_str().unwrap().contains("pause threshold"),
+        "{rep}"
+    );
+    rx.wait_until(WAIT, |h| signed_event(h, "tenant.reputation_warning", &m))
+        .await;
     s.delivered(&key_m, "m2@example.org").await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(s.reputation(&key_m).await["status"], "warning");
-    assert!(!rx.received().iter().any(|h| h.body["type"] == "tenant.paused"));
+    assert!(!rx
+        .received()
+        .iter()
+        .any(|h| h.body["type"] == "tenant.paused"));
     let little = s.reputation(&key_l).await;
     assert_eq!(little["status"], "healthy", "{little}");
     assert_eq!(window(&little), (1, 1, 0), "{little}");
     let r = s.app.get("/v1/admin/reputation", &s.app.admin_key).await;
     assert_eq!(r.json["data"].as_array().unwrap().len(), 1, "{}", r.text);
     assert_eq!(r.json["data"][0]["tenant_id"], m.as_str());
-    let r = s.app.get("/v1/admin/reputation?status=bogus", &s.app.admin_key).await;
+    let r = s
+        .app
+        .get("/v1/admin/reputation?status=bogus", &s.app.admin_key)
+        .await;
     assert_eq!(r.status, 422, "{}", r.text);
 }
 
@@ -355,7 +433,8 @@ async fn a_jmrp_report_counts_as_a_complaint_and_a_dmarc_failure_report_does_not
     s.feedback("kijitora@example.com", jmrp).await;
     // A DMARC failure report (Feedback-Type: auth-failure) about the other copy.
     let (_, token) = sent_to(&s.sink, "dmarc@example.org").await;
-    let auth = corpus("arf-20.eml").replacen("\nFrom: ", &format!("\nX-Postline-ID: {token}\nFrom: "), 2);
+    let auth =
+        corpus("arf-20.eml").replacen("\nFrom: ", &format!("\nX-Postline-ID: {token}\nFrom: "), 2);
     assert!(auth.matches(&token).count() >= 1);
     s.feedback("dmarc@example.org", auth).await;
     let deadline = Instant::now() + WAIT;
@@ -364,12 +443,18 @@ async fn a_jmrp_report_counts_as_a_complaint_and_a_dmarc_failure_report_does_not
         if window(&rep).2 == 1 {
             break;
         }
-        assert!(Instant::now() < deadline, "the JMRP report never counted: {rep}");
+        assert!(
+            Instant::now() < deadline,
+            "the JMRP report never counted: {rep}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rep = s.reputation(&key).await;
     assert_eq!(window(&rep), (2, 0, 1), "{rep}");
     let suppressed: Vec<(String, String)> = crate::bounces::suppressions(&s.app);
-    assert_eq!(suppressed, vec![("kijitora@example.com".to_string(), "complaint".to_string())]);
+    assert_eq!(
+        suppressed,
+        vec![("kijitora@example.com".to_string(), "complaint".to_string())]
+    );
 }

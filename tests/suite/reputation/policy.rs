@@ -29,10 +29,23 @@ async fn a_tenant_policy_is_validated_shown_and_cleared() {
         .iter()
         .map(|e| e["field"].as_str().unwrap())
         .collect();
-    for f in ["mode", "window_hours", "bounce_rate_pause", "complaint_rate_warning", "check_secs", "x"] {
-        assert!(fields.contains(&format!("reputation_policy.{f}").as_str()), "{f}: {}", bad.text);
+    for f in [
+        "mode",
+        "window_hours",
+        "bounce_rate_pause",
+        "complaint_rate_warning",
+        "check_secs",
+        "x",
+    ] {
+        assert!(
+            fields.contains(&format!("reputation_policy.{f}").as_str()),
+            "{f}: {}",
+            bad.text
+        );
     }
-    let r = app.patch(&path, &admin, json!({"reputation_policy": [1]})).await;
+    let r = app
+        .patch(&path, &admin, json!({"reputation_policy": [1]}))
+        .await;
     assert_eq!(r.status, 422, "{}", r.text);
     // At the bounds.
     let ok = app
@@ -48,11 +61,22 @@ async fn a_tenant_policy_is_validated_shown_and_cleared() {
     let rep = app.get("/v1/reputation", &key).await;
     assert_eq!(rep.status, 200, "{}", rep.text);
     assert_eq!(rep.json["policy"]["mode"], "monitor");
-    assert_eq!(rep.json["policy"]["bounce_rate_warning"], 0.04, "a default: {}", rep.text);
+    assert_eq!(
+        rep.json["policy"]["bounce_rate_warning"], 0.04,
+        "a default: {}",
+        rep.text
+    );
     assert_eq!(rep.json["windows"][0]["hours"], 168);
     assert_eq!(rep.json["status"], "healthy");
-    let cleared = app.patch(&path, &admin, json!({"reputation_policy": null})).await;
-    assert_eq!(cleared.json["reputation_policy"], serde_json::Value::Null, "{}", cleared.text);
+    let cleared = app
+        .patch(&path, &admin, json!({"reputation_policy": null}))
+        .await;
+    assert_eq!(
+        cleared.json["reputation_policy"],
+        serde_json::Value::Null,
+        "{}",
+        cleared.text
+    );
     let rep = app.get("/v1/reputation", &key).await;
     assert_eq!(rep.json["policy"]["mode"], "enforce");
     assert_eq!(rep.json["windows"][0]["hours"], 24);
@@ -60,16 +84,32 @@ async fn a_tenant_policy_is_validated_shown_and_cleared() {
     // A tenant key without usage:read, and the admin routes with a tenant key.
     let other = app.tenant_key(id, &["send"]).await;
     assert_eq!(app.get("/v1/reputation", &other).await.status, 403);
-    assert_eq!(app.get(&format!("/v1/tenants/{id}/reputation"), &key).await.status, 403);
+    assert_eq!(
+        app.get(&format!("/v1/tenants/{id}/reputation"), &key)
+            .await
+            .status,
+        403
+    );
     // Unknown tenant: 404, for reads and the reinstatement.
     let none = "00000000-0000-4000-8000-000000000000";
-    assert_eq!(app.get(&format!("/v1/tenants/{none}/reputation"), &admin).await.status, 404);
     assert_eq!(
-        app.post(&format!("/v1/tenants/{none}/reinstate"), &admin, json!({})).await.status,
+        app.get(&format!("/v1/tenants/{none}/reputation"), &admin)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        app.post(&format!("/v1/tenants/{none}/reinstate"), &admin, json!({}))
+            .await
+            .status,
         404
     );
     let long = app
-        .post(&format!("/v1/tenants/{id}/reinstate"), &admin, json!({"note": "n".repeat(1001)}))
+        .post(
+            &format!("/v1/tenants/{id}/reinstate"),
+            &admin,
+            json!({"note": "n".repeat(1001)}),
+        )
         .await;
     assert_eq!(long.status, 422, "{}", long.text);
 }
