@@ -77,8 +77,10 @@ pub async fn for_tenant(
 pub struct ListQuery {
     /// `warning` or `paused`; both when absent.
     pub status: Option<String>,
+    /// 1-100, default 20.
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
+    /// next_cursor of the previous page.
     pub cursor: Option<String>,
 }
 
