@@ -35,7 +35,13 @@ impl Gate {
     }
 
     pub fn is_paused(&self, tenant: Uuid) -> bool {
-        self.check(tenant).is_err()
+        self.reason(tenant).is_some()
+    }
+
+    /// Why the tenant is paused (`None`: it is not).
+    pub fn reason(&self, tenant: Uuid) -> Option<String> {
+        let paused = self.paused.read().unwrap_or_else(|p| p.into_inner());
+        paused.get(&tenant).cloned()
     }
 
     pub fn pause(&self, tenant: Uuid, reason: String) {

@@ -338,7 +338,40 @@ async fn a_tenant_crossing_the_bounce_threshold_is_paused_everywhere_until_reins
         .collect();
     assert_eq!(listed, vec![a.as_str()], "{}", r.text);
 
-    // Reinstated: held mail resumes, figures restart, no new pause.
+    // The tenant's own console says why; the admin's tenant page too, with
+    // the reinstate button.
+    use crate::console::{csrf_of, get as page, post as form, sign_in, user};
+    use postline::console::users::Role;
+    user(&s.app, "owner@acme.test", Role::Owner, Some(&a)).await;
+    let (owner, _) = sign_in(&s.app, "owner@acme.test", &[]).await;
+    let (status, html, _) = page(&s.app, &owner, "/console/keys").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("id=\"reputation-paused\"") && html.contains("bounce rate 25.00%"),
+        "{html}"
+    );
+    user(&s.app, "admin@platform.test", Role::Admin, None).await;
+    let (admin, _) = sign_in(&s.app, "admin@platform.test", &[]).await;
+    let (_, html, _) = page(&s.app, &admin, &format!("/console/tenants/{a}")).await;
+    assert!(
+        html.contains("id=\"reputation-reason\"") && html.contains("id=\"reinstate\""),
+        "{html}"
+    );
+    let (_, html, _) = page(&s.app, &admin, &format!("/console/tenants/{b}")).await;
+    assert!(!html.contains("id=\"reinstate\""), "{html}");
+    // Without the CSRF token: refused, still paused.
+    let (status, _) = form(
+        &s.app,
+        &admin,
+        &format!("/console/tenants/{a}"),
+        &[("action", "reinstate")],
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(s.reputation(&key_a).await["status"], "paused");
+
+    // Reinstated (the API; the console button below): held mail resumes,
+    // figures restart, no new pause.
     let r = s
         .app
         .post(
@@ -348,6 +381,8 @@ async fn a_tenant_crossing_the_bounce_threshold_is_paused_everywhere_until_reins
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
+    let (_, html, _) = page(&s.app, &owner, "/console/keys").await;
+    assert!(!html.contains("id=\"reputation-paused\""), "{html}");
     assert_eq!(r.json["status"], "healthy");
     assert!(r.json["reinstated_at"].is_string());
     assert_eq!(window(&r.json), (0, 0, 0), "{}", r.text);
@@ -364,6 +399,30 @@ async fn a_tenant_crossing_the_bounce_threshold_is_paused_everywhere_until_reins
     assert_eq!(
         rep["daily"][29]["hard_bounced"], 1,
         "the day keeps its figures: {rep}"
+    );
+    // The console's reinstate button works too (CSRF token of the page).
+    let (_, html, _) = page(&s.app, &admin, &format!("/console/tenants/{a}")).await;
+    let csrf = csrf_of(&html);
+    let (status, _) = form(
+        &s.app,
+        &admin,
+        &format!("/console/tenants/{a}"),
+        &[("csrf", &csrf), ("action", "reinstate")],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let reinstated: Vec<String> = {
+        use postline::db::schema::audit_log::dsl::*;
+        audit_log
+            .filter(action.eq("tenant.reinstated"))
+            .select(actor_kind)
+            .order(at)
+            .load(&mut s.app.sql_conn())
+            .unwrap()
+    };
+    assert_eq!(
+        reinstated,
+        vec!["admin_key".to_string(), "user".to_string()]
     );
 }
 
