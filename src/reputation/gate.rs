@@ -24,6 +24,9 @@ impl Gate {
     /// 403 `tenant_paused` (its detail: the figure and the threshold) for a
     /// paused tenant; `Ok` otherwise.
     pub fn check(&self, tenant: Uuid) -> AppResult<()> {
+        if !super::track::enabled() {
+            return Ok(());
+        }
         let paused = self.paused.read().unwrap_or_else(|p| p.into_inner());
         match paused.get(&tenant) {
             None => Ok(()),

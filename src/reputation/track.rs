@@ -1,16 +1,34 @@
 //! What recorded outcomes add to the figures (recipients): the two hooks
 //! the outcome paths call in their transactions, each one upsert.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use diesel::PgConnection;
 use diesel::QueryResult;
 
 use super::model::{self, Delta};
 use crate::queue::record::{Outcome, Resolution};
 
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns tracking (these hooks) and the send paths' paused check off or on
+/// for this process. Always on in the product; `benches/load.rs` compares
+/// throughput with and without in one run.
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
 /// Delivery outcomes (`queue::record`): a recipient delivered counts as
 /// delivered, one that bounced hard (it is suppressed) as hard bounced.
 /// Messages without recipient rows count once, by their resolution.
 pub fn outcomes(conn: &mut PgConnection, recorded: &[&Outcome]) -> QueryResult<()> {
+    if !enabled() {
+        return Ok(());
+    }
     let deltas: Vec<Delta> = recorded
         .iter()
         .map(|o| {
@@ -50,6 +68,9 @@ pub fn report(
     hard_bounced: bool,
     complained: bool,
 ) -> QueryResult<()> {
+    if !enabled() {
+        return Ok(());
+    }
     let mut d = Delta {
         tenant_id,
         email_id,
