@@ -22,7 +22,7 @@ use crate::domain::TenantId;
 use crate::error::{AppError, AppResult};
 
 /// The advisory lock key of the decision round ("reput" in ASCII).
-const LOCK_KEY: i64 = 0x7265_7075_74;
+const LOCK_KEY: i64 = 0x0072_6570_7574;
 /// The most tenants one round decides on.
 pub const MAX_PER_ROUND: i64 = 50_000;
 
