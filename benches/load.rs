@@ -210,8 +210,19 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
     let tenant_ids: Vec<Uuid> = tenants.iter().map(|t| t.id.parse().unwrap()).collect();
     let sample = app::message(&tenants[0], 0, p.size);
     let (mut raw1, mut ours1, mut raw100, mut ours100) = (vec![], vec![], vec![], vec![]);
+    // POSTLINE_BENCH_REPUTATION_AB=1: odd rounds and drains with
+    // reputation tracking (and the paused check) on, even ones off.
+    let ab = std::env::var("POSTLINE_BENCH_REPUTATION_AB").is_ok_and(|v| v == "1");
+    let track = |i: usize| {
+        let on = !ab || i % 2 == 1;
+        postline::reputation::track::set_enabled(on);
+        if ab {
+            println!("   (reputation tracking {})", if on { "on" } else { "off" });
+        }
+    };
     for round in (1..=p.rounds).filter(|_| !only_delivery) {
         println!("-- ingest round {round}/{} --", p.rounds);
+        track(round);
         raw1.push(
             m.raw_insert(
                 &db.url,
@@ -299,52 +310,57 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
 
     // Delivery, from an empty queue (the warm-up's mail is still queued
     // when the ingest phases were skipped).
-    rt.block_on(bench.stop_worker());
-    cancel_queued(&db.url);
-    println!("-- delivery ({} B messages) --", p.delivery_size);
-    let big_batches = Arc::new(app::batch_requests(
-        &tenants,
-        p.delivery_messages / 100 / p.tenants + 1,
-        100,
-        p.delivery_size,
-    ));
+    let mut drained = 0.0;
     let backlog = (p.delivery_messages / 100).max(1) * 100;
-    m.closed(
-        "enqueue backlog (worker off)",
-        big_batches,
-        backlog / 100,
-        p.batch_concurrency,
-        202,
-    );
-    let base = sink.sink.count();
-    let meter = Meter::start(Some(sink.tid), postmaster);
-    let t0 = Instant::now();
-    {
-        let _runtime = rt.enter();
-        bench.start_worker();
+    for drain in 1..=(if ab { 4 } else { 1 }) {
+        track(drain);
+        rt.block_on(bench.stop_worker());
+        cancel_queued(&db.url);
+        println!("-- delivery ({} B messages) --", p.delivery_size);
+        let big_batches = Arc::new(app::batch_requests(
+            &tenants,
+            p.delivery_messages / 100 / p.tenants + 1,
+            100,
+            p.delivery_size,
+        ));
+        m.closed(
+            "enqueue backlog (worker off)",
+            big_batches,
+            backlog / 100,
+            p.batch_concurrency,
+            202,
+        );
+        let base = sink.sink.count();
+        let meter = Meter::start(Some(sink.tid), postmaster);
+        let t0 = Instant::now();
+        {
+            let _runtime = rt.enter();
+            bench.start_worker();
+        }
+        let arrived = rt.block_on(
+            sink.sink
+                .wait_count(base + backlog, Duration::from_secs(600)),
+        );
+        let drain_wall = t0.elapsed();
+        assert!(arrived, "backlog not delivered within 600 s");
+        let split = meter.stop(Duration::ZERO);
+        drained = backlog as f64 / drain_wall.as_secs_f64();
+        print_figure(
+            "worker drain -> sink",
+            format!(
+                "{backlog} msgs in {:.2} s: {drained:.0} msg/s",
+                drain_wall.as_secs_f64()
+            ),
+        );
+        print_figure("  cpu", split.per_message(backlog, drain_wall));
+        let recorded = wait_delivered(&db.url, backlog, Duration::from_secs(120));
+        print_figure(
+            "  all recorded delivered after",
+            format!("{:.2} s", (t0.elapsed()).as_secs_f64())
+                + if recorded { "" } else { " (TIMED OUT)" },
+        );
     }
-    let arrived = rt.block_on(
-        sink.sink
-            .wait_count(base + backlog, Duration::from_secs(600)),
-    );
-    let drain_wall = t0.elapsed();
-    assert!(arrived, "backlog not delivered within 600 s");
-    let split = meter.stop(Duration::ZERO);
-    let drained = backlog as f64 / drain_wall.as_secs_f64();
-    print_figure(
-        "worker drain -> sink",
-        format!(
-            "{backlog} msgs in {:.2} s: {drained:.0} msg/s",
-            drain_wall.as_secs_f64()
-        ),
-    );
-    print_figure("  cpu", split.per_message(backlog, drain_wall));
-    let recorded = wait_delivered(&db.url, backlog, Duration::from_secs(120));
-    print_figure(
-        "  all recorded delivered after",
-        format!("{:.2} s", (t0.elapsed()).as_secs_f64())
-            + if recorded { "" } else { " (TIMED OUT)" },
-    );
+    postline::reputation::track::set_enabled(true);
 
     // The same bytes Postline sent, by a plain SMTP client at the same
     // session count.

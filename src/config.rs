@@ -41,6 +41,8 @@ pub struct Settings {
     pub submission: SubmissionSettings,
     /// Leased budgets shared by the nodes (`src/cluster/`).
     pub cluster: crate::cluster::ClusterSettings,
+    /// Tenant reputation policy defaults (`src/reputation/`).
+    pub reputation: crate::reputation::ReputationSettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -536,6 +538,9 @@ impl Settings {
         }
         if !(1..=1_000_000).contains(&self.limits.quota_chunk) {
             return fail("limits.quota_chunk", "must be between 1 and 1000000");
+        }
+        if let Err((key, why)) = self.reputation.validate() {
+            return fail(&key, &why);
         }
         if let Err((key, why)) = self.cluster.validate() {
             return fail(key, why);

@@ -26,6 +26,7 @@ pub mod net_guard;
 pub mod oauth;
 pub mod openapi;
 pub mod queue;
+pub mod reputation;
 pub mod retention;
 pub mod routes;
 pub mod secret;

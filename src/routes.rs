@@ -66,6 +66,7 @@ pub fn all() -> Vec<Endpoint> {
     [
         crate::http::endpoints(),
         crate::tenants::routes::endpoints(),
+        crate::reputation::routes::endpoints(),
         crate::keys::routes::endpoints(),
         crate::emails::routes::endpoints(),
         crate::templates::routes::endpoints(),

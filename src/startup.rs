@@ -68,6 +68,7 @@ impl Application {
             ),
             renderer: crate::templates::sandbox::Sandbox::new(&settings.templates)?,
             console: crate::console::ConsoleState::new(&settings)?,
+            reputation: crate::reputation::Gate::default(),
         };
         let listener = TcpListener::bind(&settings.server.bind).map_err(|e| {
             anyhow::anyhow!("server.bind: cannot bind {}: {e}", settings.server.bind)
@@ -82,6 +83,12 @@ impl Application {
             state
                 .requests
                 .spawn_flusher(Duration::from_secs(settings.limits.usage_flush_secs)),
+            state.reputation.spawn_reloader(pool.clone()),
+            crate::reputation::checker::spawn(
+                pool.clone(),
+                settings.clone(),
+                state.reputation.clone(),
+            ),
         ];
         background.extend(
             state

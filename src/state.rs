@@ -38,4 +38,6 @@ pub struct AppState {
     pub renderer: crate::templates::sandbox::Sandbox,
     /// The web console's sign-in throttles (`src/console/`).
     pub console: crate::console::ConsoleState,
+    /// Paused tenants (reputation), checked by every send path in memory.
+    pub reputation: crate::reputation::Gate,
 }

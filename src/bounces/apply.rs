@@ -110,7 +110,15 @@ pub fn record(
         let mut suppress = Vec::new();
         let mut counters = Counters::default();
         let reporter = report.reporting_mta.clone().unwrap_or_else(|| "dsn".into());
-        if let Kind::Complaint { feedback_type } = &report.kind {
+        // A DMARC failure report (`auth-failure`) is no complaint (issue 25).
+        let complaint = match &report.kind {
+            Kind::Complaint { feedback_type } if !super::dsn::is_auth_failure(feedback_type) => {
+                Some(feedback_type)
+            }
+            _ => None,
+        };
+        let mut hard_bounced = false;
+        if let Some(feedback_type) = complaint {
             if recipients::set_reported(conn, found.tenant_id, found.email_id, &r.recipient, "complained", None)? {
                 applied.complained.push(r.recipient.clone());
                 counters.emails_complained += 1;
@@ -148,6 +156,7 @@ pub fn record(
                     at: now,
                 });
                 if f.bounce_type == classify::BounceType::Hard {
+                    hard_bounced = true;
                     suppress.push(NewSuppression {
                         tenant_id: found.tenant_id,
                         email: r.recipient.clone(),
@@ -160,6 +169,14 @@ pub fn record(
             }
         }
         suppressions::upsert(conn, &suppress)?;
+        crate::reputation::track::report(
+            conn,
+            found.tenant_id,
+            found.email_id,
+            &r.status,
+            hard_bounced,
+            !applied.complained.is_empty(),
+        )?;
         // A delivered message none of whose recipients is delivered any
         // more has bounced (API.md: `bounced` when all bounced).
         if !applied.bounced.is_empty() && status == "delivered" {

@@ -69,6 +69,17 @@ pub fn parse(raw: &[u8]) -> Option<Report> {
             tokens,
         });
     }
+    if let Some(complained) = microsoft_feedback(&msg, raw) {
+        return Some(Report {
+            kind: Kind::Complaint {
+                feedback_type: "abuse".into(),
+            },
+            failures: Vec::new(),
+            complained,
+            reporting_mta: Some("jmrp".into()),
+            tokens,
+        });
+    }
     let mut failures = Vec::new();
     let mut reporting_mta = None;
     let mut standard = false;
@@ -357,6 +368,58 @@ fn header_address(headers: &str, name: &str) -> Option<String> {
             .then(|| first_address(v))
             .flatten()
     })
+}
+
+/// `auth-failure` (RFC 6591, DMARC failure reports): not a complaint.
+pub fn is_auth_failure(feedback_type: &str) -> bool {
+    let f: String = feedback_type
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    f.eq_ignore_ascii_case("authfailure")
+}
+
+/// Microsoft's JMRP / SNDS complaint (Outlook.com, Hotmail): the complained
+/// message attached as `message/rfc822` with no feedback-report part. Known
+/// by the `X-HmXmrOriginalRecipient` header of the attached message, or by
+/// a Microsoft consumer sender with an attached message and no DSN. Returns
+/// the complaining recipient when the report names one.
+fn microsoft_feedback(msg: &mail_parser::Message<'_>, raw: &[u8]) -> Option<Option<String>> {
+    const MARK: &str = "x-hmxmroriginalrecipient:";
+    let text = String::from_utf8_lossy(raw);
+    let lower = text.to_ascii_lowercase();
+    let named = lower.find(MARK).and_then(|at| {
+        let line = text[at + MARK.len()..].lines().next().unwrap_or("");
+        first_address(line)
+    });
+    let mut attached = false;
+    for part in &msg.parts {
+        let Some(ct) = part.content_type() else {
+            continue;
+        };
+        let sub = ct.subtype().unwrap_or("").to_ascii_lowercase();
+        if ct.ctype().eq_ignore_ascii_case("message") {
+            if sub.contains("delivery-status") || sub == "feedback-report" {
+                return None;
+            }
+            attached |= sub == "rfc822";
+        }
+    }
+    if !attached {
+        return None;
+    }
+    let from_microsoft = msg
+        .from()
+        .and_then(|f| f.first())
+        .and_then(|a| a.address())
+        .and_then(|a| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()))
+        .is_some_and(|d| {
+            matches!(
+                d.as_str(),
+                "hotmail.com" | "outlook.com" | "live.com" | "msn.com"
+            )
+        });
+    (named.is_some() || from_microsoft).then_some(named)
 }
 
 fn strip_tags(html: &str) -> String {

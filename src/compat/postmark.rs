@@ -49,7 +49,9 @@ fn error(e: &AppError) -> (StatusCode, PostmarkError) {
             10,
             "Request does not contain a valid Server token.".to_string(),
         ),
-        AppError::Forbidden { code, .. } if *code == "tenant_suspended" => {
+        AppError::Forbidden { code, .. }
+            if matches!(*code, "tenant_suspended" | "tenant_paused") =>
+        {
             (unprocessable, 413, e.public_detail())
         }
         AppError::Forbidden { .. } => (StatusCode::UNAUTHORIZED, 10, e.public_detail()),

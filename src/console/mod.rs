@@ -229,6 +229,8 @@ pub struct Layout {
     /// The user's tenant is suspended: the banner, and every form is 403.
     pub suspended: bool,
     pub suspended_notice: &'static str,
+    /// The page's tenant is paused for its reputation: why (the banner).
+    pub paused: Option<String>,
 }
 
 impl Layout {
@@ -249,6 +251,7 @@ impl Layout {
                 .map(|row| row.name.clone()),
             None => None,
         };
+        let paused = tenant.and_then(|t| state.reputation.reason(t.0));
         let tenant = tenant.map(|t| t.0.to_string());
         Layout {
             email: user.email.clone(),
@@ -264,6 +267,7 @@ impl Layout {
             active,
             suspended: user.who.0.tenant_suspended,
             suspended_notice: session::SUSPENDED,
+            paused,
         }
     }
 }

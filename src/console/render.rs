@@ -61,6 +61,7 @@ fn env() -> &'static Environment<'static> {
         env.add_global("time_js", TIME_JS);
         env.add_filter("when", super::format::when);
         env.add_filter("badge", super::format::badge);
+        env.add_filter("percent", |v: f64| format!("{:.3} %", v * 100.0));
         // This environment's own filter (tenant templates are not affected).
         env.add_filter("urlencode", |v: String| -> String {
             percent_encoding::utf8_percent_encode(&v, percent_encoding::NON_ALPHANUMERIC)

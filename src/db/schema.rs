@@ -21,6 +21,7 @@ diesel::table! {
         updated_at -> Timestamptz,
         deleted_at -> Nullable<Timestamptz>,
         retention_content_days -> Nullable<Int4>,
+        reputation_policy -> Nullable<Jsonb>,
     }
 }
 
@@ -380,5 +381,27 @@ diesel::table! {
         granted -> Int8,
         spent -> Int8,
         expires_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    reputation_hourly (tenant_id, hour, domain) {
+        tenant_id -> Uuid,
+        hour -> Timestamptz,
+        domain -> Text,
+        delivered -> Int8,
+        hard_bounced -> Int8,
+        complained -> Int8,
+    }
+}
+
+diesel::table! {
+    tenant_reputation (tenant_id) {
+        tenant_id -> Uuid,
+        status -> Text,
+        reason -> Nullable<Text>,
+        paused_at -> Nullable<Timestamptz>,
+        reinstated_at -> Nullable<Timestamptz>,
+        changed_at -> Timestamptz,
     }
 }

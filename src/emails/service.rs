@@ -89,6 +89,7 @@ pub(super) async fn sending_tenant(
             "This tenant is suspended.",
         ));
     }
+    state.reputation.check(row.id)?;
     Ok(row)
 }
 

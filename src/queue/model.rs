@@ -143,14 +143,16 @@ pub fn hold_tenant(conn: &mut PgConnection, tenant: TenantId) -> QueryResult<usi
         .execute(conn)
 }
 
-/// Holds the waiting mail of every suspended tenant that is not held yet:
+/// Holds the waiting mail of every suspended (or reputation-paused) tenant
+/// that is not held yet:
 /// what such tenants had in flight when they were suspended and has come
 /// back (deferred or requeued) since. One statement, driven by the (few)
 /// suspended tenants through the queue's tenant-leading index, so its cost
 /// does not grow with other tenants' backlogs.
 pub fn hold_stragglers(conn: &mut PgConnection) -> QueryResult<usize> {
     diesel::sql_query(format!(
-        "{HOLD} AND q.tenant_id = ANY(ARRAY(SELECT id FROM tenants WHERE status = 'suspended')) \
+        "{HOLD} AND q.tenant_id = ANY(ARRAY(SELECT id FROM tenants WHERE status = 'suspended' \
+                   UNION ALL SELECT tenant_id FROM tenant_reputation WHERE status = 'paused')) \
          {HOLD_EMAILS}"
     ))
     .execute(conn)

@@ -239,6 +239,7 @@ pub fn record(conn: &mut PgConnection, outcomes: &[Outcome]) -> QueryResult<Vec<
             crate::webhooks::outbox::enqueue(conn, &events)?;
         }
         usage::add(conn, now.date_naive(), usage::pick_shard(), &terminal_counts(outcomes, &changed))?;
+        crate::reputation::track::outcomes(conn, &mine)?;
         Ok(changed.into_iter().collect())
     })
 }

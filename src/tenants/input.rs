@@ -93,6 +93,12 @@ pub struct UpdateTenant {
     #[serde(default, deserialize_with = "nullable")]
     pub retention_content_days: Option<Option<i32>>,
     pub status: Option<StatusInput>,
+    /// Reputation policy override (issue 25): any of `mode`, `window_hours`,
+    /// `min_volume`, `bounce_rate_warning`, `bounce_rate_pause`,
+    /// `complaint_rate_warning`, `complaint_rate_pause`; `null` = defaults.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Object>)]
+    pub reputation_policy: Option<Option<Value>>,
 }
 
 impl From<CreateTenant> for UpdateTenant {
@@ -106,6 +112,7 @@ impl From<CreateTenant> for UpdateTenant {
             rate_limit: c.rate_limit,
             retention_content_days: c.retention_content_days.map(Some),
             status: None,
+            reputation_policy: None,
         }
     }
 }
@@ -247,6 +254,14 @@ impl UpdateTenant {
                 ))
             }
             Some(d) => row.retention_content_days = d,
+        }
+        match self.reputation_policy {
+            None => {}
+            Some(None) => row.reputation_policy = None,
+            Some(Some(v)) => match crate::reputation::policy::check_override(&v) {
+                Ok(clean) => row.reputation_policy = Some(clean),
+                Err(e) => errors.extend(e),
+            },
         }
         if let Some(status) = self.status {
             row.status = match status {

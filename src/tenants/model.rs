@@ -31,6 +31,8 @@ pub struct TenantRow {
     pub deleted_at: Option<DateTime<Utc>>,
     /// Days bodies/headers/attachments are kept; `None` = `retention.content_days`.
     pub retention_content_days: Option<i32>,
+    /// The reputation policy override (issue 25); `None` = `[reputation]`.
+    pub reputation_policy: Option<serde_json::Value>,
 }
 
 impl TenantRow {
@@ -63,6 +65,7 @@ impl TenantRow {
                 tenants::emails_per_second.eq(self.emails_per_second),
                 tenants::status.eq(&self.status),
                 tenants::retention_content_days.eq(self.retention_content_days),
+                tenants::reputation_policy.eq(&self.reputation_policy),
             ))
             .returning(TenantRow::as_returning())
             .get_result(conn)

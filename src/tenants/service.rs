@@ -42,6 +42,7 @@ fn blank_tenant() -> TenantRow {
         updated_at: now,
         deleted_at: None,
         retention_content_days: None,
+        reputation_policy: None,
     }
 }
 

@@ -36,6 +36,10 @@ pub struct TenantView {
     pub rate_limit: RateLimitView,
     /// Days message content is kept; `null` = the platform's `retention.content_days`.
     pub retention_content_days: Option<i32>,
+    /// The reputation policy override (any of `[reputation]`'s keys but
+    /// `check_secs`); `null` = the platform's defaults.
+    #[schema(value_type = Option<Object>)]
+    pub reputation_policy: Option<serde_json::Value>,
     pub status: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -63,6 +67,7 @@ impl From<TenantRow> for TenantView {
                 emails_per_second: t.emails_per_second,
             },
             retention_content_days: t.retention_content_days,
+            reputation_policy: t.reputation_policy,
             status: t.status,
             created_at: t.created_at,
             updated_at: t.updated_at,

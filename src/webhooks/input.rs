@@ -20,7 +20,8 @@ pub struct CreateWebhook {
     /// Events to receive: email.queued, email.scheduled, email.canceled,
     /// email.delivered, email.deferred,
     /// email.bounced, email.failed, email.suppressed, email.complained,
-    /// domain.verified, domain.failed, or "*" for all of them. The test ping
+    /// domain.verified, domain.failed,
+    /// tenant.reputation_warning, tenant.paused, tenant.reinstated, or "*" for all of them. The test ping
     /// (POST .../test) is a webhook.test event, sent whatever this list holds.
     pub events: Vec<String>,
     pub description: Option<String>,

@@ -352,6 +352,7 @@ fn body(w: &World, e: &Endpoint, n: usize) -> Option<Value> {
         ("POST", p) if p.ends_with("/test") || p.ends_with("/retry") => json!({}),
         ("POST", p) if p.ends_with("/domains") => json!({"name": format!("n{n}.example")}),
         ("POST", p) if p.ends_with("/verify") || p.ends_with("/dkim/rotate") => json!({}),
+        ("POST", p) if p.ends_with("/reinstate") => json!({}),
         ("POST", p) if p.ends_with("/suppressions") => {
             json!({"email": format!("p{n}@example.com"), "reason": "manual"})
         }

@@ -57,6 +57,7 @@ mod openapi;
 mod queue;
 mod queue_guards;
 mod quota_nodes;
+mod reputation;
 mod retention;
 
 mod rotation;

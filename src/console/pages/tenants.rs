@@ -85,18 +85,20 @@ pub async fn show(
     let tenant = service::get(&state, TenantRef::Id(id.0)).await?;
     let team = team::team(&state.pool, id).await?;
     let can_invite = team::can_manage(&user);
+    let reputation = crate::reputation::service::get(&state, id).await?;
     Ok(page(
         "tenant.html",
         ctx! {
             layout => Layout::new(&state, &user, Some(id), "tenants").await,
             tenant, team, can_invite, invited => None::<String>, mailed => None::<()>,
+            reputation,
         },
     )?)
 }
 
 #[derive(Deserialize)]
 pub struct ChangeForm {
-    /// suspend, activate, delete, limits or smtp.
+    /// suspend, activate, reinstate, delete, limits or smtp.
     pub action: Option<String>,
     pub requests_per_minute: Option<String>,
     pub emails_per_day: Option<String>,
@@ -125,6 +127,10 @@ pub async fn change(
         Some("delete") => {
             service::delete(&state, &actor, r).await?;
             return Ok(see_other("/console/tenants"));
+        }
+        Some("reinstate") => {
+            crate::reputation::service::reinstate(&state, &actor, id, None).await?;
+            return Ok(see_other(&format!("/console/tenants/{}", id.0)));
         }
         Some("suspend") => json!({"status": "suspended"}),
         Some("activate") => json!({"status": "active"}),

@@ -1,0 +1,3 @@
+ALTER TABLE tenants DROP COLUMN reputation_policy;
+DROP TABLE tenant_reputation;
+DROP TABLE reputation_hourly;
