@@ -21,6 +21,7 @@ diesel::table! {
         updated_at -> Timestamptz,
         deleted_at -> Nullable<Timestamptz>,
         retention_content_days -> Nullable<Int4>,
+        pools -> Jsonb,
     }
 }
 
@@ -70,6 +71,8 @@ diesel::table! {
         content_purged_at -> Nullable<Timestamptz>,
         raw_message -> Nullable<Bytea>,
         scheduled_at -> Nullable<Timestamptz>,
+        stream -> Text,
+        unsubscribe -> Bool,
     }
 }
 
@@ -83,6 +86,7 @@ diesel::table! {
         lost -> Int4,
         held -> Bool,
         size_bytes -> Int4,
+        broadcast -> Bool,
     }
 }
 
@@ -191,6 +195,7 @@ diesel::table! {
         api_requests -> Int8,
         emails_complained -> Int8,
         emails_suppressed -> Int8,
+        emails_unsubscribed -> Int8,
     }
 }
 diesel::allow_tables_to_appear_in_same_query!(tenants, usage_daily);
@@ -253,6 +258,7 @@ diesel::table! {
         expires_at -> Nullable<Timestamptz>,
         source_email_id -> Nullable<Uuid>,
         detail -> Nullable<Text>,
+        stream -> Nullable<Text>,
     }
 }
 
