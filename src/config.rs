@@ -41,6 +41,9 @@ pub struct Settings {
     pub submission: SubmissionSettings,
     /// Leased budgets shared by the nodes (`src/cluster/`).
     pub cluster: crate::cluster::ClusterSettings,
+    /// RFC 8058 one-click unsubscribe (`src/unsubscribe/`).
+    #[serde(default)]
+    pub unsubscribe: crate::unsubscribe::UnsubscribeSettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -539,6 +542,9 @@ impl Settings {
         }
         if let Err((key, why)) = self.cluster.validate() {
             return fail(key, why);
+        }
+        if let Err(why) = self.unsubscribe.validate() {
+            return fail("unsubscribe.public_url", &why);
         }
         if self.worker.concurrency == 0 {
             return fail("worker.concurrency", "must be at least 1");

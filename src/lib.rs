@@ -37,6 +37,7 @@ pub mod suppressions;
 pub mod telemetry;
 pub mod templates;
 pub mod tenants;
+pub mod unsubscribe;
 pub mod usage;
 pub mod webhooks;
 pub mod worker;

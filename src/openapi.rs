@@ -10,8 +10,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::routes::{Access, Endpoint};
 use crate::{
-    audit, compat, domains, emails, http, keys, oauth, suppressions, templates, tenants, usage,
-    webhooks,
+    audit, compat, domains, emails, http, keys, oauth, suppressions, templates, tenants,
+    unsubscribe, usage, webhooks,
 };
 
 struct BearerAuth;
@@ -222,6 +222,7 @@ impl Modify for ProblemMediaType {
         compat::resend::send, compat::resend::batch, compat::resend::list, compat::resend::get,
         compat::resend::update, compat::resend::cancel,
         compat::postmark::send, compat::postmark::batch,
+        unsubscribe::routes::page, unsubscribe::routes::one_click,
     ),
     modifiers(&BearerAuth, &ScopedForms, &ProblemMediaType),
     tags(
@@ -235,6 +236,7 @@ impl Modify for ProblemMediaType {
         (name = "Domains", description = "Sending domains: DNS verification and DKIM keys (tenant keys; admins under /v1/tenants/{tenant}/domains)"),
         (name = "Suppressions", description = "Addresses never sent to: hard bounces (expiring), complaints, manual entries (tenant keys; admins under /v1/tenants/{tenant}/suppressions)"),
         (name = "OAuth", description = "OAuth 2.0 client credentials: clients (admin keys), the token endpoint, the JWKS; access tokens are accepted wherever a key is"),
+        (name = "Unsubscribe", description = "RFC 8058 one-click unsubscribe: the links of List-Unsubscribe headers (no key)"),
         (name = "Operations", description = "Health, readiness, metrics, this document"),
         (name = "Resend", description = "Resend-compatible API for existing Resend SDKs (tenant keys as Bearer); errors are Resend's {statusCode, name, message}, not problem JSON"),
         (name = "Postmark", description = "Postmark-compatible API (tenant key in X-Postmark-Server-Token); errors are Postmark's {ErrorCode, Message}, not problem JSON"),
