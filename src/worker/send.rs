@@ -34,7 +34,6 @@ struct Meta {
     every: Vec<String>,
     /// Some recipient was delivered by an earlier attempt.
     delivered_before: bool,
-    stream: crate::emails::stream::Stream,
     /// RFC 8058 headers wanted (broadcast mail, or asked for).
     unsubscribe: bool,
 }
@@ -77,7 +76,6 @@ impl Meta {
             recipients,
             every,
             delivered_before,
-            stream: crate::emails::stream::Stream::parse(&row.stream).unwrap_or_default(),
             unsubscribe: row.unsubscribe || row.stream == "broadcast",
         }
     }
@@ -228,7 +226,8 @@ async fn sign_each(
         let Some(rcpt) = e.recipients.first() else {
             continue;
         };
-        let Some(lines) = links.lines(meta.tenant_id, meta.stream, rcpt) else {
+        // An unsubscribe stops broadcast mail, whatever carried the link.
+        let Some(lines) = links.lines(meta.tenant_id, crate::emails::stream::Stream::Broadcast, rcpt) else {
             continue;
         };
         let mut content = Vec::with_capacity(lines.len() + raw.len());

@@ -66,5 +66,7 @@ mod sending;
 mod smtp_sink;
 mod submission;
 mod templates;
+mod streams;
 mod tenants;
+mod unsubscribe;
 mod webhooks;
