@@ -227,7 +227,11 @@ async fn sign_each(
             continue;
         };
         // An unsubscribe stops broadcast mail, whatever carried the link.
-        let Some(lines) = links.lines(meta.tenant_id, crate::emails::stream::Stream::Broadcast, rcpt) else {
+        let Some(lines) = links.lines(
+            meta.tenant_id,
+            crate::emails::stream::Stream::Broadcast,
+            rcpt,
+        ) else {
             continue;
         };
         let mut content = Vec::with_capacity(lines.len() + raw.len());

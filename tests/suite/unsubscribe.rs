@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::bounces::{smtp_send, wait_for, BOUNCE_DOMAIN, PERMS};
+use crate::bounces::{smtp_send, wait_for, BOUNCE_DOMAIN};
 use crate::common::dns_server::DnsServer;
 use crate::common::smtp_sink::SmtpSink;
 use crate::common::TestApp;
@@ -68,7 +68,10 @@ async fn delivered_to(sink: &SmtpSink, rcpt: &str, n: usize) -> String {
         if got.len() >= n {
             return got[n - 1].text();
         }
-        assert!(tokio::time::Instant::now() < deadline, "nothing sent to {rcpt}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing sent to {rcpt}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -103,11 +106,15 @@ async fn broadcast_mail_carries_signed_one_click_headers_and_the_post_suppresses
     let dns = DnsServer::start().await;
     let sink = SmtpSink::start().await;
     let app = serving(&dns, &sink).await;
-    let t = app.create_tenant(json!({"name": "Acme"})).await;
-    let key = app.tenant_key(t["id"].as_str().unwrap(), PERMS).await;
+    let (tid, key) = crate::domains::tenant(&app).await;
+    let reader = app
+        .tenant_key(&tid, &["emails:read", "suppressions:read", "usage:read"])
+        .await;
     let d = verified_domain(&app, &dns, &key, json!({"name": "acme.test"})).await;
 
-    let r = app.post("/v1/emails", &key, mail("ann@example.org", "broadcast")).await;
+    let r = app
+        .post("/v1/emails", &key, mail("ann@example.org", "broadcast"))
+        .await;
     assert_eq!(r.status, 202, "{}", r.text);
     let id = r.json["id"].as_str().unwrap().to_string();
     let raw = delivered_to(&sink, "ann@example.org", 1).await;
@@ -116,7 +123,9 @@ async fn broadcast_mail_carries_signed_one_click_headers_and_the_post_suppresses
         header(&raw, "List-Unsubscribe-Post").as_deref(),
         Some("List-Unsubscribe=One-Click")
     );
-    let sig = header(&raw, "DKIM-Signature").expect("signed").to_ascii_lowercase();
+    let sig = header(&raw, "DKIM-Signature")
+        .expect("signed")
+        .to_ascii_lowercase();
     let h = sig
         .split(';')
         .find_map(|p| p.trim().strip_prefix("h="))
@@ -128,7 +137,10 @@ async fn broadcast_mail_carries_signed_one_click_headers_and_the_post_suppresses
     assert_eq!(dkimpy(raw.as_bytes(), &dkim_records(&d)), vec![true]);
     // A changed link fails the signature.
     let forged_raw = raw.replacen("/u/", "/u/x", 1);
-    assert_eq!(dkimpy(forged_raw.as_bytes(), &dkim_records(&d)), vec![false]);
+    assert_eq!(
+        dkimpy(forged_raw.as_bytes(), &dkim_records(&d)),
+        vec![false]
+    );
     let m = app.get(&format!("/v1/emails/{id}"), &key).await;
     assert_eq!(m.json["stream"], "broadcast");
 
@@ -138,12 +150,19 @@ async fn broadcast_mail_carries_signed_one_click_headers_and_the_post_suppresses
     assert!(path.starts_with("/u/"));
     let http = reqwest::Client::new();
     // GET: a page whose button posts; nothing changes.
-    let page = http.get(format!("{}{path}", app.address)).send().await.unwrap();
+    let page = http
+        .get(format!("{}{path}", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
     let body = page.text().await.unwrap();
     assert!(body.contains("<form method=\"post\""), "{body}");
     assert!(body.contains("<html lang=\"en\""));
-    assert!(stream_of(&app, "ann@example.org").is_empty(), "a GET unsubscribes nobody");
+    assert!(
+        stream_of(&app, "ann@example.org").is_empty(),
+        "a GET unsubscribes nobody"
+    );
     // Forged: 404, GET or POST.
     let forged = format!("{}/u/{}", app.address, "a".repeat(60));
     assert_eq!(http.get(&forged).send().await.unwrap().status(), 404);
@@ -170,7 +189,7 @@ async fn broadcast_mail_carries_signed_one_click_headers_and_the_post_suppresses
         stream_of(&app, "ann@example.org"),
         vec![("unsubscribe".to_string(), Some("broadcast".to_string()))]
     );
-    let s = app.get("/v1/suppressions/ann@example.org", &key).await;
+    let s = app.get("/v1/suppressions/ann@example.org", &reader).await;
     assert_eq!(s.status, 200, "{}", s.text);
     assert_eq!(s.json["reason"], "unsubscribe");
     assert_eq!(s.json["stream"], "broadcast");
@@ -184,7 +203,9 @@ async fn broadcast_mail_carries_signed_one_click_headers_and_the_post_suppresses
     assert_eq!(again.status(), 200);
 
     // The next broadcast is suppressed; a transactional message goes.
-    let b = app.post("/v1/emails", &key, mail("ann@example.org", "broadcast")).await;
+    let b = app
+        .post("/v1/emails", &key, mail("ann@example.org", "broadcast"))
+        .await;
     assert_eq!(b.status, 202, "{}", b.text);
     let bid = b.json["id"].as_str().unwrap();
     wait_for(&app, &key, bid, |m| m["status"] == "suppressed").await;
@@ -195,13 +216,20 @@ async fn broadcast_mail_carries_signed_one_click_headers_and_the_post_suppresses
     let tid = tx.json["id"].as_str().unwrap();
     wait_for(&app, &key, tid, |m| m["status"] == "delivered").await;
     let second = delivered_to(&sink, "ann@example.org", 2).await;
-    assert!(header(&second, "List-Unsubscribe").is_none(), "transactional mail has no link");
-    let usage = app.get("/v1/usage", &key).await;
+    assert!(
+        header(&second, "List-Unsubscribe").is_none(),
+        "transactional mail has no link"
+    );
+    let usage = app.get("/v1/usage", &reader).await;
     assert_eq!(usage.json["emails_unsubscribed"], 1, "{}", usage.text);
     // The stream filter of the message list.
     let l = app.get("/v1/emails?stream=broadcast", &key).await;
     assert_eq!(l.json["data"].as_array().unwrap().len(), 2, "{}", l.text);
-    assert!(l.json["data"].as_array().unwrap().iter().all(|m| m["stream"] == "broadcast"));
+    assert!(l.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["stream"] == "broadcast"));
 }
 
 #[tokio::test]
@@ -213,8 +241,7 @@ async fn the_mailto_form_unsubscribes_over_smtp_and_a_tenant_list_unsubscribe_is
         .await
         .unwrap()
         .expect("inbound.bind is set in tests");
-    let t = app.create_tenant(json!({"name": "Acme"})).await;
-    let key = app.tenant_key(t["id"].as_str().unwrap(), PERMS).await;
+    let (_, key) = crate::domains::tenant(&app).await;
     verified_domain(&app, &dns, &key, json!({"name": "acme.test"})).await;
 
     // A transactional message asking for the headers gets them too.
@@ -225,7 +252,13 @@ async fn the_mailto_form_unsubscribes_over_smtp_and_a_tenant_list_unsubscribe_is
     let (_, mailto) = link_token(&header(&raw, "List-Unsubscribe").expect("asked for"));
     // A forged mailto token: 550 at RCPT.
     let forged = format!("u+{}@{BOUNCE_DOMAIN}", "a".repeat(60));
-    let codes = smtp_send(inbound.addr(), "bob@example.org", &[&forged], "Subject: x\r\n\r\nx").await;
+    let codes = smtp_send(
+        inbound.addr(),
+        "bob@example.org",
+        &[&forged],
+        "Subject: x\r\n\r\nx",
+    )
+    .await;
     assert_eq!(codes[3], 550, "{codes:?}");
     let codes = smtp_send(
         inbound.addr(),
@@ -247,7 +280,10 @@ async fn the_mailto_form_unsubscribes_over_smtp_and_a_tenant_list_unsubscribe_is
     let r = app.post("/v1/emails", &key, own).await;
     assert_eq!(r.status, 202, "{}", r.text);
     let raw = delivered_to(&sink, "carol@example.org", 1).await;
-    assert_eq!(header(&raw, "List-Unsubscribe").as_deref(), Some("<https://acme.test/out>"));
+    assert_eq!(
+        header(&raw, "List-Unsubscribe").as_deref(),
+        Some("<https://acme.test/out>")
+    );
     assert!(header(&raw, "List-Unsubscribe-Post").is_none());
     inbound.stop().await;
 }
