@@ -284,3 +284,56 @@ pub fn claim(conn: &mut PgConnection, want: &Want, cursor: &mut Uuid) -> QueryRe
         Ok(Claim { messages, more })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(t: Uuid, broadcast: bool) -> Candidate {
+        Candidate {
+            tenant_id: t,
+            email_id: Uuid::new_v4(),
+            size_bytes: 1,
+            broadcast,
+        }
+    }
+
+    #[test]
+    fn broadcast_leaves_room_for_transactional_mail() {
+        assert_eq!(broadcast_cap(1), 1, "one slot: broadcast still goes");
+        assert_eq!(broadcast_cap(2), 1);
+        assert_eq!(broadcast_cap(8), 6);
+        assert_eq!(broadcast_cap(64), 48);
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let inflight = HashMap::from([(
+            a,
+            Held {
+                count: 5,
+                bytes: 5,
+                broadcast: 5,
+            },
+        )]);
+        let want = Want {
+            slots: 16,
+            bytes: 1 << 30,
+            idle: false,
+            tenant_cap: 8,
+            tenant_bytes: 1 << 30,
+            inflight: &inflight,
+            skip: &[],
+            lease_secs: 30.0,
+        };
+        let all = vec![
+            cand(a, false),
+            cand(a, true),
+            cand(a, true),
+            cand(b, true),
+            cand(b, true),
+        ];
+        let kept = within_broadcast_cap(all, &want);
+        // A: 5 broadcast in flight, cap 6: one more broadcast, any transactional.
+        assert_eq!(kept.iter().filter(|c| c.tenant_id == a).count(), 2);
+        assert_eq!(kept.iter().filter(|c| c.tenant_id == a && !c.broadcast).count(), 1);
+        assert_eq!(kept.iter().filter(|c| c.tenant_id == b).count(), 2);
+    }
+}
