@@ -41,6 +41,8 @@ fn row() -> EmailRow {
         delivered_at: None,
         content_purged_at: None,
         scheduled_at: None,
+        stream: "transactional".into(),
+        unsubscribe: false,
         raw_message: None,
     }
 }

@@ -43,6 +43,9 @@ pub struct Settings {
     pub cluster: crate::cluster::ClusterSettings,
     /// Tenant reputation policy defaults (`src/reputation/`).
     pub reputation: crate::reputation::ReputationSettings,
+    /// RFC 8058 one-click unsubscribe (`src/unsubscribe/`).
+    #[serde(default)]
+    pub unsubscribe: crate::unsubscribe::UnsubscribeSettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -544,6 +547,9 @@ impl Settings {
         }
         if let Err((key, why)) = self.cluster.validate() {
             return fail(key, why);
+        }
+        if let Err(why) = self.unsubscribe.validate() {
+            return fail("unsubscribe.public_url", &why);
         }
         if self.worker.concurrency == 0 {
             return fail("worker.concurrency", "must be at least 1");

@@ -39,6 +39,7 @@ pub mod suppressions;
 pub mod telemetry;
 pub mod templates;
 pub mod tenants;
+pub mod unsubscribe;
 pub mod usage;
 pub mod webhooks;
 pub mod worker;

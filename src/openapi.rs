@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 use crate::routes::{Access, Endpoint};
 use crate::{
     audit, compat, domains, emails, http, keys, oauth, reputation, suppressions, templates,
-    tenants, usage, webhooks,
+    tenants, unsubscribe, usage, webhooks,
 };
 
 struct BearerAuth;
@@ -224,6 +224,7 @@ impl Modify for ProblemMediaType {
         compat::postmark::send, compat::postmark::batch,
         reputation::routes::own, reputation::routes::for_tenant, reputation::routes::list,
         reputation::routes::reinstate,
+        unsubscribe::routes::page, unsubscribe::routes::one_click,
     ),
     modifiers(&BearerAuth, &ScopedForms, &ProblemMediaType),
     tags(
@@ -238,6 +239,7 @@ impl Modify for ProblemMediaType {
         (name = "Suppressions", description = "Addresses never sent to: hard bounces (expiring), complaints, manual entries (tenant keys; admins under /v1/tenants/{tenant}/suppressions)"),
         (name = "OAuth", description = "OAuth 2.0 client credentials: clients (admin keys), the token endpoint, the JWKS; access tokens are accepted wherever a key is"),
         (name = "Reputation", description = "Per-tenant bounce and complaint figures, the policy that warns and pauses, reinstatement"),
+        (name = "Unsubscribe", description = "RFC 8058 one-click unsubscribe: the links of List-Unsubscribe headers (no key)"),
         (name = "Operations", description = "Health, readiness, metrics, this document"),
         (name = "Resend", description = "Resend-compatible API for existing Resend SDKs (tenant keys as Bearer); errors are Resend's {statusCode, name, message}, not problem JSON"),
         (name = "Postmark", description = "Postmark-compatible API (tenant key in X-Postmark-Server-Token); errors are Postmark's {ErrorCode, Message}, not problem JSON"),

@@ -81,6 +81,8 @@ pub fn all() -> Vec<Endpoint> {
         crate::compat::resend::endpoints(),
         crate::compat::postmark::endpoints(),
         crate::console::endpoints(),
+        // issue 26: RFC 8058 one-click unsubscribe.
+        crate::unsubscribe::routes::endpoints(),
     ]
     .into_iter()
     .flatten()

@@ -8,7 +8,9 @@
 //! local part costs no query at all. What arrives is parsed on the blocking
 //! pool and recorded (`apply`); a report that names no message of ours is
 //! accepted and dropped. A database failure answers 451 so the sender
-//! retries.
+//! retries. The `mailto:` form of an unsubscribe, `u+TOKEN@<bounce
+//! domain>`, is taken when its token verifies and applied at DATA
+//! (`crate::unsubscribe`, issue 26).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +35,7 @@ pub struct BounceHandler {
     known: Known,
     fbl: String,
     hard_bounce_days: u32,
+    unsubscribe: crate::unsubscribe::UnsubscribeKeys,
 }
 
 impl BounceHandler {
@@ -44,6 +47,7 @@ impl BounceHandler {
             pool,
             fbl: settings.bounces.fbl_address.to_ascii_lowercase(),
             hard_bounce_days: settings.suppressions.hard_bounce_days,
+            unsubscribe: crate::unsubscribe::UnsubscribeKeys::from_settings(settings)?,
         })
     }
 
@@ -57,6 +61,9 @@ impl BounceHandler {
         let Some((local, domain)) = a.rsplit_once('@') else {
             return Ok(false);
         };
+        if let Some(token) = self.unsubscribe_token(&a) {
+            return Ok(self.unsubscribe.verify(token).is_some());
+        }
         if local == "postmaster" {
             let bounce_domain = self.domains.default_domain();
             return Ok(!bounce_domain.is_empty() && domain == bounce_domain);
@@ -65,6 +72,38 @@ impl BounceHandler {
             return Ok(false);
         };
         Ok(self.domains.serves(domain).await? && self.known.exists(found).await?)
+    }
+
+    /// The token of an unsubscribe address at the bounce domain.
+    fn unsubscribe_token<'a>(&self, rcpt: &'a str) -> Option<&'a str> {
+        crate::unsubscribe::mailto_token(rcpt, self.domains.default_domain())
+    }
+
+    /// Applies the unsubscribe addresses among `rcpt_to`; the others are
+    /// returned (reports to process). `Err`: a 451.
+    async fn unsubscribes(&self, rcpt_to: Vec<String>) -> Result<Vec<String>, Reply> {
+        let mut rest = Vec::with_capacity(rcpt_to.len());
+        for r in rcpt_to {
+            let Some(token) = self.unsubscribe_token(&r) else {
+                rest.push(r);
+                continue;
+            };
+            match crate::unsubscribe::service::unsubscribe(
+                &self.unsubscribe,
+                &self.pool,
+                token,
+                "mailto",
+            )
+            .await
+            {
+                Ok(_) | Err(crate::error::AppError::NotFound) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "inbound unsubscribe failed");
+                    return Err(Reply::new(451, "4.3.0 temporary failure, try again later"));
+                }
+            }
+        }
+        Ok(rest)
     }
 
     /// Message existence queries made by RCPT checks so far.
@@ -108,7 +147,14 @@ impl Handler for Arc<BounceHandler> {
         }
     }
 
-    async fn data(&self, env: Envelope, message: Vec<u8>) -> Reply {
+    async fn data(&self, mut env: Envelope, message: Vec<u8>) -> Reply {
+        env.rcpt_to = match self.unsubscribes(std::mem::take(&mut env.rcpt_to)).await {
+            Ok(rest) => rest,
+            Err(reply) => return reply,
+        };
+        if env.rcpt_to.is_empty() {
+            return Reply::new(250, "2.0.0 unsubscribed");
+        }
         let this = self.clone();
         let done = tokio::task::spawn_blocking(move || this.process(&env.rcpt_to, &message)).await;
         match done {

@@ -58,6 +58,9 @@ fn error(e: &AppError) -> (StatusCode, PostmarkError) {
         AppError::Validation { code, .. } if *code == "from_domain_not_allowed" => {
             (unprocessable, 400, e.public_detail())
         }
+        AppError::Validation { code, .. } if *code == super::postmark_shapes::UNKNOWN_STREAM => {
+            (unprocessable, 1235, e.public_detail())
+        }
         AppError::Validation { code, errors, .. } if *code == RECIPIENTS_SUPPRESSED => {
             let found: Vec<&str> = errors.iter().map(|f| f.message.as_str()).collect();
             let message = format!(

@@ -41,9 +41,10 @@ pub struct PostmarkAttachment {
     pub content_id: Option<String>,
 }
 
-/// One message as Postmark's `POST /email` takes it. `TrackOpens`,
-/// `TrackLinks` and `MessageStream` are accepted and ignored (Postline does
-/// not rewrite mail for tracking and has one stream).
+/// One message as Postmark's `POST /email` takes it. `TrackOpens` and
+/// `TrackLinks` are accepted and ignored; `MessageStream` `outbound` is the
+/// transactional stream, `broadcast` the broadcast one (any other: 422,
+/// ErrorCode 1235, as Postmark answers a stream the server does not have).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "PascalCase")]
 pub struct PostmarkEmail {
@@ -136,8 +137,17 @@ pub fn to_v1(e: PostmarkEmail, prefix: &str) -> AppResult<Value> {
     if let Some(t) = e.tag {
         tags.insert("tag".into(), t);
     }
+    let stream = match e.message_stream.as_deref() {
+        None => None,
+        Some(m) => Some(
+            crate::emails::stream::Stream::from_postmark(m)
+                .ok_or_else(|| unknown_stream(prefix))?
+                .as_str(),
+        ),
+    };
     let list = |v: Option<String>| v.as_deref().map(split_addresses).unwrap_or_default();
     let mut v = json!({
+        "stream": stream,
         "from": e.from,
         "to": list(e.to),
         "cc": list(e.cc),
@@ -154,6 +164,20 @@ pub fn to_v1(e: PostmarkEmail, prefix: &str) -> AppResult<Value> {
         m.retain(|_, x| !x.is_null());
     }
     Ok(v)
+}
+
+/// The `Validation` code of an unknown `MessageStream` (Postmark's 1235).
+pub const UNKNOWN_STREAM: &str = "unknown_message_stream";
+
+fn unknown_stream(prefix: &str) -> AppError {
+    AppError::Validation {
+        code: UNKNOWN_STREAM,
+        detail: "The 'MessageStream' provided does not exist on this server: use \"outbound\" or \"broadcast\".".into(),
+        errors: vec![crate::error::FieldError::new(
+            format!("{prefix}MessageStream"),
+            "must be \"outbound\" or \"broadcast\"",
+        )],
+    }
 }
 
 #[cfg(test)]

@@ -158,7 +158,28 @@ pub fn to_v1(e: ResendEmail, prefix: &str) -> AppResult<Value> {
         .into_iter()
         .map(|t| (t.name, t.value))
         .collect();
+    // `X-Postline-Stream` names the stream and is not sent on.
+    let mut headers = e.headers;
+    let mut stream = None;
+    if let Some(h) = headers.as_mut() {
+        let names: Vec<String> = h
+            .keys()
+            .filter(|k| k.eq_ignore_ascii_case(crate::emails::stream::HEADER))
+            .cloned()
+            .collect();
+        for k in names {
+            let v = h.remove(&k).unwrap_or_default();
+            let s = crate::emails::stream::Stream::parse(&v).ok_or_else(|| {
+                AppError::invalid(
+                    format!("{prefix}headers.{k}"),
+                    crate::emails::stream::Stream::EXPECTED,
+                )
+            })?;
+            stream = Some(s.as_str());
+        }
+    }
     let mut v = json!({
+        "stream": stream,
         "from": e.from,
         "to": list_of(e.to),
         "cc": list_of(e.cc),
@@ -167,7 +188,7 @@ pub fn to_v1(e: ResendEmail, prefix: &str) -> AppResult<Value> {
         "subject": e.subject,
         "html": e.html,
         "text": e.text,
-        "headers": e.headers,
+        "headers": headers,
         "attachments": attachments,
         "tags": tags,
         "scheduled_at": e.scheduled_at,

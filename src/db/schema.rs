@@ -22,6 +22,7 @@ diesel::table! {
         deleted_at -> Nullable<Timestamptz>,
         retention_content_days -> Nullable<Int4>,
         reputation_policy -> Nullable<Jsonb>,
+        pools -> Jsonb,
     }
 }
 
@@ -71,6 +72,8 @@ diesel::table! {
         content_purged_at -> Nullable<Timestamptz>,
         raw_message -> Nullable<Bytea>,
         scheduled_at -> Nullable<Timestamptz>,
+        stream -> Text,
+        unsubscribe -> Bool,
     }
 }
 
@@ -84,6 +87,7 @@ diesel::table! {
         lost -> Int4,
         held -> Bool,
         size_bytes -> Int4,
+        broadcast -> Bool,
     }
 }
 
@@ -192,6 +196,7 @@ diesel::table! {
         api_requests -> Int8,
         emails_complained -> Int8,
         emails_suppressed -> Int8,
+        emails_unsubscribed -> Int8,
     }
 }
 diesel::allow_tables_to_appear_in_same_query!(tenants, usage_daily);
@@ -254,6 +259,7 @@ diesel::table! {
         expires_at -> Nullable<Timestamptz>,
         source_email_id -> Nullable<Uuid>,
         detail -> Nullable<Text>,
+        stream -> Nullable<Text>,
     }
 }
 

@@ -25,7 +25,9 @@ use crate::error::AppError;
 
 /// The headers signed when present (API.md: at least From, To, Cc, Subject,
 /// Date, Message-ID, MIME-Version, Content-Type, Reply-To).
-pub const SIGNED_HEADERS: [&str; 10] = [
+/// `List-Unsubscribe` and `List-Unsubscribe-Post` too (RFC 8058 §4: the
+/// one-click headers must be covered by the signature).
+pub const SIGNED_HEADERS: [&str; 12] = [
     "From",
     "To",
     "Cc",
@@ -36,6 +38,8 @@ pub const SIGNED_HEADERS: [&str; 10] = [
     "Content-Type",
     "Content-Transfer-Encoding",
     "Reply-To",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
 ];
 
 /// One ready-to-use signing key.

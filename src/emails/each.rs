@@ -168,13 +168,21 @@ async fn all_suppressed(
     if all.is_empty() {
         return Ok(HashMap::new());
     }
-    let pairs: Vec<(Uuid, String)> = all
+    let streams: HashMap<Uuid, &str> = rows.iter().map(|r| (r.id, r.stream.as_str())).collect();
+    let stream_of = |e: &Uuid| {
+        streams
+            .get(e)
+            .copied()
+            .unwrap_or("transactional")
+            .to_string()
+    };
+    let pairs: Vec<(Uuid, String, String)> = all
         .iter()
-        .map(|r| (r.0, r.2.clone()))
+        .map(|r| (r.0, r.2.clone(), stream_of(&r.1)))
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let live: HashSet<(Uuid, String)> = db::run(&state.pool, move |conn| {
+    let live: HashSet<(Uuid, String, String)> = db::run(&state.pool, move |conn| {
         Ok(suppressions::live_among(conn, &pairs)?)
     })
     .await?
@@ -185,7 +193,7 @@ async fn all_suppressed(
     }
     let mut per_email: HashMap<Uuid, (bool, Vec<String>)> = HashMap::new();
     for (tenant, email, address, _) in all {
-        let hit = live.contains(&(tenant, address.clone()));
+        let hit = live.contains(&(tenant, address.clone(), stream_of(&email)));
         let e = per_email.entry(email).or_insert((true, Vec::new()));
         e.0 &= hit;
         e.1.push(address);

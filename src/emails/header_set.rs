@@ -192,6 +192,7 @@ pub const REMOVED: &[&[u8]] = &[
     b"x-postline-scheduled-at",
     b"return-path",
     b"x-postline-id",
+    b"x-postline-stream",
 ];
 
 /// Appends `message` to `out` without the header fields named in `names`

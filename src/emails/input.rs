@@ -68,6 +68,10 @@ pub struct SendRequest {
     /// ahead): the message is `scheduled` until then.
     #[schema(format = DateTime)]
     pub scheduled_at: Option<String>,
+    /// `transactional` (default) or `broadcast`.
+    pub stream: Option<super::stream::Stream>,
+    /// Add RFC 8058 one-click unsubscribe headers (always on broadcast mail).
+    pub unsubscribe: Option<bool>,
 }
 
 impl SendRequest {
@@ -115,6 +119,8 @@ pub struct ValidEmail {
     pub attachments: Vec<AttachmentInput>,
     pub tags: BTreeMap<String, String>,
     pub scheduled_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub stream: super::stream::Stream,
+    pub unsubscribe: bool,
 }
 
 /// Headers Postline writes itself; a custom header may not replace them.
@@ -372,6 +378,8 @@ impl SendRequest {
             attachments,
             tags,
             scheduled_at,
+            stream: self.stream.unwrap_or_default(),
+            unsubscribe: self.unsubscribe.unwrap_or(false),
         };
         super::size::check_message(&valid, &sizes, limits, prefix)?;
         Ok(valid)

@@ -13,4 +13,5 @@ pub mod routes;
 pub mod schedule;
 pub mod service;
 pub mod size;
+pub mod stream;
 pub mod view;

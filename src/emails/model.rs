@@ -37,6 +37,10 @@ pub struct NewEmail {
     /// When a scheduled message may first be sent (its queue row's
     /// `next_attempt_at`).
     pub scheduled_at: Option<DateTime<Utc>>,
+    /// `transactional` or `broadcast` (`emails::stream`).
+    pub stream: String,
+    /// One-click unsubscribe headers asked for (broadcast mail has them anyway).
+    pub unsubscribe: bool,
 }
 
 #[derive(Clone, Debug, Queryable, QueryableByName, Selectable)]
@@ -69,6 +73,8 @@ pub struct EmailRow {
     /// The SMTP-submitted message as sent (see [`NewEmail::raw_message`]).
     pub raw_message: Option<Vec<u8>>,
     pub scheduled_at: Option<DateTime<Utc>>,
+    pub stream: String,
+    pub unsubscribe: bool,
 }
 
 /// The columns a listing shows (no bodies or attachments).
@@ -86,6 +92,7 @@ pub struct EmailSummaryRow {
     pub created_at: DateTime<Utc>,
     pub delivered_at: Option<DateTime<Utc>>,
     pub scheduled_at: Option<DateTime<Utc>>,
+    pub stream: String,
 }
 
 impl EmailSummaryRow {
@@ -211,6 +218,8 @@ pub struct ListFilter {
     pub tag: Option<(String, Option<String>)>,
     /// A bare, lower-cased address: messages with that recipient.
     pub recipient: Option<String>,
+    /// Only this stream's messages.
+    pub stream: Option<&'static str>,
 }
 
 pub fn list(
@@ -273,6 +282,9 @@ pub fn list(
         }
         Some((k, None)) => q = q.filter(emails::tags.has_key(k.clone())),
         None => {}
+    }
+    if let Some(s) = filter.stream {
+        q = q.filter(emails::stream.eq(s));
     }
     if let Some(r) = &filter.recipient {
         use crate::db::schema::email_recipients as er;

@@ -112,6 +112,8 @@ struct Parsed {
     subject: String,
     message_id: String,
     raw: Vec<u8>,
+    /// `X-Postline-Stream`, or transactional.
+    stream: super::stream::Stream,
 }
 
 impl Parsed {
@@ -147,6 +149,8 @@ impl Parsed {
             }
             .into(),
             scheduled_at,
+            stream: self.stream.as_str().into(),
+            unsubscribe: false,
         }
     }
 }
@@ -188,6 +192,12 @@ fn parse(sub: RawSubmission) -> AppResult<Parsed> {
         authors.push(("sender", sender.email.domain().to_ascii_lowercase()));
     }
     header_set::resent_domains(&msg, &mut authors)?;
+    let stream = match msg.header_raw(super::stream::HEADER) {
+        None => super::stream::Stream::default(),
+        Some(v) => super::stream::Stream::parse(v).ok_or_else(|| {
+            AppError::invalid(super::stream::HEADER, super::stream::Stream::EXPECTED)
+        })?,
+    };
     let (to_h, cc_h) = (lower_list(msg.to()), lower_list(msg.cc()));
     let (mut to, mut cc, mut bcc) = (Vec::new(), Vec::new(), Vec::new());
     for r in recipients {
@@ -240,6 +250,7 @@ fn parse(sub: RawSubmission) -> AppResult<Parsed> {
         subject,
         message_id,
         raw,
+        stream,
     })
 }
 

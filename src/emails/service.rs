@@ -133,6 +133,8 @@ fn to_row(
         }
         .into(),
         scheduled_at: v.scheduled_at,
+        stream: v.stream.as_str().into(),
+        unsubscribe: v.unsubscribe,
         expires_at: start + lifetime,
         message_id: format!("<{}@{}>", id.simple(), domain),
         from_addr: v.from,
@@ -445,6 +447,8 @@ pub struct ListQuery {
     pub tag: Option<String>,
     /// Messages to this address (exact, case-insensitive).
     pub recipient: Option<String>,
+    /// Only messages of this stream: transactional or broadcast.
+    pub stream: Option<super::stream::Stream>,
     /// Admin keys: only this tenant's messages (id or external_id); without it, every tenant's.
     pub tenant_id: Option<String>,
 }
@@ -464,6 +468,8 @@ pub struct TenantListQuery {
     pub tag: Option<String>,
     /// Messages to this address (exact, case-insensitive).
     pub recipient: Option<String>,
+    /// Only messages of this stream: transactional or broadcast.
+    pub stream: Option<super::stream::Stream>,
 }
 
 impl From<TenantListQuery> for ListQuery {
@@ -474,6 +480,7 @@ impl From<TenantListQuery> for ListQuery {
             status: q.status,
             tag: q.tag,
             recipient: q.recipient,
+            stream: q.stream,
             tenant_id: None,
         }
     }
@@ -517,6 +524,7 @@ pub async fn list(
         status: q.status,
         tag,
         recipient,
+        stream: q.stream.map(|s| s.as_str()),
     };
     let rows = db::run(&state.pool, move |conn| {
         Ok(model::list(conn, &filter, page)?)

@@ -59,6 +59,8 @@ pub struct EmailSummary {
     pub created_at: DateTime<Utc>,
     pub delivered_at: Option<DateTime<Utc>>,
     pub scheduled_at: Option<DateTime<Utc>>,
+    /// `transactional` or `broadcast`.
+    pub stream: String,
 }
 
 impl From<EmailSummaryRow> for EmailSummary {
@@ -69,6 +71,7 @@ impl From<EmailSummaryRow> for EmailSummary {
             // `sending` was already decided by the listing (under lease).
             status: shown_status(&r.status, r.scheduled_at, false),
             scheduled_at: r.scheduled_at,
+            stream: r.stream,
             from: r.from_addr,
             to: r.to_addrs,
             subject: r.subject,
@@ -110,6 +113,8 @@ pub struct EmailDetail {
     pub delivered_at: Option<DateTime<Utc>>,
     /// When a scheduled message may first be sent; `null` for mail sent at once.
     pub scheduled_at: Option<DateTime<Utc>>,
+    /// `transactional` or `broadcast`.
+    pub stream: String,
     /// Each recipient's own state (issue 13).
     pub recipients: Vec<RecipientView>,
     /// When retention (`retention.content_days` or the tenant's override)
@@ -166,6 +171,7 @@ impl EmailDetail {
                 .map(|q| q.next_attempt_at),
             status: shown_status(&r.status, r.scheduled_at, leased),
             scheduled_at: r.scheduled_at,
+            stream: r.stream,
             from: r.from_addr,
             to: r.to_addrs,
             cc: r.cc_addrs,

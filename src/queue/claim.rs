@@ -14,6 +14,11 @@
 //! mail at most its byte share, and a tenant with one due message gets it
 //! into the next claim round.
 //!
+//! Within a tenant, transactional rows come before broadcast rows (index
+//! `email_queue_ready_stream`), and its broadcast mail in flight stays below
+//! [`broadcast_cap`]: a broadcast backlog delays the tenant's transactional
+//! mail by at most one claim round (issue 26).
+//!
 //! Cost: one descent per tenant with claimable rows walked (up to the tenants
 //! wanted, more only while walked tenants have nothing due), plus one per
 //! tenant taken; independent of how many rows each tenant has queued.
@@ -54,6 +59,15 @@ pub struct Want<'a> {
 pub struct Held {
     pub count: usize,
     pub bytes: i64,
+    /// Of `count`, broadcast messages (issue 26).
+    pub broadcast: usize,
+}
+
+/// The most broadcast messages of one tenant in flight at once: a quarter of
+/// its cap (at least one slot) stays for its transactional mail, so a
+/// broadcast backlog behind a slow site never holds every slot.
+pub fn broadcast_cap(tenant_cap: usize) -> usize {
+    tenant_cap.saturating_sub((tenant_cap / 4).max(1)).max(1)
 }
 
 /// One claimed message with its content.
@@ -113,6 +127,29 @@ fn walk(
     Ok(rows.into_iter().map(|r| r.tenant_id).collect())
 }
 
+/// Drops each tenant's broadcast candidates past its [`broadcast_cap`]
+/// (they stay queued for a later claim).
+fn within_broadcast_cap(candidates: Vec<Candidate>, want: &Want) -> Vec<Candidate> {
+    let cap = broadcast_cap(want.tenant_cap);
+    let mut room: HashMap<Uuid, usize> = HashMap::new();
+    candidates
+        .into_iter()
+        .filter(|c| {
+            if !c.broadcast {
+                return true;
+            }
+            let r = room.entry(c.tenant_id).or_insert_with(|| {
+                cap.saturating_sub(want.inflight.get(&c.tenant_id).map_or(0, |h| h.broadcast))
+            });
+            if *r == 0 {
+                return false;
+            }
+            *r -= 1;
+            true
+        })
+        .collect()
+}
+
 #[derive(QueryableByName)]
 struct Leased {
     #[diesel(sql_type = SqlUuid)]
@@ -170,17 +207,18 @@ pub fn claim(conn: &mut PgConnection, want: &Want, cursor: &mut Uuid) -> QueryRe
             })
             .collect();
         let candidates: Vec<Candidate> = diesel::sql_query(
-            "SELECT c.tenant_id, c.email_id, c.size_bytes \
+            "SELECT c.tenant_id, c.email_id, c.size_bytes, c.broadcast \
              FROM unnest($1, $2) WITH ORDINALITY AS d(t, share, ord) CROSS JOIN LATERAL \
-               (SELECT q.tenant_id, q.email_id, q.size_bytes, q.next_attempt_at FROM email_queue q \
+               (SELECT q.tenant_id, q.email_id, q.size_bytes, q.broadcast, q.next_attempt_at FROM email_queue q \
                 WHERE q.tenant_id = d.t AND q.lease_until IS NULL AND NOT q.held \
                   AND q.next_attempt_at <= now() \
-                ORDER BY q.next_attempt_at LIMIT d.share FOR UPDATE SKIP LOCKED) c \
-             ORDER BY d.ord, c.next_attempt_at",
+                ORDER BY q.broadcast, q.next_attempt_at LIMIT d.share FOR UPDATE SKIP LOCKED) c \
+             ORDER BY d.ord, c.broadcast, c.next_attempt_at",
         )
         .bind::<Array<SqlUuid>, _>(&tenants)
         .bind::<Array<Integer>, _>(&shares)
         .load(conn)?;
+        let candidates = within_broadcast_cap(candidates, want);
         let mut per: HashMap<Uuid, i32> = HashMap::new();
         for c in &candidates {
             *per.entry(c.tenant_id).or_default() += 1;
@@ -245,4 +283,57 @@ pub fn claim(conn: &mut PgConnection, want: &Want, cursor: &mut Uuid) -> QueryRe
             .collect();
         Ok(Claim { messages, more })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(t: Uuid, broadcast: bool) -> Candidate {
+        Candidate {
+            tenant_id: t,
+            email_id: Uuid::new_v4(),
+            size_bytes: 1,
+            broadcast,
+        }
+    }
+
+    #[test]
+    fn broadcast_leaves_room_for_transactional_mail() {
+        assert_eq!(broadcast_cap(1), 1, "one slot: broadcast still goes");
+        assert_eq!(broadcast_cap(2), 1);
+        assert_eq!(broadcast_cap(8), 6);
+        assert_eq!(broadcast_cap(64), 48);
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let inflight = HashMap::from([(
+            a,
+            Held {
+                count: 5,
+                bytes: 5,
+                broadcast: 5,
+            },
+        )]);
+        let want = Want {
+            slots: 16,
+            bytes: 1 << 30,
+            idle: false,
+            tenant_cap: 8,
+            tenant_bytes: 1 << 30,
+            inflight: &inflight,
+            skip: &[],
+            lease_secs: 30.0,
+        };
+        let all = vec![
+            cand(a, false),
+            cand(a, true),
+            cand(a, true),
+            cand(b, true),
+            cand(b, true),
+        ];
+        let kept = within_broadcast_cap(all, &want);
+        // A: 5 broadcast in flight, cap 6: one more broadcast, any transactional.
+        assert_eq!(kept.iter().filter(|c| c.tenant_id == a).count(), 2);
+        assert_eq!(kept.iter().filter(|c| c.tenant_id == a && !c.broadcast).count(), 1);
+        assert_eq!(kept.iter().filter(|c| c.tenant_id == b).count(), 2);
+    }
 }

@@ -18,6 +18,8 @@ struct NewEntry {
     email_id: Uuid,
     next_attempt_at: chrono::DateTime<chrono::Utc>,
     size_bytes: i32,
+    /// Claimed after the tenant's transactional mail (issue 26).
+    broadcast: bool,
 }
 
 /// The content bytes a message holds in memory while it is being sent,
@@ -56,6 +58,7 @@ pub fn insert(conn: &mut PgConnection, rows: &[&NewEmail]) -> QueryResult<()> {
                 // rest: the claim's `next_attempt_at <= now()` keeps it.
                 next_attempt_at: e.scheduled_at.unwrap_or(e.created_at),
                 size_bytes: content_size(e),
+                broadcast: e.stream == crate::emails::stream::Stream::Broadcast.as_str(),
             })
             .collect();
         diesel::insert_into(email_queue::table)

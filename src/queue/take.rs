@@ -18,6 +18,8 @@ pub(super) struct Candidate {
     pub email_id: Uuid,
     #[diesel(sql_type = Integer)]
     pub size_bytes: i32,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub broadcast: bool,
 }
 
 /// The candidates to lease: round-robin over tenants (walk order), within
@@ -82,6 +84,7 @@ mod tests {
         sizes
             .iter()
             .map(|&size_bytes| Candidate {
+                broadcast: false,
                 tenant_id: tenant,
                 email_id: Uuid::new_v4(),
                 size_bytes,
@@ -138,6 +141,7 @@ mod tests {
             Held {
                 count: 1,
                 bytes: 15 * i64::from(MIB) / 2,
+                broadcast: 0,
             },
         )]);
         let taken = take_within(all, &[a, c], &want(&inflight, 8 * i64::from(MIB), false));

@@ -40,18 +40,29 @@ pub fn at_ingest(conn: &mut PgConnection, rows: &[&NewEmail]) -> QueryResult<Che
     let all = recipients::of_new(rows);
     let mut pending: HashSet<(Uuid, Uuid)> = HashSet::new();
     let mut suppressed: Vec<Inserted> = Vec::new();
-    // Four binds per row: well below the 65,535 limit per statement.
+    // A stream-scoped entry (an unsubscribe: `broadcast`) holds back only
+    // that stream's mail; an entry without a stream holds back every stream.
+    let streams: std::collections::HashMap<(Uuid, Uuid), &str> = rows
+        .iter()
+        .map(|r| ((r.tenant_id, r.id), r.stream.as_str()))
+        .collect();
+    // Five binds per row: well below the 65,535 limit per statement.
     for chunk in all.chunks(10_000) {
         let t: Vec<Uuid> = chunk.iter().map(|r| r.0).collect();
         let e: Vec<Uuid> = chunk.iter().map(|r| r.1).collect();
         let a: Vec<&str> = chunk.iter().map(|r| r.2.as_str()).collect();
         let k: Vec<&str> = chunk.iter().map(|r| r.3).collect();
+        let st: Vec<&str> = chunk
+            .iter()
+            .map(|r| streams.get(&(r.0, r.1)).copied().unwrap_or("transactional"))
+            .collect();
         let inserted: Vec<Inserted> = diesel::sql_query(
             "INSERT INTO email_recipients (tenant_id, email_id, recipient, kind, status) \
              SELECT u.t, u.e, u.a, u.k, CASE WHEN s.email IS NULL THEN 'queued' ELSE 'suppressed' END \
-             FROM unnest($1, $2, $3, $4) AS u(t, e, a, k) \
+             FROM unnest($1, $2, $3, $4, $5) AS u(t, e, a, k, st) \
              LEFT JOIN suppressions s ON s.tenant_id = u.t AND s.email = u.a \
                AND (s.expires_at IS NULL OR s.expires_at > now()) \
+               AND (s.stream IS NULL OR s.stream = u.st) \
              ON CONFLICT DO NOTHING \
              RETURNING tenant_id, email_id, recipient, status",
         )
@@ -59,6 +70,7 @@ pub fn at_ingest(conn: &mut PgConnection, rows: &[&NewEmail]) -> QueryResult<Che
         .bind::<Array<SqlUuid>, _>(&e)
         .bind::<Array<Text>, _>(&a)
         .bind::<Array<Text>, _>(&k)
+        .bind::<Array<Text>, _>(&st)
         .load(conn)?;
         for row in inserted {
             if row.status == "suppressed" {

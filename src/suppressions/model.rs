@@ -20,6 +20,8 @@ pub struct SuppressionRow {
     pub expires_at: Option<DateTime<Utc>>,
     pub source_email_id: Option<Uuid>,
     pub detail: Option<String>,
+    /// `broadcast` for an unsubscribe; `None`: every stream.
+    pub stream: Option<String>,
 }
 
 /// A new entry (or a stronger reason for an existing one).
@@ -33,8 +35,9 @@ pub struct NewSuppression {
     pub detail: Option<String>,
 }
 
-/// Adds entries. An existing live complaint or manual entry is kept as it
-/// is (it never expires); a hard bounce entry is replaced by the new one
+/// Adds entries (every stream). An existing live complaint or manual entry
+/// is kept as it is (it never expires); an unsubscribe (one stream) is
+/// widened to every stream; a hard bounce entry is replaced by the new one
 /// (a complaint upgrades it; a new hard bounce renews its expiry); an
 /// expired entry is replaced. Returns the rows inserted or changed.
 pub fn upsert(conn: &mut PgConnection, entries: &[NewSuppression]) -> QueryResult<usize> {
@@ -56,10 +59,10 @@ pub fn upsert(conn: &mut PgConnection, entries: &[NewSuppression]) -> QueryResul
          SELECT * FROM unnest($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (tenant_id, email) DO UPDATE SET \
            reason = EXCLUDED.reason, expires_at = EXCLUDED.expires_at, \
-           source_email_id = EXCLUDED.source_email_id, detail = EXCLUDED.detail, \
+           source_email_id = EXCLUDED.source_email_id, detail = EXCLUDED.detail, stream = NULL, \
            created_at = CASE WHEN s.expires_at IS NOT NULL AND s.expires_at <= now() \
                              THEN now() ELSE s.created_at END \
-         WHERE s.reason = 'hard_bounce' OR (s.expires_at IS NOT NULL AND s.expires_at <= now())",
+         WHERE s.reason IN ('hard_bounce', 'unsubscribe') OR (s.expires_at IS NOT NULL AND s.expires_at <= now())",
     )
     .bind::<Array<SqlUuid>, _>(&t)
     .bind::<Array<Text>, _>(&m)
@@ -98,6 +101,32 @@ pub fn insert_manual(
             .get_result(conn)
             .optional()
     })
+}
+
+/// An unsubscribe (issue 26): the address suppressed for `stream`, unless a
+/// live entry exists (an every-stream entry already covers it). True when
+/// the entry is new.
+pub fn insert_unsubscribe(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    email: &str,
+    stream: &str,
+    source: &str,
+) -> QueryResult<bool> {
+    let n = diesel::sql_query(
+        "INSERT INTO suppressions AS s (tenant_id, email, reason, stream, detail) \
+         VALUES ($1, $2, 'unsubscribe', $3, $4) \
+         ON CONFLICT (tenant_id, email) DO UPDATE SET \
+           reason = 'unsubscribe', stream = EXCLUDED.stream, expires_at = NULL, \
+           source_email_id = NULL, detail = EXCLUDED.detail, created_at = now() \
+         WHERE s.expires_at IS NOT NULL AND s.expires_at <= now()",
+    )
+    .bind::<SqlUuid, _>(tenant.0)
+    .bind::<Text, _>(email)
+    .bind::<Text, _>(stream)
+    .bind::<Text, _>(source)
+    .execute(conn)?;
+    Ok(n > 0)
 }
 
 fn live() -> diesel::dsl::Or<
@@ -196,27 +225,32 @@ struct LiveEntry {
     tenant_id: Uuid,
     #[diesel(sql_type = Text)]
     email: String,
+    #[diesel(sql_type = Text)]
+    st: String,
 }
 
-/// Of `(tenant, bare address)` pairs, those on their tenant's live
-/// suppression list (one statement per 10,000 pairs).
+/// Of `(tenant, bare address, stream)` triples, those on their tenant's live
+/// suppression list for that stream (one statement per 10,000).
 pub fn live_among(
     conn: &mut PgConnection,
-    pairs: &[(Uuid, String)],
-) -> QueryResult<Vec<(Uuid, String)>> {
+    triples: &[(Uuid, String, String)],
+) -> QueryResult<Vec<(Uuid, String, String)>> {
     let mut out = Vec::new();
-    for chunk in pairs.chunks(10_000) {
+    for chunk in triples.chunks(10_000) {
         let t: Vec<Uuid> = chunk.iter().map(|p| p.0).collect();
         let a: Vec<&str> = chunk.iter().map(|p| p.1.as_str()).collect();
+        let st: Vec<&str> = chunk.iter().map(|p| p.2.as_str()).collect();
         let found: Vec<LiveEntry> = diesel::sql_query(
-            "SELECT s.tenant_id, s.email FROM suppressions s \
-             JOIN unnest($1, $2) AS u(t, a) ON s.tenant_id = u.t AND s.email = u.a \
-             WHERE s.expires_at IS NULL OR s.expires_at > now()",
+            "SELECT s.tenant_id, s.email, u.st FROM suppressions s \
+             JOIN unnest($1, $2, $3) AS u(t, a, st) ON s.tenant_id = u.t AND s.email = u.a \
+             WHERE (s.expires_at IS NULL OR s.expires_at > now()) \
+               AND (s.stream IS NULL OR s.stream = u.st)",
         )
         .bind::<Array<SqlUuid>, _>(&t)
         .bind::<Array<Text>, _>(&a)
+        .bind::<Array<Text>, _>(&st)
         .load(conn)?;
-        out.extend(found.into_iter().map(|r| (r.tenant_id, r.email)));
+        out.extend(found.into_iter().map(|r| (r.tenant_id, r.email, r.st)));
     }
     Ok(out)
 }

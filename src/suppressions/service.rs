@@ -24,12 +24,14 @@ use crate::state::AppState;
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SuppressionView {
     pub email: String,
-    /// `hard_bounce`, `complaint` or `manual`.
+    /// `hard_bounce`, `complaint`, `manual` or `unsubscribe`.
     pub reason: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub source_email_id: Option<uuid::Uuid>,
     pub detail: Option<String>,
+    /// `broadcast` (an unsubscribe) or `null`: every stream.
+    pub stream: Option<String>,
 }
 
 impl From<SuppressionRow> for SuppressionView {
@@ -41,6 +43,7 @@ impl From<SuppressionRow> for SuppressionView {
             expires_at: r.expires_at,
             source_email_id: r.source_email_id,
             detail: r.detail,
+            stream: r.stream,
         }
     }
 }
@@ -62,7 +65,7 @@ pub struct CreateSuppression {
 pub struct ListQuery {
     /// Only this address (exact, case-insensitive).
     pub email: Option<String>,
-    /// Only entries with this reason: hard_bounce, complaint or manual.
+    /// Only entries with this reason: hard_bounce, complaint, manual or unsubscribe.
     pub reason: Option<String>,
     /// Entries per page, 1-100, default 20.
     #[param(minimum = 1, maximum = 100)]
@@ -71,7 +74,7 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
-const REASONS: [&str; 3] = ["hard_bounce", "complaint", "manual"];
+const REASONS: [&str; 4] = ["hard_bounce", "complaint", "manual", "unsubscribe"];
 
 fn address(field: &str, raw: &str) -> AppResult<String> {
     Ok(parse_email(field, raw)?.to_ascii_lowercase())

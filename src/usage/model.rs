@@ -26,6 +26,8 @@ pub struct Counters {
     pub api_requests: i64,
     pub emails_complained: i64,
     pub emails_suppressed: i64,
+    /// One-click and mailto unsubscribes (issue 26).
+    pub emails_unsubscribed: i64,
 }
 
 impl Counters {
@@ -37,6 +39,7 @@ impl Counters {
         self.api_requests += o.api_requests;
         self.emails_complained += o.emails_complained;
         self.emails_suppressed += o.emails_suppressed;
+        self.emails_unsubscribed += o.emails_unsubscribed;
     }
 }
 
@@ -103,8 +106,8 @@ pub fn add(
     let col = |f: fn(&Counters) -> i64| deltas.values().map(f).collect::<Vec<i64>>();
     let ids: Vec<Uuid> = deltas.keys().copied().collect();
     diesel::sql_query(
-        "INSERT INTO usage_daily AS u (tenant_id, day, shard, emails_sent, emails_delivered, emails_bounced, emails_failed, api_requests, emails_complained, emails_suppressed) \
-         SELECT t, $2, $8, s, d, b, f, a, c, x FROM unnest($1, $3, $4, $5, $6, $7, $9, $10) AS x(t, s, d, b, f, a, c, x) ORDER BY t \
+        "INSERT INTO usage_daily AS u (tenant_id, day, shard, emails_sent, emails_delivered, emails_bounced, emails_failed, api_requests, emails_complained, emails_suppressed, emails_unsubscribed) \
+         SELECT t, $2, $8, s, d, b, f, a, c, x, un FROM unnest($1, $3, $4, $5, $6, $7, $9, $10, $11) AS x(t, s, d, b, f, a, c, x, un) ORDER BY t \
          ON CONFLICT (tenant_id, day, shard) DO UPDATE SET \
            emails_sent = u.emails_sent + EXCLUDED.emails_sent, \
            emails_delivered = u.emails_delivered + EXCLUDED.emails_delivered, \
@@ -112,7 +115,8 @@ pub fn add(
            emails_failed = u.emails_failed + EXCLUDED.emails_failed, \
            api_requests = u.api_requests + EXCLUDED.api_requests, \
            emails_complained = u.emails_complained + EXCLUDED.emails_complained, \
-           emails_suppressed = u.emails_suppressed + EXCLUDED.emails_suppressed",
+           emails_suppressed = u.emails_suppressed + EXCLUDED.emails_suppressed, \
+           emails_unsubscribed = u.emails_unsubscribed + EXCLUDED.emails_unsubscribed",
     )
     .bind::<Array<SqlUuid>, _>(&ids)
     .bind::<Date, _>(day)
@@ -124,6 +128,7 @@ pub fn add(
     .bind::<SmallInt, _>(shard)
     .bind::<Array<BigInt>, _>(col(|c| c.emails_complained))
     .bind::<Array<BigInt>, _>(col(|c| c.emails_suppressed))
+    .bind::<Array<BigInt>, _>(col(|c| c.emails_unsubscribed))
     .execute(conn)
     .map(|_| ())
 }
@@ -155,6 +160,8 @@ struct SummedRow {
     emails_complained: i64,
     #[diesel(sql_type = BigInt)]
     emails_suppressed: i64,
+    #[diesel(sql_type = BigInt)]
+    emails_unsubscribed: i64,
 }
 
 /// Daily counters (shards summed) of the given tenants between two dates
@@ -169,7 +176,8 @@ pub fn days(
         "SELECT tenant_id, day, sum(emails_sent)::bigint AS emails_sent, \
            sum(emails_delivered)::bigint AS emails_delivered, sum(emails_bounced)::bigint AS emails_bounced, \
            sum(emails_failed)::bigint AS emails_failed, sum(api_requests)::bigint AS api_requests, \
-           sum(emails_complained)::bigint AS emails_complained, sum(emails_suppressed)::bigint AS emails_suppressed \
+           sum(emails_complained)::bigint AS emails_complained, sum(emails_suppressed)::bigint AS emails_suppressed, \
+           sum(emails_unsubscribed)::bigint AS emails_unsubscribed \
          FROM usage_daily WHERE tenant_id = ANY($1) AND day BETWEEN $2 AND $3 \
          GROUP BY tenant_id, day ORDER BY tenant_id, day",
     )
@@ -190,6 +198,7 @@ pub fn days(
                 api_requests: r.api_requests,
                 emails_complained: r.emails_complained,
                 emails_suppressed: r.emails_suppressed,
+                emails_unsubscribed: r.emails_unsubscribed,
             },
         })
         .collect())
@@ -213,6 +222,8 @@ struct DayTotal {
     emails_complained: i64,
     #[diesel(sql_type = BigInt)]
     emails_suppressed: i64,
+    #[diesel(sql_type = BigInt)]
+    emails_unsubscribed: i64,
 }
 
 /// Counters per day between two dates (inclusive), summed over one tenant's
@@ -228,7 +239,8 @@ pub fn totals_by_day(
         "SELECT day, sum(emails_sent)::bigint AS emails_sent, \
            sum(emails_delivered)::bigint AS emails_delivered, sum(emails_bounced)::bigint AS emails_bounced, \
            sum(emails_failed)::bigint AS emails_failed, sum(api_requests)::bigint AS api_requests, \
-           sum(emails_complained)::bigint AS emails_complained, sum(emails_suppressed)::bigint AS emails_suppressed \
+           sum(emails_complained)::bigint AS emails_complained, sum(emails_suppressed)::bigint AS emails_suppressed, \
+           sum(emails_unsubscribed)::bigint AS emails_unsubscribed \
          FROM usage_daily WHERE day BETWEEN $1 AND $2 AND ($3::uuid IS NULL OR tenant_id = $3) \
          GROUP BY day ORDER BY day",
     )
@@ -247,6 +259,7 @@ pub fn totals_by_day(
                 api_requests: r.api_requests,
                 emails_complained: r.emails_complained,
                 emails_suppressed: r.emails_suppressed,
+                emails_unsubscribed: r.emails_unsubscribed,
             };
             (r.day, c)
         })

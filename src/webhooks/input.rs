@@ -19,7 +19,7 @@ pub struct CreateWebhook {
     pub url: String,
     /// Events to receive: email.queued, email.scheduled, email.canceled,
     /// email.delivered, email.deferred,
-    /// email.bounced, email.failed, email.suppressed, email.complained,
+    /// email.bounced, email.failed, email.suppressed, email.complained, email.unsubscribed,
     /// domain.verified, domain.failed,
     /// tenant.reputation_warning, tenant.paused, tenant.reinstated, or "*" for all of them. The test ping
     /// (POST .../test) is a webhook.test event, sent whatever this list holds.

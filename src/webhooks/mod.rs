@@ -15,7 +15,7 @@ pub mod signing;
 pub mod view;
 
 /// The events an endpoint can subscribe to (`"*"` means all of them).
-pub const EVENTS: [&str; 14] = [
+pub const EVENTS: [&str; 15] = [
     "email.queued",
     "email.scheduled",
     "email.canceled",
@@ -30,6 +30,7 @@ pub const EVENTS: [&str; 14] = [
     "tenant.reputation_warning",
     "tenant.paused",
     "tenant.reinstated",
+    "email.unsubscribed",
 ];
 
 /// The event type of `POST …/test`.

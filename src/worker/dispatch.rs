@@ -119,7 +119,8 @@ async fn start(
     }
     let tenants = relays::load(ctx, messages.iter().map(|m| m.lease.tenant_id).collect()).await;
     for m in messages {
-        ctx.inflight.take(m.lease, m.size_bytes);
+        let broadcast = m.row.stream == crate::emails::stream::Stream::Broadcast.as_str();
+        ctx.inflight.take(m.lease, m.size_bytes, broadcast);
         let tenant = tenants.get(&m.lease.tenant_id).cloned();
         let ctx = ctx.clone();
         let stopping = stopping.clone();
@@ -134,7 +135,7 @@ async fn start(
                 .catch_unwind()
                 .await;
             let outcome = sent.unwrap_or_else(|panic| panicked(lease, attempt, &*panic));
-            ctx.inflight.release(lease.tenant_id, size);
+            ctx.inflight.release(lease.tenant_id, size, broadcast);
             let attempted = !matches!(
                 outcome.resolution,
                 crate::queue::record::Resolution::Requeued { .. }

@@ -96,7 +96,7 @@ impl Inflight {
     }
 
     /// Takes a slot for a claimed message.
-    pub fn take(&self, lease: Lease, bytes: i32) {
+    pub fn take(&self, lease: Lease, bytes: i32, broadcast: bool) {
         let mut s = self.lock();
         let bytes = i64::from(bytes.max(0));
         s.count += 1;
@@ -104,12 +104,13 @@ impl Inflight {
         let held = s.per_tenant.entry(lease.tenant_id).or_default();
         held.count += 1;
         held.bytes += bytes;
+        held.broadcast += usize::from(broadcast);
         s.leases.insert((lease.tenant_id, lease.email_id), lease);
     }
 
     /// The send is over (its memory is gone); the lease stays held until
     /// [`Inflight::recorded`].
-    pub fn release(&self, tenant: Uuid, bytes: i32) {
+    pub fn release(&self, tenant: Uuid, bytes: i32, broadcast: bool) {
         {
             let bytes = i64::from(bytes.max(0));
             let mut s = self.lock();
@@ -118,6 +119,7 @@ impl Inflight {
             if let Some(held) = s.per_tenant.get_mut(&tenant) {
                 held.count = held.count.saturating_sub(1);
                 held.bytes -= bytes;
+                held.broadcast = held.broadcast.saturating_sub(usize::from(broadcast));
                 if held.count == 0 {
                     s.per_tenant.remove(&tenant);
                 }
@@ -185,20 +187,28 @@ mod tests {
             email_id: Uuid::new_v4(),
             fence: 1,
         };
-        f.take(lease(a), 100);
-        f.take(lease(a), 50);
-        f.take(lease(b), 7);
+        f.take(lease(a), 100, true);
+        f.take(lease(a), 50, false);
+        f.take(lease(b), 7, false);
         let room = f.room(64);
         assert_eq!(
             room.per_tenant[&a],
             Held {
                 count: 2,
-                bytes: 150
+                bytes: 150,
+                broadcast: 1
             }
         );
-        assert_eq!(room.per_tenant[&b], Held { count: 1, bytes: 7 });
-        f.release(a, 100);
-        f.release(a, 50);
+        assert_eq!(
+            room.per_tenant[&b],
+            Held {
+                count: 1,
+                bytes: 7,
+                broadcast: 0
+            }
+        );
+        f.release(a, 100, true);
+        f.release(a, 50, false);
         let room = f.room(64);
         assert!(!room.per_tenant.contains_key(&a));
         assert_eq!(room.bytes, f.max_bytes - 7);

@@ -34,6 +34,8 @@ struct Meta {
     every: Vec<String>,
     /// Some recipient was delivered by an earlier attempt.
     delivered_before: bool,
+    /// RFC 8058 headers wanted (broadcast mail, or asked for).
+    unsubscribe: bool,
 }
 
 impl Meta {
@@ -74,6 +76,7 @@ impl Meta {
             recipients,
             every,
             delivered_before,
+            unsubscribe: row.unsubscribe || row.stream == "broadcast",
         }
     }
 }
@@ -135,16 +138,31 @@ pub async fn attempt(
         Ok(r) => r,
         Err(why) => return outcome(deferral(ctx, &meta, why)),
     };
-    // DKIM: sign exactly the bytes sent (issue 12; a key that cannot be loaded defers).
-    let raw = match ctx.signer.sign(meta.tenant_id, &meta.from_addr, raw).await {
-        Ok(signed) => signed,
-        Err(why) => return outcome(deferral(ctx, &meta, why)),
+    let mut envelopes = envelopes(ctx, &meta).await;
+    let links = ctx
+        .unsubscribe
+        .as_ref()
+        .filter(|_| meta.unsubscribe && !crate::unsubscribe::headers::has_list_unsubscribe(&raw));
+    let raw = match links {
+        // RFC 8058: each recipient's own List-Unsubscribe, signed in its own
+        // transaction (issue 26); the shared content stays unsigned.
+        Some(links) => {
+            if let Err(why) = sign_each(ctx, &meta, links, &mut envelopes, &raw).await {
+                return outcome(deferral(ctx, &meta, why));
+            }
+            raw
+        }
+        // DKIM: sign exactly the bytes sent (issue 12; a key that cannot be loaded defers).
+        None => match ctx.signer.sign(meta.tenant_id, &meta.from_addr, raw).await {
+            Ok(signed) => signed,
+            Err(why) => return outcome(deferral(ctx, &meta, why)),
+        },
     };
     let transport = ctx.transports.for_tenant(relay);
     let msg = OutgoingMessage {
         tenant_id: TenantId(meta.tenant_id),
         email_id: meta.id,
-        envelopes: envelopes(ctx, &meta).await,
+        envelopes,
         raw,
     };
     #[cfg(feature = "test-hooks")]
@@ -181,6 +199,56 @@ pub async fn attempt(
 /// copy can only ever concern it. Else one envelope from the message's own
 /// envelope sender to every recipient (also for mail queued before
 /// per-recipient state, which no report could be matched to).
+/// One envelope per recipient, each with the recipient's RFC 8058 header
+/// lines and a DKIM signature over them and the shared content `raw`.
+async fn sign_each(
+    ctx: &Ctx,
+    meta: &Meta,
+    links: &crate::unsubscribe::headers::Links,
+    envelopes: &mut Vec<Envelope>,
+    raw: &[u8],
+) -> Result<(), String> {
+    let mut split = Vec::with_capacity(meta.recipients.len());
+    for e in envelopes.drain(..) {
+        if e.recipients.len() == 1 {
+            split.push(e);
+            continue;
+        }
+        for r in e.recipients {
+            split.push(Envelope {
+                from: e.from.clone(),
+                recipients: vec![r],
+                headers: e.headers.clone(),
+            });
+        }
+    }
+    for e in &mut split {
+        let Some(rcpt) = e.recipients.first() else {
+            continue;
+        };
+        // An unsubscribe stops broadcast mail, whatever carried the link.
+        let Some(lines) = links.lines(
+            meta.tenant_id,
+            crate::emails::stream::Stream::Broadcast,
+            rcpt,
+        ) else {
+            continue;
+        };
+        let mut content = Vec::with_capacity(lines.len() + raw.len());
+        content.extend_from_slice(lines.as_bytes());
+        content.extend_from_slice(raw);
+        let signed = ctx
+            .signer
+            .sign(meta.tenant_id, &meta.from_addr, content)
+            .await?;
+        // What signing added before `lines`, then `lines`: all but `raw`.
+        let head = &signed[..signed.len() - raw.len()];
+        e.headers.push_str(&String::from_utf8_lossy(head));
+    }
+    *envelopes = split;
+    Ok(())
+}
+
 async fn envelopes(ctx: &Ctx, meta: &Meta) -> Vec<Envelope> {
     let single = || {
         vec![Envelope {

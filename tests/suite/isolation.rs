@@ -318,6 +318,8 @@ fn body(w: &World, e: &Endpoint, n: usize) -> Option<Value> {
     let send = send_body(w);
     Some(match (m, p) {
         ("GET" | "DELETE", _) => return None,
+        // The one-click body is a form; the route reads (and ignores) it.
+        ("POST", "/u/{token}") => return None,
         ("POST", "/v1/tenants") => json!({"name": format!("N{n}")}),
         ("PUT" | "PATCH", "/v1/tenants/{tenant}") => json!({"name": "Renamed"}),
         ("POST", "/v1/tenants/{tenant}/api-keys") => json!({"name": "k", "permissions": ["send"]}),
@@ -489,6 +491,19 @@ async fn every_route_isolates_tenants_and_checks_its_permission() {
                 );
                 crate::oauth::token_request(&app, Some(creds), "grant_type=client_credentials")
                     .await
+            } else if e.path == "/u/{token}" {
+                // A real token (a forged one is a 404 by design).
+                let keys =
+                    postline::unsubscribe::UnsubscribeKeys::from_settings(&app.state.settings)
+                        .unwrap();
+                let token = keys
+                    .token(
+                        shared.a.tenant.parse().unwrap(),
+                        postline::emails::stream::Stream::Broadcast,
+                        "x@example.org",
+                    )
+                    .unwrap();
+                call(&app, &shared, e, &format!("/u/{token}"), None, n).await
             } else {
                 call(&app, &shared, e, e.path, None, n).await
             };

@@ -73,6 +73,7 @@ pub async fn list(
         status: blank(&f.status),
         tag: blank(&f.tag),
         recipient: blank(&f.recipient),
+        stream: None,
         tenant_id: if user.is_admin() {
             tenant.map(|t| t.0.to_string())
         } else {
