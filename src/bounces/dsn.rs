@@ -382,7 +382,8 @@ pub fn is_auth_failure(feedback_type: &str) -> bool {
 /// Microsoft's JMRP / SNDS complaint (Outlook.com, Hotmail): the complained
 /// message attached as `message/rfc822` with no feedback-report part. Known
 /// by the `X-HmXmrOriginalRecipient` header of the attached message, or by
-/// a Microsoft consumer sender with an attached message and no DSN. Returns
+/// a Microsoft consumer sender (not postmaster) with an attached message and
+/// no report part. Returns
 /// the complaining recipient when the report names one.
 fn microsoft_feedback(msg: &mail_parser::Message<'_>, raw: &[u8]) -> Option<Option<String>> {
     const MARK: &str = "x-hmxmroriginalrecipient:";
@@ -408,17 +409,26 @@ fn microsoft_feedback(msg: &mail_parser::Message<'_>, raw: &[u8]) -> Option<Opti
     if !attached {
         return None;
     }
-    let from_microsoft = msg
-        .from()
-        .and_then(|f| f.first())
-        .and_then(|a| a.address())
-        .and_then(|a| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()))
-        .is_some_and(|d| {
-            matches!(
-                d.as_str(),
-                "hotmail.com" | "outlook.com" | "live.com" | "msn.com"
-            )
-        });
+    // Without the header: a Microsoft consumer sender that is not its
+    // bounce sender (postmaster, mailer-daemon), and no report at all.
+    let report = msg
+        .content_type()
+        .and_then(|c| c.subtype())
+        .is_some_and(|s| s.eq_ignore_ascii_case("report"));
+    let from_microsoft = !report
+        && msg
+            .from()
+            .and_then(|f| f.first())
+            .and_then(|a| a.address())
+            .and_then(|a| a.rsplit_once('@'))
+            .is_some_and(|(local, d)| {
+                let (local, d) = (local.to_ascii_lowercase(), d.to_ascii_lowercase());
+                !matches!(local.as_str(), "postmaster" | "mailer-daemon")
+                    && matches!(
+                        d.as_str(),
+                        "hotmail.com" | "outlook.com" | "live.com" | "msn.com"
+                    )
+            });
     (named.is_some() || from_microsoft).then_some(named)
 }
 
@@ -479,6 +489,25 @@ mod tests {
 
     /// A NUL decoded from quoted-printable, and one in a header value, never
     /// reach the stored fields (Postgres refuses them).
+    #[test]
+    fn jmrp_is_a_complaint_and_microsoft_bounces_are_not() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/bounces");
+        let read = |n: &str| std::fs::read(dir.join(n)).unwrap();
+        let jmrp = parse(&read("arf-22.eml")).unwrap();
+        assert!(matches!(jmrp.kind, Kind::Complaint { .. }));
+        assert_eq!(jmrp.complained.as_deref(), Some("kijitora@example.com"));
+        for bounce in [
+            "lhost-office365-05.eml",
+            "lhost-office365-12.eml",
+            "rhost-outlook-08.eml",
+        ] {
+            let r = parse(&read(bounce)).unwrap();
+            assert!(!matches!(r.kind, Kind::Complaint { .. }), "{bounce}");
+        }
+        assert!(is_auth_failure("authfailure") && is_auth_failure("auth-failure"));
+        assert!(!is_auth_failure("abuse"));
+    }
+
     #[test]
     fn control_characters_are_dropped_from_stored_fields() {
         let raw = "From: MAILER-DAEMON@mx.example\r\n\
