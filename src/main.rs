@@ -279,6 +279,9 @@ async fn serve(settings: Settings, with_worker: bool) -> anyhow::Result<()> {
         // The API still starts; /readyz reports 503 until the database is back.
         Err(e) => tracing::error!(error = %format!("{e:#}"), "migrations not applied at start"),
     }
+    if with_worker {
+        state.registry.add_role("worker");
+    }
     // The inbound SMTP listener (bounces, complaints) runs with the worker.
     let inbound = if with_worker {
         postline::bounces::inbound::start(&state.settings, state.pool.clone()).await?
@@ -366,7 +369,14 @@ async fn worker_only(settings: Settings) -> anyhow::Result<()> {
     let domains = postline::domains::service::build(&settings, pool.clone(), vault.clone())?;
     let recheck = postline::domains::service::spawn_recheck(domains);
     let inbound = postline::bounces::inbound::start(&settings, pool.clone()).await?;
-    let handle = worker::spawn(settings.clone(), pool, vault);
+    // The node registry (issue 27): a worker-only process has no budgets,
+    // so a fresh id.
+    let registry = postline::cluster::node::Registry::new(
+        postline::cluster::node::Node::this(uuid::Uuid::new_v4(), &["worker"]),
+        settings.cluster.node_timeout_secs,
+    );
+    let heartbeat = registry.spawn(pool.clone());
+    let handle = worker::spawn(settings.clone(), pool.clone(), vault);
     tracing::info!("postline worker running");
     let signal = shutdown_signal().await;
     tracing::info!(signal, "shutdown: signal received");
@@ -378,6 +388,8 @@ async fn worker_only(settings: Settings) -> anyhow::Result<()> {
         i.stop().await;
     }
     stop_worker(handle, &settings).await;
+    heartbeat.abort();
+    registry.stop(&pool).await;
     tracing::info!("shutdown: complete");
     Ok(())
 }

@@ -222,6 +222,7 @@ impl Modify for ProblemMediaType {
         compat::resend::send, compat::resend::batch, compat::resend::list, compat::resend::get,
         compat::resend::update, compat::resend::cancel,
         compat::postmark::send, compat::postmark::batch,
+        crate::cluster::routes::list,
     ),
     modifiers(&BearerAuth, &ScopedForms, &ProblemMediaType),
     tags(

@@ -80,6 +80,8 @@ pub fn all() -> Vec<Endpoint> {
         crate::compat::resend::endpoints(),
         crate::compat::postmark::endpoints(),
         crate::console::endpoints(),
+        // issue 27: the node registry.
+        crate::cluster::routes::endpoints(),
     ]
     .into_iter()
     .flatten()

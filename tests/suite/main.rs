@@ -49,6 +49,7 @@ mod isolation;
 mod leaks;
 mod limits;
 mod mx;
+mod nodes;
 mod oauth;
 mod oauth_tokens;
 mod observability;
