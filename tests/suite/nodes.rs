@@ -61,6 +61,8 @@ fn holders(db: &str, tenant: &str) -> Vec<Uuid> {
         .unwrap()
         .into_iter()
         .map(|r| r.holder)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect()
 }
 
@@ -105,8 +107,9 @@ async fn nodes_register_and_a_killed_nodes_leases_return_within_the_timeout() {
     for _ in 0..5 {
         assert_eq!(a.get("/v1/emails", &key).await.status, 200);
     }
-    let held = holders(&db, &id);
-    assert_eq!(held.len(), 1, "node A holds one lease");
+    let mut held = holders(&db, &id);
+    held.dedup();
+    assert_eq!(held.len(), 1, "node A holds the leases (one per minute used)");
     let dead = held[0];
     assert!(
         nodes.iter().any(|n| n["id"] == dead.to_string()),
