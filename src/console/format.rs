@@ -69,11 +69,13 @@ pub fn badge(v: Value) -> Value {
 /// Good, under way, bad or neutral, for the badge's colour.
 pub fn tone(status: &str) -> &'static str {
     match status {
-        "delivered" | "active" | "succeeded" | "verified" | "ok" | "enabled" | "on" => "good",
+        "delivered" | "active" | "succeeded" | "verified" | "ok" | "enabled" | "on" | "up" => {
+            "good"
+        }
         "queued" | "sending" | "deferred" | "scheduled" | "pending" | "held" | "retrying"
         | "invited" => "busy",
         "bounced" | "failed" | "complained" | "suppressed" | "revoked" | "disabled"
-        | "suspended" | "missing" | "mismatch" | "deleted" | "expired" => "bad",
+        | "suspended" | "missing" | "mismatch" | "deleted" | "expired" | "gone" => "bad",
         _ => "plain",
     }
 }

@@ -65,16 +65,20 @@ impl Pacer {
         }
         // The window (one second) is spent everywhere: the next second,
         // later messages spread over it.
-        let until = now + chrono::Duration::milliseconds(
-            (1000 - now.timestamp_subsec_millis().min(999)).into(),
-        );
+        let until = now
+            + chrono::Duration::milliseconds(
+                (1000 - now.timestamp_subsec_millis().min(999)).into(),
+            );
         let ahead = match shared.get(&tenant) {
             Some((n, u)) if *u > now => *n,
             _ => 0,
         };
         shared.insert(tenant, (ahead.saturating_add(1), until));
         let slot = Duration::from_secs(1) / rate;
-        Some(until + chrono::Duration::from_std(slot * ahead).unwrap_or(chrono::Duration::seconds(1)))
+        Some(
+            until
+                + chrono::Duration::from_std(slot * ahead).unwrap_or(chrono::Duration::seconds(1)),
+        )
     }
 
     /// `None` when the message may go now; otherwise the time of its turn.
@@ -120,7 +124,12 @@ impl Pacer {
         map.iter()
             .filter(|(_, e)| e.until.is_some_and(|u| u > now))
             .map(|(id, _)| *id)
-            .chain(shared.iter().filter(|(_, (_, u))| *u > now).map(|(id, _)| *id))
+            .chain(
+                shared
+                    .iter()
+                    .filter(|(_, (_, u))| *u > now)
+                    .map(|(id, _)| *id),
+            )
             .collect()
     }
 }

@@ -95,21 +95,26 @@ async fn nodes_register_and_a_killed_nodes_leases_return_within_the_timeout() {
         assert!(!n["hostname"].as_str().unwrap().is_empty());
         assert!(n["heartbeat_at"].as_str().is_some() && n["started_at"].as_str().is_some());
     }
-    // A tenant key may not list nodes.
     let t = api
         .create_tenant(json!({"name": "N", "rate_limit": {"requests_per_minute": 6000}}))
         .await;
     let id = t["id"].as_str().unwrap().to_string();
     let key = api.tenant_key(&id, &["send", "emails:read"]).await;
-    assert_eq!(api.get("/v1/admin/nodes", &key).await.status, 403);
-    // Node A leases a share of the tenant's request rate.
+    // Node A leases a share of the tenant's request rate (every request of
+    // the tenant's key counts, this refused one too: a tenant key may not
+    // list nodes).
     let a = Api::remote(&servers[0].base, &admin);
+    assert_eq!(a.get("/v1/admin/nodes", &key).await.status, 403);
     for _ in 0..5 {
         assert_eq!(a.get("/v1/emails", &key).await.status, 200);
     }
     let mut held = holders(&db, &id);
     held.dedup();
-    assert_eq!(held.len(), 1, "node A holds the leases (one per minute used)");
+    assert_eq!(
+        held.len(),
+        1,
+        "node A holds the leases (one per minute used)"
+    );
     let dead = held[0];
     assert!(
         nodes.iter().any(|n| n["id"] == dead.to_string()),
@@ -231,4 +236,76 @@ async fn a_tenants_requests_per_minute_holds_across_three_nodes() {
     }
     assert!(granting >= 2, "{granting} nodes were granted shares");
     let _ = id;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_emails_per_second_holds_across_three_serve_nodes() {
+    let sink = common::smtp_sink::SmtpSink::start().await;
+    let db = common::fresh_database();
+    let mut servers: Vec<Server> = (0..3).map(|_| Server::new(&db, sink.port(), &[])).collect();
+    let admin = servers[0].admin_key();
+    let client = reqwest::Client::new();
+    for s in &mut servers {
+        s.start();
+    }
+    for s in &mut servers {
+        s.wait_up(&client, UP).await;
+    }
+    let api = Api::remote(&servers[0].base, &admin);
+    let t = api
+        .create_tenant(json!({"name": "P", "rate_limit": {"emails_per_second": 10}}))
+        .await;
+    let id = t["id"].as_str().unwrap().to_string();
+    let key = api.tenant_key(&id, &["send"]).await;
+    // 90 messages, each node gets a third (and delivers what it claims).
+    const N: usize = 90;
+    for i in 0..N {
+        let r = client
+            .post(format!("{}/v1/emails", servers[i % 3].base))
+            .bearer_auth(&key)
+            .json(
+                &json!({"from": "a@a.example", "to": format!("r{i}@example.com"),
+                "subject": "s", "text": "t"}),
+            )
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 202);
+    }
+    let got = sink.wait_for(N, Duration::from_secs(90)).await;
+    let mut at: Vec<Instant> = got.iter().map(|m| m.received_at).collect();
+    at.sort();
+    let span = at[N - 1].duration_since(at[0]).as_secs_f64();
+    // The first second's budget may go at once; the other 80 are paced.
+    let rate = (N - 10) as f64 / span;
+    eprintln!("emails_per_second 10 over 3 nodes: {N} delivered in {span:.1} s ({rate:.1}/s after the first second)");
+    assert!(rate <= 11.0, "{rate:.1}/s: over 10 % above the limit");
+    assert!(rate >= 6.0, "{rate:.1}/s: far below the limit");
+    for s in &mut servers {
+        s.terminate(Duration::from_secs(20));
+    }
+}
+
+#[tokio::test]
+async fn the_consoles_queue_page_lists_the_nodes() {
+    use crate::console::{get, sign_in, user};
+    let app = common::TestApp::spawn().await;
+    let me = app.state.registry.id();
+    // The first heartbeat runs when the app starts.
+    let started = Instant::now();
+    loop {
+        let r = app.get("/v1/admin/nodes", &app.admin_key).await;
+        if r.text.contains(&me.to_string()) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{}", r.text);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    user(&app, "ops@example.com", postline::console::users::Role::Admin, None).await;
+    let (cookie, _) = sign_in(&app, "ops@example.com", &[]).await;
+    let (status, page, _) = get(&app, &cookie, "/console/queue").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("id=\"nodes\""), "{page}");
+    assert!(page.contains(&me.to_string()), "{page}");
+    assert!(page.contains(">up</span>"), "{page}");
 }
