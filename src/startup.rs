@@ -84,7 +84,6 @@ impl Application {
         let server = http_server(state.clone(), listener)?;
         let mut background = vec![
             state.budgets.spawn_renewer(pool.clone()),
-            state.registry.spawn(pool.clone()),
             state.rates.spawn_keep_alive(settings.cluster.lease_secs),
             state
                 .auth
@@ -133,6 +132,9 @@ impl Application {
         self,
         stop: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
+        // Registered once serving, with the roles the caller added (`serve`
+        // adds `worker` after `build`).
+        let heartbeat = self.state.registry.spawn(self.state.pool.clone());
         let handle = self.server.handle();
         let mut server = self.server;
         tokio::select! {
@@ -147,6 +149,7 @@ impl Application {
                 tracing::info!("shutdown: HTTP server stopped");
             }
         }
+        heartbeat.abort();
         for task in &self.background {
             task.abort();
         }

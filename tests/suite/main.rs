@@ -50,6 +50,7 @@ mod leaks;
 mod limits;
 mod mx;
 mod nodes;
+mod nodes_load;
 mod oauth;
 mod oauth_tokens;
 mod observability;

@@ -301,7 +301,13 @@ async fn the_consoles_queue_page_lists_the_nodes() {
         assert!(started.elapsed() < Duration::from_secs(10), "{}", r.text);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    user(&app, "ops@example.com", postline::console::users::Role::Admin, None).await;
+    user(
+        &app,
+        "ops@example.com",
+        postline::console::users::Role::Admin,
+        None,
+    )
+    .await;
     let (cookie, _) = sign_in(&app, "ops@example.com", &[]).await;
     let (status, page, _) = get(&app, &cookie, "/console/queue").await;
     assert_eq!(status, 200);
