@@ -39,6 +39,7 @@ mod delivery_envelopes;
 mod dev_run;
 mod domains;
 mod domains_dkim;
+mod drill_failover;
 mod drill_input;
 mod drill_kill;
 mod drill_relay;
