@@ -315,3 +315,64 @@ async fn the_consoles_queue_page_lists_the_nodes() {
     assert!(page.contains(&me.to_string()), "{page}");
     assert!(page.contains(">up</span>"), "{page}");
 }
+
+/// `deploy/dev test --test suite -- nodes::measure --ignored --nocapture`:
+/// ingest (single sends, 202s per second) with 1, 2 and 3 `api` nodes on
+/// one Postgres, in one run. The binary is the test build (debug): compare
+/// the three figures with each other, not with docs/BENCHMARKS.md's release
+/// figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: --ignored --nocapture"]
+async fn measure_ingest_with_one_two_and_three_api_nodes() {
+    let db = common::fresh_database();
+    let (servers, admin) = api_nodes(&db, &[("POSTLINE__LOG__LEVEL", "error")]).await;
+    let api = Api::remote(&servers[0].base, &admin);
+    let t = api.create_tenant(json!({"name": "Bench"})).await;
+    let key = api.tenant_key(t["id"].as_str().unwrap(), &["send"]).await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(32)
+        .build()
+        .unwrap();
+    for round in 0..2 {
+        for n in 1..=3usize {
+            let bases: Vec<String> = servers[..n].iter().map(|s| s.base.clone()).collect();
+            let accepted = Arc::new(AtomicI64::new(0));
+            let until = Instant::now() + Duration::from_secs(8);
+            let mut tasks = Vec::new();
+            for c in 0..24usize {
+                let (client, base, key, acc) = (
+                    client.clone(),
+                    bases[c % n].clone(),
+                    key.clone(),
+                    accepted.clone(),
+                );
+                tasks.push(tokio::spawn(async move {
+                    let mut i = 0;
+                    while Instant::now() < until {
+                        i += 1;
+                        let r = client
+                            .post(format!("{base}/v1/emails"))
+                            .bearer_auth(&key)
+                            .json(&json!({"from": "a@a.example",
+                                "to": format!("r{c}-{i}@example.com"), "subject": "s", "text": "t"}))
+                            .send()
+                            .await
+                            .expect("send");
+                        if r.status() == 202 {
+                            acc.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            let n_acc = accepted.load(Ordering::SeqCst);
+            eprintln!(
+                "ingest round {}: {n} api node(s): {:.0} accepted/s ({n_acc} in 8 s)",
+                round + 1,
+                n_acc as f64 / 8.0
+            );
+        }
+    }
+}
