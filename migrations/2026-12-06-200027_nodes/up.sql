@@ -14,3 +14,6 @@ CREATE TABLE nodes (
 );
 CREATE INDEX nodes_heartbeat ON nodes (heartbeat_at);
 COMMENT ON TABLE nodes IS 'postline:reference the processes of the installation, not any tenant''s';
+
+-- Shard-ready schema (issue 27): platform-wide tables are reference tables.
+COMMENT ON TABLE oauth_signing_keys IS 'postline:reference the platform''s token signing keys (the JWKS), one set for every tenant';

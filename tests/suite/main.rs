@@ -66,6 +66,7 @@ mod scheduled;
 mod schemathesis;
 mod secrets;
 mod sending;
+mod shard_ready;
 mod smtp_sink;
 mod submission;
 mod templates;
