@@ -201,7 +201,8 @@ impl Registry {
         self.live.load(Ordering::Relaxed).max(1)
     }
 
-    /// One heartbeat: register/beat, reclaim gone nodes' leases, count.
+    /// One heartbeat: register/beat, reclaim gone nodes' leases, purge ended
+    /// budgets (up to 1000), count the live nodes.
     pub fn heartbeat(&self, conn: &mut PgConnection) -> QueryResult<()> {
         let node = self.node();
         beat(conn, &node)?;
@@ -210,6 +211,9 @@ impl Registry {
             tracing::info!(leases = reclaimed, "reclaimed the leases of gone nodes");
             super::decision("reclaimed");
         }
+        // Rates make a budget per subject and window (a second for
+        // `emails_per_second`): purged here too, not only once a minute.
+        super::Budgets::purge(conn)?;
         let n = live(conn, self.timeout_secs)?;
         self.live.store(
             u32::try_from(n).unwrap_or(u32::MAX).max(1),
