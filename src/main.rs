@@ -284,6 +284,9 @@ async fn serve(settings: Settings, with_worker: bool) -> anyhow::Result<()> {
         // The API still starts; /readyz reports 503 until the database is back.
         Err(e) => tracing::error!(error = %format!("{e:#}"), "migrations not applied at start"),
     }
+    if with_worker {
+        state.registry.add_role("worker");
+    }
     // The inbound SMTP listener (bounces, complaints) runs with the worker.
     let inbound = if with_worker {
         postline::bounces::inbound::start(&state.settings, state.pool.clone()).await?
@@ -300,6 +303,7 @@ async fn serve(settings: Settings, with_worker: bool) -> anyhow::Result<()> {
             state.vault.clone(),
             worker::Options {
                 wake: Some(state.ingest.committed()),
+                rates: Some(state.rates.clone()),
                 ..worker::Options::default()
             },
         )
@@ -371,7 +375,29 @@ async fn worker_only(settings: Settings) -> anyhow::Result<()> {
     let domains = postline::domains::service::build(&settings, pool.clone(), vault.clone())?;
     let recheck = postline::domains::service::spawn_recheck(domains);
     let inbound = postline::bounces::inbound::start(&settings, pool.clone()).await?;
-    let handle = worker::spawn(settings.clone(), pool, vault);
+    // The node registry (issue 27): a worker-only process has no budgets,
+    // so a fresh id.
+    let budgets = postline::cluster::Budgets::new(settings.cluster.lease_secs);
+    let registry = postline::cluster::node::Registry::new(
+        postline::cluster::node::Node::this(budgets.holder(), &["worker"]),
+        settings.cluster.node_timeout_secs,
+    );
+    let rates =
+        postline::cluster::rate::Rates::new(budgets.clone(), registry.clone(), pool.clone());
+    let cluster_tasks = [
+        registry.spawn(pool.clone()),
+        budgets.spawn_renewer(pool.clone()),
+        rates.spawn_keep_alive(settings.cluster.lease_secs),
+    ];
+    let handle = worker::spawn_with(
+        settings.clone(),
+        pool.clone(),
+        vault,
+        worker::Options {
+            rates: Some(rates),
+            ..worker::Options::default()
+        },
+    );
     tracing::info!("postline worker running");
     let signal = shutdown_signal().await;
     tracing::info!(signal, "shutdown: signal received");
@@ -383,6 +409,14 @@ async fn worker_only(settings: Settings) -> anyhow::Result<()> {
         i.stop().await;
     }
     stop_worker(handle, &settings).await;
+    for t in cluster_tasks {
+        t.abort();
+    }
+    registry.stop(&pool).await;
+    let released = budgets.clone();
+    if let Err(e) = db::run(&pool, move |c| Ok(released.release_all(c).map(|_| ())?)).await {
+        tracing::warn!(error = %e, "releasing budget leases failed; they lapse instead");
+    }
     tracing::info!("shutdown: complete");
     Ok(())
 }

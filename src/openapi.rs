@@ -225,6 +225,7 @@ impl Modify for ProblemMediaType {
         reputation::routes::own, reputation::routes::for_tenant, reputation::routes::list,
         reputation::routes::reinstate,
         unsubscribe::routes::page, unsubscribe::routes::one_click,
+        crate::cluster::routes::list,
     ),
     modifiers(&BearerAuth, &ScopedForms, &ProblemMediaType),
     tags(

@@ -83,6 +83,8 @@ pub fn all() -> Vec<Endpoint> {
         crate::console::endpoints(),
         // issue 26: RFC 8058 one-click unsubscribe.
         crate::unsubscribe::routes::endpoints(),
+        // issue 27: the node registry.
+        crate::cluster::routes::endpoints(),
     ]
     .into_iter()
     .flatten()

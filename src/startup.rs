@@ -42,6 +42,12 @@ impl Application {
         );
         let tenants = TenantCache::new(pool.clone(), ttl);
         let budgets = crate::cluster::Budgets::new(settings.cluster.lease_secs);
+        let registry = crate::cluster::node::Registry::new(
+            crate::cluster::node::Node::this(budgets.holder(), &["api"]),
+            settings.cluster.node_timeout_secs,
+        );
+        let rates =
+            crate::cluster::rate::Rates::new(budgets.clone(), registry.clone(), pool.clone());
         let ingest = Ingestor::start(
             pool.clone(),
             settings.ingest.writers,
@@ -58,6 +64,8 @@ impl Application {
             tenants,
             ingest,
             budgets,
+            registry,
+            rates,
             webhook_sender: Sender::new(&settings.webhooks)?,
             api_limiter: Arc::new(ApiLimiter::new(settings.limits.nodes)),
             requests: RequestCounter::new(pool.clone()),
@@ -77,6 +85,7 @@ impl Application {
         let server = http_server(state.clone(), listener)?;
         let mut background = vec![
             state.budgets.spawn_renewer(pool.clone()),
+            state.rates.spawn_keep_alive(settings.cluster.lease_secs),
             state
                 .auth
                 .spawn_last_used_flusher(Duration::from_secs(settings.auth.last_used_flush_secs)),
@@ -130,6 +139,9 @@ impl Application {
         self,
         stop: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
+        // Registered once serving, with the roles the caller added (`serve`
+        // adds `worker` after `build`).
+        let heartbeat = self.state.registry.spawn(self.state.pool.clone());
         let handle = self.server.handle();
         let mut server = self.server;
         tokio::select! {
@@ -144,6 +156,7 @@ impl Application {
                 tracing::info!("shutdown: HTTP server stopped");
             }
         }
+        heartbeat.abort();
         for task in &self.background {
             task.abort();
         }
@@ -156,6 +169,7 @@ impl Application {
         if let Err(e) = self.state.requests.flush().await {
             tracing::warn!(error = %e, "final flush of api request counts failed");
         }
+        self.state.registry.stop(&self.state.pool).await;
         let budgets = self.state.budgets.clone();
         if let Err(e) = db::run(&self.state.pool, move |conn| {
             budgets.release_all(conn)?;

@@ -26,6 +26,10 @@ pub struct AppState {
     pub ingest: Ingestor,
     /// This process's leases of shared budgets (the daily quota).
     pub budgets: crate::cluster::Budgets,
+    /// This process in the node registry (its id is the budgets' holder).
+    pub registry: crate::cluster::node::Registry,
+    /// Cluster-wide rates (`requests_per_minute`) on leased window budgets.
+    pub rates: crate::cluster::rate::Rates,
     /// Sends `POST …/webhooks/{id}/test` pings (through the SSRF guard).
     pub webhook_sender: Sender,
     pub api_limiter: Arc<ApiLimiter>,

@@ -124,6 +124,14 @@ impl Budgets {
         }
     }
 
+    /// Marks the holder's lease of `key` used now, so the renewal does not
+    /// release it as idle (cluster-wide rates keep a window's lease).
+    pub fn touch(&self, key: &BudgetKey) {
+        if let Some(State::Held(h)) = lock(&self.inner.state).get_mut(key) {
+            h.last_used = Instant::now();
+        }
+    }
+
     /// Grants shares for the requests in one short transaction of its own
     /// (the rules in the module doc); `used` reads what each budget has
     /// spent durably, after the locks. One answer per request, in order.

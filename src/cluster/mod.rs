@@ -1,10 +1,15 @@
 //! What the nodes of one installation share through Postgres (DESIGN §15):
 //! leased budgets (`budget`, SQL in `store`). The daily quota is the first
-//! user (`crate::limits::quota`).
+//! user (`crate::limits::quota`). The node registry (`node`, `routes`):
+//! which processes are up; a gone node's leases return to the others.
+//! Cluster-wide rates on window budgets (`rate`).
 
 pub mod budget;
 mod grant;
 mod lease;
+pub mod node;
+pub mod rate;
+pub mod routes;
 mod store;
 
 use std::sync::OnceLock;
@@ -21,6 +26,14 @@ pub struct ClusterSettings {
     /// How long a lease lives without renewal: a dead node's unspent share
     /// returns to the others after at most this long. Renewed every third.
     pub lease_secs: u64,
+    /// A node that has not heartbeated for this long is `gone` and its
+    /// leases are reclaimed by the others. Heartbeats every third.
+    #[serde(default = "default_node_timeout")]
+    pub node_timeout_secs: u64,
+}
+
+fn default_node_timeout() -> u64 {
+    15
 }
 
 impl ClusterSettings {
@@ -28,6 +41,9 @@ impl ClusterSettings {
     pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
         if !(1..=3600).contains(&self.lease_secs) {
             return Err(("cluster.lease_secs", "must be between 1 and 3600"));
+        }
+        if !(1..=3600).contains(&self.node_timeout_secs) {
+            return Err(("cluster.node_timeout_secs", "must be between 1 and 3600"));
         }
         Ok(())
     }

@@ -69,13 +69,12 @@ pub fn badge(v: Value) -> Value {
 /// Good, under way, bad or neutral, for the badge's colour.
 pub fn tone(status: &str) -> &'static str {
     match status {
-        "delivered" | "active" | "succeeded" | "verified" | "ok" | "enabled" | "on" | "healthy" => {
-            "good"
-        }
+        "delivered" | "active" | "succeeded" | "verified" | "ok" | "enabled" | "on" | "healthy"
+        | "up" => "good",
         "queued" | "sending" | "deferred" | "scheduled" | "pending" | "held" | "retrying"
         | "invited" | "warning" => "busy",
         "bounced" | "failed" | "complained" | "suppressed" | "revoked" | "disabled"
-        | "suspended" | "paused" | "missing" | "mismatch" | "deleted" | "expired" => "bad",
+        | "suspended" | "paused" | "missing" | "mismatch" | "deleted" | "expired" | "gone" => "bad",
         _ => "plain",
     }
 }

@@ -411,3 +411,16 @@ diesel::table! {
         changed_at -> Timestamptz,
     }
 }
+
+// The node registry (src/cluster/node.rs).
+diesel::table! {
+    nodes (id) {
+        id -> Uuid,
+        hostname -> Text,
+        roles -> Array<Text>,
+        version -> Text,
+        started_at -> Timestamptz,
+        heartbeat_at -> Timestamptz,
+        stopped_at -> Nullable<Timestamptz>,
+    }
+}

@@ -1,6 +1,8 @@
-//! `requests_per_minute`: one governor (GCRA) limiter per tenant, rebuilt when
-//! the tenant's limit changes. Admin keys are limited per key by
-//! `limits.admin_requests_per_minute` (0 = unlimited), never by a tenant's limit.
+//! `requests_per_minute`: cluster-wide, a budget per tenant and minute leased
+//! by the nodes (`crate::cluster::rate`; [`admit`]). Admin keys are limited
+//! per key by `limits.admin_requests_per_minute` (0 = unlimited), never by a
+//! tenant's limit. [`ApiLimiter`] (one governor per subject, `limit /
+//! limits.nodes` per node) still limits OAuth token requests.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -155,7 +157,20 @@ pub async fn admit(
         }
         Subject::AdminKey(key) => (key, limits.admin_requests_per_minute),
     };
-    let rate = (per_minute > 0).then(|| state.api_limiter.check(id, per_minute));
+    let rate = if per_minute > 0 {
+        let a = state
+            .rates
+            .admit(id, "requests_per_minute", i64::from(per_minute), 60)
+            .await;
+        Some(RateState {
+            limit: per_minute,
+            remaining: u32::try_from(a.remaining).unwrap_or(0),
+            reset_secs: a.reset_secs,
+            retry_after_secs: (!a.admitted).then_some(a.reset_secs),
+        })
+    } else {
+        None
+    };
     if let Some(retry_after_secs) = rate.and_then(|r| r.retry_after_secs) {
         crate::metrics::limited("rate_limited");
         let limit = rate.map_or(per_minute, |r| r.limit);

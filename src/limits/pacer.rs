@@ -1,5 +1,7 @@
-//! `emails_per_second` in the worker: a governor limiter per tenant. A
-//! throttled message is not waited for while holding its lease: it goes back
+//! `emails_per_second` in the worker: cluster-wide when the process has
+//! leased budgets ([`Pacer::with_rates`]: a budget per tenant and second,
+//! `crate::cluster::rate`), else a governor limiter per tenant enforcing
+//! `limit / limits.nodes`. A throttled message is not waited for while holding its lease: it goes back
 //! to the queue with `next_attempt_at` at its turn, and the tenant is left
 //! out of claims until then, so other tenants' mail flows meanwhile.
 
@@ -23,6 +25,10 @@ struct Entry {
 pub struct Pacer {
     nodes: u32,
     entries: Mutex<HashMap<Uuid, Entry>>,
+    rates: Option<crate::cluster::rate::Rates>,
+    /// Cluster-wide pacing: per tenant, messages already given a later
+    /// turn in the current second, and until when it has no capacity.
+    shared: Mutex<HashMap<Uuid, (u32, DateTime<Utc>)>>,
 }
 
 impl Pacer {
@@ -30,7 +36,49 @@ impl Pacer {
         Self {
             nodes: nodes.max(1),
             entries: Mutex::new(HashMap::new()),
+            rates: None,
+            shared: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Paces on the cluster's leased budgets instead of per node.
+    pub fn with_rates(mut self, rates: Option<crate::cluster::rate::Rates>) -> Self {
+        self.rates = rates;
+        self
+    }
+
+    /// `None` when the message may go now; otherwise the time of its turn:
+    /// cluster-wide when the pacer has budgets, else [`Pacer::admit`].
+    pub async fn pace(&self, tenant: Uuid, per_second: Option<i32>) -> Option<DateTime<Utc>> {
+        let Some(rates) = &self.rates else {
+            return self.admit(tenant, per_second);
+        };
+        let rate = u32::try_from(per_second?).ok().filter(|r| *r > 0)?;
+        let a = rates
+            .admit(tenant, "emails_per_second", i64::from(rate), 1)
+            .await;
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Utc::now();
+        if a.admitted {
+            shared.remove(&tenant);
+            return None;
+        }
+        // The window (one second) is spent everywhere: the next second,
+        // later messages spread over it.
+        let until = now
+            + chrono::Duration::milliseconds(
+                (1000 - now.timestamp_subsec_millis().min(999)).into(),
+            );
+        let ahead = match shared.get(&tenant) {
+            Some((n, u)) if *u > now => *n,
+            _ => 0,
+        };
+        shared.insert(tenant, (ahead.saturating_add(1), until));
+        let slot = Duration::from_secs(1) / rate;
+        Some(
+            until
+                + chrono::Duration::from_std(slot * ahead).unwrap_or(chrono::Duration::seconds(1)),
+        )
     }
 
     /// `None` when the message may go now; otherwise the time of its turn.
@@ -72,9 +120,16 @@ impl Pacer {
     pub fn throttled(&self) -> Vec<Uuid> {
         let now = Utc::now();
         let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         map.iter()
             .filter(|(_, e)| e.until.is_some_and(|u| u > now))
             .map(|(id, _)| *id)
+            .chain(
+                shared
+                    .iter()
+                    .filter(|(_, (_, u))| *u > now)
+                    .map(|(id, _)| *id),
+            )
             .collect()
     }
 }

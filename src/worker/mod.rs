@@ -55,6 +55,9 @@ pub struct Options {
     /// In-process wake-ups (the ingestor's commits in `serve`), besides LISTEN.
     pub wake: Option<watch::Receiver<u64>>,
     pub prepare: Prepare,
+    /// Cluster-wide `emails_per_second` on leased budgets (issue 27); `None`:
+    /// per node (`limit / limits.nodes`).
+    pub rates: Option<crate::cluster::rate::Rates>,
     #[cfg(feature = "test-hooks")]
     pub before_send: Option<BeforeSend>,
 }
@@ -64,6 +67,7 @@ impl Default for Options {
         Options {
             wake: None,
             prepare: Arc::new(crate::emails::mime::build),
+            rates: None,
             #[cfg(feature = "test-hooks")]
             before_send: None,
         }
@@ -169,7 +173,7 @@ pub fn spawn_with(
             crate::queue::retry::Schedule::from_secs(&settings.delivery.mx.retry_schedule_secs)
         }),
         transports: Arc::new(Transports::from_settings(&settings)),
-        pacer: Arc::new(Pacer::new(settings.limits.nodes)),
+        pacer: Arc::new(Pacer::new(settings.limits.nodes).with_rates(options.rates.clone())),
         prepare: options.prepare,
         #[cfg(feature = "test-hooks")]
         before_send: options.before_send,

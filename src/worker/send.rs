@@ -130,7 +130,7 @@ pub async fn attempt(
         });
     }
     let per_second = tenant.as_ref().and_then(|t| t.per_second);
-    if let Some(at) = ctx.pacer.admit(meta.tenant_id, per_second) {
+    if let Some(at) = ctx.pacer.pace(meta.tenant_id, per_second).await {
         metrics::limited("paced");
         return outcome(Resolution::Requeued { at });
     }

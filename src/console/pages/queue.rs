@@ -1,5 +1,6 @@
 //! Admins only: the queue (depth by state, the oldest due message, the
-//! tenants with the largest backlog) and health (database, pool).
+//! tenants with the largest backlog), health (database, pool) and the nodes
+//! (`crate::cluster::node`).
 
 use actix_web::{web, HttpResponse};
 
@@ -14,7 +15,8 @@ use crate::state::AppState;
 
 pub async fn show(user: ConsoleUser, state: web::Data<AppState>) -> ConsoleResult<HttpResponse> {
     user.who.require_admin(Permission::TenantsRead)?;
-    let overview = db::run(&state.pool, |conn| {
+    let timeout = state.settings.cluster.node_timeout_secs;
+    let overview = db::run(&state.pool, move |conn| {
         let depth = crate::queue::model::depth(conn)?
             .into_iter()
             .map(|r| (r.state, r.n))
@@ -24,14 +26,16 @@ pub async fn show(user: ConsoleUser, state: web::Data<AppState>) -> ConsoleResul
             model::oldest_due(conn)?,
             model::backlog(conn)?,
             db::is_migrated(conn),
+            crate::cluster::node::list(conn, timeout, crate::cluster::routes::MAX_NODES)
+                .unwrap_or_default(),
         ))
     })
     .await;
-    let (depth, oldest_due, backlog, migrated, database) = match overview {
-        Ok((d, o, b, m)) => (d, o, b, m, true),
+    let (depth, oldest_due, backlog, migrated, nodes, database) = match overview {
+        Ok((d, o, b, m, n)) => (d, o, b, m, n, true),
         Err(e) => {
             tracing::warn!(error = %e, "console queue page: database unreachable");
-            (Vec::new(), None, Vec::new(), false, false)
+            (Vec::new(), None, Vec::new(), false, Vec::new(), false)
         }
     };
     let pool = state.pool.state();
@@ -39,7 +43,7 @@ pub async fn show(user: ConsoleUser, state: web::Data<AppState>) -> ConsoleResul
         "queue.html",
         ctx! {
             layout => Layout::new(&state, &user, None, "queue").await,
-            depth, oldest_due, backlog,
+            depth, oldest_due, backlog, nodes,
             health => ctx! {
                 database, migrated,
                 pool_connections => pool.connections, pool_idle => pool.idle_connections,
