@@ -15,7 +15,7 @@ pub mod signing;
 pub mod view;
 
 /// The events an endpoint can subscribe to (`"*"` means all of them).
-pub const EVENTS: [&str; 11] = [
+pub const EVENTS: [&str; 12] = [
     "email.queued",
     "email.scheduled",
     "email.canceled",
@@ -27,6 +27,7 @@ pub const EVENTS: [&str; 11] = [
     "domain.failed",
     "email.suppressed",
     "email.complained",
+    "email.received",
 ];
 
 /// The event type of `POST …/test`.
