@@ -209,3 +209,26 @@ pub fn postmark_payload(view: &ReceivedView, parsed: &Parsed, contents: &[Option
         "Attachments": attachments,
     })
 }
+
+/// The `inbound` MX records of a domain: one per routed name at it (the
+/// domain itself or a subdomain), `required: false`. Their status is
+/// `unchecked`: Postline does not look the MX up.
+pub fn add_mx_records(
+    view: &mut crate::domains::view::DomainView,
+    routed: &[String],
+    mx_host: &str,
+) {
+    let suffix = format!(".{}", view.name);
+    for name in routed {
+        if *name == view.name || name.ends_with(&suffix) {
+            view.records.push(crate::domains::view::RecordView {
+                purpose: "inbound".into(),
+                rtype: "MX".into(),
+                name: name.clone(),
+                value: format!("10 {mx_host}"),
+                required: false,
+                status: "unchecked".into(),
+            });
+        }
+    }
+}

@@ -45,6 +45,7 @@ mod drill_relay;
 mod first_hour;
 mod hostile;
 mod http_errors;
+mod inbound;
 mod isolation;
 mod leaks;
 mod limits;
