@@ -75,6 +75,7 @@ fn dkim_overall(results: &[mail_auth::DkimOutput<'_>]) -> &'static str {
 
 pub struct Checker {
     auth: Option<MessageAuthenticator>,
+    dns: Dns,
     host: String,
 }
 
@@ -86,7 +87,15 @@ impl Checker {
             .map(|r| MessageAuthenticator(r.clone()));
         Checker {
             auth,
+            dns: dns.clone(),
             host: host.to_string(),
+        }
+    }
+
+    async fn publishes_dmarc(&self, domain: &str) -> bool {
+        match self.dns.txt(&format!("_dmarc.{domain}")).await {
+            Ok(crate::dns::Answer::Found(v)) => v.iter().any(|t| t.starts_with("v=DMARC1")),
+            _ => false,
         }
     }
 
@@ -139,6 +148,20 @@ impl Checker {
             || matches!(dmarc.spf_result(), DmarcResult::Fail(_))
         {
             "fail"
+        } else if dmarc.dkim_result() == &DmarcResult::None
+            && dmarc.spf_result() == &DmarcResult::None
+            && !dmarc.domain().is_empty()
+        {
+            // Neither aligned nor passed: a fail when the author domain
+            // publishes a policy (mail-auth reports p=none and "no record"
+            // alike, so a record at `_dmarc.<domain>` decides).
+            if dmarc.policy() != mail_auth::dmarc::Policy::None
+                || self.publishes_dmarc(dmarc.domain()).await
+            {
+                "fail"
+            } else {
+                "none"
+            }
         } else {
             dmarc_word(dmarc.dkim_result())
         };

@@ -95,7 +95,13 @@ pub fn parse(raw: &[u8], max_attachments: usize) -> Result<Parsed, Refused> {
 
 fn from_message(m: &Message<'_>) -> Parsed {
     let text = m.body_text(0).map(|t| t.into_owned());
-    let html = m.body_html(0).map(|t| t.into_owned());
+    // mail-parser renders a text-only message as HTML too: only a real
+    // text/html part counts.
+    let html = m
+        .html_part(0)
+        .filter(|p| p.is_text_html())
+        .and_then(|_| m.body_html(0))
+        .map(|t| t.into_owned());
     let mut references = ids(m.in_reply_to());
     let mut refs = ids(m.references());
     refs.reverse();

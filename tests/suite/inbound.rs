@@ -482,7 +482,7 @@ async fn the_bounds_hold_at_their_limits() {
     assert_eq!(r["rcpt"][2][0], 452, "{r}");
     assert_eq!(r["data"][0], 250, "{r}");
     // Size: 64 KiB plus one is refused.
-    let big = message("a@sender.test", "x@acme.test", "big", &"x".repeat(70 * 1024), "", &[]);
+    let big = message("a@sender.test", "x@acme.test", "big", &format!("{}\r\n", "x".repeat(70)).repeat(1024), "", &[]);
     let b = smtplib(w.inbound.addr(), "a@sender.test", &["x@acme.test"], &big).await;
     assert_eq!(b["data"][0], 552, "{b}");
     // Messages that reached DATA count (three so far, the refused one
