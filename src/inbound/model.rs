@@ -240,3 +240,43 @@ pub fn sent_by_message_id(conn: &mut PgConnection, t: TenantId, ids: &[String]) 
     }
     Ok(None)
 }
+
+/// Retention for received mail (called by `crate::retention::purge_batch`):
+/// at most `limit` messages lose their content (parsed and raw) past the
+/// tenant's content days, at most `limit` rows go past `metadata_days`.
+/// `(content purged, rows deleted)`.
+pub fn purge_batch(
+    conn: &mut PgConnection,
+    content_days: i32,
+    metadata_days: i32,
+    limit: i64,
+) -> QueryResult<(usize, usize)> {
+    use diesel::sql_types::{BigInt, Integer};
+    let content = diesel::sql_query(
+        "WITH due AS ( \
+           SELECT m.tenant_id, m.id FROM inbound_messages m JOIN tenants t ON t.id = m.tenant_id \
+           WHERE m.content_purged_at IS NULL \
+             AND m.created_at < now() - make_interval(days => \
+                   (SELECT LEAST($1, COALESCE(MIN(retention_content_days), $1)) FROM tenants)) \
+             AND m.created_at < now() - make_interval(days => COALESCE(t.retention_content_days, $1)) \
+           ORDER BY m.created_at LIMIT $2 \
+           FOR UPDATE OF m SKIP LOCKED) \
+         UPDATE inbound_messages m SET content = NULL, raw = NULL, content_purged_at = now() \
+         FROM due WHERE m.tenant_id = due.tenant_id AND m.id = due.id",
+    )
+    .bind::<Integer, _>(content_days)
+    .bind::<BigInt, _>(limit)
+    .execute(conn)?;
+    let rows = diesel::sql_query(
+        "WITH due AS ( \
+           SELECT tenant_id, id FROM inbound_messages \
+           WHERE created_at < now() - make_interval(days => $1) \
+           ORDER BY created_at LIMIT $2 \
+           FOR UPDATE SKIP LOCKED) \
+         DELETE FROM inbound_messages m USING due WHERE m.tenant_id = due.tenant_id AND m.id = due.id",
+    )
+    .bind::<Integer, _>(metadata_days)
+    .bind::<BigInt, _>(limit)
+    .execute(conn)?;
+    Ok((content, rows))
+}

@@ -493,3 +493,38 @@ async fn the_bounds_hold_at_their_limits() {
     assert_eq!(fourth["rcpt"][0][0], 451, "{fourth}");
     assert_eq!(stored(&w.app), 3);
 }
+
+#[tokio::test]
+async fn received_content_is_purged_with_retention() {
+    let w = world_with(|_| {}).await;
+    route(&w, json!({"match": "*@acme.test", "action": "hold"})).await;
+    let msg = message("a@sender.test", "x@acme.test", "Old", "old text", "", &[("f.txt", "text/plain", b"x".to_vec())]);
+    let out = smtplib(w.inbound.addr(), "a@sender.test", &["x@acme.test"], &msg).await;
+    assert_eq!(out["data"][0], 250, "{out}");
+    let l = w.app.get("/v1/inbound", &w.key).await;
+    let id = l.json["data"][0]["id"].as_str().unwrap().to_string();
+    let mut settings = w.app.state.settings.retention.clone();
+    settings.content_days = 30;
+    let mut conn = w.app.sql_conn();
+    // Younger than content_days: kept.
+    postline::retention::purge_batch(&mut conn, &settings).unwrap();
+    let m = w.app.get(&format!("/v1/inbound/{id}"), &w.key).await;
+    assert_eq!(m.json["text"], "old text\r\n", "{}", m.text);
+    diesel::sql_query(format!(
+        "UPDATE inbound_messages SET created_at = now() - interval '31 days' WHERE id = '{id}'"
+    ))
+    .execute(&mut conn)
+    .unwrap();
+    let counts = postline::retention::purge_batch(&mut conn, &settings).unwrap();
+    assert_eq!(counts.content, 1);
+    let m = w.app.get(&format!("/v1/inbound/{id}"), &w.key).await;
+    assert_eq!(m.status, 200);
+    assert!(m.json["text"].is_null(), "{}", m.text);
+    assert!(m.json["content_purged_at"].is_string(), "{}", m.text);
+    assert_eq!(m.json["subject"], "Old", "metadata stays");
+    let raw = w.app.get(&format!("/v1/inbound/{id}/raw"), &w.key).await;
+    assert_eq!(raw.status, 409, "{}", raw.text);
+    assert_eq!(raw.json["code"], "content_purged");
+    let att = w.app.get(&format!("/v1/inbound/{id}/attachments/0"), &w.key).await;
+    assert_eq!(att.status, 409, "{}", att.text);
+}
