@@ -109,7 +109,7 @@ pub async fn list_routes(
 }
 
 /// One route.
-#[utoipa::path(get, path = "/v1/inbound/routes/{id}", tag = "Inbound", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/inbound/routes/{id}", tag = "Inbound", params(("id" = String, Path, description = "The route's id")),
     responses((status = 200, body = RouteView), (status = "4XX", body = Problem)),
     security(("bearer" = ["inbound:read"])))]
 pub async fn get_route(
@@ -122,7 +122,7 @@ pub async fn get_route(
 }
 
 /// Delete a route: its addresses are refused (550) again.
-#[utoipa::path(delete, path = "/v1/inbound/routes/{id}", tag = "Inbound", params(("id" = String, Path)),
+#[utoipa::path(delete, path = "/v1/inbound/routes/{id}", tag = "Inbound", params(("id" = String, Path, description = "The route's id")),
     responses((status = 204), (status = "4XX", body = Problem)),
     security(("bearer" = ["inbound:write"])))]
 pub async fn delete_route(
@@ -150,7 +150,7 @@ pub async fn list(
 }
 
 /// One received message.
-#[utoipa::path(get, path = "/v1/inbound/{id}", tag = "Inbound", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/inbound/{id}", tag = "Inbound", params(("id" = String, Path, description = "The received message's id")),
     responses((status = 200, body = ReceivedView), (status = "4XX", body = Problem)),
     security(("bearer" = ["inbound:read"])))]
 pub async fn get(
@@ -163,7 +163,7 @@ pub async fn get(
 }
 
 /// The message as received (`message/rfc822`); 409 `content_purged` after retention.
-#[utoipa::path(get, path = "/v1/inbound/{id}/raw", tag = "Inbound", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/inbound/{id}/raw", tag = "Inbound", params(("id" = String, Path, description = "The received message's id")),
     responses((status = 200, content_type = "message/rfc822", body = String), (status = "4XX", body = Problem)),
     security(("bearer" = ["inbound:read"])))]
 pub async fn raw(
@@ -178,7 +178,7 @@ pub async fn raw(
 
 /// One attachment (index as in `attachments[]`), decoded, with its content type.
 #[utoipa::path(get, path = "/v1/inbound/{id}/attachments/{index}", tag = "Inbound",
-    params(("id" = String, Path), ("index" = String, Path)),
+    params(("id" = String, Path, description = "The received message's id"), ("index" = String, Path, description = "The attachment's index in attachments[]")),
     responses((status = 200, content_type = "application/octet-stream", body = String), (status = "4XX", body = Problem)),
     security(("bearer" = ["inbound:read"])))]
 pub async fn attachment(

@@ -38,6 +38,7 @@ pub struct CreateRoute {
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only messages of this route.
     pub route_id: Option<String>,
     /// The sender (From header or envelope), exact.
     pub from: Option<String>,
@@ -45,8 +46,10 @@ pub struct ListQuery {
     pub to: Option<String>,
     /// Received after this instant (RFC 3339).
     pub after: Option<String>,
+    /// Entries per page, 1-100, default 20.
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
+    /// next_cursor of the previous page.
     pub cursor: Option<String>,
 }
 
