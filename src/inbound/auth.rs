@@ -5,9 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use mail_auth::{
-    AuthenticatedMessage, DkimResult, DmarcResult, MessageAuthenticator, SpfResult,
-};
+use mail_auth::{AuthenticatedMessage, DkimResult, DmarcResult, MessageAuthenticator, SpfResult};
 use serde::{Deserialize, Serialize};
 
 use crate::dns::Dns;
@@ -81,10 +79,7 @@ pub struct Checker {
 
 impl Checker {
     pub fn new(dns: &Dns, host: &str) -> Checker {
-        let auth = dns
-            .resolver()
-            .ok()
-            .map(|r| MessageAuthenticator(r.clone()));
+        let auth = dns.resolver().ok().map(|r| MessageAuthenticator(r.clone()));
         Checker {
             auth,
             dns: dns.clone(),
@@ -125,7 +120,11 @@ impl Checker {
         } else {
             mail_from.to_string()
         };
-        let sender_domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or(helo).to_string();
+        let sender_domain = sender
+            .rsplit_once('@')
+            .map(|(_, d)| d)
+            .unwrap_or(helo)
+            .to_string();
         let dkim = auth.verify_dkim(&msg).await;
         let spf = auth
             .verify_spf(mail_auth::spf::verify::SpfParameters::verify_mail_from(

@@ -26,9 +26,12 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new(Method::GET, "/v1/inbound/routes", Access::Tenant(r), || {
             web::route().to(list_routes)
         }),
-        Endpoint::new(Method::POST, "/v1/inbound/routes", Access::Tenant(w), || {
-            web::route().to(create_route)
-        }),
+        Endpoint::new(
+            Method::POST,
+            "/v1/inbound/routes",
+            Access::Tenant(w),
+            || web::route().to(create_route),
+        ),
         Endpoint::new(
             Method::GET,
             "/v1/inbound/routes/{id}",
@@ -47,9 +50,12 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new(Method::GET, "/v1/inbound/{id}", Access::Tenant(r), || {
             web::route().to(get)
         }),
-        Endpoint::new(Method::GET, "/v1/inbound/{id}/raw", Access::Tenant(r), || {
-            web::route().to(raw)
-        }),
+        Endpoint::new(
+            Method::GET,
+            "/v1/inbound/{id}/raw",
+            Access::Tenant(r),
+            || web::route().to(raw),
+        ),
         Endpoint::new(
             Method::GET,
             "/v1/inbound/{id}/attachments/{index}",
@@ -196,8 +202,10 @@ pub async fn attachment(
             .chars()
             .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
             .collect();
-        resp.insert_header(("Content-Disposition", format!("attachment; filename=\"{safe}\"")));
+        resp.insert_header((
+            "Content-Disposition",
+            format!("attachment; filename=\"{safe}\""),
+        ));
     }
     Ok(resp.body(bytes))
 }
-

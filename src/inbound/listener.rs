@@ -40,9 +40,10 @@ impl Handler for Listener {
             }
         };
         match super::route_of(routed.as_ref().map(|r| &r.route)) {
-            RouteDecision::Reject => {
-                Reply::new(550, "5.7.1 mailbox unavailable: the recipient refuses this mail")
-            }
+            RouteDecision::Reject => Reply::new(
+                550,
+                "5.7.1 mailbox unavailable: the recipient refuses this mail",
+            ),
             RouteDecision::Accept => match routed {
                 Some(r) if !self.inbound.rate.allows(r.route.tenant_id) => Reply::new(
                     451,

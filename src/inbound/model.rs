@@ -48,7 +48,11 @@ pub fn find_route(conn: &mut PgConnection, t: TenantId, id: Uuid) -> QueryResult
         .optional()
 }
 
-pub fn list_routes(conn: &mut PgConnection, t: TenantId, page: PageRequest) -> QueryResult<Vec<RouteRow>> {
+pub fn list_routes(
+    conn: &mut PgConnection,
+    t: TenantId,
+    page: PageRequest,
+) -> QueryResult<Vec<RouteRow>> {
     let mut q = routes::table
         .filter(routes::tenant_id.eq(t.0))
         .select(RouteRow::as_select())
@@ -73,13 +77,21 @@ pub fn delete_route(conn: &mut PgConnection, t: TenantId, id: Uuid) -> QueryResu
 /// The route serving `local@domain` (`local` without its `+hash`): an exact
 /// address first, then the domain's wildcard; the oldest when two tenants
 /// hold the same name; only for active tenants.
-pub fn route_for(conn: &mut PgConnection, local: &str, domain: &str) -> QueryResult<Option<RouteRow>> {
+pub fn route_for(
+    conn: &mut PgConnection,
+    local: &str,
+    domain: &str,
+) -> QueryResult<Option<RouteRow>> {
     use crate::db::schema::tenants;
     routes::table
         .inner_join(tenants::table.on(tenants::id.eq(routes::tenant_id)))
         .filter(tenants::status.eq("active"))
         .filter(routes::domain.eq(domain))
-        .filter(routes::local_part.eq(local).or(routes::local_part.is_null()))
+        .filter(
+            routes::local_part
+                .eq(local)
+                .or(routes::local_part.is_null()),
+        )
         .select(RouteRow::as_select())
         .order((
             routes::local_part.is_null(),
@@ -187,7 +199,11 @@ pub fn list_messages(
     q.load(conn)
 }
 
-pub fn find_message(conn: &mut PgConnection, t: TenantId, id: Uuid) -> QueryResult<Option<MessageRow>> {
+pub fn find_message(
+    conn: &mut PgConnection,
+    t: TenantId,
+    id: Uuid,
+) -> QueryResult<Option<MessageRow>> {
     msgs::table
         .filter(msgs::tenant_id.eq(t.0).and(msgs::id.eq(id)))
         .select(MessageRow::as_select())
@@ -195,7 +211,11 @@ pub fn find_message(conn: &mut PgConnection, t: TenantId, id: Uuid) -> QueryResu
         .optional()
 }
 
-pub fn raw_of(conn: &mut PgConnection, t: TenantId, id: Uuid) -> QueryResult<Option<Option<Vec<u8>>>> {
+pub fn raw_of(
+    conn: &mut PgConnection,
+    t: TenantId,
+    id: Uuid,
+) -> QueryResult<Option<Option<Vec<u8>>>> {
     msgs::table
         .filter(msgs::tenant_id.eq(t.0).and(msgs::id.eq(id)))
         .select(msgs::raw)
@@ -225,7 +245,11 @@ pub fn delivery_statuses(
 
 /// A message this tenant sent, by its `Message-ID` (with angle brackets, as
 /// stored), for replies: the first of `ids` that names one.
-pub fn sent_by_message_id(conn: &mut PgConnection, t: TenantId, ids: &[String]) -> QueryResult<Option<Uuid>> {
+pub fn sent_by_message_id(
+    conn: &mut PgConnection,
+    t: TenantId,
+    ids: &[String],
+) -> QueryResult<Option<Uuid>> {
     use crate::db::schema::emails;
     for mid in ids.iter().take(20) {
         let found: Option<Uuid> = emails::table

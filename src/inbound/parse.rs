@@ -182,7 +182,9 @@ pub fn strip_reply(text: &str) -> String {
         let t = line.trim();
         let next = lines.get(i + 1).map(|l| l.trim()).unwrap_or("");
         let wrote = (t.starts_with("On ") || t.starts_with("Le ") || t.starts_with("Am "))
-            && (t.ends_with("wrote:") || t.ends_with("a écrit :") || t.ends_with("schrieb:")
+            && (t.ends_with("wrote:")
+                || t.ends_with("a écrit :")
+                || t.ends_with("schrieb:")
                 || next.ends_with("wrote:"));
         let original = t.starts_with("-----Original Message-----")
             || t.starts_with("________________________________")
@@ -218,6 +220,9 @@ mod tests {
         }
         m.push_str("--B--\r\n");
         assert_eq!(parse(m.as_bytes(), 3).map(|p| p.attachments.len()), Ok(3));
-        assert_eq!(parse(m.as_bytes(), 2).err(), Some(Refused::TooManyAttachments(3)));
+        assert_eq!(
+            parse(m.as_bytes(), 2).err(),
+            Some(Refused::TooManyAttachments(3))
+        );
     }
 }

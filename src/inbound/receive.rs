@@ -67,10 +67,7 @@ impl Inbound {
         Inbound {
             pool,
             checker: Checker::new(dns, &host),
-            rspamd: Rspamd::new(
-                &i.spam.rspamd_url,
-                Duration::from_millis(i.spam.timeout_ms),
-            ),
+            rspamd: Rspamd::new(&i.spam.rspamd_url, Duration::from_millis(i.spam.timeout_ms)),
             rate: PerMinute::new(i.messages_per_tenant_per_minute),
             routes: moka::future::Cache::builder()
                 .max_capacity(ROUTE_CACHE)
@@ -91,9 +88,11 @@ impl Inbound {
         let found = self
             .routes
             .try_get_with(key, async move {
-                db::run(&pool, move |conn| Ok(model::route_for(conn, &local, &domain)?))
-                    .await
-                    .map_err(|e| e.to_string())
+                db::run(&pool, move |conn| {
+                    Ok(model::route_for(conn, &local, &domain)?)
+                })
+                .await
+                .map_err(|e| e.to_string())
             })
             .await
             .map_err(|e| e.to_string())?;
@@ -110,7 +109,10 @@ impl Inbound {
         tenants.sort();
         tenants.dedup();
         if !tenants.iter().all(|t| self.rate.take(*t)) {
-            return Reply::new(451, "4.7.1 too many messages for this recipient, try again later");
+            return Reply::new(
+                451,
+                "4.7.1 too many messages for this recipient, try again later",
+            );
         }
         let auth = self.checker.check(&raw, s.peer, s.helo, s.mail_from).await;
         let spam = match &self.rspamd {
@@ -162,7 +164,10 @@ impl Job {
             Err(Refused::TooManyAttachments(n)) => {
                 return Reply::new(
                     552,
-                    format!("5.3.4 too many attachments ({n}, at most {})", self.max_attachments),
+                    format!(
+                        "5.3.4 too many attachments ({n}, at most {})",
+                        self.max_attachments
+                    ),
                 )
             }
         };
@@ -231,7 +236,10 @@ impl Job {
             content: serde_json::to_value(parsed).ok(),
             size_bytes: i32::try_from(raw.len()).unwrap_or(i32::MAX),
             auth: self.auth.clone(),
-            spam: self.spam.as_ref().and_then(|s| serde_json::to_value(s).ok()),
+            spam: self
+                .spam
+                .as_ref()
+                .and_then(|s| serde_json::to_value(s).ok()),
             status: status.into(),
             content_purged_at: None,
         };
@@ -262,7 +270,12 @@ fn enqueue(
     use crate::db::schema::{webhook_deliveries as d, webhooks as w};
     // The endpoint must still be the tenant's and enabled.
     let ok: Option<Uuid> = w::table
-        .filter(w::id.eq(endpoint).and(w::tenant_id.eq(tenant.0)).and(w::enabled.eq(true)))
+        .filter(
+            w::id
+                .eq(endpoint)
+                .and(w::tenant_id.eq(tenant.0))
+                .and(w::enabled.eq(true)),
+        )
         .select(w::id)
         .first(conn)
         .optional()?;

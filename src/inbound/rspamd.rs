@@ -72,7 +72,10 @@ impl Rspamd {
         let resp = match req.send().await {
             Ok(r) if r.status().is_success() => r,
             Ok(r) => {
-                tracing::warn!(status = r.status().as_u16(), "rspamd answered an error; spam null");
+                tracing::warn!(
+                    status = r.status().as_u16(),
+                    "rspamd answered an error; spam null"
+                );
                 return None;
             }
             Err(e) => {

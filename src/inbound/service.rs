@@ -72,7 +72,10 @@ fn parse_match(raw: &str) -> AppResult<(Option<String>, String)> {
     }
     let addr = parse_email("match", raw)?.to_ascii_lowercase();
     let Some((local, domain)) = addr.rsplit_once('@') else {
-        return Err(AppError::invalid("match", "expected an address or *@domain"));
+        return Err(AppError::invalid(
+            "match",
+            "expected an address or *@domain",
+        ));
     };
     if local.contains('+') {
         return Err(AppError::invalid(
@@ -109,10 +112,18 @@ fn endpoint_of(conn: &mut PgConnection, t: TenantId, id: Uuid) -> QueryResult<bo
     Ok(n > 0)
 }
 
-pub async fn create_route(pool: &PgPool, actor: &Actor, t: TenantId, input: CreateRoute) -> AppResult<RouteView> {
+pub async fn create_route(
+    pool: &PgPool,
+    actor: &Actor,
+    t: TenantId,
+    input: CreateRoute,
+) -> AppResult<RouteView> {
     let (local, domain) = parse_match(&input.match_addr)?;
     if !["webhook", "hold", "reject"].contains(&input.action.as_str()) {
-        return Err(AppError::invalid("action", "must be webhook, hold or reject"));
+        return Err(AppError::invalid(
+            "action",
+            "must be webhook, hold or reject",
+        ));
     }
     let format = input.format.unwrap_or_else(|| "postline".into());
     if !["postline", "postmark"].contains(&format.as_str()) {
@@ -121,7 +132,10 @@ pub async fn create_route(pool: &PgPool, actor: &Actor, t: TenantId, input: Crea
     let webhook_id = match (&input.webhook_id, input.action.as_str()) {
         (Some(w), _) => Some(parse_uuid("webhook_id", w)?),
         (None, "webhook") => {
-            return Err(AppError::invalid("webhook_id", "is required for action webhook"))
+            return Err(AppError::invalid(
+                "webhook_id",
+                "is required for action webhook",
+            ))
         }
         (None, _) => None,
     };
@@ -166,9 +180,18 @@ pub async fn create_route(pool: &PgPool, actor: &Actor, t: TenantId, input: Crea
     Ok(saved.into())
 }
 
-pub async fn list_routes(pool: &PgPool, t: TenantId, page: PageRequest) -> AppResult<Page<RouteView>> {
+pub async fn list_routes(
+    pool: &PgPool,
+    t: TenantId,
+    page: PageRequest,
+) -> AppResult<Page<RouteView>> {
     let rows = db::run(pool, move |conn| Ok(model::list_routes(conn, t, page)?)).await?;
-    Ok(Page::from_rows(rows, page, RouteRow::position, RouteView::from))
+    Ok(Page::from_rows(
+        rows,
+        page,
+        RouteRow::position,
+        RouteView::from,
+    ))
 }
 
 pub async fn get_route(pool: &PgPool, t: TenantId, id: &str) -> AppResult<RouteView> {
@@ -185,7 +208,14 @@ pub async fn delete_route(pool: &PgPool, actor: &Actor, t: TenantId, id: &str) -
             if model::delete_route(conn, t, id)? == 0 {
                 return Err(AppError::NotFound);
             }
-            audit::record(conn, &actor, "inbound_route.deleted", Some(t.0), id, json!({}))?;
+            audit::record(
+                conn,
+                &actor,
+                "inbound_route.deleted",
+                Some(t.0),
+                id,
+                json!({}),
+            )?;
             Ok(())
         })
     })
@@ -233,10 +263,18 @@ pub async fn list(pool: &PgPool, t: TenantId, q: ListQuery) -> AppResult<Page<Re
         Ok((rows, model::delivery_statuses(conn, t, &ids)?))
     })
     .await?;
-    Ok(Page::from_rows(rows, page, model::MessageRow::position, |r| {
-        let s = statuses.iter().find(|(id, _)| *id == r.id).map(|(_, s)| s.as_str());
-        ReceivedView::new(r, s)
-    }))
+    Ok(Page::from_rows(
+        rows,
+        page,
+        model::MessageRow::position,
+        |r| {
+            let s = statuses
+                .iter()
+                .find(|(id, _)| *id == r.id)
+                .map(|(_, s)| s.as_str());
+            ReceivedView::new(r, s)
+        },
+    ))
 }
 
 pub async fn get(pool: &PgPool, t: TenantId, id: &str) -> AppResult<ReceivedView> {

@@ -149,7 +149,11 @@ fn joined(list: &[Mailbox]) -> String {
 /// Postmark's inbound webhook JSON (its documented example's fields), so a
 /// Postmark inbound handler reads it unchanged. Larger attachments carry no
 /// `Content` (fetch them from `/v1/inbound/{id}/attachments/{index}`).
-pub fn postmark_payload(view: &ReceivedView, parsed: &Parsed, contents: &[Option<Vec<u8>>]) -> Value {
+pub fn postmark_payload(
+    view: &ReceivedView,
+    parsed: &Parsed,
+    contents: &[Option<Vec<u8>>],
+) -> Value {
     let hash = view.mailbox_hash.clone().unwrap_or_default();
     let from = parsed.from.clone().unwrap_or_default();
     let mut headers: Vec<Value> = parsed
@@ -158,7 +162,10 @@ pub fn postmark_payload(view: &ReceivedView, parsed: &Parsed, contents: &[Option
         .map(|h| json!({"Name": h.name, "Value": h.value}))
         .collect();
     if let Some(s) = &view.spam {
-        let spam = matches!(s.action.as_str(), "reject" | "add header" | "rewrite subject");
+        let spam = matches!(
+            s.action.as_str(),
+            "reject" | "add header" | "rewrite subject"
+        );
         headers.push(json!({"Name": "X-Spam-Status", "Value": if spam { "Yes" } else { "No" }}));
         headers.push(json!({"Name": "X-Spam-Score", "Value": s.score.to_string()}));
     }

@@ -68,7 +68,12 @@ pub async fn world_with(tweak: impl FnOnce(&mut postline::config::Settings)) -> 
 }
 
 /// A tenant with `domain` verified and a webhook endpoint: (key, endpoint id).
-pub async fn tenant(app: &TestApp, dns: &DnsServer, rx: &Receiver, domain: &str) -> (String, String) {
+pub async fn tenant(
+    app: &TestApp,
+    dns: &DnsServer,
+    rx: &Receiver,
+    domain: &str,
+) -> (String, String) {
     let t = app.create_tenant(json!({"name": domain})).await;
     let key = app.tenant_key(t["id"].as_str().unwrap(), PERMS).await;
     crate::domains::verified_domain(app, dns, &key, json!({"name": domain})).await;
@@ -91,17 +96,28 @@ pub async fn route(w: &World, body: Value) -> Value {
 }
 
 /// A MIME message; attachments base64 in 76-column lines.
-pub fn message(from: &str, to: &str, subject: &str, text: &str, extra: &str, files: &[(&str, &str, Vec<u8>)]) -> Vec<u8> {
+pub fn message(
+    from: &str,
+    to: &str,
+    subject: &str,
+    text: &str,
+    extra: &str,
+    files: &[(&str, &str, Vec<u8>)],
+) -> Vec<u8> {
     let mut m = format!(
         "From: Sender <{from}>\r\nTo: {to}\r\nSubject: {subject}\r\nDate: Sun, 6 Dec 2026 10:00:00 +0000\r\nMessage-ID: <{}@sender.test>\r\nMIME-Version: 1.0\r\n{extra}",
         uuid::Uuid::new_v4().simple()
     );
     if files.is_empty() {
-        m.push_str(&format!("Content-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n"));
+        m.push_str(&format!(
+            "Content-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n"
+        ));
         return m.into_bytes();
     }
     m.push_str("Content-Type: multipart/mixed; boundary=\"BOUNDARY\"\r\n\r\n--BOUNDARY\r\n");
-    m.push_str(&format!("Content-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n"));
+    m.push_str(&format!(
+        "Content-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n"
+    ));
     for (name, ctype, bytes) in files {
         m.push_str(&format!(
             "--BOUNDARY\r\nContent-Type: {ctype}\r\nContent-Disposition: attachment; filename=\"{name}\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
@@ -175,13 +191,20 @@ pub async fn hooks_at(rx: &Receiver, path: &str, n: usize) -> Vec<Hook> {
 
 fn stored(app: &TestApp) -> i64 {
     use postline::db::schema::inbound_messages::dsl::*;
-    inbound_messages.count().get_result(&mut app.sql_conn()).unwrap()
+    inbound_messages
+        .count()
+        .get_result(&mut app.sql_conn())
+        .unwrap()
 }
 
 #[tokio::test]
 async fn routed_mail_reaches_the_webhook_signed_and_parsed_with_attachments() {
     let w = world_with(|_| {}).await;
-    let r = route(&w, json!({"match": "support@acme.test", "action": "webhook", "webhook_id": w.hook})).await;
+    let r = route(
+        &w,
+        json!({"match": "support@acme.test", "action": "webhook", "webhook_id": w.hook}),
+    )
+    .await;
     assert_eq!(r["match"], "support@acme.test");
     let small = b"small file\n".to_vec();
     let big: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
@@ -193,7 +216,13 @@ async fn routed_mail_reaches_the_webhook_signed_and_parsed_with_attachments() {
         "",
         &[("note.txt", "text/plain", small.clone()), ("big.bin", "application/octet-stream", big.clone())],
     );
-    let out = smtplib(w.inbound.addr(), "alice@sender.test", &["support@acme.test"], &msg).await;
+    let out = smtplib(
+        w.inbound.addr(),
+        "alice@sender.test",
+        &["support@acme.test"],
+        &msg,
+    )
+    .await;
     assert_eq!(out["rcpt"][0][0], 250, "{out}");
     assert_eq!(out["data"][0], 250, "{out}");
 
@@ -210,9 +239,15 @@ async fn routed_mail_reaches_the_webhook_signed_and_parsed_with_attachments() {
     let atts = d["attachments"].as_array().unwrap();
     assert_eq!(atts.len(), 2);
     assert_eq!(atts[0]["filename"], "note.txt");
-    assert_eq!(B64.decode(atts[0]["content"].as_str().unwrap()).unwrap(), small);
+    assert_eq!(
+        B64.decode(atts[0]["content"].as_str().unwrap()).unwrap(),
+        small
+    );
     assert_eq!(atts[1]["size"], big.len());
-    assert!(atts[1].get("content").is_none(), "3 MiB is listed, not inlined");
+    assert!(
+        atts[1].get("content").is_none(),
+        "3 MiB is listed, not inlined"
+    );
 
     let id = d["id"].as_str().unwrap();
     let got = w.app.get(&format!("/v1/inbound/{id}"), &w.key).await;
@@ -238,7 +273,11 @@ async fn routed_mail_reaches_the_webhook_signed_and_parsed_with_attachments() {
         .unwrap();
     assert_eq!(file.status(), 200);
     assert_eq!(file.headers()["content-type"], "application/octet-stream");
-    assert_eq!(file.bytes().await.unwrap().to_vec(), big, "downloadable as sent");
+    assert_eq!(
+        file.bytes().await.unwrap().to_vec(),
+        big,
+        "downloadable as sent"
+    );
     let raw = w
         .app
         .client
@@ -249,19 +288,40 @@ async fn routed_mail_reaches_the_webhook_signed_and_parsed_with_attachments() {
         .unwrap();
     assert_eq!(raw.headers()["content-type"], "message/rfc822");
     assert!(String::from_utf8_lossy(&raw.bytes().await.unwrap()).contains("Subject: Help please"));
-    let missing = w.app.get(&format!("/v1/inbound/{id}/attachments/2"), &w.key).await;
+    let missing = w
+        .app
+        .get(&format!("/v1/inbound/{id}/attachments/2"), &w.key)
+        .await;
     assert_eq!(missing.status, 404);
 
     // Listing and its filters.
     let l = w.app.get("/v1/inbound?to=support@acme.test", &w.key).await;
     assert_eq!(l.json["data"].as_array().unwrap().len(), 1, "{}", l.text);
-    let l = w.app.get("/v1/inbound?from=nobody@sender.test", &w.key).await;
+    let l = w
+        .app
+        .get("/v1/inbound?from=nobody@sender.test", &w.key)
+        .await;
     assert_eq!(l.json["data"].as_array().unwrap().len(), 0, "{}", l.text);
-    let l = w.app.get(&format!("/v1/inbound?route_id={}", r["id"].as_str().unwrap()), &w.key).await;
+    let l = w
+        .app
+        .get(
+            &format!("/v1/inbound?route_id={}", r["id"].as_str().unwrap()),
+            &w.key,
+        )
+        .await;
     assert_eq!(l.json["data"].as_array().unwrap().len(), 1, "{}", l.text);
-    let l = w.app.get("/v1/inbound?after=2999-01-01T00:00:00Z", &w.key).await;
+    let l = w
+        .app
+        .get("/v1/inbound?after=2999-01-01T00:00:00Z", &w.key)
+        .await;
     assert_eq!(l.json["data"].as_array().unwrap().len(), 0, "{}", l.text);
-    assert_eq!(w.app.get("/v1/inbound?after=yesterday", &w.key).await.status, 422);
+    assert_eq!(
+        w.app
+            .get("/v1/inbound?after=yesterday", &w.key)
+            .await
+            .status,
+        422
+    );
 
     // The domain now lists its inbound MX record.
     let dom = w.app.get("/v1/domains/acme.test", &w.key).await;
@@ -292,32 +352,107 @@ async fn only_routed_addresses_are_accepted_never_a_relay() {
     ] {
         let out = smtplib(w.inbound.addr(), "a@sender.test", &[rcpt], &msg).await;
         assert_eq!(out["rcpt"][0][0], 550, "{rcpt}: {out}");
-        assert!(out["rcpt"][0][1].as_str().unwrap().starts_with("5.1.1"), "{out}");
+        assert!(
+            out["rcpt"][0][1].as_str().unwrap().starts_with("5.1.1"),
+            "{out}"
+        );
     }
     let out = smtplib(w.inbound.addr(), "a@sender.test", &["spam@acme.test"], &msg).await;
-    assert_eq!(out["rcpt"][0][0], 550, "a reject route refuses in the session: {out}");
+    assert_eq!(
+        out["rcpt"][0][0], 550,
+        "a reject route refuses in the session: {out}"
+    );
     assert_eq!(stored(&w.app), 0, "nothing stored");
 
     // The routes API: verified domains only, own endpoints only.
-    let bad = w.app.post("/v1/inbound/routes", &w.key, json!({"match": "a@unverified.test", "action": "hold"})).await;
+    let bad = w
+        .app
+        .post(
+            "/v1/inbound/routes",
+            &w.key,
+            json!({"match": "a@unverified.test", "action": "hold"}),
+        )
+        .await;
     assert_eq!(bad.status, 422, "{}", bad.text);
     assert_eq!(bad.json["code"], "domain_not_verified");
-    let theirs = w.app.post("/v1/inbound/routes", &w.key, json!({"match": "*@other.test", "action": "hold"})).await;
-    assert_eq!(theirs.json["code"], "domain_not_verified", "{}", theirs.text);
-    let hook = w.app.post("/v1/inbound/routes", &w.key, json!({"match": "x@acme.test", "action": "webhook", "webhook_id": other_hook})).await;
+    let theirs = w
+        .app
+        .post(
+            "/v1/inbound/routes",
+            &w.key,
+            json!({"match": "*@other.test", "action": "hold"}),
+        )
+        .await;
+    assert_eq!(
+        theirs.json["code"], "domain_not_verified",
+        "{}",
+        theirs.text
+    );
+    let hook = w
+        .app
+        .post(
+            "/v1/inbound/routes",
+            &w.key,
+            json!({"match": "x@acme.test", "action": "webhook", "webhook_id": other_hook}),
+        )
+        .await;
     assert_eq!(hook.status, 422, "{}", hook.text);
-    let none = w.app.post("/v1/inbound/routes", &w.key, json!({"match": "x@acme.test", "action": "webhook"})).await;
+    let none = w
+        .app
+        .post(
+            "/v1/inbound/routes",
+            &w.key,
+            json!({"match": "x@acme.test", "action": "webhook"}),
+        )
+        .await;
     assert_eq!(none.status, 422, "{}", none.text);
-    let plus = w.app.post("/v1/inbound/routes", &w.key, json!({"match": "x+y@acme.test", "action": "hold"})).await;
+    let plus = w
+        .app
+        .post(
+            "/v1/inbound/routes",
+            &w.key,
+            json!({"match": "x+y@acme.test", "action": "hold"}),
+        )
+        .await;
     assert_eq!(plus.status, 422, "{}", plus.text);
-    let act = w.app.post("/v1/inbound/routes", &w.key, json!({"match": "x@acme.test", "action": "bounce"})).await;
+    let act = w
+        .app
+        .post(
+            "/v1/inbound/routes",
+            &w.key,
+            json!({"match": "x@acme.test", "action": "bounce"}),
+        )
+        .await;
     assert_eq!(act.status, 422, "{}", act.text);
-    let sub = w.app.post("/v1/inbound/routes", &w.key, json!({"match": "*@reply.acme.test", "action": "hold"})).await;
-    assert_eq!(sub.status, 201, "a subdomain of a verified domain: {}", sub.text);
-    let dup = w.app.post("/v1/inbound/routes", &w.key, json!({"match": "SUPPORT@acme.test", "action": "hold"})).await;
+    let sub = w
+        .app
+        .post(
+            "/v1/inbound/routes",
+            &w.key,
+            json!({"match": "*@reply.acme.test", "action": "hold"}),
+        )
+        .await;
+    assert_eq!(
+        sub.status, 201,
+        "a subdomain of a verified domain: {}",
+        sub.text
+    );
+    let dup = w
+        .app
+        .post(
+            "/v1/inbound/routes",
+            &w.key,
+            json!({"match": "SUPPORT@acme.test", "action": "hold"}),
+        )
+        .await;
     assert_eq!(dup.status, 409, "{}", dup.text);
     let list = w.app.get("/v1/inbound/routes", &w.key).await;
-    assert_eq!(list.json["data"].as_array().unwrap().len(), 3, "{}", list.text);
+    assert_eq!(
+        list.json["data"].as_array().unwrap().len(),
+        3,
+        "{}",
+        list.text
+    );
     let _ = other_key;
 }
 
@@ -328,16 +463,35 @@ async fn dkim_signed_with_a_published_key_passes_and_fails_when_tampered() {
     let w = world_with(|_| {}).await;
     route(&w, json!({"match": "*@acme.test", "action": "hold"})).await;
     let kp = generate(Algorithm::Ed25519Sha256).unwrap();
-    w.dns.add_txt("sel._domainkey.sender.test", &format!("v=DKIM1; k=ed25519; p={}", kp.public_b64));
+    w.dns.add_txt(
+        "sel._domainkey.sender.test",
+        &format!("v=DKIM1; k=ed25519; p={}", kp.public_b64),
+    );
     w.dns.add_txt("sender.test", "v=spf1 ip4:127.0.0.1 -all");
     w.dns.add_txt("_dmarc.sender.test", "v=DMARC1; p=reject");
     let key = LoadedKey::new(Algorithm::Ed25519Sha256, &kp.pkcs8, "sender.test", "sel").unwrap();
-    let plain = message("bob@sender.test", "desk@acme.test", "Signed", "hello", "", &[]);
+    let plain = message(
+        "bob@sender.test",
+        "desk@acme.test",
+        "Signed",
+        "hello",
+        "",
+        &[],
+    );
     let signed = sign_with(&[key], plain).unwrap();
-    let tampered = String::from_utf8(signed.clone()).unwrap().replace("Subject: Signed", "Subject: Changed").into_bytes();
+    let tampered = String::from_utf8(signed.clone())
+        .unwrap()
+        .replace("Subject: Signed", "Subject: Changed")
+        .into_bytes();
 
     for (msg, want_dkim, want_dmarc) in [(&signed, "pass", "pass"), (&tampered, "fail", "pass")] {
-        let out = smtplib(w.inbound.addr(), "bob@sender.test", &["desk@acme.test"], msg).await;
+        let out = smtplib(
+            w.inbound.addr(),
+            "bob@sender.test",
+            &["desk@acme.test"],
+            msg,
+        )
+        .await;
         assert_eq!(out["data"][0], 250, "{out}");
         let l = w.app.get("/v1/inbound?limit=1", &w.key).await;
         let m = &l.json["data"][0];
@@ -350,8 +504,21 @@ async fn dkim_signed_with_a_published_key_passes_and_fails_when_tampered() {
     // From an address SPF does not allow and unsigned: both fail.
     w.dns.remove("sender.test");
     w.dns.add_txt("sender.test", "v=spf1 -all");
-    let plain = message("bob@sender.test", "desk@acme.test", "Unsigned", "hello", "", &[]);
-    let out = smtplib(w.inbound.addr(), "bob@sender.test", &["desk@acme.test"], &plain).await;
+    let plain = message(
+        "bob@sender.test",
+        "desk@acme.test",
+        "Unsigned",
+        "hello",
+        "",
+        &[],
+    );
+    let out = smtplib(
+        w.inbound.addr(),
+        "bob@sender.test",
+        &["desk@acme.test"],
+        &plain,
+    )
+    .await;
     assert_eq!(out["data"][0], 250, "{out}");
     let l = w.app.get("/v1/inbound?limit=1", &w.key).await;
     let m = &l.json["data"][0];
@@ -386,7 +553,13 @@ async fn a_reply_is_linked_plus_hash_kept_and_postmark_format_posted() {
         &extra,
         &[("a.txt", "text/plain", b"attached".to_vec())],
     );
-    let out = smtplib(w.inbound.addr(), "carol@sender.test", &["reply+ticket42@acme.test"], &msg).await;
+    let out = smtplib(
+        w.inbound.addr(),
+        "carol@sender.test",
+        &["reply+ticket42@acme.test"],
+        &msg,
+    )
+    .await;
     assert_eq!(out["data"][0], 250, "{out}");
     let h = hooks_at(&w.rx, "/acme.test", 1).await;
     assert!(h[0].verified);
@@ -405,16 +578,28 @@ async fn a_reply_is_linked_plus_hash_kept_and_postmark_format_posted() {
     assert!(p["TextBody"].as_str().unwrap().contains("> t"));
     assert_eq!(p["HtmlBody"], "");
     assert_eq!(p["Date"], "Sun, 6 Dec 2026 10:00:00 +0000");
-    assert!(p["Headers"].as_array().unwrap().iter().any(|h| h["Name"] == "In-Reply-To"));
+    assert!(p["Headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h["Name"] == "In-Reply-To"));
     let a = &p["Attachments"][0];
     assert_eq!(a["Name"], "a.txt");
     assert_eq!(a["ContentType"], "text/plain");
     assert_eq!(a["ContentLength"], 8);
-    assert_eq!(B64.decode(a["Content"].as_str().unwrap()).unwrap(), b"attached");
+    assert_eq!(
+        B64.decode(a["Content"].as_str().unwrap()).unwrap(),
+        b"attached"
+    );
     // Our own object says which sent message it answers.
     let id = p["MessageID"].as_str().unwrap();
     let m = w.app.get(&format!("/v1/inbound/{id}"), &w.key).await;
-    assert_eq!(m.json["in_reply_to_email_id"], sent_id.as_str(), "{}", m.text);
+    assert_eq!(
+        m.json["in_reply_to_email_id"],
+        sent_id.as_str(),
+        "{}",
+        m.text
+    );
     assert_eq!(m.json["mailbox_hash"], "ticket42");
     assert_eq!(m.json["recipient"], "reply+ticket42@acme.test");
 }
@@ -424,7 +609,14 @@ async fn another_tenants_received_mail_and_routes_are_not_found() {
     let w = world_with(|_| {}).await;
     let (other_key, _) = tenant(&w.app, &w.dns, &w.rx, "other.test").await;
     let r = route(&w, json!({"match": "*@acme.test", "action": "hold"})).await;
-    let msg = message("a@sender.test", "x@acme.test", "Private", "secret", "", &[("f.txt", "text/plain", b"x".to_vec())]);
+    let msg = message(
+        "a@sender.test",
+        "x@acme.test",
+        "Private",
+        "secret",
+        "",
+        &[("f.txt", "text/plain", b"x".to_vec())],
+    );
     let out = smtplib(w.inbound.addr(), "a@sender.test", &["x@acme.test"], &msg).await;
     assert_eq!(out["data"][0], 250, "{out}");
     let l = w.app.get("/v1/inbound", &w.key).await;
@@ -440,21 +632,44 @@ async fn another_tenants_received_mail_and_routes_are_not_found() {
         assert_eq!(own.status, 200, "{path}: {}", own.text);
         let theirs = w.app.get(&path, &other_key).await;
         assert_eq!(theirs.status, 404, "{path}: {}", theirs.text);
-        let gone = w.app.get(&path.replace(&id, &missing.to_string()).replace(r["id"].as_str().unwrap(), &missing.to_string()), &other_key).await;
+        let gone = w
+            .app
+            .get(
+                &path
+                    .replace(&id, &missing.to_string())
+                    .replace(r["id"].as_str().unwrap(), &missing.to_string()),
+                &other_key,
+            )
+            .await;
         assert_eq!(theirs.text, gone.text, "{path}: looks like missing");
     }
-    let del = w.app.delete(&format!("/v1/inbound/routes/{}", r["id"].as_str().unwrap()), &other_key).await;
+    let del = w
+        .app
+        .delete(
+            &format!("/v1/inbound/routes/{}", r["id"].as_str().unwrap()),
+            &other_key,
+        )
+        .await;
     assert_eq!(del.status, 404);
     let list = w.app.get("/v1/inbound", &other_key).await;
     assert_eq!(list.json["data"].as_array().unwrap().len(), 0);
     // A read-only key cannot change routes.
     let t = w.app.get("/v1/inbound/routes", &w.key).await;
     assert_eq!(t.status, 200);
-    let del = w.app.delete(&format!("/v1/inbound/routes/{}", r["id"].as_str().unwrap()), &w.key).await;
+    let del = w
+        .app
+        .delete(
+            &format!("/v1/inbound/routes/{}", r["id"].as_str().unwrap()),
+            &w.key,
+        )
+        .await;
     assert_eq!(del.status, 204);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let out = smtplib(w.inbound.addr(), "a@sender.test", &["x@acme.test"], &msg).await;
-    assert_eq!(out["rcpt"][0][0], 550, "a deleted route refuses again: {out}");
+    assert_eq!(
+        out["rcpt"][0][0], 550,
+        "a deleted route refuses again: {out}"
+    );
 }
 
 #[tokio::test]
@@ -468,28 +683,67 @@ async fn the_bounds_hold_at_their_limits() {
     .await;
     route(&w, json!({"match": "*@acme.test", "action": "hold"})).await;
     let f = |n: usize| -> Vec<(&'static str, &'static str, Vec<u8>)> {
-        (0..n).map(|_| ("f.bin", "application/octet-stream", vec![1u8; 10])).collect()
+        (0..n)
+            .map(|_| ("f.bin", "application/octet-stream", vec![1u8; 10]))
+            .collect()
     };
     // Two attachments: taken; three: 552.
-    let ok = smtplib(w.inbound.addr(), "a@sender.test", &["x@acme.test"], &message("a@sender.test", "x@acme.test", "two", "t", "", &f(2))).await;
+    let ok = smtplib(
+        w.inbound.addr(),
+        "a@sender.test",
+        &["x@acme.test"],
+        &message("a@sender.test", "x@acme.test", "two", "t", "", &f(2)),
+    )
+    .await;
     assert_eq!(ok["data"][0], 250, "{ok}");
-    let no = smtplib(w.inbound.addr(), "a@sender.test", &["x@acme.test"], &message("a@sender.test", "x@acme.test", "three", "t", "", &f(3))).await;
+    let no = smtplib(
+        w.inbound.addr(),
+        "a@sender.test",
+        &["x@acme.test"],
+        &message("a@sender.test", "x@acme.test", "three", "t", "", &f(3)),
+    )
+    .await;
     assert_eq!(no["data"][0], 552, "{no}");
     // Recipients per message: the third is refused (452).
-    let r = smtplib(w.inbound.addr(), "a@sender.test", &["a@acme.test", "b@acme.test", "c@acme.test"], &message("a@sender.test", "a@acme.test", "rcpts", "t", "", &[])).await;
+    let r = smtplib(
+        w.inbound.addr(),
+        "a@sender.test",
+        &["a@acme.test", "b@acme.test", "c@acme.test"],
+        &message("a@sender.test", "a@acme.test", "rcpts", "t", "", &[]),
+    )
+    .await;
     assert_eq!(r["rcpt"][0][0], 250, "{r}");
     assert_eq!(r["rcpt"][1][0], 250, "{r}");
     assert_eq!(r["rcpt"][2][0], 452, "{r}");
     assert_eq!(r["data"][0], 250, "{r}");
     // Size: 64 KiB plus one is refused.
-    let big = message("a@sender.test", "x@acme.test", "big", &format!("{}\r\n", "x".repeat(70)).repeat(1024), "", &[]);
+    let big = message(
+        "a@sender.test",
+        "x@acme.test",
+        "big",
+        &format!("{}\r\n", "x".repeat(70)).repeat(1024),
+        "",
+        &[],
+    );
     let b = smtplib(w.inbound.addr(), "a@sender.test", &["x@acme.test"], &big).await;
     assert_eq!(b["data"][0], 552, "{b}");
     // Messages that reached DATA count (three so far, the refused one
     // too): the fourth this minute is the last, the fifth waits.
-    let third = smtplib(w.inbound.addr(), "a@sender.test", &["x@acme.test"], &message("a@sender.test", "x@acme.test", "third", "t", "", &[])).await;
+    let third = smtplib(
+        w.inbound.addr(),
+        "a@sender.test",
+        &["x@acme.test"],
+        &message("a@sender.test", "x@acme.test", "third", "t", "", &[]),
+    )
+    .await;
     assert_eq!(third["data"][0], 250, "{third}");
-    let fourth = smtplib(w.inbound.addr(), "a@sender.test", &["x@acme.test"], &message("a@sender.test", "x@acme.test", "fourth", "t", "", &[])).await;
+    let fourth = smtplib(
+        w.inbound.addr(),
+        "a@sender.test",
+        &["x@acme.test"],
+        &message("a@sender.test", "x@acme.test", "fourth", "t", "", &[]),
+    )
+    .await;
     assert_eq!(fourth["rcpt"][0][0], 451, "{fourth}");
     assert_eq!(stored(&w.app), 3);
 }
@@ -498,7 +752,14 @@ async fn the_bounds_hold_at_their_limits() {
 async fn received_content_is_purged_with_retention() {
     let w = world_with(|_| {}).await;
     route(&w, json!({"match": "*@acme.test", "action": "hold"})).await;
-    let msg = message("a@sender.test", "x@acme.test", "Old", "old text", "", &[("f.txt", "text/plain", b"x".to_vec())]);
+    let msg = message(
+        "a@sender.test",
+        "x@acme.test",
+        "Old",
+        "old text",
+        "",
+        &[("f.txt", "text/plain", b"x".to_vec())],
+    );
     let out = smtplib(w.inbound.addr(), "a@sender.test", &["x@acme.test"], &msg).await;
     assert_eq!(out["data"][0], 250, "{out}");
     let l = w.app.get("/v1/inbound", &w.key).await;
@@ -509,7 +770,12 @@ async fn received_content_is_purged_with_retention() {
     // Younger than content_days: kept.
     postline::retention::purge_batch(&mut conn, &settings).unwrap();
     let m = w.app.get(&format!("/v1/inbound/{id}"), &w.key).await;
-    assert_eq!(m.json["text"].as_str().map(str::trim_end), Some("old text"), "{}", m.text);
+    assert_eq!(
+        m.json["text"].as_str().map(str::trim_end),
+        Some("old text"),
+        "{}",
+        m.text
+    );
     diesel::sql_query(format!(
         "UPDATE inbound_messages SET created_at = now() - interval '31 days' WHERE id = '{id}'"
     ))
@@ -525,6 +791,9 @@ async fn received_content_is_purged_with_retention() {
     let raw = w.app.get(&format!("/v1/inbound/{id}/raw"), &w.key).await;
     assert_eq!(raw.status, 409, "{}", raw.text);
     assert_eq!(raw.json["code"], "content_purged");
-    let att = w.app.get(&format!("/v1/inbound/{id}/attachments/0"), &w.key).await;
+    let att = w
+        .app
+        .get(&format!("/v1/inbound/{id}/attachments/0"), &w.key)
+        .await;
     assert_eq!(att.status, 409, "{}", att.text);
 }

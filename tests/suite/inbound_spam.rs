@@ -75,8 +75,14 @@ worker "normal" {{
         let r = Rspamd { child, dir, port };
         // Loading its rules takes a while on a busy machine.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "rspamd did not listen within 180 s");
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "rspamd did not listen within 180 s"
+            );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         r
@@ -90,9 +96,22 @@ async fn gtube_is_scored_as_spam_by_a_real_rspamd() {
     let w = world_with(move |s| s.inbound.spam.rspamd_url = url).await;
     route(&w, json!({"match": "*@acme.test", "action": "hold"})).await;
     let spam = message("x@sender.test", "desk@acme.test", "Cheap", GTUBE, "", &[]);
-    let out = smtplib(w.inbound.addr(), "x@sender.test", &["desk@acme.test"], &spam).await;
+    let out = smtplib(
+        w.inbound.addr(),
+        "x@sender.test",
+        &["desk@acme.test"],
+        &spam,
+    )
+    .await;
     assert_eq!(out["data"][0], 250, "{out}");
-    let ham = message("x@sender.test", "desk@acme.test", "Lunch", "See you at noon.", "", &[]);
+    let ham = message(
+        "x@sender.test",
+        "desk@acme.test",
+        "Lunch",
+        "See you at noon.",
+        "",
+        &[],
+    );
     let out = smtplib(w.inbound.addr(), "x@sender.test", &["desk@acme.test"], &ham).await;
     assert_eq!(out["data"][0], 250, "{out}");
     let l = w.app.get("/v1/inbound", &w.key).await;
@@ -128,6 +147,11 @@ async fn an_unreachable_rspamd_leaves_spam_null_and_the_message_stored() {
     let out = smtplib(w.inbound.addr(), "x@sender.test", &["desk@acme.test"], &msg).await;
     assert_eq!(out["data"][0], 250, "{out}");
     let l = w.app.get("/v1/inbound", &w.key).await;
-    assert_eq!(l.json["data"][0]["spam"], serde_json::Value::Null, "{}", l.text);
+    assert_eq!(
+        l.json["data"][0]["spam"],
+        serde_json::Value::Null,
+        "{}",
+        l.text
+    );
     assert_eq!(l.json["data"][0]["status"], "held");
 }
