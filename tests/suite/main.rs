@@ -46,6 +46,7 @@ mod first_hour;
 mod hostile;
 mod http_errors;
 mod inbound;
+mod inbound_bench;
 mod inbound_spam;
 mod isolation;
 mod leaks;
