@@ -407,6 +407,60 @@ pub struct InboundSettings {
     /// Messages of all sessions held in memory at once, at most (each DATA
     /// reserves `max_message_bytes`).
     pub max_inflight_bytes: usize,
+    /// Tenants' inbound mail (issue 28; `crate::inbound`): the MX host the
+    /// domains' `inbound` record names; empty = `bounces.domain`.
+    #[serde(default)]
+    pub mx_host: String,
+    /// Attachments up to this size are inlined (base64) in `email.received`.
+    #[serde(default = "default_inline_attachment_bytes")]
+    pub inline_attachment_bytes: usize,
+    /// Attachments per received message, at most (more: 552 5.3.4).
+    #[serde(default = "default_max_attachments")]
+    pub max_attachments: usize,
+    /// Recipients per transaction, at most (more: 452 4.5.3).
+    #[serde(default = "default_inbound_max_recipients")]
+    pub max_recipients: usize,
+    /// Messages per tenant per minute (per node), past it 451 4.7.1.
+    #[serde(default = "default_messages_per_tenant_per_minute")]
+    pub messages_per_tenant_per_minute: u32,
+    #[serde(default)]
+    pub spam: InboundSpamSettings,
+}
+
+fn default_inline_attachment_bytes() -> usize {
+    1024 * 1024
+}
+fn default_max_attachments() -> usize {
+    100
+}
+fn default_inbound_max_recipients() -> usize {
+    50
+}
+fn default_messages_per_tenant_per_minute() -> u32 {
+    600
+}
+
+/// `inbound.spam`: rspamd's `/checkv2` (empty URL = no spam check).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundSpamSettings {
+    #[serde(default)]
+    pub rspamd_url: String,
+    #[serde(default = "default_rspamd_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl Default for InboundSpamSettings {
+    fn default() -> Self {
+        InboundSpamSettings {
+            rspamd_url: String::new(),
+            timeout_ms: default_rspamd_timeout_ms(),
+        }
+    }
+}
+
+fn default_rspamd_timeout_ms() -> u64 {
+    5000
 }
 
 /// SMTP submission (issue 14; `crate::submission`).
@@ -683,6 +737,12 @@ impl Settings {
         }
         if self.inbound.command_timeout_secs == 0 {
             return fail("inbound.command_timeout_secs", "must be at least 1");
+        }
+        if self.inbound.max_attachments == 0 || self.inbound.max_recipients == 0 {
+            return fail(
+                "inbound.max_attachments",
+                "max_attachments and max_recipients must be at least 1",
+            );
         }
         if self.inbound.data_timeout_secs == 0 {
             return fail("inbound.data_timeout_secs", "must be at least 1");

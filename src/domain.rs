@@ -58,11 +58,13 @@ pub enum Permission {
     KeysWrite,
     SuppressionsRead,
     SuppressionsWrite,
+    InboundRead,
+    InboundWrite,
     All,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 16] = [
+    pub const ALL: [Permission; 18] = [
         Permission::Send,
         Permission::EmailsRead,
         Permission::TemplatesRead,
@@ -78,6 +80,8 @@ impl Permission {
         Permission::KeysWrite,
         Permission::SuppressionsRead,
         Permission::SuppressionsWrite,
+        Permission::InboundRead,
+        Permission::InboundWrite,
         Permission::All,
     ];
 
@@ -98,6 +102,8 @@ impl Permission {
             Permission::KeysWrite => "keys:write",
             Permission::SuppressionsRead => "suppressions:read",
             Permission::SuppressionsWrite => "suppressions:write",
+            Permission::InboundRead => "inbound:read",
+            Permission::InboundWrite => "inbound:write",
             Permission::All => "*",
         }
     }
@@ -121,6 +127,8 @@ impl Permission {
                 | Permission::DomainsWrite
                 | Permission::SuppressionsRead
                 | Permission::SuppressionsWrite
+                | Permission::InboundRead
+                | Permission::InboundWrite
                 | Permission::AuditRead
         )
     }

@@ -18,6 +18,7 @@ pub mod domains;
 pub mod emails;
 pub mod error;
 pub mod http;
+pub mod inbound;
 pub mod keys;
 pub mod limits;
 pub mod memory;

@@ -74,6 +74,8 @@ pub fn all() -> Vec<Endpoint> {
         crate::usage::routes::endpoints(),
         crate::domains::routes::endpoints(),
         crate::suppressions::routes::endpoints(),
+        // issue 28: tenants' inbound mail.
+        crate::inbound::http::endpoints(),
         crate::audit::routes::endpoints(),
         crate::oauth::routes::endpoints(),
         crate::openapi::endpoints(),

@@ -106,6 +106,11 @@ impl BounceHandler {
         Ok(rest)
     }
 
+    /// The pool reports are recorded with.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Message existence queries made by RCPT checks so far.
     pub fn lookups(&self) -> u64 {
         self.known.lookups()
@@ -178,8 +183,26 @@ pub async fn start(settings: &Settings, pool: PgPool) -> anyhow::Result<Option<S
 }
 
 /// The listener on `inbound.bind` with this handler (tests keep it to read
-/// its counters).
+/// its counters) behind tenants' inbound routes (`crate::inbound::listener`).
 pub async fn serve(settings: &Settings, handler: Arc<BounceHandler>) -> anyhow::Result<Server> {
+    let nameservers = crate::dns::parse_nameservers(&settings.dns.nameservers)
+        .map_err(|e| anyhow::anyhow!("dns.nameservers: {e}"))?;
+    let dns = crate::dns::Dns::new(&nameservers);
+    let routes = Arc::new(crate::inbound::receive::Inbound::new(
+        settings,
+        handler.pool().clone(),
+        &dns,
+    ));
+    let listener = crate::inbound::listener::Listener::new(handler, routes);
+    serve_with(settings, Arc::new(listener)).await
+}
+
+/// The listener on `inbound.bind` with any handler (the benchmark's
+/// accept-and-drop handler runs on the same limits).
+pub async fn serve_with(
+    settings: &Settings,
+    handler: Arc<dyn crate::smtp_server::Handler>,
+) -> anyhow::Result<Server> {
     let inbound = &settings.inbound;
     let limits = Limits {
         hostname: if settings.bounces.domain.is_empty() {
@@ -190,6 +213,7 @@ pub async fn serve(settings: &Settings, handler: Arc<BounceHandler>) -> anyhow::
         max_connections: inbound.max_connections,
         max_connections_per_ip: inbound.max_connections_per_ip,
         max_message_bytes: inbound.max_message_bytes,
+        max_recipients: inbound.max_recipients,
         command_timeout: Duration::from_secs(inbound.command_timeout_secs),
         data_timeout: Duration::from_secs(inbound.data_timeout_secs),
         data_budget: Some(DataBudget::new(
@@ -198,9 +222,9 @@ pub async fn serve(settings: &Settings, handler: Arc<BounceHandler>) -> anyhow::
         )),
         ..Limits::default()
     };
-    let server = Server::bind(&inbound.bind, limits, Arc::new(handler))
+    let server = Server::bind(&inbound.bind, limits, handler)
         .await
         .map_err(|e| anyhow::anyhow!("inbound.bind: cannot bind {}: {e}", inbound.bind))?;
-    tracing::info!(addr = %server.addr(), "inbound SMTP listening (bounces, complaints)");
+    tracing::info!(addr = %server.addr(), "inbound SMTP listening (tenant routes, bounces, complaints)");
     Ok(server)
 }

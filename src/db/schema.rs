@@ -424,3 +424,44 @@ diesel::table! {
         stopped_at -> Nullable<Timestamptz>,
     }
 }
+// Inbound mail for tenants (src/inbound/).
+diesel::table! {
+    inbound_routes (tenant_id, id) {
+        tenant_id -> Uuid,
+        id -> Uuid,
+        match_addr -> Text,
+        domain -> Text,
+        local_part -> Nullable<Text>,
+        action -> Text,
+        webhook_id -> Nullable<Uuid>,
+        format -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    inbound_messages (tenant_id, id) {
+        tenant_id -> Uuid,
+        id -> Uuid,
+        route_id -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+        mail_from -> Text,
+        recipient -> Text,
+        from_addr -> Nullable<Text>,
+        to_addrs -> Array<Text>,
+        cc_addrs -> Array<Text>,
+        subject -> Nullable<Text>,
+        message_id -> Nullable<Text>,
+        in_reply_to_email_id -> Nullable<Uuid>,
+        mailbox_hash -> Nullable<Text>,
+        content -> Nullable<Jsonb>,
+        raw -> Nullable<Bytea>,
+        size_bytes -> Int4,
+        auth -> Jsonb,
+        spam -> Nullable<Jsonb>,
+        status -> Text,
+        content_purged_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(inbound_routes, tenants);

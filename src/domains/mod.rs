@@ -32,4 +32,7 @@ pub struct Domains {
     pub rule: sending::SendingRule,
     /// `bounces.domain`: the target of each domain's return-path record.
     pub bounce_domain: Arc<str>,
+    /// The inbound MX host (`inbound.mx_host`, else `bounces.domain`): the
+    /// value of the `inbound` record once a route exists (issue 28).
+    pub inbound_mx: Arc<str>,
 }

@@ -122,10 +122,11 @@ pub async fn create(
 }
 
 pub async fn list(d: &Domains, tenant: TenantId, page: PageRequest) -> AppResult<Page<DomainView>> {
-    let (rows, keys) = db::run(&d.pool, move |conn| {
+    let (rows, keys, routed) = db::run(&d.pool, move |conn| {
         let rows = model::list(conn, tenant, page)?;
         let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-        Ok((rows, model::keys_of(conn, tenant, &ids)?))
+        let routed = crate::inbound::model::route_domains(conn, tenant)?;
+        Ok((rows, model::keys_of(conn, tenant, &ids)?, routed))
     })
     .await?;
     Ok(Page::from_rows(rows, page, DomainRow::position, |r| {
@@ -134,7 +135,9 @@ pub async fn list(d: &Domains, tenant: TenantId, page: PageRequest) -> AppResult
             .filter(|k| k.domain_id == r.id)
             .cloned()
             .collect();
-        DomainView::new(r, &own, &d.bounce_domain)
+        let mut view = DomainView::new(r, &own, &d.bounce_domain);
+        crate::inbound::view::add_mx_records(&mut view, &routed, &d.inbound_mx);
+        view
     }))
 }
 
@@ -170,7 +173,13 @@ async fn load(
 
 pub async fn get(d: &Domains, tenant: TenantId, r: DomainRef) -> AppResult<DomainView> {
     let (row, keys) = load(d, tenant, r).await?;
-    Ok(DomainView::new(row, &keys, &d.bounce_domain))
+    let routed = db::run(&d.pool, move |conn| {
+        Ok(crate::inbound::model::route_domains(conn, tenant)?)
+    })
+    .await?;
+    let mut view = DomainView::new(row, &keys, &d.bounce_domain);
+    crate::inbound::view::add_mx_records(&mut view, &routed, &d.inbound_mx);
+    Ok(view)
 }
 
 pub async fn delete(d: &Domains, actor: &Actor, tenant: TenantId, r: DomainRef) -> AppResult<()> {
@@ -399,6 +408,11 @@ pub fn build(
         dns: Dns::new(&servers),
         settings: std::sync::Arc::new(settings.domains.clone()),
         bounce_domain: settings.bounces.domain.to_ascii_lowercase().into(),
+        inbound_mx: if settings.inbound.mx_host.is_empty() {
+            settings.bounces.domain.to_ascii_lowercase().into()
+        } else {
+            settings.inbound.mx_host.to_ascii_lowercase().into()
+        },
         pool,
         vault,
     })

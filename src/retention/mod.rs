@@ -76,7 +76,13 @@ pub fn purge_batch(
     .bind::<Integer, _>(metadata_days)
     .bind::<BigInt, _>(limit)
     .execute(conn)?;
-    Ok(PurgeCounts { content, messages })
+    // Received mail (issue 28) by the same rules.
+    let (inbound_content, inbound_rows) =
+        crate::inbound::model::purge_batch(conn, default_days, metadata_days, limit)?;
+    Ok(PurgeCounts {
+        content: content + inbound_content,
+        messages: messages + inbound_rows,
+    })
 }
 
 /// Batches until one comes back short or `max_batches` ran: the call of the

@@ -15,7 +15,7 @@ pub mod signing;
 pub mod view;
 
 /// The events an endpoint can subscribe to (`"*"` means all of them).
-pub const EVENTS: [&str; 15] = [
+pub const EVENTS: [&str; 16] = [
     "email.queued",
     "email.scheduled",
     "email.canceled",
@@ -31,6 +31,7 @@ pub const EVENTS: [&str; 15] = [
     "tenant.paused",
     "tenant.reinstated",
     "email.unsubscribed",
+    "email.received",
 ];
 
 /// The event type of `POST …/test`.

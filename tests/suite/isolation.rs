@@ -18,7 +18,7 @@ use postline::domain::Permission;
 use postline::routes::{self, Access, Endpoint};
 use serde_json::{json, Value};
 
-const TENANT_PERMS: [&str; 12] = [
+const TENANT_PERMS: [&str; 14] = [
     "send",
     "emails:read",
     "templates:read",
@@ -31,6 +31,8 @@ const TENANT_PERMS: [&str; 12] = [
     "suppressions:read",
     "suppressions:write",
     "audit:read",
+    "inbound:read",
+    "inbound:write",
 ];
 const ADMIN_ONLY_PERMS: [&str; 3] = ["tenants:read", "tenants:write", "keys:write"];
 const MISSING: &str = "00000000-0000-4000-8000-000000000000";
@@ -55,6 +57,9 @@ struct Owned {
     suppression: String,
     /// A tenant OAuth client's id.
     oauth_client: String,
+    /// An inbound route and a received message (with one attachment).
+    inbound_route: String,
+    inbound_message: String,
 }
 
 struct World {
@@ -152,6 +157,16 @@ async fn owned(app: &TestApp, dns: &DnsServer, name: &str) -> (Owned, String) {
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let oauth_client = r.json["id"].as_str().unwrap().to_string();
+    let r = app
+        .post(
+            "/v1/inbound/routes",
+            &key,
+            json!({"match": format!("*@{domain_name}"), "action": "hold"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let inbound_route = r.json["id"].as_str().unwrap().to_string();
+    let inbound_message = received(app, &tenant, &inbound_route);
     (
         Owned {
             tenant,
@@ -164,9 +179,28 @@ async fn owned(app: &TestApp, dns: &DnsServer, name: &str) -> (Owned, String) {
             domain_name,
             suppression,
             oauth_client,
+            inbound_route,
+            inbound_message,
         },
         key,
     )
+}
+
+/// A received message with one attachment, stored as the listener stores
+/// one (tests/suite/inbound.rs delivers them over SMTP).
+fn received(app: &TestApp, tenant: &str, route: &str) -> String {
+    use diesel::RunQueryDsl;
+    let id = uuid::Uuid::new_v4().to_string();
+    let raw = "From: a@example.org\r\nSubject: s\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nhi\r\n--B\r\nContent-Type: text/plain\r\nContent-Disposition: attachment; filename=a.txt\r\n\r\nx\r\n--B--\r\n";
+    diesel::sql_query(format!(
+        "INSERT INTO inbound_messages (tenant_id, id, route_id, mail_from, recipient, size_bytes, auth, status, raw, content) \
+         VALUES ('{tenant}', '{id}', '{route}', 'a@example.org', 'x@example.org', {}, '{{}}', 'held', \
+                 convert_to($r${raw}$r$, 'UTF8'), '{{\"attachments\": [{{\"index\": 0, \"content_type\": \"text/plain\", \"size\": 1}}]}}')",
+        raw.len()
+    ))
+    .execute(&mut app.sql_conn())
+    .unwrap();
+    id
 }
 
 /// A webhook's test ping: the id of the delivery it logged.
@@ -276,6 +310,13 @@ fn resource(w: &World, path: &str, param: &str, who: &Owned, v: Variant) -> Stri
             pick(&w.platform_client, &w.a.oauth_client)
         }
         "id" if path.contains("/oauth-clients/") => pick(&who.oauth_client, &other.oauth_client),
+        "id" if path.starts_with("/v1/inbound/routes/") => {
+            pick(&who.inbound_route, &other.inbound_route)
+        }
+        "id" if path.starts_with("/v1/inbound/") => {
+            pick(&who.inbound_message, &other.inbound_message)
+        }
+        "index" if path.starts_with("/v1/inbound/") => "0".to_string(),
         _ => panic!("isolation matrix: no fixture for {{{param}}} in {path}; add one"),
     }
 }
@@ -355,6 +396,9 @@ fn body(w: &World, e: &Endpoint, n: usize) -> Option<Value> {
         ("POST", p) if p.ends_with("/domains") => json!({"name": format!("n{n}.example")}),
         ("POST", p) if p.ends_with("/verify") || p.ends_with("/dkim/rotate") => json!({}),
         ("POST", p) if p.ends_with("/reinstate") => json!({}),
+        ("POST", "/v1/inbound/routes") => {
+            json!({"match": format!("r{n}@{}", w.a.domain_name), "action": "hold"})
+        }
         ("POST", p) if p.ends_with("/suppressions") => {
             json!({"email": format!("p{n}@example.com"), "reason": "manual"})
         }
