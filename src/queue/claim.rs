@@ -333,7 +333,12 @@ mod tests {
         let kept = within_broadcast_cap(all, &want);
         // A: 5 broadcast in flight, cap 6: one more broadcast, any transactional.
         assert_eq!(kept.iter().filter(|c| c.tenant_id == a).count(), 2);
-        assert_eq!(kept.iter().filter(|c| c.tenant_id == a && !c.broadcast).count(), 1);
+        assert_eq!(
+            kept.iter()
+                .filter(|c| c.tenant_id == a && !c.broadcast)
+                .count(),
+            1
+        );
         assert_eq!(kept.iter().filter(|c| c.tenant_id == b).count(), 2);
     }
 }
