@@ -200,11 +200,12 @@ pub async fn invite_user(
     };
     let tenant = service::get(&state, TenantRef::Id(id.0)).await?;
     let team = team::team(&state.pool, id).await?;
+    let reputation = crate::reputation::service::get(&state, id).await?;
     Ok(page(
         "tenant.html",
         ctx! {
             layout => Layout::new(&state, &user, Some(id), "tenants").await,
-            tenant, team, can_invite => true, invited => link, mailed,
+            tenant, team, can_invite => true, invited => link, mailed, reputation,
             invitee => created.user.email,
         },
     )?)
