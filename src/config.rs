@@ -41,6 +41,9 @@ pub struct Settings {
     pub submission: SubmissionSettings,
     /// Leased budgets shared by the nodes (`src/cluster/`).
     pub cluster: crate::cluster::ClusterSettings,
+    /// Open and click tracking (`src/tracking/`).
+    #[serde(default)]
+    pub tracking: crate::tracking::TrackingSettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -536,6 +539,9 @@ impl Settings {
         }
         if !(1..=1_000_000).contains(&self.limits.quota_chunk) {
             return fail("limits.quota_chunk", "must be between 1 and 1000000");
+        }
+        if let Err((key, why)) = self.tracking.validate() {
+            return fail(key, &why);
         }
         if let Err((key, why)) = self.cluster.validate() {
             return fail(key, why);

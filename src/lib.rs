@@ -36,6 +36,7 @@ pub mod submission;
 pub mod suppressions;
 pub mod telemetry;
 pub mod templates;
+pub mod tracking;
 pub mod tenants;
 pub mod usage;
 pub mod webhooks;

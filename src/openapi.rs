@@ -196,6 +196,7 @@ impl Modify for ProblemMediaType {
     info(title = "Postline API", version = "1", description = "Self-hosted, multi-tenant transactional email. Errors are RFC 9457 problem JSON; lists are cursor-paginated, newest first."),
     paths(
         http::healthz, http::readyz, http::metrics,
+        crate::tracking::routes::click, crate::tracking::routes::open,
         tenants::routes::create, tenants::routes::list, tenants::routes::get,
         tenants::routes::put, tenants::routes::patch, tenants::routes::delete,
         keys::routes::create_tenant_key, keys::routes::list_tenant_keys, keys::routes::revoke_tenant_key,
@@ -236,6 +237,7 @@ impl Modify for ProblemMediaType {
         (name = "Suppressions", description = "Addresses never sent to: hard bounces (expiring), complaints, manual entries (tenant keys; admins under /v1/tenants/{tenant}/suppressions)"),
         (name = "OAuth", description = "OAuth 2.0 client credentials: clients (admin keys), the token endpoint, the JWKS; access tokens are accepted wherever a key is"),
         (name = "Operations", description = "Health, readiness, metrics, this document"),
+        (name = "Tracking", description = "Tracked links and the open pixel that messages sent with tracking carry (no key; signed, self-contained URLs)"),
         (name = "Resend", description = "Resend-compatible API for existing Resend SDKs (tenant keys as Bearer); errors are Resend's {statusCode, name, message}, not problem JSON"),
         (name = "Postmark", description = "Postmark-compatible API (tenant key in X-Postmark-Server-Token); errors are Postmark's {ErrorCode, Message}, not problem JSON"),
     )

@@ -80,6 +80,8 @@ pub fn all() -> Vec<Endpoint> {
         crate::compat::resend::endpoints(),
         crate::compat::postmark::endpoints(),
         crate::console::endpoints(),
+        // issue 29: tracked links and the open pixel.
+        crate::tracking::routes::endpoints(),
     ]
     .into_iter()
     .flatten()

@@ -38,4 +38,6 @@ pub struct AppState {
     pub renderer: crate::templates::sandbox::Sandbox,
     /// The web console's sign-in throttles (`src/console/`).
     pub console: crate::console::ConsoleState,
+    /// Open and click tracking: link keys, machine detection, events' sink.
+    pub tracking: crate::tracking::Tracking,
 }

@@ -41,9 +41,9 @@ pub struct PostmarkAttachment {
     pub content_id: Option<String>,
 }
 
-/// One message as Postmark's `POST /email` takes it. `TrackOpens`,
-/// `TrackLinks` and `MessageStream` are accepted and ignored (Postline does
-/// not rewrite mail for tracking and has one stream).
+/// One message as Postmark's `POST /email` takes it. `TrackOpens` and
+/// `TrackLinks` become the `/v1` `track` (issue 29); `MessageStream` is
+/// accepted and ignored (one stream).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "PascalCase")]
 pub struct PostmarkEmail {
@@ -137,6 +137,22 @@ pub fn to_v1(e: PostmarkEmail, prefix: &str) -> AppResult<Value> {
         tags.insert("tag".into(), t);
     }
     let list = |v: Option<String>| v.as_deref().map(split_addresses).unwrap_or_default();
+    let mut track = serde_json::Map::new();
+    if let Some(o) = e.track_opens {
+        track.insert("opens".into(), json!(o));
+    }
+    if let Some(l) = e.track_links.as_deref() {
+        let (clicks, links) = crate::tracking::postmark_links(l).ok_or_else(|| {
+            AppError::invalid(
+                format!("{prefix}TrackLinks"),
+                "must be None, HtmlOnly, TextOnly or HtmlAndText",
+            )
+        })?;
+        track.insert("clicks".into(), json!(clicks));
+        if let Some(links) = links {
+            track.insert("links".into(), json!(links));
+        }
+    }
     let mut v = json!({
         "from": e.from,
         "to": list(e.to),
@@ -149,6 +165,7 @@ pub fn to_v1(e: PostmarkEmail, prefix: &str) -> AppResult<Value> {
         "headers": headers,
         "attachments": attachments,
         "tags": tags,
+        "track": (!track.is_empty()).then_some(track),
     });
     if let Some(m) = v.as_object_mut() {
         m.retain(|_, x| !x.is_null());

@@ -70,6 +70,7 @@ diesel::table! {
         content_purged_at -> Nullable<Timestamptz>,
         raw_message -> Nullable<Bytea>,
         scheduled_at -> Nullable<Timestamptz>,
+        track -> Int2,
     }
 }
 
@@ -191,6 +192,8 @@ diesel::table! {
         api_requests -> Int8,
         emails_complained -> Int8,
         emails_suppressed -> Int8,
+        emails_opened -> Int8,
+        emails_clicked -> Int8,
     }
 }
 diesel::allow_tables_to_appear_in_same_query!(tenants, usage_daily);
@@ -241,6 +244,8 @@ diesel::table! {
         smtp_response -> Nullable<Text>,
         bounce -> Nullable<Jsonb>,
         updated_at -> Timestamptz,
+        first_opened_at -> Nullable<Timestamptz>,
+        first_clicked_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -68,6 +68,9 @@ pub struct SendRequest {
     /// ahead): the message is `scheduled` until then.
     #[schema(format = DateTime)]
     pub scheduled_at: Option<String>,
+    /// Open and click tracking for this message; absent members take the
+    /// tenant's `settings.tracking` (default off).
+    pub track: Option<crate::tracking::TrackInput>,
 }
 
 impl SendRequest {
@@ -115,6 +118,8 @@ pub struct ValidEmail {
     pub attachments: Vec<AttachmentInput>,
     pub tags: BTreeMap<String, String>,
     pub scheduled_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// As asked (resolved against the tenant's default by the service).
+    pub track: Option<crate::tracking::TrackInput>,
 }
 
 /// Headers Postline writes itself; a custom header may not replace them.
@@ -372,6 +377,7 @@ impl SendRequest {
             attachments,
             tags,
             scheduled_at,
+            track: self.track,
         };
         super::size::check_message(&valid, &sizes, limits, prefix)?;
         Ok(valid)

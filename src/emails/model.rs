@@ -37,6 +37,8 @@ pub struct NewEmail {
     /// When a scheduled message may first be sent (its queue row's
     /// `next_attempt_at`).
     pub scheduled_at: Option<DateTime<Utc>>,
+    /// Tracking bits (`crate::tracking::OPENS`, …); 0 = untouched.
+    pub track: i16,
 }
 
 #[derive(Clone, Debug, Queryable, QueryableByName, Selectable)]
@@ -69,6 +71,7 @@ pub struct EmailRow {
     /// The SMTP-submitted message as sent (see [`NewEmail::raw_message`]).
     pub raw_message: Option<Vec<u8>>,
     pub scheduled_at: Option<DateTime<Utc>>,
+    pub track: i16,
 }
 
 /// The columns a listing shows (no bodies or attachments).

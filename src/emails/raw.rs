@@ -147,6 +147,8 @@ impl Parsed {
             }
             .into(),
             scheduled_at,
+            // Sent as submitted: never rewritten for tracking.
+            track: 0,
         }
     }
 }

@@ -26,6 +26,10 @@ pub struct Counters {
     pub api_requests: i64,
     pub emails_complained: i64,
     pub emails_suppressed: i64,
+    /// Recipients whose first human open was counted (issue 29).
+    pub emails_opened: i64,
+    /// Recipients whose first human click was counted (issue 29).
+    pub emails_clicked: i64,
 }
 
 impl Counters {
@@ -37,6 +41,8 @@ impl Counters {
         self.api_requests += o.api_requests;
         self.emails_complained += o.emails_complained;
         self.emails_suppressed += o.emails_suppressed;
+        self.emails_opened += o.emails_opened;
+        self.emails_clicked += o.emails_clicked;
     }
 }
 
@@ -103,8 +109,8 @@ pub fn add(
     let col = |f: fn(&Counters) -> i64| deltas.values().map(f).collect::<Vec<i64>>();
     let ids: Vec<Uuid> = deltas.keys().copied().collect();
     diesel::sql_query(
-        "INSERT INTO usage_daily AS u (tenant_id, day, shard, emails_sent, emails_delivered, emails_bounced, emails_failed, api_requests, emails_complained, emails_suppressed) \
-         SELECT t, $2, $8, s, d, b, f, a, c, x FROM unnest($1, $3, $4, $5, $6, $7, $9, $10) AS x(t, s, d, b, f, a, c, x) ORDER BY t \
+        "INSERT INTO usage_daily AS u (tenant_id, day, shard, emails_sent, emails_delivered, emails_bounced, emails_failed, api_requests, emails_complained, emails_suppressed, emails_opened, emails_clicked) \
+         SELECT t, $2, $8, s, d, b, f, a, c, x, o, k FROM unnest($1, $3, $4, $5, $6, $7, $9, $10, $11, $12) AS x(t, s, d, b, f, a, c, x, o, k) ORDER BY t \
          ON CONFLICT (tenant_id, day, shard) DO UPDATE SET \
            emails_sent = u.emails_sent + EXCLUDED.emails_sent, \
            emails_delivered = u.emails_delivered + EXCLUDED.emails_delivered, \
@@ -112,7 +118,9 @@ pub fn add(
            emails_failed = u.emails_failed + EXCLUDED.emails_failed, \
            api_requests = u.api_requests + EXCLUDED.api_requests, \
            emails_complained = u.emails_complained + EXCLUDED.emails_complained, \
-           emails_suppressed = u.emails_suppressed + EXCLUDED.emails_suppressed",
+           emails_suppressed = u.emails_suppressed + EXCLUDED.emails_suppressed, \
+           emails_opened = u.emails_opened + EXCLUDED.emails_opened, \
+           emails_clicked = u.emails_clicked + EXCLUDED.emails_clicked",
     )
     .bind::<Array<SqlUuid>, _>(&ids)
     .bind::<Date, _>(day)
@@ -124,6 +132,8 @@ pub fn add(
     .bind::<SmallInt, _>(shard)
     .bind::<Array<BigInt>, _>(col(|c| c.emails_complained))
     .bind::<Array<BigInt>, _>(col(|c| c.emails_suppressed))
+    .bind::<Array<BigInt>, _>(col(|c| c.emails_opened))
+    .bind::<Array<BigInt>, _>(col(|c| c.emails_clicked))
     .execute(conn)
     .map(|_| ())
 }
@@ -155,6 +165,10 @@ struct SummedRow {
     emails_complained: i64,
     #[diesel(sql_type = BigInt)]
     emails_suppressed: i64,
+    #[diesel(sql_type = BigInt)]
+    emails_opened: i64,
+    #[diesel(sql_type = BigInt)]
+    emails_clicked: i64,
 }
 
 /// Daily counters (shards summed) of the given tenants between two dates
@@ -169,7 +183,8 @@ pub fn days(
         "SELECT tenant_id, day, sum(emails_sent)::bigint AS emails_sent, \
            sum(emails_delivered)::bigint AS emails_delivered, sum(emails_bounced)::bigint AS emails_bounced, \
            sum(emails_failed)::bigint AS emails_failed, sum(api_requests)::bigint AS api_requests, \
-           sum(emails_complained)::bigint AS emails_complained, sum(emails_suppressed)::bigint AS emails_suppressed \
+           sum(emails_complained)::bigint AS emails_complained, sum(emails_suppressed)::bigint AS emails_suppressed, \
+           sum(emails_opened)::bigint AS emails_opened, sum(emails_clicked)::bigint AS emails_clicked \
          FROM usage_daily WHERE tenant_id = ANY($1) AND day BETWEEN $2 AND $3 \
          GROUP BY tenant_id, day ORDER BY tenant_id, day",
     )
@@ -190,6 +205,8 @@ pub fn days(
                 api_requests: r.api_requests,
                 emails_complained: r.emails_complained,
                 emails_suppressed: r.emails_suppressed,
+                emails_opened: r.emails_opened,
+                emails_clicked: r.emails_clicked,
             },
         })
         .collect())
@@ -213,6 +230,10 @@ struct DayTotal {
     emails_complained: i64,
     #[diesel(sql_type = BigInt)]
     emails_suppressed: i64,
+    #[diesel(sql_type = BigInt)]
+    emails_opened: i64,
+    #[diesel(sql_type = BigInt)]
+    emails_clicked: i64,
 }
 
 /// Counters per day between two dates (inclusive), summed over one tenant's
@@ -228,7 +249,8 @@ pub fn totals_by_day(
         "SELECT day, sum(emails_sent)::bigint AS emails_sent, \
            sum(emails_delivered)::bigint AS emails_delivered, sum(emails_bounced)::bigint AS emails_bounced, \
            sum(emails_failed)::bigint AS emails_failed, sum(api_requests)::bigint AS api_requests, \
-           sum(emails_complained)::bigint AS emails_complained, sum(emails_suppressed)::bigint AS emails_suppressed \
+           sum(emails_complained)::bigint AS emails_complained, sum(emails_suppressed)::bigint AS emails_suppressed, \
+           sum(emails_opened)::bigint AS emails_opened, sum(emails_clicked)::bigint AS emails_clicked \
          FROM usage_daily WHERE day BETWEEN $1 AND $2 AND ($3::uuid IS NULL OR tenant_id = $3) \
          GROUP BY day ORDER BY day",
     )
@@ -247,6 +269,8 @@ pub fn totals_by_day(
                 api_requests: r.api_requests,
                 emails_complained: r.emails_complained,
                 emails_suppressed: r.emails_suppressed,
+                emails_opened: r.emails_opened,
+                emails_clicked: r.emails_clicked,
             };
             (r.day, c)
         })

@@ -15,7 +15,7 @@ pub mod signing;
 pub mod view;
 
 /// The events an endpoint can subscribe to (`"*"` means all of them).
-pub const EVENTS: [&str; 11] = [
+pub const EVENTS: [&str; 13] = [
     "email.queued",
     "email.scheduled",
     "email.canceled",
@@ -27,6 +27,9 @@ pub const EVENTS: [&str; 11] = [
     "domain.failed",
     "email.suppressed",
     "email.complained",
+    // issue 29: opens and clicks (data gains url, user_agent, ip, machine, machine_reason).
+    "email.opened",
+    "email.clicked",
 ];
 
 /// The event type of `POST …/test`.

@@ -137,6 +137,8 @@ struct Ctx {
     verp: Option<crate::bounces::token::VerpKeys>,
     /// The bounce domain per sending domain, cached (issue 13).
     return_paths: crate::bounces::return_paths::ReturnPaths,
+    /// Link and pixel rewriting (issue 29); `None` if the master key is unusable.
+    tracking: Option<crate::tracking::host::Rewriter>,
 }
 
 /// Starts the worker role with default options (LISTEN wake-ups only).
@@ -181,6 +183,7 @@ pub fn spawn_with(
         ),
         verp: crate::bounces::token::VerpKeys::from_settings(&settings).ok(),
         return_paths: crate::bounces::return_paths::ReturnPaths::new(&settings, pool.clone()),
+        tracking: crate::tracking::host::Rewriter::new(&settings, pool.clone()),
         leases: crate::db::build_pool_of(&settings.database, w.lease_pool_size),
         pool,
         vault,
