@@ -41,6 +41,7 @@ fn row() -> EmailRow {
         delivered_at: None,
         content_purged_at: None,
         scheduled_at: None,
+        track: 0,
         raw_message: None,
     }
 }
