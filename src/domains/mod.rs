@@ -32,4 +32,6 @@ pub struct Domains {
     pub rule: sending::SendingRule,
     /// `bounces.domain`: the target of each domain's return-path record.
     pub bounce_domain: Arc<str>,
+    /// `tracking.domain`: the target of each domain's tracking record (issue 29).
+    pub tracking_domain: Arc<str>,
 }

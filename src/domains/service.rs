@@ -86,6 +86,7 @@ pub async fn create(
     };
     let new_keys = generate(&d.vault, tenant, row.id, algs).await?;
     let bounce = d.bounce_domain.clone();
+    let tracking = d.tracking_domain.clone();
     let actor = actor.clone();
     let view = db::run(&d.pool, move |conn| {
         conn.transaction(|conn| {
@@ -112,7 +113,7 @@ pub async fn create(
                 row.id,
                 changes,
             )?;
-            Ok(DomainView::new(row, &new_keys, &bounce))
+            Ok(DomainView::new(row, &new_keys, &bounce, &tracking))
         })
     })
     .await?;
@@ -134,7 +135,7 @@ pub async fn list(d: &Domains, tenant: TenantId, page: PageRequest) -> AppResult
             .filter(|k| k.domain_id == r.id)
             .cloned()
             .collect();
-        DomainView::new(r, &own, &d.bounce_domain)
+        DomainView::new(r, &own, &d.bounce_domain, &d.tracking_domain)
     }))
 }
 
@@ -170,7 +171,7 @@ async fn load(
 
 pub async fn get(d: &Domains, tenant: TenantId, r: DomainRef) -> AppResult<DomainView> {
     let (row, keys) = load(d, tenant, r).await?;
-    Ok(DomainView::new(row, &keys, &d.bounce_domain))
+    Ok(DomainView::new(row, &keys, &d.bounce_domain, &d.tracking_domain))
 }
 
 pub async fn delete(d: &Domains, actor: &Actor, tenant: TenantId, r: DomainRef) -> AppResult<()> {
@@ -221,6 +222,7 @@ pub async fn verify(
         outcome.domain,
         &outcome.keys,
         &d.bounce_domain,
+        &d.tracking_domain,
     ))
 }
 
@@ -273,7 +275,7 @@ pub async fn rotate(
         })
     })
     .await?;
-    Ok(DomainView::new(row, &keys, &d.bounce_domain))
+    Ok(DomainView::new(row, &keys, &d.bounce_domain, &d.tracking_domain))
 }
 
 struct Outcome {
@@ -291,7 +293,7 @@ async fn check_and_apply(
     row: DomainRow,
     keys: Vec<DkimKeyRow>,
 ) -> AppResult<Outcome> {
-    let list = checks::records(&row, &keys, &d.bounce_domain);
+    let list = checks::records(&row, &keys, &d.bounce_domain, &d.tracking_domain);
     let statuses = checks::check(&d.dns, &keys, &list)
         .await
         .map_err(|e| AppError::Unavailable(format!("DNS lookup failed: {e}")))?;
@@ -399,6 +401,7 @@ pub fn build(
         dns: Dns::new(&servers),
         settings: std::sync::Arc::new(settings.domains.clone()),
         bounce_domain: settings.bounces.domain.to_ascii_lowercase().into(),
+        tracking_domain: settings.tracking.domain.to_ascii_lowercase().into(),
         pool,
         vault,
     })
