@@ -72,7 +72,7 @@ print(json.dumps([bool(d.verify(idx=i, dnsfunc=dnsfunc)) for i in range(count)])
 "#;
 
 /// dkimpy's verdict per signature (index order), resolving `records`.
-fn dkimpy(raw: &[u8], records: &[(String, String)]) -> Vec<bool> {
+pub fn dkimpy(raw: &[u8], records: &[(String, String)]) -> Vec<bool> {
     let dir = std::env::temp_dir().join(format!("pl-dkim-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let (eml, recs, script) = (dir.join("m.eml"), dir.join("r.json"), dir.join("v.py"));

@@ -66,5 +66,7 @@ mod sending;
 mod smtp_sink;
 mod submission;
 mod templates;
+mod tracking;
+mod tracking_mail;
 mod tenants;
 mod webhooks;
