@@ -171,7 +171,12 @@ async fn load(
 
 pub async fn get(d: &Domains, tenant: TenantId, r: DomainRef) -> AppResult<DomainView> {
     let (row, keys) = load(d, tenant, r).await?;
-    Ok(DomainView::new(row, &keys, &d.bounce_domain, &d.tracking_domain))
+    Ok(DomainView::new(
+        row,
+        &keys,
+        &d.bounce_domain,
+        &d.tracking_domain,
+    ))
 }
 
 pub async fn delete(d: &Domains, actor: &Actor, tenant: TenantId, r: DomainRef) -> AppResult<()> {
@@ -275,7 +280,12 @@ pub async fn rotate(
         })
     })
     .await?;
-    Ok(DomainView::new(row, &keys, &d.bounce_domain, &d.tracking_domain))
+    Ok(DomainView::new(
+        row,
+        &keys,
+        &d.bounce_domain,
+        &d.tracking_domain,
+    ))
 }
 
 struct Outcome {

@@ -45,7 +45,9 @@ fn source(ip: Option<IpAddr>) -> Option<IpAddr> {
     ip.map(|ip| match ip {
         IpAddr::V6(v6) => {
             let seg = v6.segments();
-            IpAddr::V6(std::net::Ipv6Addr::new(seg[0], seg[1], seg[2], seg[3], 0, 0, 0, 0))
+            IpAddr::V6(std::net::Ipv6Addr::new(
+                seg[0], seg[1], seg[2], seg[3], 0, 0, 0, 0,
+            ))
         }
         v4 => v4,
     })
@@ -213,7 +215,10 @@ pub async fn run(pool: PgPool, detector: Detector, mut rx: Receiver) {
             }
             events.push(event(&h, reason));
         }
-        let wrote = db::run(&pool, move |c| Ok(model::write(c, &events, &opens, &clicks)?)).await;
+        let wrote = db::run(&pool, move |c| {
+            Ok(model::write(c, &events, &opens, &clicks)?)
+        })
+        .await;
         if let Err(e) = wrote {
             tracing::warn!(error = %e, "tracking events not written");
         }

@@ -76,7 +76,11 @@ impl Rewriter {
             .by_sender
             .try_get_with((tenant, from), async move {
                 db::run(&pool, move |c| {
-                    Ok(super::model::tracking_domain_for(c, TenantId(tenant), &names)?)
+                    Ok(super::model::tracking_domain_for(
+                        c,
+                        TenantId(tenant),
+                        &names,
+                    )?)
                 })
                 .await
                 .map(|n| n.map(Arc::from))
@@ -95,7 +99,10 @@ impl Rewriter {
     /// How to rewrite `row` sent to `recipients` (every recipient of the
     /// message); `None` to leave it exactly as it is.
     pub async fn plan(&self, row: &EmailRow, recipients: &[String]) -> Option<Plan> {
-        if row.track == 0 || row.raw_message.is_some() || row.html_body.is_none() && row.text_body.is_none() {
+        if row.track == 0
+            || row.raw_message.is_some()
+            || row.html_body.is_none() && row.text_body.is_none()
+        {
             return None;
         }
         let Some(base) = self.base(row.tenant_id, &row.from_addr).await else {
@@ -139,7 +146,12 @@ fn unsubscribe_targets(headers: &serde_json::Value) -> Vec<String> {
         .filter(|(k, _)| k.eq_ignore_ascii_case("list-unsubscribe"))
         .filter_map(|(_, v)| v.as_str())
         .flat_map(|v| v.split(','))
-        .map(|p| p.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+        .map(|p| {
+            p.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        })
         .filter(|u| super::token::is_web_url(u))
         .collect()
 }
@@ -172,7 +184,10 @@ mod tests {
     #[test]
     fn the_message_own_unsubscribe_targets_are_kept_apart() {
         let h = serde_json::json!({"List-Unsubscribe": "<mailto:u@x.example>, <https://x.example/unsub/1>"});
-        assert_eq!(unsubscribe_targets(&h), vec!["https://x.example/unsub/1".to_string()]);
+        assert_eq!(
+            unsubscribe_targets(&h),
+            vec!["https://x.example/unsub/1".to_string()]
+        );
         assert!(unsubscribe_targets(&serde_json::json!({})).is_empty());
     }
 }

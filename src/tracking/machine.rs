@@ -49,7 +49,11 @@ impl Detector {
     pub fn new(s: &TrackingSettings) -> Self {
         let lower = |l: &[String]| l.iter().map(|s| s.to_ascii_lowercase()).collect();
         Detector {
-            proxies: s.proxy_cidrs.iter().filter_map(|c| c.parse().ok()).collect(),
+            proxies: s
+                .proxy_cidrs
+                .iter()
+                .filter_map(|c| c.parse().ok())
+                .collect(),
             proxy_agents: lower(&s.proxy_user_agents),
             scanner_agents: lower(&s.scanner_user_agents),
             scanner_secs: i64::try_from(s.scanner_secs).unwrap_or(i64::MAX),
@@ -86,10 +90,9 @@ impl Detector {
         delivered_at: Option<DateTime<Utc>>,
         previous_other_link: Option<DateTime<Utc>>,
     ) -> Option<Reason> {
-        let soon = delivered_at
-            .is_some_and(|d| at < d + chrono::Duration::seconds(self.scanner_secs));
-        let burst =
-            previous_other_link.is_some_and(|p| (at - p).num_milliseconds().abs() < 1000);
+        let soon =
+            delivered_at.is_some_and(|d| at < d + chrono::Duration::seconds(self.scanner_secs));
+        let burst = previous_other_link.is_some_and(|p| (at - p).num_milliseconds().abs() < 1000);
         (soon || burst).then_some(Reason::ScannerTiming)
     }
 }
@@ -117,14 +120,30 @@ mod tests {
         let d = d();
         let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
         assert_eq!(d.by_request(&seen(false, "127.0.0.1", firefox)), None);
-        assert_eq!(d.by_request(&seen(true, "127.0.0.1", firefox)), Some(Reason::HeadRequest));
-        assert_eq!(d.by_request(&seen(false, "127.0.0.2", firefox)), Some(Reason::PrefetchProxy));
-        assert_eq!(d.by_request(&seen(false, "::ffff:17.1.2.3", firefox)), Some(Reason::PrefetchProxy));
         assert_eq!(
-            d.by_request(&seen(false, "127.0.0.1", "Mozilla/5.0 (via ggpht.com GoogleImageProxy)")),
+            d.by_request(&seen(true, "127.0.0.1", firefox)),
+            Some(Reason::HeadRequest)
+        );
+        assert_eq!(
+            d.by_request(&seen(false, "127.0.0.2", firefox)),
             Some(Reason::PrefetchProxy)
         );
-        assert_eq!(d.by_request(&seen(false, "127.0.0.1", "Barracuda Sentinel")), Some(Reason::KnownScanner));
+        assert_eq!(
+            d.by_request(&seen(false, "::ffff:17.1.2.3", firefox)),
+            Some(Reason::PrefetchProxy)
+        );
+        assert_eq!(
+            d.by_request(&seen(
+                false,
+                "127.0.0.1",
+                "Mozilla/5.0 (via ggpht.com GoogleImageProxy)"
+            )),
+            Some(Reason::PrefetchProxy)
+        );
+        assert_eq!(
+            d.by_request(&seen(false, "127.0.0.1", "Barracuda Sentinel")),
+            Some(Reason::KnownScanner)
+        );
     }
 
     #[test]
@@ -132,9 +151,15 @@ mod tests {
         let d = d();
         let t = Utc::now();
         let s = chrono::Duration::seconds;
-        assert_eq!(d.by_timing(t, Some(t - s(1)), None), Some(Reason::ScannerTiming));
+        assert_eq!(
+            d.by_timing(t, Some(t - s(1)), None),
+            Some(Reason::ScannerTiming)
+        );
         assert_eq!(d.by_timing(t, Some(t - s(60)), None), None);
-        assert_eq!(d.by_timing(t, None, Some(t - chrono::Duration::milliseconds(300))), Some(Reason::ScannerTiming));
+        assert_eq!(
+            d.by_timing(t, None, Some(t - chrono::Duration::milliseconds(300))),
+            Some(Reason::ScannerTiming)
+        );
         assert_eq!(d.by_timing(t, Some(t - s(60)), Some(t - s(5))), None);
     }
 }

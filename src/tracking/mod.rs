@@ -38,7 +38,17 @@ pub const TEXT_LINKS: i16 = 4;
 /// tenant's `settings.tracking`). Absent members fall back to the tenant's
 /// default; `links` (an addition to the contract, for Postmark's
 /// `TrackLinks`) says which parts' links clicks cover, `html` by default.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Deserialize,
+    serde::Serialize,
+    utoipa::ToSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct TrackInput {
     pub opens: Option<bool>,
@@ -48,7 +58,9 @@ pub struct TrackInput {
 }
 
 /// Which parts' links are tracked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkParts {
     Html,
@@ -76,7 +88,11 @@ pub fn resolve(asked: Option<TrackInput>, tenant: &serde_json::Value) -> i16 {
     let asked = asked.unwrap_or_default();
     let opens = asked.opens.or(default.opens).unwrap_or(false);
     let clicks = match asked.clicks.or(default.clicks).unwrap_or(false) {
-        true => asked.links.or(default.links).unwrap_or(LinkParts::Html).bits(),
+        true => asked
+            .links
+            .or(default.links)
+            .unwrap_or(LinkParts::Html)
+            .bits(),
         false => 0,
     };
     (if opens { OPENS } else { 0 }) | clicks
@@ -131,13 +147,26 @@ mod tests {
         assert_eq!(resolve(None, &none), 0);
         let on = json!({"tracking": {"opens": true, "clicks": true}});
         assert_eq!(resolve(None, &on), OPENS | HTML_LINKS);
-        let off = TrackInput { opens: Some(false), ..Default::default() };
+        let off = TrackInput {
+            opens: Some(false),
+            ..Default::default()
+        };
         assert_eq!(resolve(Some(off), &on), HTML_LINKS);
-        let both = TrackInput { clicks: Some(true), links: Some(LinkParts::HtmlAndText), ..Default::default() };
+        let both = TrackInput {
+            clicks: Some(true),
+            links: Some(LinkParts::HtmlAndText),
+            ..Default::default()
+        };
         assert_eq!(resolve(Some(both), &none), HTML_LINKS | TEXT_LINKS);
-        let no_clicks = TrackInput { clicks: Some(false), ..Default::default() };
+        let no_clicks = TrackInput {
+            clicks: Some(false),
+            ..Default::default()
+        };
         assert_eq!(resolve(Some(no_clicks), &on), OPENS);
-        assert_eq!(postmark_links("TextOnly"), Some((true, Some(LinkParts::Text))));
+        assert_eq!(
+            postmark_links("TextOnly"),
+            Some((true, Some(LinkParts::Text)))
+        );
         assert_eq!(postmark_links("textonly"), None);
     }
 }

@@ -65,7 +65,11 @@ fn set_first(
     if firsts.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let col = if clicks { "first_clicked_at" } else { "first_opened_at" };
+    let col = if clicks {
+        "first_clicked_at"
+    } else {
+        "first_opened_at"
+    };
     let t: Vec<Uuid> = firsts.iter().map(|f| f.tenant_id).collect();
     let e: Vec<Uuid> = firsts.iter().map(|f| f.email_id).collect();
     let r: Vec<&str> = firsts.iter().map(|f| f.recipient.as_str()).collect();

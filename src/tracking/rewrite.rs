@@ -181,9 +181,9 @@ fn decode_entities(v: &str) -> String {
             "apos" => Some('\''),
             "lt" => Some('<'),
             "gt" => Some('>'),
-            n if n.starts_with("#x") || n.starts_with("#X") => {
-                u32::from_str_radix(&n[2..], 16).ok().and_then(char::from_u32)
-            }
+            n if n.starts_with("#x") || n.starts_with("#X") => u32::from_str_radix(&n[2..], 16)
+                .ok()
+                .and_then(char::from_u32),
             n if n.starts_with('#') => n[1..].parse().ok().and_then(char::from_u32),
             _ => None,
         };
@@ -221,7 +221,10 @@ mod tests {
                 recipient: Some("r@example.org".into()),
                 url: None,
             },
-            untracked: vec!["https://t.example/u/".into(), "https://list.example/unsub?x=1".into()],
+            untracked: vec![
+                "https://t.example/u/".into(),
+                "https://list.example/unsub?x=1".into(),
+            ],
             max_url_bytes: 2048,
         }
     }
@@ -268,9 +271,19 @@ mod tests {
     fn the_pixel_goes_at_the_end_without_a_body_and_only_when_asked() {
         let k = LinkKeys::new(&[3; 32]);
         let mut p = plan(&k);
-        let out = p.html("<p>Hi <a href=\"https://a.example/\">a</a></p>").unwrap();
-        assert!(out.starts_with("<p>Hi <a href=\"https://t.example/c/"), "{out}");
-        assert!(out.ends_with(".gif\" width=\"1\" height=\"1\" alt=\"\" style=\"border:0;width:1px;height:1px\">"), "{out}");
+        let out = p
+            .html("<p>Hi <a href=\"https://a.example/\">a</a></p>")
+            .unwrap();
+        assert!(
+            out.starts_with("<p>Hi <a href=\"https://t.example/c/"),
+            "{out}"
+        );
+        assert!(
+            out.ends_with(
+                ".gif\" width=\"1\" height=\"1\" alt=\"\" style=\"border:0;width:1px;height:1px\">"
+            ),
+            "{out}"
+        );
         p.opens = false;
         p.html_links = false;
         let same = "<p>Hi <a href=\"https://a.example/\">a</a></p>";
@@ -282,16 +295,25 @@ mod tests {
         let k = LinkKeys::new(&[3; 32]);
         let p = plan(&k);
         let out = p.text("See https://a.example/x. Or (http://b.example/y), mail a@https.example\nhttps://t.example/u/abc");
-        let tracked: Vec<&str> = out.split_whitespace().filter(|w| w.contains("/c/")).collect();
+        let tracked: Vec<&str> = out
+            .split_whitespace()
+            .filter(|w| w.contains("/c/"))
+            .collect();
         assert_eq!(tracked.len(), 2, "{out}");
         assert!(out.contains("https://t.example/u/abc"));
         assert!(out.contains(". Or ("));
         assert!(out.contains("mail a@https.example"));
-        assert_eq!(target(&k, tracked[0].trim_end_matches('.')), "https://a.example/x");
+        assert_eq!(
+            target(&k, tracked[0].trim_end_matches('.')),
+            "https://a.example/x"
+        );
     }
 
     #[test]
     fn entities_decode_as_a_browser_reads_them() {
-        assert_eq!(decode_entities("a&amp;b&#38;c&#x26;d&bogus;e&"), "a&b&c&d&bogus;e&");
+        assert_eq!(
+            decode_entities("a&amp;b&#38;c&#x26;d&bogus;e&"),
+            "a&b&c&d&bogus;e&"
+        );
     }
 }

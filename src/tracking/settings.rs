@@ -111,7 +111,9 @@ impl TrackingSettings {
                 ));
             }
         }
-        if !self.domain.is_empty() && crate::domain::parse_hostname("tracking.domain", &self.domain).is_err() {
+        if !self.domain.is_empty()
+            && crate::domain::parse_hostname("tracking.domain", &self.domain).is_err()
+        {
             return Err(("tracking.domain", "expected a host name".into()));
         }
         for c in &self.proxy_cidrs {
@@ -126,10 +128,16 @@ impl TrackingSettings {
             ));
         }
         if self.max_pending_per_address == 0 {
-            return Err(("tracking.max_pending_per_address", "must be at least 1".into()));
+            return Err((
+                "tracking.max_pending_per_address",
+                "must be at least 1".into(),
+            ));
         }
         if !(64..=8192).contains(&self.max_url_bytes) {
-            return Err(("tracking.max_url_bytes", "must be between 64 and 8192".into()));
+            return Err((
+                "tracking.max_url_bytes",
+                "must be between 64 and 8192".into(),
+            ));
         }
         Ok(())
     }

@@ -206,7 +206,10 @@ mod tests {
             }
         }
         assert_eq!(k.verify(Kind::Click, "x"), None);
-        assert_eq!(k.verify(Kind::Click, &"A".repeat(MAX_TOKEN_CHARS + 1)), None);
+        assert_eq!(
+            k.verify(Kind::Click, &"A".repeat(MAX_TOKEN_CHARS + 1)),
+            None
+        );
     }
 
     #[test]
@@ -221,7 +224,12 @@ mod tests {
     fn only_web_urls_are_destinations() {
         assert!(is_web_url("https://a.example/x"));
         assert!(is_web_url("HTTP://a.example/x"));
-        for bad in ["javascript:alert(1)", "//evil.example", "mailto:a@b", "https://a b"] {
+        for bad in [
+            "javascript:alert(1)",
+            "//evil.example",
+            "mailto:a@b",
+            "https://a b",
+        ] {
             assert!(!is_web_url(bad), "{bad}");
         }
     }

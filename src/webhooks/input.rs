@@ -20,6 +20,7 @@ pub struct CreateWebhook {
     /// Events to receive: email.queued, email.scheduled, email.canceled,
     /// email.delivered, email.deferred,
     /// email.bounced, email.failed, email.suppressed, email.complained,
+    /// email.opened, email.clicked,
     /// domain.verified, domain.failed, or "*" for all of them. The test ping
     /// (POST .../test) is a webhook.test event, sent whatever this list holds.
     pub events: Vec<String>,

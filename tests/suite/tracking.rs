@@ -118,9 +118,34 @@ pub fn local(app: &TestApp, url: &str) -> String {
     url.replacen(BASE, &app.address, 1)
 }
 
+/// `/c/{token}` or `/o/{token}.gif` with a token the app signed, leading
+/// to its own `/healthz` (the isolation matrix calls public routes).
+pub fn signed_path(app: &TestApp, pattern: &str) -> String {
+    use postline::tracking::token::{Kind, Link, LinkKeys};
+    let kind = if pattern.starts_with("/c/") {
+        Kind::Click
+    } else {
+        Kind::Open
+    };
+    let token = LinkKeys::from_settings(&app.state.settings)
+        .unwrap()
+        .token(&Link {
+            kind,
+            tenant_id: uuid::Uuid::new_v4(),
+            email_id: uuid::Uuid::new_v4(),
+            recipient: None,
+            url: Some(format!("{}/healthz", app.address)),
+        })
+        .unwrap();
+    pattern.replace("{token}", &token)
+}
+
 async fn hook(rx: &Receiver, pred: impl Fn(&Hook) -> bool) -> Hook {
     let hooks = rx.wait_until(WAIT, |h| h.iter().any(&pred)).await;
-    hooks.into_iter().find(|h| pred(h)).expect("the webhook came")
+    hooks
+        .into_iter()
+        .find(|h| pred(h))
+        .expect("the webhook came")
 }
 
 #[derive(QueryableByName)]
@@ -156,7 +181,11 @@ async fn tracked_links_redirect_signed_events_follow_and_tampering_is_a_404() {
     let s = setup(|_| {}).await;
     let r = s
         .app
-        .post("/v1/emails", &s.key, mail(json!({"opens": true, "clicks": true})))
+        .post(
+            "/v1/emails",
+            &s.key,
+            mail(json!({"opens": true, "clicks": true})),
+        )
         .await;
     assert_eq!(r.status, 202, "{}", r.text);
     let raw = s.sink.wait_for(1, WAIT).await[0].data.clone();
@@ -186,7 +215,10 @@ async fn tracked_links_redirect_signed_events_follow_and_tampering_is_a_404() {
     assert!(px.ends_with(".gif"), "{px}");
     assert!(h.find(&px).unwrap() < h.find("</body>").unwrap());
     // Clicks alone cover the HTML part: the text part is as written.
-    assert_eq!(part(&text, "text/plain").trim_end(), format!("Shop at {SHOP}"));
+    assert_eq!(
+        part(&text, "text/plain").trim_end(),
+        format!("Shop at {SHOP}")
+    );
 
     // A person clicks (scanner_secs is 0 here): 302 to the URL as written.
     let c = client();
@@ -206,23 +238,45 @@ async fn tracked_links_redirect_signed_events_follow_and_tampering_is_a_404() {
     assert_eq!(d["email_id"], r.json["id"]);
     assert_eq!(d["user_agent"], FIREFOX);
     assert_eq!(d["ip"], "127.0.0.1");
-    assert_eq!((d["machine"].clone(), d["machine_reason"].clone()), (json!(false), Value::Null), "{d}");
+    assert_eq!(
+        (d["machine"].clone(), d["machine_reason"].clone()),
+        (json!(false), Value::Null),
+        "{d}"
+    );
 
     // Another link of the same copy within a second: a scanner's sweep.
-    let got = c.get(local(&s.app, &links[1])).header("user-agent", FIREFOX).send().await.unwrap();
+    let got = c
+        .get(local(&s.app, &links[1]))
+        .header("user-agent", FIREFOX)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(got.headers()["location"], DOCS);
     let swept = hook(&s.rx, |h| h.body["data"]["url"] == DOCS).await;
     assert_eq!(swept.body["data"]["machine"], true);
     assert_eq!(swept.body["data"]["machine_reason"], "scanner_timing");
 
     // HEAD: answered the same, reported as a machine.
-    let got = c.head(local(&s.app, &links[0])).header("user-agent", FIREFOX).send().await.unwrap();
+    let got = c
+        .head(local(&s.app, &links[0]))
+        .header("user-agent", FIREFOX)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(got.status(), 302);
-    let head = hook(&s.rx, |h| h.body["data"]["machine_reason"] == "head_request").await;
+    let head = hook(&s.rx, |h| {
+        h.body["data"]["machine_reason"] == "head_request"
+    })
+    .await;
     assert_eq!(head.body["type"], "email.clicked");
 
     // The pixel.
-    let got = c.get(local(&s.app, &px)).header("user-agent", FIREFOX).send().await.unwrap();
+    let got = c
+        .get(local(&s.app, &px))
+        .header("user-agent", FIREFOX)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(got.status(), 200);
     assert_eq!(got.headers()["content-type"], "image/gif");
     let gif = got.bytes().await.unwrap();
@@ -236,10 +290,36 @@ async fn tracked_links_redirect_signed_events_follow_and_tampering_is_a_404() {
     let f = firsts(&s.app, &s.tenant);
     assert!(f.opened && f.clicked);
     assert_eq!((f.opens, f.clicks), (1, 1));
-    let u = s.app.get(&format!("/v1/tenants/{}/usage", s.tenant), &s.app.admin_key).await;
-    assert_eq!((u.json["emails_opened"].clone(), u.json["emails_clicked"].clone()), (json!(1), json!(1)), "{}", u.text);
-    let events = s.app.get(&format!("/v1/emails/{}", r.json["id"].as_str().unwrap()), &s.key).await;
-    assert!(events.text.contains("email.clicked") && events.text.contains("email.opened"), "{}", events.text);
+    let u = s
+        .app
+        .get(&format!("/v1/tenants/{}/usage", s.tenant), &s.app.admin_key)
+        .await;
+    assert_eq!(
+        (
+            u.json["emails_opened"].clone(),
+            u.json["emails_clicked"].clone()
+        ),
+        (json!(1), json!(1)),
+        "{}",
+        u.text
+    );
+    let events = s
+        .app
+        .get(
+            &format!("/v1/emails/{}", r.json["id"].as_str().unwrap()),
+            &s.key,
+        )
+        .await;
+    assert!(
+        events.text.contains("email.clicked") && events.text.contains("email.opened"),
+        "{}",
+        events.text
+    );
+    let rcpt = &events.json["recipients"][0];
+    assert!(
+        rcpt["first_opened_at"].is_string() && rcpt["first_clicked_at"].is_string(),
+        "{rcpt}"
+    );
 
     // Tampered: another signature, another payload, a click token as a pixel.
     let token = links[0].rsplit('/').next().unwrap();
@@ -255,7 +335,11 @@ async fn tracked_links_redirect_signed_events_follow_and_tampering_is_a_404() {
         format!("/o/{token}.gif"),
         format!("/c/{}", "A".repeat(20_000)),
     ] {
-        let got = c.get(format!("{}{bad}", s.app.address)).send().await.unwrap();
+        let got = c
+            .get(format!("{}{bad}", s.app.address))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(got.status(), 404, "{bad}");
         assert!(got.headers().get("location").is_none());
     }
@@ -267,11 +351,26 @@ async fn tracked_links_redirect_signed_events_follow_and_tampering_is_a_404() {
     .execute(&mut s.app.sql_conn())
     .unwrap();
     let got = c.get(local(&s.app, &links[0])).send().await.unwrap();
-    assert_eq!((got.status().as_u16(), got.headers()["location"].to_str().unwrap()), (302, SHOP));
-    let del = s.app.delete(&format!("/v1/tenants/{}", s.tenant), &s.app.admin_key).await;
+    assert_eq!(
+        (
+            got.status().as_u16(),
+            got.headers()["location"].to_str().unwrap()
+        ),
+        (302, SHOP)
+    );
+    let del = s
+        .app
+        .delete(&format!("/v1/tenants/{}", s.tenant), &s.app.admin_key)
+        .await;
     assert!(del.status < 300, "{}", del.text);
     let got = c.get(local(&s.app, &links[0])).send().await.unwrap();
-    assert_eq!((got.status().as_u16(), got.headers()["location"].to_str().unwrap()), (302, SHOP));
+    assert_eq!(
+        (
+            got.status().as_u16(),
+            got.headers()["location"].to_str().unwrap()
+        ),
+        (302, SHOP)
+    );
     drop(s.dns);
 }
 
@@ -284,7 +383,14 @@ async fn early_clicks_proxies_and_scanners_are_machines_and_count_for_nothing() 
         s.auth.trust_x_forwarded_for = true;
     })
     .await;
-    let r = s.app.post("/v1/emails", &s.key, mail(json!({"opens": true, "clicks": true}))).await;
+    let r = s
+        .app
+        .post(
+            "/v1/emails",
+            &s.key,
+            mail(json!({"opens": true, "clicks": true})),
+        )
+        .await;
     assert_eq!(r.status, 202, "{}", r.text);
     let raw = s.sink.wait_for(1, WAIT).await[0].text();
     let h = part(&raw, "text/html");
@@ -317,11 +423,30 @@ async fn early_clicks_proxies_and_scanners_are_machines_and_count_for_nothing() 
     let proxied = hook(&s.rx, |h| h.body["type"] == "email.opened").await;
     assert_eq!(proxied.body["data"]["machine_reason"], "prefetch_proxy");
     // A security gateway's fetch of the pixel.
-    c.get(local(&s.app, &px)).header("user-agent", "Mimecast-URL-Protect/1.0").send().await.unwrap();
-    let scanner = hook(&s.rx, |h| h.body["data"]["machine_reason"] == "known_scanner").await;
+    c.get(local(&s.app, &px))
+        .header("user-agent", "Mimecast-URL-Protect/1.0")
+        .send()
+        .await
+        .unwrap();
+    let scanner = hook(&s.rx, |h| {
+        h.body["data"]["machine_reason"] == "known_scanner"
+    })
+    .await;
     assert_eq!(scanner.body["data"]["machine"], true);
     // None of them a person's.
     let f = firsts(&s.app, &s.tenant);
     assert!(!f.opened && !f.clicked);
     assert_eq!((f.opens, f.clicks), (0, 0));
+    let view = s
+        .app
+        .get(
+            &format!("/v1/emails/{}", r.json["id"].as_str().unwrap()),
+            &s.key,
+        )
+        .await;
+    assert!(
+        view.json["recipients"][0]["first_clicked_at"].is_null(),
+        "{}",
+        view.text
+    );
 }

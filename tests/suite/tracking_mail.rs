@@ -27,7 +27,9 @@ fn normalised(raw: &[u8]) -> String {
         let start = at + "boundary=\"".len();
         let end = start + out[start..].find('"').unwrap();
         let b = out[start..end].to_string();
-        out = out.replace(&b, "B").replacen("boundary=\"B\"", "boundary=B", 1);
+        out = out
+            .replace(&b, "B")
+            .replacen("boundary=\"B\"", "boundary=B", 1);
     }
     out
 }
@@ -54,7 +56,9 @@ fn unsigned(raw: &[u8]) -> Vec<u8> {
     // The signature header and its continuation lines.
     let mut lines = rest.split("\r\n");
     lines.next();
-    let body: Vec<&str> = lines.skip_while(|l| l.starts_with(' ') || l.starts_with('\t')).collect();
+    let body: Vec<&str> = lines
+        .skip_while(|l| l.starts_with(' ') || l.starts_with('\t'))
+        .collect();
     body.join("\r\n").into_bytes()
 }
 
@@ -72,7 +76,14 @@ async fn off_is_byte_identical_and_the_tenant_default_yields_to_the_message() {
         .await;
     assert_eq!(p.status, 200, "{}", p.text);
     assert_eq!(p.json["settings"]["tracking"]["opens"], true, "{}", p.text);
-    let off = s.app.post("/v1/emails", &s.key, mail(json!({"opens": false, "clicks": false}))).await;
+    let off = s
+        .app
+        .post(
+            "/v1/emails",
+            &s.key,
+            mail(json!({"opens": false, "clicks": false})),
+        )
+        .await;
     assert_eq!(off.status, 202, "{}", off.text);
     let got = s.sink.wait_for(1, WAIT).await;
     let sent = unsigned(&got[0].data);
@@ -87,20 +98,33 @@ async fn off_is_byte_identical_and_the_tenant_default_yields_to_the_message() {
     assert_eq!(on.status, 202, "{}", on.text);
     let got = s.sink.wait_for(2, WAIT).await;
     let h = part(&got[1].text(), "text/html");
-    assert!(pixel(&h).is_some() && hrefs(&h)[0].starts_with(&format!("{BASE}/c/")), "{h}");
+    assert!(
+        pixel(&h).is_some() && hrefs(&h)[0].starts_with(&format!("{BASE}/c/")),
+        "{h}"
+    );
 
     // The default cleared: off again, and the message untouched.
     let p = s
         .app
-        .patch(&format!("/v1/tenants/{}", s.tenant), &s.app.admin_key, json!({"settings": {"tracking": null}}))
+        .patch(
+            &format!("/v1/tenants/{}", s.tenant),
+            &s.app.admin_key,
+            json!({"settings": {"tracking": null}}),
+        )
         .await;
     assert_eq!(p.status, 200, "{}", p.text);
     let plain = s.app.post("/v1/emails", &s.key, body).await;
     let got = s.sink.wait_for(3, WAIT).await;
     let id = plain.json["id"].as_str().unwrap();
-    assert_eq!(normalised(&unsigned(&got[2].data)), normalised(&built(&s.app, &s.tenant, id)));
+    assert_eq!(
+        normalised(&unsigned(&got[2].data)),
+        normalised(&built(&s.app, &s.tenant, id))
+    );
     // A `track` that is not the contract's shape is a 422 naming it.
-    let bad = s.app.post("/v1/emails", &s.key, mail(json!({"opens": "yes"}))).await;
+    let bad = s
+        .app
+        .post("/v1/emails", &s.key, mail(json!({"opens": "yes"})))
+        .await;
     assert_eq!(bad.status, 422, "{}", bad.text);
     assert!(bad.text.contains("track"), "{}", bad.text);
 }
@@ -127,14 +151,26 @@ async fn the_sending_domain_tracking_host_is_used_once_its_record_checks() {
     assert!(hrefs(&part(&got[0].text(), "text/html"))[0].starts_with(&format!("{BASE}/c/")));
     // Published and checked: the domain's own host.
     s.dns.add_cname("track.acme.test", "tracking.platform.test");
-    let v = s.app.post("/v1/domains/acme.test/verify", &s.key, json!({})).await;
-    let status = v.json["records"].as_array().unwrap().iter().find(|r| r["purpose"] == "tracking").unwrap()["status"].clone();
+    let v = s
+        .app
+        .post("/v1/domains/acme.test/verify", &s.key, json!({}))
+        .await;
+    let status = v.json["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["purpose"] == "tracking")
+        .unwrap()["status"]
+        .clone();
     assert_eq!(status, "ok", "{}", v.text);
     tokio::time::sleep(Duration::from_millis(1100)).await; // domains.cache_secs
     s.app.post("/v1/emails", &s.key, mail(track)).await;
     let got = s.sink.wait_for(2, WAIT).await;
     let h = part(&got[1].text(), "text/html");
-    assert!(hrefs(&h)[0].starts_with("https://track.acme.test/c/"), "{h}");
+    assert!(
+        hrefs(&h)[0].starts_with("https://track.acme.test/c/"),
+        "{h}"
+    );
     assert!(h.contains("src=\"https://track.acme.test/o/"), "{h}");
 }
 
@@ -156,21 +192,33 @@ async fn postmark_and_resend_sdk_flags_are_honoured() {
     assert!(out["resend"]["id"].is_string(), "{out}");
     let got = s.sink.wait_for(4, WAIT).await;
     let by = |subject: &str| {
-        let m = got.iter().find(|m| m.text().contains(&format!("Subject: {subject}"))).unwrap_or_else(|| panic!("{subject}"));
+        let m = got
+            .iter()
+            .find(|m| m.text().contains(&format!("Subject: {subject}")))
+            .unwrap_or_else(|| panic!("{subject}"));
         let t = m.text();
         (part(&t, "text/html"), part(&t, "text/plain"))
     };
     let tracked = |s: &str| s.contains(&format!("{BASE}/c/"));
     // TrackOpens + TextOnly: the pixel, text links only.
     let (h, t) = by("pm text");
-    assert!(pixel(&h).is_some() && !tracked(&h) && tracked(&t), "{h}\n{t}");
+    assert!(
+        pixel(&h).is_some() && !tracked(&h) && tracked(&t),
+        "{h}\n{t}"
+    );
     // TrackLinks None, TrackOpens false: untouched.
     let (h, t) = by("pm none");
     assert!(pixel(&h).is_none() && !tracked(&h) && !tracked(&t));
     // HtmlAndText in a batch: both parts' links, no pixel.
     let (h, t) = by("pm batch");
-    assert!(pixel(&h).is_none() && tracked(&h) && tracked(&t), "{h}\n{t}");
+    assert!(
+        pixel(&h).is_none() && tracked(&h) && tracked(&t),
+        "{h}\n{t}"
+    );
     // Resend's open_tracking / click_tracking: pixel and HTML links.
     let (h, t) = by("resend tracked");
-    assert!(pixel(&h).is_some() && tracked(&h) && !tracked(&t), "{h}\n{t}");
+    assert!(
+        pixel(&h).is_some() && tracked(&h) && !tracked(&t),
+        "{h}\n{t}"
+    );
 }
