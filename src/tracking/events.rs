@@ -17,6 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio::sync::mpsc;
+use uuid::Uuid;
 
 use super::machine::{Detector, Reason};
 use super::model::{self, First};
@@ -224,8 +225,6 @@ pub async fn run(pool: PgPool, detector: Detector, mut rx: Receiver) {
         }
     }
 }
-
-use uuid::Uuid;
 
 /// The timeline event; `detail.tracking` is what the webhook's `data`
 /// gains (`webhooks::outbox`).

@@ -1,13 +1,13 @@
 //! Open and click tracking (issue 29; API.md "Open and click tracking").
 //!
-//! - [`settings`]: `tracking.*`;
-//! - [`token`]: self-contained signed links (`/c/{payload}.{sig}`,
+//! - [`settings`] — `tracking.*`;
+//! - [`token`] — self-contained signed links (`/c/{payload}.{sig}`,
 //!   `/o/{payload}.{sig}.gif`);
-//! - [`rewrite`]: links and pixel, in the worker's prepare step (before DKIM);
-//! - [`host`]: which base URL a message's links use (the sending domain's
+//! - [`rewrite`] — links and pixel, in the worker's prepare step (before DKIM);
+//! - [`host`] — which base URL a message's links use (the sending domain's
 //!   `track.<domain>` record when it checks ok, else `tracking.public_url`);
-//! - [`routes`]: the two public endpoints, answered without the database;
-//! - [`events`] + [`machine`] + [`model`]: hits written after, in batches,
+//! - [`routes`] — the two public endpoints, answered without the database;
+//! - [`events`], [`machine`], [`model`] — hits written after, in batches,
 //!   with the machine verdict.
 //!
 //! Tracking off (the default) leaves the message exactly as it was: the

@@ -317,7 +317,7 @@ fn body(w: &World, e: &Endpoint, n: usize) -> Option<Value> {
     let p = e.path;
     let send = send_body(w);
     Some(match (m, p) {
-        ("GET" | "DELETE", _) => return None,
+        ("GET" | "HEAD" | "DELETE", _) => return None,
         ("POST", "/v1/tenants") => json!({"name": format!("N{n}")}),
         ("PUT" | "PATCH", "/v1/tenants/{tenant}") => json!({"name": "Renamed"}),
         ("POST", "/v1/tenants/{tenant}/api-keys") => json!({"name": "k", "permissions": ["send"]}),
