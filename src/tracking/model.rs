@@ -26,10 +26,7 @@ pub type DeliveredAt = HashMap<(Uuid, Uuid), Option<DateTime<Utc>>>;
 
 /// The messages among `keys` that still exist (their metadata not purged,
 /// their tenant not deleted), with their delivery time.
-pub fn delivered_at(
-    conn: &mut PgConnection,
-    keys: &[(Uuid, Uuid)],
-) -> QueryResult<DeliveredAt> {
+pub fn delivered_at(conn: &mut PgConnection, keys: &[(Uuid, Uuid)]) -> QueryResult<DeliveredAt> {
     let (t, e): (Vec<Uuid>, Vec<Uuid>) = keys.iter().copied().unzip();
     let rows: Vec<Sent> = diesel::sql_query(
         "SELECT m.tenant_id, m.id, m.delivered_at FROM emails m \

@@ -118,25 +118,26 @@ pub fn local(app: &TestApp, url: &str) -> String {
     url.replacen(BASE, &app.address, 1)
 }
 
-/// `/c/{token}` or `/o/{token}.gif` with a token the app signed, leading
-/// to its own `/healthz` (the isolation matrix calls public routes).
+/// `/c/{token}` or `/o/{token}.gif` with a token the app signed; a click
+/// leads to the app's own pixel, which answers GET and HEAD (the isolation
+/// matrix calls public routes with a client that follows redirects).
 pub fn signed_path(app: &TestApp, pattern: &str) -> String {
     use postline::tracking::token::{Kind, Link, LinkKeys};
-    let kind = if pattern.starts_with("/c/") {
-        Kind::Click
-    } else {
-        Kind::Open
+    let keys = LinkKeys::from_settings(&app.state.settings).unwrap();
+    let link = |kind, url| Link {
+        kind,
+        tenant_id: uuid::Uuid::nil(),
+        email_id: uuid::Uuid::nil(),
+        recipient: None,
+        url,
     };
-    let token = LinkKeys::from_settings(&app.state.settings)
-        .unwrap()
-        .token(&Link {
-            kind,
-            tenant_id: uuid::Uuid::new_v4(),
-            email_id: uuid::Uuid::new_v4(),
-            recipient: None,
-            url: Some(format!("{}/healthz", app.address)),
-        })
-        .unwrap();
+    let open = keys.token(&link(Kind::Open, None)).unwrap();
+    let token = if pattern.starts_with("/c/") {
+        let pixel = format!("{}/o/{open}.gif", app.address);
+        keys.token(&link(Kind::Click, Some(pixel))).unwrap()
+    } else {
+        open
+    };
     pattern.replace("{token}", &token)
 }
 
