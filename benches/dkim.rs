@@ -43,6 +43,7 @@ fn row() -> EmailRow {
         scheduled_at: None,
         stream: "transactional".into(),
         unsubscribe: false,
+        track: 0,
         raw_message: None,
     }
 }

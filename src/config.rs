@@ -46,6 +46,9 @@ pub struct Settings {
     /// RFC 8058 one-click unsubscribe (`src/unsubscribe/`).
     #[serde(default)]
     pub unsubscribe: crate::unsubscribe::UnsubscribeSettings,
+    /// Open and click tracking (`src/tracking/`).
+    #[serde(default)]
+    pub tracking: crate::tracking::TrackingSettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -598,6 +601,9 @@ impl Settings {
         }
         if let Err((key, why)) = self.reputation.validate() {
             return fail(&key, &why);
+        }
+        if let Err((key, why)) = self.tracking.validate() {
+            return fail(key, &why);
         }
         if let Err((key, why)) = self.cluster.validate() {
             return fail(key, why);

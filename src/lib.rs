@@ -40,6 +40,7 @@ pub mod suppressions;
 pub mod telemetry;
 pub mod templates;
 pub mod tenants;
+pub mod tracking;
 pub mod unsubscribe;
 pub mod usage;
 pub mod webhooks;

@@ -196,6 +196,7 @@ impl Modify for ProblemMediaType {
     info(title = "Postline API", version = "1", description = "Self-hosted, multi-tenant transactional email. Errors are RFC 9457 problem JSON; lists are cursor-paginated, newest first."),
     paths(
         http::healthz, http::readyz, http::metrics,
+        crate::tracking::routes::click, crate::tracking::routes::open,
         tenants::routes::create, tenants::routes::list, tenants::routes::get,
         tenants::routes::put, tenants::routes::patch, tenants::routes::delete,
         keys::routes::create_tenant_key, keys::routes::list_tenant_keys, keys::routes::revoke_tenant_key,
@@ -247,6 +248,7 @@ impl Modify for ProblemMediaType {
         (name = "Reputation", description = "Per-tenant bounce and complaint figures, the policy that warns and pauses, reinstatement"),
         (name = "Unsubscribe", description = "RFC 8058 one-click unsubscribe: the links of List-Unsubscribe headers (no key)"),
         (name = "Operations", description = "Health, readiness, metrics, this document"),
+        (name = "Tracking", description = "Tracked links and the open pixel that messages sent with tracking carry (no key; signed, self-contained URLs)"),
         (name = "Resend", description = "Resend-compatible API for existing Resend SDKs (tenant keys as Bearer); errors are Resend's {statusCode, name, message}, not problem JSON"),
         (name = "Postmark", description = "Postmark-compatible API (tenant key in X-Postmark-Server-Token); errors are Postmark's {ErrorCode, Message}, not problem JSON"),
     )

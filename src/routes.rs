@@ -87,6 +87,8 @@ pub fn all() -> Vec<Endpoint> {
         crate::unsubscribe::routes::endpoints(),
         // issue 27: the node registry.
         crate::cluster::routes::endpoints(),
+        // issue 29: tracked links and the open pixel.
+        crate::tracking::routes::endpoints(),
     ]
     .into_iter()
     .flatten()

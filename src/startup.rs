@@ -77,6 +77,7 @@ impl Application {
             renderer: crate::templates::sandbox::Sandbox::new(&settings.templates)?,
             console: crate::console::ConsoleState::new(&settings)?,
             reputation: crate::reputation::Gate::default(),
+            tracking: crate::tracking::Tracking::start(&settings, pool.clone())?,
         };
         let listener = TcpListener::bind(&settings.server.bind).map_err(|e| {
             anyhow::anyhow!("server.bind: cannot bind {}: {e}", settings.server.bind)

@@ -44,4 +44,6 @@ pub struct AppState {
     pub console: crate::console::ConsoleState,
     /// Paused tenants (reputation), checked by every send path in memory.
     pub reputation: crate::reputation::Gate,
+    /// Open and click tracking: link keys, machine detection, events' sink.
+    pub tracking: crate::tracking::Tracking,
 }

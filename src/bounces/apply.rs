@@ -216,6 +216,8 @@ mod tests {
             smtp_response: None,
             bounce: None,
             updated_at: Utc::now(),
+            first_opened_at: None,
+            first_clicked_at: None,
         }
     }
 

@@ -27,6 +27,9 @@ pub struct RecipientRow {
     pub smtp_response: Option<String>,
     pub bounce: Option<serde_json::Value>,
     pub updated_at: DateTime<Utc>,
+    /// First human open / click (issue 29; machine events never set them).
+    pub first_opened_at: Option<DateTime<Utc>>,
+    pub first_clicked_at: Option<DateTime<Utc>>,
 }
 
 /// The bare, lower-cased address of a stored mailbox (`Name <A@b>` → `a@b`).

@@ -42,8 +42,8 @@ pub struct PostmarkAttachment {
 }
 
 /// One message as Postmark's `POST /email` takes it. `TrackOpens` and
-/// `TrackLinks` are accepted and ignored; `MessageStream` `outbound` is the
-/// transactional stream, `broadcast` the broadcast one (any other: 422,
+/// `TrackLinks` become the `/v1` `track` (issue 29); `MessageStream` `outbound`
+/// is the transactional stream, `broadcast` the broadcast one (any other: 422,
 /// ErrorCode 1235, as Postmark answers a stream the server does not have).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "PascalCase")]
@@ -146,6 +146,22 @@ pub fn to_v1(e: PostmarkEmail, prefix: &str) -> AppResult<Value> {
         ),
     };
     let list = |v: Option<String>| v.as_deref().map(split_addresses).unwrap_or_default();
+    let mut track = serde_json::Map::new();
+    if let Some(o) = e.track_opens {
+        track.insert("opens".into(), json!(o));
+    }
+    if let Some(l) = e.track_links.as_deref() {
+        let (clicks, links) = crate::tracking::postmark_links(l).ok_or_else(|| {
+            AppError::invalid(
+                format!("{prefix}TrackLinks"),
+                "must be None, HtmlOnly, TextOnly or HtmlAndText",
+            )
+        })?;
+        track.insert("clicks".into(), json!(clicks));
+        if let Some(links) = links {
+            track.insert("links".into(), json!(links));
+        }
+    }
     let mut v = json!({
         "stream": stream,
         "from": e.from,
@@ -159,6 +175,7 @@ pub fn to_v1(e: PostmarkEmail, prefix: &str) -> AppResult<Value> {
         "headers": headers,
         "attachments": attachments,
         "tags": tags,
+        "track": (!track.is_empty()).then_some(track),
     });
     if let Some(m) = v.as_object_mut() {
         m.retain(|_, x| !x.is_null());

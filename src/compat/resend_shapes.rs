@@ -69,6 +69,13 @@ pub struct ResendEmail {
     /// RFC 3339, in the future, at most 30 days ahead.
     #[serde(alias = "scheduledAt")]
     pub scheduled_at: Option<String>,
+    /// Resend sets tracking per domain (`open_tracking`, `click_tracking`);
+    /// Postline takes the same names per message (the tenant's
+    /// `settings.tracking` stands for the domain setting).
+    #[serde(alias = "openTracking")]
+    pub open_tracking: Option<bool>,
+    #[serde(alias = "clickTracking")]
+    pub click_tracking: Option<bool>,
 }
 
 /// Resend's batch limit.
@@ -192,6 +199,8 @@ pub fn to_v1(e: ResendEmail, prefix: &str) -> AppResult<Value> {
         "attachments": attachments,
         "tags": tags,
         "scheduled_at": e.scheduled_at,
+        "track": (e.open_tracking.is_some() || e.click_tracking.is_some())
+            .then(|| json!({"opens": e.open_tracking, "clicks": e.click_tracking})),
     });
     if let Some(m) = v.as_object_mut() {
         m.retain(|_, x| !x.is_null());

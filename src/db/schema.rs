@@ -74,6 +74,7 @@ diesel::table! {
         scheduled_at -> Nullable<Timestamptz>,
         stream -> Text,
         unsubscribe -> Bool,
+        track -> Int2,
     }
 }
 
@@ -197,6 +198,8 @@ diesel::table! {
         emails_complained -> Int8,
         emails_suppressed -> Int8,
         emails_unsubscribed -> Int8,
+        emails_opened -> Int8,
+        emails_clicked -> Int8,
     }
 }
 diesel::allow_tables_to_appear_in_same_query!(tenants, usage_daily);
@@ -247,6 +250,8 @@ diesel::table! {
         smtp_response -> Nullable<Text>,
         bounce -> Nullable<Jsonb>,
         updated_at -> Timestamptz,
+        first_opened_at -> Nullable<Timestamptz>,
+        first_clicked_at -> Nullable<Timestamptz>,
     }
 }
 

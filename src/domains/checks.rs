@@ -54,7 +54,13 @@ impl Record {
 /// retiring keys are listed but not required. The return-path record is
 /// listed when there is a bounce domain (`bounces.domain`, else empty) and
 /// is never required.
-pub fn records(domain: &DomainRow, dkim: &[DkimKeyRow], bounce_domain: &str) -> Vec<Record> {
+/// The tracking record (issue 29) likewise with `tracking.domain`.
+pub fn records(
+    domain: &DomainRow,
+    dkim: &[DkimKeyRow],
+    bounce_domain: &str,
+    tracking_domain: &str,
+) -> Vec<Record> {
     let any_active = dkim.iter().any(|k| k.status == "active");
     let mut out: Vec<Record> = dkim
         .iter()
@@ -73,6 +79,16 @@ pub fn records(domain: &DomainRow, dkim: &[DkimKeyRow], bounce_domain: &str) -> 
             rtype: "CNAME",
             name: return_path_name(&domain.name),
             value: bounce_domain.to_ascii_lowercase(),
+            required: false,
+            key: None,
+        });
+    }
+    if !tracking_domain.is_empty() {
+        out.push(Record {
+            purpose: "tracking",
+            rtype: "CNAME",
+            name: crate::tracking::host::record_name(&domain.name),
+            value: tracking_domain.to_ascii_lowercase(),
             required: false,
             key: None,
         });
@@ -119,7 +135,7 @@ pub async fn check(
         };
         let status = match (&answer, r.purpose, r.key) {
             (Answer::Missing, _, _) => "missing",
-            (Answer::Found(targets), "return_path", _) => {
+            (Answer::Found(targets), "return_path" | "tracking", _) => {
                 if targets.iter().any(|t| t.eq_ignore_ascii_case(&r.value)) {
                     "ok"
                 } else {
@@ -176,10 +192,10 @@ mod tests {
     #[test]
     fn the_return_path_record_is_listed_only_with_a_bounce_domain_and_never_required() {
         let d = domain();
-        assert!(!records(&d, &[], "")
+        assert!(!records(&d, &[], "", "")
             .iter()
             .any(|r| r.purpose == "return_path"));
-        let list = records(&d, &[], "Bounces.Example.com");
+        let list = records(&d, &[], "Bounces.Example.com", "");
         let rp = list.iter().find(|r| r.purpose == "return_path").unwrap();
         assert_eq!(
             (rp.rtype, rp.name.as_str(), rp.value.as_str(), rp.required),

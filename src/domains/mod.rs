@@ -35,4 +35,6 @@ pub struct Domains {
     /// The inbound MX host (`inbound.mx_host`, else `bounces.domain`): the
     /// value of the `inbound` record once a route exists (issue 28).
     pub inbound_mx: Arc<str>,
+    /// `tracking.domain`: the target of each domain's tracking record (issue 29).
+    pub tracking_domain: Arc<str>,
 }

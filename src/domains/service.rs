@@ -86,6 +86,7 @@ pub async fn create(
     };
     let new_keys = generate(&d.vault, tenant, row.id, algs).await?;
     let bounce = d.bounce_domain.clone();
+    let tracking = d.tracking_domain.clone();
     let actor = actor.clone();
     let view = db::run(&d.pool, move |conn| {
         conn.transaction(|conn| {
@@ -112,7 +113,7 @@ pub async fn create(
                 row.id,
                 changes,
             )?;
-            Ok(DomainView::new(row, &new_keys, &bounce))
+            Ok(DomainView::new(row, &new_keys, &bounce, &tracking))
         })
     })
     .await?;
@@ -135,7 +136,7 @@ pub async fn list(d: &Domains, tenant: TenantId, page: PageRequest) -> AppResult
             .filter(|k| k.domain_id == r.id)
             .cloned()
             .collect();
-        let mut view = DomainView::new(r, &own, &d.bounce_domain);
+        let mut view = DomainView::new(r, &own, &d.bounce_domain, &d.tracking_domain);
         crate::inbound::view::add_mx_records(&mut view, &routed, &d.inbound_mx);
         view
     }))
@@ -177,7 +178,7 @@ pub async fn get(d: &Domains, tenant: TenantId, r: DomainRef) -> AppResult<Domai
         Ok(crate::inbound::model::route_domains(conn, tenant)?)
     })
     .await?;
-    let mut view = DomainView::new(row, &keys, &d.bounce_domain);
+    let mut view = DomainView::new(row, &keys, &d.bounce_domain, &d.tracking_domain);
     crate::inbound::view::add_mx_records(&mut view, &routed, &d.inbound_mx);
     Ok(view)
 }
@@ -230,6 +231,7 @@ pub async fn verify(
         outcome.domain,
         &outcome.keys,
         &d.bounce_domain,
+        &d.tracking_domain,
     ))
 }
 
@@ -282,7 +284,12 @@ pub async fn rotate(
         })
     })
     .await?;
-    Ok(DomainView::new(row, &keys, &d.bounce_domain))
+    Ok(DomainView::new(
+        row,
+        &keys,
+        &d.bounce_domain,
+        &d.tracking_domain,
+    ))
 }
 
 struct Outcome {
@@ -300,7 +307,7 @@ async fn check_and_apply(
     row: DomainRow,
     keys: Vec<DkimKeyRow>,
 ) -> AppResult<Outcome> {
-    let list = checks::records(&row, &keys, &d.bounce_domain);
+    let list = checks::records(&row, &keys, &d.bounce_domain, &d.tracking_domain);
     let statuses = checks::check(&d.dns, &keys, &list)
         .await
         .map_err(|e| AppError::Unavailable(format!("DNS lookup failed: {e}")))?;
@@ -413,6 +420,7 @@ pub fn build(
         } else {
             settings.inbound.mx_host.to_ascii_lowercase().into()
         },
+        tracking_domain: settings.tracking.domain.to_ascii_lowercase().into(),
         pool,
         vault,
     })

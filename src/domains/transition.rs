@@ -31,7 +31,7 @@ pub fn apply(
 ) -> QueryResult<Change> {
     let mut change = Change::default();
     // The return-path record is never required: without it the list is the same here.
-    let list: Vec<Record> = checks::records(domain, keys, "");
+    let list: Vec<Record> = checks::records(domain, keys, "", "");
     let ok = |r: &Record| checks::last_status(&domain.checks, r) == "ok";
     let required: Vec<&Record> = list.iter().filter(|r| r.required).collect();
     let all_ok = !required.is_empty() && required.iter().all(|r| ok(r));

@@ -33,7 +33,7 @@ pub struct DkimView {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RecordView {
-    /// `dkim`, `return_path`, `spf` or `dmarc`.
+    /// `dkim`, `return_path`, `tracking`, `spf` or `dmarc`.
     pub purpose: String,
     /// `TXT` or `CNAME`.
     #[serde(rename = "type")]
@@ -46,9 +46,15 @@ pub struct RecordView {
 }
 
 impl DomainView {
-    /// `bounce_domain`: `bounces.domain` (the return-path record's target).
-    pub fn new(d: DomainRow, keys: &[DkimKeyRow], bounce_domain: &str) -> DomainView {
-        let records: Vec<Record> = checks::records(&d, keys, bounce_domain);
+    /// `bounce_domain`: `bounces.domain` (the return-path record's target);
+    /// `tracking_domain`: `tracking.domain` (the tracking record's).
+    pub fn new(
+        d: DomainRow,
+        keys: &[DkimKeyRow],
+        bounce_domain: &str,
+        tracking_domain: &str,
+    ) -> DomainView {
+        let records: Vec<Record> = checks::records(&d, keys, bounce_domain, tracking_domain);
         DomainView {
             records: records
                 .iter()

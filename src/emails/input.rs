@@ -72,6 +72,9 @@ pub struct SendRequest {
     pub stream: Option<super::stream::Stream>,
     /// Add RFC 8058 one-click unsubscribe headers (always on broadcast mail).
     pub unsubscribe: Option<bool>,
+    /// Open and click tracking for this message; absent members take the
+    /// tenant's `settings.tracking` (default off).
+    pub track: Option<crate::tracking::TrackInput>,
 }
 
 impl SendRequest {
@@ -121,6 +124,8 @@ pub struct ValidEmail {
     pub scheduled_at: Option<chrono::DateTime<chrono::Utc>>,
     pub stream: super::stream::Stream,
     pub unsubscribe: bool,
+    /// As asked (resolved against the tenant's default by the service).
+    pub track: Option<crate::tracking::TrackInput>,
 }
 
 /// Headers Postline writes itself; a custom header may not replace them.
@@ -380,6 +385,7 @@ impl SendRequest {
             scheduled_at,
             stream: self.stream.unwrap_or_default(),
             unsubscribe: self.unsubscribe.unwrap_or(false),
+            track: self.track,
         };
         super::size::check_message(&valid, &sizes, limits, prefix)?;
         Ok(valid)

@@ -41,6 +41,8 @@ pub struct NewEmail {
     pub stream: String,
     /// One-click unsubscribe headers asked for (broadcast mail has them anyway).
     pub unsubscribe: bool,
+    /// Tracking bits (`crate::tracking::OPENS`, …); 0 = untouched.
+    pub track: i16,
 }
 
 #[derive(Clone, Debug, Queryable, QueryableByName, Selectable)]
@@ -75,6 +77,7 @@ pub struct EmailRow {
     pub scheduled_at: Option<DateTime<Utc>>,
     pub stream: String,
     pub unsubscribe: bool,
+    pub track: i16,
 }
 
 /// The columns a listing shows (no bodies or attachments).

@@ -151,6 +151,8 @@ impl Parsed {
             scheduled_at,
             stream: self.stream.as_str().into(),
             unsubscribe: false,
+            // Sent as submitted: never rewritten for tracking.
+            track: 0,
         }
     }
 }

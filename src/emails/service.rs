@@ -151,6 +151,7 @@ fn to_row(
         tags: json(serde_json::to_value(v.tags))?,
         created_at: now,
         raw_message: None,
+        track: crate::tracking::resolve(v.track, &tenant.settings),
     })
 }
 

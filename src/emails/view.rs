@@ -138,6 +138,10 @@ pub struct RecipientView {
     #[schema(value_type = Option<Object>)]
     pub bounce: Option<serde_json::Value>,
     pub updated_at: DateTime<Utc>,
+    /// The first open / click a person made (tracked mail; machine events
+    /// never set them).
+    pub first_opened_at: Option<DateTime<Utc>>,
+    pub first_clicked_at: Option<DateTime<Utc>>,
 }
 
 impl From<crate::bounces::recipients::RecipientRow> for RecipientView {
@@ -149,6 +153,8 @@ impl From<crate::bounces::recipients::RecipientRow> for RecipientView {
             smtp_response: r.smtp_response,
             bounce: r.bounce,
             updated_at: r.updated_at,
+            first_opened_at: r.first_opened_at,
+            first_clicked_at: r.first_clicked_at,
         }
     }
 }

@@ -28,6 +28,10 @@ pub struct SettingsPatch {
     pub from_name: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     pub reply_to: Option<Option<String>>,
+    /// Default open and click tracking of the tenant's mail (issue 29);
+    /// `null` = off.
+    #[serde(default, deserialize_with = "nullable")]
+    pub tracking: Option<Option<crate::tracking::TrackInput>>,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -303,6 +307,15 @@ fn apply_settings(errors: &mut Vec<FieldError>, row: &mut TenantRow, s: Settings
             if let Some(v) = collect(errors, parse_email("settings.reply_to", &r)) {
                 settings.insert("reply_to".into(), json!(v));
             }
+        }
+    }
+    match s.tracking {
+        None => {}
+        Some(None) => {
+            settings.remove("tracking");
+        }
+        Some(Some(t)) => {
+            settings.insert("tracking".into(), json!(t));
         }
     }
     row.settings = Value::Object(settings);

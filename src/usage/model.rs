@@ -28,6 +28,10 @@ pub struct Counters {
     pub emails_suppressed: i64,
     /// One-click and mailto unsubscribes (issue 26).
     pub emails_unsubscribed: i64,
+    /// Recipients whose first human open was counted (issue 29).
+    pub emails_opened: i64,
+    /// Recipients whose first human click was counted (issue 29).
+    pub emails_clicked: i64,
 }
 
 impl Counters {
@@ -40,6 +44,8 @@ impl Counters {
         self.emails_complained += o.emails_complained;
         self.emails_suppressed += o.emails_suppressed;
         self.emails_unsubscribed += o.emails_unsubscribed;
+        self.emails_opened += o.emails_opened;
+        self.emails_clicked += o.emails_clicked;
     }
 }
 
@@ -106,8 +112,8 @@ pub fn add(
     let col = |f: fn(&Counters) -> i64| deltas.values().map(f).collect::<Vec<i64>>();
     let ids: Vec<Uuid> = deltas.keys().copied().collect();
     diesel::sql_query(
-        "INSERT INTO usage_daily AS u (tenant_id, day, shard, emails_sent, emails_delivered, emails_bounced, emails_failed, api_requests, emails_complained, emails_suppressed, emails_unsubscribed) \
-         SELECT t, $2, $8, s, d, b, f, a, c, x, un FROM unnest($1, $3, $4, $5, $6, $7, $9, $10, $11) AS x(t, s, d, b, f, a, c, x, un) ORDER BY t \
+        "INSERT INTO usage_daily AS u (tenant_id, day, shard, emails_sent, emails_delivered, emails_bounced, emails_failed, api_requests, emails_complained, emails_suppressed, emails_unsubscribed, emails_opened, emails_clicked) \
+         SELECT t, $2, $8, s, d, b, f, a, c, x, un, o, k FROM unnest($1, $3, $4, $5, $6, $7, $9, $10, $11, $12, $13) AS x(t, s, d, b, f, a, c, x, un, o, k) ORDER BY t \
          ON CONFLICT (tenant_id, day, shard) DO UPDATE SET \
            emails_sent = u.emails_sent + EXCLUDED.emails_sent, \
            emails_delivered = u.emails_delivered + EXCLUDED.emails_delivered, \
@@ -116,7 +122,9 @@ pub fn add(
            api_requests = u.api_requests + EXCLUDED.api_requests, \
            emails_complained = u.emails_complained + EXCLUDED.emails_complained, \
            emails_suppressed = u.emails_suppressed + EXCLUDED.emails_suppressed, \
-           emails_unsubscribed = u.emails_unsubscribed + EXCLUDED.emails_unsubscribed",
+           emails_unsubscribed = u.emails_unsubscribed + EXCLUDED.emails_unsubscribed, \
+           emails_opened = u.emails_opened + EXCLUDED.emails_opened, \
+           emails_clicked = u.emails_clicked + EXCLUDED.emails_clicked",
     )
     .bind::<Array<SqlUuid>, _>(&ids)
     .bind::<Date, _>(day)
@@ -129,6 +137,8 @@ pub fn add(
     .bind::<Array<BigInt>, _>(col(|c| c.emails_complained))
     .bind::<Array<BigInt>, _>(col(|c| c.emails_suppressed))
     .bind::<Array<BigInt>, _>(col(|c| c.emails_unsubscribed))
+    .bind::<Array<BigInt>, _>(col(|c| c.emails_opened))
+    .bind::<Array<BigInt>, _>(col(|c| c.emails_clicked))
     .execute(conn)
     .map(|_| ())
 }
@@ -162,6 +172,10 @@ struct SummedRow {
     emails_suppressed: i64,
     #[diesel(sql_type = BigInt)]
     emails_unsubscribed: i64,
+    #[diesel(sql_type = BigInt)]
+    emails_opened: i64,
+    #[diesel(sql_type = BigInt)]
+    emails_clicked: i64,
 }
 
 /// Daily counters (shards summed) of the given tenants between two dates
@@ -177,7 +191,8 @@ pub fn days(
            sum(emails_delivered)::bigint AS emails_delivered, sum(emails_bounced)::bigint AS emails_bounced, \
            sum(emails_failed)::bigint AS emails_failed, sum(api_requests)::bigint AS api_requests, \
            sum(emails_complained)::bigint AS emails_complained, sum(emails_suppressed)::bigint AS emails_suppressed, \
-           sum(emails_unsubscribed)::bigint AS emails_unsubscribed \
+           sum(emails_unsubscribed)::bigint AS emails_unsubscribed, \
+           sum(emails_opened)::bigint AS emails_opened, sum(emails_clicked)::bigint AS emails_clicked \
          FROM usage_daily WHERE tenant_id = ANY($1) AND day BETWEEN $2 AND $3 \
          GROUP BY tenant_id, day ORDER BY tenant_id, day",
     )
@@ -199,6 +214,8 @@ pub fn days(
                 emails_complained: r.emails_complained,
                 emails_suppressed: r.emails_suppressed,
                 emails_unsubscribed: r.emails_unsubscribed,
+                emails_opened: r.emails_opened,
+                emails_clicked: r.emails_clicked,
             },
         })
         .collect())
@@ -224,6 +241,10 @@ struct DayTotal {
     emails_suppressed: i64,
     #[diesel(sql_type = BigInt)]
     emails_unsubscribed: i64,
+    #[diesel(sql_type = BigInt)]
+    emails_opened: i64,
+    #[diesel(sql_type = BigInt)]
+    emails_clicked: i64,
 }
 
 /// Counters per day between two dates (inclusive), summed over one tenant's
@@ -240,7 +261,8 @@ pub fn totals_by_day(
            sum(emails_delivered)::bigint AS emails_delivered, sum(emails_bounced)::bigint AS emails_bounced, \
            sum(emails_failed)::bigint AS emails_failed, sum(api_requests)::bigint AS api_requests, \
            sum(emails_complained)::bigint AS emails_complained, sum(emails_suppressed)::bigint AS emails_suppressed, \
-           sum(emails_unsubscribed)::bigint AS emails_unsubscribed \
+           sum(emails_unsubscribed)::bigint AS emails_unsubscribed, \
+           sum(emails_opened)::bigint AS emails_opened, sum(emails_clicked)::bigint AS emails_clicked \
          FROM usage_daily WHERE day BETWEEN $1 AND $2 AND ($3::uuid IS NULL OR tenant_id = $3) \
          GROUP BY day ORDER BY day",
     )
@@ -260,6 +282,8 @@ pub fn totals_by_day(
                 emails_complained: r.emails_complained,
                 emails_suppressed: r.emails_suppressed,
                 emails_unsubscribed: r.emails_unsubscribed,
+                emails_opened: r.emails_opened,
+                emails_clicked: r.emails_clicked,
             };
             (r.day, c)
         })

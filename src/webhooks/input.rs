@@ -21,7 +21,7 @@ pub struct CreateWebhook {
     /// email.delivered, email.deferred,
     /// email.bounced, email.failed, email.suppressed, email.complained, email.unsubscribed,
     /// email.received (inbound routes name their endpoint and get it anyway),
-    /// domain.verified, domain.failed,
+    /// email.opened, email.clicked, domain.verified, domain.failed,
     /// tenant.reputation_warning, tenant.paused, tenant.reinstated, or "*" for all of them. The test ping
     /// (POST .../test) is a webhook.test event, sent whatever this list holds.
     pub events: Vec<String>,

@@ -15,7 +15,7 @@ pub mod signing;
 pub mod view;
 
 /// The events an endpoint can subscribe to (`"*"` means all of them).
-pub const EVENTS: [&str; 16] = [
+pub const EVENTS: [&str; 18] = [
     "email.queued",
     "email.scheduled",
     "email.canceled",
@@ -32,6 +32,9 @@ pub const EVENTS: [&str; 16] = [
     "tenant.reinstated",
     "email.unsubscribed",
     "email.received",
+    // issue 29: opens and clicks (data gains url, user_agent, ip, machine, machine_reason).
+    "email.opened",
+    "email.clicked",
 ];
 
 /// The event type of `POST …/test`.

@@ -46,7 +46,8 @@ pub fn enqueue(conn: &mut PgConnection, events: &[NewEvent]) -> QueryResult<usiz
                || jsonb_strip_nulls(jsonb_build_object( \
                     'recipient', e.detail -> 'recipient', \
                     'bounce', (e.detail -> 'bounce') - 'reported_by', \
-                    'feedback_type', e.detail -> 'feedback_type'))), \
+                    'feedback_type', e.detail -> 'feedback_type')) \
+               || COALESCE(e.detail -> 'tracking', '{}'::jsonb)), \
            now(), now() \
          FROM unnest($1, $2, $3, $4, $5) AS e(tenant_id, email_id, kind, detail, at) \
          JOIN webhooks w \

@@ -143,6 +143,8 @@ struct Ctx {
     return_paths: crate::bounces::return_paths::ReturnPaths,
     /// RFC 8058 links (issue 26); `None` when not configured.
     unsubscribe: Option<crate::unsubscribe::headers::Links>,
+    /// Link and pixel rewriting (issue 29); `None` if the master key is unusable.
+    tracking: Option<crate::tracking::host::Rewriter>,
 }
 
 /// Starts the worker role with default options (LISTEN wake-ups only).
@@ -188,6 +190,7 @@ pub fn spawn_with(
         verp: crate::bounces::token::VerpKeys::from_settings(&settings).ok(),
         return_paths: crate::bounces::return_paths::ReturnPaths::new(&settings, pool.clone()),
         unsubscribe: crate::unsubscribe::headers::Links::from_settings(&settings),
+        tracking: crate::tracking::host::Rewriter::new(&settings, pool.clone()),
         leases: crate::db::build_pool_of(&settings.database, w.lease_pool_size),
         pool,
         vault,

@@ -99,7 +99,17 @@ pub async fn attempt(
     };
     let prepare = ctx.prepare.clone();
     let row = claimed.row;
-    let raw = match tokio::task::spawn_blocking(move || prepare(row)).await {
+    // Tracking (issue 29): links and pixel rewritten before the MIME build,
+    // so DKIM signs them; a row with `track` 0 is not touched.
+    let tracking = match &ctx.tracking {
+        Some(t) => t.plan(&row, &meta.every).await,
+        None => None,
+    };
+    let raw = match tokio::task::spawn_blocking(move || {
+        prepare(crate::tracking::host::apply(tracking, row))
+    })
+    .await
+    {
         Ok(Ok(raw)) => raw,
         Ok(Err(e)) => {
             tracing::error!(email_id = %meta.id, error = %format!("{e:#}"), "message cannot be built");

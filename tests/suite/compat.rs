@@ -52,7 +52,7 @@ fn node_ready() -> bool {
     )
 }
 
-fn python_ready() -> bool {
+pub(crate) fn python_ready() -> bool {
     available(
         "POSTLINE_COMPAT_PY_MISSING",
         Command::new("python3").args(["-c", "import resend, postmarker"]),
@@ -60,7 +60,7 @@ fn python_ready() -> bool {
 }
 
 /// Runs a driver script and parses the JSON line it prints.
-async fn drive(program: &str, script: &str, env: &[(&str, String)]) -> Value {
+pub(crate) async fn drive(program: &str, script: &str, env: &[(&str, String)]) -> Value {
     let mut cmd = tokio::process::Command::new(program);
     cmd.current_dir(compat_dir()).arg(script);
     for (k, v) in env {

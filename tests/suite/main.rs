@@ -77,5 +77,8 @@ mod streams;
 mod submission;
 mod templates;
 mod tenants;
+mod tracking;
+mod tracking_bench;
+mod tracking_mail;
 mod unsubscribe;
 mod webhooks;

@@ -737,7 +737,7 @@ async fn isolation_permissions_and_validation() {
     assert_eq!(app.get("/v1/webhooks", &read_only).await.status, 200);
     // Validation: nothing changes on a bad body.
     for body in [
-        json!({"url": "http://127.0.0.1:9/", "events": ["email.opened"]}),
+        json!({"url": "http://127.0.0.1:9/", "events": ["email.teleported"]}),
         json!({"url": "http://127.0.0.1:9/", "events": []}),
         json!({"url": "http://127.0.0.1:9/", "events": ["*", "email.failed"]}),
         json!({"url": "not a url", "events": ["*"]}),

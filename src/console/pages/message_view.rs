@@ -160,6 +160,8 @@ mod tests {
             smtp_response: None,
             bounce: None,
             updated_at: chrono::Utc::now(),
+            first_opened_at: None,
+            first_clicked_at: None,
         }
     }
 
