@@ -121,7 +121,7 @@ pub const MAX_NOTE: usize = 1000;
 /// Reinstate a paused (or warned) tenant: held mail resumes and the figures
 /// count from now (admin keys).
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/reinstate", tag = "Reputation",
-    request_body(content = Option<ReinstateBody>),
+    request_body(content = ReinstateBody, description = "Optional: a POST without a body is `{}`."),
     params(("tenant" = String, Path, description = "Tenant id or external_id")),
     responses((status = 200, body = ReputationView), (status = "4XX", body = Problem)),
     security(("bearer" = ["tenants:write"])))]
@@ -133,11 +133,16 @@ pub async fn reinstate(
     body: JsonBody,
 ) -> AppResult<HttpResponse> {
     who.require_admin(Permission::TenantsWrite)?;
-    // The body is optional: without a Content-Type nothing is read.
-    let input: ReinstateBody = if req
-        .headers()
-        .contains_key(actix_web::http::header::CONTENT_TYPE)
-    {
+    // The body is optional: a POST without one (no Content-Type, no
+    // length, not chunked) is `{}`; any body is held to the JSON rules.
+    let headers = req.headers();
+    let has_body = headers.contains_key(actix_web::http::header::CONTENT_TYPE)
+        || headers.contains_key(actix_web::http::header::TRANSFER_ENCODING)
+        || headers
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    let input: ReinstateBody = if has_body {
         body.parse().await?
     } else {
         ReinstateBody::default()

@@ -28,7 +28,7 @@ pub struct DomainFigures {
 }
 
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
-pub struct DayView {
+pub struct ReputationDay {
     pub day: NaiveDate,
     pub delivered: i64,
     pub hard_bounced: i64,
@@ -49,7 +49,7 @@ pub struct ReputationView {
     pub windows: Vec<WindowView>,
     pub domains: Vec<DomainFigures>,
     /// The last 30 days (UTC), oldest first.
-    pub daily: Vec<DayView>,
+    pub daily: Vec<ReputationDay>,
 }
 
 impl ReputationView {
@@ -84,8 +84,8 @@ pub fn domain(name: String, c: Counts) -> DomainFigures {
     }
 }
 
-pub fn day(day: NaiveDate, c: Counts) -> DayView {
-    DayView {
+pub fn day(day: NaiveDate, c: Counts) -> ReputationDay {
+    ReputationDay {
         day,
         delivered: c.delivered,
         hard_bounced: c.hard_bounced,

@@ -237,6 +237,6 @@ mod tests {
         );
         assert!(parse_events(&s(&[])).is_err());
         assert!(parse_events(&s(&["*", "email.failed"])).is_err());
-        assert!(parse_events(&s(&["email.opened"])).is_err());
+        assert!(parse_events(&s(&["email.teleported"])).is_err());
     }
 }
