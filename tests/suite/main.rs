@@ -26,6 +26,7 @@ mod bounces_recipient;
 mod budgets;
 mod console;
 mod console_browser;
+mod console_inbound;
 mod console_invite;
 mod console_lockout;
 mod console_overview;
