@@ -49,6 +49,7 @@ mod hostile;
 mod http_errors;
 mod inbound;
 mod inbound_bench;
+mod inbound_postfix;
 mod inbound_spam;
 mod ingest_rows;
 mod isolation;
