@@ -127,6 +127,39 @@ async fn routes_are_managed_in_the_console_and_received_mail_is_read_there() {
     )
     .await;
     assert_eq!((status, file.as_str()), (200, "INVOICE-42"));
+    // Bad input is a clear 4xx page: an attachment that is not there, a
+    // cursor that is not one.
+    for path in [
+        format!("/console/inbound/{id}/attachments/1"),
+        format!("/console/inbound/{id}/attachments/x"),
+        "/console/inbound/not-an-id".to_string(),
+    ] {
+        let (status, _, _) = get(&w.app, &viewer, &path).await;
+        assert_eq!(status, 404, "{path}");
+    }
+    let (status, page, _) = get(&w.app, &viewer, "/console/inbound?cursor=garbage").await;
+    assert!((400..500).contains(&status), "{status}: {page}");
+
+    // An admin picks the tenant, then acts for it with ?tenant=.
+    user(&w.app, "admin@postline.test", Role::Admin, None).await;
+    let (admin, _) = sign_in(&w.app, "admin@postline.test", &[]).await;
+    let (status, page, _) = get(&w.app, &admin, "/console/inbound").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("Choose a tenant") && page.contains(&format!("inbound?tenant={t}")),
+        "{page}"
+    );
+    let (status, page, _) = get(&w.app, &admin, &format!("/console/inbound?tenant={t}")).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Help please") && page.contains(&format!("id=\"delete-{route_id}\"")));
+    let (status, _, _) = get(
+        &w.app,
+        &admin,
+        &format!("/console/inbound/{id}/attachments/0?tenant={t}"),
+    )
+    .await;
+    assert_eq!(status, 200);
+
     // …but cannot change routes, even with a valid token.
     let vcsrf = csrf_of(&get(&w.app, &viewer, "/console/inbound").await.1);
     let (status, _) = post(
