@@ -233,3 +233,58 @@ async fn routes_are_managed_in_the_console_and_received_mail_is_read_there() {
     .await;
     assert_eq!(out["rcpt"][0][0], 550, "{out}");
 }
+
+/// Sends `n` messages "Numbered {i}" to `to` in one SMTP session (smtplib).
+async fn many(addr: std::net::SocketAddr, to: &str, n: usize) {
+    let script = r#"
+import smtplib, sys
+port, to, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+s = smtplib.SMTP("127.0.0.1", port)
+for i in range(n):
+    s.sendmail("bulk@sender.test", [to], f"From: bulk@sender.test\r\nTo: {to}\r\nSubject: Numbered {i}\r\n\r\nbody {i}\r\n")
+s.quit()
+"#;
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", script, &addr.port().to_string(), to, &n.to_string()])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn received_messages_page_with_the_listings_cursor() {
+    let w = world_with(|s| s.inbound.messages_per_tenant_per_minute = 1000).await;
+    let t = tenant_id(&w.app, "acme.test");
+    user(&w.app, "dev@acme.test", Role::Developer, Some(&t)).await;
+    let (dev, _) = sign_in(&w.app, "dev@acme.test", &[]).await;
+    crate::inbound::route(
+        &w,
+        serde_json::json!({"match": "*@acme.test", "action": "hold"}),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    many(w.inbound.addr(), "box@acme.test", 51).await;
+
+    let (status, first, _) = get(&w.app, &dev, "/console/inbound").await;
+    assert_eq!(status, 200);
+    let rows = |page: &str| page.matches(">Numbered ").count();
+    assert_eq!(rows(&first), 50, "a page of 50");
+    let start = first
+        .find("id=\"next-page\" href=\"")
+        .expect("a next page link")
+        + 21;
+    let href = &first[start..];
+    let href = href[..href.find('"').unwrap()].replace("&amp;", "&");
+    let href = href.replace("&#x2f;", "/");
+    let (status, second, _) = get(&w.app, &dev, &href).await;
+    assert_eq!(status, 200, "{href}: {second}");
+    assert_eq!(rows(&second), 1, "the 51st on the next page");
+    assert!(!second.contains("id=\"next-page\""));
+    // Newest first: the first page has the last sent, the second the first.
+    assert!(first.contains(">Numbered 50<") && second.contains(">Numbered 0<"));
+}
