@@ -208,6 +208,19 @@ pub fn endpoints() -> Vec<Endpoint> {
             "/console/webhooks/deliveries/{id}/retry",
             webhooks::retry
         ),
+        page!(get.clone(), "/console/inbound", inbound::list),
+        page!(post.clone(), "/console/inbound/routes", inbound::create),
+        page!(
+            post.clone(),
+            "/console/inbound/routes/{id}/delete",
+            inbound::delete
+        ),
+        page!(get.clone(), "/console/inbound/{id}", inbound::show),
+        page!(
+            get.clone(),
+            "/console/inbound/{id}/attachments/{index}",
+            inbound::attachment
+        ),
         page!(get.clone(), "/console/usage", usage::show),
         page!(get.clone(), "/console/queue", queue::show),
     ]

@@ -39,6 +39,11 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("webhooks.html", include_str!("templates/webhooks.html")),
     ("usage.html", include_str!("templates/usage.html")),
+    ("inbound.html", include_str!("templates/inbound.html")),
+    (
+        "inbound_message.html",
+        include_str!("templates/inbound_message.html"),
+    ),
     ("queue.html", include_str!("templates/queue.html")),
     ("pick.html", include_str!("templates/pick.html")),
     ("overview.html", include_str!("templates/overview.html")),

@@ -42,7 +42,12 @@ async fn a_suspended_tenants_console_is_read_only() {
     let keys_before = count(&app, &keys_path).await;
 
     // Every page carries the banner.
-    for page in ["/console/keys", "/console/domains", "/console/webhooks"] {
+    for page in [
+        "/console/keys",
+        "/console/domains",
+        "/console/webhooks",
+        "/console/inbound",
+    ] {
         let (status, html, _) = get(&app, &owner, page).await;
         assert_eq!(status, 200, "{page}");
         assert!(
@@ -79,6 +84,14 @@ async fn a_suspended_tenants_console_is_read_only() {
         (
             &*format!("/console/tenants/{t}/users"),
             vec![("email", "dev@paused.example"), ("role", "developer")],
+        ),
+        (
+            "/console/inbound/routes",
+            vec![("match", "*@paused.example"), ("action", "hold")],
+        ),
+        (
+            &*format!("/console/inbound/routes/{}/delete", uuid::Uuid::new_v4()),
+            vec![],
         ),
     ] {
         let mut f = vec![("csrf", csrf.as_str())];

@@ -6,6 +6,7 @@
 pub mod account;
 pub mod auth;
 pub mod domains;
+pub mod inbound;
 pub mod keys;
 pub mod login_totp;
 pub mod message_view;

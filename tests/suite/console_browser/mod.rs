@@ -10,6 +10,7 @@
 //! titles, widths, axe-core and screenshots (target/console-shots/).
 
 mod harness;
+mod inbound;
 mod pages;
 
 use std::time::Duration;
