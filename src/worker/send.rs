@@ -202,13 +202,6 @@ pub async fn attempt(
     resolve(ctx, &meta, lease, sent)
 }
 
-/// The envelopes of a message. With `bounces.domain` set, one per
-/// recipient: its own VERP return path (at the sending domain's verified
-/// return-path name if it has one, cached per tenant and From domain) and
-/// its own `X-Postline-ID` header, both naming it, so a report about its
-/// copy can only ever concern it. Else one envelope from the message's own
-/// envelope sender to every recipient (also for mail queued before
-/// per-recipient state, which no report could be matched to).
 /// One envelope per recipient, each with the recipient's RFC 8058 header
 /// lines and a DKIM signature over them and the shared content `raw`.
 async fn sign_each(
@@ -259,6 +252,13 @@ async fn sign_each(
     Ok(())
 }
 
+/// The envelopes of a message. With `bounces.domain` set, one per
+/// recipient: its own VERP return path (at the sending domain's verified
+/// return-path name if it has one, cached per tenant and From domain) and
+/// its own `X-Postline-ID` header, both naming it, so a report about its
+/// copy can only ever concern it. Else one envelope from the message's own
+/// envelope sender to every recipient (also for mail queued before
+/// per-recipient state, which no report could be matched to).
 async fn envelopes(ctx: &Ctx, meta: &Meta) -> Vec<Envelope> {
     let single = || {
         vec![Envelope {

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::common::dns_server::DnsServer;
 use crate::common::TestApp;
 
-const TENANT_PERMS: [&str; 12] = [
+const TENANT_PERMS: [&str; 14] = [
     "send",
     "emails:read",
     "templates:read",
@@ -20,6 +20,8 @@ const TENANT_PERMS: [&str; 12] = [
     "suppressions:read",
     "suppressions:write",
     "audit:read",
+    "inbound:read",
+    "inbound:write",
 ];
 
 /// The seeded objects a run's dictionaries point path parameters at.
