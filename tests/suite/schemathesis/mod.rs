@@ -120,6 +120,21 @@ fn statuses(events: &std::path::Path) -> BTreeMap<String, BTreeSet<u16>> {
     seen
 }
 
+/// Reads whose objects the seed cannot make through the API: received mail
+/// arrives over SMTP and the links are signed by the server for a sent
+/// message. Their 2xx answers are tested where those objects are made
+/// (tests/suite/inbound.rs, unsubscribe.rs, tracking.rs); here they must
+/// still answer past authentication and conform to the document.
+const NOT_SEEDED: &[&str] = &[
+    "/v1/inbound/routes/{id}",
+    "/v1/inbound/{id}",
+    "/v1/inbound/{id}/raw",
+    "/v1/inbound/{id}/attachments/{index}",
+    "/u/{token}",
+    "/c/{token}",
+    "/o/{token}.gif",
+];
+
 /// The run was not vacuous: every operation the key may call was answered
 /// past authentication at least once (not only 401/403: the key stayed
 /// valid and the handler ran), and every such read answered 2xx at least
@@ -145,7 +160,10 @@ fn assert_exercised(who: &str, admin: bool, seen: &BTreeMap<String, BTreeSet<u16
         if !got.iter().any(|s| *s != 401 && *s != 403) {
             unreached.push(format!("{label} {got:?}"));
         }
-        if e.method == actix_web::http::Method::GET && !got.iter().any(|s| (200..300).contains(s)) {
+        if e.method == actix_web::http::Method::GET
+            && !NOT_SEEDED.contains(&e.path)
+            && !got.iter().any(|s| (200..300).contains(s))
+        {
             unread.push(format!("{label} {got:?}"));
         }
     }
