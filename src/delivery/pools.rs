@@ -14,7 +14,7 @@ use crate::config::{Secret, TlsMode};
 use crate::emails::stream::Stream;
 
 use super::mx::MxTransport;
-use super::{OutgoingMessage, Outcome, RelayConfig, Transport};
+use super::{Outcome, OutgoingMessage, RelayConfig, Transport};
 
 /// The pool every tenant uses unless assigned another.
 pub const DEFAULT_POOL: &str = "default";
@@ -269,7 +269,10 @@ mod tests {
 
     #[test]
     fn site_keys_include_the_pool() {
-        assert_ne!(SiteKey::new("a", "rule:google"), SiteKey::new("b", "rule:google"));
+        assert_ne!(
+            SiteKey::new("a", "rule:google"),
+            SiteKey::new("b", "rule:google")
+        );
         assert_eq!(SiteKey::new("a", "x").as_str(), "a/x");
     }
 }

@@ -287,7 +287,11 @@ impl MxTransport {
     /// through `default`.
     #[tracing::instrument(skip_all, fields(tenant_id = %msg.tenant_id, email_id = %msg.email_id, pool))]
     pub async fn send_via(&self, pool: &str, msg: &OutgoingMessage) -> Outcome {
-        let dialer = match self.dialers.get(pool).or_else(|| self.dialers.get(DEFAULT_POOL)) {
+        let dialer = match self
+            .dialers
+            .get(pool)
+            .or_else(|| self.dialers.get(DEFAULT_POOL))
+        {
             Some(d) => d,
             None => return Outcome::deferred("no egress pool configured"),
         };

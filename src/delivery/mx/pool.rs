@@ -37,7 +37,9 @@ impl Connections for SitePool<'_> {
     }
 
     async fn connect(&self) -> Result<Idle, Outcome> {
-        self.mx.connect(self.dialer, self.site, self.hosts, self.email_id).await
+        self.mx
+            .connect(self.dialer, self.site, self.hosts, self.email_id)
+            .await
     }
 
     async fn release(&self, mut idle: Idle, reusable: bool) {

@@ -359,7 +359,10 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert!(a.upgrade().is_none(), "a, idle longest, is forgotten");
         assert!(b.upgrade().is_some());
-        assert!(Arc::ptr_eq(&c, &s.site_for("default", &host("c"))), "c is kept");
+        assert!(
+            Arc::ptr_eq(&c, &s.site_for("default", &host("c"))),
+            "c is kept"
+        );
     }
 
     #[test]
