@@ -37,25 +37,30 @@ pub struct Sources {
     v4: Arc<[IpAddr]>,
     v6: Arc<[IpAddr]>,
     next: Arc<AtomicUsize>,
+    /// A configured pool's mail never leaves from an address not its own;
+    /// `default` (`delivery.mx.source_ipv4/6`) binds only the families set.
+    strict: bool,
 }
 
 impl Sources {
-    pub fn new(addrs: &[IpAddr]) -> Sources {
+    pub fn new(addrs: &[IpAddr], strict: bool) -> Sources {
         let (v4, v6): (Vec<IpAddr>, Vec<IpAddr>) = addrs.iter().partition(|a| a.is_ipv4());
         Sources {
             v4: v4.into(),
             v6: v6.into(),
             next: Arc::default(),
+            strict,
         }
     }
 
     /// The address to bind for a connection to `to`: the next of its family;
-    /// `Ok(None)` when the pool binds none at all; `Err` when it binds only
-    /// addresses of the other family (its mail never leaves from another).
+    /// `Ok(None)` when the pool binds none at all (or, not strict, none of
+    /// this family); `Err` when a strict pool binds only addresses of the
+    /// other family (its mail never leaves from another).
     pub fn pick(&self, to: IpAddr) -> Result<Option<IpAddr>, &'static str> {
         let list = if to.is_ipv4() { &self.v4 } else { &self.v6 };
         if list.is_empty() {
-            if self.v4.is_empty() && self.v6.is_empty() {
+            if !self.strict || (self.v4.is_empty() && self.v6.is_empty()) {
                 return Ok(None);
             }
             return Err("the egress pool has no source address of this family");

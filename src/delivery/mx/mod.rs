@@ -80,12 +80,12 @@ impl MxTransport {
                 ClientId::Domain(name.to_string())
             }
         };
-        let dialer = |pool: &str, name: &str, sources: Vec<std::net::IpAddr>| Dialer {
+        let dialer = |pool: &str, name: &str, sources: Vec<std::net::IpAddr>, strict| Dialer {
             pool: pool.into(),
             port: mx.port,
             hello: hello(name),
             tls: mx.tls,
-            sources: Sources::new(&sources),
+            sources: Sources::new(&sources, strict),
             connect_timeout: smtp.connect_timeout,
             command_timeout: smtp.command_timeout,
         };
@@ -93,12 +93,12 @@ impl MxTransport {
         let mut dialers = HashMap::new();
         dialers.insert(
             DEFAULT_POOL.to_string(),
-            dialer(DEFAULT_POOL, &mx.ehlo_name, default_sources),
+            dialer(DEFAULT_POOL, &mx.ehlo_name, default_sources, false),
         );
         for p in settings.delivery.pools.iter().filter(|p| p.relay.is_none()) {
             dialers.insert(
                 p.name.clone(),
-                dialer(&p.name, p.ehlo_name.trim(), p.sources()),
+                dialer(&p.name, p.ehlo_name.trim(), p.sources(), true),
             );
         }
         MxTransport {
