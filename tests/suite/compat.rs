@@ -42,7 +42,7 @@ fn available(reason_var: &str, probe: &mut Command) -> bool {
     true
 }
 
-fn node_ready() -> bool {
+pub(crate) fn node_ready() -> bool {
     let dir = compat_dir();
     available(
         "POSTLINE_COMPAT_NODE_MISSING",
@@ -60,7 +60,7 @@ fn python_ready() -> bool {
 }
 
 /// Runs a driver script and parses the JSON line it prints.
-async fn drive(program: &str, script: &str, env: &[(&str, String)]) -> Value {
+pub(crate) async fn drive(program: &str, script: &str, env: &[(&str, String)]) -> Value {
     let mut cmd = tokio::process::Command::new(program);
     cmd.current_dir(compat_dir()).arg(script);
     for (k, v) in env {

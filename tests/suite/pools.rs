@@ -270,3 +270,83 @@ async fn a_pool_with_a_relay_sends_through_it() {
     assert_eq!(sink.messages()[0].peer.unwrap().ip(), ip(11));
     assert_eq!(relay.count(), 1);
 }
+
+/// The real SDKs choose the stream (Postmark's `MessageStream: "broadcast"`,
+/// Resend's `X-Postline-Stream` header), and the stream chooses the pool:
+/// this tenant's broadcast pool has a relay of its own, so its broadcast
+/// mail arrives there and its transactional mail at the default relay.
+#[tokio::test]
+async fn sdk_streams_pick_the_tenants_pool() {
+    if !crate::compat::node_ready() {
+        return;
+    }
+    let default_relay = SmtpSink::start().await;
+    let bulk_relay = SmtpSink::start().await;
+    let bulk_port = bulk_relay.port();
+    let app = TestApp::spawn_serving(default_relay.port(), |s| {
+        s.delivery.pools = vec![PoolSettings {
+            name: "bulk-relay".into(),
+            source_addresses: vec![],
+            ehlo_name: "bulk.mta.test".into(),
+            relay: Some(PoolRelay {
+                host: "127.0.0.1".into(),
+                port: bulk_port,
+                tls: TlsMode::None,
+                username: String::new(),
+                password: Secret::default(),
+            }),
+        }];
+    })
+    .await;
+    let t = app.create_tenant(json!({"name": "Streams"})).await;
+    let id = t["id"].as_str().unwrap();
+    let key = app.tenant_key(id, &["send", "emails:read"]).await;
+    let r = app
+        .patch(
+            &format!("/v1/tenants/{id}"),
+            &app.admin_key,
+            json!({"pools": {"broadcast": "bulk-relay"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    let env = vec![
+        ("KEY", key.clone()),
+        ("FROM", crate::compat::FROM.to_string()),
+        ("TO", crate::compat::TO.to_string()),
+        ("POSTLINE_HOST", format!("127.0.0.1:{}", app.port)),
+        ("POSTLINE_URL", app.address.clone()),
+    ];
+    let out = crate::compat::drive("node", "stream_sdks.mjs", &env).await;
+    assert_eq!(out["pm_broadcast"]["ErrorCode"], 0, "{out}");
+    assert_eq!(out["pm_outbound"]["ErrorCode"], 0, "{out}");
+    let rs_id = out["rs_broadcast"]["data"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("resend id: {out}"));
+    let r = app.get(&format!("/v1/emails/{rs_id}"), &key).await;
+    assert_eq!(r.json["stream"], "broadcast", "{}", r.text);
+
+    let subjects = |sink: &SmtpSink| -> Vec<String> {
+        let mut v: Vec<String> = sink
+            .messages()
+            .iter()
+            .map(|m| {
+                let text = m.text();
+                assert!(
+                    !text.contains("X-Postline-Stream"),
+                    "header sent on: {text}"
+                );
+                text.lines()
+                    .find_map(|l| l.strip_prefix("Subject: "))
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    bulk_relay.wait_for(2, WAIT).await;
+    default_relay.wait_for(2, WAIT).await;
+    assert_eq!(subjects(&bulk_relay), ["pm broadcast", "resend broadcast"]);
+    assert_eq!(subjects(&default_relay), ["pm outbound", "resend default"]);
+}
