@@ -350,3 +350,52 @@ async fn sdk_streams_pick_the_tenants_pool() {
     assert_eq!(subjects(&bulk_relay), ["pm broadcast", "resend broadcast"]);
     assert_eq!(subjects(&default_relay), ["pm outbound", "resend default"]);
 }
+
+/// Throughput (docs/BENCHMARKS.md, issue 26): the same 160 messages to one
+/// site capped at 2 connections, through one pool, then split over two
+/// pools (same run, same sink answering each DATA after 20 ms). Each pool
+/// has its own 2 connections, so two pools carry about twice as much.
+#[tokio::test]
+async fn two_pools_carry_more_than_one_at_a_capped_site() {
+    let slow = SinkConfig {
+        data_delay: Duration::from_millis(20),
+        ..SinkConfig::default()
+    };
+    let (dns, sink) = world(23, "pools-bench.test", slow).await;
+    let mut s = common::test_settings("postgres://unused@127.0.0.1/unused");
+    apply(&mut s, &dns, &sink);
+    s.delivery.mx.sites = vec![SiteRule {
+        name: "pools-bench".into(),
+        mx_suffixes: vec!["pools-bench.test".into()],
+        max_connections: 2,
+        messages_per_connection: 1000,
+        messages_per_minute: 1_000_000,
+    }];
+    s.delivery.mx.max_wait_ms = 60_000;
+    let t = Arc::new(Transports::with_options(&s, options()));
+    const N: usize = 160;
+    let run = |pools: &'static [&'static str]| {
+        let t = t.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let sends = (0..N).map(|i| {
+                let t = t.clone();
+                let pool = pools[i % pools.len()];
+                let to = format!("u{i}@pools-bench.test");
+                tokio::spawn(async move { t.for_message(None, pool).send(&message(&to)).await })
+            });
+            for out in futures_util::future::join_all(sends).await {
+                assert!(out.unwrap().is_delivered());
+            }
+            N as f64 / started.elapsed().as_secs_f64()
+        }
+    };
+    let one = run(&["pool-a"]).await;
+    let two = run(&["pool-a", "pool-b"]).await;
+    println!(
+        "BENCH pools: one pool {one:.0} msg/s, two pools {two:.0} msg/s ({:.2}x)",
+        two / one
+    );
+    assert_eq!(sink.count(), 2 * N);
+    assert!(two > one * 1.3, "one pool {one:.0}/s, two pools {two:.0}/s");
+}
