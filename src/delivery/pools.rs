@@ -255,6 +255,18 @@ mod tests {
     }
 
     #[test]
+    fn settings_refuse_a_bad_pool_at_start() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut settings =
+            crate::config::Settings::load_layers(&dir, Some("test"), true).expect("test settings");
+        settings.delivery.pools = vec![pool("bulk", &["192.0.2.1"], "bulk.example.com")];
+        assert!(settings.validate().is_ok());
+        settings.delivery.pools.push(pool("bulk", &[], "h"));
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(err.contains("delivery.pools[1].name"), "{err}");
+    }
+
+    #[test]
     fn tenant_pools_default_and_unreadable_json_is_default() {
         let p = TenantPools::from_json(&serde_json::json!({}));
         assert_eq!(p, TenantPools::default());
