@@ -168,6 +168,9 @@ pub struct DeliverySettings {
     pub smtp: SmtpSettings,
     /// Direct delivery (issue 16).
     pub mx: crate::delivery::mx::MxSettings,
+    /// Egress pools (issue 26, `[[delivery.pools]]`); `default` is built in.
+    #[serde(default)]
+    pub pools: Vec<crate::delivery::pools::PoolSettings>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -678,6 +681,10 @@ impl Settings {
         // Direct delivery (issue 16).
         if let Err((key, why)) = self.delivery.mx.validate() {
             return fail(&key, why);
+        }
+        // Egress pools (issue 26).
+        if let Err((key, why)) = crate::delivery::pools::validate(&self.delivery.pools) {
+            return fail(&key, &why);
         }
         let w = &self.webhooks;
         if !(1..=60).contains(&w.timeout_secs) {

@@ -5,6 +5,7 @@
 
 mod capture;
 pub mod mx;
+pub mod pools;
 mod relay_pool;
 mod run;
 mod session;
@@ -219,6 +220,10 @@ struct CachedRelay {
 /// relay) and one pooled SMTP transport per distinct relay in use.
 pub struct Transports {
     default: Arc<dyn Transport>,
+    /// Every egress pool other than `default` (issue 26): its relay, or in
+    /// `mx` mode direct delivery from its source addresses. Pools without a
+    /// relay in `smtp`/`capture` mode use the default transport.
+    pools: HashMap<String, Arc<dyn Transport>>,
     /// Options of tenant relays: these carry the SSRF guard.
     options: SmtpOptions,
     relays: Mutex<HashMap<RelayConfig, CachedRelay>>,
@@ -251,9 +256,20 @@ impl Transports {
             ..options
         };
         let mut relays = HashMap::new();
+        let mut pools: HashMap<String, Arc<dyn Transport>> = HashMap::new();
         let default: Arc<dyn Transport> = match delivery.mode {
             DeliveryMode::Capture => Arc::new(CaptureTransport::new(delivery.capture_dir.clone())),
-            DeliveryMode::Mx => Arc::new(mx::MxTransport::new(settings, options.clone())),
+            DeliveryMode::Mx => {
+                let mx = Arc::new(mx::MxTransport::new(settings, options.clone()));
+                for p in delivery.pools.iter().filter(|p| mx.has_pool(&p.name)) {
+                    let via: Arc<dyn Transport> = Arc::new(pools::PoolTransport {
+                        mx: mx.clone(),
+                        pool: p.name.clone(),
+                    });
+                    pools.insert(p.name.clone(), via);
+                }
+                mx
+            }
             DeliveryMode::Smtp => {
                 let relay = RelayConfig::from_settings(&delivery.smtp);
                 let transport = Arc::new(SmtpTransport::new(relay.clone(), options.clone()));
@@ -267,9 +283,17 @@ impl Transports {
                 transport
             }
         };
+        // A pool's relay is trusted config, like the default relay.
+        for p in &delivery.pools {
+            if let Some(relay) = p.relay_config() {
+                let via: Arc<dyn Transport> = Arc::new(SmtpTransport::new(relay, options.clone()));
+                pools.insert(p.name.clone(), via);
+            }
+        }
         let guard = Guard::new(delivery.allow_private_relays);
         Transports {
             default,
+            pools,
             options: SmtpOptions {
                 guard: Some(guard),
                 ..options
@@ -284,8 +308,24 @@ impl Transports {
     /// (mode=capture), the default relay (mode=smtp) or direct delivery
     /// (mode=mx).
     pub fn for_tenant(&self, override_relay: Option<RelayConfig>) -> Arc<dyn Transport> {
+        self.for_message(override_relay, pools::DEFAULT_POOL)
+    }
+
+    /// The transport for one message of egress pool `pool` (the tenant's
+    /// pool for the message's stream): the tenant's SMTP override wins, then
+    /// the pool's relay or (mode=mx) direct delivery from the pool's source
+    /// addresses, else the default transport. A pool not configured (any
+    /// more) is `default`.
+    pub fn for_message(
+        &self,
+        override_relay: Option<RelayConfig>,
+        pool: &str,
+    ) -> Arc<dyn Transport> {
         let Some(relay) = override_relay else {
-            return self.default.clone();
+            return match self.pools.get(pool) {
+                Some(t) => t.clone(),
+                None => self.default.clone(),
+            };
         };
         // A poisoned lock only means a panic elsewhere mid-update of a plain
         // map; its entries are still whole.

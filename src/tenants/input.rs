@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use super::model::TenantRow;
 use crate::config::{Secret, TlsMode};
 use crate::crypto::Vault;
+use crate::delivery::pools::{PoolNames, TenantPools};
 use crate::domain::{has_line_break_or_nul, parse_email, parse_hostname};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::net_guard::Guard;
@@ -103,6 +104,59 @@ pub struct UpdateTenant {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<Object>)]
     pub reputation_policy: Option<Option<Value>>,
+    /// Egress pool per stream (issue 26); a name not configured → 422
+    /// `unknown_pool`.
+    pub pools: Option<PoolsPatch>,
+}
+
+/// `"pools": {"transactional": "<pool>", "broadcast": "<pool>"}`: only the
+/// given streams change.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PoolsPatch {
+    pub transactional: Option<String>,
+    pub broadcast: Option<String>,
+}
+
+impl PoolsPatch {
+    /// Every named pool exists (`default` or a `[[delivery.pools]]` name).
+    pub fn check(&self, known: &PoolNames) -> AppResult<()> {
+        let given = [
+            ("pools.transactional", &self.transactional),
+            ("pools.broadcast", &self.broadcast),
+        ];
+        let errors: Vec<FieldError> = given
+            .into_iter()
+            .filter_map(|(field, name)| Some((field, name.as_deref()?)))
+            .filter(|(_, name)| !known.contains(name))
+            .map(|(field, name)| {
+                let shown: String = name.chars().take(64).collect();
+                FieldError::new(field, format!("no egress pool named {shown:?}"))
+            })
+            .collect();
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let AppError::Validation { detail, errors, .. } = AppError::invalid_fields(errors) else {
+            return Err(AppError::invalid("pools", "unknown pool"));
+        };
+        Err(AppError::Validation {
+            code: "unknown_pool",
+            detail,
+            errors,
+        })
+    }
+
+    fn apply(self, row: &mut TenantRow) {
+        let mut pools = TenantPools::from_json(&row.pools);
+        if let Some(t) = self.transactional {
+            pools.transactional = t;
+        }
+        if let Some(b) = self.broadcast {
+            pools.broadcast = b;
+        }
+        row.pools = pools.to_json();
+    }
 }
 
 impl From<CreateTenant> for UpdateTenant {
@@ -117,6 +171,7 @@ impl From<CreateTenant> for UpdateTenant {
             retention_content_days: c.retention_content_days.map(Some),
             status: None,
             reputation_policy: None,
+            pools: None,
         }
     }
 }
@@ -266,6 +321,9 @@ impl UpdateTenant {
                 Ok(clean) => row.reputation_policy = Some(clean),
                 Err(e) => errors.extend(e),
             },
+        }
+        if let Some(pools) = self.pools {
+            pools.apply(row);
         }
         if let Some(status) = self.status {
             row.status = match status {

@@ -33,6 +33,9 @@ pub struct TenantRow {
     pub retention_content_days: Option<i32>,
     /// The reputation policy override (issue 25); `None` = `[reputation]`.
     pub reputation_policy: Option<serde_json::Value>,
+    /// Egress pool per stream (issue 26): `{"transactional", "broadcast"}`;
+    /// absent = `default` ([`crate::delivery::pools::TenantPools`]).
+    pub pools: serde_json::Value,
 }
 
 impl TenantRow {
@@ -66,6 +69,7 @@ impl TenantRow {
                 tenants::status.eq(&self.status),
                 tenants::retention_content_days.eq(self.retention_content_days),
                 tenants::reputation_policy.eq(&self.reputation_policy),
+                tenants::pools.eq(&self.pools),
             ))
             .returning(TenantRow::as_returning())
             .get_result(conn)

@@ -43,6 +43,7 @@ fn blank_tenant() -> TenantRow {
         deleted_at: None,
         retention_content_days: None,
         reputation_policy: None,
+        pools: serde_json::json!({}),
     }
 }
 
@@ -150,6 +151,11 @@ pub async fn update(
     {
         let host = host.trim().to_string();
         check_relay_resolves(state, Some(&host)).await?;
+    }
+    if let Some(pools) = &patch.pools {
+        pools.check(&crate::delivery::pools::PoolNames::new(
+            &state.settings.delivery.pools,
+        ))?;
     }
     let vault = state.vault.clone();
     let guard = relay_guard(state);

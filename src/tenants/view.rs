@@ -6,6 +6,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::model::TenantRow;
+use crate::delivery::pools::TenantPools;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SmtpView {
@@ -40,6 +41,8 @@ pub struct TenantView {
     /// `check_secs`); `null` = the platform's defaults.
     #[schema(value_type = Option<Object>)]
     pub reputation_policy: Option<serde_json::Value>,
+    /// The egress pool of each stream (issue 26); `default` unless assigned.
+    pub pools: TenantPools,
     pub status: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -68,6 +71,7 @@ impl From<TenantRow> for TenantView {
             },
             retention_content_days: t.retention_content_days,
             reputation_policy: t.reputation_policy,
+            pools: TenantPools::from_json(&t.pools),
             status: t.status,
             created_at: t.created_at,
             updated_at: t.updated_at,

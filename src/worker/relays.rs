@@ -1,5 +1,7 @@
 //! What the worker needs of each tenant of a claim: its relay (the SMTP
-//! override, decrypted) and its delivery pace. Loaded once per claim.
+//! override, decrypted), its delivery pace and its egress pool per stream.
+//! Loaded once per claim (one query for the claim's tenants, none per
+//! message).
 
 use std::collections::HashMap;
 
@@ -9,6 +11,7 @@ use super::Ctx;
 use crate::config::{Secret, TlsMode};
 use crate::crypto::Vault;
 use crate::db;
+use crate::delivery::pools::TenantPools;
 use crate::delivery::RelayConfig;
 use crate::tenants::input::smtp_password_context;
 use crate::tenants::model::{self as tenants_db, TenantRow};
@@ -19,6 +22,8 @@ pub struct TenantDelivery {
     /// password cannot be decrypted or the tenant cannot be read.
     pub relay: Result<Option<RelayConfig>, String>,
     pub per_second: Option<i32>,
+    /// The egress pool of each stream (issue 26).
+    pub pools: TenantPools,
 }
 
 /// The tenants' delivery settings; an unreadable tenant defers its mail
@@ -39,6 +44,7 @@ pub async fn load(ctx: &Ctx, tenants: Vec<Uuid>) -> HashMap<Uuid, TenantDelivery
                 let d = TenantDelivery {
                     relay: relay_of(&ctx.vault, &t),
                     per_second: t.emails_per_second,
+                    pools: TenantPools::from_json(&t.pools),
                 };
                 (t.id, d)
             })
@@ -47,6 +53,7 @@ pub async fn load(ctx: &Ctx, tenants: Vec<Uuid>) -> HashMap<Uuid, TenantDelivery
             let unavailable = TenantDelivery {
                 relay: Err(format!("tenant settings unavailable: {e}")),
                 per_second: None,
+                pools: TenantPools::default(),
             };
             ids.into_iter().map(|t| (t, unavailable.clone())).collect()
         }

@@ -14,6 +14,7 @@ use crate::bounces::token::return_path;
 use crate::bounces::{bounce_json, classify};
 use crate::delivery::{self, Envelope, Fate, OutgoingMessage};
 use crate::domain::TenantId;
+use crate::emails::stream::Stream;
 use crate::metrics;
 use crate::queue::claim::Claimed;
 use crate::queue::record::{Outcome, RcptOutcome, Resolution};
@@ -36,6 +37,8 @@ struct Meta {
     delivered_before: bool,
     /// RFC 8058 headers wanted (broadcast mail, or asked for).
     unsubscribe: bool,
+    /// Picks the tenant's egress pool.
+    stream: Stream,
 }
 
 impl Meta {
@@ -77,6 +80,7 @@ impl Meta {
             every,
             delivered_before,
             unsubscribe: row.unsubscribe || row.stream == "broadcast",
+            stream: Stream::parse(&row.stream).unwrap_or_default(),
         }
     }
 }
@@ -140,6 +144,10 @@ pub async fn attempt(
         });
     }
     let per_second = tenant.as_ref().and_then(|t| t.per_second);
+    let pool = tenant
+        .as_ref()
+        .map(|t| t.pools.for_stream(meta.stream).to_string())
+        .unwrap_or_else(|| delivery::pools::DEFAULT_POOL.to_string());
     if let Some(at) = ctx.pacer.pace(meta.tenant_id, per_second).await {
         metrics::limited("paced");
         return outcome(Resolution::Requeued { at });
@@ -168,7 +176,7 @@ pub async fn attempt(
             Err(why) => return outcome(deferral(ctx, &meta, why)),
         },
     };
-    let transport = ctx.transports.for_tenant(relay);
+    let transport = ctx.transports.for_message(relay, &pool);
     let msg = OutgoingMessage {
         tenant_id: TenantId(meta.tenant_id),
         email_id: meta.id,
@@ -199,6 +207,7 @@ pub async fn attempt(
         delivery::Outcome::Throttled { .. } => "throttled",
     };
     metrics::smtp_send(label, started.elapsed());
+    delivery::mx::metrics::pool_sent(&pool, label);
     resolve(ctx, &meta, lease, sent)
 }
 

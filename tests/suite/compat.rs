@@ -42,7 +42,7 @@ fn available(reason_var: &str, probe: &mut Command) -> bool {
     true
 }
 
-fn node_ready() -> bool {
+pub(crate) fn node_ready() -> bool {
     let dir = compat_dir();
     available(
         "POSTLINE_COMPAT_NODE_MISSING",

@@ -62,6 +62,7 @@ mod oauth;
 mod oauth_tokens;
 mod observability;
 mod openapi;
+mod pools;
 mod queue;
 mod queue_guards;
 mod quota_nodes;

@@ -1,9 +1,12 @@
 //! Opening a session with one MX host: our own socket (TCP_NODELAY, the
-//! optional source address), greeting, EHLO with `delivery.mx.ehlo_name`,
+//! egress pool's source addresses in turn), greeting, EHLO with the pool's
+//! name (`delivery.mx.ehlo_name` for `default`),
 //! STARTTLS per `delivery.mx.tls`, and the PIPELINING probe. Each open connection counts in the
 //! site's `mx_site_connections` gauge until it is dropped.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
@@ -15,16 +18,56 @@ use super::metrics;
 use super::settings::MxTls;
 use crate::delivery::session;
 
-/// How sessions are opened.
+/// How one egress pool's sessions are opened.
 #[derive(Clone, Debug)]
 pub struct Dialer {
+    /// The egress pool (`default` or a `[[delivery.pools]]` name).
+    pub pool: Arc<str>,
     pub port: u16,
     pub hello: ClientId,
     pub tls: MxTls,
-    pub source_v4: Option<IpAddr>,
-    pub source_v6: Option<IpAddr>,
+    pub sources: Sources,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
+}
+
+/// A pool's source addresses per family, bound in turn (round robin).
+#[derive(Clone, Debug, Default)]
+pub struct Sources {
+    v4: Arc<[IpAddr]>,
+    v6: Arc<[IpAddr]>,
+    next: Arc<AtomicUsize>,
+    /// A configured pool's mail never leaves from an address not its own;
+    /// `default` (`delivery.mx.source_ipv4/6`) binds only the families set.
+    strict: bool,
+}
+
+impl Sources {
+    pub fn new(addrs: &[IpAddr], strict: bool) -> Sources {
+        let (v4, v6): (Vec<IpAddr>, Vec<IpAddr>) = addrs.iter().partition(|a| a.is_ipv4());
+        Sources {
+            v4: v4.into(),
+            v6: v6.into(),
+            next: Arc::default(),
+            strict,
+        }
+    }
+
+    /// The address to bind for a connection to `to`: the next of its family;
+    /// `Ok(None)` when the pool binds none at all (or, not strict, none of
+    /// this family); `Err` when a strict pool binds only addresses of the
+    /// other family (its mail never leaves from another).
+    pub fn pick(&self, to: IpAddr) -> Result<Option<IpAddr>, &'static str> {
+        let list = if to.is_ipv4() { &self.v4 } else { &self.v6 };
+        if list.is_empty() {
+            if !self.strict || (self.v4.is_empty() && self.v6.is_empty()) {
+                return Ok(None);
+            }
+            return Err("the egress pool has no source address of this family");
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(list[i % list.len()]))
+    }
 }
 
 /// An open session; leaves the site's connection gauge when dropped.
@@ -34,11 +77,13 @@ pub struct Conn {
     /// The host offers PIPELINING.
     pub pipelining: bool,
     label: String,
+    pool: Arc<str>,
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
         metrics::closed(&self.label);
+        metrics::pool_closed(&self.pool);
     }
 }
 
@@ -78,9 +123,13 @@ impl Dialer {
 
     async fn tcp(&self, addr: IpAddr) -> std::io::Result<TcpStream> {
         let target = SocketAddr::new(addr, self.port);
-        let (socket, source) = match addr {
-            IpAddr::V4(_) => (TcpSocket::new_v4()?, self.source_v4),
-            IpAddr::V6(_) => (TcpSocket::new_v6()?, self.source_v6),
+        let source = self
+            .sources
+            .pick(addr)
+            .map_err(|why| std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, why))?;
+        let socket = match addr {
+            IpAddr::V4(_) => TcpSocket::new_v4()?,
+            IpAddr::V6(_) => TcpSocket::new_v6()?,
         };
         if let Some(src) = source {
             socket.bind(SocketAddr::new(src, 0))?;
@@ -120,11 +169,13 @@ impl Dialer {
             .map_err(session_failure)?;
         // Counted from here; `Conn`'s drop uncounts it.
         metrics::opened(label);
+        metrics::pool_opened(&self.pool);
         let mut conn = Conn {
             inner,
             encrypted: false,
             pipelining: false,
             label: label.to_string(),
+            pool: self.pool.clone(),
         };
         let offered = conn.inner.can_starttls();
         if !offered || !try_tls {

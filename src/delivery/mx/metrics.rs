@@ -1,6 +1,8 @@
 //! Per-site metrics of direct delivery. The `site` label is a site rule's
 //! name or `other`: bounded by the configuration, never one per domain or
-//! per tenant.
+//! per tenant. Per egress pool (issue 26; `pool` is a configured pool name
+//! or `default`, never a tenant): open connections, connections opened, and
+//! messages sent by outcome in every mode.
 
 use std::sync::OnceLock;
 
@@ -12,6 +14,9 @@ struct Mx {
     deferrals: IntCounterVec,
     slowdowns: IntCounterVec,
     rate: GaugeVec,
+    pool_connections: IntGaugeVec,
+    pool_opened: IntCounterVec,
+    pool_messages: IntCounterVec,
 }
 
 fn get() -> Option<&'static Mx> {
@@ -54,7 +59,31 @@ fn get() -> Option<&'static Mx> {
                     ),
                     &["site"],
                 )?,
+                pool_connections: IntGaugeVec::new(
+                    Opts::new(
+                        "mx_pool_connections",
+                        "Open SMTP connections to MX hosts per egress pool",
+                    ),
+                    &["pool"],
+                )?,
+                pool_opened: IntCounterVec::new(
+                    Opts::new(
+                        "mx_pool_connections_opened_total",
+                        "SMTP connections to MX hosts opened per egress pool",
+                    ),
+                    &["pool"],
+                )?,
+                pool_messages: IntCounterVec::new(
+                    Opts::new(
+                        "pool_messages_total",
+                        "Delivery attempts per egress pool by outcome",
+                    ),
+                    &["pool", "outcome"],
+                )?,
             };
+            crate::metrics::register(Box::new(m.pool_connections.clone()));
+            crate::metrics::register(Box::new(m.pool_opened.clone()));
+            crate::metrics::register(Box::new(m.pool_messages.clone()));
             crate::metrics::register(Box::new(m.connections.clone()));
             crate::metrics::register(Box::new(m.opened.clone()));
             crate::metrics::register(Box::new(m.deferrals.clone()));
@@ -96,5 +125,25 @@ pub fn slowdown(site: &str, rate: f64) {
 pub fn rate(site: &str, rate: f64) {
     if let Some(m) = get() {
         m.rate.with_label_values(&[site]).set(rate);
+    }
+}
+
+pub fn pool_opened(pool: &str) {
+    if let Some(m) = get() {
+        m.pool_opened.with_label_values(&[pool]).inc();
+        m.pool_connections.with_label_values(&[pool]).inc();
+    }
+}
+
+pub fn pool_closed(pool: &str) {
+    if let Some(m) = get() {
+        m.pool_connections.with_label_values(&[pool]).dec();
+    }
+}
+
+/// One delivery attempt through `pool` (any mode) and its outcome label.
+pub fn pool_sent(pool: &str, outcome: &str) {
+    if let Some(m) = get() {
+        m.pool_messages.with_label_values(&[pool, outcome]).inc();
     }
 }

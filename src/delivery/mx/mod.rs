@@ -21,13 +21,13 @@ pub mod resolve;
 pub mod settings;
 pub mod shaping;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use lettre::transport::smtp::extension::ClientId;
 
-use self::connect::Dialer;
+use self::connect::{Dialer, Sources};
 use self::outcome::{domain_of, slowed};
 use self::pool::SitePool;
 use self::reach::{Reached, Walk};
@@ -37,6 +37,7 @@ use super::run;
 use super::session::Parsed;
 use super::{Envelope, Fate, Outcome, OutgoingMessage, RcptResult, SmtpOptions, Transport};
 use crate::config::Settings;
+use crate::delivery::pools::DEFAULT_POOL;
 use crate::dns::Dns;
 use crate::net_guard::Guard;
 
@@ -46,7 +47,9 @@ pub use settings::{IpFamily, MxSettings, MxTls, SiteRule};
 pub struct MxTransport {
     resolver: Resolver,
     sites: Sites,
-    dialer: Dialer,
+    /// One per egress pool (`default` and every `[[delivery.pools]]` entry
+    /// without a relay): its source addresses and EHLO name.
+    dialers: HashMap<String, Dialer>,
     smtp: SmtpOptions,
     max_wait: Duration,
     down_for: Duration,
@@ -70,11 +73,34 @@ impl MxTransport {
         let mx = &settings.delivery.mx;
         let nameservers =
             crate::dns::parse_nameservers(&settings.dns.nameservers).unwrap_or_default();
-        let hello = if mx.ehlo_name.is_empty() {
-            ClientId::default()
-        } else {
-            ClientId::Domain(mx.ehlo_name.clone())
+        let hello = |name: &str| {
+            if name.is_empty() {
+                ClientId::default()
+            } else {
+                ClientId::Domain(name.to_string())
+            }
         };
+        let dialer = |pool: &str, name: &str, sources: Vec<std::net::IpAddr>, strict| Dialer {
+            pool: pool.into(),
+            port: mx.port,
+            hello: hello(name),
+            tls: mx.tls,
+            sources: Sources::new(&sources, strict),
+            connect_timeout: smtp.connect_timeout,
+            command_timeout: smtp.command_timeout,
+        };
+        let default_sources = mx.source_v4().into_iter().chain(mx.source_v6()).collect();
+        let mut dialers = HashMap::new();
+        dialers.insert(
+            DEFAULT_POOL.to_string(),
+            dialer(DEFAULT_POOL, &mx.ehlo_name, default_sources, false),
+        );
+        for p in settings.delivery.pools.iter().filter(|p| p.relay.is_none()) {
+            dialers.insert(
+                p.name.clone(),
+                dialer(&p.name, p.ehlo_name.trim(), p.sources(), true),
+            );
+        }
         MxTransport {
             resolver: Resolver::new(
                 Dns::new(&nameservers),
@@ -83,15 +109,7 @@ impl MxTransport {
                 Duration::from_secs(mx.cache_max_ttl_secs),
             ),
             sites: Sites::new(mx),
-            dialer: Dialer {
-                port: mx.port,
-                hello,
-                tls: mx.tls,
-                source_v4: mx.source_v4(),
-                source_v6: mx.source_v6(),
-                connect_timeout: smtp.connect_timeout,
-                command_timeout: smtp.command_timeout,
-            },
+            dialers,
             smtp,
             max_wait: Duration::from_millis(mx.max_wait_ms),
             down_for: Duration::from_secs(mx.down_secs),
@@ -125,6 +143,7 @@ impl MxTransport {
     /// The envelopes of a message restricted to one domain's recipients.
     async fn deliver_domain(
         &self,
+        dialer: &Dialer,
         msg: &OutgoingMessage,
         domain: &str,
         envs: Vec<Envelope>,
@@ -160,7 +179,7 @@ impl MxTransport {
             }
             Ok(Route::Hosts(hosts)) => hosts.clone(),
         };
-        let site = self.sites.site_for(&hosts);
+        let site = self.sites.site_for(&dialer.pool, &hosts);
         if site.is_down() {
             metrics::deferred(&site.label);
             return all(
@@ -191,6 +210,7 @@ impl MxTransport {
         if !parsed.is_empty() {
             let pool = SitePool {
                 mx: self,
+                dialer,
                 site: &site,
                 hosts: &hosts,
                 email_id: msg.email_id,
@@ -213,13 +233,14 @@ impl MxTransport {
     /// made, and none will be under this configuration).
     async fn connect(
         &self,
+        dialer: &Dialer,
         site: &Site,
         hosts: &[String],
         email_id: uuid::Uuid,
     ) -> Result<Idle, Outcome> {
         let walk = Walk {
             resolver: &self.resolver,
-            dialer: &self.dialer,
+            dialer,
             guard: self.guard,
             max_addresses: self.max_addresses,
         };
@@ -248,8 +269,33 @@ impl MxTransport {
 
 #[async_trait]
 impl Transport for MxTransport {
-    #[tracing::instrument(skip_all, fields(tenant_id = %msg.tenant_id, email_id = %msg.email_id))]
+    /// Through the `default` pool.
     async fn send(&self, msg: &OutgoingMessage) -> Outcome {
+        self.send_via(DEFAULT_POOL, msg).await
+    }
+}
+
+impl MxTransport {
+    /// Whether `pool` is an egress pool of this transport (one without a
+    /// relay, or `default`).
+    pub fn has_pool(&self, pool: &str) -> bool {
+        self.dialers.contains_key(pool)
+    }
+
+    /// Sends from egress pool `pool`'s source addresses with its EHLO name,
+    /// shaped per (pool, site). A pool not configured (any more) sends
+    /// through `default`.
+    #[tracing::instrument(skip_all, fields(tenant_id = %msg.tenant_id, email_id = %msg.email_id, pool))]
+    pub async fn send_via(&self, pool: &str, msg: &OutgoingMessage) -> Outcome {
+        let dialer = match self
+            .dialers
+            .get(pool)
+            .or_else(|| self.dialers.get(DEFAULT_POOL))
+        {
+            Some(d) => d,
+            None => return Outcome::deferred("no egress pool configured"),
+        };
+        tracing::Span::current().record("pool", &*dialer.pool);
         self.sweep();
         let mut groups: BTreeMap<String, Vec<Envelope>> = BTreeMap::new();
         let mut results = Vec::new();
@@ -276,7 +322,7 @@ impl Transport for MxTransport {
         let parts =
             futures_util::future::join_all(groups.into_iter().map(|(domain, envs)| async move {
                 let rcpts: Vec<String> = envs.iter().flat_map(|e| e.recipients.clone()).collect();
-                let part = self.deliver_domain(msg, &domain, envs).await;
+                let part = self.deliver_domain(dialer, msg, &domain, envs).await;
                 (rcpts, part)
             }))
             .await;

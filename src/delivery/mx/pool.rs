@@ -8,6 +8,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use lettre::transport::smtp::client::AsyncSmtpConnection;
 
+use super::connect::Dialer;
 use super::shaping::{Idle, Site};
 use super::MxTransport;
 use crate::delivery::run::Connections;
@@ -15,6 +16,7 @@ use crate::delivery::Outcome;
 
 pub(super) struct SitePool<'a> {
     pub mx: &'a MxTransport,
+    pub dialer: &'a Dialer,
     pub site: &'a Site,
     pub hosts: &'a [String],
     pub email_id: uuid::Uuid,
@@ -35,7 +37,9 @@ impl Connections for SitePool<'_> {
     }
 
     async fn connect(&self) -> Result<Idle, Outcome> {
-        self.mx.connect(self.site, self.hosts, self.email_id).await
+        self.mx
+            .connect(self.dialer, self.site, self.hosts, self.email_id)
+            .await
     }
 
     async fn release(&self, mut idle: Idle, reusable: bool) {

@@ -15,6 +15,7 @@ use super::connect::Conn;
 use super::gate::Gate;
 use super::metrics;
 use super::settings::{MxSettings, SiteRule};
+use crate::delivery::pools::SiteKey;
 
 /// Starting points for the big providers (after KumoMTA's shaping table;
 /// not published by the providers): name, MX suffixes, connections,
@@ -80,6 +81,8 @@ struct State {
 }
 
 pub struct Site {
+    /// (pool, site): what the limits below are keyed by.
+    pub key: SiteKey,
     /// The rule's name, or `other` for sites without one (the metrics label:
     /// bounded by the rules, never one per domain).
     pub label: String,
@@ -93,9 +96,10 @@ pub struct Site {
 }
 
 impl Site {
-    fn new(label: String, limits: Limits, slowdown: Duration) -> Site {
+    fn new(key: SiteKey, label: String, limits: Limits, slowdown: Duration) -> Site {
         metrics::rate(&label, f64::from(limits.messages_per_minute));
         Site {
+            key,
             permits: Gate::new(limits.max_connections),
             label,
             limits,
@@ -197,7 +201,7 @@ pub struct Sites {
     defaults: Limits,
     slowdown: Duration,
     max_sites: usize,
-    sites: Mutex<HashMap<String, Arc<Site>>>,
+    sites: Mutex<HashMap<SiteKey, Arc<Site>>>,
 }
 
 impl Sites {
@@ -215,9 +219,10 @@ impl Sites {
         }
     }
 
-    /// The site of a domain with these MX hosts: the first rule one of them
-    /// matches, else the host set itself.
-    pub fn site_for(&self, hosts: &[String]) -> Arc<Site> {
+    /// The site of a domain with these MX hosts as seen from egress pool
+    /// `pool`: the first rule one of them matches, else the host set itself.
+    /// Each pool has its own limits at a site ([`SiteKey`]).
+    pub fn site_for(&self, pool: &str, hosts: &[String]) -> Arc<Site> {
         let rule = self.rules.iter().find(|r| {
             hosts
                 .iter()
@@ -239,6 +244,7 @@ impl Sites {
                 (set.join(","), "other".to_string(), self.defaults.clone())
             }
         };
+        let key = SiteKey::new(pool, &key);
         let mut sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(site) = sites.get(&key) {
             return site.clone();
@@ -256,7 +262,7 @@ impl Sites {
                 None => break,
             };
         }
-        let site = Arc::new(Site::new(label, limits, self.slowdown));
+        let site = Arc::new(Site::new(key.clone(), label, limits, self.slowdown));
         sites.insert(key, site.clone());
         site
     }
@@ -299,7 +305,12 @@ mod tests {
             messages_per_connection: 10,
             messages_per_minute: per_minute,
         };
-        Site::new("test".into(), limits, Duration::from_millis(200))
+        Site::new(
+            SiteKey::new("default", "test"),
+            "test".into(),
+            limits,
+            Duration::from_millis(200),
+        )
     }
 
     #[test]
@@ -340,15 +351,18 @@ mod tests {
     #[test]
     fn site_map_holds_max_sites_forgetting_the_idle_longest() {
         let s = sites(2);
-        let a = Arc::downgrade(&s.site_for(&host("a")));
+        let a = Arc::downgrade(&s.site_for("default", &host("a")));
         std::thread::sleep(Duration::from_millis(5));
-        let b = Arc::downgrade(&s.site_for(&host("b")));
+        let b = Arc::downgrade(&s.site_for("default", &host("b")));
         assert_eq!(s.len(), 2);
-        let c = s.site_for(&host("c"));
+        let c = s.site_for("default", &host("c"));
         assert_eq!(s.len(), 2);
         assert!(a.upgrade().is_none(), "a, idle longest, is forgotten");
         assert!(b.upgrade().is_some());
-        assert!(Arc::ptr_eq(&c, &s.site_for(&host("c"))), "c is kept");
+        assert!(
+            Arc::ptr_eq(&c, &s.site_for("default", &host("c"))),
+            "c is kept"
+        );
     }
 
     #[test]
@@ -356,12 +370,22 @@ mod tests {
         let s = sites(2);
         let held: Vec<_> = ["a", "b", "c"]
             .iter()
-            .map(|n| s.site_for(&host(n)))
+            .map(|n| s.site_for("default", &host(n)))
             .collect();
         assert_eq!(s.len(), 3, "no site in use is dropped");
         drop(held);
-        s.site_for(&host("d"));
+        s.site_for("default", &host("d"));
         assert_eq!(s.len(), 2, "back within max_sites once they are idle");
+    }
+
+    #[test]
+    fn each_pool_has_its_own_limits_at_a_site() {
+        let s = sites(10);
+        let a = s.site_for("default", &host("a"));
+        let b = s.site_for("bulk", &host("a"));
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!(b.key.as_str(), "bulk/mx.a.test");
+        assert!(Arc::ptr_eq(&b, &s.site_for("bulk", &host("a"))));
     }
 
     #[test]

@@ -92,6 +92,8 @@ struct Shared {
     /// the most ever open at once.
     open: AtomicUsize,
     peak: AtomicUsize,
+    /// Per client address: sessions open now and the most ever at once.
+    peers: Mutex<HashMap<IpAddr, (usize, usize)>>,
     /// AUTH commands received, successful or not.
     auth_attempts: AtomicUsize,
     /// MAIL commands that arrived with more commands already behind them.
@@ -175,6 +177,7 @@ impl SmtpSink {
             connections: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
+            peers: Mutex::default(),
             auth_attempts: AtomicUsize::new(0),
             pipelined: AtomicUsize::new(0),
             next_connection: AtomicU64::new(1),
@@ -270,6 +273,12 @@ impl SmtpSink {
         self.shared.peak.load(Ordering::SeqCst)
     }
 
+    /// The most sessions ever open at once from one client address.
+    pub fn peak_connections_from(&self, ip: IpAddr) -> usize {
+        let peers = self.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.get(&ip).map_or(0, |p| p.1)
+    }
+
     /// AUTH commands received: 0 means no credential reached the wire.
     pub fn auth_attempts(&self) -> usize {
         self.shared.auth_attempts.load(Ordering::SeqCst)
@@ -341,10 +350,17 @@ async fn accept_loop(
                 shared.connections.fetch_add(1, Ordering::SeqCst);
                 let now_open = shared.open.fetch_add(1, Ordering::SeqCst) + 1;
                 shared.peak.fetch_max(now_open, Ordering::SeqCst);
+                let peer = stream.peer_addr().ok().map(|a| a.ip());
+                if let Some(ip) = peer {
+                    let mut peers = shared.peers.lock().unwrap_or_else(|e| e.into_inner());
+                    let p = peers.entry(ip).or_default();
+                    p.0 += 1;
+                    p.1 = p.1.max(p.0);
+                }
                 let id = shared.next_connection.fetch_add(1, Ordering::SeqCst);
                 let shared = shared.clone();
                 sessions.spawn(async move {
-                    let mut open = OpenSession { shared: &shared, counted: true };
+                    let mut open = OpenSession { shared: &shared, counted: true, peer };
                     // A client that hangs up mid-session is normal in tests.
                     let _ = serve(stream, id, &mut open).await;
                 });
@@ -359,12 +375,19 @@ async fn accept_loop(
 struct OpenSession<'a> {
     shared: &'a Arc<Shared>,
     counted: bool,
+    peer: Option<IpAddr>,
 }
 
 impl OpenSession<'_> {
     fn leave(&mut self) {
         if std::mem::take(&mut self.counted) {
             self.shared.open.fetch_sub(1, Ordering::SeqCst);
+            if let Some(ip) = self.peer {
+                let mut peers = self.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(p) = peers.get_mut(&ip) {
+                    p.0 = p.0.saturating_sub(1);
+                }
+            }
         }
     }
 }
