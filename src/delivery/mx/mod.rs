@@ -20,6 +20,7 @@ mod reach;
 pub mod resolve;
 pub mod settings;
 pub mod shaping;
+pub mod shared;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -41,6 +42,7 @@ use crate::dns::Dns;
 use crate::net_guard::Guard;
 
 pub use settings::{IpFamily, MxSettings, MxTls, SiteRule};
+pub use shared::SharedSites;
 
 /// The direct-delivery transport of a node.
 pub struct MxTransport {
@@ -55,6 +57,8 @@ pub struct MxTransport {
     max_addresses: usize,
     /// When idle sessions of every site were last checked for expiry.
     swept: std::sync::Mutex<Instant>,
+    /// Site limits shared by every node (issue 27); `None`: per node.
+    shared: Option<SharedSites>,
 }
 
 /// What one domain's part of a message came to.
@@ -98,7 +102,14 @@ impl MxTransport {
             guard: Guard::new(mx.allow_private_destinations),
             max_addresses: mx.max_addresses.max(1),
             swept: std::sync::Mutex::new(Instant::now()),
+            shared: None,
         }
+    }
+
+    /// Holds the sites' connections and rates across the cluster.
+    pub fn with_shared(mut self, shared: Option<SharedSites>) -> Self {
+        self.shared = shared;
+        self
     }
 
     /// At most every 5 s: closes sessions idle past `idle_timeout` in every
@@ -113,7 +124,12 @@ impl MxTransport {
             *swept = Instant::now();
         }
         for idle in self.sites.take_expired(self.smtp.idle_timeout) {
-            tokio::spawn(idle.conn.close());
+            // The site's slot is freed once the session is closed.
+            let Idle { conn, slot, .. } = idle;
+            tokio::spawn(async move {
+                conn.close().await;
+                drop(slot);
+            });
         }
     }
 
@@ -180,6 +196,20 @@ impl MxTransport {
                 Err(wait) => return Part::Busy(wait),
             }
         }
+        // Cluster-wide: the site's rate, and a connection slot unless a
+        // session is open to reuse (a new session takes one in `connect`).
+        let mut slot = None;
+        if let Some(shared) = &self.shared {
+            if let Err(wait) = shared.rate(&site, deadline).await {
+                return Part::Busy(wait);
+            }
+            if site.idle_list().is_empty() {
+                match shared.connection(&site, deadline).await {
+                    Ok(s) => slot = Some(s),
+                    Err(wait) => return Part::Busy(wait),
+                }
+            }
+        }
         let mut results = Vec::new();
         let mut parsed = Vec::with_capacity(envs.len());
         for env in &envs {
@@ -194,6 +224,7 @@ impl MxTransport {
                 site: &site,
                 hosts: &hosts,
                 email_id: msg.email_id,
+                slot: std::sync::Mutex::new(slot),
             };
             results.extend(run::deliver(&pool, &parsed, &msg.raw, &self.smtp).await);
         }
@@ -216,7 +247,19 @@ impl MxTransport {
         site: &Site,
         hosts: &[String],
         email_id: uuid::Uuid,
+        slot: Option<crate::cluster::slots::Slot>,
     ) -> Result<Idle, Outcome> {
+        let slot =
+            match (&self.shared, slot) {
+                (None, _) => None,
+                (Some(_), Some(s)) => Some(s),
+                (Some(shared), None) => match shared.try_connection(site).await {
+                    Some(s) => Some(s),
+                    None => return Err(Outcome::deferred(
+                        "the site's connection limit is reached across the cluster (will retry)",
+                    )),
+                },
+            };
         let walk = Walk {
             resolver: &self.resolver,
             dialer: &self.dialer,
@@ -226,7 +269,7 @@ impl MxTransport {
         match walk.reach(site, hosts, email_id).await {
             Reached::Open(idle) => {
                 site.mark_up();
-                Ok(*idle)
+                Ok(Idle { slot, ..*idle })
             }
             Reached::Refused(why) => Err(Outcome::bounced(format!(
                 "550 5.4.0 not delivered: no public address for the recipient domain: {why}"

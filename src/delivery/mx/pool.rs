@@ -18,6 +18,8 @@ pub(super) struct SitePool<'a> {
     pub site: &'a Site,
     pub hosts: &'a [String],
     pub email_id: uuid::Uuid,
+    /// The cluster-wide connection slot taken for a new session (issue 27).
+    pub slot: std::sync::Mutex<Option<crate::cluster::slots::Slot>>,
 }
 
 #[async_trait]
@@ -35,7 +37,10 @@ impl Connections for SitePool<'_> {
     }
 
     async fn connect(&self) -> Result<Idle, Outcome> {
-        self.mx.connect(self.site, self.hosts, self.email_id).await
+        let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.mx
+            .connect(self.site, self.hosts, self.email_id, slot)
+            .await
     }
 
     async fn release(&self, mut idle: Idle, reusable: bool) {

@@ -67,6 +67,9 @@ pub struct Idle {
     /// Transactions done on it so far.
     pub sent: u32,
     pub since: Instant,
+    /// The site's cluster-wide connection slot the session holds (issue 27;
+    /// `None` without shared limits): freed when the session is dropped.
+    pub slot: Option<crate::cluster::slots::Slot>,
 }
 
 struct State {
@@ -80,6 +83,9 @@ struct State {
 }
 
 pub struct Site {
+    /// How shaping identifies the site (the key of `Sites`): shared limits
+    /// name their budgets after it.
+    pub key: String,
     /// The rule's name, or `other` for sites without one (the metrics label:
     /// bounded by the rules, never one per domain).
     pub label: String,
@@ -93,9 +99,10 @@ pub struct Site {
 }
 
 impl Site {
-    fn new(label: String, limits: Limits, slowdown: Duration) -> Site {
+    fn new(key: String, label: String, limits: Limits, slowdown: Duration) -> Site {
         metrics::rate(&label, f64::from(limits.messages_per_minute));
         Site {
+            key,
             permits: Gate::new(limits.max_connections),
             label,
             limits,
@@ -256,7 +263,7 @@ impl Sites {
                 None => break,
             };
         }
-        let site = Arc::new(Site::new(label, limits, self.slowdown));
+        let site = Arc::new(Site::new(key.clone(), label, limits, self.slowdown));
         sites.insert(key, site.clone());
         site
     }
@@ -299,7 +306,12 @@ mod tests {
             messages_per_connection: 10,
             messages_per_minute: per_minute,
         };
-        Site::new("test".into(), limits, Duration::from_millis(200))
+        Site::new(
+            "test".into(),
+            "test".into(),
+            limits,
+            Duration::from_millis(200),
+        )
     }
 
     #[test]
