@@ -268,7 +268,10 @@ impl Transports {
         let default: Arc<dyn Transport> = match delivery.mode {
             DeliveryMode::Capture => Arc::new(CaptureTransport::new(delivery.capture_dir.clone())),
             DeliveryMode::Mx => {
-                Arc::new(mx::MxTransport::new(settings, options.clone()).with_shared(shared))
+                let mx =
+                    Arc::new(mx::MxTransport::new(settings, options.clone()).with_shared(shared));
+                mx.spawn_sweeper();
+                mx
             }
             DeliveryMode::Smtp => {
                 let relay = RelayConfig::from_settings(&delivery.smtp);

@@ -108,8 +108,32 @@ impl MxTransport {
 
     /// Holds the sites' connections and rates across the cluster.
     pub fn with_shared(mut self, shared: Option<SharedSites>) -> Self {
+        if shared.is_some() {
+            // An idle session holds one of the site's slots that another
+            // node may be waiting for: kept briefly only.
+            self.smtp.idle_timeout = self.smtp.idle_timeout.min(shared::IDLE);
+        }
         self.shared = shared;
         self
+    }
+
+    /// With shared limits: closes idle sessions every second even when
+    /// this node sends nothing more (their slots go back to the lease, and
+    /// from there to the cluster). Ends with the transport.
+    pub fn spawn_sweeper(self: &std::sync::Arc<Self>) {
+        if self.shared.is_none() {
+            return;
+        }
+        let weak = std::sync::Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                match weak.upgrade() {
+                    Some(t) => t.sweep_now(),
+                    None => break,
+                }
+            }
+        });
     }
 
     /// At most every 5 s: closes sessions idle past `idle_timeout` in every
@@ -123,6 +147,10 @@ impl MxTransport {
             }
             *swept = Instant::now();
         }
+        self.sweep_now();
+    }
+
+    fn sweep_now(&self) {
         for idle in self.sites.take_expired(self.smtp.idle_timeout) {
             // The site's slot is freed once the session is closed.
             let Idle { conn, slot, .. } = idle;

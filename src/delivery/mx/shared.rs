@@ -24,6 +24,9 @@ use super::shaping::Site;
 use crate::cluster::rate::Rates;
 use crate::cluster::slots::{Slot, Slots, REFUSAL};
 
+/// How long an idle session is kept with shared limits (it holds a slot).
+pub const IDLE: Duration = Duration::from_secs(2);
+
 /// The cluster side of site shaping.
 #[derive(Clone)]
 pub struct SharedSites {
