@@ -34,7 +34,7 @@ use self::pool::SitePool;
 use self::reach::{Reached, Walk};
 use self::resolve::{Resolver, Route};
 use self::shaping::{Idle, Site, Sites};
-use super::run;
+use super::run::{self, Connections as _};
 use super::session::Parsed;
 use super::{Envelope, Fate, Outcome, OutgoingMessage, RcptResult, SmtpOptions, Transport};
 use crate::config::Settings;
@@ -224,18 +224,27 @@ impl MxTransport {
                 Err(wait) => return Part::Busy(wait),
             }
         }
-        // Cluster-wide: the site's rate, and a connection slot unless a
-        // session is open to reuse (a new session takes one in `connect`).
-        let mut slot = None;
+        let pool = SitePool {
+            mx: self,
+            site: &site,
+            hosts: &hosts,
+            email_id: msg.email_id,
+            slot: std::sync::Mutex::new(None),
+            first: std::sync::Mutex::new(None),
+        };
+        // Cluster-wide: the site's rate, then an open session to reuse
+        // (taken now, so no other message takes it meanwhile) or a
+        // connection slot for a new one.
         if let Some(shared) = &self.shared {
             if let Err(wait) = shared.rate(&site, deadline).await {
                 return Part::Busy(wait);
             }
-            if site.idle_list().is_empty() {
-                match shared.connection(&site, deadline).await {
-                    Ok(s) => slot = Some(s),
+            match pool.checkout().await {
+                Some(idle) => *pool::lock(&pool.first) = Some(idle),
+                None => match shared.connection(&site, deadline).await {
+                    Ok(s) => *pool::lock(&pool.slot) = Some(s),
                     Err(wait) => return Part::Busy(wait),
-                }
+                },
             }
         }
         let mut results = Vec::new();
@@ -247,14 +256,11 @@ impl MxTransport {
             }
         }
         if !parsed.is_empty() {
-            let pool = SitePool {
-                mx: self,
-                site: &site,
-                hosts: &hosts,
-                email_id: msg.email_id,
-                slot: std::sync::Mutex::new(slot),
-            };
             results.extend(run::deliver(&pool, &parsed, &msg.raw, &self.smtp).await);
+        }
+        // A session taken for this message and not used stays open.
+        if let Some(idle) = pool::lock(&pool.first).take() {
+            site.idle_list().push(idle);
         }
         if slowed(&results) {
             site.slow_down();
@@ -281,9 +287,12 @@ impl MxTransport {
             match (&self.shared, slot) {
                 (None, _) => None,
                 (Some(_), Some(s)) => Some(s),
-                (Some(shared), None) => match shared.try_connection(site).await {
-                    Some(s) => Some(s),
-                    None => return Err(Outcome::deferred(
+                (Some(shared), None) => match shared
+                    .connection(site, Instant::now() + self.max_wait)
+                    .await
+                {
+                    Ok(s) => Some(s),
+                    Err(_) => return Err(Outcome::deferred(
                         "the site's connection limit is reached across the cluster (will retry)",
                     )),
                 },

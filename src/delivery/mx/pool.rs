@@ -3,6 +3,7 @@
 //! `idle_timeout` and unbroken, given back while under the site's messages
 //! (transactions) per connection, else closed.
 
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -19,7 +20,13 @@ pub(super) struct SitePool<'a> {
     pub hosts: &'a [String],
     pub email_id: uuid::Uuid,
     /// The cluster-wide connection slot taken for a new session (issue 27).
-    pub slot: std::sync::Mutex<Option<crate::cluster::slots::Slot>>,
+    pub slot: Mutex<Option<crate::cluster::slots::Slot>>,
+    /// A session taken before the transactions began (shared limits).
+    pub first: Mutex<Option<Idle>>,
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[async_trait]
@@ -28,7 +35,11 @@ impl Connections for SitePool<'_> {
 
     async fn checkout(&self) -> Option<Idle> {
         loop {
-            let idle = self.site.idle_list().pop()?;
+            let first = lock(&self.first).take();
+            let idle = match first {
+                Some(idle) => idle,
+                None => self.site.idle_list().pop()?,
+            };
             if idle.since.elapsed() <= self.mx.smtp.idle_timeout && !idle.conn.inner.has_broken() {
                 return Some(idle);
             }
@@ -37,7 +48,7 @@ impl Connections for SitePool<'_> {
     }
 
     async fn connect(&self) -> Result<Idle, Outcome> {
-        let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let slot = lock(&self.slot).take();
         self.mx
             .connect(self.site, self.hosts, self.email_id, slot)
             .await

@@ -91,14 +91,6 @@ impl SharedSites {
         }
     }
 
-    /// A connection slot now, if the node's lease or a grant has one.
-    pub async fn try_connection(&self, site: &Site) -> Option<Slot> {
-        let name = budget_name("mx_conn", &site.key);
-        self.slots
-            .take(&name, site.limits.max_connections as i64)
-            .await
-    }
-
     /// One message of the site's rate, waiting until `deadline` for the next
     /// window; else how long until it begins.
     pub async fn rate(&self, site: &Site, deadline: Instant) -> Result<(), Duration> {
