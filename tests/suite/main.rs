@@ -65,6 +65,7 @@ mod queue_guards;
 mod quota_nodes;
 mod reputation;
 mod retention;
+mod slots;
 
 mod rotation;
 mod scheduled;
