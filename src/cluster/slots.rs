@@ -121,13 +121,13 @@ impl Slots {
     /// now, or `None` (refused: the cluster holds `limit`).
     pub async fn take(&self, name: &str, limit: i64) -> Option<Slot> {
         let key = key(name);
-        match self.from_lease(&key, limit) {
+        match self.take_leased(&key, limit) {
             Ok(slot) => return Some(slot),
             Err(true) => return None,
             Err(false) => {}
         }
         let _one = self.inner.granting.lock().await;
-        let (mine, held) = match self.from_lease(&key, limit) {
+        let (mine, held) = match self.take_leased(&key, limit) {
             Ok(slot) => return Some(slot),
             Err(true) => return None,
             Err(false) => {
@@ -176,7 +176,7 @@ impl Slots {
 
     /// A slot from the node's lease: `Err(true)` refused recently,
     /// `Err(false)` ask for a grant.
-    fn from_lease(&self, key: &BudgetKey, limit: i64) -> Result<Slot, bool> {
+    fn take_leased(&self, key: &BudgetKey, limit: i64) -> Result<Slot, bool> {
         let mut state = lock(&self.inner.state);
         let l = state.entry(key.clone()).or_default();
         if l.lease.is_some() && l.limit == limit && l.held < l.granted {
