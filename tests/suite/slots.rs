@@ -62,3 +62,63 @@ async fn two_nodes_never_hold_more_than_the_limit_and_idle_slots_go_back() {
     assert_eq!(a.held(name), 3);
     assert!(b.take(name, limit).await.is_none());
 }
+
+/// The shaping cost per message, same run: the node's own GCRA alone (per
+/// node) vs that plus the shared limits (a rate admission from the node's
+/// window share and a connection slot taken and dropped from its lease).
+/// Shared limits must not cost a query per message: 3,000 messages take a
+/// handful of grants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_site_limits_cost_no_query_per_message() {
+    use postline::cluster::node::{Node, Registry};
+    use postline::cluster::rate::Rates;
+    use postline::cluster::Budgets;
+    use std::time::Instant;
+
+    let db = common::fresh_database();
+    let settings = common::test_settings(&db);
+    let pool = postline::db::build_pool(&settings.database);
+    let budgets = Budgets::new(30);
+    let registry = Registry::new(Node::this(budgets.holder(), &["worker"]), 15);
+    let rates = Rates::new(budgets.clone(), registry, pool.clone());
+    let slots = Slots::new(budgets.holder(), 30, pool.clone());
+    let mut mx = settings.delivery.mx.clone();
+    mx.default_messages_per_minute = 4_000_000_000;
+    let sites = postline::delivery::mx::shaping::Sites::new(&mx);
+    let site = sites.site_for(&["mx.bench.test".to_string()]);
+    let n = 3_000u32;
+    let t = Instant::now();
+    for _ in 0..n {
+        site.reserve().expect("GCRA slot");
+    }
+    let local = t.elapsed() / n;
+    let t = Instant::now();
+    for _ in 0..n {
+        site.reserve().expect("GCRA slot");
+        let a = rates
+            .admit(Uuid::nil(), "mx_rate:bench", 6_000_000, 60)
+            .await;
+        assert!(a.admitted);
+        let s = slots.take("mx_conn:bench", 10).await.expect("slot");
+        drop(s);
+    }
+    let shared = t.elapsed() / n;
+    let mut conn = diesel::PgConnection::establish(&db).unwrap();
+    #[derive(diesel::QueryableByName)]
+    struct Granted {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    use diesel::prelude::*;
+    let leases: Granted =
+        diesel::sql_query("SELECT count(*) AS n FROM budget_leases WHERE tenant_id = $1")
+            .bind::<diesel::sql_types::Uuid, _>(Uuid::nil())
+            .get_result(&mut conn)
+            .unwrap();
+    eprintln!(
+        "shaping per message: per node {local:?}, with shared limits {shared:?} ({n} messages, {} leases)",
+        leases.n
+    );
+    assert_eq!(leases.n, 2, "one lease per budget, not one per message");
+    assert_eq!(slots.held("mx_conn:bench"), 0);
+}
