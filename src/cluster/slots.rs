@@ -95,7 +95,7 @@ impl Drop for Slot {
     }
 }
 
-/// Slot budgets are platform-wide: the nil tenant (never a tenant's id).
+/// Platform-wide slot budgets use the nil tenant (never a tenant's id).
 fn key(name: &str) -> BudgetKey {
     BudgetKey {
         tenant_id: Uuid::nil(),
@@ -120,7 +120,19 @@ impl Slots {
     /// A slot of budget `name` (at most `limit` held across the cluster)
     /// now, or `None` (refused: the cluster holds `limit`).
     pub async fn take(&self, name: &str, limit: i64) -> Option<Slot> {
-        let key = key(name);
+        self.take_key(key(name), limit).await
+    }
+
+    /// A slot of a tenant's budget `name` (e.g. its SMTP sessions).
+    pub async fn take_for(&self, tenant_id: Uuid, name: &str, limit: i64) -> Option<Slot> {
+        let key = BudgetKey {
+            tenant_id,
+            name: name.to_string(),
+        };
+        self.take_key(key, limit).await
+    }
+
+    async fn take_key(&self, key: BudgetKey, limit: i64) -> Option<Slot> {
         match self.take_leased(&key, limit) {
             Ok(slot) => return Some(slot),
             Err(true) => return None,

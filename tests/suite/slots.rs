@@ -122,3 +122,19 @@ async fn shared_site_limits_cost_no_query_per_message() {
     assert_eq!(leases.n, 2, "one lease per budget, not one per message");
     assert_eq!(slots.held("mx_conn:bench"), 0);
 }
+
+/// A tenant's slot budget (its SMTP sessions) is its own: another tenant's
+/// sessions do not count, and two nodes share the tenant's limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_slot_budgets_are_per_tenant_across_nodes() {
+    let db = common::fresh_database();
+    let (a, b) = holders(&db);
+    let (t1, t2) = (Uuid::new_v4(), Uuid::new_v4());
+    let s1 = a.take_for(t1, "smtp_sessions", 1).await.expect("t1 on a");
+    assert!(
+        b.take_for(t1, "smtp_sessions", 1).await.is_none(),
+        "t1 twice"
+    );
+    let s2 = b.take_for(t2, "smtp_sessions", 1).await.expect("t2 on b");
+    drop((s1, s2));
+}
