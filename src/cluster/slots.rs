@@ -234,6 +234,9 @@ impl Slots {
                 true
             });
         }
+        if shrink.is_empty() && release.is_empty() {
+            return Ok(());
+        }
         let (holder, lease_secs) = (self.inner.holder, self.inner.lease_secs);
         let lapsed = crate::db::run(&self.inner.pool, move |conn| {
             let refs: Vec<(&BudgetKey, Uuid)> = release.iter().map(|(k, l)| (k, *l)).collect();

@@ -164,7 +164,8 @@ pub fn spawn_with(
     let (local_tx, local_rx) = watch::channel(0u64);
     let w = &settings.worker;
     // MX site limits across the cluster (issue 27) on the node's budgets.
-    let shared = options.rates.as_ref().map(|r| {
+    let mx = settings.delivery.mode == crate::config::DeliveryMode::Mx;
+    let shared = options.rates.as_ref().filter(|_| mx).map(|r| {
         crate::delivery::mx::SharedSites::new(
             r,
             settings.cluster.lease_secs,
