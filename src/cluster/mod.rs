@@ -2,7 +2,8 @@
 //! leased budgets (`budget`, SQL in `store`). The daily quota is the first
 //! user (`crate::limits::quota`). The node registry (`node`, `routes`):
 //! which processes are up; a gone node's leases return to the others.
-//! Cluster-wide rates on window budgets (`rate`).
+//! Cluster-wide rates on window budgets (`rate`); cluster-wide concurrency
+//! (held slots, e.g. an MX site's connections) on slot budgets (`slots`).
 
 pub mod budget;
 mod grant;
@@ -10,6 +11,7 @@ mod lease;
 pub mod node;
 pub mod rate;
 pub mod routes;
+pub mod slots;
 mod store;
 
 use std::sync::OnceLock;

@@ -81,6 +81,11 @@ impl Rates {
         }
     }
 
+    /// Slot budgets of the same node (holder) on the same pool.
+    pub fn slots(&self, lease_secs: u64) -> super::slots::Slots {
+        super::slots::Slots::new(self.budgets.holder(), lease_secs, self.pool.clone())
+    }
+
     /// Counts one unit of `what` for `subject` (a tenant, or an admin key)
     /// against `limit` per `window_secs` across every node.
     pub async fn admit(

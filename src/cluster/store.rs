@@ -321,3 +321,42 @@ pub(super) fn purge(conn: &mut PgConnection, limit: i64) -> QueryResult<usize> {
     .bind::<BigInt, _>(limit)
     .execute(conn)
 }
+
+/// Keeps a budget without a period (connection slots) from being purged:
+/// its row lives a day past the last grant. The caller holds the row.
+pub(super) fn extend_budget(conn: &mut PgConnection, key: &BudgetKey) -> QueryResult<()> {
+    diesel::sql_query(
+        "UPDATE budgets SET expires_at = greatest(expires_at, clock_timestamp() + interval '1 day') \
+         WHERE tenant_id = $1 AND budget = $2",
+    )
+    .bind::<SqlUuid, _>(key.tenant_id)
+    .bind::<Text, _>(&key.name)
+    .execute(conn)
+    .map(|_| ())
+}
+
+/// Shrinks the holder's live lease to `granted` (slots given back) and
+/// renews it; false when the lease is gone or lapsed.
+pub(super) fn set_granted(
+    conn: &mut PgConnection,
+    holder: Uuid,
+    key: &BudgetKey,
+    lease: Uuid,
+    granted: i64,
+    lease_secs: u64,
+) -> QueryResult<bool> {
+    diesel::sql_query(
+        "UPDATE budget_leases SET granted = $5, \
+           expires_at = clock_timestamp() + make_interval(secs => $6) \
+         WHERE holder = $1 AND tenant_id = $2 AND budget = $3 AND lease = $4 \
+           AND expires_at > clock_timestamp()",
+    )
+    .bind::<SqlUuid, _>(holder)
+    .bind::<SqlUuid, _>(key.tenant_id)
+    .bind::<Text, _>(&key.name)
+    .bind::<SqlUuid, _>(lease)
+    .bind::<BigInt, _>(granted)
+    .bind::<diesel::sql_types::Double, _>(lease_secs as f64)
+    .execute(conn)
+    .map(|n| n == 1)
+}

@@ -232,6 +232,12 @@ pub struct Transports {
 impl Transports {
     /// Timeouts and the per-relay connection bound come from `delivery.*`.
     pub fn from_settings(settings: &Settings) -> Self {
+        Self::from_settings_shared(settings, None)
+    }
+
+    /// [`Transports::from_settings`] with the MX sites' limits shared by
+    /// every node (issue 27).
+    pub fn from_settings_shared(settings: &Settings, shared: Option<mx::SharedSites>) -> Self {
         let d = &settings.delivery;
         let options = SmtpOptions {
             connect_timeout: Duration::from_secs(d.connect_timeout_secs.max(1)),
@@ -244,12 +250,20 @@ impl Transports {
             max_connections: d.max_connections_per_relay.max(1),
             ..SmtpOptions::default()
         };
-        Self::with_options(settings, options)
+        Self::with_options_shared(settings, options, shared)
     }
 
     /// Like [`Transports::from_settings`] with explicit SMTP timeouts and
     /// limits (tests shorten them).
     pub fn with_options(settings: &Settings, options: SmtpOptions) -> Self {
+        Self::with_options_shared(settings, options, None)
+    }
+
+    fn with_options_shared(
+        settings: &Settings,
+        options: SmtpOptions,
+        shared: Option<mx::SharedSites>,
+    ) -> Self {
         let delivery = &settings.delivery;
         let options = SmtpOptions {
             allow_plaintext_auth: options.allow_plaintext_auth || delivery.allow_plaintext_auth,
@@ -260,7 +274,9 @@ impl Transports {
         let default: Arc<dyn Transport> = match delivery.mode {
             DeliveryMode::Capture => Arc::new(CaptureTransport::new(delivery.capture_dir.clone())),
             DeliveryMode::Mx => {
-                let mx = Arc::new(mx::MxTransport::new(settings, options.clone()));
+                let mx =
+                    Arc::new(mx::MxTransport::new(settings, options.clone()).with_shared(shared));
+                mx.spawn_sweeper();
                 for p in delivery.pools.iter().filter(|p| mx.has_pool(&p.name)) {
                     let via: Arc<dyn Transport> = Arc::new(pools::PoolTransport {
                         mx: mx.clone(),

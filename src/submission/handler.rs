@@ -23,9 +23,14 @@ use crate::state::AppState;
 
 pub struct SubmissionHandler {
     state: AppState,
-    /// Sessions per tenant, counted while authenticated.
+    /// Sessions per tenant, counted while authenticated (this node).
     sessions: Arc<Mutex<HashMap<Uuid, usize>>>,
+    /// The same, across every node (slot budgets, `cluster::slots`).
+    slots: crate::cluster::slots::Slots,
 }
+
+/// The slot budget of a tenant's authenticated SMTP sessions.
+const SESSIONS: &str = "smtp_sessions";
 
 /// An authenticated session. The key is kept (wiped on drop) so every
 /// message re-checks it through the auth cache: a revoked key stops
@@ -34,6 +39,8 @@ struct Session {
     key: Secret,
     tenant: TenantId,
     sessions: Arc<Mutex<HashMap<Uuid, usize>>>,
+    /// The tenant's cluster-wide session slot (issue 27); freed on drop.
+    slot: Option<crate::cluster::slots::Slot>,
 }
 
 impl Drop for Session {
@@ -95,10 +102,14 @@ fn reply_for(e: AppError) -> Reply {
 }
 
 impl SubmissionHandler {
+    /// Starts the renewal of the session slots' leases (needs a runtime).
     pub fn new(state: AppState) -> Self {
+        let slots = state.rates.slots(state.settings.cluster.lease_secs);
+        slots.spawn_renewer();
         SubmissionHandler {
             state,
             sessions: Arc::default(),
+            slots,
         }
     }
 
@@ -173,11 +184,23 @@ impl Handler for SubmissionHandler {
             }
             *n += 1;
         }
-        Ok(Arc::new(Session {
+        let mut session = Session {
             key: Secret::new(password),
             tenant,
             sessions: self.sessions.clone(),
-        }))
+            slot: None,
+        };
+        // Cluster-wide (issue 27): a slot of the tenant's session budget.
+        match self.slots.take_for(tenant.0, SESSIONS, max as i64).await {
+            Some(slot) => session.slot = Some(slot),
+            None => {
+                return Err(Reply::new(
+                    454,
+                    format!("4.7.0 too many sessions for this tenant (at most {max})"),
+                ))
+            }
+        }
+        Ok(Arc::new(session))
     }
 
     async fn mail(&self, env: &Envelope, _from: &str) -> Reply {

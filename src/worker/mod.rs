@@ -165,6 +165,15 @@ pub fn spawn_with(
     let (outbox_tx, outbox_rx) = watch::channel(0u64);
     let (local_tx, local_rx) = watch::channel(0u64);
     let w = &settings.worker;
+    // MX site limits across the cluster (issue 27) on the node's budgets.
+    let mx = settings.delivery.mode == crate::config::DeliveryMode::Mx;
+    let shared = options.rates.as_ref().filter(|_| mx).map(|r| {
+        crate::delivery::mx::SharedSites::new(
+            r,
+            settings.cluster.lease_secs,
+            settings.delivery.mx.site_rate_window_secs,
+        )
+    });
     let (done_tx, done_rx) = mpsc::channel(w.concurrency.max(1) * 2);
     let ctx = Ctx {
         retry: RetryPolicy {
@@ -174,7 +183,7 @@ pub fn spawn_with(
         mx_retry: (settings.delivery.mode == crate::config::DeliveryMode::Mx).then(|| {
             crate::queue::retry::Schedule::from_secs(&settings.delivery.mx.retry_schedule_secs)
         }),
-        transports: Arc::new(Transports::from_settings(&settings)),
+        transports: Arc::new(Transports::from_settings_shared(&settings, shared.clone())),
         pacer: Arc::new(Pacer::new(settings.limits.nodes).with_rates(options.rates.clone())),
         prepare: options.prepare,
         #[cfg(feature = "test-hooks")]
@@ -204,11 +213,12 @@ pub fn spawn_with(
         done_rx,
         outbox_tx,
     ));
-    let helpers = vec![
+    let mut helpers = vec![
         tokio::spawn(maintenance::heartbeat(ctx.clone())),
         tokio::spawn(maintenance::reclaim(ctx.clone())),
         tokio::spawn(maintenance::housekeeping(ctx.clone())),
     ];
+    helpers.extend(shared.as_ref().map(|s| s.spawn_renewer()));
     let mut wakes = vec![listen_rx.clone(), local_rx];
     wakes.extend(options.wake.clone());
     let dispatch = tokio::spawn(dispatch::run(ctx.clone(), wakes, shutdown_rx.clone()));

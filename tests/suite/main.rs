@@ -68,6 +68,7 @@ mod queue_guards;
 mod quota_nodes;
 mod reputation;
 mod retention;
+mod slots;
 
 mod rotation;
 mod scheduled;

@@ -20,6 +20,7 @@ mod reach;
 pub mod resolve;
 pub mod settings;
 pub mod shaping;
+pub mod shared;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -33,7 +34,7 @@ use self::pool::SitePool;
 use self::reach::{Reached, Walk};
 use self::resolve::{Resolver, Route};
 use self::shaping::{Idle, Site, Sites};
-use super::run;
+use super::run::{self, Connections as _};
 use super::session::Parsed;
 use super::{Envelope, Fate, Outcome, OutgoingMessage, RcptResult, SmtpOptions, Transport};
 use crate::config::Settings;
@@ -42,6 +43,7 @@ use crate::dns::Dns;
 use crate::net_guard::Guard;
 
 pub use settings::{IpFamily, MxSettings, MxTls, SiteRule};
+pub use shared::SharedSites;
 
 /// The direct-delivery transport of a node.
 pub struct MxTransport {
@@ -58,6 +60,8 @@ pub struct MxTransport {
     max_addresses: usize,
     /// When idle sessions of every site were last checked for expiry.
     swept: std::sync::Mutex<Instant>,
+    /// Site limits shared by every node (issue 27); `None`: per node.
+    shared: Option<SharedSites>,
 }
 
 /// What one domain's part of a message came to.
@@ -116,7 +120,38 @@ impl MxTransport {
             guard: Guard::new(mx.allow_private_destinations),
             max_addresses: mx.max_addresses.max(1),
             swept: std::sync::Mutex::new(Instant::now()),
+            shared: None,
         }
+    }
+
+    /// Holds the sites' connections and rates across the cluster.
+    pub fn with_shared(mut self, shared: Option<SharedSites>) -> Self {
+        if shared.is_some() {
+            // An idle session holds one of the site's slots that another
+            // node may be waiting for: kept briefly only.
+            self.smtp.idle_timeout = self.smtp.idle_timeout.min(shared::IDLE);
+        }
+        self.shared = shared;
+        self
+    }
+
+    /// With shared limits: closes idle sessions every second even when
+    /// this node sends nothing more (their slots go back to the lease, and
+    /// from there to the cluster). Ends with the transport.
+    pub fn spawn_sweeper(self: &std::sync::Arc<Self>) {
+        if self.shared.is_none() {
+            return;
+        }
+        let weak = std::sync::Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                match weak.upgrade() {
+                    Some(t) => t.sweep_now(),
+                    None => break,
+                }
+            }
+        });
     }
 
     /// At most every 5 s: closes sessions idle past `idle_timeout` in every
@@ -130,8 +165,17 @@ impl MxTransport {
             }
             *swept = Instant::now();
         }
+        self.sweep_now();
+    }
+
+    fn sweep_now(&self) {
         for idle in self.sites.take_expired(self.smtp.idle_timeout) {
-            tokio::spawn(idle.conn.close());
+            // The site's slot is freed once the session is closed.
+            let Idle { conn, slot, .. } = idle;
+            tokio::spawn(async move {
+                conn.close().await;
+                drop(slot);
+            });
         }
     }
 
@@ -199,6 +243,30 @@ impl MxTransport {
                 Err(wait) => return Part::Busy(wait),
             }
         }
+        let pool = SitePool {
+            mx: self,
+            dialer,
+            site: &site,
+            hosts: &hosts,
+            email_id: msg.email_id,
+            slot: std::sync::Mutex::new(None),
+            first: std::sync::Mutex::new(None),
+        };
+        // Cluster-wide: the site's rate, then an open session to reuse
+        // (taken now, so no other message takes it meanwhile) or a
+        // connection slot for a new one.
+        if let Some(shared) = &self.shared {
+            if let Err(wait) = shared.rate(&site, deadline).await {
+                return Part::Busy(wait);
+            }
+            match pool.checkout().await {
+                Some(idle) => *pool::lock(&pool.first) = Some(idle),
+                None => match shared.connection(&site, deadline).await {
+                    Ok(s) => *pool::lock(&pool.slot) = Some(s),
+                    Err(wait) => return Part::Busy(wait),
+                },
+            }
+        }
         let mut results = Vec::new();
         let mut parsed = Vec::with_capacity(envs.len());
         for env in &envs {
@@ -208,14 +276,11 @@ impl MxTransport {
             }
         }
         if !parsed.is_empty() {
-            let pool = SitePool {
-                mx: self,
-                dialer,
-                site: &site,
-                hosts: &hosts,
-                email_id: msg.email_id,
-            };
             results.extend(run::deliver(&pool, &parsed, &msg.raw, &self.smtp).await);
+        }
+        // A session taken for this message and not used stays open.
+        if let Some(idle) = pool::lock(&pool.first).take() {
+            site.idle_list().push(idle);
         }
         if slowed(&results) {
             site.slow_down();
@@ -237,7 +302,22 @@ impl MxTransport {
         site: &Site,
         hosts: &[String],
         email_id: uuid::Uuid,
+        slot: Option<crate::cluster::slots::Slot>,
     ) -> Result<Idle, Outcome> {
+        let slot =
+            match (&self.shared, slot) {
+                (None, _) => None,
+                (Some(_), Some(s)) => Some(s),
+                (Some(shared), None) => match shared
+                    .connection(site, Instant::now() + self.max_wait)
+                    .await
+                {
+                    Ok(s) => Some(s),
+                    Err(_) => return Err(Outcome::deferred(
+                        "the site's connection limit is reached across the cluster (will retry)",
+                    )),
+                },
+            };
         let walk = Walk {
             resolver: &self.resolver,
             dialer,
@@ -247,7 +327,7 @@ impl MxTransport {
         match walk.reach(site, hosts, email_id).await {
             Reached::Open(idle) => {
                 site.mark_up();
-                Ok(*idle)
+                Ok(Idle { slot, ..*idle })
             }
             Reached::Refused(why) => Err(Outcome::bounced(format!(
                 "550 5.4.0 not delivered: no public address for the recipient domain: {why}"

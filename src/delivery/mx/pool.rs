@@ -3,6 +3,7 @@
 //! `idle_timeout` and unbroken, given back while under the site's messages
 //! (transactions) per connection, else closed.
 
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -20,6 +21,14 @@ pub(super) struct SitePool<'a> {
     pub site: &'a Site,
     pub hosts: &'a [String],
     pub email_id: uuid::Uuid,
+    /// The cluster-wide connection slot taken for a new session (issue 27).
+    pub slot: Mutex<Option<crate::cluster::slots::Slot>>,
+    /// A session taken before the transactions began (shared limits).
+    pub first: Mutex<Option<Idle>>,
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[async_trait]
@@ -28,7 +37,11 @@ impl Connections for SitePool<'_> {
 
     async fn checkout(&self) -> Option<Idle> {
         loop {
-            let idle = self.site.idle_list().pop()?;
+            let first = lock(&self.first).take();
+            let idle = match first {
+                Some(idle) => idle,
+                None => self.site.idle_list().pop()?,
+            };
             if idle.since.elapsed() <= self.mx.smtp.idle_timeout && !idle.conn.inner.has_broken() {
                 return Some(idle);
             }
@@ -37,8 +50,9 @@ impl Connections for SitePool<'_> {
     }
 
     async fn connect(&self) -> Result<Idle, Outcome> {
+        let slot = lock(&self.slot).take();
         self.mx
-            .connect(self.dialer, self.site, self.hosts, self.email_id)
+            .connect(self.dialer, self.site, self.hosts, self.email_id, slot)
             .await
     }
 

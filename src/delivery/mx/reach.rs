@@ -73,6 +73,7 @@ impl Walk<'_> {
                             host: host.clone(),
                             sent: 0,
                             since: Instant::now(),
+                            slot: None,
                         }))
                     }
                     Err(Failure::Unreachable(why)) => {

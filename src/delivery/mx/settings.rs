@@ -86,6 +86,15 @@ pub struct MxSettings {
     /// `smtp_mx_address_limit`): a domain listing many dead hosts costs at
     /// most this many connection timeouts.
     pub max_addresses: usize,
+    /// With several nodes, a site's `messages_per_minute` is shared as a
+    /// leased budget per fixed window of this many seconds (the limit scaled
+    /// to the window, rounded up); 60 = per calendar minute (issue 27).
+    #[serde(default = "default_rate_window")]
+    pub site_rate_window_secs: u64,
+}
+
+fn default_rate_window() -> u64 {
+    60
 }
 
 impl MxSettings {
@@ -126,6 +135,9 @@ impl MxSettings {
         }
         if self.max_wait_ms > 60_000 {
             return bad("max_wait_ms", "must be at most 60000");
+        }
+        if !(1..=60).contains(&self.site_rate_window_secs) {
+            return bad("site_rate_window_secs", "must be between 1 and 60");
         }
         if self.slowdown_secs == 0 {
             return bad("slowdown_secs", "must be at least 1");

@@ -68,6 +68,9 @@ pub struct Idle {
     /// Transactions done on it so far.
     pub sent: u32,
     pub since: Instant,
+    /// The site's cluster-wide connection slot the session holds (issue 27;
+    /// `None` without shared limits): freed when the session is dropped.
+    pub slot: Option<crate::cluster::slots::Slot>,
 }
 
 struct State {

@@ -9,6 +9,7 @@
 mod end_to_end;
 mod envelopes;
 mod guard;
+mod nodes;
 mod shaping;
 
 use crate::common;
