@@ -140,16 +140,20 @@ async fn three_serve_nodes_hold_a_sites_connections_and_rate() {
     // The first and last windows are partial; the ones between are full.
     let full = &counts[1..counts.len().saturating_sub(1)];
     assert!(full.len() >= 3, "too few full windows: {counts:?}");
-    for c in full {
+    // The budget admits per window; the sink sees a message after its
+    // session, so one admitted at a window's end may land in the next.
+    // Two windows together may not carry more than their limit + 10 %, and
+    // the full windows' mean stays within 10 % of the limit.
+    for pair in counts.windows(2) {
         assert!(
-            *c <= PER_WINDOW + PER_WINDOW / 10,
-            "a window over the limit + 10 %: {counts:?}"
+            pair[0] + pair[1] <= 2 * PER_WINDOW + PER_WINDOW / 5,
+            "two windows over their limit + 10 %: {counts:?}"
         );
     }
     let mean = full.iter().sum::<usize>() as f64 / full.len() as f64;
     assert!(
-        mean >= PER_WINDOW as f64 * 0.9,
-        "the rate was not held near its limit: {counts:?}"
+        (PER_WINDOW as f64 * 0.9..=PER_WINDOW as f64 * 1.1).contains(&mean),
+        "the rate was not held within 10 % of its limit: {counts:?}"
     );
     let total = counts.iter().sum::<usize>();
     assert!(
