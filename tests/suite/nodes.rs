@@ -11,7 +11,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::drills::Server;
 use common::Api;
-use diesel::prelude::*;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -47,23 +46,13 @@ fn with_status<'a>(nodes: &'a [Value], status: &str) -> Vec<&'a Value> {
     nodes.iter().filter(|n| n["status"] == status).collect()
 }
 
-#[derive(QueryableByName)]
-struct Holder {
-    #[diesel(sql_type = diesel::sql_types::Uuid)]
-    holder: Uuid,
-}
-
+/// The distinct holders of a tenant's leases (a holder may lease several
+/// of its budgets).
 fn holders(db: &str, tenant: &str) -> Vec<Uuid> {
-    let mut conn = PgConnection::establish(db).unwrap();
-    diesel::sql_query("SELECT holder FROM budget_leases WHERE tenant_id = $1")
-        .bind::<diesel::sql_types::Uuid, _>(Uuid::parse_str(tenant).unwrap())
-        .load::<Holder>(&mut conn)
-        .unwrap()
-        .into_iter()
-        .map(|r| r.holder)
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect()
+    let mut held = crate::quota_nodes::holders(db, tenant);
+    held.sort();
+    held.dedup();
+    held
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

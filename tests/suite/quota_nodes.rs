@@ -191,7 +191,8 @@ struct LeaseRow {
     holder: Uuid,
 }
 
-fn holders(db: &str, tenant: &str) -> Vec<Uuid> {
+/// Every lease holder of a tenant's budgets (a row per lease).
+pub(crate) fn holders(db: &str, tenant: &str) -> Vec<Uuid> {
     let mut conn = PgConnection::establish(db).unwrap();
     diesel::sql_query("SELECT holder FROM budget_leases WHERE tenant_id = $1")
         .bind::<diesel::sql_types::Uuid, _>(Uuid::parse_str(tenant).unwrap())
