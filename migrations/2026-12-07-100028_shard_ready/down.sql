@@ -1,3 +1,24 @@
+DROP VIEW audit_log;
+ALTER TABLE tenant_audit_log DROP CONSTRAINT tenant_audit_log_pkey;
+ALTER TABLE tenant_audit_log ADD CONSTRAINT audit_log_pkey PRIMARY KEY (id);
+ALTER TABLE tenant_audit_log ALTER COLUMN tenant_id DROP NOT NULL;
+ALTER TABLE tenant_audit_log RENAME TO audit_log;
+INSERT INTO audit_log (id, tenant_id, at, actor_kind, actor_id, action, target_id, request_id, changes)
+SELECT id, NULL, at, actor_kind, actor_id, action, target_id, request_id, changes FROM platform_audit_log;
+DROP TABLE platform_audit_log;
+
+ALTER TABLE oauth_clients DROP CONSTRAINT oauth_clients_tenant_client_id;
+ALTER TABLE oauth_clients ADD CONSTRAINT oauth_clients_client_id_key UNIQUE (client_id);
+ALTER TABLE oauth_clients DROP CONSTRAINT oauth_clients_pkey;
+ALTER TABLE oauth_clients ADD PRIMARY KEY (id);
+ALTER TABLE oauth_clients ALTER COLUMN tenant_id DROP NOT NULL;
+INSERT INTO oauth_clients
+    (id, tenant_id, kind, name, client_id, secret_hash, permissions, revoked_at, last_used_at, created_at)
+SELECT id, NULL, kind, name, client_id, secret_hash, permissions, revoked_at, last_used_at, created_at
+FROM platform_oauth_clients;
+DROP TABLE oauth_client_directory;
+DROP TABLE platform_oauth_clients;
+
 ALTER TABLE api_keys DROP CONSTRAINT api_keys_tenant_key_id;
 ALTER TABLE api_keys ADD CONSTRAINT api_keys_key_id_key UNIQUE (key_id);
 ALTER TABLE api_keys DROP CONSTRAINT api_keys_pkey;

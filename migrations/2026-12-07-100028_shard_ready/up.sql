@@ -193,3 +193,68 @@ ALTER TABLE api_keys DROP CONSTRAINT api_keys_pkey;
 ALTER TABLE api_keys ADD PRIMARY KEY (tenant_id, id);
 ALTER TABLE api_keys DROP CONSTRAINT api_keys_key_id_key;
 ALTER TABLE api_keys ADD CONSTRAINT api_keys_tenant_key_id UNIQUE (tenant_id, key_id);
+
+-- OAuth clients, the same way: platform clients to `platform_oauth_clients`,
+-- the token endpoint's `client_id` lookup through `oauth_client_directory`.
+CREATE TABLE platform_oauth_clients (
+    id           uuid PRIMARY KEY,
+    kind         text NOT NULL DEFAULT 'platform' CHECK (kind = 'platform'),
+    name         text NOT NULL,
+    client_id    text NOT NULL UNIQUE,
+    secret_hash  text NOT NULL,
+    permissions  text[] NOT NULL,
+    revoked_at   timestamptz,
+    last_used_at timestamptz,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX platform_oauth_clients_listing ON platform_oauth_clients (created_at DESC, id DESC);
+COMMENT ON TABLE platform_oauth_clients IS 'postline:reference the platform''s OAuth clients (admin)';
+CREATE TABLE oauth_client_directory (
+    client_id  text PRIMARY KEY,
+    tenant_id  uuid
+);
+COMMENT ON TABLE oauth_client_directory IS
+    'postline:reference whose each OAuth client_id is (NULL: the platform''s): the token endpoint reads it before it knows the tenant';
+INSERT INTO platform_oauth_clients
+    (id, kind, name, client_id, secret_hash, permissions, revoked_at, last_used_at, created_at)
+SELECT id, kind, name, client_id, secret_hash, permissions, revoked_at, last_used_at, created_at
+FROM oauth_clients WHERE tenant_id IS NULL;
+INSERT INTO oauth_client_directory (client_id, tenant_id) SELECT client_id, tenant_id FROM oauth_clients;
+DELETE FROM oauth_clients WHERE tenant_id IS NULL;
+ALTER TABLE oauth_clients ALTER COLUMN tenant_id SET NOT NULL;
+ALTER TABLE oauth_clients DROP CONSTRAINT oauth_clients_pkey;
+ALTER TABLE oauth_clients ADD PRIMARY KEY (tenant_id, id);
+ALTER TABLE oauth_clients DROP CONSTRAINT oauth_clients_client_id_key;
+ALTER TABLE oauth_clients ADD CONSTRAINT oauth_clients_tenant_client_id UNIQUE (tenant_id, client_id);
+
+-- The audit log: a tenant's entries in `tenant_audit_log` (keyed
+-- (tenant_id, id)), the platform's (admin and CLI actions on no tenant) in
+-- `platform_audit_log`; `audit_log` becomes the view of both.
+CREATE TABLE platform_audit_log (
+    id          uuid PRIMARY KEY,
+    at          timestamptz NOT NULL DEFAULT now(),
+    actor_kind  text NOT NULL
+                CHECK (actor_kind IN ('admin_key', 'tenant_key', 'oauth_client', 'cli', 'user', 'system')),
+    actor_id    text,
+    action      text NOT NULL,
+    target_id   text,
+    request_id  text,
+    changes     jsonb NOT NULL DEFAULT '{}'::jsonb
+);
+CREATE INDEX platform_audit_log_listing ON platform_audit_log (at DESC, id DESC);
+COMMENT ON TABLE platform_audit_log IS
+    'postline:reference audit entries of platform actions (admin keys, the CLI) that belong to no tenant';
+INSERT INTO platform_audit_log (id, at, actor_kind, actor_id, action, target_id, request_id, changes)
+SELECT id, at, actor_kind, actor_id, action, target_id, request_id, changes
+FROM audit_log WHERE tenant_id IS NULL;
+DELETE FROM audit_log WHERE tenant_id IS NULL;
+ALTER TABLE audit_log RENAME TO tenant_audit_log;
+ALTER TABLE tenant_audit_log ALTER COLUMN tenant_id SET NOT NULL;
+ALTER TABLE tenant_audit_log DROP CONSTRAINT audit_log_pkey;
+ALTER TABLE tenant_audit_log ADD CONSTRAINT tenant_audit_log_pkey PRIMARY KEY (tenant_id, id);
+CREATE VIEW audit_log AS
+    SELECT id, tenant_id, at, actor_kind, actor_id, action, target_id, request_id, changes
+    FROM tenant_audit_log
+    UNION ALL
+    SELECT id, NULL::uuid, at, actor_kind, actor_id, action, target_id, request_id, changes
+    FROM platform_audit_log;

@@ -363,6 +363,8 @@ diesel::table! {
 
 diesel::allow_tables_to_appear_in_same_query!(emails, email_recipients);
 
+// The view of tenant_audit_log and platform_audit_log (issue 27): the
+// listing reads it; entries are written to one of the two tables.
 diesel::table! {
     audit_log (id) {
         id -> Uuid,
@@ -378,9 +380,36 @@ diesel::table! {
 }
 
 diesel::table! {
-    oauth_clients (id) {
+    tenant_audit_log (tenant_id, id) {
         id -> Uuid,
-        tenant_id -> Nullable<Uuid>,
+        tenant_id -> Uuid,
+        at -> Timestamptz,
+        actor_kind -> Text,
+        actor_id -> Nullable<Text>,
+        action -> Text,
+        target_id -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        changes -> Jsonb,
+    }
+}
+
+diesel::table! {
+    platform_audit_log (id) {
+        id -> Uuid,
+        at -> Timestamptz,
+        actor_kind -> Text,
+        actor_id -> Nullable<Text>,
+        action -> Text,
+        target_id -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        changes -> Jsonb,
+    }
+}
+
+diesel::table! {
+    oauth_clients (tenant_id, id) {
+        id -> Uuid,
+        tenant_id -> Uuid,
         kind -> Text,
         name -> Text,
         client_id -> Text,
@@ -389,6 +418,28 @@ diesel::table! {
         revoked_at -> Nullable<Timestamptz>,
         last_used_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
+    }
+}
+
+// Platform clients and the client-id directory (reference tables, issue 27).
+diesel::table! {
+    platform_oauth_clients (id) {
+        id -> Uuid,
+        kind -> Text,
+        name -> Text,
+        client_id -> Text,
+        secret_hash -> Text,
+        permissions -> Array<Text>,
+        revoked_at -> Nullable<Timestamptz>,
+        last_used_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    oauth_client_directory (client_id) {
+        client_id -> Text,
+        tenant_id -> Nullable<Uuid>,
     }
 }
 

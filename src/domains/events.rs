@@ -9,8 +9,7 @@ use diesel::sql_types::{Text, Uuid as SqlUuid};
 use super::model::DomainRow;
 
 pub fn enqueue(conn: &mut PgConnection, kind: &str, d: &DomainRow) -> QueryResult<usize> {
-    diesel::sql_query(
-        &crate::webhooks::outbox::to_outboxes(
+    diesel::sql_query(&crate::webhooks::outbox::to_outboxes(
         "SELECT gen_random_uuid(), w.id, t.id, NULL, $2, \
            jsonb_build_object( \
              'type', $2::text, \
@@ -26,8 +25,7 @@ pub fn enqueue(conn: &mut PgConnection, kind: &str, d: &DomainRow) -> QueryResul
          JOIN webhook_subscribers w ON (w.tenant_id = t.id OR w.tenant_id IS NULL) AND w.enabled \
           AND ('*' = ANY (w.events) OR $2 = ANY (w.events)) \
          WHERE t.id = $1",
-    ),
-    )
+    ))
     .bind::<SqlUuid, _>(d.tenant_id)
     .bind::<Text, _>(kind)
     .bind::<SqlUuid, _>(d.id)

@@ -325,8 +325,7 @@ pub fn enqueue_event(
     kind: &str,
     data: &serde_json::Value,
 ) -> QueryResult<usize> {
-    diesel::sql_query(
-        &crate::webhooks::outbox::to_outboxes(
+    diesel::sql_query(&crate::webhooks::outbox::to_outboxes(
         "SELECT gen_random_uuid(), w.id, t.id, NULL, $2, \
            jsonb_build_object( \
              'type', $2::text, \
@@ -337,8 +336,7 @@ pub fn enqueue_event(
          JOIN webhook_subscribers w ON (w.tenant_id = t.id OR w.tenant_id IS NULL) AND w.enabled \
           AND ('*' = ANY (w.events) OR $2 = ANY (w.events)) \
          WHERE t.id = $1",
-    ),
-    )
+    ))
     .bind::<SqlUuid, _>(tenant)
     .bind::<Text, _>(kind)
     .bind::<Jsonb, _>(data)

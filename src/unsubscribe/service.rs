@@ -64,8 +64,7 @@ fn apply(conn: &mut PgConnection, u: &Unsubscribe, via: &str) -> QueryResult<boo
     if !new {
         return Ok(true);
     }
-    diesel::sql_query(
-        &crate::webhooks::outbox::to_outboxes(
+    diesel::sql_query(&crate::webhooks::outbox::to_outboxes(
         "SELECT gen_random_uuid(), w.id, t.id, NULL, $4, \
            jsonb_build_object('type', $4::text, \
              'timestamp', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
@@ -76,8 +75,7 @@ fn apply(conn: &mut PgConnection, u: &Unsubscribe, via: &str) -> QueryResult<boo
            ON (w.tenant_id = t.id OR w.tenant_id IS NULL) AND w.enabled \
           AND ('*' = ANY (w.events) OR $4 = ANY (w.events)) \
          WHERE t.id = $1",
-    ),
-    )
+    ))
     .bind::<SqlUuid, _>(u.tenant_id)
     .bind::<Text, _>(&u.recipient)
     .bind::<Text, _>(stream)

@@ -424,9 +424,15 @@ pub fn attempts_of(
     deliveries: &[Uuid],
 ) -> QueryResult<Vec<AttemptRow>> {
     let t = tables(owner);
+    // The platform's attempts carry no tenant at all.
+    let owned = if t.tenant.is_some() {
+        "tenant_id = $1"
+    } else {
+        "$1::uuid IS NULL"
+    };
     diesel::sql_query(format!(
         "SELECT delivery_id, attempt, at, status_code, error, duration_ms FROM {a} \
-         WHERE {OWNED} AND delivery_id = ANY($2) ORDER BY delivery_id, attempt",
+         WHERE {owned} AND delivery_id = ANY($2) ORDER BY delivery_id, attempt",
         a = t.attempts
     ))
     .bind::<Nullable<SqlUuid>, _>(t.tenant)

@@ -264,7 +264,11 @@ pub fn delete(conn: &mut PgConnection, owner: Owner, id: Uuid) -> QueryResult<us
 
 /// Turns endpoints off (the dispatcher, after a 410 Gone): each named by
 /// its owner and id.
-pub fn disable(conn: &mut PgConnection, hooks: &[(Owner, Uuid)], reason: &str) -> QueryResult<usize> {
+pub fn disable(
+    conn: &mut PgConnection,
+    hooks: &[(Owner, Uuid)],
+    reason: &str,
+) -> QueryResult<usize> {
     let mut n = 0;
     for (owner, id) in hooks {
         n += match owner {
@@ -280,17 +284,15 @@ pub fn disable(conn: &mut PgConnection, hooks: &[(Owner, Uuid)], reason: &str) -
                 webhooks::updated_at.eq(Utc::now()),
             ))
             .execute(conn)?,
-            Owner::Platform => diesel::update(
-                pw::table
-                    .filter(pw::id.eq(id))
-                    .filter(pw::enabled.eq(true)),
-            )
-            .set((
-                pw::enabled.eq(false),
-                pw::disabled_reason.eq(reason),
-                pw::updated_at.eq(Utc::now()),
-            ))
-            .execute(conn)?,
+            Owner::Platform => {
+                diesel::update(pw::table.filter(pw::id.eq(id)).filter(pw::enabled.eq(true)))
+                    .set((
+                        pw::enabled.eq(false),
+                        pw::disabled_reason.eq(reason),
+                        pw::updated_at.eq(Utc::now()),
+                    ))
+                    .execute(conn)?
+            }
         };
     }
     Ok(n)

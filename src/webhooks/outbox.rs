@@ -29,8 +29,7 @@ pub fn enqueue(conn: &mut PgConnection, events: &[NewEvent]) -> QueryResult<usiz
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     let details: Vec<&serde_json::Value> = events.iter().map(|e| &e.detail).collect();
     let ats: Vec<DateTime<Utc>> = events.iter().map(|e| e.at).collect();
-    diesel::sql_query(
-        &crate::webhooks::outbox::to_outboxes(
+    diesel::sql_query(&crate::webhooks::outbox::to_outboxes(
         "SELECT gen_random_uuid(), w.id, e.tenant_id, e.email_id, e.kind, \
            jsonb_build_object( \
              'type', e.kind, \
@@ -55,8 +54,7 @@ pub fn enqueue(conn: &mut PgConnection, events: &[NewEvent]) -> QueryResult<usiz
           AND ('*' = ANY (w.events) OR e.kind = ANY (w.events)) \
          JOIN emails m ON m.tenant_id = e.tenant_id AND m.id = e.email_id \
          JOIN tenants t ON t.id = e.tenant_id",
-    ),
-    )
+    ))
     .bind::<Array<SqlUuid>, _>(&tenants)
     .bind::<Array<SqlUuid>, _>(&emails)
     .bind::<Array<Text>, _>(&kinds)
@@ -77,12 +75,16 @@ const OUTBOX_COLUMNS: &str =
 /// view (both kinds of endpoint, `tenant_id` NULL for the platform's). The
 /// statement's row count is the number of deliveries written.
 pub fn to_outboxes(select: &str) -> String {
+    // Typed here: an untyped NULL (a delivery without a message) would be
+    // `text` in the CTE.
+    const TYPED: &str = "id::uuid, webhook_id::uuid, tenant_id::uuid, email_id::uuid, \
+        event_type::text, payload::jsonb, next_attempt_at::timestamptz, created_at::timestamptz";
     format!(
         "WITH src ({OUTBOX_COLUMNS}, platform) AS ({select}), \
          to_tenant AS (INSERT INTO webhook_deliveries ({OUTBOX_COLUMNS}) \
-           SELECT {OUTBOX_COLUMNS} FROM src WHERE NOT platform RETURNING 1), \
+           SELECT {TYPED} FROM src WHERE NOT platform RETURNING 1), \
          to_platform AS (INSERT INTO platform_webhook_deliveries ({OUTBOX_COLUMNS}) \
-           SELECT {OUTBOX_COLUMNS} FROM src WHERE platform RETURNING 1) \
+           SELECT {TYPED} FROM src WHERE platform RETURNING 1) \
          SELECT 1 FROM to_tenant UNION ALL SELECT 1 FROM to_platform"
     )
 }

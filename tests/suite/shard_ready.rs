@@ -19,14 +19,9 @@ const KNOWN: &[&str] = &[
     // Platform rows mixed with tenant rows (admin keys, admin console
     // users, platform OAuth clients and webhooks, system audit entries):
     // each needs a split into a platform table and a tenant table.
-    "audit_log: primary key does not lead with tenant_id",
-    "audit_log: tenant_id is nullable (platform rows mixed in)",
     "console_users: primary key does not lead with tenant_id",
     "console_users: tenant_id is nullable (platform rows mixed in)",
     "console_users: unique index console_users_email does not lead with tenant_id",
-    "oauth_clients: primary key does not lead with tenant_id",
-    "oauth_clients: tenant_id is nullable (platform rows mixed in)",
-    "oauth_clients: unique index oauth_clients_client_id_key does not lead with tenant_id",
     // Children of those that carry no tenant_id of their own.
     "console_invitations: no tenant_id and no postline:reference comment",
     "console_login_challenges: no tenant_id and no postline:reference comment",
@@ -223,6 +218,14 @@ fn the_split_migrates_rows_of_the_old_shape() {
            ('77777777-7777-7777-7777-777777777777', NULL, 'admin', 'a', 'kadmin', 'h', '{}'), \
            ('88888888-8888-8888-8888-888888888888', '11111111-1111-1111-1111-111111111111', \
             'live', 't', 'klive', 'h', '{}')",
+        // A platform OAuth client and a tenant's.
+        "INSERT INTO oauth_clients (id, tenant_id, kind, name, client_id, secret_hash, permissions) VALUES \
+           (gen_random_uuid(), NULL, 'platform', 'p', 'cplatform', 'h', '{}'), \
+           (gen_random_uuid(), '11111111-1111-1111-1111-111111111111', 'tenant', 't', 'ctenant', 'h', '{}')",
+        // A platform audit entry and a tenant's.
+        "INSERT INTO audit_log (id, tenant_id, actor_kind, action) VALUES \
+           (gen_random_uuid(), NULL, 'cli', 'tenant.created'), \
+           (gen_random_uuid(), '11111111-1111-1111-1111-111111111111', 'admin_key', 'tenant.updated')",
         // Idempotency keys scoped by the tenant and by an admin key.
         "INSERT INTO idempotency_keys (scope, key, request_hash, status_code, response) VALUES \
            ('11111111-1111-1111-1111-111111111111', 'k', '\\x00', 202, '{}'), \
@@ -256,6 +259,14 @@ fn the_split_migrates_rows_of_the_old_shape() {
           WHERE admin_key_id = '66666666-6666-6666-6666-666666666666'", 1),
         ("SELECT count(*) AS n FROM verified_domains WHERE name = 'a.example'", 1),
         ("SELECT count(*) AS n FROM verified_domains", 1),
+        ("SELECT count(*) AS n FROM platform_audit_log WHERE action = 'tenant.created'", 1),
+        ("SELECT count(*) AS n FROM tenant_audit_log WHERE action = 'tenant.updated'", 1),
+        ("SELECT count(*) AS n FROM audit_log", 2),
+        ("SELECT count(*) AS n FROM platform_oauth_clients WHERE client_id = 'cplatform'", 1),
+        ("SELECT count(*) AS n FROM oauth_clients WHERE client_id = 'ctenant'", 1),
+        ("SELECT count(*) AS n FROM oauth_client_directory \
+          WHERE (client_id, tenant_id) = ('ctenant', '11111111-1111-1111-1111-111111111111') \
+             OR (client_id = 'cplatform' AND tenant_id IS NULL)", 2),
         ("SELECT count(*) AS n FROM admin_keys WHERE key_id = 'kadmin'", 1),
         ("SELECT count(*) AS n FROM api_keys WHERE key_id = 'klive' \
           AND tenant_id = '11111111-1111-1111-1111-111111111111'", 1),
@@ -278,7 +289,10 @@ fn the_split_migrates_rows_of_the_old_shape() {
         ),
         1
     );
-    assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM webhook_attempts"), 0);
+    assert_eq!(
+        count(&mut conn, "SELECT count(*) AS n FROM webhook_attempts"),
+        0
+    );
     let known: BTreeSet<String> = KNOWN.iter().map(|s| s.to_string()).collect();
     assert_eq!(violations(&mut conn), known);
 }
