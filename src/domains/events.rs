@@ -9,7 +9,7 @@ use diesel::sql_types::{Text, Uuid as SqlUuid};
 use super::model::DomainRow;
 
 pub fn enqueue(conn: &mut PgConnection, kind: &str, d: &DomainRow) -> QueryResult<usize> {
-    diesel::sql_query(&crate::webhooks::outbox::to_outboxes(
+    diesel::sql_query(crate::webhooks::outbox::to_outboxes(
         "SELECT gen_random_uuid(), w.id, t.id, NULL, $2, \
            jsonb_build_object( \
              'type', $2::text, \

@@ -325,7 +325,7 @@ pub fn enqueue_event(
     kind: &str,
     data: &serde_json::Value,
 ) -> QueryResult<usize> {
-    diesel::sql_query(&crate::webhooks::outbox::to_outboxes(
+    diesel::sql_query(crate::webhooks::outbox::to_outboxes(
         "SELECT gen_random_uuid(), w.id, t.id, NULL, $2, \
            jsonb_build_object( \
              'type', $2::text, \

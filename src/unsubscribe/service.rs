@@ -64,7 +64,7 @@ fn apply(conn: &mut PgConnection, u: &Unsubscribe, via: &str) -> QueryResult<boo
     if !new {
         return Ok(true);
     }
-    diesel::sql_query(&crate::webhooks::outbox::to_outboxes(
+    diesel::sql_query(crate::webhooks::outbox::to_outboxes(
         "SELECT gen_random_uuid(), w.id, t.id, NULL, $4, \
            jsonb_build_object('type', $4::text, \
              'timestamp', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \

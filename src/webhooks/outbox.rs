@@ -29,7 +29,7 @@ pub fn enqueue(conn: &mut PgConnection, events: &[NewEvent]) -> QueryResult<usiz
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     let details: Vec<&serde_json::Value> = events.iter().map(|e| &e.detail).collect();
     let ats: Vec<DateTime<Utc>> = events.iter().map(|e| e.at).collect();
-    diesel::sql_query(&crate::webhooks::outbox::to_outboxes(
+    diesel::sql_query(crate::webhooks::outbox::to_outboxes(
         "SELECT gen_random_uuid(), w.id, e.tenant_id, e.email_id, e.kind, \
            jsonb_build_object( \
              'type', e.kind, \

@@ -235,7 +235,10 @@ async fn platform_webhook_sees_every_tenants_events_and_tenant_webhooks_only_the
     let started = std::time::Instant::now();
     let delivered: Vec<serde_json::Value> = loop {
         let log = app
-            .get(&format!("/v1/admin/webhooks/{pid}/deliveries?limit=100"), &admin)
+            .get(
+                &format!("/v1/admin/webhooks/{pid}/deliveries?limit=100"),
+                &admin,
+            )
             .await;
         assert_eq!(log.status, 200, "{}", log.text);
         let done: Vec<serde_json::Value> = log.json["data"]
