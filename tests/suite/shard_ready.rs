@@ -16,13 +16,15 @@ use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
 
 const KNOWN: &[&str] = &[
-    // Platform rows mixed with tenant rows (admin keys, admin console
-    // users, platform OAuth clients and webhooks, system audit entries):
-    // each needs a split into a platform table and a tenant table.
+    // The console's users: platform admins (tenant_id NULL) mixed with
+    // tenant users, and a sign-in looks a user up by email across tenants;
+    // it needs the split the other platform rows had (migration
+    // 2026-12-07-100028_shard_ready).
     "console_users: primary key does not lead with tenant_id",
     "console_users: tenant_id is nullable (platform rows mixed in)",
     "console_users: unique index console_users_email does not lead with tenant_id",
-    // Children of those that carry no tenant_id of their own.
+    // Its children, which carry no tenant_id of their own (looked up by a
+    // cookie's or link's token hash before the tenant is known).
     "console_invitations: no tenant_id and no postline:reference comment",
     "console_login_challenges: no tenant_id and no postline:reference comment",
     "console_sessions: no tenant_id and no postline:reference comment",
