@@ -33,7 +33,7 @@ struct SealedColumn {
     context: fn(Uuid) -> String,
 }
 
-const COLUMNS: [SealedColumn; 5] = [
+const COLUMNS: [SealedColumn; 6] = [
     SealedColumn {
         name: "tenants.smtp_password",
         table: "tenants",
@@ -43,6 +43,12 @@ const COLUMNS: [SealedColumn; 5] = [
     SealedColumn {
         name: "webhooks.secret",
         table: "webhooks",
+        column: "secret_enc",
+        context: secret_context,
+    },
+    SealedColumn {
+        name: "platform_webhooks.secret",
+        table: "platform_webhooks",
         column: "secret_enc",
         context: secret_context,
     },

@@ -27,9 +27,9 @@ diesel::table! {
 }
 
 diesel::table! {
-    api_keys (id) {
+    api_keys (tenant_id, id) {
         id -> Uuid,
-        tenant_id -> Nullable<Uuid>,
+        tenant_id -> Uuid,
         kind -> Text,
         name -> Text,
         key_id -> Text,
@@ -39,6 +39,29 @@ diesel::table! {
         revoked_at -> Nullable<Timestamptz>,
         last_used_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
+    }
+}
+
+// Admin keys and the key-id directory (reference tables, issue 27).
+diesel::table! {
+    admin_keys (id) {
+        id -> Uuid,
+        kind -> Text,
+        name -> Text,
+        key_id -> Text,
+        secret_hash -> Text,
+        permissions -> Array<Text>,
+        expires_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+        last_used_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    api_key_directory (key_id) {
+        key_id -> Text,
+        tenant_id -> Nullable<Uuid>,
     }
 }
 
@@ -107,13 +130,34 @@ diesel::table! {
 }
 
 diesel::table! {
-    idempotency_keys (scope, key) {
-        scope -> Uuid,
+    idempotency_keys (tenant_id, key) {
+        tenant_id -> Uuid,
         key -> Text,
         request_hash -> Bytea,
         status_code -> Int4,
         response -> Jsonb,
         created_at -> Timestamptz,
+    }
+}
+
+// Admin batches across tenants (reference table).
+diesel::table! {
+    platform_idempotency_keys (admin_key_id, key) {
+        admin_key_id -> Uuid,
+        key -> Text,
+        request_hash -> Bytea,
+        status_code -> Int4,
+        response -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+// Who holds each verified domain name (reference table).
+diesel::table! {
+    verified_domains (name) {
+        name -> Text,
+        tenant_id -> Uuid,
+        domain_id -> Uuid,
     }
 }
 
@@ -137,9 +181,9 @@ diesel::table! {
 }
 
 diesel::table! {
-    webhooks (id) {
+    webhooks (tenant_id, id) {
         id -> Uuid,
-        tenant_id -> Nullable<Uuid>,
+        tenant_id -> Uuid,
         url -> Text,
         events -> Array<Text>,
         description -> Nullable<Text>,
@@ -152,7 +196,52 @@ diesel::table! {
 }
 
 diesel::table! {
-    webhook_deliveries (id) {
+    webhook_deliveries (tenant_id, id) {
+        id -> Uuid,
+        webhook_id -> Uuid,
+        tenant_id -> Uuid,
+        email_id -> Nullable<Uuid>,
+        event_type -> Text,
+        payload -> Jsonb,
+        status -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        last_status_code -> Nullable<Int4>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamptz,
+        completed_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    webhook_attempts (tenant_id, delivery_id, attempt) {
+        delivery_id -> Uuid,
+        attempt -> Int4,
+        at -> Timestamptz,
+        status_code -> Nullable<Int4>,
+        error -> Nullable<Text>,
+        duration_ms -> Int4,
+        tenant_id -> Uuid,
+    }
+}
+
+// The platform's endpoints and their outbox (reference tables, issue 27).
+diesel::table! {
+    platform_webhooks (id) {
+        id -> Uuid,
+        url -> Text,
+        events -> Array<Text>,
+        description -> Nullable<Text>,
+        secret_enc -> Bytea,
+        enabled -> Bool,
+        disabled_reason -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    platform_webhook_deliveries (id) {
         id -> Uuid,
         webhook_id -> Uuid,
         tenant_id -> Nullable<Uuid>,
@@ -170,7 +259,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    webhook_attempts (delivery_id, attempt) {
+    platform_webhook_attempts (delivery_id, attempt) {
         delivery_id -> Uuid,
         attempt -> Int4,
         at -> Timestamptz,
@@ -181,10 +270,14 @@ diesel::table! {
 }
 
 diesel::joinable!(templates -> tenants (tenant_id));
-diesel::joinable!(webhook_deliveries -> webhooks (webhook_id));
-diesel::joinable!(webhook_attempts -> webhook_deliveries (delivery_id));
+diesel::joinable!(platform_webhook_deliveries -> platform_webhooks (webhook_id));
 diesel::allow_tables_to_appear_in_same_query!(templates, tenants);
 diesel::allow_tables_to_appear_in_same_query!(webhooks, webhook_deliveries, webhook_attempts);
+diesel::allow_tables_to_appear_in_same_query!(
+    platform_webhooks,
+    platform_webhook_deliveries,
+    platform_webhook_attempts
+);
 diesel::table! {
     usage_daily (tenant_id, day, shard) {
         tenant_id -> Uuid,
@@ -270,6 +363,8 @@ diesel::table! {
 
 diesel::allow_tables_to_appear_in_same_query!(emails, email_recipients);
 
+// The view of tenant_audit_log and platform_audit_log (issue 27): the
+// listing reads it; entries are written to one of the two tables.
 diesel::table! {
     audit_log (id) {
         id -> Uuid,
@@ -285,9 +380,36 @@ diesel::table! {
 }
 
 diesel::table! {
-    oauth_clients (id) {
+    tenant_audit_log (tenant_id, id) {
         id -> Uuid,
-        tenant_id -> Nullable<Uuid>,
+        tenant_id -> Uuid,
+        at -> Timestamptz,
+        actor_kind -> Text,
+        actor_id -> Nullable<Text>,
+        action -> Text,
+        target_id -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        changes -> Jsonb,
+    }
+}
+
+diesel::table! {
+    platform_audit_log (id) {
+        id -> Uuid,
+        at -> Timestamptz,
+        actor_kind -> Text,
+        actor_id -> Nullable<Text>,
+        action -> Text,
+        target_id -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        changes -> Jsonb,
+    }
+}
+
+diesel::table! {
+    oauth_clients (tenant_id, id) {
+        id -> Uuid,
+        tenant_id -> Uuid,
         kind -> Text,
         name -> Text,
         client_id -> Text,
@@ -296,6 +418,28 @@ diesel::table! {
         revoked_at -> Nullable<Timestamptz>,
         last_used_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
+    }
+}
+
+// Platform clients and the client-id directory (reference tables, issue 27).
+diesel::table! {
+    platform_oauth_clients (id) {
+        id -> Uuid,
+        kind -> Text,
+        name -> Text,
+        client_id -> Text,
+        secret_hash -> Text,
+        permissions -> Array<Text>,
+        revoked_at -> Nullable<Timestamptz>,
+        last_used_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    oauth_client_directory (client_id) {
+        client_id -> Text,
+        tenant_id -> Nullable<Uuid>,
     }
 }
 

@@ -9,10 +9,8 @@ use diesel::sql_types::{Text, Uuid as SqlUuid};
 use super::model::DomainRow;
 
 pub fn enqueue(conn: &mut PgConnection, kind: &str, d: &DomainRow) -> QueryResult<usize> {
-    diesel::sql_query(
-        "INSERT INTO webhook_deliveries \
-           (id, webhook_id, tenant_id, email_id, event_type, payload, next_attempt_at, created_at) \
-         SELECT gen_random_uuid(), w.id, t.id, NULL, $2, \
+    diesel::sql_query(crate::webhooks::outbox::to_outboxes(
+        "SELECT gen_random_uuid(), w.id, t.id, NULL, $2, \
            jsonb_build_object( \
              'type', $2::text, \
              'timestamp', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
@@ -22,12 +20,12 @@ pub fn enqueue(conn: &mut PgConnection, kind: &str, d: &DomainRow) -> QueryResul
                'external_tenant_id', t.external_id, \
                'name', $4::text, \
                'status', $5::text)), \
-           now(), now() \
+           now(), now(), w.tenant_id IS NULL \
          FROM tenants t \
-         JOIN webhooks w ON (w.tenant_id = t.id OR w.tenant_id IS NULL) AND w.enabled \
+         JOIN webhook_subscribers w ON (w.tenant_id = t.id OR w.tenant_id IS NULL) AND w.enabled \
           AND ('*' = ANY (w.events) OR $2 = ANY (w.events)) \
          WHERE t.id = $1",
-    )
+    ))
     .bind::<SqlUuid, _>(d.tenant_id)
     .bind::<Text, _>(kind)
     .bind::<SqlUuid, _>(d.id)

@@ -178,12 +178,43 @@ pub fn keys_of(
 }
 
 pub fn delete(conn: &mut PgConnection, tenant: TenantId, id: Uuid) -> QueryResult<usize> {
+    release_name(conn, tenant.0, id)?;
     diesel::delete(
         domains::table
             .filter(domains::tenant_id.eq(tenant.0))
             .filter(domains::id.eq(id)),
     )
     .execute(conn)
+}
+
+/// Drops the domain's entry in `verified_domains` (if it has one).
+fn release_name(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> QueryResult<usize> {
+    use diesel::sql_types::Uuid as SqlUuid;
+    diesel::sql_query("DELETE FROM verified_domains WHERE tenant_id = $1 AND domain_id = $2")
+        .bind::<SqlUuid, _>(tenant)
+        .bind::<SqlUuid, _>(id)
+        .execute(conn)
+}
+
+/// Keeps `verified_domains` (the platform-wide directory of verified names,
+/// a reference table) in step with a domain's status: its primary key on
+/// the name is what holds a name to one verified owner, so two tenants
+/// verifying the same name at once end with a unique violation for the
+/// second, as the partial unique index on `domains` did before the shard
+/// split.
+fn hold_name(conn: &mut PgConnection, row: &DomainRow) -> QueryResult<()> {
+    use diesel::sql_types::{Text, Uuid as SqlUuid};
+    release_name(conn, row.tenant_id, row.id)?;
+    if row.status == "verified" {
+        diesel::sql_query(
+            "INSERT INTO verified_domains (name, tenant_id, domain_id) VALUES ($1, $2, $3)",
+        )
+        .bind::<Text, _>(&row.name)
+        .bind::<SqlUuid, _>(row.tenant_id)
+        .bind::<SqlUuid, _>(row.id)
+        .execute(conn)?;
+    }
+    Ok(())
 }
 
 /// Who holds any of `names` (with which status), across tenants: the
@@ -200,8 +231,11 @@ pub fn holders(
         .load(conn)
 }
 
-/// Writes the outcome of a check (status and timestamps) back.
+/// Writes the outcome of a check (status and timestamps) back, and the
+/// name's entry in `verified_domains` (a unique violation when another
+/// tenant holds the name verified).
 pub fn save_check(conn: &mut PgConnection, row: &DomainRow) -> QueryResult<usize> {
+    hold_name(conn, row)?;
     diesel::update(
         domains::table
             .filter(domains::tenant_id.eq(row.tenant_id))

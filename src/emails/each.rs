@@ -129,9 +129,9 @@ where
         let first = kept[0].tenant_id;
         // One tenant: scope by tenant; across tenants: by the (admin) key.
         let scope = if kept.iter().all(|r| r.tenant_id == first) {
-            first
+            super::idempotency::Scope::Tenant(first)
         } else {
-            who.0.api_key_id
+            super::idempotency::Scope::Platform(who.0.api_key_id)
         };
         (scope, i.key, i.hash)
     });

@@ -278,7 +278,7 @@ pub(super) async fn enqueue(
     state: &AppState,
     submission: Submission,
     reply: Reply,
-    idem: Option<(Uuid, String, Vec<u8>)>,
+    idem: Option<(idempotency::Scope, String, Vec<u8>)>,
 ) -> AppResult<Reply> {
     let Some((scope, key, hash)) = idem else {
         state.ingest.submit(submission).await?;
@@ -343,7 +343,11 @@ pub async fn send_one(
     let idem = match idem_key {
         Some(k) => {
             check_idempotency_key(&k)?;
-            Some((row.tenant_id, k, request_hash("single", body)))
+            Some((
+                idempotency::Scope::Tenant(row.tenant_id),
+                k,
+                request_hash("single", body),
+            ))
         }
         None => None,
     };
@@ -401,9 +405,9 @@ pub async fn send_batch_up_to(
             let first = rows[0].tenant_id;
             // One tenant: scope by tenant; a platform batch across tenants: by the admin key.
             let scope = if rows.iter().all(|r| r.tenant_id == first) {
-                first
+                idempotency::Scope::Tenant(first)
             } else {
-                who.0.api_key_id
+                idempotency::Scope::Platform(who.0.api_key_id)
             };
             Some((scope, k, request_hash("batch", body)))
         }

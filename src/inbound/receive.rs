@@ -286,7 +286,7 @@ fn enqueue(
         .values((
             d::id.eq(Uuid::new_v4()),
             d::webhook_id.eq(endpoint),
-            d::tenant_id.eq(Some(tenant.0)),
+            d::tenant_id.eq(tenant.0),
             d::email_id.eq(Some(message)),
             d::event_type.eq(super::EVENT),
             d::payload.eq(payload),

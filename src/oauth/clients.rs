@@ -243,7 +243,7 @@ pub async fn revoke(
                 return Err(AppError::NotFound);
             }
             audit_hook(conn, "oauth_client.revoked", &actor, owner, id)?;
-            Ok(model::find_by_id(conn, id)?.map(|(row, _)| row.client_id))
+            Ok(model::find(conn, owner, id)?.map(|row| row.client_id))
         })
     })
     .await?;

@@ -1,18 +1,24 @@
-//! `oauth_clients` and `oauth_signing_keys` rows and their queries. Tenant
-//! clients are always addressed with their tenant id, so another tenant's
-//! client is simply "not found".
+//! OAuth client and signing-key rows and their queries. Tenant clients
+//! (`oauth_clients`, keyed `(tenant_id, id)`) are always addressed with
+//! their tenant id, so another tenant's client is simply "not found";
+//! platform clients live in `platform_oauth_clients` (a reference table).
+//! The token endpoint knows only the `client_id`: `oauth_client_directory`
+//! (a reference table) says whose it is first.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use uuid::Uuid;
 
 use crate::db::pagination::{Cursor, PageRequest};
-use crate::db::schema::{oauth_clients, oauth_signing_keys, tenants};
+use crate::db::schema::{
+    oauth_client_directory as directory, oauth_clients, oauth_signing_keys,
+    platform_oauth_clients as platform, tenants,
+};
 use crate::domain::TenantId;
 
-#[derive(Clone, Debug, Queryable, Selectable)]
-#[diesel(table_name = oauth_clients)]
+/// A client; `tenant_id` is `None` for a platform client.
+#[derive(Clone, Debug, Queryable)]
 pub struct ClientRow {
     pub id: Uuid,
     pub tenant_id: Option<Uuid>,
@@ -35,8 +41,39 @@ impl ClientRow {
     }
 }
 
-#[derive(Debug, Insertable)]
-#[diesel(table_name = oauth_clients)]
+/// The columns of a [`ClientRow`], from either table.
+macro_rules! columns {
+    (tenant) => {
+        (
+            oauth_clients::id,
+            oauth_clients::tenant_id.nullable(),
+            oauth_clients::kind,
+            oauth_clients::name,
+            oauth_clients::client_id,
+            oauth_clients::secret_hash,
+            oauth_clients::permissions,
+            oauth_clients::revoked_at,
+            oauth_clients::last_used_at,
+            oauth_clients::created_at,
+        )
+    };
+    (platform) => {
+        (
+            platform::id,
+            diesel::dsl::sql::<Nullable<SqlUuid>>("NULL"),
+            platform::kind,
+            platform::name,
+            platform::client_id,
+            platform::secret_hash,
+            platform::permissions,
+            platform::revoked_at,
+            platform::last_used_at,
+            platform::created_at,
+        )
+    };
+}
+
+#[derive(Debug)]
 pub struct NewClient<'a> {
     pub id: Uuid,
     pub tenant_id: Option<Uuid>,
@@ -48,38 +85,93 @@ pub struct NewClient<'a> {
 }
 
 impl NewClient<'_> {
+    /// Writes the client and its directory entry (`client_id` is unique
+    /// across the platform by the directory's primary key).
     pub fn insert(&self, conn: &mut PgConnection) -> QueryResult<ClientRow> {
-        diesel::insert_into(oauth_clients::table)
-            .values(self)
-            .returning(ClientRow::as_returning())
-            .get_result(conn)
+        diesel::insert_into(directory::table)
+            .values((
+                directory::client_id.eq(self.client_id),
+                directory::tenant_id.eq(self.tenant_id),
+            ))
+            .execute(conn)?;
+        match self.tenant_id {
+            Some(t) => diesel::insert_into(oauth_clients::table)
+                .values((
+                    oauth_clients::id.eq(self.id),
+                    oauth_clients::tenant_id.eq(t),
+                    oauth_clients::kind.eq(self.kind),
+                    oauth_clients::name.eq(self.name),
+                    oauth_clients::client_id.eq(self.client_id),
+                    oauth_clients::secret_hash.eq(self.secret_hash),
+                    oauth_clients::permissions.eq(&self.permissions),
+                ))
+                .returning(columns!(tenant))
+                .get_result(conn),
+            None => diesel::insert_into(platform::table)
+                .values((
+                    platform::id.eq(self.id),
+                    platform::kind.eq(self.kind),
+                    platform::name.eq(self.name),
+                    platform::client_id.eq(self.client_id),
+                    platform::secret_hash.eq(self.secret_hash),
+                    platform::permissions.eq(&self.permissions),
+                ))
+                .returning(columns!(platform))
+                .get_result(conn),
+        }
     }
 }
 
-/// A client by its public `client_id`, with its tenant's status (token endpoint).
+/// A client by its public `client_id`, with its tenant's status (token
+/// endpoint): the directory names the owner, then the row is read there.
 pub fn find_by_client_id(
     conn: &mut PgConnection,
     client_id: &str,
 ) -> QueryResult<Option<(ClientRow, Option<String>)>> {
-    oauth_clients::table
-        .left_join(tenants::table)
-        .filter(oauth_clients::client_id.eq(client_id))
-        .select((ClientRow::as_select(), tenants::status.nullable()))
+    let owner: Option<Option<Uuid>> = directory::table
+        .filter(directory::client_id.eq(client_id))
+        .select(directory::tenant_id)
         .first(conn)
-        .optional()
+        .optional()?;
+    match owner {
+        None => Ok(None),
+        Some(Some(t)) => oauth_clients::table
+            .inner_join(tenants::table)
+            .filter(oauth_clients::tenant_id.eq(t))
+            .filter(oauth_clients::client_id.eq(client_id))
+            .select((columns!(tenant), tenants::status.nullable()))
+            .first(conn)
+            .optional(),
+        Some(None) => platform::table
+            .filter(platform::client_id.eq(client_id))
+            .select((
+                columns!(platform),
+                diesel::dsl::sql::<Nullable<Text>>("NULL"),
+            ))
+            .first(conn)
+            .optional(),
+    }
 }
 
-/// A client by its row id, with its tenant's status (bearer token refill).
-pub fn find_by_id(
+/// One client of the owner (a tenant, or the platform with `None`).
+pub fn find(
     conn: &mut PgConnection,
+    tenant: Option<TenantId>,
     id: Uuid,
-) -> QueryResult<Option<(ClientRow, Option<String>)>> {
-    oauth_clients::table
-        .left_join(tenants::table)
-        .filter(oauth_clients::id.eq(id))
-        .select((ClientRow::as_select(), tenants::status.nullable()))
-        .first(conn)
-        .optional()
+) -> QueryResult<Option<ClientRow>> {
+    match tenant {
+        Some(t) => oauth_clients::table
+            .filter(oauth_clients::tenant_id.eq(t.0))
+            .filter(oauth_clients::id.eq(id))
+            .select(columns!(tenant))
+            .first(conn)
+            .optional(),
+        None => platform::table
+            .filter(platform::id.eq(id))
+            .select(columns!(platform))
+            .first(conn)
+            .optional(),
+    }
 }
 
 /// A page of one tenant's clients (`Some`) or of the platform clients (`None`).
@@ -88,65 +180,90 @@ pub fn list(
     tenant: Option<TenantId>,
     page: PageRequest,
 ) -> QueryResult<Vec<ClientRow>> {
-    let mut q = oauth_clients::table
-        .select(ClientRow::as_select())
-        .order((oauth_clients::created_at.desc(), oauth_clients::id.desc()))
-        .limit(page.limit + 1)
-        .into_boxed();
-    q = match tenant {
-        Some(t) => q.filter(oauth_clients::tenant_id.eq(t.0)),
-        None => q.filter(oauth_clients::tenant_id.is_null()),
-    };
-    if let Some(c) = page.after {
-        q = q.filter(
-            oauth_clients::created_at
-                .lt(c.created_at)
-                .or(oauth_clients::created_at
-                    .eq(c.created_at)
-                    .and(oauth_clients::id.lt(c.id))),
-        );
+    match tenant {
+        Some(t) => {
+            let mut q = oauth_clients::table
+                .filter(oauth_clients::tenant_id.eq(t.0))
+                .select(columns!(tenant))
+                .order((oauth_clients::created_at.desc(), oauth_clients::id.desc()))
+                .limit(page.limit + 1)
+                .into_boxed();
+            if let Some(c) = page.after {
+                q = q.filter(
+                    oauth_clients::created_at
+                        .lt(c.created_at)
+                        .or(oauth_clients::created_at
+                            .eq(c.created_at)
+                            .and(oauth_clients::id.lt(c.id))),
+                );
+            }
+            q.load(conn)
+        }
+        None => {
+            let mut q = platform::table
+                .select(columns!(platform))
+                .order((platform::created_at.desc(), platform::id.desc()))
+                .limit(page.limit + 1)
+                .into_boxed();
+            if let Some(c) = page.after {
+                q = q.filter(
+                    platform::created_at
+                        .lt(c.created_at)
+                        .or(platform::created_at
+                            .eq(c.created_at)
+                            .and(platform::id.lt(c.id))),
+                );
+            }
+            q.load(conn)
+        }
     }
-    q.load(conn)
 }
 
 /// Revokes one client of the given owner; `false` when it has no such client.
 /// Revoking twice succeeds and keeps the first revocation time.
 pub fn revoke(conn: &mut PgConnection, tenant: Option<TenantId>, id: Uuid) -> QueryResult<bool> {
-    let target = oauth_clients::table
-        .filter(oauth_clients::id.eq(id))
-        .into_boxed();
-    let target = match tenant {
-        Some(t) => target.filter(oauth_clients::tenant_id.eq(t.0)),
-        None => target.filter(oauth_clients::tenant_id.is_null()),
-    };
-    let exists: Option<Uuid> = target.select(oauth_clients::id).first(conn).optional()?;
-    if exists.is_none() {
+    if find(conn, tenant, id)?.is_none() {
         return Ok(false);
     }
-    diesel::update(
-        oauth_clients::table
-            .filter(oauth_clients::id.eq(id))
-            .filter(oauth_clients::revoked_at.is_null()),
-    )
-    .set(oauth_clients::revoked_at.eq(diesel::dsl::now))
-    .execute(conn)?;
+    match tenant {
+        Some(t) => diesel::update(
+            oauth_clients::table
+                .filter(oauth_clients::tenant_id.eq(t.0))
+                .filter(oauth_clients::id.eq(id))
+                .filter(oauth_clients::revoked_at.is_null()),
+        )
+        .set(oauth_clients::revoked_at.eq(diesel::dsl::now))
+        .execute(conn)?,
+        None => diesel::update(
+            platform::table
+                .filter(platform::id.eq(id))
+                .filter(platform::revoked_at.is_null()),
+        )
+        .set(platform::revoked_at.eq(diesel::dsl::now))
+        .execute(conn)?,
+    };
     Ok(true)
 }
 
-/// Writes many `last_used_at` values in one statement; never moves one back.
+/// Writes many `last_used_at` values in one statement per table; never
+/// moves one back. The batch names clients by id alone (the node's
+/// collected uses, of any tenant and of the platform).
 pub fn record_last_used(
     conn: &mut PgConnection,
     ids: Vec<Uuid>,
     times: Vec<DateTime<Utc>>,
 ) -> QueryResult<usize> {
-    diesel::sql_query(
-        "UPDATE oauth_clients SET last_used_at = \
-         GREATEST(COALESCE(oauth_clients.last_used_at, u.t), u.t) \
-         FROM unnest($1, $2) AS u(id, t) WHERE oauth_clients.id = u.id",
-    )
-    .bind::<Array<SqlUuid>, _>(ids)
-    .bind::<Array<Timestamptz>, _>(times)
-    .execute(conn)
+    let mut n = 0;
+    for table in ["oauth_clients", "platform_oauth_clients"] {
+        n += diesel::sql_query(format!(
+            "UPDATE {table} SET last_used_at = GREATEST(COALESCE({table}.last_used_at, u.t), u.t) \
+             FROM unnest($1, $2) AS u(id, t) WHERE {table}.id = u.id"
+        ))
+        .bind::<Array<SqlUuid>, _>(&ids)
+        .bind::<Array<Timestamptz>, _>(&times)
+        .execute(conn)?;
+    }
+    Ok(n)
 }
 
 #[derive(Clone, Debug, Queryable, Selectable)]

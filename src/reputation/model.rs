@@ -325,20 +325,18 @@ pub fn enqueue_event(
     kind: &str,
     data: &serde_json::Value,
 ) -> QueryResult<usize> {
-    diesel::sql_query(
-        "INSERT INTO webhook_deliveries \
-           (id, webhook_id, tenant_id, email_id, event_type, payload, next_attempt_at, created_at) \
-         SELECT gen_random_uuid(), w.id, t.id, NULL, $2, \
+    diesel::sql_query(crate::webhooks::outbox::to_outboxes(
+        "SELECT gen_random_uuid(), w.id, t.id, NULL, $2, \
            jsonb_build_object( \
              'type', $2::text, \
              'timestamp', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
              'data', $3::jsonb), \
-           now(), now() \
+           now(), now(), w.tenant_id IS NULL \
          FROM tenants t \
-         JOIN webhooks w ON (w.tenant_id = t.id OR w.tenant_id IS NULL) AND w.enabled \
+         JOIN webhook_subscribers w ON (w.tenant_id = t.id OR w.tenant_id IS NULL) AND w.enabled \
           AND ('*' = ANY (w.events) OR $2 = ANY (w.events)) \
          WHERE t.id = $1",
-    )
+    ))
     .bind::<SqlUuid, _>(tenant)
     .bind::<Text, _>(kind)
     .bind::<Jsonb, _>(data)

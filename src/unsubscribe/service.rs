@@ -64,20 +64,18 @@ fn apply(conn: &mut PgConnection, u: &Unsubscribe, via: &str) -> QueryResult<boo
     if !new {
         return Ok(true);
     }
-    diesel::sql_query(
-        "INSERT INTO webhook_deliveries \
-           (id, webhook_id, tenant_id, email_id, event_type, payload, next_attempt_at, created_at) \
-         SELECT gen_random_uuid(), w.id, t.id, NULL, $4, \
+    diesel::sql_query(crate::webhooks::outbox::to_outboxes(
+        "SELECT gen_random_uuid(), w.id, t.id, NULL, $4, \
            jsonb_build_object('type', $4::text, \
              'timestamp', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
              'data', jsonb_build_object('tenant_id', t.id, 'external_tenant_id', t.external_id, \
                                         'recipient', $2::text, 'stream', $3::text)), \
-           now(), now() \
-         FROM tenants t JOIN webhooks w \
+           now(), now(), w.tenant_id IS NULL \
+         FROM tenants t JOIN webhook_subscribers w \
            ON (w.tenant_id = t.id OR w.tenant_id IS NULL) AND w.enabled \
           AND ('*' = ANY (w.events) OR $4 = ANY (w.events)) \
          WHERE t.id = $1",
-    )
+    ))
     .bind::<SqlUuid, _>(u.tenant_id)
     .bind::<Text, _>(&u.recipient)
     .bind::<Text, _>(stream)

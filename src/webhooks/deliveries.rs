@@ -10,25 +10,39 @@ use diesel::sql_types::{
 };
 use uuid::Uuid;
 
-use super::model::{self, WebhookRow};
+use super::model::{self, Owner, WebhookRow};
 use crate::db::pagination::{Cursor, PageRequest};
-use crate::db::schema::{webhook_attempts, webhook_deliveries};
 
-#[derive(Clone, Debug, Queryable, Selectable, Insertable)]
-#[diesel(table_name = webhook_deliveries)]
+/// A delivery (a row of `webhook_deliveries`, or of
+/// `platform_webhook_deliveries` for a platform endpoint, where `tenant_id`
+/// is the event's tenant, `None` for a ping).
+#[derive(Clone, Debug, QueryableByName)]
 pub struct DeliveryRow {
+    #[diesel(sql_type = SqlUuid)]
     pub id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
     pub webhook_id: Uuid,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
     pub tenant_id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
     pub email_id: Option<Uuid>,
+    #[diesel(sql_type = Text)]
     pub event_type: String,
+    #[diesel(sql_type = Jsonb)]
     pub payload: serde_json::Value,
+    #[diesel(sql_type = Text)]
     pub status: String,
+    #[diesel(sql_type = Int4)]
     pub attempts: i32,
+    #[diesel(sql_type = Timestamptz)]
     pub next_attempt_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Int4>)]
     pub last_status_code: Option<i32>,
+    #[diesel(sql_type = Nullable<Text>)]
     pub last_error: Option<String>,
+    #[diesel(sql_type = Timestamptz)]
     pub created_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
     pub completed_at: Option<DateTime<Utc>>,
 }
 
@@ -41,16 +55,48 @@ impl DeliveryRow {
     }
 }
 
-#[derive(Clone, Debug, Queryable, Selectable)]
-#[diesel(table_name = webhook_attempts)]
+#[derive(Clone, Debug, QueryableByName)]
 pub struct AttemptRow {
+    #[diesel(sql_type = SqlUuid)]
     pub delivery_id: Uuid,
+    #[diesel(sql_type = Int4)]
     pub attempt: i32,
+    #[diesel(sql_type = Timestamptz)]
     pub at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Int4>)]
     pub status_code: Option<i32>,
+    #[diesel(sql_type = Nullable<Text>)]
     pub error: Option<String>,
+    #[diesel(sql_type = Int4)]
     pub duration_ms: i32,
 }
+
+/// The deliveries and attempts tables of an owner's endpoints, and the
+/// owner condition on them (`$1` is the tenant; always true for the
+/// platform, whose tables hold nothing else).
+struct Tables {
+    deliveries: &'static str,
+    attempts: &'static str,
+    tenant: Option<Uuid>,
+}
+
+fn tables(owner: Owner) -> Tables {
+    match owner {
+        Owner::Tenant(t) => Tables {
+            deliveries: "webhook_deliveries",
+            attempts: "webhook_attempts",
+            tenant: Some(t.0),
+        },
+        Owner::Platform => Tables {
+            deliveries: "platform_webhook_deliveries",
+            attempts: "platform_webhook_attempts",
+            tenant: None,
+        },
+    }
+}
+
+const DELIVERY_COLUMNS: &str = "id, webhook_id, tenant_id, email_id, event_type, payload, status, \
+    attempts, next_attempt_at, last_status_code, last_error, created_at, completed_at";
 
 /// A delivery leased to this dispatcher, with what sending it needs.
 #[derive(Clone, Debug, QueryableByName)]
@@ -76,8 +122,19 @@ pub struct Claimed {
     pub enabled: bool,
 }
 
-/// The all-zero id the claim groups platform endpoints under (their
-/// `tenant_id` is NULL): the platform is one owner like any tenant.
+impl Claimed {
+    /// Whose endpoint it was sent to.
+    pub fn endpoint_owner(&self) -> Owner {
+        if self.owner == PLATFORM_OWNER {
+            Owner::Platform
+        } else {
+            Owner::Tenant(crate::domain::TenantId(self.owner))
+        }
+    }
+}
+
+/// The all-zero id the claim groups platform endpoints under: the
+/// platform is one owner like any tenant.
 pub const PLATFORM_OWNER: Uuid = Uuid::nil();
 
 /// What a claim may take, given what this dispatcher has in flight.
@@ -105,22 +162,34 @@ pub struct ClaimLimits {
 pub fn claim(conn: &mut PgConnection, l: &ClaimLimits) -> QueryResult<Vec<Claimed>> {
     let (hook_ids, hook_n): (Vec<Uuid>, Vec<i32>) = l.busy_endpoints.iter().copied().unzip();
     let (owner_ids, owner_n): (Vec<Uuid>, Vec<i32>) = l.busy_owners.iter().copied().unzip();
+    // One scan per outbox (the tenants' and the platform's), each locking
+    // its candidates; the caps then rank them together.
     diesel::sql_query(
         "WITH busy_hooks AS (SELECT * FROM unnest($3::uuid[], $4::int[]) AS b(id, n)), \
               busy_owners AS (SELECT * FROM unnest($5::uuid[], $6::int[]) AS b(id, n)), \
-         due AS ( \
-           SELECT d.id, d.webhook_id, d.next_attempt_at, \
-                  COALESCE(w.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner \
-           FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+         due_t AS ( \
+           SELECT d.id, d.webhook_id, d.next_attempt_at, d.tenant_id AS owner, false AS platform \
+           FROM webhook_deliveries d \
            WHERE d.status = 'pending' AND d.next_attempt_at <= now() \
              AND d.webhook_id NOT IN (SELECT id FROM busy_hooks WHERE n >= $7) \
-             AND COALESCE(w.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) \
+             AND d.tenant_id NOT IN (SELECT id FROM busy_owners WHERE n >= $8) \
+           ORDER BY d.next_attempt_at \
+           LIMIT $9 \
+           FOR UPDATE OF d SKIP LOCKED), \
+         due_p AS ( \
+           SELECT d.id, d.webhook_id, d.next_attempt_at, \
+                  '00000000-0000-0000-0000-000000000000'::uuid AS owner, true AS platform \
+           FROM platform_webhook_deliveries d \
+           WHERE d.status = 'pending' AND d.next_attempt_at <= now() \
+             AND d.webhook_id NOT IN (SELECT id FROM busy_hooks WHERE n >= $7) \
+             AND '00000000-0000-0000-0000-000000000000'::uuid \
                  NOT IN (SELECT id FROM busy_owners WHERE n >= $8) \
            ORDER BY d.next_attempt_at \
            LIMIT $9 \
            FOR UPDATE OF d SKIP LOCKED), \
+         due AS (SELECT * FROM due_t UNION ALL SELECT * FROM due_p), \
          ranked AS ( \
-           SELECT due.id, due.next_attempt_at, \
+           SELECT due.id, due.owner, due.platform, due.next_attempt_at, \
              row_number() OVER (PARTITION BY due.webhook_id ORDER BY due.next_attempt_at) \
                + COALESCE(h.n, 0) AS hook_n, \
              row_number() OVER (PARTITION BY due.owner ORDER BY due.next_attempt_at) \
@@ -128,15 +197,24 @@ pub fn claim(conn: &mut PgConnection, l: &ClaimLimits) -> QueryResult<Vec<Claime
            FROM due LEFT JOIN busy_hooks h ON h.id = due.webhook_id \
                     LEFT JOIN busy_owners o ON o.id = due.owner), \
          picked AS ( \
-           SELECT id FROM ranked WHERE hook_n <= $7 AND owner_n <= $8 \
-           ORDER BY next_attempt_at LIMIT $1) \
-         UPDATE webhook_deliveries AS d \
-         SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $2) \
-         FROM picked, webhooks AS w \
-         WHERE d.id = picked.id AND w.id = d.webhook_id \
-         RETURNING d.id, d.webhook_id, \
-           COALESCE(w.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner, \
-           d.payload, d.attempts, d.created_at, w.url, w.secret_enc, w.enabled",
+           SELECT id, owner, platform FROM ranked WHERE hook_n <= $7 AND owner_n <= $8 \
+           ORDER BY next_attempt_at LIMIT $1), \
+         up_t AS ( \
+           UPDATE webhook_deliveries AS d \
+           SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $2) \
+           FROM picked, webhooks AS w \
+           WHERE NOT picked.platform AND d.tenant_id = picked.owner AND d.id = picked.id \
+             AND w.tenant_id = d.tenant_id AND w.id = d.webhook_id \
+           RETURNING d.id, d.webhook_id, d.tenant_id AS owner, \
+             d.payload, d.attempts, d.created_at, w.url, w.secret_enc, w.enabled), \
+         up_p AS ( \
+           UPDATE platform_webhook_deliveries AS d \
+           SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $2) \
+           FROM picked, platform_webhooks AS w \
+           WHERE picked.platform AND d.id = picked.id AND w.id = d.webhook_id \
+           RETURNING d.id, d.webhook_id, '00000000-0000-0000-0000-000000000000'::uuid AS owner, \
+             d.payload, d.attempts, d.created_at, w.url, w.secret_enc, w.enabled) \
+         SELECT * FROM up_t UNION ALL SELECT * FROM up_p",
     )
     .bind::<BigInt, _>(l.limit)
     .bind::<Double, _>(l.lease_secs)
@@ -163,6 +241,8 @@ pub enum Next {
 /// One attempt to record.
 #[derive(Clone, Debug)]
 pub struct Attempt {
+    /// The endpoint's owner (which outbox the delivery is in).
+    pub owner: Owner,
     pub delivery_id: Uuid,
     pub webhook_id: Uuid,
     pub attempt: i32,
@@ -179,6 +259,36 @@ pub fn record(conn: &mut PgConnection, attempts: &[Attempt]) -> QueryResult<()> 
     if attempts.is_empty() {
         return Ok(());
     }
+    let gone: Vec<(Owner, Uuid)> = attempts
+        .iter()
+        .filter(|a| a.next == Next::Gone)
+        .map(|a| (a.owner, a.webhook_id))
+        .collect();
+    conn.transaction(|conn| {
+        let (platform, tenants): (Vec<&Attempt>, Vec<&Attempt>) =
+            attempts.iter().partition(|a| a.owner == Owner::Platform);
+        record_in(conn, true, &platform)?;
+        record_in(conn, false, &tenants)?;
+        if !gone.is_empty() {
+            model::disable(conn, &gone, "the endpoint answered 410 Gone")?;
+        }
+        Ok(())
+    })
+}
+
+/// Records attempts in one outbox: the platform's, or the tenants' (many
+/// tenants at once, each row with its tenant).
+fn record_in(conn: &mut PgConnection, platform: bool, attempts: &[&Attempt]) -> QueryResult<()> {
+    if attempts.is_empty() {
+        return Ok(());
+    }
+    let tenants: Vec<Uuid> = attempts
+        .iter()
+        .map(|a| match a.owner {
+            Owner::Tenant(t) => t.0,
+            Owner::Platform => Uuid::nil(),
+        })
+        .collect();
     let ids: Vec<Uuid> = attempts.iter().map(|a| a.delivery_id).collect();
     let numbers: Vec<i32> = attempts.iter().map(|a| a.attempt).collect();
     let codes: Vec<Option<i32>> = attempts.iter().map(|a| a.status_code).collect();
@@ -199,54 +309,86 @@ pub fn record(conn: &mut PgConnection, attempts: &[Attempt]) -> QueryResult<()> 
             _ => None,
         })
         .collect();
-    let gone: Vec<Uuid> = attempts
-        .iter()
-        .filter(|a| a.next == Next::Gone)
-        .map(|a| a.webhook_id)
-        .collect();
-    conn.transaction(|conn| {
-        diesel::sql_query(
-            "INSERT INTO webhook_attempts (delivery_id, attempt, status_code, error, duration_ms) \
-             SELECT * FROM unnest($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    // The tenants' rows are keyed (tenant_id, id); the platform's by id.
+    let (t, cols, vals, on_tenant) = if platform {
+        (tables(Owner::Platform), "", "", "")
+    } else {
+        (
+            tables(Owner::Tenant(crate::domain::TenantId(Uuid::nil()))),
+            "tenant_id, ",
+            "u.tenant, ",
+            "d.tenant_id = u.tenant AND ",
         )
-        .bind::<Array<SqlUuid>, _>(&ids)
-        .bind::<Array<Int4>, _>(&numbers)
-        .bind::<Array<Nullable<Int4>>, _>(&codes)
-        .bind::<Array<Nullable<Text>>, _>(&errors)
-        .bind::<Array<Int4>, _>(&durations)
-        .execute(conn)?;
-        diesel::sql_query(
-            "UPDATE webhook_deliveries AS d SET \
-               status = u.status, \
-               next_attempt_at = COALESCE(u.next, d.next_attempt_at), \
-               last_status_code = u.code, \
-               last_error = u.err, \
-               completed_at = CASE WHEN u.status = 'pending' THEN NULL ELSE now() END \
-             FROM unnest($1, $2, $3, $4, $5, $6) AS u(id, attempt, status, next, code, err) \
-             WHERE d.id = u.id AND d.status = 'pending' AND d.attempts = u.attempt",
-        )
-        .bind::<Array<SqlUuid>, _>(&ids)
-        .bind::<Array<Int4>, _>(&numbers)
-        .bind::<Array<Text>, _>(&statuses)
-        .bind::<Array<Nullable<Timestamptz>>, _>(&next)
-        .bind::<Array<Nullable<Int4>>, _>(&codes)
-        .bind::<Array<Nullable<Text>>, _>(&errors)
-        .execute(conn)?;
-        if !gone.is_empty() {
-            model::disable(conn, &gone, "the endpoint answered 410 Gone")?;
-        }
-        Ok(())
-    })
+    };
+    diesel::sql_query(format!(
+        "INSERT INTO {a} ({cols}delivery_id, attempt, status_code, error, duration_ms) \
+         SELECT {vals}u.id, u.attempt, u.code, u.err, u.ms \
+         FROM unnest($1, $2, $3, $4, $5, $6) AS u(tenant, id, attempt, code, err, ms) \
+         ON CONFLICT DO NOTHING",
+        a = t.attempts
+    ))
+    .bind::<Array<SqlUuid>, _>(&tenants)
+    .bind::<Array<SqlUuid>, _>(&ids)
+    .bind::<Array<Int4>, _>(&numbers)
+    .bind::<Array<Nullable<Int4>>, _>(&codes)
+    .bind::<Array<Nullable<Text>>, _>(&errors)
+    .bind::<Array<Int4>, _>(&durations)
+    .execute(conn)?;
+    diesel::sql_query(format!(
+        "UPDATE {d} AS d SET \
+           status = u.status, \
+           next_attempt_at = COALESCE(u.next, d.next_attempt_at), \
+           last_status_code = u.code, \
+           last_error = u.err, \
+           completed_at = CASE WHEN u.status = 'pending' THEN NULL ELSE now() END \
+         FROM unnest($1, $2, $3, $4, $5, $6, $7) AS u(tenant, id, attempt, status, next, code, err) \
+         WHERE {on_tenant}d.id = u.id AND d.status = 'pending' AND d.attempts = u.attempt",
+        d = t.deliveries
+    ))
+    .bind::<Array<SqlUuid>, _>(&tenants)
+    .bind::<Array<SqlUuid>, _>(&ids)
+    .bind::<Array<Int4>, _>(&numbers)
+    .bind::<Array<Text>, _>(&statuses)
+    .bind::<Array<Nullable<Timestamptz>>, _>(&next)
+    .bind::<Array<Nullable<Int4>>, _>(&codes)
+    .bind::<Array<Nullable<Text>>, _>(&errors)
+    .execute(conn)?;
+    Ok(())
 }
 
-/// A delivery made outside the outbox (the test ping), already leased to
-/// the caller as attempt 1.
-pub fn insert_leased(conn: &mut PgConnection, row: &DeliveryRow) -> QueryResult<()> {
-    diesel::insert_into(webhook_deliveries::table)
-        .values(row)
-        .execute(conn)
-        .map(|_| ())
+/// A delivery made outside the outbox (the test ping) to `webhook`,
+/// already leased to the caller as attempt 1.
+pub fn insert_leased(
+    conn: &mut PgConnection,
+    webhook: &WebhookRow,
+    row: &DeliveryRow,
+) -> QueryResult<()> {
+    let t = tables(webhook.owner());
+    diesel::sql_query(format!(
+        "INSERT INTO {d} ({DELIVERY_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        d = t.deliveries
+    ))
+    .bind::<SqlUuid, _>(row.id)
+    .bind::<SqlUuid, _>(row.webhook_id)
+    .bind::<Nullable<SqlUuid>, _>(row.tenant_id)
+    .bind::<Nullable<SqlUuid>, _>(row.email_id)
+    .bind::<Text, _>(&row.event_type)
+    .bind::<Jsonb, _>(&row.payload)
+    .bind::<Text, _>(&row.status)
+    .bind::<Int4, _>(row.attempts)
+    .bind::<Timestamptz, _>(row.next_attempt_at)
+    .bind::<Nullable<Int4>, _>(row.last_status_code)
+    .bind::<Nullable<Text>, _>(row.last_error.as_deref())
+    .bind::<Timestamptz, _>(row.created_at)
+    .bind::<Nullable<Timestamptz>, _>(row.completed_at)
+    .execute(conn)
+    .map(|_| ())
 }
+
+/// `($1 IS NULL OR tenant_id = $1)`: the owner condition; the platform's
+/// tables hold only its own rows.
+const OWNED: &str = "($1::uuid IS NULL OR tenant_id = $1)";
 
 /// A page of an endpoint's deliveries, newest first. `webhook` is the
 /// owner-checked row, so this never crosses tenants.
@@ -255,34 +397,47 @@ pub fn list(
     webhook: &WebhookRow,
     page: PageRequest,
 ) -> QueryResult<Vec<DeliveryRow>> {
-    let mut q = webhook_deliveries::table
-        .filter(webhook_deliveries::webhook_id.eq(webhook.id))
-        .select(DeliveryRow::as_select())
-        .order((
-            webhook_deliveries::created_at.desc(),
-            webhook_deliveries::id.desc(),
-        ))
-        .limit(page.limit + 1)
-        .into_boxed();
-    if let Some(c) = page.after {
-        q = q.filter(
-            webhook_deliveries::created_at
-                .lt(c.created_at)
-                .or(webhook_deliveries::created_at
-                    .eq(c.created_at)
-                    .and(webhook_deliveries::id.lt(c.id))),
-        );
-    }
-    q.load(conn)
+    let t = tables(webhook.owner());
+    let (after_at, after_id) = match page.after {
+        Some(c) => (Some(c.created_at), Some(c.id)),
+        None => (None, None),
+    };
+    diesel::sql_query(format!(
+        "SELECT {DELIVERY_COLUMNS} FROM {d} \
+         WHERE {OWNED} AND webhook_id = $2 \
+           AND ($3::timestamptz IS NULL OR created_at < $3 OR (created_at = $3 AND id < $4)) \
+         ORDER BY created_at DESC, id DESC LIMIT $5",
+        d = t.deliveries
+    ))
+    .bind::<Nullable<SqlUuid>, _>(t.tenant)
+    .bind::<SqlUuid, _>(webhook.id)
+    .bind::<Nullable<Timestamptz>, _>(after_at)
+    .bind::<Nullable<SqlUuid>, _>(after_id)
+    .bind::<BigInt, _>(page.limit + 1)
+    .load(conn)
 }
 
-/// The attempts of these deliveries, oldest first.
-pub fn attempts_of(conn: &mut PgConnection, deliveries: &[Uuid]) -> QueryResult<Vec<AttemptRow>> {
-    webhook_attempts::table
-        .filter(webhook_attempts::delivery_id.eq_any(deliveries))
-        .order((webhook_attempts::delivery_id, webhook_attempts::attempt))
-        .select(AttemptRow::as_select())
-        .load(conn)
+/// The attempts of these deliveries of the owner's endpoints, oldest first.
+pub fn attempts_of(
+    conn: &mut PgConnection,
+    owner: Owner,
+    deliveries: &[Uuid],
+) -> QueryResult<Vec<AttemptRow>> {
+    let t = tables(owner);
+    // The platform's attempts carry no tenant at all.
+    let owned = if t.tenant.is_some() {
+        "tenant_id = $1"
+    } else {
+        "$1::uuid IS NULL"
+    };
+    diesel::sql_query(format!(
+        "SELECT delivery_id, attempt, at, status_code, error, duration_ms FROM {a} \
+         WHERE {owned} AND delivery_id = ANY($2) ORDER BY delivery_id, attempt",
+        a = t.attempts
+    ))
+    .bind::<Nullable<SqlUuid>, _>(t.tenant)
+    .bind::<Array<SqlUuid>, _>(deliveries)
+    .load(conn)
 }
 
 /// One delivery of an owner-checked endpoint.
@@ -291,58 +446,62 @@ pub fn find(
     webhook: &WebhookRow,
     id: Uuid,
 ) -> QueryResult<Option<DeliveryRow>> {
-    webhook_deliveries::table
-        .filter(webhook_deliveries::webhook_id.eq(webhook.id))
-        .filter(webhook_deliveries::id.eq(id))
-        .select(DeliveryRow::as_select())
-        .first(conn)
-        .optional()
+    let t = tables(webhook.owner());
+    diesel::sql_query(format!(
+        "SELECT {DELIVERY_COLUMNS} FROM {d} WHERE {OWNED} AND webhook_id = $2 AND id = $3",
+        d = t.deliveries
+    ))
+    .bind::<Nullable<SqlUuid>, _>(t.tenant)
+    .bind::<SqlUuid, _>(webhook.id)
+    .bind::<SqlUuid, _>(id)
+    .get_result(conn)
+    .optional()
 }
 
 /// One delivery of the owner's endpoints, by its id alone (the console's
 /// retry): another owner's delivery is `None`, like a missing one.
 pub fn find_for_owner(
     conn: &mut PgConnection,
-    owner: model::Owner,
+    owner: Owner,
     id: Uuid,
 ) -> QueryResult<Option<DeliveryRow>> {
-    let q = webhook_deliveries::table
-        .filter(webhook_deliveries::id.eq(id))
-        .select(DeliveryRow::as_select());
-    match owner.tenant_id() {
-        Some(t) => q.filter(webhook_deliveries::tenant_id.eq(t)).first(conn),
-        None => q
-            .filter(webhook_deliveries::tenant_id.is_null())
-            .first(conn),
-    }
+    let t = tables(owner);
+    diesel::sql_query(format!(
+        "SELECT {DELIVERY_COLUMNS} FROM {d} WHERE {OWNED} AND id = $2",
+        d = t.deliveries
+    ))
+    .bind::<Nullable<SqlUuid>, _>(t.tenant)
+    .bind::<SqlUuid, _>(id)
+    .get_result(conn)
     .optional()
 }
 
 /// Puts a failed delivery of an owner-checked endpoint back in the outbox,
 /// due now (its attempts keep counting). 0 when it is not failed (any more).
 pub fn requeue(conn: &mut PgConnection, webhook: &WebhookRow, id: Uuid) -> QueryResult<usize> {
-    use webhook_deliveries::dsl as d;
-    diesel::update(
-        d::webhook_deliveries
-            .filter(d::webhook_id.eq(webhook.id))
-            .filter(d::id.eq(id))
-            .filter(d::status.eq("failed")),
-    )
-    .set((
-        d::status.eq("pending"),
-        d::next_attempt_at.eq(diesel::dsl::now),
-        d::completed_at.eq(None::<DateTime<Utc>>),
+    let t = tables(webhook.owner());
+    diesel::sql_query(format!(
+        "UPDATE {d} SET status = 'pending', next_attempt_at = now(), completed_at = NULL \
+         WHERE {OWNED} AND webhook_id = $2 AND id = $3 AND status = 'failed'",
+        d = t.deliveries
     ))
+    .bind::<Nullable<SqlUuid>, _>(t.tenant)
+    .bind::<SqlUuid, _>(webhook.id)
+    .bind::<SqlUuid, _>(id)
     .execute(conn)
 }
 
 /// Drops finished deliveries (and their attempts) older than `days`: the
 /// log is for debugging recent traffic, not an archive.
 pub fn purge_finished(conn: &mut PgConnection, days: u32) -> QueryResult<usize> {
-    diesel::sql_query(
-        "DELETE FROM webhook_deliveries \
-         WHERE status <> 'pending' AND completed_at < now() - make_interval(days => $1)",
-    )
-    .bind::<Int4, _>(i32::try_from(days).unwrap_or(i32::MAX))
-    .execute(conn)
+    let mut n = 0;
+    for d in ["webhook_deliveries", "platform_webhook_deliveries"] {
+        n += diesel::sql_query(format!(
+            "DELETE FROM {d} \
+             WHERE status <> 'pending' AND completed_at < now() - make_interval(days => $1)"
+        ))
+        .bind::<Int4, _>(i32::try_from(days).unwrap_or(i32::MAX))
+        .execute(conn)?;
+    }
+    Ok(n)
 }

@@ -252,6 +252,7 @@ impl Dispatcher {
     async fn attempt(&self, c: Claimed) -> Attempt {
         let result =
             |status_code: Option<u16>, error: Option<String>, ms: u128, next: Next| Attempt {
+                owner: c.endpoint_owner(),
                 delivery_id: c.id,
                 webhook_id: c.webhook_id,
                 attempt: c.attempts,

@@ -1,13 +1,14 @@
-//! `webhooks` rows and their queries. Every query takes the [`Owner`]: a
-//! tenant's endpoints are found only with that tenant, platform endpoints
-//! (`tenant_id IS NULL`) only on the admin routes.
+//! Webhook endpoint rows and their queries. Every query takes the [`Owner`]:
+//! a tenant's endpoints (`webhooks`, keyed `(tenant_id, id)`) are found only
+//! with that tenant, the platform's (`platform_webhooks`, a reference table)
+//! only on the admin routes.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
 use crate::db::pagination::{Cursor, PageRequest};
-use crate::db::schema::webhooks;
+use crate::db::schema::{platform_webhooks as pw, webhooks};
 use crate::domain::TenantId;
 
 /// Whose endpoints: one tenant's, or the platform-wide ones of admins.
@@ -26,8 +27,8 @@ impl Owner {
     }
 }
 
-#[derive(Clone, Debug, Queryable, Selectable, Insertable, AsChangeset)]
-#[diesel(table_name = webhooks, treat_none_as_null = true)]
+/// An endpoint; `tenant_id` is `None` for a platform endpoint.
+#[derive(Clone, Debug, Queryable)]
 pub struct WebhookRow {
     pub id: Uuid,
     pub tenant_id: Option<Uuid>,
@@ -48,19 +49,45 @@ impl WebhookRow {
             id: self.id,
         }
     }
+
+    pub fn owner(&self) -> Owner {
+        match self.tenant_id {
+            Some(t) => Owner::Tenant(TenantId(t)),
+            None => Owner::Platform,
+        }
+    }
 }
 
-type Boxed<'a> = webhooks::BoxedQuery<'a, diesel::pg::Pg, webhooks::SqlType>;
-
-fn owned<'a>(owner: Owner) -> Boxed<'a> {
-    match owner {
-        Owner::Tenant(t) => webhooks::table
-            .filter(webhooks::tenant_id.eq(t.0))
-            .into_boxed(),
-        Owner::Platform => webhooks::table
-            .filter(webhooks::tenant_id.is_null())
-            .into_boxed(),
-    }
+/// The columns of a [`WebhookRow`], from either table.
+macro_rules! columns {
+    (tenant) => {
+        (
+            webhooks::id,
+            webhooks::tenant_id.nullable(),
+            webhooks::url,
+            webhooks::events,
+            webhooks::description,
+            webhooks::secret_enc,
+            webhooks::enabled,
+            webhooks::disabled_reason,
+            webhooks::created_at,
+            webhooks::updated_at,
+        )
+    };
+    (platform) => {
+        (
+            pw::id,
+            diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::Uuid>>("NULL"),
+            pw::url,
+            pw::events,
+            pw::description,
+            pw::secret_enc,
+            pw::enabled,
+            pw::disabled_reason,
+            pw::created_at,
+            pw::updated_at,
+        )
+    };
 }
 
 /// The number of endpoints `tenant` has, with its tenant row locked until
@@ -80,10 +107,37 @@ pub fn count_locked(conn: &mut PgConnection, tenant: TenantId) -> QueryResult<i6
 }
 
 pub fn insert(conn: &mut PgConnection, row: &WebhookRow) -> QueryResult<WebhookRow> {
-    diesel::insert_into(webhooks::table)
-        .values(row)
-        .returning(WebhookRow::as_returning())
-        .get_result(conn)
+    match row.tenant_id {
+        Some(t) => diesel::insert_into(webhooks::table)
+            .values((
+                webhooks::id.eq(row.id),
+                webhooks::tenant_id.eq(t),
+                webhooks::url.eq(&row.url),
+                webhooks::events.eq(&row.events),
+                webhooks::description.eq(&row.description),
+                webhooks::secret_enc.eq(&row.secret_enc),
+                webhooks::enabled.eq(row.enabled),
+                webhooks::disabled_reason.eq(&row.disabled_reason),
+                webhooks::created_at.eq(row.created_at),
+                webhooks::updated_at.eq(row.updated_at),
+            ))
+            .returning(columns!(tenant))
+            .get_result(conn),
+        None => diesel::insert_into(pw::table)
+            .values((
+                pw::id.eq(row.id),
+                pw::url.eq(&row.url),
+                pw::events.eq(&row.events),
+                pw::description.eq(&row.description),
+                pw::secret_enc.eq(&row.secret_enc),
+                pw::enabled.eq(row.enabled),
+                pw::disabled_reason.eq(&row.disabled_reason),
+                pw::created_at.eq(row.created_at),
+                pw::updated_at.eq(row.updated_at),
+            ))
+            .returning(columns!(platform))
+            .get_result(conn),
+    }
 }
 
 /// The owner's endpoint; `lock` takes a row lock for an update.
@@ -93,21 +147,27 @@ pub fn find(
     id: Uuid,
     lock: bool,
 ) -> QueryResult<Option<WebhookRow>> {
-    let one = webhooks::table
-        .filter(webhooks::id.eq(id))
-        .select(WebhookRow::as_select());
     // Locking clauses cannot be boxed, hence the spelled-out queries.
     match (owner, lock) {
-        (Owner::Tenant(t), false) => one.filter(webhooks::tenant_id.eq(t.0)).first(conn),
-        (Owner::Tenant(t), true) => one
-            .filter(webhooks::tenant_id.eq(t.0))
-            .for_update()
-            .first(conn),
-        (Owner::Platform, false) => one.filter(webhooks::tenant_id.is_null()).first(conn),
-        (Owner::Platform, true) => one
-            .filter(webhooks::tenant_id.is_null())
-            .for_update()
-            .first(conn),
+        (Owner::Tenant(t), lock) => {
+            let one = webhooks::table
+                .filter(webhooks::tenant_id.eq(t.0))
+                .filter(webhooks::id.eq(id))
+                .select(columns!(tenant));
+            if lock {
+                one.for_update().first(conn)
+            } else {
+                one.first(conn)
+            }
+        }
+        (Owner::Platform, lock) => {
+            let one = pw::table.filter(pw::id.eq(id)).select(columns!(platform));
+            if lock {
+                one.for_update().first(conn)
+            } else {
+                one.first(conn)
+            }
+        }
     }
     .optional()
 }
@@ -117,51 +177,123 @@ pub fn list(
     owner: Owner,
     page: PageRequest,
 ) -> QueryResult<Vec<WebhookRow>> {
-    let mut q = owned(owner)
-        .select(WebhookRow::as_select())
-        .order((webhooks::created_at.desc(), webhooks::id.desc()))
-        .limit(page.limit + 1);
-    if let Some(c) = page.after {
-        q = q.filter(
-            webhooks::created_at
-                .lt(c.created_at)
-                .or(webhooks::created_at
-                    .eq(c.created_at)
-                    .and(webhooks::id.lt(c.id))),
-        );
+    match owner {
+        Owner::Tenant(t) => {
+            let mut q = webhooks::table
+                .filter(webhooks::tenant_id.eq(t.0))
+                .select(columns!(tenant))
+                .order((webhooks::created_at.desc(), webhooks::id.desc()))
+                .limit(page.limit + 1)
+                .into_boxed();
+            if let Some(c) = page.after {
+                q = q.filter(
+                    webhooks::created_at
+                        .lt(c.created_at)
+                        .or(webhooks::created_at
+                            .eq(c.created_at)
+                            .and(webhooks::id.lt(c.id))),
+                );
+            }
+            q.load(conn)
+        }
+        Owner::Platform => {
+            let mut q = pw::table
+                .select(columns!(platform))
+                .order((pw::created_at.desc(), pw::id.desc()))
+                .limit(page.limit + 1)
+                .into_boxed();
+            if let Some(c) = page.after {
+                q = q.filter(
+                    pw::created_at
+                        .lt(c.created_at)
+                        .or(pw::created_at.eq(c.created_at).and(pw::id.lt(c.id))),
+                );
+            }
+            q.load(conn)
+        }
     }
-    q.load(conn)
 }
 
 /// Writes the row back (computed by the service from a locked read).
 pub fn save(conn: &mut PgConnection, row: &mut WebhookRow) -> QueryResult<WebhookRow> {
     row.updated_at = Utc::now();
-    diesel::update(webhooks::table.find(row.id))
-        .set(&*row)
-        .returning(WebhookRow::as_returning())
-        .get_result(conn)
+    match row.tenant_id {
+        Some(t) => diesel::update(
+            webhooks::table
+                .filter(webhooks::tenant_id.eq(t))
+                .filter(webhooks::id.eq(row.id)),
+        )
+        .set((
+            webhooks::url.eq(&row.url),
+            webhooks::events.eq(&row.events),
+            webhooks::description.eq(&row.description),
+            webhooks::secret_enc.eq(&row.secret_enc),
+            webhooks::enabled.eq(row.enabled),
+            webhooks::disabled_reason.eq(&row.disabled_reason),
+            webhooks::updated_at.eq(row.updated_at),
+        ))
+        .returning(columns!(tenant))
+        .get_result(conn),
+        None => diesel::update(pw::table.filter(pw::id.eq(row.id)))
+            .set((
+                pw::url.eq(&row.url),
+                pw::events.eq(&row.events),
+                pw::description.eq(&row.description),
+                pw::secret_enc.eq(&row.secret_enc),
+                pw::enabled.eq(row.enabled),
+                pw::disabled_reason.eq(&row.disabled_reason),
+                pw::updated_at.eq(row.updated_at),
+            ))
+            .returning(columns!(platform))
+            .get_result(conn),
+    }
 }
 
 /// Deletes the owner's endpoint (its deliveries go with it).
 pub fn delete(conn: &mut PgConnection, owner: Owner, id: Uuid) -> QueryResult<usize> {
-    let one = webhooks::table.filter(webhooks::id.eq(id));
     match owner {
-        Owner::Tenant(t) => diesel::delete(one.filter(webhooks::tenant_id.eq(t.0))).execute(conn),
-        Owner::Platform => diesel::delete(one.filter(webhooks::tenant_id.is_null())).execute(conn),
+        Owner::Tenant(t) => diesel::delete(
+            webhooks::table
+                .filter(webhooks::tenant_id.eq(t.0))
+                .filter(webhooks::id.eq(id)),
+        )
+        .execute(conn),
+        Owner::Platform => diesel::delete(pw::table.filter(pw::id.eq(id))).execute(conn),
     }
 }
 
-/// Turns endpoints off (the dispatcher, after a 410 Gone).
-pub fn disable(conn: &mut PgConnection, ids: &[Uuid], reason: &str) -> QueryResult<usize> {
-    diesel::update(
-        webhooks::table
-            .filter(webhooks::id.eq_any(ids))
-            .filter(webhooks::enabled.eq(true)),
-    )
-    .set((
-        webhooks::enabled.eq(false),
-        webhooks::disabled_reason.eq(reason),
-        webhooks::updated_at.eq(Utc::now()),
-    ))
-    .execute(conn)
+/// Turns endpoints off (the dispatcher, after a 410 Gone): each named by
+/// its owner and id.
+pub fn disable(
+    conn: &mut PgConnection,
+    hooks: &[(Owner, Uuid)],
+    reason: &str,
+) -> QueryResult<usize> {
+    let mut n = 0;
+    for (owner, id) in hooks {
+        n += match owner {
+            Owner::Tenant(t) => diesel::update(
+                webhooks::table
+                    .filter(webhooks::tenant_id.eq(t.0))
+                    .filter(webhooks::id.eq(id))
+                    .filter(webhooks::enabled.eq(true)),
+            )
+            .set((
+                webhooks::enabled.eq(false),
+                webhooks::disabled_reason.eq(reason),
+                webhooks::updated_at.eq(Utc::now()),
+            ))
+            .execute(conn)?,
+            Owner::Platform => {
+                diesel::update(pw::table.filter(pw::id.eq(id)).filter(pw::enabled.eq(true)))
+                    .set((
+                        pw::enabled.eq(false),
+                        pw::disabled_reason.eq(reason),
+                        pw::updated_at.eq(Utc::now()),
+                    ))
+                    .execute(conn)?
+            }
+        };
+    }
+    Ok(n)
 }

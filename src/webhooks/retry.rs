@@ -58,7 +58,7 @@ pub async fn retry(
                 changes,
             )?;
             let row = deliveries::find_for_owner(conn, owner, id)?.ok_or(AppError::NotFound)?;
-            let attempts = deliveries::attempts_of(conn, &[id])?;
+            let attempts = deliveries::attempts_of(conn, owner, &[id])?;
             Ok(DeliveryView::new(row, &attempts))
         })
     })

@@ -222,7 +222,7 @@ pub async fn deliveries(
         let hook = model::find(conn, owner, id, false)?.ok_or(AppError::NotFound)?;
         let rows = deliveries::list(conn, &hook, page)?;
         let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-        let attempts = deliveries::attempts_of(conn, &ids)?;
+        let attempts = deliveries::attempts_of(conn, owner, &ids)?;
         Ok((rows, attempts))
     })
     .await?;
@@ -252,6 +252,7 @@ pub async fn test(state: &AppState, owner: Owner, id: &str) -> AppResult<Deliver
         });
         deliveries::insert_leased(
             conn,
+            &hook,
             &DeliveryRow {
                 id: delivery_id,
                 webhook_id: hook.id,
@@ -277,6 +278,7 @@ pub async fn test(state: &AppState, owner: Owner, id: &str) -> AppResult<Deliver
         .post(&hook.url, &delivery_id.to_string(), &key, body)
         .await;
     let attempt = Attempt {
+        owner,
         delivery_id,
         webhook_id: hook.id,
         attempt: 1,
@@ -292,7 +294,7 @@ pub async fn test(state: &AppState, owner: Owner, id: &str) -> AppResult<Deliver
     db::run(&state.pool, move |conn| {
         deliveries::record(conn, std::slice::from_ref(&attempt))?;
         let row = deliveries::find(conn, &hook, delivery_id)?.ok_or(AppError::NotFound)?;
-        let attempts = deliveries::attempts_of(conn, &[delivery_id])?;
+        let attempts = deliveries::attempts_of(conn, owner, &[delivery_id])?;
         Ok(DeliveryView::new(row, &attempts))
     })
     .await

@@ -211,7 +211,10 @@ async fn a_change_and_its_entry_commit_or_fail_together() {
     .execute(&mut conn)
     .unwrap();
     diesel::sql_query(
-        "CREATE TRIGGER audit_down BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION audit_down()",
+        // The tenant's entries are written to tenant_audit_log (the
+        // `audit_log` view reads it and the platform's).
+        "CREATE TRIGGER audit_down BEFORE INSERT ON tenant_audit_log \
+         FOR EACH ROW EXECUTE FUNCTION audit_down()",
     )
     .execute(&mut conn)
     .unwrap();

@@ -136,9 +136,9 @@ impl Fixture {
             n: i64,
         }
         let n: N = diesel::sql_query(
-            "SELECT (SELECT count(*) FROM tenants) + (SELECT count(*) FROM api_keys) \
+            "SELECT (SELECT count(*) FROM tenants) + (SELECT count(*) FROM api_keys) + (SELECT count(*) FROM admin_keys) \
              + (SELECT count(*) FROM emails) + (SELECT count(*) FROM templates) \
-             + (SELECT count(*) FROM webhooks) AS n",
+             + (SELECT count(*) FROM webhooks) + (SELECT count(*) FROM platform_webhooks) AS n",
         )
         .get_result(&mut self.app.sql_conn())
         .unwrap();

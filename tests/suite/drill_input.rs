@@ -524,9 +524,10 @@ impl Fixture {
         diesel::sql_query(
             "SELECT (SELECT count(*) FROM emails) AS emails, \
                     (SELECT count(*) FROM tenants) AS tenants, \
-                    (SELECT count(*) FROM api_keys) AS keys, \
+                    (SELECT count(*) FROM api_keys) + (SELECT count(*) FROM admin_keys) AS keys, \
                     (SELECT count(*) FROM templates) AS templates, \
-                    (SELECT count(*) FROM webhooks) AS webhooks",
+                    (SELECT count(*) FROM webhooks) \
+                      + (SELECT count(*) FROM platform_webhooks) AS webhooks",
         )
         .get_result(&mut *self.conn.lock().unwrap())
         .expect("row counts")

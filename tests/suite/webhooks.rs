@@ -227,6 +227,51 @@ async fn platform_webhook_sees_every_tenants_events_and_tenant_webhooks_only_the
     let list = app.get("/v1/admin/webhooks", &admin).await;
     assert_eq!(list.json["data"].as_array().unwrap().len(), 1);
     assert!(!list.text.contains("whsec_"));
+    // The platform endpoint's log (its own outbox): every tenant's events,
+    // each with the event's tenant and its attempts; a tenant's endpoint
+    // log holds its tenant's only.
+    let pid = hook["id"].as_str().unwrap();
+    // (The dispatcher records outcomes in batches: wait for both.)
+    let started = std::time::Instant::now();
+    let delivered: Vec<serde_json::Value> = loop {
+        let log = app
+            .get(
+                &format!("/v1/admin/webhooks/{pid}/deliveries?limit=100"),
+                &admin,
+            )
+            .await;
+        assert_eq!(log.status, 200, "{}", log.text);
+        let done: Vec<serde_json::Value> = log.json["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["event_type"] == "email.delivered" && d["status"] == "succeeded")
+            .cloned()
+            .collect();
+        if done.len() == 2 {
+            break done;
+        }
+        assert!(started.elapsed() < WAIT, "{}", log.text);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(delivered
+        .iter()
+        .all(|d| !d["log"].as_array().unwrap().is_empty()));
+    let tenants: std::collections::BTreeSet<&str> = delivered
+        .iter()
+        .map(|d| d["tenant_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(tenants, [a.as_str(), b.as_str()].into_iter().collect());
+    let aid = hook_a["id"].as_str().unwrap();
+    let log_a = app
+        .get(&format!("/v1/webhooks/{aid}/deliveries?limit=100"), &key_a)
+        .await;
+    assert_eq!(log_a.status, 200, "{}", log_a.text);
+    assert!(log_a.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["tenant_id"] == a.as_str()));
 }
 
 #[tokio::test]
