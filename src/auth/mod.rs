@@ -120,6 +120,12 @@ impl AuthService {
         }
     }
 
+    /// The failed-authentication throttle per client address (shared with
+    /// the other nodes at start, `cluster::failures`).
+    pub fn failed_limiter(&self) -> &failures::FailedAuthLimiter {
+        &self.inner.failed
+    }
+
     /// Verifies a bearer token. Every failure is the same `Unauthorized`.
     pub async fn authenticate(&self, token: &str) -> AppResult<Arc<VerifiedKey>> {
         self.authenticate_from(token, None).await

@@ -57,6 +57,7 @@ mod leaks;
 mod limits;
 mod mx;
 mod nodes;
+mod nodes_auth;
 mod nodes_load;
 mod oauth;
 mod oauth_tokens;
