@@ -81,7 +81,19 @@ where
         local.or_else(|| self.shared.get().and_then(|s| s.blocked(key)))
     }
 
-    /// Counts one failure of `key`.
+    /// [`FailedAuthLimiter::failed_key`], counted across the nodes before
+    /// it returns (so this node's next attempt sees a cluster lock-out).
+    pub async fn failed_key_now(&self, key: K) {
+        if self.per_minute == 0 {
+            return;
+        }
+        if let Some(s) = self.shared.get() {
+            s.failed_now(&key).await;
+        }
+        self.count_here(key);
+    }
+
+    /// Counts one failure of `key` (across the nodes in a task of its own).
     pub fn failed_key(&self, key: K) {
         if self.per_minute == 0 {
             return;
@@ -89,6 +101,10 @@ where
         if let Some(s) = self.shared.get() {
             s.failed(&key);
         }
+        self.count_here(key);
+    }
+
+    fn count_here(&self, key: K) {
         let w = self.windows.get_with(key, || {
             Arc::new(Window {
                 started: Instant::now(),
@@ -108,6 +124,12 @@ impl FailedAuthLimiter<IpAddr> {
     /// Counts one failed authentication of `ip`.
     pub fn failed(&self, ip: IpAddr) {
         self.failed_key(bucket(ip))
+    }
+
+    /// Counts one failed authentication of `ip`, across the nodes before
+    /// it returns.
+    pub async fn failed_now(&self, ip: IpAddr) {
+        self.failed_key_now(bucket(ip)).await
     }
 }
 

@@ -159,7 +159,7 @@ impl AuthService {
         }
         let result = self.verify(parsed, cache_key, cached).await;
         if let (Err(AppError::Unauthorized), Some(ip)) = (&result, client) {
-            self.inner.failed.failed(ip);
+            self.inner.failed.failed_now(ip).await;
         }
         result
     }

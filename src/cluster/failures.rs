@@ -16,8 +16,10 @@
 //! attacker spreading failures over N nodes gets at most the limit, plus one
 //! per node that had not yet seen the lock-out.
 //!
-//! The counting runs in a task of its own after the failure was answered,
-//! so a failure's reply never waits on Postgres. Bounded: at most
+//! A failure is counted before its reply ([`SharedFailures::failed_now`]:
+//! the API keys', OAuth clients' and console sign-ins' paths), so the
+//! node's next attempt already sees a lock-out; [`SharedFailures::failed`]
+//! counts in a task of its own (TOTP codes on the account page). Bounded: at most
 //! [`MAX_SUBJECTS`] subjects per kind and minute go to the cluster; past it
 //! (a spray of addresses) a node counts the rest only in its own window,
 //! as before, and says so in the log once a minute.
@@ -116,37 +118,57 @@ impl SharedFailures {
         (!left.is_zero()).then(|| left.as_secs().max(1))
     }
 
-    /// Counts one failure of `key` across the nodes (in a task of its own).
+    /// Counts one failure of `key` across the nodes, in a task of its own.
     pub fn failed(&self, key: &impl Display) {
-        if self.per_minute == 0 {
+        let Some(subject) = self.subject(key) else {
             return;
-        }
-        let subject = subject(self.kind, &key.to_string());
-        {
-            let mut t = super::lease::lock(&self.tracked);
-            if !t.admit(minute_now(), subject, MAX_SUBJECTS) {
-                if !t.warned {
-                    t.warned = true;
-                    tracing::warn!(
-                        kind = self.kind,
-                        "more than {MAX_SUBJECTS} subjects failed this minute; the rest count on this node only"
-                    );
-                }
-                return;
-            }
-        }
+        };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let me = self.clone();
-        runtime.spawn(async move {
-            let a = me.rates.admit(subject, me.kind, me.per_minute, 60).await;
-            if !a.admitted {
-                crate::metrics::limited("failed_auth_cluster");
-                me.locked
-                    .insert(subject, Instant::now() + Duration::from_secs(a.reset_secs));
-            }
-        });
+        runtime.spawn(async move { me.count(subject).await });
+    }
+
+    /// Counts one failure of `key` across the nodes before returning (a
+    /// grant now and then; the failure's reply waits for it, so the next
+    /// attempt on this node already sees a lock-out).
+    pub async fn failed_now(&self, key: &impl Display) {
+        if let Some(subject) = self.subject(key) {
+            self.count(subject).await;
+        }
+    }
+
+    /// The subject of `key`, when its failures go to the cluster.
+    fn subject(&self, key: &impl Display) -> Option<Uuid> {
+        if self.per_minute == 0 {
+            return None;
+        }
+        let subject = subject(self.kind, &key.to_string());
+        let mut t = super::lease::lock(&self.tracked);
+        if t.admit(minute_now(), subject, MAX_SUBJECTS) {
+            return Some(subject);
+        }
+        if !t.warned {
+            t.warned = true;
+            tracing::warn!(
+                kind = self.kind,
+                "more than {MAX_SUBJECTS} subjects failed this minute; the rest count on this node only"
+            );
+        }
+        None
+    }
+
+    async fn count(&self, subject: Uuid) {
+        let a = self
+            .rates
+            .admit(subject, self.kind, self.per_minute, 60)
+            .await;
+        if !a.admitted {
+            crate::metrics::limited("failed_auth_cluster");
+            self.locked
+                .insert(subject, Instant::now() + Duration::from_secs(a.reset_secs));
+        }
     }
 }
 

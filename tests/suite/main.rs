@@ -59,6 +59,7 @@ mod mx;
 mod nodes;
 mod nodes_auth;
 mod nodes_load;
+mod nodes_webhooks;
 mod oauth;
 mod oauth_tokens;
 mod observability;
