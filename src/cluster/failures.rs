@@ -177,13 +177,21 @@ impl SharedFailures {
 /// sign-ins per e-mail address, client address and device cookie.
 pub fn share_all(state: &crate::state::AppState) {
     let share = |l: &crate::auth::failures::FailedAuthLimiter<_>, kind| {
-        l.share(SharedFailures::new(state.rates.clone(), kind, l.per_minute()))
+        l.share(SharedFailures::new(
+            state.rates.clone(),
+            kind,
+            l.per_minute(),
+        ))
     };
     share(state.auth.failed_limiter(), "auth_failed_ip");
     share(&state.oauth.inner().failed, "oauth_failed_ip");
     share(&state.console.by_ip, "console_failed_ip");
     let share_s = |l: &crate::auth::failures::FailedAuthLimiter<String>, kind| {
-        l.share(SharedFailures::new(state.rates.clone(), kind, l.per_minute()))
+        l.share(SharedFailures::new(
+            state.rates.clone(),
+            kind,
+            l.per_minute(),
+        ))
     };
     share_s(&state.console.by_email, "console_failed_email");
     share_s(&state.console.by_device, "console_failed_device");

@@ -229,9 +229,10 @@ pub fn spawn_with(
     // recorded outcomes (their events), besides its own poll.
     let queue_wake = options.wake.unwrap_or(listen_rx);
     // Its caps per endpoint and tenant hold across the nodes (issue 27).
-    let flight = options.rates.as_ref().map(|r| {
-        crate::webhooks::shared::SharedFlight::new(r, ctx.settings.cluster.lease_secs)
-    });
+    let flight = options
+        .rates
+        .as_ref()
+        .map(|r| crate::webhooks::shared::SharedFlight::new(r, ctx.settings.cluster.lease_secs));
     helpers.extend(flight.as_ref().map(|f| f.spawn_renewer()));
     match dispatcher::spawn_shared(
         ctx.settings.clone(),

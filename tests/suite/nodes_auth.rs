@@ -75,7 +75,11 @@ async fn failed_authentications_spread_over_three_nodes_are_throttled_at_the_lim
         match r.status().as_u16() {
             401 => unauthorized += 1,
             429 => {
-                let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+                let retry: u64 = r.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 assert!((1..=61).contains(&retry), "{retry}");
                 limited += 1
             }
@@ -194,7 +198,13 @@ async fn a_sign_in_lock_out_holds_across_three_nodes() {
         );
     }
     assert_eq!(
-        sign_in(&servers[1].base, "10.0.3.1", "bob@example.com", "guess!guess!").await,
+        sign_in(
+            &servers[1].base,
+            "10.0.3.1",
+            "bob@example.com",
+            "guess!guess!"
+        )
+        .await,
         401
     );
 }

@@ -65,8 +65,10 @@ async fn a_tenants_webhook_concurrency_holds_across_three_serve_nodes() {
         let r = client
             .post(format!("{}/v1/emails", servers[i % 3].base))
             .bearer_auth(&key)
-            .json(&json!({"from": "app@sender.test", "to": format!("r{i}@example.org"),
-                "subject": "s", "text": "t"}))
+            .json(
+                &json!({"from": "app@sender.test", "to": format!("r{i}@example.org"),
+                "subject": "s", "text": "t"}),
+            )
             .send()
             .await
             .unwrap();

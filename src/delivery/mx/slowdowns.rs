@@ -163,8 +163,7 @@ impl Slowdowns {
     /// Reads the recent slow-downs (once a second).
     pub async fn poll(&self, purge: bool) -> crate::error::AppResult<()> {
         let window = self.window.as_secs_f64();
-        let rows =
-            crate::db::run(&self.pool, move |conn| Ok(recent(conn, window, purge)?)).await?;
+        let rows = crate::db::run(&self.pool, move |conn| Ok(recent(conn, window, purge)?)).await?;
         let mut c = lock(&self.counts);
         c.latest = rows
             .into_iter()

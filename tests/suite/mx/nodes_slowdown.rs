@@ -95,7 +95,10 @@ async fn one_nodes_421_from_a_site_slows_every_node() {
         .iter()
         .any(|(r, code)| r.contains("first@busy.test") && *code == 421)
     {
-        assert!(started.elapsed() < Duration::from_secs(30), "no 421 answered");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no 421 answered"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The other nodes read it within a second or two.
