@@ -18,7 +18,8 @@
 //!
 //! A node that starts (or first sends to the site) while the site is slowed
 //! applies one halving. Bounded: only the rows of the last `slowdown_secs`
-//! are read (at most [`MAX_ROWS`]), and only those are remembered.
+//! are read (at most [`MAX_ROWS`]); past [`MAX_ROWS`] applied counts, those
+//! of sites no longer slowed are forgotten.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -169,8 +170,12 @@ impl Slowdowns {
             .into_iter()
             .map(|r| (r.site, u64::try_from(r.seq).unwrap_or(0)))
             .collect();
+        // Forgotten only when many: an entry this node just published may
+        // not be readable yet, and must not be applied again.
         let Counts { latest, applied } = &mut *c;
-        applied.retain(|k, _| latest.contains_key(k));
+        if applied.len() > MAX_ROWS as usize {
+            applied.retain(|k, _| latest.contains_key(k));
+        }
         Ok(())
     }
 
