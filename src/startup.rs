@@ -79,6 +79,7 @@ impl Application {
             reputation: crate::reputation::Gate::default(),
             tracking: crate::tracking::Tracking::start(&settings, pool.clone())?,
         };
+        crate::cluster::failures::share_all(&state);
         let listener = TcpListener::bind(&settings.server.bind).map_err(|e| {
             anyhow::anyhow!("server.bind: cannot bind {}: {e}", settings.server.bind)
         })?;

@@ -10,9 +10,12 @@
 //! IPv6 clients are counted per /64: one host usually owns the whole prefix
 //! and could otherwise rotate through it.
 
+use std::fmt::Display;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use crate::cluster::failures::SharedFailures;
 use std::time::{Duration, Instant};
 
 const WINDOW: Duration = Duration::from_secs(60);
@@ -36,11 +39,13 @@ where
 {
     per_minute: u32,
     windows: moka::sync::Cache<K, Arc<Window>>,
+    /// The same limit across the nodes (issue 27), once attached at start.
+    shared: Arc<OnceLock<SharedFailures>>,
 }
 
 impl<K> FailedAuthLimiter<K>
 where
-    K: std::hash::Hash + Eq + Send + Sync + Clone + 'static,
+    K: std::hash::Hash + Eq + Send + Sync + Clone + Display + 'static,
 {
     /// `per_minute = 0` turns the limit off.
     pub fn new(per_minute: u32) -> Self {
@@ -50,7 +55,18 @@ where
                 .max_capacity(MAX_TRACKED)
                 .time_to_live(WINDOW)
                 .build(),
+            shared: Arc::default(),
         }
+    }
+
+    /// Counts failures across the nodes too (`cluster::failures`): a key
+    /// is blocked when either this node's window or the cluster's is spent.
+    pub fn share(&self, shared: SharedFailures) {
+        let _ = self.shared.set(shared);
+    }
+
+    pub fn per_minute(&self) -> u32 {
+        self.per_minute
     }
 
     /// Seconds until `key` may try again, when it used up its failures.
@@ -58,16 +74,37 @@ where
         if self.per_minute == 0 {
             return None;
         }
-        let w = self.windows.get(key)?;
-        (w.failures.load(Ordering::Relaxed) >= self.per_minute)
-            .then(|| WINDOW.saturating_sub(w.started.elapsed()).as_secs().max(1))
+        let local = self.windows.get(key).and_then(|w| {
+            (w.failures.load(Ordering::Relaxed) >= self.per_minute)
+                .then(|| WINDOW.saturating_sub(w.started.elapsed()).as_secs().max(1))
+        });
+        local.or_else(|| self.shared.get().and_then(|s| s.blocked(key)))
     }
 
-    /// Counts one failure of `key`.
+    /// [`FailedAuthLimiter::failed_key`], counted across the nodes before
+    /// it returns (so this node's next attempt sees a cluster lock-out).
+    pub async fn failed_key_now(&self, key: K) {
+        if self.per_minute == 0 {
+            return;
+        }
+        if let Some(s) = self.shared.get() {
+            s.failed_now(&key).await;
+        }
+        self.count_here(key);
+    }
+
+    /// Counts one failure of `key` (across the nodes in a task of its own).
     pub fn failed_key(&self, key: K) {
         if self.per_minute == 0 {
             return;
         }
+        if let Some(s) = self.shared.get() {
+            s.failed(&key);
+        }
+        self.count_here(key);
+    }
+
+    fn count_here(&self, key: K) {
         let w = self.windows.get_with(key, || {
             Arc::new(Window {
                 started: Instant::now(),
@@ -87,6 +124,12 @@ impl FailedAuthLimiter<IpAddr> {
     /// Counts one failed authentication of `ip`.
     pub fn failed(&self, ip: IpAddr) {
         self.failed_key(bucket(ip))
+    }
+
+    /// Counts one failed authentication of `ip`, across the nodes before
+    /// it returns.
+    pub async fn failed_now(&self, ip: IpAddr) {
+        self.failed_key_now(bucket(ip)).await
     }
 }
 

@@ -120,6 +120,12 @@ impl AuthService {
         }
     }
 
+    /// The failed-authentication throttle per client address (shared with
+    /// the other nodes at start, `cluster::failures`).
+    pub fn failed_limiter(&self) -> &failures::FailedAuthLimiter {
+        &self.inner.failed
+    }
+
     /// Verifies a bearer token. Every failure is the same `Unauthorized`.
     pub async fn authenticate(&self, token: &str) -> AppResult<Arc<VerifiedKey>> {
         self.authenticate_from(token, None).await
@@ -153,7 +159,7 @@ impl AuthService {
         }
         let result = self.verify(parsed, cache_key, cached).await;
         if let (Err(AppError::Unauthorized), Some(ip)) = (&result, client) {
-            self.inner.failed.failed(ip);
+            self.inner.failed.failed_now(ip).await;
         }
         result
     }

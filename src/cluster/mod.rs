@@ -6,6 +6,7 @@
 //! (held slots, e.g. an MX site's connections) on slot budgets (`slots`).
 
 pub mod budget;
+pub mod failures;
 mod grant;
 mod lease;
 pub mod node;

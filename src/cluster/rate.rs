@@ -81,6 +81,11 @@ impl Rates {
         }
     }
 
+    /// The pool its grants use.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Slot budgets of the same node (holder) on the same pool.
     pub fn slots(&self, lease_secs: u64) -> super::slots::Slots {
         super::slots::Slots::new(self.budgets.holder(), lease_secs, self.pool.clone())

@@ -105,15 +105,16 @@ impl ConsoleState {
     }
 
     /// Counts a failed sign-in (password or code) everywhere it applies.
-    pub fn failed(&self, ip: Option<IpAddr>, email: &str, device: Option<String>) {
+    /// Counted across the nodes before it returns (`cluster::failures`).
+    pub async fn failed(&self, ip: Option<IpAddr>, email: &str, device: Option<String>) {
         if let Some(ip) = ip {
-            self.by_ip.failed(ip);
+            self.by_ip.failed_now(ip).await;
         }
         if !email.is_empty() && email.len() <= 254 {
-            self.by_email.failed_key(email.to_string());
+            self.by_email.failed_key_now(email.to_string()).await;
         }
         if let Some(d) = device {
-            self.by_device.failed_key(d);
+            self.by_device.failed_key_now(d).await;
         }
     }
 }

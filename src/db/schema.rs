@@ -573,6 +573,14 @@ diesel::table! {
         stopped_at -> Nullable<Timestamptz>,
     }
 }
+// A site's slow-downs, shared by the nodes (src/delivery/mx/slowdowns.rs).
+diesel::table! {
+    mx_slowdowns (site) {
+        site -> Text,
+        seq -> Int8,
+        slowed_at -> Timestamptz,
+    }
+}
 // Inbound mail for tenants (src/inbound/).
 diesel::table! {
     inbound_routes (tenant_id, id) {

@@ -140,9 +140,9 @@ impl OAuthService {
                 return Err(TokenError::SlowDown { retry_after_secs });
             }
         }
-        let failed = || {
+        let failed = || async move {
             if let Some(ip) = from {
-                inner.failed.failed(ip);
+                inner.failed.failed_now(ip).await;
             }
         };
         let client = self.client(&c.client_id).await.map_err(|e| {
@@ -150,7 +150,7 @@ impl OAuthService {
             TokenError::Unavailable
         })?;
         if !client.usable {
-            failed();
+            failed().await;
             return Err(refused);
         }
         let hash = client.secret_hash.as_str();
@@ -171,7 +171,7 @@ impl OAuthService {
                 .unwrap_or(false)
         };
         if !ok {
-            failed();
+            failed().await;
             inner.rejected.insert(proof, hash.into()).await;
             return Err(refused);
         }

@@ -122,6 +122,24 @@ pub struct Claimed {
     pub enabled: bool,
 }
 
+/// Gives a claimed delivery back unattempted (its cluster-wide slot was
+/// refused, `super::shared`): the attempt the claim counted is taken back and
+/// it is due now. Only while it is still that attempt and pending (a lease
+/// that ran out may have been claimed again).
+pub fn give_back(conn: &mut PgConnection, c: &Claimed) -> QueryResult<usize> {
+    let t = tables(c.endpoint_owner());
+    diesel::sql_query(format!(
+        "UPDATE {} SET attempts = attempts - 1, next_attempt_at = now() \
+         WHERE ($3::uuid IS NULL OR tenant_id = $3) AND id = $1 AND attempts = $2 \
+         AND status = 'pending'",
+        t.deliveries
+    ))
+    .bind::<SqlUuid, _>(c.id)
+    .bind::<Int4, _>(c.attempts)
+    .bind::<diesel::sql_types::Nullable<SqlUuid>, _>(t.tenant)
+    .execute(conn)
+}
+
 impl Claimed {
     /// Whose endpoint it was sent to.
     pub fn endpoint_owner(&self) -> Owner {

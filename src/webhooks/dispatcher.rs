@@ -32,6 +32,8 @@ struct Dispatcher {
     sender: Sender,
     settings: Arc<Settings>,
     retry: RetryPolicy,
+    /// The caps across the nodes (issue 27); `None`: this dispatcher's own.
+    shared: Option<super::shared::SharedFlight>,
 }
 
 /// Wake-ups closer than this are coalesced into one claim: under load, new
@@ -49,6 +51,18 @@ pub fn spawn(
     shutdown: watch::Receiver<bool>,
     wakes: [watch::Receiver<u64>; 2],
 ) -> anyhow::Result<JoinHandle<()>> {
+    spawn_shared(settings, pool, vault, shutdown, wakes, None)
+}
+
+/// [`spawn`] with the caps held across the nodes (`super::shared`).
+pub fn spawn_shared(
+    settings: Arc<Settings>,
+    pool: PgPool,
+    vault: Vault,
+    shutdown: watch::Receiver<bool>,
+    wakes: [watch::Receiver<u64>; 2],
+    shared: Option<super::shared::SharedFlight>,
+) -> anyhow::Result<JoinHandle<()>> {
     let w = &settings.webhooks;
     let d = Dispatcher {
         sender: Sender::new(w)?,
@@ -59,6 +73,7 @@ pub fn spawn(
         pool,
         vault,
         settings,
+        shared,
     };
     Ok(tokio::spawn(d.run(shutdown, wakes)))
 }
@@ -145,7 +160,7 @@ impl Dispatcher {
             queue.borrow_and_update();
             outbox.borrow_and_update();
             while tasks.try_join_next().is_some() {}
-            let limits = match flight.lock() {
+            let mut limits = match flight.lock() {
                 Ok(f) => ClaimLimits {
                     limit: i64::try_from(slots.saturating_sub(f.total)).unwrap_or(0),
                     lease_secs: lease,
@@ -156,6 +171,11 @@ impl Dispatcher {
                 },
                 Err(_) => return,
             };
+            if let Some(shared) = &self.shared {
+                let (endpoints, owners) = shared.refused();
+                super::shared::at_cap(&mut limits.busy_endpoints, endpoints, per_endpoint);
+                super::shared::at_cap(&mut limits.busy_owners, owners, per_owner);
+            }
             let claimed_at = tokio::time::Instant::now();
             let pause = if limits.limit == 0 {
                 idle
@@ -181,6 +201,16 @@ impl Dispatcher {
                                     finished,
                                     endpoint: c.webhook_id,
                                     owner: c.owner,
+                                };
+                                let _held = match &d.shared {
+                                    None => None,
+                                    Some(s) => match s
+                                        .hold(c.webhook_id, c.owner, per_endpoint, per_owner)
+                                        .await
+                                    {
+                                        Some(h) => Some(h),
+                                        None => return d.give_back(&c).await,
+                                    },
                                 };
                                 let _ = tx.send(d.attempt(c).await);
                             });
@@ -210,6 +240,19 @@ impl Dispatcher {
         while tasks.join_next().await.is_some() {}
         drop(tx);
         let _ = recorder.await;
+    }
+
+    /// A claimed delivery whose cluster-wide slot was refused goes back
+    /// unattempted (`super::shared`); if that fails, its lease runs out.
+    async fn give_back(&self, c: &Claimed) {
+        let (id, claimed) = (c.id, c.clone());
+        if let Err(e) = db::run(&self.pool, move |conn| {
+            Ok(super::deliveries::give_back(conn, &claimed)?)
+        })
+        .await
+        {
+            tracing::warn!(error = %e, delivery_id = %id, "giving a webhook delivery back failed; its lease will run out");
+        }
     }
 
     /// Records finished attempts, as many per transaction as have arrived.

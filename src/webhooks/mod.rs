@@ -11,6 +11,7 @@ pub mod retry;
 pub mod routes;
 pub mod sender;
 pub mod service;
+pub mod shared;
 pub mod signing;
 pub mod view;
 

@@ -172,6 +172,7 @@ pub fn spawn_with(
             r,
             settings.cluster.lease_secs,
             settings.delivery.mx.site_rate_window_secs,
+            Duration::from_secs(settings.delivery.mx.slowdown_secs),
         )
     });
     let (done_tx, done_rx) = mpsc::channel(w.concurrency.max(1) * 2);
@@ -227,12 +228,19 @@ pub fn spawn_with(
     // wakes on commits of new mail (their `email.queued` events) and on
     // recorded outcomes (their events), besides its own poll.
     let queue_wake = options.wake.unwrap_or(listen_rx);
-    match dispatcher::spawn(
+    // Its caps per endpoint and tenant hold across the nodes (issue 27).
+    let flight = options
+        .rates
+        .as_ref()
+        .map(|r| crate::webhooks::shared::SharedFlight::new(r, ctx.settings.cluster.lease_secs));
+    helpers.extend(flight.as_ref().map(|f| f.spawn_renewer()));
+    match dispatcher::spawn_shared(
         ctx.settings.clone(),
         ctx.pool.clone(),
         ctx.vault.clone(),
         shutdown_rx,
         [queue_wake, outbox_rx],
+        flight,
     ) {
         Ok(handle) => others.push(handle),
         Err(e) => tracing::error!(error = %format!("{e:#}"), "webhook dispatcher not started"),

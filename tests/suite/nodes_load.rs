@@ -183,3 +183,101 @@ async fn a_connection_string_with_several_hosts_reaches_the_read_write_one() {
     );
     server.terminate(Duration::from_secs(20));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_three_serve_nodes_under_load_answers_no_5xx_and_loses_nothing() {
+    let sink = SmtpSink::start().await;
+    let db = common::fresh_database();
+    let extra = [
+        ("POSTLINE__CLUSTER__NODE_TIMEOUT_SECS", "3"),
+        ("POSTLINE__CLUSTER__LEASE_SECS", "120"),
+    ];
+    let mut servers: Vec<Server> = (0..3)
+        .map(|_| Server::new(&db, sink.port(), &extra))
+        .collect();
+    let admin = servers[0].admin_key();
+    let client = reqwest::Client::new();
+    for s in &mut servers {
+        s.start();
+    }
+    for s in &mut servers {
+        s.wait_up(&client, UP).await;
+    }
+    let t: Value = Api::remote(&servers[0].base, &admin)
+        .create_tenant(json!({"name": "Rolling", "rate_limit":
+            {"requests_per_minute": 1_000_000, "emails_per_second": 100_000}}))
+        .await;
+    let key = Api::remote(&servers[0].base, &admin)
+        .tenant_key(t["id"].as_str().unwrap(), &["send", "emails:read"])
+        .await;
+    let shape = LoadShape {
+        clients: 2,
+        ..LoadShape::default()
+    };
+    // Clients of every node send throughout; a stopped node's clients find
+    // its port closed (no answer) until it is back.
+    let loads: Vec<Load> = servers
+        .iter()
+        .map(|s| Load::start(&s.base, &key, shape.clone()))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut leases_back = Vec::new();
+    for i in 0..servers.len() {
+        let other = Api::remote(&servers[(i + 1) % 3].base, &admin);
+        let stopped = Instant::now();
+        servers[i].terminate(Duration::from_secs(30));
+        // Its leases are gone (a graceful stop gives them back).
+        loop {
+            let up = nodes_with(&other, &admin, "up").await;
+            let stale: Vec<Uuid> = holders(&db)
+                .into_iter()
+                .filter(|h| !up.contains(h))
+                .collect();
+            if stale.is_empty() {
+                leases_back.push(stopped.elapsed());
+                break;
+            }
+            assert!(
+                stopped.elapsed() < Duration::from_secs(30 + 3 + 3),
+                "leases still held by stopped nodes {stale:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        servers[i].start();
+        servers[i].wait_up(&client, UP).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let up = nodes_with(&Api::remote(&servers[0].base, &admin), &admin, "up").await;
+    assert_eq!(up.len(), 3, "three nodes up after the restarts");
+    let mut acked = Vec::new();
+    let mut server_errors = 0;
+    let mut no_answer = 0;
+    for l in loads {
+        let stats = l.stop().await;
+        for phase in 0..=drills::BEFORE + 3 {
+            server_errors += stats
+                .statuses(phase)
+                .iter()
+                .filter(|(s, _)| **s >= 500)
+                .map(|(_, n)| *n)
+                .sum::<u64>();
+            no_answer += stats.no_answer(phase);
+        }
+        assert!(stats.violations().is_empty(), "{:?}", stats.violations());
+        acked.extend(stats.acked());
+    }
+    let r = drills::reconcile(&sink, &acked, Duration::from_secs(90)).await;
+    eprintln!(
+        "rolling restart of 3 serve nodes: {} acknowledged, {} lost, {} duplicated ({} extra copies), {server_errors} answers 5xx, {no_answer} requests unanswered (node down), leases back after {leases_back:?}",
+        r.acked,
+        r.lost.len(),
+        r.duplicated_ids,
+        r.extra_copies
+    );
+    assert_eq!(server_errors, 0, "5xx answered during the rolling restart");
+    assert!(r.acked > 50, "{} acknowledged", r.acked);
+    assert!(r.lost.is_empty(), "lost: {:?}", r.lost);
+    for s in &mut servers {
+        s.terminate(Duration::from_secs(20));
+    }
+}

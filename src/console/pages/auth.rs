@@ -103,7 +103,7 @@ pub async fn login(
         return Ok(resp);
     }
     let Some(user) = users::check_login(&state.pool, &email, &password).await? else {
-        limits.failed(ip, &email_key, device);
+        limits.failed(ip, &email_key, device).await;
         tracing::info!("console sign-in refused");
         return anonymous_form(
             &state,

@@ -83,7 +83,7 @@ pub async fn submit(
         Verdict::Accepted(user) => start_session(&state, &req, user, &email).await,
         Verdict::Expired => start_over(&state, &req),
         Verdict::Refused { retry } => {
-            limits.failed(ip, &email, device);
+            limits.failed(ip, &email, device).await;
             tracing::info!(retry, "console sign-in code refused");
             if !retry {
                 return start_over(&state, &req);

@@ -21,6 +21,7 @@ pub mod resolve;
 pub mod settings;
 pub mod shaping;
 pub mod shared;
+pub mod slowdowns;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -284,6 +285,9 @@ impl MxTransport {
         }
         if slowed(&results) {
             site.slow_down();
+            if let Some(shared) = &self.shared {
+                shared.slowed(&site);
+            }
         }
         if results.iter().any(|r| r.fate == Fate::Deferred) {
             metrics::deferred(&site.label);

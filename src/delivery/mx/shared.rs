@@ -9,8 +9,10 @@
 //!   finds no slot within `max_wait_ms` goes back to the queue (throttled).
 //! - The rate is a leased rate budget ([`crate::cluster::rate`]) of
 //!   `mx_rate:<site>` per fixed window of `site_rate_window_secs`, the limit
-//!   scaled to the window (rounded up). The node's own GCRA (bursts, the
-//!   slowdown after a 421) still applies on top, per node.
+//!   scaled to the window (rounded up) and to the slow-down in force. The
+//!   node's own GCRA (bursts) still applies on top, per node.
+//! - A 421 / 4.7.x "slow down" seen by one node halves the site's rate on
+//!   every node (`super::slowdowns`, through the `mx_slowdowns` table).
 //!
 //! The site is named by the key shaping gives it ([`Site::key`], opaque
 //! here); keys longer than 100 bytes (a long MX host set) are hashed.
@@ -33,6 +35,8 @@ pub struct SharedSites {
     rates: Rates,
     slots: Slots,
     window_secs: u64,
+    /// Slow-downs seen by any node (`super::slowdowns`).
+    slowdowns: super::slowdowns::Slowdowns,
 }
 
 impl std::fmt::Debug for SharedSites {
@@ -63,16 +67,33 @@ pub fn window_limit(per_minute: u32, window_secs: u64) -> i64 {
 impl SharedSites {
     /// On the node's rates (its holder id and pool); the slots' renewer is
     /// started with [`SharedSites::spawn_renewer`].
-    pub fn new(rates: &Rates, lease_secs: u64, window_secs: u64) -> SharedSites {
+    /// `slowdown`: `delivery.mx.slowdown_secs`.
+    pub fn new(
+        rates: &Rates,
+        lease_secs: u64,
+        window_secs: u64,
+        slowdown: Duration,
+    ) -> SharedSites {
         SharedSites {
             slots: rates.slots(lease_secs),
             rates: rates.clone(),
             window_secs: window_secs.clamp(1, 60),
+            slowdowns: super::slowdowns::Slowdowns::new(rates.pool().clone(), slowdown),
         }
     }
 
+    /// The slots' renewal and the slow-downs' poll.
     pub fn spawn_renewer(&self) -> tokio::task::JoinHandle<()> {
-        self.slots.spawn_renewer()
+        let renewer = self.slots.spawn_renewer();
+        let poll = self.slowdowns.clone().run();
+        tokio::spawn(async move {
+            let _ = tokio::join!(renewer, poll);
+        })
+    }
+
+    /// `site` answered 421 / 4.7.x here: the other nodes slow down too.
+    pub fn slowed(&self, site: &Site) {
+        self.slowdowns.publish(site);
     }
 
     /// A connection slot of the site, waiting until `deadline`; else how
@@ -94,8 +115,12 @@ impl SharedSites {
     /// One message of the site's rate, waiting until `deadline` for the next
     /// window; else how long until it begins.
     pub async fn rate(&self, site: &Site, deadline: Instant) -> Result<(), Duration> {
+        // Another node's slow-down halves this site here too, and the
+        // cluster's budget follows the rate in force.
+        self.slowdowns.apply(site);
         let name = budget_name("mx_rate", site.key.as_str());
-        let limit = window_limit(site.limits.messages_per_minute, self.window_secs);
+        let per_minute = site.current_rate().ceil().max(1.0) as u32;
+        let limit = window_limit(per_minute, self.window_secs);
         loop {
             let a = self
                 .rates

@@ -40,6 +40,9 @@ struct Inner {
     /// Paths starting with the prefix are answered only after the delay
     /// (recorded when the request arrives).
     delays: Vec<(String, Duration)>,
+    /// Requests being answered now, and the most at once.
+    open: usize,
+    peak: usize,
 }
 
 #[derive(Clone)]
@@ -99,6 +102,11 @@ impl Receiver {
 
     pub fn set_default_status(&self, code: u16) {
         self.inner.lock().unwrap().default_status = code;
+    }
+
+    /// The most requests this receiver was answering at once.
+    pub fn peak(&self) -> usize {
+        self.inner.lock().unwrap().peak
     }
 
     pub fn received(&self) -> Vec<Hook> {
@@ -207,6 +215,8 @@ async fn serve(mut stream: TcpStream, inner: Arc<Mutex<Inner>>) -> std::io::Resu
             .iter()
             .any(|s| verify(s, &id, &ts, body, &sig));
         let answered = inner.script.pop_front().unwrap_or(inner.default_status);
+        inner.open += 1;
+        inner.peak = inner.peak.max(inner.open);
         inner.received.push(Hook {
             path,
             webhook_id: id,
@@ -223,6 +233,8 @@ async fn serve(mut stream: TcpStream, inner: Arc<Mutex<Inner>>) -> std::io::Resu
     }
     let reply =
         format!("HTTP/1.1 {answered} Scripted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-    stream.write_all(reply.as_bytes()).await?;
+    let written = stream.write_all(reply.as_bytes()).await;
+    inner.lock().unwrap().open -= 1;
+    written?;
     stream.shutdown().await
 }
