@@ -40,6 +40,7 @@ pub async fn show(
             period: period.clone(),
             from: None,
             to: None,
+            stream: None,
         },
     )
     .await?;
