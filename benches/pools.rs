@@ -31,18 +31,18 @@ use common::{machine, BenchEnv, Mode};
 use postline::config::{DeliveryMode, Settings, TlsMode};
 use postline::delivery::mx::SiteRule;
 use postline::delivery::pools::PoolSettings;
-use postline::delivery::{OutgoingMessage, RelayConfig, SmtpOptions, SmtpTransport, Transport, Transports};
+use postline::delivery::{
+    OutgoingMessage, RelayConfig, SmtpOptions, SmtpTransport, Transport, Transports,
+};
 use postline::domain::TenantId;
 use serde_json::json;
 
 #[allow(dead_code)]
 #[path = "../tests/suite/common/dns_server.rs"]
 mod dns_server;
-#[path = "../tests/suite/common/smtp_sink.rs"]
-mod smtp_sink;
 
+use common::sink::smtp_sink::{SinkConfig, SmtpSink};
 use dns_server::DnsServer;
-use smtp_sink::{SinkConfig, SmtpSink};
 
 const SITES: u8 = 50;
 

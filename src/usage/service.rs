@@ -8,11 +8,11 @@ use uuid::Uuid;
 
 use super::model::{self, Counters};
 use super::streams::{self, StreamCounters};
-use crate::emails::stream::Stream;
 use crate::auth::Principal;
 use crate::db;
 use crate::db::pagination::{Page, PageQuery};
 use crate::domain::Permission;
+use crate::emails::stream::Stream;
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 use crate::tenants::model::{self as tenants_db, TenantRef, TenantRow};
@@ -219,8 +219,9 @@ fn find_tenant(conn: &mut diesel::PgConnection, r: &TenantRef) -> AppResult<Tena
     match tenants_db::find(conn, r, false)? {
         Some(t) => Ok(t),
         None => match r {
-            TenantRef::Id(id) => tenants_db::find_any(conn, crate::domain::TenantId(*id))?
-                .ok_or(AppError::NotFound),
+            TenantRef::Id(id) => {
+                tenants_db::find_any(conn, crate::domain::TenantId(*id))?.ok_or(AppError::NotFound)
+            }
             TenantRef::External(_) => Err(AppError::NotFound),
         },
     }

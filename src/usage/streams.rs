@@ -90,7 +90,8 @@ pub fn add(
     if deltas.is_empty() {
         return Ok(());
     }
-    let col = |f: fn(&StreamCounters) -> i64| deltas.iter().map(|(_, c)| f(c)).collect::<Vec<i64>>();
+    let col =
+        |f: fn(&StreamCounters) -> i64| deltas.iter().map(|(_, c)| f(c)).collect::<Vec<i64>>();
     let tenants: Vec<Uuid> = deltas.iter().map(|((t, _), _)| *t).collect();
     let streams: Vec<&str> = deltas.iter().map(|((_, s), _)| *s).collect();
     diesel::sql_query(
@@ -212,7 +213,12 @@ mod tests {
     #[test]
     fn sent_counts_by_tenant_and_stream() {
         let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
-        let d = sent([(a, "broadcast"), (a, "transactional"), (a, "broadcast"), (b, "x")]);
+        let d = sent([
+            (a, "broadcast"),
+            (a, "transactional"),
+            (a, "broadcast"),
+            (b, "x"),
+        ]);
         assert_eq!(d[&(a, "broadcast")].emails_sent, 2);
         assert_eq!(d[&(a, "transactional")].emails_sent, 1);
         assert_eq!(d[&(b, "transactional")].emails_sent, 1);

@@ -61,9 +61,7 @@ async fn an_admin_assigns_a_tenants_pool_per_stream() {
     assert_eq!(picked.as_deref(), Some("bulk"));
     check_page(&c, "tenant-pools").await;
 
-    let v = app
-        .get(&format!("/v1/tenants/{tid}"), &app.admin_key)
-        .await;
+    let v = app.get(&format!("/v1/tenants/{tid}"), &app.admin_key).await;
     assert_eq!(
         v.json["pools"],
         json!({"transactional": "default", "broadcast": "bulk"}),
