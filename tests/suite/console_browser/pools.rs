@@ -2,7 +2,8 @@
 //! sees the tenant's pool per stream (`default` for both), picks the
 //! configured `bulk` pool for broadcast mail in the form, saves, and sees it
 //! on the page; the API's tenant view agrees (the form calls the same
-//! update). Title, widths, axe-core and screenshots as every page.
+//! update). The usage page splits by stream. Title, widths, axe-core and
+//! screenshots as every page.
 
 use fantoccini::Locator;
 use postline::console::users::Role;
@@ -68,5 +69,39 @@ async fn an_admin_assigns_a_tenants_pool_per_stream() {
         "{}",
         v.text
     );
+
+    // Usage by stream: one broadcast message counts in broadcast only.
+    let key = app.tenant_key(&tid, &["send"]).await;
+    let r = app
+        .post(
+            "/v1/emails",
+            &key,
+            json!({"from": "news@acme.test", "to": "x@example.org", "subject": "s", "text": "t", "stream": "broadcast"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let sent = "#usage-totals .tile:first-child .figure";
+    for (stream, want) in [("broadcast", "1"), ("transactional", "0"), ("", "1")] {
+        c.goto(&format!("{base}/console/usage?tenant={tid}"))
+            .await
+            .unwrap();
+        c.find(Locator::Css("#u-stream"))
+            .await
+            .unwrap()
+            .select_by_value(stream)
+            .await
+            .unwrap();
+        click(&c, "form.filters button[type='submit']").await;
+        if stream.is_empty() {
+            wait_path(&c, "/console/usage").await;
+            wait_contains(&c, "h1", " mail", false).await;
+        } else {
+            wait_contains(&c, "h1", &format!("{stream} mail"), true).await;
+        }
+        wait_text(&c, sent, want).await;
+        if stream == "broadcast" {
+            check_page(&c, "usage-broadcast").await;
+        }
+    }
     c.close().await.unwrap();
 }
