@@ -2,7 +2,8 @@
 //! SMTP sink: `?stream=` on the tenant's usage, a tenant key's own usage and
 //! the admin's billing listing answers that stream's counters (accepted,
 //! delivered, bounced, unsubscribed), the streams add up to the totals, the
-//! counters that belong to no stream are absent, and a bad value is 422.
+//! counters that belong to no stream are absent, and a bad value is 422; a
+//! complaint arriving later counts on its message's stream.
 
 use std::time::Duration;
 
@@ -165,4 +166,65 @@ async fn usage_filters_by_stream_and_the_streams_add_up() {
         let r = app.get(&q, &app.admin_key).await;
         assert_eq!(r.status, 422, "{q}: {}", r.text);
     }
+}
+
+/// A complaint arriving later (ARF over SMTP to the feedback address) counts
+/// on the complained message's stream, through `bounces::apply`.
+#[tokio::test]
+async fn a_later_complaint_counts_on_the_messages_stream() {
+    use crate::bounces::{corpus, sent_to, smtp_send, FBL, PERMS};
+    let sink = SmtpSink::start().await;
+    let app = TestApp::spawn_serving(sink.port(), crate::bounces::settings).await;
+    let inbound =
+        postline::bounces::inbound::start(&app.state.settings, app.state.pool.clone())
+            .await
+            .unwrap()
+            .expect("inbound.bind is set in tests");
+    let t = app.create_tenant(json!({"name": "Acme"})).await;
+    let tid = t["id"].as_str().unwrap().to_string();
+    let key = app.tenant_key(&tid, PERMS).await;
+    let rcpt = "angry@example.org";
+    let r = app.post("/v1/emails", &key, mail(rcpt, "broadcast")).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_string();
+    wait_for(&app, &key, &id, |e| e["status"] == "delivered").await;
+    let (_, token) = sent_to(&sink, rcpt).await;
+    let arf = corpus("arf-01.eml")
+        .replace("To: redacted@example.net", &format!("To: {rcpt}"))
+        .replace(
+            "Return-Path: <support@example.ed.jp>",
+            &format!("X-Postline-ID: {token}\nReturn-Path: <support@example.ed.jp>"),
+        );
+    let codes = smtp_send(inbound.addr(), "fbl@provider.example", &[FBL], &arf).await;
+    assert_eq!(codes.last(), Some(&250), "{codes:?}");
+    let usage = |stream: &'static str| {
+        let (app, tid) = (&app, &tid);
+        async move {
+            let r = app
+                .get(
+                    &format!("/v1/tenants/{tid}/usage?stream={stream}"),
+                    &app.admin_key,
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            r.json
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let bc = usage("broadcast").await;
+        if bc["emails_complained"] == 1 {
+            assert_eq!(bc["emails_delivered"], 1, "{bc}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no complaint counted: {bc}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tx = usage("transactional").await;
+    assert_eq!(tx["emails_complained"], 0, "{tx}");
+    assert_eq!(tx["emails_sent"], 0, "{tx}");
+    inbound.stop().await;
 }
