@@ -175,11 +175,10 @@ async fn a_later_complaint_counts_on_the_messages_stream() {
     use crate::bounces::{corpus, sent_to, smtp_send, FBL, PERMS};
     let sink = SmtpSink::start().await;
     let app = TestApp::spawn_serving(sink.port(), crate::bounces::settings).await;
-    let inbound =
-        postline::bounces::inbound::start(&app.state.settings, app.state.pool.clone())
-            .await
-            .unwrap()
-            .expect("inbound.bind is set in tests");
+    let inbound = postline::bounces::inbound::start(&app.state.settings, app.state.pool.clone())
+        .await
+        .unwrap()
+        .expect("inbound.bind is set in tests");
     let t = app.create_tenant(json!({"name": "Acme"})).await;
     let tid = t["id"].as_str().unwrap().to_string();
     let key = app.tenant_key(&tid, PERMS).await;
