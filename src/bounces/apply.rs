@@ -193,8 +193,18 @@ pub fn record(
             crate::webhooks::outbox::enqueue(conn, &events)?;
         }
         if counters.emails_bounced + counters.emails_complained > 0 {
+            use crate::usage::streams::{self as usage_streams, Counter};
+            let mut items = Vec::new();
+            if counters.emails_bounced > 0 {
+                items.push((found.tenant_id, found.email_id, Counter::Bounced));
+            }
+            if counters.emails_complained > 0 {
+                items.push((found.tenant_id, found.email_id, Counter::Complained));
+            }
             let deltas = std::iter::once((found.tenant_id, counters)).collect();
-            usage::add(conn, now.date_naive(), usage::pick_shard(), &deltas)?;
+            let shard = usage::pick_shard();
+            usage::add(conn, now.date_naive(), shard, &deltas)?;
+            usage_streams::add_for_emails(conn, now.date_naive(), shard, &items)?;
         }
         Ok(applied)
     })

@@ -298,6 +298,21 @@ diesel::table! {
 diesel::allow_tables_to_appear_in_same_query!(tenants, usage_daily);
 
 diesel::table! {
+    usage_stream_daily (tenant_id, day, stream, shard) {
+        tenant_id -> Uuid,
+        day -> Date,
+        stream -> Text,
+        shard -> Int2,
+        emails_sent -> Int8,
+        emails_delivered -> Int8,
+        emails_bounced -> Int8,
+        emails_failed -> Int8,
+        emails_complained -> Int8,
+        emails_unsubscribed -> Int8,
+    }
+}
+
+diesel::table! {
     domains (tenant_id, id) {
         tenant_id -> Uuid,
         id -> Uuid,

@@ -238,7 +238,10 @@ pub fn record(conn: &mut PgConnection, outcomes: &[Outcome]) -> QueryResult<Vec<
             diesel::insert_into(email_events::table).values(&events).execute(conn)?;
             crate::webhooks::outbox::enqueue(conn, &events)?;
         }
-        usage::add(conn, now.date_naive(), usage::pick_shard(), &terminal_counts(outcomes, &changed))?;
+        let shard = usage::pick_shard();
+        usage::add(conn, now.date_naive(), shard, &terminal_counts(outcomes, &changed))?;
+        let by_stream = terminal_items(outcomes, &changed);
+        crate::usage::streams::add_for_emails(conn, now.date_naive(), shard, &by_stream)?;
         crate::reputation::track::outcomes(conn, &mine)?;
         Ok(changed.into_iter().collect())
     })
@@ -264,6 +267,27 @@ fn terminal_counts(
     }
     deltas.retain(|_, c| c.emails_delivered + c.emails_bounced + c.emails_failed > 0);
     deltas
+}
+
+/// Terminal outcomes per message, for usage by stream (issue 26).
+fn terminal_items(
+    outcomes: &[Outcome],
+    changed: &HashSet<(Uuid, Uuid)>,
+) -> Vec<(Uuid, Uuid, crate::usage::streams::Counter)> {
+    use crate::usage::streams::Counter;
+    outcomes
+        .iter()
+        .filter(|o| changed.contains(&(o.lease.tenant_id, o.lease.email_id)))
+        .filter_map(|o| {
+            let c = match o.resolution {
+                Resolution::Delivered { .. } => Counter::Delivered,
+                Resolution::Bounced { .. } => Counter::Bounced,
+                Resolution::Failed { .. } => Counter::Failed,
+                Resolution::Deferred { .. } | Resolution::Requeued { .. } => return None,
+            };
+            Some((o.lease.tenant_id, o.lease.email_id, c))
+        })
+        .collect()
 }
 
 fn event_detail(o: &Outcome) -> serde_json::Value {

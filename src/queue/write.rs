@@ -17,6 +17,7 @@ use crate::error::AppError;
 use crate::limits::quota::{self, Checked, Plan, Verdict};
 use crate::queue::model as queue_db;
 use crate::usage::model::{self as usage, Counters};
+use crate::usage::streams as usage_streams;
 
 /// Commits all jobs in one transaction; if that fails, each job is retried
 /// alone so one bad request cannot fail its neighbours. True when any mail
@@ -161,5 +162,7 @@ pub(super) fn write_jobs(
         counts.entry(*t).or_default().emails_suppressed += n;
     }
     usage::add(conn, plan.day(), shard, &counts)?;
+    let by_stream = usage_streams::sent(rows.iter().map(|r| (r.tenant_id, r.stream.as_str())));
+    usage_streams::add(conn, plan.day(), shard, &by_stream)?;
     Ok(checked)
 }

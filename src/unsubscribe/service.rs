@@ -90,5 +90,11 @@ fn apply(conn: &mut PgConnection, u: &Unsubscribe, via: &str) -> QueryResult<boo
         },
     );
     crate::usage::model::add(conn, chrono::Utc::now().date_naive(), 1, &counts)?;
+    let mut by_stream = crate::usage::streams::StreamDeltas::new();
+    by_stream
+        .entry((u.tenant_id, stream))
+        .or_default()
+        .emails_unsubscribed = 1;
+    crate::usage::streams::add(conn, chrono::Utc::now().date_naive(), 1, &by_stream)?;
     Ok(true)
 }

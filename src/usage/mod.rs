@@ -4,3 +4,4 @@ pub mod counter;
 pub mod model;
 pub mod routes;
 pub mod service;
+pub mod streams;

@@ -3,7 +3,7 @@
 use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 
-use super::service::{self, PeriodQuery, UsageQuery, UsageView};
+use super::service::{self, PeriodQuery, StreamUsageView, UsageQuery, UsageView};
 use crate::auth::Principal;
 use crate::db::pagination::Page;
 use crate::domain::Permission;
@@ -29,10 +29,21 @@ pub fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
-/// One tenant's usage for a period (deleted tenants included).
+/// What one tenant's usage is (the document only).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum TenantUsage {
+    /// Every stream (no `stream` parameter).
+    All(UsageView),
+    /// One stream's messages (`stream=`).
+    Stream(StreamUsageView),
+}
+
+/// One tenant's usage for a period (deleted tenants included), of every stream or one.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/usage", tag = "Usage",
     params(("tenant" = String, Path, description = "Tenant id or external_id"), PeriodQuery),
-    responses((status = 200, body = UsageView), (status = "4XX", body = Problem)),
+    responses((status = 200, body = TenantUsage), (status = "4XX", body = Problem)),
     security(("bearer" = ["usage:read"])))]
 pub async fn for_tenant(
     who: Principal,
@@ -41,7 +52,7 @@ pub async fn for_tenant(
     query: web::Query<PeriodQuery>,
 ) -> AppResult<HttpResponse> {
     who.require_admin(Permission::UsageRead)?;
-    let usage = service::for_tenant(&state, TenantRef::parse(&path), &query).await?;
+    let usage = service::report(&state, TenantRef::parse(&path), &query).await?;
     Ok(HttpResponse::Ok().json(usage))
 }
 
@@ -55,6 +66,10 @@ enum UsageListing {
     Page(Page<UsageView>),
     /// Tenant keys: their own tenant's usage.
     Own(UsageView),
+    /// Admin keys with `stream=`: a page of every tenant's usage of that stream.
+    StreamPage(Page<StreamUsageView>),
+    /// Tenant keys with `stream=`: their own usage of that stream.
+    OwnStream(StreamUsageView),
 }
 
 /// Admin keys: a page of every tenant's usage (billing). Tenant keys: their own usage object.

@@ -7,10 +7,12 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::model::{self, Counters};
+use super::streams::{self, StreamCounters};
 use crate::auth::Principal;
 use crate::db;
 use crate::db::pagination::{Page, PageQuery};
 use crate::domain::Permission;
+use crate::emails::stream::Stream;
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 use crate::tenants::model::{self as tenants_db, TenantRef, TenantRow};
@@ -25,6 +27,9 @@ pub struct PeriodQuery {
     pub from: Option<String>,
     /// Last day, YYYY-MM-DD, at most 366 days after from (default: today).
     pub to: Option<String>,
+    /// Only this stream's messages: transactional or broadcast (its usage
+    /// then carries the counters kept by stream only).
+    pub stream: Option<Stream>,
 }
 
 /// The billing listing: a period and a page of tenants.
@@ -37,6 +42,9 @@ pub struct UsageQuery {
     pub from: Option<String>,
     /// Last day, YYYY-MM-DD, at most 366 days after from (default: today).
     pub to: Option<String>,
+    /// Only this stream's messages: transactional or broadcast (its usage
+    /// then carries the counters kept by stream only).
+    pub stream: Option<Stream>,
     /// Admin keys: tenants per page, 1-100, default 20 (tenant keys get their own usage object).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
@@ -50,6 +58,7 @@ impl UsageQuery {
             period: self.period.clone(),
             from: self.from.clone(),
             to: self.to.clone(),
+            stream: self.stream,
         }
     }
 }
@@ -77,6 +86,30 @@ pub struct UsageView {
     #[serde(flatten)]
     pub totals: Counters,
     pub daily: Vec<DayView>,
+}
+
+/// One stream's day: the counters kept by stream.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StreamDayView {
+    pub date: NaiveDate,
+    #[serde(flatten)]
+    pub counters: StreamCounters,
+}
+
+/// One stream's usage (`?stream=`): the counters of that stream's messages.
+/// API requests, ingest suppressions, opens and clicks belong to no stream
+/// and are absent.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StreamUsageView {
+    pub tenant_id: Uuid,
+    pub external_tenant_id: Option<String>,
+    pub period: String,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub stream: Stream,
+    #[serde(flatten)]
+    pub totals: StreamCounters,
+    pub daily: Vec<StreamDayView>,
 }
 
 fn parse_date(field: &str, s: &str) -> AppResult<NaiveDate> {
@@ -154,22 +187,85 @@ fn view(t: &TenantRow, period: &str, range: Range, days: Vec<model::DayRow>) -> 
     }
 }
 
-/// One tenant's usage; a deleted tenant's stays readable by its id.
+fn stream_view(
+    t: &TenantRow,
+    period: &str,
+    range: Range,
+    stream: Stream,
+    days: Vec<(Uuid, NaiveDate, StreamCounters)>,
+) -> StreamUsageView {
+    let mut totals = StreamCounters::default();
+    let daily = days
+        .into_iter()
+        .map(|(_, date, counters)| {
+            totals.add(&counters);
+            StreamDayView { date, counters }
+        })
+        .collect();
+    StreamUsageView {
+        tenant_id: t.id,
+        external_tenant_id: t.external_id.clone(),
+        period: period.to_string(),
+        from: range.from,
+        to: range.to,
+        stream,
+        totals,
+        daily,
+    }
+}
+
+/// A tenant by reference, a deleted one by its id.
+fn find_tenant(conn: &mut diesel::PgConnection, r: &TenantRef) -> AppResult<TenantRow> {
+    match tenants_db::find(conn, r, false)? {
+        Some(t) => Ok(t),
+        None => match r {
+            TenantRef::Id(id) => {
+                tenants_db::find_any(conn, crate::domain::TenantId(*id))?.ok_or(AppError::NotFound)
+            }
+            TenantRef::External(_) => Err(AppError::NotFound),
+        },
+    }
+}
+
+/// One tenant's usage (every stream); a deleted tenant's stays readable by its id.
 pub async fn for_tenant(state: &AppState, r: TenantRef, q: &PeriodQuery) -> AppResult<UsageView> {
     let (period, range) = q.range()?;
     db::run(&state.pool, move |conn| {
-        let t = match tenants_db::find(conn, &r, false)? {
-            Some(t) => t,
-            None => match r {
-                TenantRef::Id(id) => tenants_db::find_any(conn, crate::domain::TenantId(id))?
-                    .ok_or(AppError::NotFound)?,
-                TenantRef::External(_) => return Err(AppError::NotFound),
-            },
-        };
+        let t = find_tenant(conn, &r)?;
         let days = model::days(conn, &[t.id], range.from, range.to)?;
         Ok(view(&t, &period, range, days))
     })
     .await
+}
+
+/// One tenant's usage of one stream.
+pub async fn for_tenant_stream(
+    state: &AppState,
+    r: TenantRef,
+    q: &PeriodQuery,
+    stream: Stream,
+) -> AppResult<StreamUsageView> {
+    let (period, range) = q.range()?;
+    db::run(&state.pool, move |conn| {
+        let t = find_tenant(conn, &r)?;
+        let days = streams::days(conn, &[t.id], stream, range.from, range.to)?;
+        Ok(stream_view(&t, &period, range, stream, days))
+    })
+    .await
+}
+
+/// `GET /v1/tenants/{id}/usage`: every stream's usage, or with `stream`
+/// that stream's.
+pub async fn report(
+    state: &AppState,
+    r: TenantRef,
+    q: &PeriodQuery,
+) -> AppResult<serde_json::Value> {
+    let json = match q.stream {
+        Some(s) => serde_json::to_value(for_tenant_stream(state, r, q, s).await?),
+        None => serde_json::to_value(for_tenant(state, r, q).await?),
+    };
+    json.map_err(|e| AppError::internal("usage", e))
 }
 
 /// `GET /v1/usage`: a tenant key reads its own; an admin key pages through
@@ -181,8 +277,7 @@ pub async fn list(
 ) -> AppResult<serde_json::Value> {
     who.require(Permission::UsageRead)?;
     if let Some(own) = who.tenant() {
-        let v = for_tenant(state, TenantRef::Id(own.0), &q.period()).await?;
-        return serde_json::to_value(v).map_err(|e| AppError::internal("usage", e));
+        return report(state, TenantRef::Id(own.0), &q.period()).await;
     }
     let (period, range) = q.period().range()?;
     let page = PageQuery {
@@ -190,6 +285,24 @@ pub async fn list(
         cursor: q.cursor.clone(),
     }
     .validate()?;
+    if let Some(stream) = q.stream {
+        let (tenants, days) = db::run(&state.pool, move |conn| {
+            let tenants = tenants_db::list_for_usage(conn, page, range.from, range.to)?;
+            let ids: Vec<Uuid> = tenants.iter().map(|t| t.id).collect();
+            let days = streams::days(conn, &ids, stream, range.from, range.to)?;
+            Ok((tenants, days))
+        })
+        .await?;
+        let mut by_tenant: BTreeMap<Uuid, Vec<_>> = BTreeMap::new();
+        for d in days {
+            by_tenant.entry(d.0).or_default().push(d);
+        }
+        let page = Page::from_rows(tenants, page, TenantRow::position, |t| {
+            let days = by_tenant.remove(&t.id).unwrap_or_default();
+            stream_view(&t, &period, range, stream, days)
+        });
+        return serde_json::to_value(page).map_err(|e| AppError::internal("usage", e));
+    }
     let (tenants, days) = db::run(&state.pool, move |conn| {
         let tenants = tenants_db::list_for_usage(conn, page, range.from, range.to)?;
         let ids: Vec<Uuid> = tenants.iter().map(|t| t.id).collect();

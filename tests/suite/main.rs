@@ -87,4 +87,5 @@ mod tracking;
 mod tracking_bench;
 mod tracking_mail;
 mod unsubscribe;
+mod usage_streams;
 mod webhooks;

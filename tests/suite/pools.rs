@@ -231,6 +231,29 @@ async fn a_site_limited_to_two_connections_sees_at_most_two_per_pool() {
         "the pools' limits are their own: {}",
         sink.peak_connections()
     );
+    // The site metrics are labelled by (pool, site), never by tenant.
+    let metrics = postline::metrics::render(&[]);
+    let value = |name: &str, pool: &str| -> f64 {
+        let prefix = format!("postline_{name}{{pool=\"{pool}\",site=\"pools-capped\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix}: {metrics}"))
+    };
+    for pool in ["pool-a", "pool-b"] {
+        let opened = value("mx_site_connections_opened_total", pool);
+        assert!(opened >= 2.0, "{pool} opened {opened}");
+        let open = value("mx_site_connections", pool);
+        assert!((0.0..=2.0).contains(&open), "{pool} open now {open}");
+        assert_eq!(value("mx_site_rate_per_minute", pool), 100_000.0);
+    }
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("postline_mx_") && l.contains("tenant")),
+        "{metrics}"
+    );
 }
 
 /// A pool with a relay sends through it, not to the MX hosts; the others

@@ -91,7 +91,7 @@ pub async fn show(
         ctx! {
             layout => Layout::new(&state, &user, Some(id), "tenants").await,
             tenant, team, can_invite, invited => None::<String>, mailed => None::<()>,
-            reputation,
+            reputation, pools => pool_names(&state),
         },
     )?)
 }
@@ -108,6 +108,24 @@ pub struct ChangeForm {
     pub smtp_username: Option<String>,
     pub smtp_password: Option<String>,
     pub smtp_tls: Option<String>,
+    /// With `pools`: the egress pool of each stream.
+    pub pool_transactional: Option<String>,
+    pub pool_broadcast: Option<String>,
+}
+
+/// The egress pools an admin can pick: `default` and the configured ones.
+fn pool_names(state: &AppState) -> Vec<String> {
+    std::iter::once("default".to_string())
+        .chain(
+            state
+                .settings
+                .delivery
+                .pools
+                .iter()
+                .map(|p| p.name.clone())
+                .filter(|n| n != "default"),
+        )
+        .collect()
 }
 
 pub async fn change(
@@ -138,6 +156,12 @@ pub async fn change(
             "requests_per_minute": number("requests_per_minute", &f.requests_per_minute)?,
             "emails_per_day": number("emails_per_day", &f.emails_per_day)?,
             "emails_per_second": number("emails_per_second", &f.emails_per_second)?,
+        }}),
+        // The same update as `PATCH /v1/tenants/{id}` `{"pools": …}`: an
+        // unknown pool is refused there (422 `unknown_pool`).
+        Some("pools") => json!({"pools": {
+            "transactional": f.pool_transactional,
+            "broadcast": f.pool_broadcast,
         }}),
         Some("smtp") if f.smtp_host.is_none() => json!({"smtp": null}),
         Some("smtp") => json!({"smtp": {
@@ -206,6 +230,7 @@ pub async fn invite_user(
         ctx! {
             layout => Layout::new(&state, &user, Some(id), "tenants").await,
             tenant, team, can_invite => true, invited => link, mailed, reputation,
+            pools => pool_names(&state),
             invitee => created.user.email,
         },
     )?)

@@ -82,7 +82,7 @@ pub struct Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        metrics::closed(&self.label);
+        metrics::closed(&self.pool, &self.label);
         metrics::pool_closed(&self.pool);
     }
 }
@@ -168,7 +168,7 @@ impl Dialer {
             .await
             .map_err(session_failure)?;
         // Counted from here; `Conn`'s drop uncounts it.
-        metrics::opened(label);
+        metrics::opened(&self.pool, label);
         metrics::pool_opened(&self.pool);
         let mut conn = Conn {
             inner,

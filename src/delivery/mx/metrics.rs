@@ -1,6 +1,8 @@
-//! Per-site metrics of direct delivery. The `site` label is a site rule's
-//! name or `other`: bounded by the configuration, never one per domain or
-//! per tenant. Per egress pool (issue 26; `pool` is a configured pool name
+//! Per-site metrics of direct delivery, labelled by egress pool and site
+//! (shaping is per (pool, site), issue 26). The `site` label is a site
+//! rule's name or `other` and `pool` a configured pool name or `default`:
+//! both bounded by the configuration, never one per domain or per tenant.
+//! Per egress pool (issue 26; `pool` is a configured pool name
 //! or `default`, never a tenant): open connections, connections opened, and
 //! messages sent by outcome in every mode.
 
@@ -29,35 +31,35 @@ fn get() -> Option<&'static Mx> {
                         "mx_site_connections",
                         "Open SMTP connections per destination site",
                     ),
-                    &["site"],
+                    &["pool", "site"],
                 )?,
                 opened: IntCounterVec::new(
                     Opts::new(
                         "mx_site_connections_opened_total",
                         "SMTP connections opened per destination site",
                     ),
-                    &["site"],
+                    &["pool", "site"],
                 )?,
                 deferrals: IntCounterVec::new(
                     Opts::new(
                         "mx_site_deferrals_total",
                         "Recipient domains deferred per destination site",
                     ),
-                    &["site"],
+                    &["pool", "site"],
                 )?,
                 slowdowns: IntCounterVec::new(
                     Opts::new(
                         "mx_site_slowdowns_total",
                         "421 / 4.7.x replies that halved a site's rate",
                     ),
-                    &["site"],
+                    &["pool", "site"],
                 )?,
                 rate: GaugeVec::new(
                     Opts::new(
                         "mx_site_rate_per_minute",
                         "Messages per minute a site is allowed now",
                     ),
-                    &["site"],
+                    &["pool", "site"],
                 )?,
                 pool_connections: IntGaugeVec::new(
                     Opts::new(
@@ -96,35 +98,35 @@ fn get() -> Option<&'static Mx> {
     .as_ref()
 }
 
-pub fn opened(site: &str) {
+pub fn opened(pool: &str, site: &str) {
     if let Some(m) = get() {
-        m.opened.with_label_values(&[site]).inc();
-        m.connections.with_label_values(&[site]).inc();
+        m.opened.with_label_values(&[pool, site]).inc();
+        m.connections.with_label_values(&[pool, site]).inc();
     }
 }
 
-pub fn closed(site: &str) {
+pub fn closed(pool: &str, site: &str) {
     if let Some(m) = get() {
-        m.connections.with_label_values(&[site]).dec();
+        m.connections.with_label_values(&[pool, site]).dec();
     }
 }
 
-pub fn deferred(site: &str) {
+pub fn deferred(pool: &str, site: &str) {
     if let Some(m) = get() {
-        m.deferrals.with_label_values(&[site]).inc();
+        m.deferrals.with_label_values(&[pool, site]).inc();
     }
 }
 
-pub fn slowdown(site: &str, rate: f64) {
+pub fn slowdown(pool: &str, site: &str, rate: f64) {
     if let Some(m) = get() {
-        m.slowdowns.with_label_values(&[site]).inc();
-        m.rate.with_label_values(&[site]).set(rate);
+        m.slowdowns.with_label_values(&[pool, site]).inc();
+        m.rate.with_label_values(&[pool, site]).set(rate);
     }
 }
 
-pub fn rate(site: &str, rate: f64) {
+pub fn rate(pool: &str, site: &str, rate: f64) {
     if let Some(m) = get() {
-        m.rate.with_label_values(&[site]).set(rate);
+        m.rate.with_label_values(&[pool, site]).set(rate);
     }
 }
 

@@ -226,7 +226,7 @@ impl MxTransport {
         };
         let site = self.sites.site_for(&dialer.pool, &hosts);
         if site.is_down() {
-            metrics::deferred(&site.label);
+            metrics::deferred(&site.pool, &site.label);
             return all(
                 Fate::Deferred,
                 "mail servers of the recipient domain unreachable (will retry)",
@@ -290,7 +290,7 @@ impl MxTransport {
             }
         }
         if results.iter().any(|r| r.fate == Fate::Deferred) {
-            metrics::deferred(&site.label);
+            metrics::deferred(&site.pool, &site.label);
         }
         Part::Done(results)
     }

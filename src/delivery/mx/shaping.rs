@@ -86,6 +86,8 @@ struct State {
 pub struct Site {
     /// (pool, site): what the limits below are keyed by.
     pub key: SiteKey,
+    /// The egress pool (a metrics label with `label`).
+    pub pool: String,
     /// The rule's name, or `other` for sites without one (the metrics label:
     /// bounded by the rules, never one per domain).
     pub label: String,
@@ -99,10 +101,11 @@ pub struct Site {
 }
 
 impl Site {
-    fn new(key: SiteKey, label: String, limits: Limits, slowdown: Duration) -> Site {
-        metrics::rate(&label, f64::from(limits.messages_per_minute));
+    fn new(key: SiteKey, pool: &str, label: String, limits: Limits, slowdown: Duration) -> Site {
+        metrics::rate(pool, &label, f64::from(limits.messages_per_minute));
         Site {
             key,
+            pool: pool.to_string(),
             permits: Gate::new(limits.max_connections),
             label,
             limits,
@@ -141,6 +144,7 @@ impl Site {
             st.factor = (st.factor * 2.0).min(1.0);
             st.slowed_until = (st.factor < 1.0).then(|| until + self.slowdown);
             metrics::rate(
+                &self.pool,
                 &self.label,
                 f64::from(self.limits.messages_per_minute) * st.factor,
             );
@@ -173,8 +177,8 @@ impl Site {
         st.slowed_until = Some(now + self.slowdown);
         let rate = f64::from(self.limits.messages_per_minute) * st.factor;
         drop(st);
-        metrics::slowdown(&self.label, rate);
-        tracing::info!(site = %self.label, rate_per_minute = rate, "destination asked to slow down");
+        metrics::slowdown(&self.pool, &self.label, rate);
+        tracing::info!(pool = %self.pool, site = %self.label, rate_per_minute = rate, "destination asked to slow down");
     }
 
     pub fn mark_down(&self, for_: Duration) {
@@ -265,7 +269,7 @@ impl Sites {
                 None => break,
             };
         }
-        let site = Arc::new(Site::new(key.clone(), label, limits, self.slowdown));
+        let site = Arc::new(Site::new(key.clone(), pool, label, limits, self.slowdown));
         sites.insert(key, site.clone());
         site
     }
@@ -310,6 +314,7 @@ mod tests {
         };
         Site::new(
             SiteKey::new("default", "test"),
+            "default",
             "test".into(),
             limits,
             Duration::from_millis(200),

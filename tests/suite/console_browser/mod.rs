@@ -12,6 +12,7 @@
 mod harness;
 mod inbound;
 mod pages;
+mod pools;
 
 use std::time::Duration;
 

@@ -43,7 +43,7 @@ async fn a_site_limited_to_two_connections_never_sees_a_third() {
 
 fn rate_metric(site: &str) -> Option<f64> {
     let text = postline::metrics::render(&[]);
-    let prefix = format!("postline_mx_site_rate_per_minute{{site=\"{site}\"}} ");
+    let prefix = format!("postline_mx_site_rate_per_minute{{pool=\"default\",site=\"{site}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))
         .and_then(|v| v.trim().parse().ok())
