@@ -32,6 +32,12 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The plan whose links and pixel name `recipient` (one copy's).
+    pub fn for_recipient(&mut self, recipient: Option<&str>) -> &Plan {
+        self.link.recipient = recipient.map(str::to_string);
+        self
+    }
+
     /// The tracked form of `url`, or `None` to leave it.
     fn click(&self, url: &str) -> Option<String> {
         let url = url.trim();

@@ -83,6 +83,7 @@ mod templates;
 mod tenants;
 mod tracking;
 mod tracking_bench;
+mod tracking_copies;
 mod tracking_mail;
 mod unsubscribe;
 mod webhooks;
