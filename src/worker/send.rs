@@ -272,7 +272,10 @@ async fn sign_each(
         let Some(rcpt) = e.recipients.first() else {
             continue;
         };
-        let own = copies.iter().find(|(r, _)| r == rcpt).map(|(_, c)| c.clone());
+        let own = copies
+            .iter()
+            .find(|(r, _)| r == rcpt)
+            .map(|(_, c)| c.clone());
         // An unsubscribe stops broadcast mail, whatever carried the link.
         let lines = links.and_then(|l| {
             l.lines(

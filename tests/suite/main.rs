@@ -84,6 +84,7 @@ mod tenants;
 mod tracking;
 mod tracking_bench;
 mod tracking_copies;
+mod tracking_flood;
 mod tracking_mail;
 mod unsubscribe;
 mod webhooks;

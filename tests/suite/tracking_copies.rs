@@ -30,7 +30,10 @@ fn mail(track: Value, extra: Value) -> Value {
 
 /// The message the sink got for `rcpt`.
 fn copy_for<'a>(got: &'a [ReceivedMessage], rcpt: &str) -> &'a ReceivedMessage {
-    let m: Vec<_> = got.iter().filter(|m| m.rcpt_to.iter().any(|r| r == rcpt)).collect();
+    let m: Vec<_> = got
+        .iter()
+        .filter(|m| m.rcpt_to.iter().any(|r| r == rcpt))
+        .collect();
     assert_eq!(m.len(), 1, "one copy for {rcpt}");
     m[0]
 }
@@ -38,7 +41,10 @@ fn copy_for<'a>(got: &'a [ReceivedMessage], rcpt: &str) -> &'a ReceivedMessage {
 /// The recipient a tracked URL names (click or pixel).
 fn named(keys: &LinkKeys, url: &str) -> Option<String> {
     if let Some(t) = url.strip_prefix(&format!("{BASE}/c/")) {
-        return keys.verify(Kind::Click, t).expect("a valid click link").recipient;
+        return keys
+            .verify(Kind::Click, t)
+            .expect("a valid click link")
+            .recipient;
     }
     let t = url
         .strip_prefix(&format!("{BASE}/o/"))
@@ -86,7 +92,10 @@ fn check_copies(s: &Setup, got: &[ReceivedMessage]) -> Vec<(String, String)> {
 async fn each_recipient_copy_names_its_recipient_and_clicks_say_whose() {
     let s = setup(|_| {}).await;
     let track = json!({"opens": true, "clicks": true, "links": "html_and_text"});
-    let r = s.app.post("/v1/emails", &s.key, mail(track, json!({}))).await;
+    let r = s
+        .app
+        .post("/v1/emails", &s.key, mail(track, json!({})))
+        .await;
     assert_eq!(r.status, 202, "{}", r.text);
     let got = s.sink.wait_for(2, WAIT).await;
     assert_eq!(got.len(), 2, "one transaction per recipient");
@@ -105,9 +114,10 @@ async fn each_recipient_copy_names_its_recipient_and_clicks_say_whose() {
         .unwrap();
     assert_eq!(res.status(), 302);
     assert_eq!(res.headers()["location"], "https://shop.example/a?x=1&y=2");
-    let hooks = s
-        .rx
-        .wait_until(WAIT, |h| h.iter().any(|h| h.body["type"] == "email.clicked"))
+    let hooks =
+        s.rx.wait_until(WAIT, |h| {
+            h.iter().any(|h| h.body["type"] == "email.clicked")
+        })
         .await;
     let clicked: Vec<_> = hooks
         .iter()
@@ -127,10 +137,9 @@ async fn each_recipient_copy_names_its_recipient_and_clicks_say_whose() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let hooks = s
-        .rx
-        .wait_until(WAIT, |h| h.iter().any(|h| h.body["type"] == "email.opened"))
-        .await;
+    let hooks =
+        s.rx.wait_until(WAIT, |h| h.iter().any(|h| h.body["type"] == "email.opened"))
+            .await;
     let opened = hooks
         .iter()
         .find(|h| h.body["type"] == "email.opened")
@@ -144,7 +153,11 @@ async fn each_recipient_copy_names_its_recipient_and_clicks_say_whose() {
         )
         .await;
     let rcpts = view.json["recipients"].as_array().unwrap();
-    let of = |a: &str| rcpts.iter().find(|r| r["email"] == a || r["recipient"] == a);
+    let of = |a: &str| {
+        rcpts
+            .iter()
+            .find(|r| r["email"] == a || r["recipient"] == a)
+    };
     let (one, two) = (of(ONE).expect(&view.text), of(TWO).expect(&view.text));
     assert!(one["first_opened_at"].is_string(), "{}", view.text);
     assert!(one["first_clicked_at"].is_null(), "{}", view.text);
