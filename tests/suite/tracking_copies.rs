@@ -219,3 +219,35 @@ async fn copies_carry_their_verp_and_unsubscribe_headers_under_their_own_signatu
     }
     assert_ne!(ids[0], ids[1]);
 }
+
+#[tokio::test]
+async fn a_template_renders_first_and_its_links_are_then_tracked() {
+    let s = setup(|_| {}).await;
+    let start = "https://app.example/start?u=1&v=2";
+    let r = s
+        .app
+        .post(
+            "/v1/emails",
+            &s.key,
+            json!({"from": "Acme <hello@acme.test>", "to": ONE, "template": "welcome",
+                   "variables": {"name": "Ann", "app_name": "Acme", "action_url": start},
+                   "track": {"opens": true, "clicks": true}}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let got = s.sink.wait_for(1, WAIT).await;
+    let h = part(&got[0].text(), "text/html");
+    let keys = LinkKeys::from_settings(&s.app.state.settings).unwrap();
+    let tracked: Vec<String> = hrefs(&h)
+        .into_iter()
+        .filter_map(|l| {
+            let t = l.strip_prefix(&format!("{BASE}/c/"))?.to_string();
+            keys.verify(Kind::Click, &t)
+        })
+        .map(|l| l.url.unwrap())
+        .collect();
+    assert!(tracked.iter().any(|u| u == start), "{h}");
+    assert!(pixel(&h).is_some());
+    assert!(!h.contains("{{"), "rendered before rewriting: {h}");
+    assert_eq!(dkimpy(&got[0].data, &dkim_records(&s.domain)), vec![true]);
+}

@@ -190,7 +190,14 @@ async fn postmark_and_resend_sdk_flags_are_honoured() {
     let out = crate::compat::drive("python3", "tracking_sdk.py", &env).await;
     assert_eq!(out["pm_text"]["ErrorCode"], 0, "{out}");
     assert!(out["resend"]["id"].is_string(), "{out}");
-    let got = s.sink.wait_for(4, WAIT).await;
+    assert_eq!(out["pm_bad"]["status"], 422, "{out}");
+    assert_eq!(out["pm_bad"]["body"]["ErrorCode"], 300, "{out}");
+    let why = out["pm_bad"]["body"]["Message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.contains("TrackLinks"), "{out}");
+    let got = s.sink.wait_for(5, WAIT).await;
+    assert_eq!(got.len(), 5, "the refused one was not sent");
     let by = |subject: &str| {
         let m = got
             .iter()
@@ -209,6 +216,12 @@ async fn postmark_and_resend_sdk_flags_are_honoured() {
     // TrackLinks None, TrackOpens false: untouched.
     let (h, t) = by("pm none");
     assert!(pixel(&h).is_none() && !tracked(&h) && !tracked(&t));
+    // HtmlOnly without TrackOpens: HTML links only, no pixel.
+    let (h, t) = by("pm html");
+    assert!(
+        pixel(&h).is_none() && tracked(&h) && !tracked(&t),
+        "{h}\n{t}"
+    );
     // HtmlAndText in a batch: both parts' links, no pixel.
     let (h, t) = by("pm batch");
     assert!(
