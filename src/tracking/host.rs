@@ -141,6 +141,7 @@ impl Rewriter {
             },
             untracked,
             max_url_bytes: self.settings.max_url_bytes,
+            max_copies_bytes: self.settings.max_copies_bytes,
         })
     }
 }

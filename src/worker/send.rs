@@ -217,7 +217,8 @@ type Copies = Vec<(String, std::sync::Arc<[u8]>)>;
 /// when it is not tracked or has one recipient left (its links name that
 /// recipient), else also each recipient's own copy, its links and pixel
 /// naming it (`raw` is then the first copy: what a transport that ignores
-/// envelopes, the capture directory, keeps).
+/// envelopes, the capture directory, keeps). Copies that together would
+/// pass `tracking.max_copies_bytes` are not made: one copy naming no one.
 fn build(
     prepare: &super::Prepare,
     plan: Option<crate::tracking::rewrite::Plan>,
@@ -235,6 +236,15 @@ fn build(
     let mut copies: Copies = Vec::with_capacity(recipients.len());
     for r in recipients {
         let copy = prepare(apply(Some(plan.for_recipient(Some(r))), row.clone()))?;
+        if copies.is_empty() && !plan.copies_fit(copy.len(), recipients.len()) {
+            // `tracking.max_copies_bytes`: one copy for all, naming no one.
+            tracing::warn!(email_id = %row.id, bytes = copy.len(), recipients = recipients.len(),
+                "tracked message too large for a copy per recipient (tracking.max_copies_bytes): one copy, links name no recipient");
+            return Ok((
+                prepare(apply(Some(plan.for_recipient(None)), row))?,
+                Vec::new(),
+            ));
+        }
         copies.push((r.clone(), std::sync::Arc::from(copy)));
     }
     let raw = copies.first().map(|c| c.1.to_vec()).unwrap_or_default();

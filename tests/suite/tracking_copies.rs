@@ -251,3 +251,43 @@ async fn a_template_renders_first_and_its_links_are_then_tracked() {
     assert!(!h.contains("{{"), "rendered before rewriting: {h}");
     assert_eq!(dkimpy(&got[0].data, &dkim_records(&s.domain)), vec![true]);
 }
+
+#[tokio::test]
+async fn past_max_copies_bytes_one_copy_goes_to_all_naming_no_one() {
+    let s = setup(|s| s.tracking.max_copies_bytes = 64 * 1024).await;
+    let keys = LinkKeys::from_settings(&s.app.state.settings).unwrap();
+    let track = json!({"opens": true, "clicks": true});
+    // ~40 KB a copy: two copies would pass 64 KiB.
+    let big = html().replace(
+        "<p>Hello</p>",
+        &format!("<p>{}</p>", "Hello ".repeat(7_000)),
+    );
+    let r = s
+        .app
+        .post(
+            "/v1/emails",
+            &s.key,
+            mail(track.clone(), json!({"html": big})),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let got = s.sink.wait_for(1, WAIT).await;
+    assert_eq!(got[0].rcpt_to.len(), 2, "one transaction for both");
+    let h = part(&got[0].text(), "text/html");
+    assert_eq!(named(&keys, &hrefs(&h)[0]), None);
+    assert_eq!(named(&keys, &pixel(&h).unwrap()), None);
+    assert_eq!(dkimpy(&got[0].data, &dkim_records(&s.domain)), vec![true]);
+    // A small one: a copy each, within the budget.
+    let r = s
+        .app
+        .post("/v1/emails", &s.key, mail(track, json!({})))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let got = s.sink.wait_for(3, WAIT).await;
+    let small = &got[1..];
+    for rcpt in [ONE, TWO] {
+        let m = copy_for(small, rcpt);
+        let h = part(&m.text(), "text/html");
+        assert_eq!(named(&keys, &hrefs(&h)[0]).as_deref(), Some(rcpt));
+    }
+}
