@@ -207,6 +207,7 @@ fn fanout(i: usize, k: usize, per_recipient: bool) -> OutgoingMessage {
                 from: format!("b+{i}x{j}@bounces.bench.test"),
                 recipients: vec![r.clone()],
                 headers: format!("X-Postline-ID: {i}x{j}\r\n"),
+                content: None,
             })
             .collect()
     } else {
@@ -214,6 +215,7 @@ fn fanout(i: usize, k: usize, per_recipient: bool) -> OutgoingMessage {
             from: "bounces@sender.test".into(),
             recipients: to,
             headers: String::new(),
+            content: None,
         }]
     };
     m

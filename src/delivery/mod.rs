@@ -28,7 +28,7 @@ pub use capture::CaptureTransport;
 pub use smtp::{SmtpOptions, SmtpTransport};
 
 /// The envelope of one SMTP transaction.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Envelope {
     /// `MAIL FROM`; empty for the null sender `<>`.
     pub from: String,
@@ -38,6 +38,11 @@ pub struct Envelope {
     /// among the DKIM-signed headers, so the one signature holds for every
     /// envelope.
     pub headers: String,
+    /// This transaction's own content in place of the message's shared
+    /// `raw` (a tracked message: each recipient's copy names its
+    /// recipient in its links, issue 29); `headers` then carries the copy's
+    /// own DKIM signature. `None`: the shared content.
+    pub content: Option<std::sync::Arc<[u8]>>,
 }
 
 /// One rendered message, ready for the wire.
@@ -70,6 +75,7 @@ impl OutgoingMessage {
                 from,
                 recipients,
                 headers: String::new(),
+                content: None,
             }],
             raw,
         }

@@ -31,6 +31,8 @@ pub(super) struct Parsed {
     pub all: Vec<String>,
     /// Header lines sent before the shared content in this transaction.
     pub headers: String,
+    /// The transaction's own content, in place of the shared one.
+    pub content: Option<std::sync::Arc<[u8]>>,
 }
 
 impl Parsed {
@@ -62,6 +64,7 @@ impl Parsed {
             utf8,
             all: env.recipients.clone(),
             headers: env.headers.clone(),
+            content: env.content.clone(),
         })
     }
 }

@@ -113,7 +113,8 @@ async fn next_reply(
 }
 
 /// One transaction for `env`: MAIL, RCPT per recipient, DATA, then the
-/// envelope's header lines followed by the shared content.
+/// envelope's header lines followed by its own content if it has one, else
+/// the shared content.
 pub(super) async fn transact(
     conn: &mut AsyncSmtpConnection,
     pipelining: bool,
@@ -121,6 +122,7 @@ pub(super) async fn transact(
     raw: &[u8],
     opts: &SmtpOptions,
 ) -> Attempt {
+    let raw = env.content.as_deref().unwrap_or(raw);
     let params = match mail_params(conn, env, raw) {
         Ok(p) => p,
         Err(outcome) => return Attempt::done(outcome),

@@ -104,6 +104,12 @@ impl Sink {
         true
     }
 
+    /// Hits waiting, all sources together, and how many sources (tests).
+    pub fn pending(&self) -> (usize, usize) {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        (pending.values().sum(), pending.len())
+    }
+
     /// Hits waiting from `ip`'s source (tests).
     pub fn pending_from(&self, ip: IpAddr) -> usize {
         let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());

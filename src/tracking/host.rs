@@ -35,6 +35,8 @@ pub fn record_name(domain: &str) -> String {
 pub struct Rewriter {
     keys: LinkKeys,
     settings: Arc<TrackingSettings>,
+    /// `unsubscribe.public_url`: its `/u/` links are never rewritten.
+    unsubscribe_url: String,
     pool: PgPool,
     by_sender: Cache<(Uuid, String), Option<Arc<str>>>,
 }
@@ -45,6 +47,12 @@ impl Rewriter {
         Some(Rewriter {
             keys: LinkKeys::from_settings(settings).ok()?,
             settings: Arc::new(settings.tracking.clone()),
+            unsubscribe_url: settings
+                .unsubscribe
+                .public_url
+                .trim()
+                .trim_end_matches('/')
+                .to_string(),
             pool,
             by_sender: Cache::builder()
                 .max_capacity(100_000)
@@ -96,9 +104,10 @@ impl Rewriter {
         }
     }
 
-    /// How to rewrite `row` sent to `recipients` (every recipient of the
-    /// message); `None` to leave it exactly as it is.
-    pub async fn plan(&self, row: &EmailRow, recipients: &[String]) -> Option<Plan> {
+    /// How to rewrite `row`; `None` to leave it exactly as it is. Its links
+    /// name no recipient yet: the worker sets [`Plan::link`]'s recipient for
+    /// each copy it builds ([`Plan::for_recipient`]).
+    pub async fn plan(&self, row: &EmailRow) -> Option<Plan> {
         if row.track == 0
             || row.raw_message.is_some()
             || row.html_body.is_none() && row.text_body.is_none()
@@ -112,8 +121,10 @@ impl Rewriter {
         let mut untracked = unsubscribe_targets(&row.headers);
         untracked.push(format!("{base}/u/"));
         let public = self.settings.public_url.trim().trim_end_matches('/');
-        if !public.is_empty() {
-            untracked.push(format!("{public}/u/"));
+        for u in [public, self.unsubscribe_url.as_str()] {
+            if !u.is_empty() {
+                untracked.push(format!("{u}/u/"));
+            }
         }
         Some(Plan {
             keys: self.keys.clone(),
@@ -125,14 +136,12 @@ impl Rewriter {
                 kind: Kind::Open,
                 tenant_id: row.tenant_id,
                 email_id: row.id,
-                recipient: match recipients {
-                    [one] => Some(one.clone()),
-                    _ => None,
-                },
+                recipient: None,
                 url: None,
             },
             untracked,
             max_url_bytes: self.settings.max_url_bytes,
+            max_copies_bytes: self.settings.max_copies_bytes,
         })
     }
 }
@@ -158,7 +167,7 @@ fn unsubscribe_targets(headers: &serde_json::Value) -> Vec<String> {
 
 /// The row with its bodies rewritten by `plan` (an HTML body the rewriter
 /// refuses is sent as it was, logged: tracking never costs a message).
-pub fn apply(plan: Option<Plan>, mut row: EmailRow) -> EmailRow {
+pub fn apply(plan: Option<&Plan>, mut row: EmailRow) -> EmailRow {
     let Some(plan) = plan else {
         return row;
     };

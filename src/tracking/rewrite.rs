@@ -29,9 +29,24 @@ pub struct Plan {
     /// anything under an unsubscribe prefix (`{public_url}/u/`).
     pub untracked: Vec<String>,
     pub max_url_bytes: usize,
+    /// `tracking.max_copies_bytes`: what one message's per-recipient copies
+    /// may take together.
+    pub max_copies_bytes: usize,
 }
 
 impl Plan {
+    /// Whether `recipients` copies of `copy_len` bytes each stay within
+    /// `tracking.max_copies_bytes`.
+    pub fn copies_fit(&self, copy_len: usize, recipients: usize) -> bool {
+        copy_len.saturating_mul(recipients) <= self.max_copies_bytes
+    }
+
+    /// The plan whose links and pixel name `recipient` (one copy's).
+    pub fn for_recipient(&mut self, recipient: Option<&str>) -> &Plan {
+        self.link.recipient = recipient.map(str::to_string);
+        self
+    }
+
     /// The tracked form of `url`, or `None` to leave it.
     fn click(&self, url: &str) -> Option<String> {
         let url = url.trim();
@@ -226,6 +241,7 @@ mod tests {
                 "https://list.example/unsub?x=1".into(),
             ],
             max_url_bytes: 2048,
+            max_copies_bytes: 1 << 20,
         }
     }
 
@@ -307,6 +323,16 @@ mod tests {
             target(&k, tracked[0].trim_end_matches('.')),
             "https://a.example/x"
         );
+    }
+
+    #[test]
+    fn copies_fit_up_to_the_bound_and_not_past_it() {
+        let k = LinkKeys::new(&[3; 32]);
+        let p = plan(&k);
+        assert!(p.copies_fit(1 << 19, 2), "at the bound");
+        assert!(!p.copies_fit((1 << 19) + 1, 2), "one byte past it");
+        assert!(p.copies_fit(1 << 20, 1));
+        assert!(!p.copies_fit(usize::MAX, 50), "no overflow");
     }
 
     #[test]

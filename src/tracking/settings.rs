@@ -77,6 +77,10 @@ pub struct TrackingSettings {
     pub max_pending_per_address: usize,
     /// Longer link targets are left as they are (not tracked).
     pub max_url_bytes: usize,
+    /// The most bytes one message's per-recipient copies may take together
+    /// (a copy per recipient, each naming it); a larger message is sent as
+    /// one copy whose links name no recipient (logged).
+    pub max_copies_bytes: usize,
 }
 
 impl Default for TrackingSettings {
@@ -92,6 +96,7 @@ impl Default for TrackingSettings {
             max_pending_events: 10_000,
             max_pending_per_address: 50,
             max_url_bytes: 2048,
+            max_copies_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -139,6 +144,31 @@ impl TrackingSettings {
                 "must be between 64 and 8192".into(),
             ));
         }
+        if !(64 * 1024..=1024 * 1024 * 1024).contains(&self.max_copies_bytes) {
+            return Err((
+                "tracking.max_copies_bytes",
+                "must be between 65536 (64 KiB) and 1073741824 (1 GiB)".into(),
+            ));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_copies_budget_is_taken_within_its_range_only() {
+        let mut s = TrackingSettings::default();
+        assert!(s.validate().is_ok());
+        for ok in [64 * 1024, 1024 * 1024 * 1024] {
+            s.max_copies_bytes = ok;
+            assert!(s.validate().is_ok(), "{ok}");
+        }
+        for bad in [64 * 1024 - 1, 1024 * 1024 * 1024 + 1, 0] {
+            s.max_copies_bytes = bad;
+            assert_eq!(s.validate().unwrap_err().0, "tracking.max_copies_bytes");
+        }
     }
 }

@@ -106,15 +106,13 @@ pub async fn attempt(
     // Tracking (issue 29): links and pixel rewritten before the MIME build,
     // so DKIM signs them; a row with `track` 0 is not touched.
     let tracking = match &ctx.tracking {
-        Some(t) => t.plan(&row, &meta.every).await,
+        Some(t) => t.plan(&row).await,
         None => None,
     };
-    let raw = match tokio::task::spawn_blocking(move || {
-        prepare(crate::tracking::host::apply(tracking, row))
-    })
-    .await
-    {
-        Ok(Ok(raw)) => raw,
+    let recipients = meta.recipients.clone();
+    let built = tokio::task::spawn_blocking(move || build(&prepare, tracking, row, &recipients));
+    let (raw, copies) = match built.await {
+        Ok(Ok(built)) => built,
         Ok(Err(e)) => {
             tracing::error!(email_id = %meta.id, error = %format!("{e:#}"), "message cannot be built");
             return outcome(Resolution::Failed {
@@ -162,16 +160,17 @@ pub async fn attempt(
         .as_ref()
         .filter(|_| meta.unsubscribe && !crate::unsubscribe::headers::has_list_unsubscribe(&raw));
     let raw = match links {
-        // RFC 8058: each recipient's own List-Unsubscribe, signed in its own
-        // transaction (issue 26); the shared content stays unsigned.
-        Some(links) => {
-            if let Err(why) = sign_each(ctx, &meta, links, &mut envelopes, &raw).await {
+        // RFC 8058 (issue 26) or tracked copies (issue 29): each recipient's
+        // own List-Unsubscribe and/or content, signed in its own
+        // transaction; the shared content stays unsigned.
+        links if links.is_some() || !copies.is_empty() => {
+            if let Err(why) = sign_each(ctx, &meta, links, &copies, &mut envelopes, &raw).await {
                 return outcome(deferral(ctx, &meta, why));
             }
             raw
         }
         // DKIM: sign exactly the bytes sent (issue 12; a key that cannot be loaded defers).
-        None => match ctx.signer.sign(meta.tenant_id, &meta.from_addr, raw).await {
+        _ => match ctx.signer.sign(meta.tenant_id, &meta.from_addr, raw).await {
             Ok(signed) => signed,
             Err(why) => return outcome(deferral(ctx, &meta, why)),
         },
@@ -211,12 +210,56 @@ pub async fn attempt(
     resolve(ctx, &meta, lease, sent)
 }
 
-/// One envelope per recipient, each with the recipient's RFC 8058 header
-/// lines and a DKIM signature over them and the shared content `raw`.
+/// Each recipient's own copy of a tracked message (issue 29).
+type Copies = Vec<(String, std::sync::Arc<[u8]>)>;
+
+/// The message's content (MIME on the blocking pool): one for everyone
+/// when it is not tracked or has one recipient left (its links name that
+/// recipient), else also each recipient's own copy, its links and pixel
+/// naming it (`raw` is then the first copy: what a transport that ignores
+/// envelopes, the capture directory, keeps). Copies that together would
+/// pass `tracking.max_copies_bytes` are not made: one copy naming no one.
+fn build(
+    prepare: &super::Prepare,
+    plan: Option<crate::tracking::rewrite::Plan>,
+    row: crate::emails::model::EmailRow,
+    recipients: &[String],
+) -> anyhow::Result<(Vec<u8>, Copies)> {
+    use crate::tracking::host::apply;
+    let Some(mut plan) = plan else {
+        return Ok((prepare(row)?, Vec::new()));
+    };
+    if recipients.len() <= 1 {
+        let one = plan.for_recipient(recipients.first().map(String::as_str));
+        return Ok((prepare(apply(Some(one), row))?, Vec::new()));
+    }
+    let mut copies: Copies = Vec::with_capacity(recipients.len());
+    for r in recipients {
+        let copy = prepare(apply(Some(plan.for_recipient(Some(r))), row.clone()))?;
+        if copies.is_empty() && !plan.copies_fit(copy.len(), recipients.len()) {
+            // `tracking.max_copies_bytes`: one copy for all, naming no one.
+            tracing::warn!(email_id = %row.id, bytes = copy.len(), recipients = recipients.len(),
+                "tracked message too large for a copy per recipient (tracking.max_copies_bytes): one copy, links name no recipient");
+            return Ok((
+                prepare(apply(Some(plan.for_recipient(None)), row))?,
+                Vec::new(),
+            ));
+        }
+        copies.push((r.clone(), std::sync::Arc::from(copy)));
+    }
+    let raw = copies.first().map(|c| c.1.to_vec()).unwrap_or_default();
+    Ok((raw, copies))
+}
+
+/// One envelope per recipient, each with its own DKIM signature over the
+/// recipient's RFC 8058 header lines (when `links`) and its content: its
+/// own copy (from `copies`, carried in [`Envelope::content`]) or the
+/// shared `raw`.
 async fn sign_each(
     ctx: &Ctx,
     meta: &Meta,
-    links: &crate::unsubscribe::headers::Links,
+    links: Option<&crate::unsubscribe::headers::Links>,
+    copies: &Copies,
     envelopes: &mut Vec<Envelope>,
     raw: &[u8],
 ) -> Result<(), String> {
@@ -231,6 +274,7 @@ async fn sign_each(
                 from: e.from.clone(),
                 recipients: vec![r],
                 headers: e.headers.clone(),
+                content: None,
             });
         }
     }
@@ -238,24 +282,34 @@ async fn sign_each(
         let Some(rcpt) = e.recipients.first() else {
             continue;
         };
+        let own = copies
+            .iter()
+            .find(|(r, _)| r == rcpt)
+            .map(|(_, c)| c.clone());
         // An unsubscribe stops broadcast mail, whatever carried the link.
-        let Some(lines) = links.lines(
-            meta.tenant_id,
-            crate::emails::stream::Stream::Broadcast,
-            rcpt,
-        ) else {
+        let lines = links.and_then(|l| {
+            l.lines(
+                meta.tenant_id,
+                crate::emails::stream::Stream::Broadcast,
+                rcpt,
+            )
+        });
+        if lines.is_none() && own.is_none() {
             continue;
-        };
-        let mut content = Vec::with_capacity(lines.len() + raw.len());
+        }
+        let lines = lines.unwrap_or_default();
+        let body: &[u8] = own.as_deref().unwrap_or(raw);
+        let mut content = Vec::with_capacity(lines.len() + body.len());
         content.extend_from_slice(lines.as_bytes());
-        content.extend_from_slice(raw);
+        content.extend_from_slice(body);
         let signed = ctx
             .signer
             .sign(meta.tenant_id, &meta.from_addr, content)
             .await?;
-        // What signing added before `lines`, then `lines`: all but `raw`.
-        let head = &signed[..signed.len() - raw.len()];
+        // What signing added before `lines`, then `lines`: all but the body.
+        let head = &signed[..signed.len() - body.len()];
         e.headers.push_str(&String::from_utf8_lossy(head));
+        e.content = own;
     }
     *envelopes = split;
     Ok(())
@@ -274,6 +328,7 @@ async fn envelopes(ctx: &Ctx, meta: &Meta) -> Vec<Envelope> {
             from: meta.envelope_from.clone(),
             recipients: meta.recipients.clone(),
             headers: String::new(),
+            content: None,
         }]
     };
     let Some(keys) = ctx.verp.as_ref().filter(|_| !meta.every.is_empty()) else {
@@ -296,6 +351,7 @@ async fn envelopes(ctx: &Ctx, meta: &Meta) -> Vec<Envelope> {
                     from: return_path(&token, &domain),
                     recipients: vec![rcpt.clone()],
                     headers: format!("X-Postline-ID: {token}\r\n"),
+                    content: None,
                 }
             }
             // Not one of the message's rows (cannot happen: pending
@@ -304,6 +360,7 @@ async fn envelopes(ctx: &Ctx, meta: &Meta) -> Vec<Envelope> {
                 from: meta.envelope_from.clone(),
                 recipients: vec![rcpt.clone()],
                 headers: String::new(),
+                content: None,
             },
         })
         .collect()

@@ -85,6 +85,8 @@ mod templates;
 mod tenants;
 mod tracking;
 mod tracking_bench;
+mod tracking_copies;
+mod tracking_flood;
 mod tracking_mail;
 mod unsubscribe;
 mod usage_streams;

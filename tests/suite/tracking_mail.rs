@@ -149,24 +149,35 @@ async fn the_sending_domain_tracking_host_is_used_once_its_record_checks() {
     s.app.post("/v1/emails", &s.key, mail(track.clone())).await;
     let got = s.sink.wait_for(1, WAIT).await;
     assert!(hrefs(&part(&got[0].text(), "text/html"))[0].starts_with(&format!("{BASE}/c/")));
-    // Published and checked: the domain's own host.
+    let verify = || async {
+        let v = s
+            .app
+            .post("/v1/domains/acme.test/verify", &s.key, json!({}))
+            .await;
+        v.json["records"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}", v.text))
+            .iter()
+            .find(|r| r["purpose"] == "tracking")
+            .unwrap()["status"]
+            .clone()
+    };
+    // A CNAME to somewhere else: a mismatch, and still tracking.public_url.
+    s.dns
+        .add_cname("track.acme.test", "tracking.elsewhere.test");
+    assert_eq!(verify().await, "mismatch");
+    tokio::time::sleep(Duration::from_millis(1100)).await; // domains.cache_secs
+    s.app.post("/v1/emails", &s.key, mail(track.clone())).await;
+    let got = s.sink.wait_for(2, WAIT).await;
+    assert!(hrefs(&part(&got[1].text(), "text/html"))[0].starts_with(&format!("{BASE}/c/")));
+    // Published as asked and checked: the domain's own host.
+    s.dns.remove("track.acme.test");
     s.dns.add_cname("track.acme.test", "tracking.platform.test");
-    let v = s
-        .app
-        .post("/v1/domains/acme.test/verify", &s.key, json!({}))
-        .await;
-    let status = v.json["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["purpose"] == "tracking")
-        .unwrap()["status"]
-        .clone();
-    assert_eq!(status, "ok", "{}", v.text);
+    assert_eq!(verify().await, "ok");
     tokio::time::sleep(Duration::from_millis(1100)).await; // domains.cache_secs
     s.app.post("/v1/emails", &s.key, mail(track)).await;
-    let got = s.sink.wait_for(2, WAIT).await;
-    let h = part(&got[1].text(), "text/html");
+    let got = s.sink.wait_for(3, WAIT).await;
+    let h = part(&got[2].text(), "text/html");
     assert!(
         hrefs(&h)[0].starts_with("https://track.acme.test/c/"),
         "{h}"
@@ -190,7 +201,14 @@ async fn postmark_and_resend_sdk_flags_are_honoured() {
     let out = crate::compat::drive("python3", "tracking_sdk.py", &env).await;
     assert_eq!(out["pm_text"]["ErrorCode"], 0, "{out}");
     assert!(out["resend"]["id"].is_string(), "{out}");
-    let got = s.sink.wait_for(4, WAIT).await;
+    assert_eq!(out["pm_bad"]["status"], 422, "{out}");
+    assert_eq!(out["pm_bad"]["body"]["ErrorCode"], 300, "{out}");
+    let why = out["pm_bad"]["body"]["Message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.contains("TrackLinks"), "{out}");
+    let got = s.sink.wait_for(5, WAIT).await;
+    assert_eq!(got.len(), 5, "the refused one was not sent");
     let by = |subject: &str| {
         let m = got
             .iter()
@@ -209,6 +227,12 @@ async fn postmark_and_resend_sdk_flags_are_honoured() {
     // TrackLinks None, TrackOpens false: untouched.
     let (h, t) = by("pm none");
     assert!(pixel(&h).is_none() && !tracked(&h) && !tracked(&t));
+    // HtmlOnly without TrackOpens: HTML links only, no pixel.
+    let (h, t) = by("pm html");
+    assert!(
+        pixel(&h).is_none() && tracked(&h) && !tracked(&t),
+        "{h}\n{t}"
+    );
     // HtmlAndText in a batch: both parts' links, no pixel.
     let (h, t) = by("pm batch");
     assert!(

@@ -400,6 +400,7 @@ impl MxTransport {
                     from: env.from.clone(),
                     recipients,
                     headers: env.headers.clone(),
+                    content: env.content.clone(),
                 });
             }
         }

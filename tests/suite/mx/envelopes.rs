@@ -15,6 +15,7 @@ fn per_recipient(to: &[&str]) -> OutgoingMessage {
             from: format!("b+{i}@bounces.test"),
             recipients: vec![rcpt.to_string()],
             headers: format!("X-Postline-ID: t{i}\r\n"),
+            ..Default::default()
         })
         .collect();
     msg
