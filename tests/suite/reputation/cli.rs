@@ -33,7 +33,9 @@ async fn the_cli_prints_a_tenants_reputation_and_reinstates_it() {
     assert_eq!(r.status, 200, "{}", r.text);
     s.delivered(&key, "c0@example.org").await;
     s.delivered(&key, "c1@example.org").await;
+    s.delivered(&key, "c2@example.org").await;
     s.hard_bounce("c0@example.org").await;
+    // 1 of 3 bounced, 2 delivered ≥ min_volume: paused.
     s.wait_status(&key, "paused").await;
 
     let app = &s.app;
@@ -41,15 +43,15 @@ async fn the_cli_prints_a_tenants_reputation_and_reinstates_it() {
     let (stdout, stderr) = out(&o);
     assert!(o.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("status: paused"), "{stdout}");
-    assert!(stdout.contains("reason: bounce rate 50.00%"), "{stdout}");
+    assert!(stdout.contains("reason: bounce rate 33.33%"), "{stdout}");
     assert!(
         stdout.contains(
-            "window 24 h: delivered 1, hard-bounced 1, complained 0, bounce rate 50.00%"
+            "window 24 h: delivered 2, hard-bounced 1, complained 0, bounce rate 33.33%"
         ),
         "{stdout}"
     );
-    assert!(stdout.contains("window 168 h: delivered 1, hard-bounced 1"), "{stdout}");
-    assert!(stdout.contains("domain acme.test: delivered 1, hard-bounced 1"), "{stdout}");
+    assert!(stdout.contains("window 168 h: delivered 2, hard-bounced 1"), "{stdout}");
+    assert!(stdout.contains("domain acme.test: delivered 2, hard-bounced 1"), "{stdout}");
     assert!(stdout.contains("policy: enforce window 24 h, min volume 2"), "{stdout}");
 
     // Unknown tenants and overlong notes: exit 1, a clear message, no change.
@@ -82,7 +84,7 @@ async fn the_cli_prints_a_tenants_reputation_and_reinstates_it() {
             .post(
                 "/v1/emails",
                 &key,
-                json!({"from": "noreply@acme.test", "to": "c2@example.org", "subject": "Hi", "text": "x"}),
+                json!({"from": "noreply@acme.test", "to": "c3@example.org", "subject": "Hi", "text": "x"}),
             )
             .await;
         if r.status == 202 {
