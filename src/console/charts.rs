@@ -168,13 +168,19 @@ pub fn bars_with(
                 h = (y1 - y0).max(0.0),
             );
         }
-        // Counted from the last bar, so the newest is always labelled.
+        // Counted from the last bar, so the newest is always labelled; a
+        // label too wide to centre under the last bar ends at the edge.
         if (labels.len() - 1 - i) % every == 0 {
+            let half = 4.3 * label.chars().count() as f64;
+            let (tx, anchor) = if gx + group / 2.0 + half > width - 2.0 {
+                (width - 2.0, "end")
+            } else {
+                (gx + group / 2.0, "middle")
+            };
             let _ = write!(
                 svg,
-                "<text x=\"{tx:.1}\" y=\"{ty}\" text-anchor=\"middle\" class=\"axis\">{}</text>",
+                "<text x=\"{tx:.1}\" y=\"{ty}\" text-anchor=\"{anchor}\" class=\"axis\">{}</text>",
                 escape(label),
-                tx = gx + group / 2.0,
                 ty = H - BOTTOM + 20.0
             );
         }
@@ -340,7 +346,10 @@ mod tests {
             },
         ];
         let svg = bars_with("r", &labels, &s, Layout::Grouped, Unit::PerMillion, &marks);
-        assert!(svg.contains("<title>2 Dec Bounce rate: 2%</title>"), "{svg}");
+        assert!(
+            svg.contains("<title>2 Dec Bounce rate: 2%</title>"),
+            "{svg}"
+        );
         // The axis reaches the pause line (10%): ticks 0, 5%, 10%.
         assert!(svg.contains("class=\"axis\">10%</text>"), "{svg}");
         assert!(svg.contains("class=\"axis\">5%</text>"), "{svg}");

@@ -7,7 +7,9 @@
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
-use crate::console::charts::{bars_with, millionths, percent, Layout as Bars, Marker, Series, Unit};
+use crate::console::charts::{
+    bars_with, millionths, percent, Layout as Bars, Marker, Series, Unit,
+};
 use crate::console::render::page;
 use crate::console::session::ConsoleResult;
 use crate::console::users::ConsoleUser;

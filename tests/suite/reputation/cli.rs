@@ -45,17 +45,28 @@ async fn the_cli_prints_a_tenants_reputation_and_reinstates_it() {
     assert!(stdout.contains("status: paused"), "{stdout}");
     assert!(stdout.contains("reason: bounce rate 33.33%"), "{stdout}");
     assert!(
-        stdout.contains(
-            "window 24 h: delivered 2, hard-bounced 1, complained 0, bounce rate 33.33%"
-        ),
+        stdout
+            .contains("window 24 h: delivered 2, hard-bounced 1, complained 0, bounce rate 33.33%"),
         "{stdout}"
     );
-    assert!(stdout.contains("window 168 h: delivered 2, hard-bounced 1"), "{stdout}");
-    assert!(stdout.contains("domain acme.test: delivered 2, hard-bounced 1"), "{stdout}");
-    assert!(stdout.contains("policy: enforce window 24 h, min volume 2"), "{stdout}");
+    assert!(
+        stdout.contains("window 168 h: delivered 2, hard-bounced 1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("domain acme.test: delivered 2, hard-bounced 1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("policy: enforce window 24 h, min volume 2"),
+        "{stdout}"
+    );
 
     // Unknown tenants and overlong notes: exit 1, a clear message, no change.
-    let o = cli(app, &["tenants", "reinstate", &uuid::Uuid::new_v4().to_string()]);
+    let o = cli(
+        app,
+        &["tenants", "reinstate", &uuid::Uuid::new_v4().to_string()],
+    );
     let (_, stderr) = out(&o);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("not found"), "{stderr}");
@@ -71,9 +82,15 @@ async fn the_cli_prints_a_tenants_reputation_and_reinstates_it() {
     let o = cli(app, &["tenants", "reinstate", "cust-42", "--note", &note]);
     let (stdout, stderr) = out(&o);
     assert!(o.status.success(), "{stdout}{stderr}");
-    assert!(stdout.contains(&format!("tenant {id} reinstated")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("tenant {id} reinstated")),
+        "{stdout}"
+    );
     assert!(stdout.contains("status: healthy"), "{stdout}");
-    assert!(stdout.contains("window 24 h: delivered 0, hard-bounced 0"), "{stdout}");
+    assert!(
+        stdout.contains("window 24 h: delivered 0, hard-bounced 0"),
+        "{stdout}"
+    );
     assert_eq!(s.reputation(&key).await["status"], "healthy");
 
     // The API process's gate learns it from the database within a second.

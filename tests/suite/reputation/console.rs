@@ -79,8 +79,13 @@ async fn the_reputation_page_charts_the_rates_against_the_thresholds_in_a_real_b
     assert_eq!(attention.first(), Some(&zulu), "{attention:?}");
     assert_eq!(attention.get(1), Some(&aardvark), "{attention:?}");
     assert!(!attention.contains(&bravo), "{attention:?}");
-    assert!(text(&admin, "#attention").await.contains("reputation paused: bounce rate 25.00%"));
-    admin.goto(&format!("{base}/console/tenants")).await.unwrap();
+    assert!(text(&admin, "#attention")
+        .await
+        .contains("reputation paused: bounce rate 25.00%"));
+    admin
+        .goto(&format!("{base}/console/tenants"))
+        .await
+        .unwrap();
     let flagged = admin
         .execute(
             "return Array.from(document.querySelectorAll('#flagged tbody tr')).map(r => r.dataset.tenant)",
@@ -101,12 +106,19 @@ async fn the_reputation_page_charts_the_rates_against_the_thresholds_in_a_real_b
     let h1 = text(&admin, "h1").await;
     assert!(h1.starts_with("Reputation of Zulu"), "{h1}");
     assert_eq!(text(&admin, "#rep-status").await, "paused");
-    assert!(text(&admin, "#rep-reason").await.contains("bounce rate 25.00%"));
+    assert!(text(&admin, "#rep-reason")
+        .await
+        .contains("bounce rate 25.00%"));
     let window = text(&admin, "#rep-windows tr[data-hours='24']").await;
     assert!(window.contains("25.000 %"), "{window}");
-    assert!(text(&admin, "#rep-windows tr[data-hours='168']").await.contains("25.000 %"));
+    assert!(text(&admin, "#rep-windows tr[data-hours='168']")
+        .await
+        .contains("25.000 %"));
     assert!(text(&admin, "#rep-domains").await.contains("acme.test"));
-    admin.find(Locator::Css("#reinstate")).await.expect("the reinstate button");
+    admin
+        .find(Locator::Css("#reinstate"))
+        .await
+        .expect("the reinstate button");
 
     // The charts: 30 bars each, today's carrying the figures' rates (1 of
     // 4 bounced, none complained), the thresholds of the policy drawn.
@@ -114,7 +126,10 @@ async fn the_reputation_page_charts_the_rates_against_the_thresholds_in_a_real_b
     let bounces = bar_titles(&admin, "bounce-chart").await;
     assert_eq!(bounces.len(), 30, "{bounces:?}");
     assert_eq!(bounces[29], format!("{today} Bounce rate: 25%"));
-    assert!(bounces[..29].iter().all(|t| t.ends_with(": 0%")), "{bounces:?}");
+    assert!(
+        bounces[..29].iter().all(|t| t.ends_with(": 0%")),
+        "{bounces:?}"
+    );
     let complaints = bar_titles(&admin, "complaint-chart").await;
     assert_eq!(complaints[29], format!("{today} Complaint rate: 0%"));
     let legend = text(&admin, "#bounce-chart svg").await;
@@ -148,7 +163,9 @@ async fn the_reputation_page_charts_the_rates_against_the_thresholds_in_a_real_b
     click(&owner, "nav a[href$='/reputation']").await;
     wait_path(&owner, &format!("/console/tenants/{zulu}/reputation")).await;
     assert_eq!(text(&owner, "#rep-status").await, "paused");
-    assert!(text(&owner, "#reputation-paused").await.contains("bounce rate 25.00%"));
+    assert!(text(&owner, "#reputation-paused")
+        .await
+        .contains("bounce rate 25.00%"));
     assert!(owner.find(Locator::Css("#reinstate")).await.is_err());
     assert_eq!(
         bar_titles(&owner, "bounce-chart").await[29],
@@ -171,7 +188,9 @@ async fn the_reputation_page_charts_the_rates_against_the_thresholds_in_a_real_b
         .await
         .unwrap();
     assert_eq!(text(&admin, "#rep-status").await, "healthy");
-    assert!(text(&admin, "#rep-windows tr[data-hours='24']").await.contains("0.000 %"));
+    assert!(text(&admin, "#rep-windows tr[data-hours='24']")
+        .await
+        .contains("0.000 %"));
     admin.close().await.unwrap();
     owner.close().await.unwrap();
 }
