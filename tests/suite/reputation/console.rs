@@ -82,6 +82,7 @@ async fn the_reputation_page_charts_the_rates_against_the_thresholds_in_a_real_b
     assert!(text(&admin, "#attention")
         .await
         .contains("reputation paused: bounce rate 25.00%"));
+    check_page(&admin, "reputation-overview").await;
     admin
         .goto(&format!("{base}/console/tenants"))
         .await
