@@ -278,6 +278,29 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
         cancel_queued(&db.url);
     }
 
+    // The rest measures with tracking on (the product's setting), except
+    // the A/B drains below.
+    postline::reputation::track::set_enabled(true);
+    if ab && !only_delivery {
+        // Rounds 1, 3, … on; 2, 4, … off (`track`).
+        let split = |v: &[f64], on: bool| -> Vec<f64> {
+            v.iter()
+                .enumerate()
+                .filter(|(i, _)| ((i + 1) % 2 == 1) == on)
+                .map(|(_, r)| *r)
+                .collect()
+        };
+        ab_line(
+            "reputation A/B: POST /v1/emails msg/s",
+            &split(&ours1, true),
+            &split(&ours1, false),
+        );
+        ab_line(
+            "reputation A/B: POST /v1/emails/batch msg/s",
+            &split(&ours100, true),
+            &split(&ours100, false),
+        );
+    }
     if only_ingest {
         std::thread::sleep(Duration::from_secs(5));
         print_rss("rss 5 s after the load");
@@ -311,6 +334,7 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
     // Delivery, from an empty queue (the warm-up's mail is still queued
     // when the ingest phases were skipped).
     let mut drained = 0.0;
+    let (mut drains_on, mut drains_off) = (Vec::new(), Vec::new());
     let backlog = (p.delivery_messages / 100).max(1) * 100;
     for drain in 1..=(if ab { 4 } else { 1 }) {
         track(drain);
@@ -345,6 +369,11 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
         assert!(arrived, "backlog not delivered within 600 s");
         let split = meter.stop(Duration::ZERO);
         drained = backlog as f64 / drain_wall.as_secs_f64();
+        if postline::reputation::track::enabled() {
+            drains_on.push(drained);
+        } else {
+            drains_off.push(drained);
+        }
         print_figure(
             "worker drain -> sink",
             format!(
@@ -361,6 +390,13 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
         );
     }
     postline::reputation::track::set_enabled(true);
+    if ab {
+        ab_line(
+            "reputation A/B: worker drain -> sink msg/s",
+            &drains_on,
+            &drains_off,
+        );
+    }
 
     // The same bytes Postline sent, by a plain SMTP client at the same
     // session count.
@@ -1011,4 +1047,26 @@ fn wait_delivered(url: &str, n: usize, limit: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     false
+}
+
+/// `name: on a, b (mean m) | off c, d (mean n) | on/off r`.
+fn ab_line(name: &str, on: &[f64], off: &[f64]) {
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    print_figure(
+        name,
+        format!(
+            "on {} (mean {:.0}) | off {} (mean {:.0}) | on/off {:.3}",
+            list(on),
+            mean(on),
+            list(off),
+            mean(off),
+            mean(on) / mean(off).max(f64::MIN_POSITIVE)
+        ),
+    );
 }

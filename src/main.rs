@@ -59,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         command: OauthCommand,
     },
+    /// Tenants' reputation (issue 25): read it, reinstate a paused tenant.
+    Tenants {
+        #[command(subcommand)]
+        command: TenantsCommand,
+    },
     /// Manage templates.
     Templates {
         #[command(subcommand)]
@@ -140,6 +145,24 @@ enum OauthCommand {
     RotateKey {
         #[arg(long)]
         retire_after_secs: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantsCommand {
+    /// Print a tenant's reputation: status, reason, policy and figures.
+    Reputation {
+        /// The tenant's id or external_id.
+        tenant: String,
+    },
+    /// Reinstate a tenant paused (or warned) for its reputation: held mail
+    /// resumes and the figures count from now. Audited with actor `cli`.
+    Reinstate {
+        /// The tenant's id or external_id.
+        tenant: String,
+        /// Kept in the audit entry (at most 1000 characters).
+        #[arg(long)]
+        note: Option<String>,
     },
 }
 
@@ -246,6 +269,12 @@ fn main() {
         Command::Templates {
             command: TemplatesCommand::InstallStarters { tenant },
         } => runtime.block_on(install_starters(settings, tenant)),
+        Command::Tenants {
+            command: TenantsCommand::Reputation { tenant },
+        } => runtime.block_on(tenant_reputation(settings, tenant, None)),
+        Command::Tenants {
+            command: TenantsCommand::Reinstate { tenant, note },
+        } => runtime.block_on(tenant_reputation(settings, tenant, Some(note))),
         Command::Config {
             command: ConfigCommand::Check,
         } => {
@@ -499,6 +528,46 @@ async fn install_starters(settings: Settings, tenant: Option<uuid::Uuid>) -> any
     for (name, n) in added {
         println!("{name}: added to {n} tenant(s)");
     }
+    Ok(())
+}
+
+/// `postline tenants reputation|reinstate`: the same service as the API
+/// (`reputation::service`), the audit's actor `cli`. `reinstate` is
+/// `Some(note)`.
+async fn tenant_reputation(
+    settings: Settings,
+    tenant: String,
+    reinstate: Option<Option<String>>,
+) -> anyhow::Result<()> {
+    use postline::reputation::{cli, service};
+    if let Some(Some(n)) = &reinstate {
+        if n.chars().count() > postline::reputation::routes::MAX_NOTE {
+            anyhow::bail!(
+                "--note: at most {} characters",
+                postline::reputation::routes::MAX_NOTE
+            );
+        }
+    }
+    let rep = settings.reputation.clone();
+    let (view, reinstated) = with_connection(&settings, move |conn| {
+        let id = cli::resolve(conn, &tenant)?;
+        Ok(match reinstate {
+            Some(note) => (
+                service::reinstate_on(conn, &rep, &postline::audit::Actor::cli(), id, note)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+                true,
+            ),
+            None => (
+                service::of(conn, &rep, id.0).map_err(|e| anyhow::anyhow!("{e}"))?,
+                false,
+            ),
+        })
+    })
+    .await?;
+    if reinstated {
+        println!("tenant {} reinstated", view.tenant_id);
+    }
+    print!("{}", cli::describe(&view));
     Ok(())
 }
 

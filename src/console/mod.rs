@@ -157,6 +157,11 @@ pub fn endpoints() -> Vec<Endpoint> {
         page!(get.clone(), "/console/tenants/{id}", tenants::show),
         page!(post.clone(), "/console/tenants/{id}", tenants::change),
         page!(
+            get.clone(),
+            "/console/tenants/{id}/reputation",
+            reputation::show
+        ),
+        page!(
             post.clone(),
             "/console/tenants/{id}/users",
             tenants::invite_user

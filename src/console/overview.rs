@@ -50,6 +50,8 @@ pub struct AttentionView {
     pub id: Uuid,
     pub name: String,
     pub status: String,
+    /// `healthy`, `warning` or `paused`.
+    pub reputation: String,
     pub reasons: Vec<String>,
 }
 
@@ -240,6 +242,12 @@ fn hourly(now: DateTime<Utc>, recent: &[RecentRow]) -> String {
 
 fn reasons(a: Attention) -> AttentionView {
     let mut why = Vec::new();
+    if a.reputation != "healthy" {
+        why.push(match &a.reputation_reason {
+            Some(r) => format!("reputation {}: {r}", a.reputation),
+            None => format!("reputation {}", a.reputation),
+        });
+    }
     if a.status == "suspended" {
         why.push("suspended: its mail is held".to_string());
     }
@@ -278,6 +286,7 @@ fn reasons(a: Attention) -> AttentionView {
         id: a.id,
         name: a.name,
         status: a.status,
+        reputation: a.reputation,
         reasons: why,
     }
 }
@@ -356,10 +365,13 @@ mod tests {
             complained: 1,
             sent_today: 95,
             emails_per_day: Some(100),
+            reputation: "paused".into(),
+            reputation_reason: Some("bounce rate 25.00%".into()),
         };
         let v = reasons(a);
-        assert_eq!(v.reasons.len(), 4, "{:?}", v.reasons);
-        assert_eq!(v.reasons[1], "bounce rate 20% over 7 days (20 of 100)");
-        assert_eq!(v.reasons[3], "near its daily cap: 95 of 100 today");
+        assert_eq!(v.reasons.len(), 5, "{:?}", v.reasons);
+        assert_eq!(v.reasons[0], "reputation paused: bounce rate 25.00%");
+        assert_eq!(v.reasons[2], "bounce rate 20% over 7 days (20 of 100)");
+        assert_eq!(v.reasons[4], "near its daily cap: 95 of 100 today");
     }
 }

@@ -114,12 +114,17 @@ pub struct Attention {
     pub sent_today: i64,
     #[diesel(sql_type = Nullable<Integer>)]
     pub emails_per_day: Option<i32>,
+    /// `healthy`, `warning` or `paused` (issue 25), and why.
+    #[diesel(sql_type = Text)]
+    pub reputation: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub reputation_reason: Option<String>,
 }
 
-/// Live tenants (or the one given) that are suspended, bounce or draw
-/// complaints past the thresholds over `from..=today`, or reached
-/// [`QUOTA_PCT`] of their daily cap today; suspended first, then by
-/// bounces. One aggregate of `usage_daily` over the period (its `day`
+/// Live tenants (or the one given) that are paused or warned for their
+/// reputation, suspended, bounce or draw complaints past the thresholds
+/// over `from..=today`, or reached [`QUOTA_PCT`] of their daily cap today;
+/// paused first, then warning, then suspended, then by bounces. One aggregate of `usage_daily` over the period (its `day`
 /// index), at most [`ATTENTION_LIMIT`] rows.
 pub fn attention(
     conn: &mut PgConnection,
@@ -134,14 +139,17 @@ pub fn attention(
            FROM usage_daily WHERE day BETWEEN $1 AND $2 AND ($3::uuid IS NULL OR tenant_id = $3) \
            GROUP BY tenant_id) \
          SELECT t.id, t.name, t.status, coalesce(u.d, 0) AS delivered, coalesce(u.b, 0) AS bounced, \
-           coalesce(u.c, 0) AS complained, coalesce(u.s, 0) AS sent_today, t.emails_per_day \
+           coalesce(u.c, 0) AS complained, coalesce(u.s, 0) AS sent_today, t.emails_per_day, \
+           coalesce(r.status, 'healthy') AS reputation, r.reason AS reputation_reason \
          FROM tenants t LEFT JOIN u ON u.tenant_id = t.id \
+           LEFT JOIN tenant_reputation r ON r.tenant_id = t.id \
          WHERE t.status <> 'deleted' AND ($3::uuid IS NULL OR t.id = $3) AND ( \
-           t.status = 'suspended' \
+           t.status = 'suspended' OR r.status IN ('warning', 'paused') \
            OR (coalesce(u.b, 0) + coalesce(u.d, 0) >= $4 AND coalesce(u.b, 0) * 100 >= $5 * (coalesce(u.b, 0) + coalesce(u.d, 0))) \
            OR (coalesce(u.c, 0) > 0 AND coalesce(u.c, 0) * 1000 >= $6 * coalesce(u.d, 0)) \
            OR (t.emails_per_day IS NOT NULL AND coalesce(u.s, 0) * 100 >= $7 * t.emails_per_day)) \
-         ORDER BY t.status = 'suspended' DESC, coalesce(u.b, 0) DESC, t.name, t.id LIMIT $8",
+         ORDER BY r.status = 'paused' DESC NULLS LAST, r.status = 'warning' DESC NULLS LAST, \
+           t.status = 'suspended' DESC, coalesce(u.b, 0) DESC, t.name, t.id LIMIT $8",
     )
     .bind::<Date, _>(from)
     .bind::<Date, _>(today)

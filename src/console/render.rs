@@ -47,6 +47,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("queue.html", include_str!("templates/queue.html")),
     ("pick.html", include_str!("templates/pick.html")),
     ("overview.html", include_str!("templates/overview.html")),
+    ("reputation.html", include_str!("templates/reputation.html")),
 ];
 
 fn env() -> &'static Environment<'static> {

@@ -6,6 +6,7 @@
 //! reinstatement (`service`, `routes`).
 
 pub mod checker;
+pub mod cli;
 pub mod gate;
 pub mod model;
 pub mod policy;

@@ -233,6 +233,33 @@ pub fn with_status(
     .load(conn)
 }
 
+/// A tenant in `warning` or `paused`, named: the console's tenant list
+/// shows these first.
+#[derive(Clone, Debug, QueryableByName, serde::Serialize)]
+pub struct Flagged {
+    #[diesel(sql_type = SqlUuid)]
+    pub tenant_id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub name: String,
+    #[diesel(sql_type = Text)]
+    pub status: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub reason: Option<String>,
+}
+
+/// Live tenants in `paused` (first) or `warning`, then by name; at most
+/// `limit`.
+pub fn flagged(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<Flagged>> {
+    diesel::sql_query(
+        "SELECT t.id AS tenant_id, t.name, r.status, r.reason \
+         FROM tenant_reputation r JOIN tenants t ON t.id = r.tenant_id \
+         WHERE r.status IN ('warning', 'paused') AND t.deleted_at IS NULL \
+         ORDER BY r.status = 'paused' DESC, t.name, t.id LIMIT $1",
+    )
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+}
+
 /// Moves to `to` unless already there (or, for `warning`/`healthy`, unless
 /// paused: only a reinstatement ends a pause). Returns whether it changed:
 /// concurrent checkers on several nodes change a tenant once.

@@ -117,9 +117,64 @@ pub async fn list(
     Ok(Page::from_rows(views, page, rank, |v| v))
 }
 
-/// `POST /v1/tenants/{id}/reinstate`: healthy from now (the figures count
-/// from `reinstated_at`), held mail resumes unless the tenant is suspended,
-/// audited `tenant.reinstated` and announced by `tenant.reinstated`.
+/// The most tenants the console's tenant list names as flagged.
+pub const MAX_FLAGGED: i64 = 200;
+
+/// Tenants in `paused` (first) or `warning`, named (the console's list).
+pub async fn flagged(state: &AppState) -> AppResult<Vec<model::Flagged>> {
+    db::run(&state.pool, |conn| Ok(model::flagged(conn, MAX_FLAGGED)?)).await
+}
+
+/// The reinstatement on one connection (the API, the console and the CLI):
+/// healthy from now (the figures count from `reinstated_at`), held mail
+/// resumes unless the tenant is suspended, audited `tenant.reinstated` and
+/// announced by the `tenant.reinstated` webhook. `NotFound` for an unknown
+/// or deleted tenant. Nodes' gates learn it within a second (`gate`).
+pub fn reinstate_on(
+    conn: &mut PgConnection,
+    settings: &ReputationSettings,
+    actor: &Actor,
+    tenant: TenantId,
+    note: Option<String>,
+) -> AppResult<ReputationView> {
+    conn.transaction(|conn| {
+        let before = model::state(conn, tenant.0)?.ok_or(AppError::NotFound)?;
+        let suspended: bool = crate::db::schema::tenants::table
+            .find(tenant.0)
+            .select(crate::db::schema::tenants::status)
+            .for_update()
+            .first::<String>(conn)?
+            == "suspended";
+        model::reinstate(conn, tenant.0)?;
+        if !suspended {
+            crate::queue::model::resume_tenant(conn, tenant)?;
+        }
+        let view = of(conn, settings, tenant.0)?;
+        let data =
+            serde_json::to_value(&view).map_err(|e| AppError::internal("reputation view", e))?;
+        model::enqueue_event(conn, tenant.0, "tenant.reinstated", &data)?;
+        audit::record(
+            conn,
+            actor,
+            "tenant.reinstated",
+            Some(tenant.0),
+            tenant.0,
+            serde_json::json!({
+                "status": {"from": before.status, "to": "healthy"},
+                "reason": before.reason,
+                "note": note,
+            }),
+        )?;
+        Ok::<_, AppError>(view)
+    })
+    .inspect(|_| {
+        super::checker::count("reinstated");
+        tracing::info!(tenant_id = %tenant.0, "tenant reinstated");
+    })
+}
+
+/// `POST /v1/tenants/{id}/reinstate`: [`reinstate_on`], and this node's
+/// gate opens at once.
 pub async fn reinstate(
     state: &AppState,
     actor: &Actor,
@@ -129,40 +184,9 @@ pub async fn reinstate(
     let settings = state.settings.clone();
     let actor = actor.clone();
     let view = db::run(&state.pool, move |conn| {
-        conn.transaction(|conn| {
-            let before = model::state(conn, tenant.0)?.ok_or(AppError::NotFound)?;
-            let suspended: bool = crate::db::schema::tenants::table
-                .find(tenant.0)
-                .select(crate::db::schema::tenants::status)
-                .for_update()
-                .first::<String>(conn)?
-                == "suspended";
-            model::reinstate(conn, tenant.0)?;
-            if !suspended {
-                crate::queue::model::resume_tenant(conn, tenant)?;
-            }
-            let view = of(conn, &settings.reputation, tenant.0)?;
-            let data = serde_json::to_value(&view)
-                .map_err(|e| AppError::internal("reputation view", e))?;
-            model::enqueue_event(conn, tenant.0, "tenant.reinstated", &data)?;
-            audit::record(
-                conn,
-                &actor,
-                "tenant.reinstated",
-                Some(tenant.0),
-                tenant.0,
-                serde_json::json!({
-                    "status": {"from": before.status, "to": "healthy"},
-                    "reason": before.reason,
-                    "note": note,
-                }),
-            )?;
-            Ok::<_, AppError>(view)
-        })
+        reinstate_on(conn, &settings.reputation, &actor, tenant, note)
     })
     .await?;
     state.reputation.reinstate(tenant.0);
-    super::checker::count("reinstated");
-    tracing::info!(tenant_id = %tenant.0, "tenant reinstated");
     Ok(view)
 }

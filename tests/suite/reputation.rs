@@ -13,6 +13,8 @@ use crate::common::smtp_sink::SmtpSink;
 use crate::common::webhook_receiver::Receiver;
 use crate::common::TestApp;
 
+mod cli;
+mod console;
 mod policy;
 
 const PERMS: &[&str] = &[

@@ -13,6 +13,7 @@ pub mod message_view;
 pub mod messages;
 pub mod overview;
 pub mod queue;
+pub mod reputation;
 pub mod suppressions;
 pub mod tenants;
 pub mod usage;

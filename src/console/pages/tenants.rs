@@ -36,9 +36,11 @@ pub async fn list(
     }
     .validate()?;
     let tenants = service::list(&state, page_req).await?;
+    // Paused, then warned tenants first (issue 25), above the full list.
+    let flagged = crate::reputation::service::flagged(&state).await?;
     Ok(page(
         "tenants.html",
-        ctx! { layout => Layout::new(&state, &user, None, "tenants").await, tenants },
+        ctx! { layout => Layout::new(&state, &user, None, "tenants").await, tenants, flagged },
     )?)
 }
 

@@ -9,7 +9,7 @@
 //! signs in with a code (computed by pyotp). `pages` visits every page:
 //! titles, widths, axe-core and screenshots (target/console-shots/).
 
-mod harness;
+pub(crate) mod harness;
 mod inbound;
 mod pages;
 mod pools;
