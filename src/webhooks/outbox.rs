@@ -28,7 +28,7 @@ pub fn enqueue(conn: &mut PgConnection, events: &[NewEvent]) -> QueryResult<usiz
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     let details: Vec<&serde_json::Value> = events.iter().map(|e| &e.detail).collect();
     let ats: Vec<DateTime<Utc>> = events.iter().map(|e| e.at).collect();
-    diesel::sql_query(
+    crate::db::prepared::query(
         "INSERT INTO webhook_deliveries \
            (id, webhook_id, tenant_id, email_id, event_type, payload, next_attempt_at, created_at) \
          SELECT gen_random_uuid(), w.id, e.tenant_id, e.email_id, e.kind, \
