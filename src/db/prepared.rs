@@ -10,6 +10,13 @@
 //! Placeholders are found by scanning the text for `$` followed by digits;
 //! the text must not hold such a sequence anywhere else (in a string
 //! literal, say). A placeholder used twice binds its value twice.
+//!
+//! A prepared statement may be run with Postgres's generic plan after its
+//! fifth execution, planned without the values (array sizes unknown) and
+//! with the statistics of that moment. Fine for inserts and primary-key
+//! lookups; a join whose best plan depends on the values or on a table's
+//! growth (the webhook outbox's `JOIN webhooks … JOIN emails`) stays on
+//! `sql_query`, planned at every call.
 
 use std::marker::PhantomData;
 
