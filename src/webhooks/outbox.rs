@@ -2,8 +2,7 @@
 //! message's status (ingest for `email.queued`, `queue::claim::record` for the
 //! outcomes), so an event reaches webhooks exactly when its status change
 //! commits. It is one statement, and when nobody subscribes it writes nothing:
-//! the join with the enabled endpoints is empty. Deliveries to a tenant's
-//! endpoints and to the platform's go to separate outboxes ([`to_outboxes`]).
+//! the join with the enabled endpoints is empty.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -29,8 +28,10 @@ pub fn enqueue(conn: &mut PgConnection, events: &[NewEvent]) -> QueryResult<usiz
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     let details: Vec<&serde_json::Value> = events.iter().map(|e| &e.detail).collect();
     let ats: Vec<DateTime<Utc>> = events.iter().map(|e| e.at).collect();
-    diesel::sql_query(crate::webhooks::outbox::to_outboxes(
-        "SELECT gen_random_uuid(), w.id, e.tenant_id, e.email_id, e.kind, \
+    diesel::sql_query(
+        "INSERT INTO webhook_deliveries \
+           (id, webhook_id, tenant_id, email_id, event_type, payload, next_attempt_at, created_at) \
+         SELECT gen_random_uuid(), w.id, e.tenant_id, e.email_id, e.kind, \
            jsonb_build_object( \
              'type', e.kind, \
              'timestamp', to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
@@ -47,44 +48,18 @@ pub fn enqueue(conn: &mut PgConnection, events: &[NewEvent]) -> QueryResult<usiz
                     'bounce', (e.detail -> 'bounce') - 'reported_by', \
                     'feedback_type', e.detail -> 'feedback_type')) \
                || COALESCE(e.detail -> 'tracking', '{}'::jsonb)), \
-           now(), now(), w.tenant_id IS NULL \
+           now(), now() \
          FROM unnest($1, $2, $3, $4, $5) AS e(tenant_id, email_id, kind, detail, at) \
-         JOIN webhook_subscribers w \
+         JOIN webhooks w \
            ON (w.tenant_id = e.tenant_id OR w.tenant_id IS NULL) AND w.enabled \
           AND ('*' = ANY (w.events) OR e.kind = ANY (w.events)) \
          JOIN emails m ON m.tenant_id = e.tenant_id AND m.id = e.email_id \
          JOIN tenants t ON t.id = e.tenant_id",
-    ))
+    )
     .bind::<Array<SqlUuid>, _>(&tenants)
     .bind::<Array<SqlUuid>, _>(&emails)
     .bind::<Array<Text>, _>(&kinds)
     .bind::<Array<Jsonb>, _>(&details)
     .bind::<Array<Timestamptz>, _>(&ats)
     .execute(conn)
-}
-
-/// The columns an outbox row is written with.
-const OUTBOX_COLUMNS: &str =
-    "id, webhook_id, tenant_id, email_id, event_type, payload, next_attempt_at, created_at";
-
-/// Wraps `select` into the statement that writes its rows to the right
-/// outbox: `webhook_deliveries` for a tenant's endpoint (keyed by tenant,
-/// distributed with it), `platform_webhook_deliveries` for a platform one
-/// (a reference table). `select` yields the [`OUTBOX_COLUMNS`] and then
-/// whether the endpoint is the platform's; it joins the `webhook_subscribers`
-/// view (both kinds of endpoint, `tenant_id` NULL for the platform's). The
-/// statement's row count is the number of deliveries written.
-pub fn to_outboxes(select: &str) -> String {
-    // Typed here: an untyped NULL (a delivery without a message) would be
-    // `text` in the CTE.
-    const TYPED: &str = "id::uuid, webhook_id::uuid, tenant_id::uuid, email_id::uuid, \
-        event_type::text, payload::jsonb, next_attempt_at::timestamptz, created_at::timestamptz";
-    format!(
-        "WITH src ({OUTBOX_COLUMNS}, platform) AS ({select}), \
-         to_tenant AS (INSERT INTO webhook_deliveries ({OUTBOX_COLUMNS}) \
-           SELECT {TYPED} FROM src WHERE NOT platform RETURNING 1), \
-         to_platform AS (INSERT INTO platform_webhook_deliveries ({OUTBOX_COLUMNS}) \
-           SELECT {TYPED} FROM src WHERE platform RETURNING 1) \
-         SELECT 1 FROM to_tenant UNION ALL SELECT 1 FROM to_platform"
-    )
 }
