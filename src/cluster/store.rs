@@ -188,7 +188,7 @@ pub(super) fn hold(
 ) -> QueryResult<Vec<BudgetKey>> {
     let (ids, names) = columns(&leases.iter().map(|(k, _)| *k).collect::<Vec<_>>());
     let ids_of: Vec<Uuid> = leases.iter().map(|(_, l)| *l).collect();
-    let rows: Vec<KeyRow> = diesel::sql_query(
+    let rows: Vec<KeyRow> = crate::db::prepared::query(
         "SELECT tenant_id, budget FROM budget_leases \
          WHERE holder = $1 AND (tenant_id, budget, lease) IN (SELECT * FROM unnest($2, $3, $4)) \
            AND expires_at > clock_timestamp() \

@@ -3,6 +3,7 @@
 //! pool and never on a tokio worker thread.
 
 pub mod pagination;
+pub mod prepared;
 pub mod schema;
 
 use std::cell::Cell;

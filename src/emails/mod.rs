@@ -4,6 +4,7 @@ pub mod each;
 pub mod header_set;
 pub mod idempotency;
 pub mod input;
+pub mod insert;
 pub mod lifecycle;
 pub mod mime;
 pub mod model;

@@ -149,9 +149,7 @@ fn accept_event(e: &NewEmail) -> NewEvent {
 pub fn insert_with_events(conn: &mut PgConnection, rows: &[&NewEmail]) -> QueryResult<()> {
     // 65,535 bind parameters per statement: stay well below with chunks.
     for chunk in rows.chunks(1000) {
-        diesel::insert_into(emails::table)
-            .values(chunk.to_vec())
-            .execute(conn)?;
+        super::insert::rows(conn, chunk)?;
         let events: Vec<NewEvent> = chunk.iter().map(|e| accept_event(e)).collect();
         let stored: Vec<&NewEvent> = events.iter().filter(|e| e.kind != QUEUED).collect();
         if !stored.is_empty() {

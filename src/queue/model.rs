@@ -4,23 +4,12 @@
 //! [`super::claim`], outcomes in [`super::record`].
 
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Double, Integer, Text, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Bool, Double, Integer, Text, Timestamptz, Uuid as SqlUuid};
 use uuid::Uuid;
 
-use crate::db::schema::email_queue;
+use crate::db::prepared;
 use crate::domain::TenantId;
 use crate::emails::model::NewEmail;
-
-#[derive(Insertable)]
-#[diesel(table_name = email_queue)]
-struct NewEntry {
-    tenant_id: Uuid,
-    email_id: Uuid,
-    next_attempt_at: chrono::DateTime<chrono::Utc>,
-    size_bytes: i32,
-    /// Claimed after the tenant's transactional mail (issue 26).
-    broadcast: bool,
-}
 
 /// The content bytes a message holds in memory while it is being sent,
 /// before MIME encoding: what `worker.max_inflight_bytes` counts.
@@ -46,24 +35,33 @@ pub fn content_size(e: &NewEmail) -> i32 {
     i32::try_from(total).unwrap_or(i32::MAX)
 }
 
-/// Queue rows for new messages (same transaction as the messages).
+/// Queue rows for new messages (same transaction as the messages): one
+/// statement of one fixed text, prepared once per connection (issue 24).
 pub fn insert(conn: &mut PgConnection, rows: &[&NewEmail]) -> QueryResult<()> {
     for chunk in rows.chunks(5000) {
-        let entries: Vec<NewEntry> = chunk
+        let col = |f: fn(&NewEmail) -> Uuid| chunk.iter().map(|e| f(e)).collect::<Vec<Uuid>>();
+        // A scheduled message waits on the same ready index as the rest:
+        // the claim's `next_attempt_at <= now()` keeps it.
+        let next: Vec<chrono::DateTime<chrono::Utc>> = chunk
             .iter()
-            .map(|e| NewEntry {
-                tenant_id: e.tenant_id,
-                email_id: e.id,
-                // A scheduled message waits on the same ready index as the
-                // rest: the claim's `next_attempt_at <= now()` keeps it.
-                next_attempt_at: e.scheduled_at.unwrap_or(e.created_at),
-                size_bytes: content_size(e),
-                broadcast: e.stream == crate::emails::stream::Stream::Broadcast.as_str(),
-            })
+            .map(|e| e.scheduled_at.unwrap_or(e.created_at))
             .collect();
-        diesel::insert_into(email_queue::table)
-            .values(&entries)
-            .execute(conn)?;
+        let size: Vec<i32> = chunk.iter().map(|e| content_size(e)).collect();
+        // Claimed after the tenant's transactional mail (issue 26).
+        let broadcast: Vec<bool> = chunk
+            .iter()
+            .map(|e| e.stream == crate::emails::stream::Stream::Broadcast.as_str())
+            .collect();
+        prepared::query(
+            "INSERT INTO email_queue (tenant_id, email_id, next_attempt_at, size_bytes, broadcast) \
+             SELECT * FROM unnest($1, $2, $3, $4, $5)",
+        )
+        .bind::<Array<SqlUuid>, _>(col(|e| e.tenant_id))
+        .bind::<Array<SqlUuid>, _>(col(|e| e.id))
+        .bind::<Array<Timestamptz>, _>(next)
+        .bind::<Array<Integer>, _>(size)
+        .bind::<Array<Bool>, _>(broadcast)
+        .execute(conn)?;
     }
     Ok(())
 }

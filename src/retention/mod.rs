@@ -4,6 +4,10 @@
 //! row itself (status, addresses, subject, tags) and its events go after
 //! `retention.metadata_days`. Only finished messages (delivered, bounced,
 //! failed, canceled) are touched: mail still queued keeps what it needs.
+//! This is the only statement that deletes messages: it deletes their
+//! `email_recipients` and `email_queue` rows itself, in the same statement,
+//! as those have no foreign key to `emails` (issue 24: none checked per
+//! row at ingest); events go by their foreign key's cascade.
 //!
 //! Every statement handles at most `retention.batch_rows` rows (short locks,
 //! bounded WAL per transaction) and skips rows another transaction holds; a
@@ -70,7 +74,11 @@ pub fn purge_batch(
            SELECT tenant_id, id FROM emails \
            WHERE created_at < now() - make_interval(days => $1) AND status IN {FINISHED} \
            ORDER BY created_at LIMIT $2 \
-           FOR UPDATE SKIP LOCKED) \
+           FOR UPDATE SKIP LOCKED), \
+         recipients AS (DELETE FROM email_recipients r USING due \
+           WHERE r.tenant_id = due.tenant_id AND r.email_id = due.id), \
+         queued AS (DELETE FROM email_queue q USING due \
+           WHERE q.tenant_id = due.tenant_id AND q.email_id = due.id) \
          DELETE FROM emails e USING due WHERE e.tenant_id = due.tenant_id AND e.id = due.id"
     ))
     .bind::<Integer, _>(metadata_days)

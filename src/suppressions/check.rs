@@ -56,7 +56,7 @@ pub fn at_ingest(conn: &mut PgConnection, rows: &[&NewEmail]) -> QueryResult<Che
             .iter()
             .map(|r| streams.get(&(r.0, r.1)).copied().unwrap_or("transactional"))
             .collect();
-        let inserted: Vec<Inserted> = diesel::sql_query(
+        let inserted: Vec<Inserted> = crate::db::prepared::query(
             "INSERT INTO email_recipients (tenant_id, email_id, recipient, kind, status) \
              SELECT u.t, u.e, u.a, u.k, CASE WHEN s.email IS NULL THEN 'queued' ELSE 'suppressed' END \
              FROM unnest($1, $2, $3, $4, $5) AS u(t, e, a, k, st) \

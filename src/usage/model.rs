@@ -111,7 +111,7 @@ pub fn add(
     }
     let col = |f: fn(&Counters) -> i64| deltas.values().map(f).collect::<Vec<i64>>();
     let ids: Vec<Uuid> = deltas.keys().copied().collect();
-    diesel::sql_query(
+    crate::db::prepared::query(
         "INSERT INTO usage_daily AS u (tenant_id, day, shard, emails_sent, emails_delivered, emails_bounced, emails_failed, api_requests, emails_complained, emails_suppressed, emails_unsubscribed, emails_opened, emails_clicked) \
          SELECT t, $2, $8, s, d, b, f, a, c, x, un, o, k FROM unnest($1, $3, $4, $5, $6, $7, $9, $10, $11, $12, $13) AS x(t, s, d, b, f, a, c, x, un, o, k) ORDER BY t \
          ON CONFLICT (tenant_id, day, shard) DO UPDATE SET \

@@ -96,6 +96,12 @@ async fn purge_removes_content_keeps_status_and_events_and_honours_the_tenant_ov
     age(&mut conn, &b_old, 6, "delivered");
     age(&mut conn, &b_young, 4, "delivered");
 
+    // Every message has its recipient row and its queue row (the ages above
+    // do not remove the queue rows the worker would have).
+    for id in [&a_ancient, &a_queued] {
+        assert_eq!(dependants(&mut conn, id), (1, 1), "{id}");
+    }
+
     let counts = purge_batch(&mut conn, &settings(1000, 1)).unwrap();
     assert_eq!(
         counts,
@@ -104,6 +110,26 @@ async fn purge_removes_content_keeps_status_and_events_and_honours_the_tenant_ov
             messages: 1
         }
     );
+    // No foreign key cascades them (issue 24): the purge deletes a deleted
+    // message's recipients and queue row itself, and nobody else's.
+    assert_eq!(
+        dependants(&mut conn, &a_ancient),
+        (0, 0),
+        "nothing left behind"
+    );
+    for id in [&a_old, &a_young, &a_queued, &b_old, &b_young] {
+        assert_eq!(dependants(&mut conn, id), (1, 1), "{id} keeps its rows");
+    }
+    let orphans: i64 = diesel::sql_query(
+        "SELECT (SELECT count(*) FROM email_recipients r WHERE NOT EXISTS \
+                   (SELECT 1 FROM emails e WHERE e.tenant_id = r.tenant_id AND e.id = r.email_id)) \
+              + (SELECT count(*) FROM email_queue q WHERE NOT EXISTS \
+                   (SELECT 1 FROM emails e WHERE e.tenant_id = q.tenant_id AND e.id = q.email_id)) AS n",
+    )
+    .get_result::<Count>(&mut conn)
+    .unwrap()
+    .n;
+    assert_eq!(orphans, 0);
 
     for (key, id) in [(&key_a, &a_old), (&key_b, &b_old)] {
         let c = content(&mut conn, id);
@@ -154,6 +180,19 @@ async fn purge_removes_content_keeps_status_and_events_and_honours_the_tenant_ov
         purge(&mut conn, &settings(1000, 10)).unwrap(),
         PurgeCounts::default()
     );
+}
+
+/// A message's `email_recipients` and `email_queue` rows.
+fn dependants(conn: &mut PgConnection, id: &str) -> (i64, i64) {
+    let mut n = |table: &str| {
+        diesel::sql_query(format!(
+            "SELECT count(*) AS n FROM {table} WHERE email_id = '{id}'"
+        ))
+        .get_result::<Count>(conn)
+        .unwrap()
+        .n
+    };
+    (n("email_recipients"), n("email_queue"))
 }
 
 #[derive(QueryableByName)]
