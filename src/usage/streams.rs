@@ -78,7 +78,8 @@ impl Counter {
     }
 }
 
-/// Adds the deltas on `shard` in one statement, in (tenant, stream) order.
+/// Adds the deltas on `shard` in one statement, in (tenant, stream) order;
+/// the ingest commit runs it, so its text is fixed and kept prepared.
 pub fn add(
     conn: &mut PgConnection,
     day: NaiveDate,
@@ -94,7 +95,7 @@ pub fn add(
         |f: fn(&StreamCounters) -> i64| deltas.iter().map(|(_, c)| f(c)).collect::<Vec<i64>>();
     let tenants: Vec<Uuid> = deltas.iter().map(|((t, _), _)| *t).collect();
     let streams: Vec<&str> = deltas.iter().map(|((_, s), _)| *s).collect();
-    diesel::sql_query(
+    crate::db::prepared::query(
         "INSERT INTO usage_stream_daily AS u (tenant_id, day, stream, shard, emails_sent, emails_delivered, \
            emails_bounced, emails_failed, emails_complained, emails_unsubscribed) \
          SELECT t, $2, s, $3, se, de, bo, fa, co, un \
