@@ -26,6 +26,7 @@ use chrono::Utc;
 use common::app::{self, BenchApp};
 use common::cpu::{self, Meter};
 use common::http::{self, Load, Outcome};
+use common::sink::smtp_sink::SinkConfig;
 use common::sink::{latency_to_sink, SinkThread};
 use common::{cancel_queued, check, print_figure, statements, BenchEnv, Mode, Samples};
 use diesel::prelude::*;
@@ -109,7 +110,13 @@ fn run(env: &BenchEnv, rt: &tokio::runtime::Runtime) {
     }
     let db = env.fresh_database();
     let postmaster = cpu::port_of(&env.admin_url).and_then(cpu::postmaster);
-    let sink = SinkThread::start();
+    // POSTLINE_BENCH_SINK_COUNT_ONLY=1 (a `serve` soak): the sink counts and
+    // keeps nothing, so the RSS printed is the server's; phases that read the
+    // received messages (202 -> sink latency) then have none to read.
+    let sink = SinkThread::start_with(SinkConfig {
+        count_only: std::env::var("POSTLINE_BENCH_SINK_COUNT_ONLY").is_ok_and(|v| v == "1"),
+        ..SinkConfig::default()
+    });
     let mut bench = rt.block_on(BenchApp::start(app::settings(
         &db.url,
         Some(sink.sink.port()),

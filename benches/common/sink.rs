@@ -23,6 +23,12 @@ pub struct SinkThread {
 
 impl SinkThread {
     pub fn start() -> SinkThread {
+        Self::start_with(smtp_sink::SinkConfig::default())
+    }
+
+    /// A sink that counts without keeping (`SinkConfig::count_only`), so a
+    /// soak's RSS is the server's, not the messages the sink received.
+    pub fn start_with(cfg: smtp_sink::SinkConfig) -> SinkThread {
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -30,7 +36,7 @@ impl SinkThread {
                 .build()
                 .expect("sink runtime");
             rt.block_on(async move {
-                let sink = SmtpSink::start().await;
+                let sink = SmtpSink::start_with(cfg).await;
                 let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
                 tx.send((sink, cpu::tid(), stop))
                     .expect("hand over the sink");

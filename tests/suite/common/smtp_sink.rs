@@ -49,6 +49,9 @@ pub struct SinkConfig {
     /// further commands behind it (554, as Postfix's
     /// `reject_unauth_pipelining` does).
     pub no_pipelining: bool,
+    /// Count accepted messages without keeping them (a soak's sink):
+    /// [`SmtpSink::messages`] stays empty, [`SmtpSink::count`] counts.
+    pub count_only: bool,
 }
 
 /// One message accepted after `DATA` (`250`).
@@ -78,6 +81,7 @@ impl ReceivedMessage {
 #[derive(Default)]
 struct Recorded {
     messages: Vec<ReceivedMessage>,
+    accepted: usize,
     scripts: HashMap<String, VecDeque<u16>>,
     rejected: Vec<(String, u16)>,
 }
@@ -713,8 +717,11 @@ async fn data(
     };
     let count = {
         let mut rec = shared.lock();
-        rec.messages.push(msg);
-        rec.messages.len()
+        if !shared.cfg.count_only {
+            rec.messages.push(msg);
+        }
+        rec.accepted += 1;
+        rec.accepted
     };
     shared.count.send_replace(count);
     Ok(format!("250 2.0.0 Ok: queued as S{id}M{count}"))
