@@ -107,7 +107,11 @@ impl Server {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_postline"));
+        // POSTLINE_TEST_SERVER_BIN runs another build's binary (a release
+        // build for the measurements); by default the test build's own.
+        let bin = std::env::var_os("POSTLINE_TEST_SERVER_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_postline").into());
+        let mut cmd = Command::new(bin);
         // Nothing of the caller's POSTLINE* environment leaks in.
         for (k, _) in std::env::vars() {
             if k.starts_with("POSTLINE") || k == "DATABASE_URL" || k == "RUST_LOG" {
