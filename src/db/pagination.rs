@@ -9,6 +9,28 @@ use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
 
+/// Orders a boxed diesel query over `$table` newest first (`created_at DESC,
+/// id DESC`), takes one row more than `$page.limit` (for `Page::from_rows`) and
+/// starts after `$page.after`'s position: the one keyset filter for tables
+/// that `table.created_at`/`table.id` name.
+#[macro_export]
+macro_rules! keyset_page {
+    ($query:expr, $table:ident, $page:expr) => {{
+        let page: &$crate::db::pagination::PageRequest = &$page;
+        let mut q = $query
+            .order(($table::created_at.desc(), $table::id.desc()))
+            .limit(page.limit + 1);
+        if let Some(c) = &page.after {
+            q = q.filter(
+                $table::created_at
+                    .lt(c.created_at)
+                    .or($table::created_at.eq(c.created_at).and($table::id.lt(c.id))),
+            );
+        }
+        q
+    }};
+}
+
 pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 100;
 

@@ -161,39 +161,15 @@ pub fn list(
 ) -> QueryResult<Vec<ApiKeyRow>> {
     match tenant {
         Some(t) => {
-            let mut q = api_keys::table
+            let q = api_keys::table
                 .filter(api_keys::tenant_id.eq(t.0))
                 .select(columns!(tenant))
-                .order((api_keys::created_at.desc(), api_keys::id.desc()))
-                .limit(page.limit + 1)
                 .into_boxed();
-            if let Some(c) = page.after {
-                q = q.filter(
-                    api_keys::created_at
-                        .lt(c.created_at)
-                        .or(api_keys::created_at
-                            .eq(c.created_at)
-                            .and(api_keys::id.lt(c.id))),
-                );
-            }
-            q.load(conn)
+            crate::keyset_page!(q, api_keys, page).load(conn)
         }
         None => {
-            let mut q = admin_keys::table
-                .select(columns!(admin))
-                .order((admin_keys::created_at.desc(), admin_keys::id.desc()))
-                .limit(page.limit + 1)
-                .into_boxed();
-            if let Some(c) = page.after {
-                q = q.filter(
-                    admin_keys::created_at
-                        .lt(c.created_at)
-                        .or(admin_keys::created_at
-                            .eq(c.created_at)
-                            .and(admin_keys::id.lt(c.id))),
-                );
-            }
-            q.load(conn)
+            let q = admin_keys::table.select(columns!(admin)).into_boxed();
+            crate::keyset_page!(q, admin_keys, page).load(conn)
         }
     }
 }

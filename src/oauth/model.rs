@@ -182,39 +182,15 @@ pub fn list(
 ) -> QueryResult<Vec<ClientRow>> {
     match tenant {
         Some(t) => {
-            let mut q = oauth_clients::table
+            let q = oauth_clients::table
                 .filter(oauth_clients::tenant_id.eq(t.0))
                 .select(columns!(tenant))
-                .order((oauth_clients::created_at.desc(), oauth_clients::id.desc()))
-                .limit(page.limit + 1)
                 .into_boxed();
-            if let Some(c) = page.after {
-                q = q.filter(
-                    oauth_clients::created_at
-                        .lt(c.created_at)
-                        .or(oauth_clients::created_at
-                            .eq(c.created_at)
-                            .and(oauth_clients::id.lt(c.id))),
-                );
-            }
-            q.load(conn)
+            crate::keyset_page!(q, oauth_clients, page).load(conn)
         }
         None => {
-            let mut q = platform::table
-                .select(columns!(platform))
-                .order((platform::created_at.desc(), platform::id.desc()))
-                .limit(page.limit + 1)
-                .into_boxed();
-            if let Some(c) = page.after {
-                q = q.filter(
-                    platform::created_at
-                        .lt(c.created_at)
-                        .or(platform::created_at
-                            .eq(c.created_at)
-                            .and(platform::id.lt(c.id))),
-                );
-            }
-            q.load(conn)
+            let q = platform::table.select(columns!(platform)).into_boxed();
+            crate::keyset_page!(q, platform, page).load(conn)
         }
     }
 }
