@@ -135,17 +135,21 @@ async fn start(
                 .catch_unwind()
                 .await;
             let outcome = sent.unwrap_or_else(|panic| panicked(lease, attempt, &*panic));
-            ctx.inflight.release(lease.tenant_id, size, broadcast);
             let attempted = !matches!(
                 outcome.resolution,
                 crate::queue::record::Resolution::Requeued { .. }
             ) || !stopping.load(std::sync::atomic::Ordering::SeqCst);
+            // The slot is freed only once the recorder has taken the
+            // outcome: while it is behind, this task (and its future's
+            // memory) waits here holding the slot, so the claims stop
+            // instead of piling up finished sends without bound (issue 24).
             // The recorder outlives every task (it stops after the loop).
             if ctx.outcomes.send(outcome).await.is_err() {
                 tracing::error!(
                     "outcome recorder gone; the lease will expire and the message be retried"
                 );
             }
+            ctx.inflight.release(lease.tenant_id, size, broadcast);
             attempted
         });
     }

@@ -108,8 +108,8 @@ impl Inflight {
         s.leases.insert((lease.tenant_id, lease.email_id), lease);
     }
 
-    /// The send is over (its memory is gone); the lease stays held until
-    /// [`Inflight::recorded`].
+    /// The send is over and the recorder has its outcome; the lease stays
+    /// held until [`Inflight::recorded`].
     pub fn release(&self, tenant: Uuid, bytes: i32, broadcast: bool) {
         {
             let bytes = i64::from(bytes.max(0));

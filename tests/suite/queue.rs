@@ -56,7 +56,7 @@ pub(crate) async fn wait_status(app: &TestApp, key: &str, id: &str, status: &str
 
 /// `n` queued messages of a tenant, written straight into the tables (the
 /// shape ingest writes), so a backlog of thousands costs no HTTP round trips.
-fn bulk_queue(conn: &mut PgConnection, tenant: &str, n: usize) {
+pub(crate) fn bulk_queue(conn: &mut PgConnection, tenant: &str, n: usize) {
     diesel::sql_query(format!(
         "WITH g AS (SELECT gen_random_uuid() AS id, g FROM generate_series(1, {n}) g), \
          e AS (INSERT INTO emails (tenant_id, id, expires_at, message_id, from_addr, envelope_from, \

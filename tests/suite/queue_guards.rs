@@ -1,7 +1,9 @@
 //! The worker under pressure (issue 22, findings 5, 8 and 9), on real
 //! Postgres and SMTP sinks: a starved API pool does not let leases lapse (no
 //! message sent twice), one tenant's large mail holds at most its share of
-//! the in-flight bytes, and a send that panics fails its message alone.
+//! the in-flight bytes, a send that panics fails its message alone, and a
+//! stalled outcome recorder stops the claims (issue 24: finished sends
+//! waiting for it once piled up without bound).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +13,7 @@ use serde_json::json;
 
 use crate::common::smtp_sink::{SinkConfig, SmtpSink};
 use crate::common::{self, TestApp};
-use crate::queue::{mail, send, status_of, tenant_with_key, wait_status, WAIT};
+use crate::queue::{bulk_queue, mail, send, status_of, tenant_with_key, wait_status, WAIT};
 
 #[derive(QueryableByName)]
 struct LeaseRow {
@@ -217,4 +219,61 @@ async fn a_send_that_panics_fails_its_message_alone_and_frees_its_slot_and_lease
     }
     assert_eq!(sink.count(), 4);
     assert!(lease_of(&app, &doomed).is_none(), "its lease was left held");
+}
+
+#[tokio::test]
+async fn a_stalled_recorder_stops_the_claims_instead_of_piling_up_finished_sends() {
+    let sink = SmtpSink::start().await;
+    let mut app = TestApp::spawn_with(|s| {
+        common::smtp_settings(s, sink.port());
+        s.worker.concurrency = 4;
+        s.worker.claim_batch = 4;
+    })
+    .await;
+    let (tenant, _) = tenant_with_key(&app, json!({"name": "A"})).await;
+    bulk_queue(&mut app.sql_conn(), &tenant, 300);
+    // Every outcome's transaction bumps the tenant's reputation counters:
+    // holding this lock stalls the recorder (and nothing else the sends need).
+    let mut stall = app.sql_conn();
+    diesel::sql_query("BEGIN").execute(&mut stall).unwrap();
+    diesel::sql_query("LOCK TABLE reputation_hourly IN EXCLUSIVE MODE")
+        .execute(&mut stall)
+        .unwrap();
+    app.start_worker();
+    assert!(sink.wait_count(4, WAIT).await, "nothing was sent");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Sent while no outcome could be written: the 4 slots, the recorder's
+    // queue (2 × concurrency) and the batch it is stuck writing (at most
+    // that queue and one more).
+    let stalled = sink.count();
+    assert!(
+        stalled <= 4 + 8 + 9,
+        "{stalled} of 300 sent while the recorder was stalled: claims went on"
+    );
+    diesel::sql_query("COMMIT").execute(&mut stall).unwrap();
+    assert!(
+        sink.wait_count(300, WAIT).await,
+        "{} of 300 delivered",
+        sink.count()
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = diesel::sql_query("SELECT count(*) AS n FROM email_queue")
+            .get_result::<Count>(&mut app.sql_conn())
+            .unwrap()
+            .n;
+        if left == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{left} outcomes not recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.count(), 300, "a message was sent twice");
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
 }
