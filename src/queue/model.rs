@@ -82,24 +82,40 @@ fn columns(leases: &[Lease]) -> (Vec<Uuid>, Vec<Uuid>, Vec<i64>) {
     )
 }
 
-/// Renews the leases still held with these fences for `lease_secs` from now;
-/// returns how many were renewed (a lease taken over by another claim, or
-/// reclaimed, is not).
-pub fn heartbeat(conn: &mut PgConnection, leases: &[Lease], lease_secs: f64) -> QueryResult<usize> {
+/// Renews `leases` (those still held under their fence); returns the
+/// `(tenant_id, email_id)` of each renewed.
+pub fn heartbeat(
+    conn: &mut PgConnection,
+    leases: &[Lease],
+    lease_secs: f64,
+) -> QueryResult<Vec<(Uuid, Uuid)>> {
     if leases.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let (t, e, f) = columns(leases);
-    diesel::sql_query(
+    let rows: Vec<Renewed> = diesel::sql_query(
         "UPDATE email_queue AS q SET lease_until = now() + make_interval(secs => $4) \
          FROM unnest($1, $2, $3) AS u(t, e, f) \
-         WHERE q.tenant_id = u.t AND q.email_id = u.e AND q.fence = u.f AND q.lease_until IS NOT NULL",
+         WHERE q.tenant_id = u.t AND q.email_id = u.e AND q.fence = u.f AND q.lease_until IS NOT NULL \
+         RETURNING q.tenant_id, q.email_id",
     )
     .bind::<Array<SqlUuid>, _>(&t)
     .bind::<Array<SqlUuid>, _>(&e)
     .bind::<Array<BigInt>, _>(&f)
     .bind::<Double, _>(lease_secs)
-    .execute(conn)
+    .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.tenant_id, r.email_id))
+        .collect())
+}
+
+#[derive(QueryableByName)]
+struct Renewed {
+    #[diesel(sql_type = SqlUuid)]
+    tenant_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    email_id: Uuid,
 }
 
 /// A message whose lease expired `max_lost` times without an outcome.

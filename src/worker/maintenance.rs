@@ -1,11 +1,14 @@
 //! Lease heartbeat and reclaim (on the lease pool), and queue maintenance.
 
+use std::collections::HashSet;
 use std::time::Duration;
+
+use uuid::Uuid;
 
 use super::recorder::record_with_retry;
 use super::Ctx;
 use crate::db;
-use crate::queue::model as queue_db;
+use crate::queue::model::{self as queue_db, Lease};
 use crate::queue::record::{Outcome, Resolution};
 
 /// Renews every lease this worker holds, every third of the lease, so a send
@@ -21,16 +24,32 @@ pub async fn heartbeat(ctx: Ctx) {
         if leases.is_empty() {
             continue;
         }
-        let held = leases.len();
-        let r = db::run(&ctx.leases, move |conn| {
-            Ok(queue_db::heartbeat(conn, &leases, lease)?)
-        })
-        .await;
+        let r = {
+            let leases = leases.clone();
+            db::run(&ctx.leases, move |conn| {
+                Ok(queue_db::heartbeat(conn, &leases, lease)?)
+            })
+            .await
+        };
         match r {
-            Ok(renewed) if renewed < held => {
-                tracing::warn!(held, renewed, "some leases were lost (taken over or reclaimed); their outcomes will be ignored")
+            Ok(renewed) => {
+                // A lease not renewed because its outcome was recorded
+                // meanwhile (its row is gone) was not lost: only those this
+                // worker still holds count.
+                let renewed: HashSet<(Uuid, Uuid)> = renewed.into_iter().collect();
+                let still: HashSet<Lease> = ctx.inflight.leases().into_iter().collect();
+                let lost = leases
+                    .iter()
+                    .filter(|l| still.contains(l) && !renewed.contains(&(l.tenant_id, l.email_id)))
+                    .count();
+                if lost > 0 {
+                    tracing::warn!(
+                        held = leases.len(),
+                        lost,
+                        "some leases were lost (taken over or reclaimed); their outcomes will be ignored"
+                    )
+                }
             }
-            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "lease heartbeat failed"),
         }
     }
