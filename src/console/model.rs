@@ -72,7 +72,10 @@ pub struct NewUser<'a> {
 /// the platform is a unique violation of the directory's key).
 pub fn insert_user(conn: &mut PgConnection, u: &NewUser<'_>) -> QueryResult<UserRow> {
     diesel::insert_into(directory::table)
-        .values((directory::email.eq(u.email), directory::tenant_id.eq(u.tenant_id)))
+        .values((
+            directory::email.eq(u.email),
+            directory::tenant_id.eq(u.tenant_id),
+        ))
         .execute(conn)?;
     let owner = Owner::of(u.tenant_id);
     let row = match owner {
@@ -212,11 +215,12 @@ pub fn set_role(
 /// again); its sessions, invitations and challenges go with it (ON DELETE
 /// CASCADE).
 pub fn delete_user(conn: &mut PgConnection, owner: Owner, user: Uuid) -> QueryResult<usize> {
-    let emails: Vec<String> = by_owner!(owner, console_users | platform_console_users, |t, rows| {
-        diesel::delete(rows.filter(t::id.eq(user)))
-            .returning(t::email)
-            .get_results(conn)?
-    });
+    let emails: Vec<String> =
+        by_owner!(owner, console_users | platform_console_users, |t, rows| {
+            diesel::delete(rows.filter(t::id.eq(user)))
+                .returning(t::email)
+                .get_results(conn)?
+        });
     diesel::delete(directory::table.filter(directory::email.eq_any(&emails))).execute(conn)?;
     Ok(emails.len())
 }

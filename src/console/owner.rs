@@ -121,6 +121,9 @@ mod tests {
             assert_eq!(locate(bad), None, "{bad}");
         }
         let other = format!("{}.{}", "0".repeat(32), "x");
-        assert!(matches!(locate(&other), Some((Scope::Of(Owner::Tenant(_)), _))));
+        assert!(matches!(
+            locate(&other),
+            Some((Scope::Of(Owner::Tenant(_)), _))
+        ));
     }
 }

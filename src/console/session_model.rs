@@ -116,17 +116,25 @@ fn tenant_session(
     Ok(found.map(|(t, c, csrf, status)| (user_row(Owner::Tenant(t), c), csrf, Some(status))))
 }
 
-pub fn delete_session(conn: &mut PgConnection, owner: Owner, token_hash: &[u8]) -> QueryResult<usize> {
-    by_owner!(owner, console_sessions | platform_console_sessions, |t, rows| {
-        diesel::delete(rows.filter(t::token_hash.eq(token_hash))).execute(conn)
-    })
+pub fn delete_session(
+    conn: &mut PgConnection,
+    owner: Owner,
+    token_hash: &[u8],
+) -> QueryResult<usize> {
+    by_owner!(
+        owner,
+        console_sessions | platform_console_sessions,
+        |t, rows| { diesel::delete(rows.filter(t::token_hash.eq(token_hash))).execute(conn) }
+    )
 }
 
 /// "Log out everywhere": every session of the user.
 pub fn delete_sessions_of(conn: &mut PgConnection, owner: Owner, user: Uuid) -> QueryResult<usize> {
-    by_owner!(owner, console_sessions | platform_console_sessions, |t, rows| {
-        diesel::delete(rows.filter(t::user_id.eq(user))).execute(conn)
-    })
+    by_owner!(
+        owner,
+        console_sessions | platform_console_sessions,
+        |t, rows| { diesel::delete(rows.filter(t::user_id.eq(user))).execute(conn) }
+    )
 }
 
 /// Ends every session of `user` but the one whose token hash is `keep`.
@@ -136,25 +144,35 @@ pub fn delete_other_sessions(
     user: Uuid,
     keep: &[u8],
 ) -> QueryResult<usize> {
-    by_owner!(owner, console_sessions | platform_console_sessions, |t, rows| {
-        diesel::delete(rows.filter(t::user_id.eq(user)).filter(t::token_hash.ne(keep)))
+    by_owner!(
+        owner,
+        console_sessions | platform_console_sessions,
+        |t, rows| {
+            diesel::delete(
+                rows.filter(t::user_id.eq(user))
+                    .filter(t::token_hash.ne(keep)),
+            )
             .execute(conn)
-    })
+        }
+    )
 }
 
 /// Expired sessions and used or expired invitations, at most `limit` of
 /// each kind per table (a sweep across tenants: bounded batches, no order).
 pub fn purge_expired(conn: &mut PgConnection, limit: i64) -> QueryResult<usize> {
     let mut n = 0;
-    let (expired, spent) = ("expires_at < now()", "expires_at < now() OR used_at IS NOT NULL");
+    let (expired, spent) = (
+        "expires_at < now()",
+        "expires_at < now() OR used_at IS NOT NULL",
+    );
     for (table, key, gone) in [
-        ("console_sessions", "(tenant_id, token_hash)", expired),
+        ("console_sessions", "tenant_id, token_hash", expired),
         ("platform_console_sessions", "token_hash", expired),
-        ("console_invitations", "(tenant_id, token_hash)", spent),
+        ("console_invitations", "tenant_id, token_hash", spent),
         ("platform_console_invitations", "token_hash", spent),
     ] {
         n += diesel::sql_query(format!(
-            "DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE {gone} LIMIT $1)"
+            "DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {gone} LIMIT $1)"
         ))
         .bind::<BigInt, _>(limit)
         .execute(conn)?;
@@ -196,17 +214,21 @@ pub fn take_invitation(
     token_hash: &[u8],
 ) -> QueryResult<Option<(Owner, Uuid)>> {
     let take = |conn: &mut PgConnection, owner: Owner| -> QueryResult<Option<Uuid>> {
-        by_owner!(owner, console_invitations | platform_console_invitations, |t, rows| {
-            diesel::update(
-                rows.filter(t::token_hash.eq(token_hash))
-                    .filter(t::used_at.is_null())
-                    .filter(t::expires_at.gt(diesel::dsl::now)),
-            )
-            .set(t::used_at.eq(diesel::dsl::now))
-            .returning(t::user_id)
-            .get_result(conn)
-            .optional()
-        })
+        by_owner!(
+            owner,
+            console_invitations | platform_console_invitations,
+            |t, rows| {
+                diesel::update(
+                    rows.filter(t::token_hash.eq(token_hash))
+                        .filter(t::used_at.is_null())
+                        .filter(t::expires_at.gt(diesel::dsl::now)),
+                )
+                .set(t::used_at.eq(diesel::dsl::now))
+                .returning(t::user_id)
+                .get_result(conn)
+                .optional()
+            }
+        )
     };
     match scope {
         Scope::Of(owner) => Ok(take(conn, owner)?.map(|u| (owner, u))),
@@ -231,17 +253,25 @@ pub fn take_invitation(
 }
 
 /// Whether an invitation could still be used (the form's GET).
-pub fn invitation_open(conn: &mut PgConnection, scope: Scope, token_hash: &[u8]) -> QueryResult<bool> {
+pub fn invitation_open(
+    conn: &mut PgConnection,
+    scope: Scope,
+    token_hash: &[u8],
+) -> QueryResult<bool> {
     let open = |conn: &mut PgConnection, owner: Option<Owner>| -> QueryResult<bool> {
         match owner {
-            Some(owner) => by_owner!(owner, console_invitations | platform_console_invitations, |t, rows| {
-                diesel::select(diesel::dsl::exists(
-                    rows.filter(t::token_hash.eq(token_hash))
-                        .filter(t::used_at.is_null())
-                        .filter(t::expires_at.gt(diesel::dsl::now)),
-                ))
-                .get_result(conn)
-            }),
+            Some(owner) => by_owner!(
+                owner,
+                console_invitations | platform_console_invitations,
+                |t, rows| {
+                    diesel::select(diesel::dsl::exists(
+                        rows.filter(t::token_hash.eq(token_hash))
+                            .filter(t::used_at.is_null())
+                            .filter(t::expires_at.gt(diesel::dsl::now)),
+                    ))
+                    .get_result(conn)
+                }
+            ),
             None => {
                 use console_invitations as t;
                 diesel::select(diesel::dsl::exists(

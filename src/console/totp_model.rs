@@ -121,12 +121,15 @@ pub fn set_pending(
     sealed: &[u8],
 ) -> QueryResult<usize> {
     by_owner!(owner, console_users | platform_console_users, |t, rows| {
-        diesel::update(rows.filter(t::id.eq(user)).filter(t::totp_enabled.eq(false)))
-            .set((
-                t::totp_secret_enc.eq(sealed),
-                t::totp_last_step.eq(None::<i64>),
-            ))
-            .execute(conn)
+        diesel::update(
+            rows.filter(t::id.eq(user))
+                .filter(t::totp_enabled.eq(false)),
+        )
+        .set((
+            t::totp_secret_enc.eq(sealed),
+            t::totp_last_step.eq(None::<i64>),
+        ))
+        .execute(conn)
     })
 }
 
@@ -288,7 +291,8 @@ pub fn fail_challenge(
             by_owner!(
                 owner,
                 console_login_challenges | platform_console_login_challenges,
-                |t, rows| diesel::delete(rows.filter(t::token_hash.eq(token_hash))).execute(conn)?
+                |t, rows| diesel::delete(rows.filter(t::token_hash.eq(token_hash)))
+                    .execute(conn)?
             );
             Ok(false)
         }
@@ -296,7 +300,11 @@ pub fn fail_challenge(
     }
 }
 
-pub fn delete_challenges_of(conn: &mut PgConnection, owner: Owner, user: Uuid) -> QueryResult<usize> {
+pub fn delete_challenges_of(
+    conn: &mut PgConnection,
+    owner: Owner,
+    user: Uuid,
+) -> QueryResult<usize> {
     by_owner!(
         owner,
         console_login_challenges | platform_console_login_challenges,
@@ -308,11 +316,11 @@ pub fn delete_challenges_of(conn: &mut PgConnection, owner: Owner, user: Uuid) -
 pub fn purge_expired(conn: &mut PgConnection, limit: i64) -> QueryResult<usize> {
     let mut n = 0;
     for (table, key) in [
-        ("console_login_challenges", "(tenant_id, token_hash)"),
+        ("console_login_challenges", "tenant_id, token_hash"),
         ("platform_console_login_challenges", "token_hash"),
     ] {
         n += diesel::sql_query(format!(
-            "DELETE FROM {table} WHERE {key} IN \
+            "DELETE FROM {table} WHERE ({key}) IN \
              (SELECT {key} FROM {table} WHERE expires_at < now() LIMIT $1)"
         ))
         .bind::<BigInt, _>(limit)

@@ -148,7 +148,10 @@ async fn tokens_name_their_owner_and_tokens_from_before_the_split_still_work() {
     let (owner, _) = sign_in(&app, "owner@a.example", &[]).await;
     let a_hex = a.replace('-', "");
     assert!(admin.starts_with("postline_console=p."), "{admin}");
-    assert!(owner.starts_with(&format!("postline_console={a_hex}.")), "{owner}");
+    assert!(
+        owner.starts_with(&format!("postline_console={a_hex}.")),
+        "{owner}"
+    );
     assert_eq!(get(&app, &owner, "/console").await.0, 200);
     assert_eq!(get(&app, &admin, "/console/tenants").await.0, 200);
 
@@ -160,7 +163,11 @@ async fn tokens_name_their_owner_and_tokens_from_before_the_split_still_work() {
         with_owner(&admin, &a_hex),
     ] {
         let (status, _, to) = get(&app, &edited, "/console").await;
-        assert_eq!((status, to.as_deref()), (303, Some("/console/login")), "{edited}");
+        assert_eq!(
+            (status, to.as_deref()),
+            (303, Some("/console/login")),
+            "{edited}"
+        );
     }
 
     // Sessions opened before the split: the bare random token, stored by
@@ -203,4 +210,52 @@ async fn tokens_name_their_owner_and_tokens_from_before_the_split_still_work() {
         let (status, page, _) = get(&app, &cookie, "/console").await;
         assert_eq!(status, 200, "an old session of {id}: {page}");
     }
+
+    // An address is unique across owners (the directory), and free again
+    // once its user is removed.
+    let create = |email: &'static str, role: Role, tenant: Option<String>| {
+        let pool = app.pool().clone();
+        async move {
+            postline::console::users::create(
+                &pool,
+                &postline::audit::Actor::cli(),
+                email,
+                role,
+                tenant.map(|t| postline::tenants::model::TenantRef::parse(&t)),
+                Some(crate::console::PASSWORD),
+                3600,
+            )
+            .await
+        }
+    };
+    let taken = create("owner@a.example", Role::Admin, None).await;
+    assert!(
+        matches!(taken, Err(postline::error::AppError::Conflict { .. })),
+        "an admin with a tenant user's address"
+    );
+    let taken = create("admin@example.com", Role::Viewer, Some(b.clone())).await;
+    assert!(
+        matches!(taken, Err(postline::error::AppError::Conflict { .. })),
+        "a tenant user with an admin's address"
+    );
+    postline::console::team::remove_by_email(
+        app.pool(),
+        &postline::audit::Actor::cli(),
+        "admin@example.com",
+    )
+    .await
+    .unwrap();
+    create("admin@example.com", Role::Viewer, Some(b.clone()))
+        .await
+        .expect("the address is free again");
+    let (viewer, _) = sign_in(&app, "admin@example.com", &[]).await;
+    assert!(
+        viewer.starts_with(&format!("postline_console={b_hex}.")),
+        "{viewer}"
+    );
+    assert_eq!(
+        get(&app, &admin, "/console").await.0,
+        303,
+        "the admin's session ended"
+    );
 }
