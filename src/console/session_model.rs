@@ -124,7 +124,7 @@ pub fn delete_session(
     by_owner!(
         owner,
         console_sessions | platform_console_sessions,
-        |t, rows| { diesel::delete(rows.filter(t::token_hash.eq(token_hash))).execute(conn) }
+        |t, rows| diesel::delete(rows.filter(t::token_hash.eq(token_hash))).execute(conn)
     )
 }
 
@@ -133,7 +133,7 @@ pub fn delete_sessions_of(conn: &mut PgConnection, owner: Owner, user: Uuid) -> 
     by_owner!(
         owner,
         console_sessions | platform_console_sessions,
-        |t, rows| { diesel::delete(rows.filter(t::user_id.eq(user))).execute(conn) }
+        |t, rows| diesel::delete(rows.filter(t::user_id.eq(user))).execute(conn)
     )
 }
 
