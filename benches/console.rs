@@ -73,9 +73,10 @@ async fn run(env: &BenchEnv) {
         .await
         .unwrap()
         .unwrap();
-    let token = postline::console::sessions::open_session(&a.state.pool, user.id, 3600)
-        .await
-        .unwrap();
+    let token =
+        postline::console::sessions::open_session(&a.state.pool, user.owner(), user.id, 3600)
+            .await
+            .unwrap();
     let cookie = format!("postline_console={}", token.expose());
 
     let base = format!("http://{}", a.addr);

@@ -33,7 +33,7 @@ struct SealedColumn {
     context: fn(Uuid) -> String,
 }
 
-const COLUMNS: [SealedColumn; 6] = [
+const COLUMNS: [SealedColumn; 7] = [
     SealedColumn {
         name: "tenants.smtp_password",
         table: "tenants",
@@ -67,6 +67,12 @@ const COLUMNS: [SealedColumn; 6] = [
     SealedColumn {
         name: "console_users.totp_secret_enc",
         table: "console_users",
+        column: "totp_secret_enc",
+        context: crate::console::second_factor::secret_context,
+    },
+    SealedColumn {
+        name: "platform_console_users.totp_secret_enc",
+        table: "platform_console_users",
         column: "totp_secret_enc",
         context: crate::console::second_factor::secret_context,
     },

@@ -1,15 +1,19 @@
-//! The console's SQL: users, sessions (by token hash), invitations, and the
-//! admin queue overview. Tenant users are always read with their tenant.
+//! The console's SQL: users (a tenant's in `console_users`, keyed
+//! `(tenant_id, id)`; the platform's admins in `platform_console_users`;
+//! `console_user_directory` maps each e-mail address to its owner and keeps
+//! addresses unique platform-wide), and the admin queue overview. Sessions
+//! and invitations: `session_model`. Tenant users are always read with their
+//! tenant.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use uuid::Uuid;
 
-use crate::db::schema::{console_invitations, console_sessions, console_users, tenants};
+use super::owner::{by_owner, Owner};
+use crate::db::schema::{console_user_directory as directory, console_users, tenants};
 
-#[derive(Clone, Debug, Queryable, Selectable)]
-#[diesel(table_name = console_users)]
+#[derive(Clone, Debug)]
 pub struct UserRow {
     pub id: Uuid,
     pub tenant_id: Option<Uuid>,
@@ -20,8 +24,42 @@ pub struct UserRow {
     pub totp_enabled: bool,
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = console_users)]
+impl UserRow {
+    pub fn owner(&self) -> Owner {
+        Owner::of(self.tenant_id)
+    }
+}
+
+/// The columns of a [`UserRow`] but its owner, in either table.
+macro_rules! user_columns {
+    ($t:ident) => {
+        (
+            $t::id,
+            $t::email,
+            $t::role,
+            $t::password_hash,
+            $t::created_at,
+            $t::totp_enabled,
+        )
+    };
+}
+pub(crate) use user_columns;
+
+pub(super) type UserColumns = (Uuid, String, String, Option<String>, DateTime<Utc>, bool);
+
+/// A row of `owner`'s table as a [`UserRow`].
+pub(super) fn user_row(owner: Owner, c: UserColumns) -> UserRow {
+    UserRow {
+        id: c.0,
+        tenant_id: owner.tenant(),
+        email: c.1,
+        role: c.2,
+        password_hash: c.3,
+        created_at: c.4,
+        totp_enabled: c.5,
+    }
+}
+
 pub struct NewUser<'a> {
     pub id: Uuid,
     pub tenant_id: Option<Uuid>,
@@ -30,34 +68,106 @@ pub struct NewUser<'a> {
     pub password_hash: Option<&'a str>,
 }
 
+/// Writes the user and its directory entry (an address taken anywhere on
+/// the platform is a unique violation of the directory's key).
 pub fn insert_user(conn: &mut PgConnection, u: &NewUser<'_>) -> QueryResult<UserRow> {
-    diesel::insert_into(console_users::table)
-        .values(u)
-        .returning(UserRow::as_returning())
-        .get_result(conn)
+    diesel::insert_into(directory::table)
+        .values((
+            directory::email.eq(u.email),
+            directory::tenant_id.eq(u.tenant_id),
+        ))
+        .execute(conn)?;
+    let owner = Owner::of(u.tenant_id);
+    let row = match owner {
+        Owner::Tenant(t) => diesel::insert_into(console_users::table)
+            .values((
+                console_users::id.eq(u.id),
+                console_users::tenant_id.eq(t),
+                console_users::email.eq(u.email),
+                console_users::role.eq(u.role),
+                console_users::password_hash.eq(u.password_hash),
+            ))
+            .returning(user_columns!(console_users))
+            .get_result(conn)?,
+        Owner::Platform => {
+            use crate::db::schema::platform_console_users as p;
+            diesel::insert_into(p::table)
+                .values((
+                    p::id.eq(u.id),
+                    p::email.eq(u.email),
+                    p::role.eq(u.role),
+                    p::password_hash.eq(u.password_hash),
+                ))
+                .returning(user_columns!(p))
+                .get_result(conn)?
+        }
+    };
+    Ok(user_row(owner, row))
 }
 
-/// A user with its tenant's status (`None` for admins).
+/// Whose the address is (the directory), if anyone's.
+pub fn owner_of_email(conn: &mut PgConnection, email: &str) -> QueryResult<Option<Owner>> {
+    let found: Option<Option<Uuid>> = directory::table
+        .filter(directory::email.eq(email))
+        .select(directory::tenant_id)
+        .first(conn)
+        .optional()?;
+    Ok(found.map(Owner::of))
+}
+
+/// A user by e-mail with its tenant's status (`None` for admins): the
+/// directory names the owner, the row is then read there.
 pub fn user_by_email(
     conn: &mut PgConnection,
     email: &str,
 ) -> QueryResult<Option<(UserRow, Option<String>)>> {
-    console_users::table
-        .left_join(tenants::table)
-        .filter(console_users::email.eq(email))
-        .select((UserRow::as_select(), tenants::status.nullable()))
-        .first(conn)
-        .optional()
+    let Some(owner) = owner_of_email(conn, email)? else {
+        return Ok(None);
+    };
+    let Some(user) = user_of(conn, owner, email, false)? else {
+        return Ok(None);
+    };
+    let status = match owner {
+        Owner::Tenant(t) => tenants::table
+            .find(t)
+            .select(tenants::status)
+            .first(conn)
+            .optional()?,
+        Owner::Platform => None,
+    };
+    Ok(Some((user, status)))
+}
+
+/// `owner`'s user with this address, locked with `lock`.
+fn user_of(
+    conn: &mut PgConnection,
+    owner: Owner,
+    email: &str,
+    lock: bool,
+) -> QueryResult<Option<UserRow>> {
+    let found = by_owner!(owner, console_users | platform_console_users, |t, rows| {
+        let q = rows.filter(t::email.eq(email)).select(user_columns!(t));
+        if lock {
+            q.for_update().first(conn).optional()?
+        } else {
+            q.first(conn).optional()?
+        }
+    });
+    Ok(found.map(|c| user_row(owner, c)))
 }
 
 /// The users of one tenant, oldest first (bounded: a team page).
 pub fn users_of_tenant(conn: &mut PgConnection, tenant: Uuid) -> QueryResult<Vec<UserRow>> {
-    console_users::table
+    let rows: Vec<UserColumns> = console_users::table
         .filter(console_users::tenant_id.eq(tenant))
         .order((console_users::created_at, console_users::id))
         .limit(200)
-        .select(UserRow::as_select())
-        .load(conn)
+        .select(user_columns!(console_users))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|c| user_row(Owner::Tenant(tenant), c))
+        .collect())
 }
 
 /// The ids of `tenant`'s owners, locked until the transaction ends.
@@ -76,13 +186,14 @@ pub fn tenant_user_for_update(
     tenant: Uuid,
     user: Uuid,
 ) -> QueryResult<Option<UserRow>> {
-    console_users::table
+    let found: Option<UserColumns> = console_users::table
         .filter(console_users::tenant_id.eq(tenant))
         .filter(console_users::id.eq(user))
-        .select(UserRow::as_select())
+        .select(user_columns!(console_users))
         .for_update()
         .first(conn)
-        .optional()
+        .optional()?;
+    Ok(found.map(|c| user_row(Owner::Tenant(tenant), c)))
 }
 
 pub fn set_role(
@@ -100,15 +211,18 @@ pub fn set_role(
     .execute(conn)
 }
 
-/// Deletes a user of `tenant`; its sessions and invitations go with it
-/// (ON DELETE CASCADE).
-pub fn delete_user(conn: &mut PgConnection, tenant: Uuid, user: Uuid) -> QueryResult<usize> {
-    diesel::delete(
-        console_users::table
-            .filter(console_users::tenant_id.eq(tenant))
-            .filter(console_users::id.eq(user)),
-    )
-    .execute(conn)
+/// Deletes a user of `owner` and its directory entry (the address is free
+/// again); its sessions, invitations and challenges go with it (ON DELETE
+/// CASCADE).
+pub fn delete_user(conn: &mut PgConnection, owner: Owner, user: Uuid) -> QueryResult<usize> {
+    let emails: Vec<String> =
+        by_owner!(owner, console_users | platform_console_users, |t, rows| {
+            diesel::delete(rows.filter(t::id.eq(user)))
+                .returning(t::email)
+                .get_results(conn)?
+        });
+    diesel::delete(directory::table.filter(directory::email.eq_any(&emails))).execute(conn)?;
+    Ok(emails.len())
 }
 
 /// A user by e-mail, locked (the CLI's removal: admins have no tenant).
@@ -116,128 +230,23 @@ pub fn user_by_email_for_update(
     conn: &mut PgConnection,
     email: &str,
 ) -> QueryResult<Option<UserRow>> {
-    console_users::table
-        .filter(console_users::email.eq(email))
-        .select(UserRow::as_select())
-        .for_update()
-        .first(conn)
-        .optional()
+    match owner_of_email(conn, email)? {
+        Some(owner) => user_of(conn, owner, email, true),
+        None => Ok(None),
+    }
 }
 
-/// Deletes a platform admin user (tenant users: [`delete_user`]).
-pub fn delete_admin_user(conn: &mut PgConnection, user: Uuid) -> QueryResult<usize> {
-    diesel::delete(
-        console_users::table
-            .filter(console_users::tenant_id.is_null())
-            .filter(console_users::id.eq(user)),
-    )
-    .execute(conn)
-}
-
-pub fn set_password(conn: &mut PgConnection, user: Uuid, hash: &str) -> QueryResult<usize> {
-    diesel::update(console_users::table.find(user))
-        .set(console_users::password_hash.eq(hash))
-        .execute(conn)
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = console_sessions)]
-pub struct NewSession<'a> {
-    pub token_hash: &'a [u8],
-    pub user_id: Uuid,
-    pub csrf_token: &'a str,
-    pub expires_at: DateTime<Utc>,
-}
-
-pub fn insert_session(conn: &mut PgConnection, s: &NewSession<'_>) -> QueryResult<usize> {
-    diesel::insert_into(console_sessions::table)
-        .values(s)
-        .execute(conn)
-}
-
-/// A live session: its user, the CSRF token and the user's tenant status.
-pub fn session(
+pub fn set_password(
     conn: &mut PgConnection,
-    token_hash: &[u8],
-) -> QueryResult<Option<(UserRow, String, Option<String>)>> {
-    console_sessions::table
-        .inner_join(console_users::table.left_join(tenants::table))
-        .filter(console_sessions::token_hash.eq(token_hash))
-        .filter(console_sessions::expires_at.gt(diesel::dsl::now))
-        .select((
-            UserRow::as_select(),
-            console_sessions::csrf_token,
-            tenants::status.nullable(),
-        ))
-        .first(conn)
-        .optional()
-}
-
-pub fn delete_session(conn: &mut PgConnection, token_hash: &[u8]) -> QueryResult<usize> {
-    diesel::delete(console_sessions::table.find(token_hash)).execute(conn)
-}
-
-/// "Log out everywhere": every session of the user.
-pub fn delete_sessions_of(conn: &mut PgConnection, user: Uuid) -> QueryResult<usize> {
-    diesel::delete(console_sessions::table.filter(console_sessions::user_id.eq(user))).execute(conn)
-}
-
-/// Expired sessions and used or expired invitations, at most `limit` each.
-pub fn purge_expired(conn: &mut PgConnection, limit: i64) -> QueryResult<usize> {
-    let sessions = diesel::sql_query(
-        "DELETE FROM console_sessions WHERE token_hash IN \
-         (SELECT token_hash FROM console_sessions WHERE expires_at < now() LIMIT $1)",
-    )
-    .bind::<BigInt, _>(limit)
-    .execute(conn)?;
-    let invitations = diesel::sql_query(
-        "DELETE FROM console_invitations WHERE token_hash IN \
-         (SELECT token_hash FROM console_invitations \
-          WHERE expires_at < now() OR used_at IS NOT NULL LIMIT $1)",
-    )
-    .bind::<BigInt, _>(limit)
-    .execute(conn)?;
-    Ok(sessions + invitations)
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = console_invitations)]
-pub struct NewInvitation<'a> {
-    pub token_hash: &'a [u8],
-    pub user_id: Uuid,
-    pub expires_at: DateTime<Utc>,
-}
-
-pub fn insert_invitation(conn: &mut PgConnection, i: &NewInvitation<'_>) -> QueryResult<usize> {
-    diesel::insert_into(console_invitations::table)
-        .values(i)
-        .execute(conn)
-}
-
-/// Marks an unused, unexpired invitation used and returns its user: a link
-/// works once, whatever races it.
-pub fn take_invitation(conn: &mut PgConnection, token_hash: &[u8]) -> QueryResult<Option<Uuid>> {
-    diesel::update(
-        console_invitations::table
-            .filter(console_invitations::token_hash.eq(token_hash))
-            .filter(console_invitations::used_at.is_null())
-            .filter(console_invitations::expires_at.gt(diesel::dsl::now)),
-    )
-    .set(console_invitations::used_at.eq(diesel::dsl::now))
-    .returning(console_invitations::user_id)
-    .get_result(conn)
-    .optional()
-}
-
-/// Whether an invitation could still be used (the form's GET).
-pub fn invitation_open(conn: &mut PgConnection, token_hash: &[u8]) -> QueryResult<bool> {
-    diesel::select(diesel::dsl::exists(
-        console_invitations::table
-            .filter(console_invitations::token_hash.eq(token_hash))
-            .filter(console_invitations::used_at.is_null())
-            .filter(console_invitations::expires_at.gt(diesel::dsl::now)),
-    ))
-    .get_result(conn)
+    owner: Owner,
+    user: Uuid,
+    hash: &str,
+) -> QueryResult<usize> {
+    by_owner!(owner, console_users | platform_console_users, |t, rows| {
+        diesel::update(rows.filter(t::id.eq(user)))
+            .set(t::password_hash.eq(hash))
+            .execute(conn)
+    })
 }
 
 /// One tenant's share of the queue (the admin queue page).

@@ -8,9 +8,9 @@ use chrono::{Duration, Utc};
 use diesel::Connection;
 use uuid::Uuid;
 
-use super::sessions::{digest, new_token};
+use super::owner::{self, Owner};
 use super::totp;
-use super::totp_model::{self as model, NewChallenge, TotpRow};
+use super::totp_model::{self as model, TotpRow};
 use super::users::ConsoleUser;
 use crate::audit::Actor;
 use crate::config::Secret;
@@ -46,7 +46,7 @@ pub enum Status {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// The code is right and fresh: open a session for this user.
-    Accepted(Uuid),
+    Accepted(Owner, Uuid),
     /// Wrong, or a step already used (counts as a failed sign-in). With
     /// `retry` false that was the challenge's last try.
     Refused { retry: bool },
@@ -68,13 +68,13 @@ fn open_secret(vault: &Vault, row: &TotpRow) -> AppResult<zeroize::Zeroizing<Vec
         .map_err(|e| AppError::internal("totp secret", e))
 }
 
-fn row(conn: &mut diesel::PgConnection, user: Uuid) -> AppResult<TotpRow> {
-    model::totp_for_update(conn, user)?.ok_or(AppError::NotFound)
+fn row(conn: &mut diesel::PgConnection, owner: Owner, user: Uuid) -> AppResult<TotpRow> {
+    model::totp_for_update(conn, owner, user)?.ok_or(AppError::NotFound)
 }
 
 pub async fn status(pool: &PgPool, vault: &Vault, user: &ConsoleUser) -> AppResult<Status> {
-    let id = user.id;
-    let row = db::run(pool, move |conn| Ok(model::totp_of(conn, id)?))
+    let (owner, id) = (user.owner(), user.id);
+    let row = db::run(pool, move |conn| Ok(model::totp_of(conn, owner, id)?))
         .await?
         .ok_or(AppError::NotFound)?;
     Ok(match (row.totp_enabled, row.totp_secret_enc.is_some()) {
@@ -93,10 +93,10 @@ pub async fn status(pool: &PgPool, vault: &Vault, user: &ConsoleUser) -> AppResu
 /// Makes a new secret (replacing an unconfirmed one). TOTP that is on
 /// must be turned off first (409).
 pub async fn start(pool: &PgPool, vault: &Vault, user: &ConsoleUser) -> AppResult<()> {
-    let id = user.id;
+    let (owner, id) = (user.owner(), user.id);
     let sealed = vault.seal(&totp::new_secret(), &secret_context(id));
     db::run(pool, move |conn| {
-        if model::set_pending(conn, id, &sealed)? == 0 {
+        if model::set_pending(conn, owner, id, &sealed)? == 0 {
             return Err(AppError::conflict(
                 "TOTP is already on; turn it off first to set up a new authenticator.",
             ));
@@ -116,11 +116,11 @@ pub async fn enable(
     actor: Actor,
     code: &str,
 ) -> AppResult<bool> {
-    let (id, code, vault) = (user.id, code.to_string(), vault.clone());
+    let (owner, id, code, vault) = (user.owner(), user.id, code.to_string(), vault.clone());
     let this_session = user.token_hash.clone();
     db::run(pool, move |conn| {
         conn.transaction(|conn| {
-            let row = row(conn, id)?;
+            let row = row(conn, owner, id)?;
             if row.totp_enabled {
                 return Err(AppError::conflict("TOTP is already on."));
             }
@@ -131,10 +131,10 @@ pub async fn enable(
             else {
                 return Ok(false);
             };
-            if !model::enable(conn, id, &sealed, step)? {
+            if !model::enable(conn, owner, id, &sealed, step)? {
                 return Err(AppError::conflict("The setup changed; reload the page."));
             }
-            model::delete_other_sessions(conn, id, &this_session)?;
+            super::session_model::delete_other_sessions(conn, owner, id, &this_session)?;
             let changes = serde_json::json!({"totp": "enabled"});
             crate::audit::record(
                 conn,
@@ -158,10 +158,10 @@ pub async fn disable(
     actor: Actor,
     code: &str,
 ) -> AppResult<bool> {
-    let (id, code, vault) = (user.id, code.to_string(), vault.clone());
+    let (owner, id, code, vault) = (user.owner(), user.id, code.to_string(), vault.clone());
     db::run(pool, move |conn| {
         conn.transaction(|conn| {
-            let row = row(conn, id)?;
+            let row = row(conn, owner, id)?;
             if !row.totp_enabled {
                 return Err(AppError::conflict("TOTP is off."));
             }
@@ -170,8 +170,8 @@ pub async fn disable(
                 Some(s) if row.totp_last_step.is_none_or(|last| last < s) => {}
                 _ => return Ok(false),
             }
-            model::clear(conn, id)?;
-            model::delete_challenges_of(conn, id)?;
+            model::clear(conn, owner, id)?;
+            model::delete_challenges_of(conn, owner, id)?;
             let changes = serde_json::json!({"totp": "disabled"});
             crate::audit::record(
                 conn,
@@ -187,26 +187,19 @@ pub async fn disable(
     .await
 }
 
-/// Whether a sign-in of `user` needs a code.
-pub async fn required(pool: &PgPool, user: Uuid) -> AppResult<bool> {
-    let row = db::run(pool, move |conn| Ok(model::totp_of(conn, user)?)).await?;
+/// Whether a sign-in of `owner`'s `user` needs a code.
+pub async fn required(pool: &PgPool, owner: Owner, user: Uuid) -> AppResult<bool> {
+    let row = db::run(pool, move |conn| Ok(model::totp_of(conn, owner, user)?)).await?;
     Ok(row.is_some_and(|r| r.totp_enabled))
 }
 
 /// Opens the second step of a sign-in whose password was right: the token
 /// for the browser's cookie (only its hash is stored).
-pub async fn open_challenge(pool: &PgPool, user: Uuid) -> AppResult<Secret> {
-    let (token, hash) = new_token();
+pub async fn open_challenge(pool: &PgPool, owner: Owner, user: Uuid) -> AppResult<Secret> {
+    let (token, hash) = owner::new_token(owner);
     let expires_at = Utc::now() + Duration::seconds(CHALLENGE_TTL_SECS);
     db::run(pool, move |conn| {
-        model::insert_challenge(
-            conn,
-            &NewChallenge {
-                token_hash: &hash,
-                user_id: user,
-                expires_at,
-            },
-        )?;
+        model::insert_challenge(conn, owner, &hash, user, expires_at)?;
         model::purge_expired(conn, 100)?;
         Ok(())
     })
@@ -216,15 +209,14 @@ pub async fn open_challenge(pool: &PgPool, user: Uuid) -> AppResult<Secret> {
 
 /// The e-mail of a live challenge's user (the throttle's key), if any.
 pub async fn challenge_email(pool: &PgPool, token: &str) -> AppResult<Option<String>> {
-    if token.is_empty() || token.len() > 128 {
+    let Some((scope, hash)) = owner::locate(token) else {
         return Ok(None);
-    }
-    let hash = digest(token);
+    };
     db::run(pool, move |conn| {
-        let Some(user) = model::challenge_user(conn, &hash)? else {
+        let Some((owner, user)) = model::challenge_user(conn, scope, &hash)? else {
             return Ok(None);
         };
-        Ok(model::totp_of(conn, user)?.map(|r| r.email))
+        Ok(model::totp_of(conn, owner, user)?.map(|r| r.email))
     })
     .await
 }
@@ -232,33 +224,33 @@ pub async fn challenge_email(pool: &PgPool, token: &str) -> AppResult<Option<Str
 /// Checks the code of a sign-in's second step. On acceptance the step is
 /// recorded as used and the challenge is gone.
 pub async fn complete(pool: &PgPool, vault: &Vault, token: &str, code: &str) -> AppResult<Verdict> {
-    if token.is_empty() || token.len() > 128 {
+    let Some((scope, hash)) = owner::locate(token) else {
         return Ok(Verdict::Expired);
-    }
-    let (hash, code, vault) = (digest(token), code.to_string(), vault.clone());
+    };
+    let (code, vault) = (code.to_string(), vault.clone());
     db::run(pool, move |conn| {
         conn.transaction(|conn| {
-            let Some(user) = model::challenge_user(conn, &hash)? else {
+            let Some((owner, user)) = model::challenge_user(conn, scope, &hash)? else {
                 return Ok(Verdict::Expired);
             };
-            let row = row(conn, user)?;
+            let row = row(conn, owner, user)?;
             if !row.totp_enabled {
                 return Ok(Verdict::Expired);
             }
             let step = totp::matching_step(&open_secret(&vault, &row)?, &code, now_step());
             let Some(step) = step.filter(|s| row.totp_last_step.is_none_or(|last| last < *s))
             else {
-                let retry = model::fail_challenge(conn, &hash, MAX_CODE_FAILURES)?;
+                let retry = model::fail_challenge(conn, owner, &hash, MAX_CODE_FAILURES)?;
                 return Ok(Verdict::Refused { retry });
             };
-            if !model::take_challenge(conn, &hash, user)? {
+            if !model::take_challenge(conn, owner, &hash, user)? {
                 return Ok(Verdict::Expired);
             }
             // The row is locked: nobody used a later step meanwhile.
-            if !model::use_step(conn, user, step)? {
+            if !model::use_step(conn, owner, user, step)? {
                 return Ok(Verdict::Refused { retry: false });
             }
-            Ok(Verdict::Accepted(user))
+            Ok(Verdict::Accepted(owner, user))
         })
     })
     .await
@@ -271,8 +263,8 @@ pub async fn reset(pool: &PgPool, actor: &Actor, email: &str) -> AppResult<bool>
     db::run(pool, move |conn| {
         conn.transaction(|conn| {
             let row = model::totp_by_email_for_update(conn, &email)?.ok_or(AppError::NotFound)?;
-            model::clear(conn, row.id)?;
-            model::delete_challenges_of(conn, row.id)?;
+            model::clear(conn, row.owner(), row.id)?;
+            model::delete_challenges_of(conn, row.owner(), row.id)?;
             let changes = serde_json::json!({"totp": "reset", "was_enabled": row.totp_enabled});
             crate::audit::record(
                 conn,

@@ -1,5 +1,6 @@
 //! Sessions (the cookie's token, stored as its SHA-256) and one-time
-//! invitation links.
+//! invitation links. Their tokens name the owner (`owner::new_token`), so
+//! each is looked up on its owner's rows alone.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -8,7 +9,9 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::model::{self, NewSession};
+use super::model;
+use super::owner::{self, Owner};
+use super::session_model::{self as sessions_db, NewSession};
 use super::users::{check_password, hash, ConsoleUser};
 use crate::config::Secret;
 use crate::db::{self, PgPool};
@@ -27,14 +30,20 @@ pub fn digest(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-/// Opens a session for `user`: the cookie's token (to send once).
-pub async fn open_session(pool: &PgPool, user: Uuid, ttl_secs: u64) -> AppResult<Secret> {
-    let (token, hash) = new_token();
+/// Opens a session for `owner`'s `user`: the cookie's token (to send once).
+pub async fn open_session(
+    pool: &PgPool,
+    owner: Owner,
+    user: Uuid,
+    ttl_secs: u64,
+) -> AppResult<Secret> {
+    let (token, hash) = owner::new_token(owner);
     let (csrf, _) = new_token();
     let expires_at = Utc::now() + Duration::seconds(i64::try_from(ttl_secs).unwrap_or(43_200));
     db::run(pool, move |conn| {
-        model::insert_session(
+        sessions_db::insert_session(
             conn,
+            owner,
             &NewSession {
                 token_hash: &hash,
                 user_id: user,
@@ -43,7 +52,7 @@ pub async fn open_session(pool: &PgPool, user: Uuid, ttl_secs: u64) -> AppResult
             },
         )?;
         // Sign-ins sweep what has expired, a bounded batch each.
-        model::purge_expired(conn, 100)?;
+        sessions_db::purge_expired(conn, 100)?;
         Ok(())
     })
     .await?;
@@ -52,13 +61,12 @@ pub async fn open_session(pool: &PgPool, user: Uuid, ttl_secs: u64) -> AppResult
 
 /// The user of a session token, if the session is live.
 pub async fn session(pool: &PgPool, token: &str) -> AppResult<Option<ConsoleUser>> {
-    if token.len() > 128 {
+    let Some((scope, hash)) = owner::locate(token) else {
         return Ok(None);
-    }
-    let hash = digest(token);
+    };
     let found = db::run(pool, {
         let hash = hash.clone();
-        move |conn| Ok(model::session(conn, &hash)?)
+        move |conn| Ok(sessions_db::session(conn, scope, &hash)?)
     })
     .await?;
     Ok(found.and_then(|(row, csrf, status)| {
@@ -71,12 +79,12 @@ pub async fn session(pool: &PgPool, token: &str) -> AppResult<Option<ConsoleUser
 
 /// Ends this session, or with `everywhere` every session of the user.
 pub async fn close(pool: &PgPool, user: &ConsoleUser, everywhere: bool) -> AppResult<()> {
-    let (id, hash) = (user.id, user.token_hash.clone());
+    let (owner, id, hash) = (user.owner(), user.id, user.token_hash.clone());
     db::run(pool, move |conn| {
         if everywhere {
-            model::delete_sessions_of(conn, id)?;
+            sessions_db::delete_sessions_of(conn, owner, id)?;
         } else {
-            model::delete_session(conn, &hash)?;
+            sessions_db::delete_session(conn, owner, &hash)?;
         }
         Ok(())
     })
@@ -84,29 +92,29 @@ pub async fn close(pool: &PgPool, user: &ConsoleUser, everywhere: bool) -> AppRe
 }
 
 pub async fn invitation_open(pool: &PgPool, token: &str) -> AppResult<bool> {
-    if token.len() > 128 {
+    let Some((scope, hash)) = owner::locate(token) else {
         return Ok(false);
-    }
-    let hash = digest(token);
-    db::run(pool, move |conn| Ok(model::invitation_open(conn, &hash)?)).await
+    };
+    db::run(pool, move |conn| {
+        Ok(sessions_db::invitation_open(conn, scope, &hash)?)
+    })
+    .await
 }
 
 /// Uses a one-time link: sets the password and returns the user's id;
 /// `NotFound` for a used, expired or unknown link.
 pub async fn accept_invitation(pool: &PgPool, token: &str, password: &str) -> AppResult<Uuid> {
     check_password(password)?;
-    if token.len() > 128 {
-        return Err(AppError::NotFound);
-    }
-    let hash_of_token = digest(token);
+    let (scope, hash_of_token) = owner::locate(token).ok_or(AppError::NotFound)?;
     let password_hash = hash(password).await?;
     db::run(pool, move |conn| {
         use diesel::Connection;
         conn.transaction(|conn| {
-            let user = model::take_invitation(conn, &hash_of_token)?.ok_or(AppError::NotFound)?;
-            model::set_password(conn, user, &password_hash)?;
+            let (owner, user) = sessions_db::take_invitation(conn, scope, &hash_of_token)?
+                .ok_or(AppError::NotFound)?;
+            model::set_password(conn, owner, user, &password_hash)?;
             // A new password ends every session opened with the old one.
-            model::delete_sessions_of(conn, user)?;
+            sessions_db::delete_sessions_of(conn, owner, user)?;
             Ok(user)
         })
     })

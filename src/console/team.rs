@@ -7,6 +7,7 @@
 use uuid::Uuid;
 
 use super::model::{self, UserRow};
+use super::owner::Owner;
 use super::users::{ConsoleUser, Role};
 use crate::audit::Actor;
 use crate::db::{self, PgPool};
@@ -55,18 +56,13 @@ pub async fn remove_by_email(pool: &PgPool, actor: &Actor, email: &str) -> AppRe
         use diesel::Connection;
         conn.transaction(|conn| {
             let found = model::user_by_email_for_update(conn, &email)?.ok_or(AppError::NotFound)?;
-            match found.tenant_id {
-                Some(tenant) => {
-                    let owners = model::owners_for_update(conn, tenant)?;
-                    if found.role == Role::Owner.as_str() && owners.len() <= 1 {
-                        return Err(last_owner());
-                    }
-                    model::delete_user(conn, tenant, found.id)?;
-                }
-                None => {
-                    model::delete_admin_user(conn, found.id)?;
+            if let Some(tenant) = found.tenant_id {
+                let owners = model::owners_for_update(conn, tenant)?;
+                if found.role == Role::Owner.as_str() && owners.len() <= 1 {
+                    return Err(last_owner());
                 }
             }
+            model::delete_user(conn, found.owner(), found.id)?;
             let changes = serde_json::json!({"email": found.email, "role": found.role});
             crate::audit::record(
                 conn,
@@ -136,7 +132,7 @@ pub async fn change(
                     ("console_user.role_changed", changes)
                 }
                 Change::Remove => {
-                    model::delete_user(conn, tenant.0, user)?;
+                    model::delete_user(conn, Owner::Tenant(tenant.0), user)?;
                     let changes = serde_json::json!({"email": row.email, "role": row.role});
                     ("console_user.removed", changes)
                 }

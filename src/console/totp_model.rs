@@ -1,16 +1,18 @@
-//! The SQL of the console's second factor: the TOTP columns of
-//! `console_users` and the pending sign-ins (`console_login_challenges`).
+//! The SQL of the console's second factor: the TOTP columns of the users'
+//! tables (`console_users`, `platform_console_users`) and the pending
+//! sign-ins (`console_login_challenges`, keyed `(tenant_id, token_hash)`,
+//! and `platform_console_login_challenges`).
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use uuid::Uuid;
 
-use crate::db::schema::{console_login_challenges, console_sessions, console_users};
+use super::owner::{by_owner, Owner, Scope};
+use crate::db::schema::{console_login_challenges, platform_console_login_challenges};
 
 /// A user's TOTP state.
-#[derive(Clone, Queryable, Selectable)]
-#[diesel(table_name = console_users)]
+#[derive(Clone)]
 pub struct TotpRow {
     pub id: Uuid,
     pub tenant_id: Option<Uuid>,
@@ -29,178 +31,300 @@ impl std::fmt::Debug for TotpRow {
     }
 }
 
-pub fn totp_of(conn: &mut PgConnection, user: Uuid) -> QueryResult<Option<TotpRow>> {
-    console_users::table
-        .find(user)
-        .select(TotpRow::as_select())
-        .first(conn)
-        .optional()
+impl TotpRow {
+    pub fn owner(&self) -> Owner {
+        Owner::of(self.tenant_id)
+    }
 }
 
-pub fn totp_for_update(conn: &mut PgConnection, user: Uuid) -> QueryResult<Option<TotpRow>> {
-    console_users::table
-        .find(user)
-        .select(TotpRow::as_select())
-        .for_update()
-        .first(conn)
-        .optional()
+type TotpColumns = (Uuid, String, Option<Vec<u8>>, bool, Option<i64>);
+
+macro_rules! totp_columns {
+    ($t:ident) => {
+        (
+            $t::id,
+            $t::email,
+            $t::totp_secret_enc,
+            $t::totp_enabled,
+            $t::totp_last_step,
+        )
+    };
 }
 
+fn totp_row(owner: Owner, c: TotpColumns) -> TotpRow {
+    TotpRow {
+        id: c.0,
+        tenant_id: owner.tenant(),
+        email: c.1,
+        totp_secret_enc: c.2,
+        totp_enabled: c.3,
+        totp_last_step: c.4,
+    }
+}
+
+/// `owner`'s user `user`, locked with `lock`.
+fn read(
+    conn: &mut PgConnection,
+    owner: Owner,
+    user: Uuid,
+    lock: bool,
+) -> QueryResult<Option<TotpRow>> {
+    let found: Option<TotpColumns> =
+        by_owner!(owner, console_users | platform_console_users, |t, rows| {
+            let q = rows.filter(t::id.eq(user)).select(totp_columns!(t));
+            if lock {
+                q.for_update().first(conn).optional()?
+            } else {
+                q.first(conn).optional()?
+            }
+        });
+    Ok(found.map(|c| totp_row(owner, c)))
+}
+
+pub fn totp_of(conn: &mut PgConnection, owner: Owner, user: Uuid) -> QueryResult<Option<TotpRow>> {
+    read(conn, owner, user, false)
+}
+
+pub fn totp_for_update(
+    conn: &mut PgConnection,
+    owner: Owner,
+    user: Uuid,
+) -> QueryResult<Option<TotpRow>> {
+    read(conn, owner, user, true)
+}
+
+/// A user by e-mail (the directory names the owner), locked.
 pub fn totp_by_email_for_update(
     conn: &mut PgConnection,
     email: &str,
 ) -> QueryResult<Option<TotpRow>> {
-    console_users::table
-        .filter(console_users::email.eq(email))
-        .select(TotpRow::as_select())
-        .for_update()
-        .first(conn)
-        .optional()
+    let Some(owner) = super::model::owner_of_email(conn, email)? else {
+        return Ok(None);
+    };
+    let found: Option<TotpColumns> =
+        by_owner!(owner, console_users | platform_console_users, |t, rows| {
+            rows.filter(t::email.eq(email))
+                .select(totp_columns!(t))
+                .for_update()
+                .first(conn)
+                .optional()?
+        });
+    Ok(found.map(|c| totp_row(owner, c)))
 }
 
 /// A new, not yet confirmed secret (replaces an unconfirmed one; never an
 /// enabled one).
-pub fn set_pending(conn: &mut PgConnection, user: Uuid, sealed: &[u8]) -> QueryResult<usize> {
-    diesel::update(
-        console_users::table
-            .find(user)
-            .filter(console_users::totp_enabled.eq(false)),
-    )
-    .set((
-        console_users::totp_secret_enc.eq(sealed),
-        console_users::totp_last_step.eq(None::<i64>),
-    ))
-    .execute(conn)
+pub fn set_pending(
+    conn: &mut PgConnection,
+    owner: Owner,
+    user: Uuid,
+    sealed: &[u8],
+) -> QueryResult<usize> {
+    by_owner!(owner, console_users | platform_console_users, |t, rows| {
+        diesel::update(
+            rows.filter(t::id.eq(user))
+                .filter(t::totp_enabled.eq(false)),
+        )
+        .set((
+            t::totp_secret_enc.eq(sealed),
+            t::totp_last_step.eq(None::<i64>),
+        ))
+        .execute(conn)
+    })
 }
 
 /// Confirms the pending secret `sealed` with a code of `step`.
-pub fn enable(conn: &mut PgConnection, user: Uuid, sealed: &[u8], step: i64) -> QueryResult<bool> {
-    diesel::update(
-        console_users::table
-            .find(user)
-            .filter(console_users::totp_enabled.eq(false))
-            .filter(console_users::totp_secret_enc.eq(sealed)),
-    )
-    .set((
-        console_users::totp_enabled.eq(true),
-        console_users::totp_last_step.eq(step),
-    ))
-    .execute(conn)
-    .map(|n| n == 1)
+pub fn enable(
+    conn: &mut PgConnection,
+    owner: Owner,
+    user: Uuid,
+    sealed: &[u8],
+    step: i64,
+) -> QueryResult<bool> {
+    by_owner!(owner, console_users | platform_console_users, |t, rows| {
+        diesel::update(
+            rows.filter(t::id.eq(user))
+                .filter(t::totp_enabled.eq(false))
+                .filter(t::totp_secret_enc.eq(sealed)),
+        )
+        .set((t::totp_enabled.eq(true), t::totp_last_step.eq(step)))
+        .execute(conn)
+        .map(|n| n == 1)
+    })
 }
 
 /// Records `step` as used, only if no code of it or a later step was used
 /// before (false: a replay, or TOTP went off meanwhile).
-pub fn use_step(conn: &mut PgConnection, user: Uuid, step: i64) -> QueryResult<bool> {
-    diesel::update(
-        console_users::table
-            .find(user)
-            .filter(console_users::totp_enabled.eq(true))
-            .filter(
-                console_users::totp_last_step
-                    .is_null()
-                    .or(console_users::totp_last_step.lt(step)),
-            ),
-    )
-    .set(console_users::totp_last_step.eq(step))
-    .execute(conn)
-    .map(|n| n == 1)
+pub fn use_step(conn: &mut PgConnection, owner: Owner, user: Uuid, step: i64) -> QueryResult<bool> {
+    by_owner!(owner, console_users | platform_console_users, |t, rows| {
+        diesel::update(
+            rows.filter(t::id.eq(user))
+                .filter(t::totp_enabled.eq(true))
+                .filter(t::totp_last_step.is_null().or(t::totp_last_step.lt(step))),
+        )
+        .set(t::totp_last_step.eq(step))
+        .execute(conn)
+        .map(|n| n == 1)
+    })
 }
 
 /// Turns TOTP off and forgets the secret.
-pub fn clear(conn: &mut PgConnection, user: Uuid) -> QueryResult<usize> {
-    diesel::update(console_users::table.find(user))
-        .set((
-            console_users::totp_secret_enc.eq(None::<Vec<u8>>),
-            console_users::totp_enabled.eq(false),
-            console_users::totp_last_step.eq(None::<i64>),
-        ))
-        .execute(conn)
+pub fn clear(conn: &mut PgConnection, owner: Owner, user: Uuid) -> QueryResult<usize> {
+    by_owner!(owner, console_users | platform_console_users, |t, rows| {
+        diesel::update(rows.filter(t::id.eq(user)))
+            .set((
+                t::totp_secret_enc.eq(None::<Vec<u8>>),
+                t::totp_enabled.eq(false),
+                t::totp_last_step.eq(None::<i64>),
+            ))
+            .execute(conn)
+    })
 }
 
-/// Ends every session of `user` but the one whose token hash is `keep`.
-pub fn delete_other_sessions(
+pub fn insert_challenge(
     conn: &mut PgConnection,
+    owner: Owner,
+    token_hash: &[u8],
     user: Uuid,
-    keep: &[u8],
+    expires_at: DateTime<Utc>,
 ) -> QueryResult<usize> {
-    diesel::delete(
-        console_sessions::table
-            .filter(console_sessions::user_id.eq(user))
-            .filter(console_sessions::token_hash.ne(keep)),
-    )
-    .execute(conn)
+    match owner {
+        Owner::Tenant(t) => diesel::insert_into(console_login_challenges::table)
+            .values((
+                console_login_challenges::tenant_id.eq(t),
+                console_login_challenges::token_hash.eq(token_hash),
+                console_login_challenges::user_id.eq(user),
+                console_login_challenges::expires_at.eq(expires_at),
+            ))
+            .execute(conn),
+        Owner::Platform => diesel::insert_into(platform_console_login_challenges::table)
+            .values((
+                platform_console_login_challenges::token_hash.eq(token_hash),
+                platform_console_login_challenges::user_id.eq(user),
+                platform_console_login_challenges::expires_at.eq(expires_at),
+            ))
+            .execute(conn),
+    }
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = console_login_challenges)]
-pub struct NewChallenge<'a> {
-    pub token_hash: &'a [u8],
-    pub user_id: Uuid,
-    pub expires_at: DateTime<Utc>,
-}
-
-pub fn insert_challenge(conn: &mut PgConnection, c: &NewChallenge<'_>) -> QueryResult<usize> {
-    diesel::insert_into(console_login_challenges::table)
-        .values(c)
-        .execute(conn)
-}
-
-/// The user of a live challenge.
-pub fn challenge_user(conn: &mut PgConnection, token_hash: &[u8]) -> QueryResult<Option<Uuid>> {
-    console_login_challenges::table
-        .filter(console_login_challenges::token_hash.eq(token_hash))
-        .filter(console_login_challenges::expires_at.gt(diesel::dsl::now))
-        .select(console_login_challenges::user_id)
-        .first(conn)
-        .optional()
+/// The user of a live challenge in `scope`.
+pub fn challenge_user(
+    conn: &mut PgConnection,
+    scope: Scope,
+    token_hash: &[u8],
+) -> QueryResult<Option<(Owner, Uuid)>> {
+    let of = |conn: &mut PgConnection, owner: Owner| -> QueryResult<Option<Uuid>> {
+        by_owner!(
+            owner,
+            console_login_challenges | platform_console_login_challenges,
+            |t, rows| {
+                rows.filter(t::token_hash.eq(token_hash))
+                    .filter(t::expires_at.gt(diesel::dsl::now))
+                    .select(t::user_id)
+                    .first(conn)
+                    .optional()
+            }
+        )
+    };
+    match scope {
+        Scope::Of(owner) => Ok(of(conn, owner)?.map(|u| (owner, u))),
+        Scope::Unnamed => {
+            if let Some(u) = of(conn, Owner::Platform)? {
+                return Ok(Some((Owner::Platform, u)));
+            }
+            use console_login_challenges as t;
+            let found: Option<(Uuid, Uuid)> = t::table
+                .filter(t::token_hash.eq(token_hash))
+                .filter(t::expires_at.gt(diesel::dsl::now))
+                .select((t::tenant_id, t::user_id))
+                .first(conn)
+                .optional()?;
+            Ok(found.map(|(tenant, u)| (Owner::Tenant(tenant), u)))
+        }
+    }
 }
 
 /// Uses up a live challenge of `user` (false: gone meanwhile).
-pub fn take_challenge(conn: &mut PgConnection, token_hash: &[u8], user: Uuid) -> QueryResult<bool> {
-    diesel::delete(
-        console_login_challenges::table
-            .filter(console_login_challenges::token_hash.eq(token_hash))
-            .filter(console_login_challenges::user_id.eq(user))
-            .filter(console_login_challenges::expires_at.gt(diesel::dsl::now)),
+pub fn take_challenge(
+    conn: &mut PgConnection,
+    owner: Owner,
+    token_hash: &[u8],
+    user: Uuid,
+) -> QueryResult<bool> {
+    by_owner!(
+        owner,
+        console_login_challenges | platform_console_login_challenges,
+        |t, rows| {
+            diesel::delete(
+                rows.filter(t::token_hash.eq(token_hash))
+                    .filter(t::user_id.eq(user))
+                    .filter(t::expires_at.gt(diesel::dsl::now)),
+            )
+            .execute(conn)
+            .map(|n| n == 1)
+        }
     )
-    .execute(conn)
-    .map(|n| n == 1)
 }
 
 /// Counts a wrong code against a challenge; at `max` failures it is
 /// deleted. Returns whether it is still usable.
-pub fn fail_challenge(conn: &mut PgConnection, token_hash: &[u8], max: i32) -> QueryResult<bool> {
-    let failures: Option<i32> = diesel::update(
-        console_login_challenges::table.filter(console_login_challenges::token_hash.eq(token_hash)),
-    )
-    .set(console_login_challenges::failures.eq(console_login_challenges::failures + 1))
-    .returning(console_login_challenges::failures)
-    .get_result(conn)
-    .optional()?;
+pub fn fail_challenge(
+    conn: &mut PgConnection,
+    owner: Owner,
+    token_hash: &[u8],
+    max: i32,
+) -> QueryResult<bool> {
+    let failures: Option<i32> = by_owner!(
+        owner,
+        console_login_challenges | platform_console_login_challenges,
+        |t, rows| {
+            diesel::update(rows.filter(t::token_hash.eq(token_hash)))
+                .set(t::failures.eq(t::failures + 1))
+                .returning(t::failures)
+                .get_result(conn)
+                .optional()?
+        }
+    );
     match failures {
         Some(n) if n < max => Ok(true),
         Some(_) => {
-            diesel::delete(console_login_challenges::table.find(token_hash)).execute(conn)?;
+            by_owner!(
+                owner,
+                console_login_challenges | platform_console_login_challenges,
+                |t, rows| diesel::delete(rows.filter(t::token_hash.eq(token_hash)))
+                    .execute(conn)?
+            );
             Ok(false)
         }
         None => Ok(false),
     }
 }
 
-pub fn delete_challenges_of(conn: &mut PgConnection, user: Uuid) -> QueryResult<usize> {
-    diesel::delete(
-        console_login_challenges::table.filter(console_login_challenges::user_id.eq(user)),
+pub fn delete_challenges_of(
+    conn: &mut PgConnection,
+    owner: Owner,
+    user: Uuid,
+) -> QueryResult<usize> {
+    by_owner!(
+        owner,
+        console_login_challenges | platform_console_login_challenges,
+        |t, rows| diesel::delete(rows.filter(t::user_id.eq(user))).execute(conn)
     )
-    .execute(conn)
 }
 
-/// Expired challenges, at most `limit`.
+/// Expired challenges, at most `limit` per table.
 pub fn purge_expired(conn: &mut PgConnection, limit: i64) -> QueryResult<usize> {
-    diesel::sql_query(
-        "DELETE FROM console_login_challenges WHERE token_hash IN \
-         (SELECT token_hash FROM console_login_challenges WHERE expires_at < now() LIMIT $1)",
-    )
-    .bind::<BigInt, _>(limit)
-    .execute(conn)
+    let mut n = 0;
+    for (table, key) in [
+        ("console_login_challenges", "tenant_id, token_hash"),
+        ("platform_console_login_challenges", "token_hash"),
+    ] {
+        n += diesel::sql_query(format!(
+            "DELETE FROM {table} WHERE ({key}) IN \
+             (SELECT {key} FROM {table} WHERE expires_at < now() LIMIT $1)"
+        ))
+        .bind::<BigInt, _>(limit)
+        .execute(conn)?;
+    }
+    Ok(n)
 }

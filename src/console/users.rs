@@ -6,7 +6,8 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use uuid::Uuid;
 
-use super::model::{self, NewInvitation, NewUser, UserRow};
+use super::model::{self, NewUser, UserRow};
+use super::owner::{self, Owner};
 use crate::audit::{Actor, ActorKind};
 use crate::auth::{token, Principal, VerifiedKey};
 use crate::config::Secret;
@@ -84,6 +85,11 @@ impl ConsoleUser {
 
     pub fn tenant(&self) -> Option<TenantId> {
         self.who.tenant()
+    }
+
+    /// Where the user's rows are (a tenant's, or the platform's).
+    pub fn owner(&self) -> Owner {
+        Owner::of(self.tenant().map(|t| t.0))
     }
 
     /// The audit actor: kind `user`, the user's id (as `Actor::key` gives
@@ -188,7 +194,6 @@ pub async fn create(
         }
         None => None,
     };
-    let invitation = password.is_none().then(super::sessions::new_token);
     let ttl = Duration::seconds(i64::try_from(invitation_ttl_secs).unwrap_or(86_400));
     let actor = actor.clone();
     let (user, link) = db::run(pool, move |conn| {
@@ -212,14 +217,17 @@ pub async fn create(
                     password_hash: password_hash.as_deref(),
                 },
             )?;
+            // The link's token names the owner (`owner::new_token`).
+            let invitation = password_hash
+                .is_none()
+                .then(|| owner::new_token(user.owner()));
             if let Some((_, hash)) = &invitation {
-                model::insert_invitation(
+                super::session_model::insert_invitation(
                     conn,
-                    &NewInvitation {
-                        token_hash: hash,
-                        user_id: user.id,
-                        expires_at: Utc::now() + ttl,
-                    },
+                    user.owner(),
+                    hash,
+                    user.id,
+                    Utc::now() + ttl,
                 )?;
             }
             let changes = serde_json::json!({"email": user.email, "role": user.role});

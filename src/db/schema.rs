@@ -472,11 +472,15 @@ diesel::table! {
 diesel::joinable!(oauth_clients -> tenants (tenant_id));
 diesel::allow_tables_to_appear_in_same_query!(oauth_clients, tenants);
 
-// Console (issue 17, migration 000015).
+// Console (issue 17, migration 000015; split by owner in 100029): a
+// tenant's users and their sessions, invitations and sign-in challenges are
+// keyed (tenant_id, …); the platform's admins and theirs are in the
+// `platform_console_*` reference tables; `console_user_directory` maps an
+// e-mail address to its owner. Joins name their columns (composite keys).
 diesel::table! {
-    console_users (id) {
+    console_users (tenant_id, id) {
         id -> Uuid,
-        tenant_id -> Nullable<Uuid>,
+        tenant_id -> Uuid,
         email -> Text,
         role -> Text,
         password_hash -> Nullable<Text>,
@@ -489,7 +493,8 @@ diesel::table! {
 }
 
 diesel::table! {
-    console_sessions (token_hash) {
+    console_sessions (tenant_id, token_hash) {
+        tenant_id -> Uuid,
         token_hash -> Bytea,
         user_id -> Uuid,
         csrf_token -> Text,
@@ -499,7 +504,8 @@ diesel::table! {
 }
 
 diesel::table! {
-    console_invitations (token_hash) {
+    console_invitations (tenant_id, token_hash) {
+        tenant_id -> Uuid,
         token_hash -> Bytea,
         user_id -> Uuid,
         created_at -> Timestamptz,
@@ -508,19 +514,10 @@ diesel::table! {
     }
 }
 
-diesel::joinable!(console_sessions -> console_users (user_id));
-diesel::joinable!(console_invitations -> console_users (user_id));
-diesel::joinable!(console_users -> tenants (tenant_id));
-diesel::allow_tables_to_appear_in_same_query!(
-    console_sessions,
-    console_users,
-    console_invitations,
-    tenants
-);
-
 // Console TOTP sign-in challenges (migration 000016).
 diesel::table! {
-    console_login_challenges (token_hash) {
+    console_login_challenges (tenant_id, token_hash) {
+        tenant_id -> Uuid,
         token_hash -> Bytea,
         user_id -> Uuid,
         failures -> Int4,
@@ -529,8 +526,66 @@ diesel::table! {
     }
 }
 
-diesel::joinable!(console_login_challenges -> console_users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(console_login_challenges, console_users);
+diesel::table! {
+    platform_console_users (id) {
+        id -> Uuid,
+        email -> Text,
+        role -> Text,
+        password_hash -> Nullable<Text>,
+        created_at -> Timestamptz,
+        totp_secret_enc -> Nullable<Bytea>,
+        totp_enabled -> Bool,
+        totp_last_step -> Nullable<Int8>,
+    }
+}
+
+diesel::table! {
+    platform_console_sessions (token_hash) {
+        token_hash -> Bytea,
+        user_id -> Uuid,
+        csrf_token -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    platform_console_invitations (token_hash) {
+        token_hash -> Bytea,
+        user_id -> Uuid,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    platform_console_login_challenges (token_hash) {
+        token_hash -> Bytea,
+        user_id -> Uuid,
+        failures -> Int4,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    console_user_directory (email) {
+        email -> Text,
+        tenant_id -> Nullable<Uuid>,
+    }
+}
+
+diesel::joinable!(console_users -> tenants (tenant_id));
+diesel::joinable!(platform_console_sessions -> platform_console_users (user_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    console_sessions,
+    console_users,
+    console_invitations,
+    console_login_challenges,
+    tenants
+);
+diesel::allow_tables_to_appear_in_same_query!(platform_console_sessions, platform_console_users);
 
 // Leased budgets (src/cluster/budget.rs).
 diesel::table! {

@@ -28,7 +28,10 @@ fn texts(app: &TestApp, sql: &str) -> Vec<String> {
 fn id_of(app: &TestApp, email: &str) -> String {
     texts(
         app,
-        &format!("SELECT id::text AS v FROM console_users WHERE email = '{email}'"),
+        &format!(
+            "SELECT id::text AS v FROM console_users WHERE email = '{email}' \
+             UNION ALL SELECT id::text FROM platform_console_users WHERE email = '{email}'"
+        ),
     )
     .remove(0)
 }
@@ -36,7 +39,10 @@ fn id_of(app: &TestApp, email: &str) -> String {
 fn role_of(app: &TestApp, email: &str) -> Vec<String> {
     texts(
         app,
-        &format!("SELECT role AS v FROM console_users WHERE email = '{email}'"),
+        &format!(
+            "SELECT role AS v FROM console_users WHERE email = '{email}' \
+             UNION ALL SELECT role FROM platform_console_users WHERE email = '{email}'"
+        ),
     )
 }
 

@@ -78,6 +78,7 @@ mod schemathesis;
 mod secrets;
 mod sending;
 mod shard_ready;
+mod shard_ready_console;
 mod smtp_sink;
 mod streams;
 mod submission;

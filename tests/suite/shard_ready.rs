@@ -4,9 +4,10 @@
 //! include it (unless they point at a reference table); every other table
 //! carries the comment `postline:reference <why>`.
 //!
-//! `KNOWN` lists what the schema still breaks today (the work left, see
-//! docs/ARCHITECTURE.md "Deviations"): the test fails on anything new, and
-//! on an entry that no longer occurs (so the list only shrinks).
+//! `KNOWN` lists what the schema still breaks (empty since the console's
+//! users were split, migration 2026-12-07-100029_console_users_split): the
+//! test fails on anything new, and on an entry that no longer occurs (so the
+//! list only shrinks).
 
 use crate::common;
 
@@ -15,20 +16,7 @@ use std::collections::BTreeSet;
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
 
-const KNOWN: &[&str] = &[
-    // The console's users: platform admins (tenant_id NULL) mixed with
-    // tenant users, and a sign-in looks a user up by email across tenants;
-    // it needs the split the other platform rows had (migration
-    // 2026-12-07-100028_shard_ready).
-    "console_users: primary key does not lead with tenant_id",
-    "console_users: tenant_id is nullable (platform rows mixed in)",
-    "console_users: unique index console_users_email does not lead with tenant_id",
-    // Its children, which carry no tenant_id of their own (looked up by a
-    // cookie's or link's token hash before the tenant is known).
-    "console_invitations: no tenant_id and no postline:reference comment",
-    "console_login_challenges: no tenant_id and no postline:reference comment",
-    "console_sessions: no tenant_id and no postline:reference comment",
-];
+const KNOWN: &[&str] = &[];
 
 #[derive(QueryableByName)]
 struct TableRow {

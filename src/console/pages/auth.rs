@@ -113,8 +113,8 @@ pub async fn login(
             serde_json::json!({ "email": email, "error": "Wrong e-mail or password." }),
         );
     };
-    if second_factor::required(&state.pool, user.id).await? {
-        let token = second_factor::open_challenge(&state.pool, user.id).await?;
+    if second_factor::required(&state.pool, user.owner(), user.id).await? {
+        let token = second_factor::open_challenge(&state.pool, user.owner(), user.id).await?;
         tracing::info!(user = %user.id, "console sign-in: password accepted, code due");
         let mut resp = see_other("/console/login/totp");
         resp.add_cookie(&cookie(
@@ -125,7 +125,7 @@ pub async fn login(
         .map_err(|e| AppError::internal("cookie", e))?;
         return Ok(resp);
     }
-    start_session(&state, &req, user.id, &user.email).await
+    start_session(&state, &req, user.owner(), user.id, &user.email).await
 }
 
 /// Opens a session for a user who passed every check: the session cookie,
@@ -134,11 +134,12 @@ pub async fn login(
 pub(super) async fn start_session(
     state: &AppState,
     req: &HttpRequest,
+    owner: crate::console::owner::Owner,
     user: uuid::Uuid,
     email: &str,
 ) -> ConsoleResult<HttpResponse> {
-    let token =
-        sessions::open_session(&state.pool, user, state.settings.console.session_ttl_secs).await?;
+    let ttl = state.settings.console.session_ttl_secs;
+    let token = sessions::open_session(&state.pool, owner, user, ttl).await?;
     tracing::info!(user = %user, "console sign-in");
     let secure = secure(state, req);
     let known = state

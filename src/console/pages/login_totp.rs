@@ -80,7 +80,7 @@ pub async fn submit(
     }
     let code = field(&body, "code").unwrap_or_default();
     match second_factor::complete(&state.pool, &state.vault, &token, &code).await? {
-        Verdict::Accepted(user) => start_session(&state, &req, user, &email).await,
+        Verdict::Accepted(owner, user) => start_session(&state, &req, owner, user, &email).await,
         Verdict::Expired => start_over(&state, &req),
         Verdict::Refused { retry } => {
             limits.failed(ip, &email, device).await;

@@ -231,8 +231,16 @@ async fn turning_off_needs_a_code_and_the_cli_reset_needs_none() {
 #[tokio::test]
 async fn secrets_rotate_reseals_totp_secrets() {
     let old_app = TestApp::spawn().await;
+    let tenant = old_app
+        .create_tenant(serde_json::json!({"name": "T"}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     user(&old_app, "admin@example.com", Role::Admin, None).await;
+    user(&old_app, "owner@t.example", Role::Owner, Some(&tenant)).await;
     let (_, uri, _) = enrol(&old_app, "admin@example.com", false).await;
+    let (_, owner_uri, _) = enrol(&old_app, "owner@t.example", false).await;
 
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut settings = crate::common::test_settings(&old_app.db_url);
@@ -241,19 +249,27 @@ async fn secrets_rotate_reseals_totp_secrets() {
     let both = TestApp::spawn_on(settings).await;
     let vault = both.state.settings.vault().unwrap();
     let report = postline::secrets::rotate(&mut both.sql_conn(), &vault).unwrap();
-    let totp = report
-        .iter()
-        .find(|(n, _)| *n == "console_users.totp_secret_enc")
-        .expect("the TOTP column is rotated");
-    assert_eq!(totp.1.rotated, 1);
+    // The admins' secrets and the tenant users' (two tables since the split).
+    for column in [
+        "platform_console_users.totp_secret_enc",
+        "console_users.totp_secret_enc",
+    ] {
+        let totp = report
+            .iter()
+            .find(|(n, _)| *n == column)
+            .expect("the TOTP column is rotated");
+        assert_eq!(totp.1.rotated, 1, "{column}");
+    }
 
-    // The new key alone opens it, and the same authenticator still works.
+    // The new key alone opens them, and the same authenticators still work.
     let mut settings = crate::common::test_settings(&old_app.db_url);
     settings.security.master_key = Secret::new(b64.encode([9u8; 32]));
     let new_only = TestApp::spawn_on(settings).await;
-    let (_, challenge, _) = password_step(&new_only, "admin@example.com").await;
-    let (status, _, session) = code_step(&new_only, &challenge.unwrap(), &pyotp(&uri, 1)).await;
-    assert_eq!((status, session.is_some()), (303, true));
+    for (email, uri) in [("admin@example.com", &uri), ("owner@t.example", &owner_uri)] {
+        let (_, challenge, _) = password_step(&new_only, email).await;
+        let (status, _, session) = code_step(&new_only, &challenge.unwrap(), &pyotp(uri, 1)).await;
+        assert_eq!((status, session.is_some()), (303, true), "{email}");
+    }
 }
 
 #[tokio::test]
