@@ -82,8 +82,11 @@ fn columns(leases: &[Lease]) -> (Vec<Uuid>, Vec<Uuid>, Vec<i64>) {
     )
 }
 
-/// Renews `leases` (those still held under their fence); returns the
-/// `(tenant_id, email_id)` of each renewed.
+/// Renews `leases` (those still held under their fence) and returns the
+/// `(tenant_id, email_id)` of each still held, renewed or not. A row the
+/// outcome recorder has locked is skipped, not waited for: it is being
+/// recorded, and waiting would deadlock with the recorder (both lock many
+/// rows, in no common order).
 pub fn heartbeat(
     conn: &mut PgConnection,
     leases: &[Lease],
@@ -93,11 +96,19 @@ pub fn heartbeat(
         return Ok(Vec::new());
     }
     let (t, e, f) = columns(leases);
-    let rows: Vec<Renewed> = diesel::sql_query(
-        "UPDATE email_queue AS q SET lease_until = now() + make_interval(secs => $4) \
-         FROM unnest($1, $2, $3) AS u(t, e, f) \
-         WHERE q.tenant_id = u.t AND q.email_id = u.e AND q.fence = u.f AND q.lease_until IS NOT NULL \
-         RETURNING q.tenant_id, q.email_id",
+    let rows: Vec<Held> = diesel::sql_query(
+        "WITH held AS ( \
+           SELECT q.tenant_id, q.email_id, q.fence FROM email_queue q, unnest($1, $2, $3) AS u(t, e, f) \
+           WHERE q.tenant_id = u.t AND q.email_id = u.e AND q.fence = u.f AND q.lease_until IS NOT NULL), \
+         free AS ( \
+           SELECT q.tenant_id, q.email_id FROM email_queue q JOIN held h USING (tenant_id, email_id) \
+           WHERE q.fence = h.fence AND q.lease_until IS NOT NULL \
+           FOR UPDATE OF q SKIP LOCKED), \
+         renew AS ( \
+           UPDATE email_queue q SET lease_until = now() + make_interval(secs => $4) \
+           FROM free WHERE q.tenant_id = free.tenant_id AND q.email_id = free.email_id \
+           RETURNING q.tenant_id) \
+         SELECT tenant_id, email_id FROM held",
     )
     .bind::<Array<SqlUuid>, _>(&t)
     .bind::<Array<SqlUuid>, _>(&e)
@@ -111,7 +122,7 @@ pub fn heartbeat(
 }
 
 #[derive(QueryableByName)]
-struct Renewed {
+struct Held {
     #[diesel(sql_type = SqlUuid)]
     tenant_id: Uuid,
     #[diesel(sql_type = SqlUuid)]

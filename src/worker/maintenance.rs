@@ -32,15 +32,15 @@ pub async fn heartbeat(ctx: Ctx) {
             .await
         };
         match r {
-            Ok(renewed) => {
-                // A lease not renewed because its outcome was recorded
-                // meanwhile (its row is gone) was not lost: only those this
-                // worker still holds count.
-                let renewed: HashSet<(Uuid, Uuid)> = renewed.into_iter().collect();
+            Ok(held) => {
+                // Not held any more: taken over or reclaimed, unless its
+                // outcome was recorded meanwhile (its row is gone and this
+                // worker no longer holds it).
+                let held: HashSet<(Uuid, Uuid)> = held.into_iter().collect();
                 let still: HashSet<Lease> = ctx.inflight.leases().into_iter().collect();
                 let lost = leases
                     .iter()
-                    .filter(|l| still.contains(l) && !renewed.contains(&(l.tenant_id, l.email_id)))
+                    .filter(|l| still.contains(l) && !held.contains(&(l.tenant_id, l.email_id)))
                     .count();
                 if lost > 0 {
                     tracing::warn!(
