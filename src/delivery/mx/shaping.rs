@@ -185,6 +185,12 @@ impl Site {
         self.state().down_until = Some(Instant::now() + for_);
     }
 
+    /// Down until `end` (a later end already set stays).
+    pub fn mark_down_until(&self, end: Instant) {
+        let mut st = self.state();
+        st.down_until = Some(st.down_until.map_or(end, |u| u.max(end)));
+    }
+
     pub fn mark_up(&self) {
         self.state().down_until = None;
     }
