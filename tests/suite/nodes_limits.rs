@@ -24,11 +24,8 @@ const UP: Duration = Duration::from_secs(60);
 async fn an_oauth_clients_token_requests_hold_across_three_nodes() {
     const LIMIT: i64 = 60;
     let db = common::fresh_database();
-    let (servers, admin) = api_nodes(
-        &db,
-        &[("POSTLINE__OAUTH__TOKEN_REQUESTS_PER_MINUTE", "60")],
-    )
-    .await;
+    let (servers, admin) =
+        api_nodes(&db, &[("POSTLINE__OAUTH__TOKEN_REQUESTS_PER_MINUTE", "60")]).await;
     let api = Api::remote(&servers[0].base, &admin);
     let r = api
         .post(
@@ -48,7 +45,8 @@ async fn an_oauth_clients_token_requests_hold_across_three_nodes() {
     let mut tasks = Vec::new();
     // 3 × LIMIT requests, round robin: each node alone would issue LIMIT.
     for c in 0..9usize {
-        let (client, bases, id, secret) = (client.clone(), bases.clone(), id.clone(), secret.clone());
+        let (client, bases, id, secret) =
+            (client.clone(), bases.clone(), id.clone(), secret.clone());
         let (issued, slowed) = (issued.clone(), slowed.clone());
         tasks.push(tokio::spawn(async move {
             for j in 0..20usize {
@@ -80,7 +78,10 @@ async fn an_oauth_clients_token_requests_hold_across_three_nodes() {
         t.await.expect("client task");
     }
     let ended = second_of_minute();
-    assert!(ended >= started, "the load crossed a minute: {started}..{ended}");
+    assert!(
+        ended >= started,
+        "the load crossed a minute: {started}..{ended}"
+    );
     let (issued, slowed) = (issued.load(Ordering::SeqCst), slowed.load(Ordering::SeqCst));
     eprintln!("token requests limited to {LIMIT}/min over 3 nodes: {issued} issued, {slowed} slowed down of 180");
     assert_eq!(issued + slowed, 3 * LIMIT);
@@ -169,8 +170,14 @@ async fn a_tenants_inbound_messages_per_minute_hold_across_three_nodes() {
         t.await.expect("client task");
     }
     let ended = second_of_minute();
-    assert!(ended >= started, "the load crossed a minute: {started}..{ended}");
-    let (accepted, refused) = (accepted.load(Ordering::SeqCst), refused.load(Ordering::SeqCst));
+    assert!(
+        ended >= started,
+        "the load crossed a minute: {started}..{ended}"
+    );
+    let (accepted, refused) = (
+        accepted.load(Ordering::SeqCst),
+        refused.load(Ordering::SeqCst),
+    );
     let stored = stored(&db);
     eprintln!(
         "inbound limited to {LIMIT}/min over 3 nodes: {accepted} accepted, {refused} refused (451 4.7.1) of 90; {stored} stored"
