@@ -169,6 +169,15 @@ async fn a_tenants_inbound_messages_per_minute_hold_across_three_nodes() {
     for t in tasks {
         t.await.expect("client task");
     }
+    // Every node has seen the minute spent: RCPT is refused in memory now,
+    // before any DATA.
+    for (i, addr) in listeners.iter().enumerate() {
+        let to = format!("after{i}@acme.test");
+        let msg = crate::inbound::message("a@sender.test", &to, "s", "t", "", &[]);
+        let out = crate::inbound::smtplib(*addr, "a@sender.test", &[&to], &msg).await;
+        assert_eq!(out["rcpt"][0][0], 451, "node {i}: {out}");
+        assert!(out["data"].is_null(), "node {i}: {out}");
+    }
     let ended = second_of_minute();
     assert!(
         ended >= started,
