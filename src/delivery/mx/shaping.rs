@@ -340,6 +340,21 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_down_marking_keeps_the_later_end() {
+        let s = site(60, 1);
+        assert!(!s.is_down());
+        s.mark_down(Duration::from_secs(60));
+        s.mark_down_until(Instant::now() + Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(s.is_down(), "an earlier end does not shorten a marking");
+        s.mark_up();
+        s.mark_down_until(Instant::now() + Duration::from_millis(20));
+        assert!(s.is_down());
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!s.is_down(), "down until the end, then tried again");
+    }
+
+    #[test]
     fn slow_down_halves_and_recovers() {
         let s = site(600, 1);
         s.slow_down();
