@@ -7,7 +7,8 @@
 //! still counted in memory), (b) tenants with a never-binding
 //! `requests_per_minute` (governor check + RateLimit headers on every
 //! request), (c) tenants with a never-binding `emails_per_day` (the quota
-//! path at acceptance). Plus `ApiLimiter::check` and `RequestCounter::hit`
+//! path at acceptance). Plus the cluster-wide rate's `Rates::admit` (in memory once its share
+//! is leased) and `RequestCounter::hit`
 //! timed per call on one thread.
 //!
 //! Part B (worker on, relay = the in-process sink): tenant W (no limit) at
@@ -30,7 +31,6 @@ use common::cpu::{self, Meter};
 use common::http::{self, Load, Outcome};
 use common::sink::{latency_to_sink, SinkThread};
 use common::{cancel_queued, check, print_figure, BenchEnv, Samples};
-use postline::limits::api::ApiLimiter;
 use postline::usage::counter::RequestCounter;
 use serde_json::json;
 use uuid::Uuid;
@@ -196,13 +196,24 @@ fn part_a(
 
     // The two in-memory calls alone, one thread.
     let n = env.iters(2_000_000, 1_000);
-    let limiter = ApiLimiter::new(1);
+    let rates = bench.state.rates.clone();
     let subject = Uuid::new_v4();
-    let t = Instant::now();
-    for _ in 0..n {
-        std::hint::black_box(limiter.check(std::hint::black_box(subject), 1_000_000_000));
-    }
-    let check_ns = t.elapsed().as_secs_f64() * 1e9 / n as f64;
+    let check_ns = rt.block_on(async {
+        let t = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(
+                rates
+                    .admit(
+                        std::hint::black_box(subject),
+                        "requests_per_minute",
+                        1_000_000_000,
+                        60,
+                    )
+                    .await,
+            );
+        }
+        t.elapsed().as_secs_f64() * 1e9 / n as f64
+    });
     let counter = RequestCounter::new(db.pool(1));
     let t = Instant::now();
     for _ in 0..n {
@@ -210,10 +221,7 @@ fn part_a(
     }
     let hit_ns = t.elapsed().as_secs_f64() * 1e9 / n as f64;
     let server_ns = mean(&arms[0].server_us) * 1e3;
-    print_figure(
-        "ApiLimiter::check",
-        format!("{check_ns:.0} ns/call (n={n})"),
-    );
+    print_figure("Rates::admit", format!("{check_ns:.0} ns/call (n={n})"));
     print_figure(
         "RequestCounter::hit",
         format!("{hit_ns:.0} ns/call (n={n})"),

@@ -101,6 +101,11 @@ pub struct LimitSettings {
     pub max_attachments_total_bytes: usize,
     pub default_requests_per_minute: u32,
     pub admin_requests_per_minute: u32,
+    /// Processes sharing a limiter that runs without leased budgets: only
+    /// a delivery worker started without them (in-process tests) paces
+    /// `emails_per_second` at `limit / nodes`. Every `api`, `serve` and
+    /// `worker` process shares its limits through Postgres (`src/cluster/`),
+    /// whatever this says.
     pub nodes: u32,
     pub usage_flush_secs: u64,
     /// Messages of a tenant's daily quota a node leases at once (grown

@@ -318,7 +318,12 @@ async fn serve(settings: Settings, with_worker: bool) -> anyhow::Result<()> {
     }
     // The inbound SMTP listener (bounces, complaints) runs with the worker.
     let inbound = if with_worker {
-        postline::bounces::inbound::start(&state.settings, state.pool.clone()).await?
+        postline::bounces::inbound::start_shared(
+            &state.settings,
+            state.pool.clone(),
+            Some(state.rates.clone()),
+        )
+        .await?
     } else {
         None
     };
@@ -403,7 +408,6 @@ async fn worker_only(settings: Settings) -> anyhow::Result<()> {
     };
     let domains = postline::domains::service::build(&settings, pool.clone(), vault.clone())?;
     let recheck = postline::domains::service::spawn_recheck(domains);
-    let inbound = postline::bounces::inbound::start(&settings, pool.clone()).await?;
     // The node registry (issue 27): a worker-only process has no budgets,
     // so a fresh id.
     let budgets = postline::cluster::Budgets::new(settings.cluster.lease_secs);
@@ -413,6 +417,9 @@ async fn worker_only(settings: Settings) -> anyhow::Result<()> {
     );
     let rates =
         postline::cluster::rate::Rates::new(budgets.clone(), registry.clone(), pool.clone());
+    let inbound =
+        postline::bounces::inbound::start_shared(&settings, pool.clone(), Some(rates.clone()))
+            .await?;
     let cluster_tasks = [
         registry.spawn(pool.clone()),
         budgets.spawn_renewer(pool.clone()),

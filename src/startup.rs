@@ -12,7 +12,6 @@ use tracing_actix_web::TracingLogger;
 use crate::auth::AuthService;
 use crate::config::Settings;
 use crate::db::{self, PgPool};
-use crate::limits::api::ApiLimiter;
 use crate::queue::ingest::Ingestor;
 use crate::state::AppState;
 use crate::tenants::cache::TenantCache;
@@ -60,14 +59,18 @@ impl Application {
             pool: pool.clone(),
             vault: vault.clone(),
             auth,
-            oauth: crate::oauth::OAuthService::new(pool.clone(), vault.clone(), &settings),
+            oauth: crate::oauth::OAuthService::new(
+                pool.clone(),
+                vault.clone(),
+                &settings,
+                rates.clone(),
+            ),
             tenants,
             ingest,
             budgets,
             registry,
             rates,
             webhook_sender: Sender::new(&settings.webhooks)?,
-            api_limiter: Arc::new(ApiLimiter::new(settings.limits.nodes)),
             requests: RequestCounter::new(pool.clone()),
             domains: crate::domains::service::build(&settings, pool.clone(), vault.clone())?,
             queue_depth: crate::metrics::QueueDepth::new(

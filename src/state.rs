@@ -7,7 +7,6 @@ use crate::config::Settings;
 use crate::crypto::Vault;
 use crate::db::PgPool;
 use crate::domains::Domains;
-use crate::limits::api::ApiLimiter;
 use crate::oauth::OAuthService;
 use crate::queue::ingest::Ingestor;
 use crate::tenants::cache::TenantCache;
@@ -32,7 +31,6 @@ pub struct AppState {
     pub rates: crate::cluster::rate::Rates,
     /// Sends `POST …/webhooks/{id}/test` pings (through the SSRF guard).
     pub webhook_sender: Sender,
-    pub api_limiter: Arc<ApiLimiter>,
     pub requests: RequestCounter,
     /// Sending domains: DNS checks and the From-domain rule.
     pub domains: Domains,

@@ -173,18 +173,38 @@ impl Handler for Arc<BounceHandler> {
     }
 }
 
-/// Starts the listener on `inbound.bind`; `None` when it is empty.
+/// Starts the listener on `inbound.bind`; `None` when it is empty. Its
+/// per-tenant message limit counts on this process only ([`start_shared`]).
 pub async fn start(settings: &Settings, pool: PgPool) -> anyhow::Result<Option<Server>> {
+    start_shared(settings, pool, None).await
+}
+
+/// [`start`], with the per-tenant message limit counted across the nodes on
+/// `rates` (`serve` and `worker` processes; issue 27).
+pub async fn start_shared(
+    settings: &Settings,
+    pool: PgPool,
+    rates: Option<crate::cluster::rate::Rates>,
+) -> anyhow::Result<Option<Server>> {
     if settings.inbound.bind.is_empty() {
         return Ok(None);
     }
     let handler = Arc::new(BounceHandler::new(settings, pool)?);
-    serve(settings, handler).await.map(Some)
+    serve_shared(settings, handler, rates).await.map(Some)
 }
 
 /// The listener on `inbound.bind` with this handler (tests keep it to read
 /// its counters) behind tenants' inbound routes (`crate::inbound::listener`).
 pub async fn serve(settings: &Settings, handler: Arc<BounceHandler>) -> anyhow::Result<Server> {
+    serve_shared(settings, handler, None).await
+}
+
+/// [`serve`], the per-tenant message limit counted on `rates` when given.
+pub async fn serve_shared(
+    settings: &Settings,
+    handler: Arc<BounceHandler>,
+    rates: Option<crate::cluster::rate::Rates>,
+) -> anyhow::Result<Server> {
     let nameservers = crate::dns::parse_nameservers(&settings.dns.nameservers)
         .map_err(|e| anyhow::anyhow!("dns.nameservers: {e}"))?;
     let dns = crate::dns::Dns::new(&nameservers);
@@ -192,6 +212,7 @@ pub async fn serve(settings: &Settings, handler: Arc<BounceHandler>) -> anyhow::
         settings,
         handler.pool().clone(),
         &dns,
+        rates,
     ));
     let listener = crate::inbound::listener::Listener::new(handler, routes);
     serve_with(settings, Arc::new(listener)).await

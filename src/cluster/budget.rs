@@ -124,6 +124,15 @@ impl Budgets {
         }
     }
 
+    /// Whether the holder's last grant of `key` found it closed at `limit`
+    /// (in memory; the state is forgotten a minute after its last use).
+    pub fn is_closed(&self, key: &BudgetKey, limit: i64) -> bool {
+        matches!(
+            lock(&self.inner.state).get(key),
+            Some(State::Closed { limit: at, .. }) if *at == limit
+        )
+    }
+
     /// Marks the holder's lease of `key` used now, so the renewal does not
     /// release it as idle (cluster-wide rates keep a window's lease).
     pub fn touch(&self, key: &BudgetKey) {

@@ -71,6 +71,21 @@ fn now_secs() -> f64 {
         .as_secs_f64()
 }
 
+/// The budget of the window running now: its key, when it ends (Unix
+/// seconds) and the seconds until then (at least 1).
+fn window(subject: Uuid, what: &str, window_secs: u64) -> (BudgetKey, u64, u64) {
+    let window_secs = window_secs.max(1);
+    let now = now_secs();
+    let index = (now / window_secs as f64) as u64;
+    let ends = (index + 1) * window_secs;
+    let reset_secs = ((ends as f64 - now).ceil() as u64).max(1);
+    let key = BudgetKey {
+        tenant_id: subject,
+        name: format!("{what}:{window_secs}:{index}"),
+    };
+    (key, ends, reset_secs)
+}
+
 impl Rates {
     pub fn new(budgets: Budgets, registry: Registry, pool: PgPool) -> Rates {
         Rates {
@@ -100,15 +115,8 @@ impl Rates {
         limit: i64,
         window_secs: u64,
     ) -> Admission {
+        let (key, ends, reset_secs) = window(subject, what, window_secs);
         let window_secs = window_secs.max(1);
-        let now = now_secs();
-        let index = (now / window_secs as f64) as u64;
-        let ends = (index + 1) * window_secs;
-        let reset_secs = ((ends as f64 - now).ceil() as u64).max(1);
-        let key = BudgetKey {
-            tenant_id: subject,
-            name: format!("{what}:{window_secs}:{index}"),
-        };
         super::lease::lock(&self.windows)
             .entry(key.clone())
             .or_insert((ends, Window::default()));
@@ -145,6 +153,15 @@ impl Rates {
             },
             reset_secs,
         }
+    }
+
+    /// Whether this node knows the current window of `what` for `subject`
+    /// is closed at `limit` (its last grant found it spent): the seconds
+    /// until the window ends. In memory, no query: a check before work
+    /// that [`Rates::admit`] would refuse (an SMTP RCPT before its DATA).
+    pub fn closed(&self, subject: Uuid, what: &str, limit: i64, window_secs: u64) -> Option<u64> {
+        let (key, _, reset_secs) = window(subject, what, window_secs);
+        self.budgets.is_closed(&key, limit).then_some(reset_secs)
     }
 
     /// Asks for a share of the window's budget (one short transaction).

@@ -651,6 +651,14 @@ diesel::table! {
         slowed_at -> Timestamptz,
     }
 }
+// A site marked down, shared by the nodes (src/delivery/mx/downs.rs).
+diesel::table! {
+    mx_site_downs (site) {
+        site -> Text,
+        down_until -> Timestamptz,
+        marked_at -> Timestamptz,
+    }
+}
 // Inbound mail for tenants (src/inbound/).
 diesel::table! {
     inbound_routes (tenant_id, id) {

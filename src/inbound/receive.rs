@@ -57,7 +57,14 @@ fn temporary() -> Reply {
 }
 
 impl Inbound {
-    pub fn new(settings: &Settings, pool: PgPool, dns: &crate::dns::Dns) -> Inbound {
+    /// `rates`: the node's cluster-wide rates, when it has budgets (the
+    /// per-tenant limit is then shared by every node).
+    pub fn new(
+        settings: &Settings,
+        pool: PgPool,
+        dns: &crate::dns::Dns,
+        rates: Option<crate::cluster::rate::Rates>,
+    ) -> Inbound {
         let i = &settings.inbound;
         let host = if i.mx_host.is_empty() {
             settings.bounces.domain.clone()
@@ -68,7 +75,7 @@ impl Inbound {
             pool,
             checker: Checker::new(dns, &host),
             rspamd: Rspamd::new(&i.spam.rspamd_url, Duration::from_millis(i.spam.timeout_ms)),
-            rate: PerMinute::new(i.messages_per_tenant_per_minute),
+            rate: PerMinute::shared(i.messages_per_tenant_per_minute, rates),
             routes: moka::future::Cache::builder()
                 .max_capacity(ROUTE_CACHE)
                 .time_to_live(Duration::from_secs(settings.domains.cache_secs.max(1)))
@@ -108,7 +115,14 @@ impl Inbound {
         let mut tenants: Vec<Uuid> = routed.iter().map(|r| r.route.tenant_id).collect();
         tenants.sort();
         tenants.dedup();
-        if !tenants.iter().all(|t| self.rate.take(*t)) {
+        let mut admitted = true;
+        for t in &tenants {
+            if !self.rate.take(*t).await {
+                admitted = false;
+                break;
+            }
+        }
+        if !admitted {
             return Reply::new(
                 451,
                 "4.7.1 too many messages for this recipient, try again later",

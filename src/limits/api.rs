@@ -1,25 +1,12 @@
 //! `requests_per_minute`: cluster-wide, a budget per tenant and minute leased
 //! by the nodes (`crate::cluster::rate`; [`admit`]). Admin keys are limited
 //! per key by `limits.admin_requests_per_minute` (0 = unlimited), never by a
-//! tenant's limit. [`ApiLimiter`] (one governor per subject, `limit /
-//! limits.nodes` per node) still limits OAuth token requests.
+//! tenant's limit. OAuth token requests per client
+//! (`oauth.token_requests_per_minute`) count the same way ([`per_minute`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use governor::clock::{Clock, DefaultClock};
-use governor::middleware::StateInformationMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
 use uuid::Uuid;
 
-type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
-
-struct Entry {
-    per_minute: u32,
-    limiter: Limiter,
-}
+use crate::cluster::rate::Rates;
 
 /// What one request learned about its limit (for the RateLimit headers).
 #[derive(Clone, Copy, Debug)]
@@ -32,62 +19,17 @@ pub struct RateState {
     pub retry_after_secs: Option<u64>,
 }
 
-pub struct ApiLimiter {
-    nodes: u32,
-    entries: Mutex<HashMap<Uuid, Arc<Entry>>>,
-}
-
-impl ApiLimiter {
-    pub fn new(nodes: u32) -> Self {
-        Self {
-            nodes: nodes.max(1),
-            entries: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Counts one request of `subject` (a tenant, or an admin key) against
-    /// `per_minute` (cluster-wide; divided by the node count here).
-    pub fn check(&self, subject: Uuid, per_minute: u32) -> RateState {
-        let entry = self.entry(subject, per_minute);
-        let quota = super::per_node(per_minute, self.nodes);
-        let limit = quota.get();
-        let refill = Duration::from_secs(60) / limit;
-        match entry.limiter.check() {
-            Ok(snapshot) => {
-                let remaining = snapshot.remaining_burst_capacity();
-                RateState {
-                    limit,
-                    remaining,
-                    reset_secs: (refill * (limit - remaining)).as_secs_f64().ceil() as u64,
-                    retry_after_secs: None,
-                }
-            }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                RateState {
-                    limit,
-                    remaining: 0,
-                    reset_secs: (refill * limit).as_secs_f64().ceil() as u64,
-                    retry_after_secs: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
-                }
-            }
-        }
-    }
-
-    fn entry(&self, subject: Uuid, per_minute: u32) -> Arc<Entry> {
-        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = map.get(&subject) {
-            if e.per_minute == per_minute {
-                return e.clone();
-            }
-        }
-        let quota = Quota::per_minute(super::per_node(per_minute, self.nodes));
-        let entry = Arc::new(Entry {
-            per_minute,
-            limiter: RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>(),
-        });
-        map.insert(subject, entry.clone());
-        entry
+/// Counts one request of `subject` against `per_minute` across every node:
+/// a window budget per subject and calendar minute named
+/// `<what>:60:<minute>` (`requests_per_minute` for tenants and admin keys,
+/// `token_requests_per_minute` for OAuth clients).
+pub async fn per_minute(rates: &Rates, subject: Uuid, what: &str, per_minute: u32) -> RateState {
+    let a = rates.admit(subject, what, i64::from(per_minute), 60).await;
+    RateState {
+        limit: per_minute,
+        remaining: u32::try_from(a.remaining).unwrap_or(0),
+        reset_secs: a.reset_secs,
+        retry_after_secs: (!a.admitted).then_some(a.reset_secs),
     }
 }
 
@@ -104,28 +46,6 @@ pub fn set_headers(headers: &mut actix_web::http::header::HeaderMap, s: &RateSta
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(HeaderName::from_static(name), v);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn limits_per_subject_and_rebuilds_on_change() {
-        let l = ApiLimiter::new(1);
-        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        for i in 0..3 {
-            let s = l.check(a, 3);
-            assert!(s.retry_after_secs.is_none(), "request {i}");
-            assert_eq!(s.remaining, 2 - i);
-        }
-        assert!(l.check(a, 3).retry_after_secs.is_some());
-        assert!(l.check(b, 3).retry_after_secs.is_none(), "independent");
-        assert!(
-            l.check(a, 10).retry_after_secs.is_none(),
-            "a new limit is a new bucket"
-        );
     }
 }
 
@@ -158,16 +78,7 @@ pub async fn admit(
         Subject::AdminKey(key) => (key, limits.admin_requests_per_minute),
     };
     let rate = if per_minute > 0 {
-        let a = state
-            .rates
-            .admit(id, "requests_per_minute", i64::from(per_minute), 60)
-            .await;
-        Some(RateState {
-            limit: per_minute,
-            remaining: u32::try_from(a.remaining).unwrap_or(0),
-            reset_secs: a.reset_secs,
-            retry_after_secs: (!a.admitted).then_some(a.reset_secs),
-        })
+        Some(self::per_minute(&state.rates, id, "requests_per_minute", per_minute).await)
     } else {
         None
     };

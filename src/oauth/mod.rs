@@ -34,7 +34,6 @@ use crate::crypto::Vault;
 use crate::db::{self, PgPool};
 use crate::domain::{Permissions, TenantId};
 use crate::error::{AppError, AppResult};
-use crate::limits::api::ApiLimiter;
 
 /// Platform clients act as admin keys; tenant clients as that tenant's keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,8 +115,9 @@ pub(crate) struct Inner {
     pub rejected: moka::future::Cache<[u8; 32], Arc<str>>,
     pub argon2: Arc<tokio::sync::Semaphore>,
     /// `oauth.token_requests_per_minute`, counted per client once its
-    /// secret has been checked, so strangers cannot spend it.
-    pub limiter: ApiLimiter,
+    /// secret has been checked, so strangers cannot spend it: a window
+    /// budget per client and minute shared by every node.
+    pub rates: crate::cluster::rate::Rates,
     /// Failed client authentications per client address
     /// (`auth.failed_per_ip_per_minute`, as for API keys).
     pub failed: FailedAuthLimiter,
@@ -125,7 +125,13 @@ pub(crate) struct Inner {
 }
 
 impl OAuthService {
-    pub fn new(pool: PgPool, vault: Vault, settings: &Settings) -> Self {
+    /// `rates`: the node's cluster-wide rates (token requests per client).
+    pub fn new(
+        pool: PgPool,
+        vault: Vault,
+        settings: &Settings,
+        rates: crate::cluster::rate::Rates,
+    ) -> Self {
         let ttl = Duration::from_secs(settings.auth.cache_ttl_secs).max(Duration::from_millis(1));
         Self {
             inner: Arc::new(Inner {
@@ -155,7 +161,7 @@ impl OAuthService {
                 argon2: Arc::new(tokio::sync::Semaphore::new(
                     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
                 )),
-                limiter: ApiLimiter::new(settings.limits.nodes),
+                rates,
                 failed: FailedAuthLimiter::new(settings.auth.failed_per_ip_per_minute),
                 last_used: Mutex::new(HashMap::new()),
             }),

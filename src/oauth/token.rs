@@ -180,9 +180,14 @@ impl OAuthService {
         }
         let per_minute = inner.settings.token_requests_per_minute;
         if per_minute > 0 {
-            if let Some(retry_after_secs) =
-                inner.limiter.check(client.id, per_minute).retry_after_secs
-            {
+            let state = crate::limits::api::per_minute(
+                &inner.rates,
+                client.id,
+                "token_requests_per_minute",
+                per_minute,
+            )
+            .await;
+            if let Some(retry_after_secs) = state.retry_after_secs {
                 crate::metrics::limited("oauth_token");
                 return Err(TokenError::SlowDown { retry_after_secs });
             }

@@ -73,7 +73,12 @@ fn dkim_status(d: &Value) -> Vec<String> {
 }
 
 /// Creates, publishes and verifies `name` for the tenant of `key`.
-pub async fn verified_domain(app: &TestApp, dns: &DnsServer, key: &str, body: Value) -> Value {
+pub async fn verified_domain(
+    app: &crate::common::Api,
+    dns: &DnsServer,
+    key: &str,
+    body: Value,
+) -> Value {
     let r = app.post("/v1/domains", key, body).await;
     assert_eq!(r.status, 201, "{}", r.text);
     publish_all(dns, &r.json);

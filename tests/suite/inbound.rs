@@ -69,7 +69,7 @@ pub async fn world_with(tweak: impl FnOnce(&mut postline::config::Settings)) -> 
 
 /// A tenant with `domain` verified and a webhook endpoint: (key, endpoint id).
 pub async fn tenant(
-    app: &TestApp,
+    app: &crate::common::Api,
     dns: &DnsServer,
     rx: &Receiver,
     domain: &str,

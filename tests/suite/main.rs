@@ -58,6 +58,7 @@ mod limits;
 mod mx;
 mod nodes;
 mod nodes_auth;
+mod nodes_limits;
 mod nodes_load;
 mod nodes_webhooks;
 mod oauth;

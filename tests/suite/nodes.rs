@@ -17,7 +17,7 @@ use uuid::Uuid;
 const UP: Duration = Duration::from_secs(60);
 
 /// Three `api` nodes on `db`; `extra` settings for each.
-async fn api_nodes(db: &str, extra: &[(&str, &str)]) -> (Vec<Server>, String) {
+pub(crate) async fn api_nodes(db: &str, extra: &[(&str, &str)]) -> (Vec<Server>, String) {
     let mut servers: Vec<Server> = (0..3)
         .map(|_| {
             let mut s = Server::new(db, 1, extra);
@@ -132,7 +132,7 @@ async fn nodes_register_and_a_killed_nodes_leases_return_within_the_timeout() {
 }
 
 /// Seconds into the current minute.
-fn second_of_minute() -> u64 {
+pub(crate) fn second_of_minute() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

@@ -33,7 +33,7 @@ async fn api_nodes(db: &str, extra: &[(&str, &str)]) -> Vec<Server> {
 
 /// Waits until the rest of the test fits in the current minute (the
 /// budgets' window).
-async fn early_in_a_minute() {
+pub(crate) async fn early_in_a_minute() {
     let second = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

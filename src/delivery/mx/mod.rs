@@ -12,6 +12,7 @@
 //! `delivery.attempt_timeout_secs` ([`super::run`]).
 
 mod connect;
+pub mod downs;
 mod gate;
 pub mod metrics;
 mod outcome;
@@ -225,7 +226,11 @@ impl MxTransport {
             Ok(Route::Hosts(hosts)) => hosts.clone(),
         };
         let site = self.sites.site_for(&dialer.pool, &hosts);
-        if site.is_down() {
+        let down = match &self.shared {
+            Some(shared) => shared.down(&site),
+            None => site.is_down(),
+        };
+        if down {
             metrics::deferred(&site.pool, &site.label);
             return all(
                 Fate::Deferred,
@@ -342,6 +347,9 @@ impl MxTransport {
             } => {
                 if all_unreachable {
                     site.mark_down(self.down_for);
+                    if let Some(shared) = &self.shared {
+                        shared.marked_down(site, self.down_for);
+                    }
                 }
                 Err(Outcome::deferred(format!(
                     "no MX host of the recipient domain took the message: {text}"

@@ -185,6 +185,12 @@ impl Site {
         self.state().down_until = Some(Instant::now() + for_);
     }
 
+    /// Down until `end` (a later end already set stays).
+    pub fn mark_down_until(&self, end: Instant) {
+        let mut st = self.state();
+        st.down_until = Some(st.down_until.map_or(end, |u| u.max(end)));
+    }
+
     pub fn mark_up(&self) {
         self.state().down_until = None;
     }
@@ -331,6 +337,21 @@ mod tests {
             wait > Duration::from_millis(500) && wait <= Duration::from_secs(1),
             "{wait:?}"
         );
+    }
+
+    #[test]
+    fn a_shared_down_marking_keeps_the_later_end() {
+        let s = site(60, 1);
+        assert!(!s.is_down());
+        s.mark_down(Duration::from_secs(60));
+        s.mark_down_until(Instant::now() + Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(s.is_down(), "an earlier end does not shorten a marking");
+        s.mark_up();
+        s.mark_down_until(Instant::now() + Duration::from_millis(20));
+        assert!(s.is_down());
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!s.is_down(), "down until the end, then tried again");
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //!   node's own GCRA (bursts) still applies on top, per node.
 //! - A 421 / 4.7.x "slow down" seen by one node halves the site's rate on
 //!   every node (`super::slowdowns`, through the `mx_slowdowns` table).
+//! - A site one node found down (every address unreachable) is down for
+//!   every node until its marking ends (`super::downs`, `mx_site_downs`).
 //!
 //! The site is named by the key shaping gives it ([`Site::key`], opaque
 //! here); keys longer than 100 bytes (a long MX host set) are hashed.
@@ -37,6 +39,8 @@ pub struct SharedSites {
     window_secs: u64,
     /// Slow-downs seen by any node (`super::slowdowns`).
     slowdowns: super::slowdowns::Slowdowns,
+    /// Sites marked down by any node (`super::downs`).
+    downs: super::downs::Downs,
 }
 
 impl std::fmt::Debug for SharedSites {
@@ -79,13 +83,14 @@ impl SharedSites {
             rates: rates.clone(),
             window_secs: window_secs.clamp(1, 60),
             slowdowns: super::slowdowns::Slowdowns::new(rates.pool().clone(), slowdown),
+            downs: super::downs::Downs::new(rates.pool().clone()),
         }
     }
 
-    /// The slots' renewal and the slow-downs' poll.
+    /// The slots' renewal and the poll of slow-downs and down markings.
     pub fn spawn_renewer(&self) -> tokio::task::JoinHandle<()> {
         let renewer = self.slots.spawn_renewer();
-        let poll = self.slowdowns.clone().run();
+        let poll = self.slowdowns.clone().run(self.downs.clone());
         tokio::spawn(async move {
             let _ = tokio::join!(renewer, poll);
         })
@@ -94,6 +99,19 @@ impl SharedSites {
     /// `site` answered 421 / 4.7.x here: the other nodes slow down too.
     pub fn slowed(&self, site: &Site) {
         self.slowdowns.publish(site);
+    }
+
+    /// This node found every address of `site` unreachable and marked it
+    /// down for `for_`: the other nodes defer its mail too.
+    pub fn marked_down(&self, site: &Site, for_: Duration) {
+        self.downs.publish(site, for_);
+    }
+
+    /// Whether `site` is down, here or as another node marked it (in
+    /// memory; the marking is read once a second).
+    pub fn down(&self, site: &Site) -> bool {
+        self.downs.apply(site);
+        site.is_down()
     }
 
     /// A connection slot of the site, waiting until `deadline`; else how

@@ -161,10 +161,22 @@ impl Slowdowns {
         }
     }
 
-    /// Reads the recent slow-downs (once a second).
-    pub async fn poll(&self, purge: bool) -> crate::error::AppResult<()> {
+    /// Reads the recent slow-downs and the sites marked down (once a
+    /// second, on one connection).
+    pub async fn poll(
+        &self,
+        purge: bool,
+        downs: &super::downs::Downs,
+    ) -> crate::error::AppResult<()> {
         let window = self.window.as_secs_f64();
-        let rows = crate::db::run(&self.pool, move |conn| Ok(recent(conn, window, purge)?)).await?;
+        let (rows, down) = crate::db::run(&self.pool, move |conn| {
+            Ok((
+                recent(conn, window, purge)?,
+                super::downs::current(conn, purge)?,
+            ))
+        })
+        .await?;
+        downs.set(down);
         let mut c = lock(&self.counts);
         c.latest = rows
             .into_iter()
@@ -179,13 +191,14 @@ impl Slowdowns {
         Ok(())
     }
 
-    pub async fn run(self) {
+    /// Polls every second (the sites marked down too).
+    pub async fn run(self, downs: super::downs::Downs) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for n in 0u64.. {
             tick.tick().await;
-            if let Err(e) = self.poll(n % 600 == 0).await {
-                tracing::debug!(error = %e, "reading sites' slow-downs failed");
+            if let Err(e) = self.poll(n % 600 == 0, &downs).await {
+                tracing::debug!(error = %e, "reading sites' slow-downs and down markings failed");
             }
         }
     }

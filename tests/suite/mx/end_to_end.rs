@@ -3,7 +3,7 @@
 use super::*;
 
 pub(super) async fn wait_email(
-    app: &TestApp,
+    app: &common::Api,
     key: &str,
     id: &str,
     what: impl Fn(&Value) -> bool,

@@ -10,6 +10,7 @@ mod end_to_end;
 mod envelopes;
 mod guard;
 mod nodes;
+mod nodes_down;
 mod nodes_slowdown;
 mod shaping;
 

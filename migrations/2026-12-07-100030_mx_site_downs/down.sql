@@ -1,0 +1,1 @@
+DROP TABLE mx_site_downs;
