@@ -60,6 +60,7 @@ mod nodes;
 mod nodes_auth;
 mod nodes_limits;
 mod nodes_load;
+mod nodes_measure;
 mod nodes_webhooks;
 mod oauth;
 mod oauth_tokens;

@@ -150,6 +150,11 @@ impl Server {
             .to_string()
     }
 
+    /// Whether `start` was called and the process was not stopped since.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Starts `postline serve` (or `self.role`); its output is appended to
     /// one log file.
     pub fn start(&mut self) {
