@@ -66,6 +66,7 @@ mod oauth;
 mod oauth_tokens;
 mod observability;
 mod openapi;
+mod outcome_rows;
 mod pools;
 mod queue;
 mod queue_guards;
