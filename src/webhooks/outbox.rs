@@ -1,9 +1,12 @@
 //! The webhook outbox. [`enqueue`] runs inside the transaction that changes a
 //! message's status (ingest for `email.queued`, `queue::claim::record` for the
 //! outcomes), so an event reaches webhooks exactly when its status change
-//! commits. It is one statement, and when nobody subscribes it writes nothing:
-//! the join with the enabled endpoints is empty. Deliveries to a tenant's
-//! endpoints and to the platform's go to separate outboxes ([`to_outboxes`]).
+//! commits. It is one statement, planned at each call; a cheaper one kept
+//! prepared runs first and skips it when neither the events' tenants nor the
+//! platform have an enabled endpoint (the common case of an ingest commit:
+//! planning the join cost ~0.3 ms per commit, issue 24). Deliveries to a
+//! tenant's endpoints and to the platform's go to separate outboxes
+//! ([`to_outboxes`]).
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -25,6 +28,9 @@ pub fn enqueue(conn: &mut PgConnection, events: &[NewEvent]) -> QueryResult<usiz
         return Ok(0);
     }
     let tenants: Vec<Uuid> = events.iter().map(|e| e.tenant_id).collect();
+    if !any_subscriber(conn, &tenants)? {
+        return Ok(0);
+    }
     let emails: Vec<Uuid> = events.iter().map(|e| e.email_id).collect();
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     let details: Vec<&serde_json::Value> = events.iter().map(|e| &e.detail).collect();
@@ -61,6 +67,24 @@ pub fn enqueue(conn: &mut PgConnection, events: &[NewEvent]) -> QueryResult<usiz
     .bind::<Array<Jsonb>, _>(&details)
     .bind::<Array<Timestamptz>, _>(&ats)
     .execute(conn)
+}
+
+#[derive(QueryableByName)]
+struct Any {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    any: bool,
+}
+
+/// Whether any of `tenants`, or the platform, has an enabled endpoint (of
+/// whatever events): one fixed text, kept prepared, two index probes.
+fn any_subscriber(conn: &mut PgConnection, tenants: &[Uuid]) -> QueryResult<bool> {
+    let r: Any = crate::db::prepared::query(
+        "SELECT EXISTS (SELECT 1 FROM webhooks WHERE enabled AND tenant_id = ANY($1)) \
+             OR EXISTS (SELECT 1 FROM platform_webhooks WHERE enabled) AS any",
+    )
+    .bind::<Array<SqlUuid>, _>(tenants)
+    .get_result(conn)?;
+    Ok(r.any)
 }
 
 /// The columns an outbox row is written with.
