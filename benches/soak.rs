@@ -53,7 +53,7 @@ fn main() {
     let mut server = Server::start(&db.url, sink.sink.port());
     let rt = common::runtime();
     let tenants = rt.block_on(make_tenants(&server, &db.url, tenants_n));
-    let idle_kib = rss_kib(server.pid()).unwrap_or(0);
+    let idle_kib = postline::memory::rss_kib_of(server.pid()).unwrap_or(0);
     print_figure(
         "shape",
         format!(
@@ -73,7 +73,7 @@ fn main() {
         std::thread::spawn(move || {
             let mut conn = PgConnection::establish(&url).expect("connect for sampling");
             while !stop.load(Ordering::SeqCst) {
-                let rss = rss_kib(pid).unwrap_or(0);
+                let rss = postline::memory::rss_kib_of(pid).unwrap_or(0);
                 let queued = queue_depth(&mut conn);
                 samples.lock().expect("samples").push((
                     started.elapsed().as_secs_f64(),
@@ -117,7 +117,7 @@ fn main() {
             .saturating_sub(cpu_pg0),
     );
     std::thread::sleep(Duration::from_secs(5));
-    let after_kib = rss_kib(server.pid()).unwrap_or(0);
+    let after_kib = postline::memory::rss_kib_of(server.pid()).unwrap_or(0);
     stop.store(true, Ordering::SeqCst);
     sampler.join().expect("sampler");
     let delivered = sink.sink.count();
@@ -201,13 +201,6 @@ fn per_msg(cpu: Duration, n: usize) -> f64 {
 
 fn mb(kib: u64) -> String {
     format!("{} MB", kib / 1024)
-}
-
-/// `VmRSS` of `pid`, in KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[derive(QueryableByName)]

@@ -56,11 +56,22 @@ pub fn blocking_threads(connections: u32) -> usize {
 /// (`/proc/self/status`: `VmRSS`, `VmHWM`); `None` off Linux.
 pub fn rss_kib() -> Option<(u64, u64)> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let field = |name: &str| -> Option<u64> {
-        let line = status.lines().find(|l| l.starts_with(name))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    Some((
+        status_kib(&status, "VmRSS:")?,
+        status_kib(&status, "VmHWM:")?,
+    ))
+}
+
+/// Resident size of process `pid`, in KiB (`/proc/<pid>/status`); the soak
+/// benchmark reads the server's from outside.
+pub fn rss_kib_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_kib(&status, "VmRSS:")
+}
+
+fn status_kib(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -78,5 +89,8 @@ mod tests {
     fn rss_is_read() {
         let (rss, peak) = rss_kib().expect("linux /proc/self/status");
         assert!(rss > 0 && peak >= rss);
+        let of = rss_kib_of(std::process::id()).expect("/proc/<pid>/status");
+        assert!(of > 0);
+        assert_eq!(rss_kib_of(u32::MAX), None);
     }
 }

@@ -100,6 +100,28 @@ macro_rules! by_owner {
 }
 pub(crate) use by_owner;
 
+/// Inserts one row into `$tenant` (with the owner's `tenant_id`) or into its
+/// `platform_` twin `$platform`: the other columns are the same in both.
+macro_rules! insert_owned {
+    ($conn:expr, $owner:expr, $tenant:ident | $platform:ident, { $($col:ident: $val:expr),+ $(,)? }) => {
+        match $owner {
+            $crate::console::owner::Owner::Tenant(tenant_id) => {
+                use $crate::db::schema::$tenant as t;
+                diesel::insert_into(t::table)
+                    .values((t::tenant_id.eq(tenant_id), $(t::$col.eq($val)),+))
+                    .execute($conn)
+            }
+            $crate::console::owner::Owner::Platform => {
+                use $crate::db::schema::$platform as t;
+                diesel::insert_into(t::table)
+                    .values(($(t::$col.eq($val)),+))
+                    .execute($conn)
+            }
+        }
+    };
+}
+pub(crate) use insert_owned;
+
 #[cfg(test)]
 mod tests {
     use super::*;

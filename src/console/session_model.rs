@@ -10,10 +10,10 @@ use diesel::sql_types::BigInt;
 use uuid::Uuid;
 
 use super::model::{user_columns, user_row, UserColumns, UserRow};
-use super::owner::{by_owner, Owner, Scope};
+use super::owner::{by_owner, insert_owned, Owner, Scope};
 use crate::db::schema::{
-    console_invitations, console_sessions, console_users, platform_console_invitations,
-    platform_console_sessions, platform_console_users, tenants,
+    console_invitations, console_sessions, console_users, platform_console_sessions,
+    platform_console_users, tenants,
 };
 
 pub struct NewSession<'a> {
@@ -28,25 +28,12 @@ pub fn insert_session(
     owner: Owner,
     s: &NewSession<'_>,
 ) -> QueryResult<usize> {
-    match owner {
-        Owner::Tenant(t) => diesel::insert_into(console_sessions::table)
-            .values((
-                console_sessions::tenant_id.eq(t),
-                console_sessions::token_hash.eq(s.token_hash),
-                console_sessions::user_id.eq(s.user_id),
-                console_sessions::csrf_token.eq(s.csrf_token),
-                console_sessions::expires_at.eq(s.expires_at),
-            ))
-            .execute(conn),
-        Owner::Platform => diesel::insert_into(platform_console_sessions::table)
-            .values((
-                platform_console_sessions::token_hash.eq(s.token_hash),
-                platform_console_sessions::user_id.eq(s.user_id),
-                platform_console_sessions::csrf_token.eq(s.csrf_token),
-                platform_console_sessions::expires_at.eq(s.expires_at),
-            ))
-            .execute(conn),
-    }
+    insert_owned!(conn, owner, console_sessions | platform_console_sessions, {
+        token_hash: s.token_hash,
+        user_id: s.user_id,
+        csrf_token: s.csrf_token,
+        expires_at: s.expires_at,
+    })
 }
 
 /// What a live session holds: its user, the CSRF token and the user's
@@ -187,23 +174,11 @@ pub fn insert_invitation(
     user: Uuid,
     expires_at: DateTime<Utc>,
 ) -> QueryResult<usize> {
-    match owner {
-        Owner::Tenant(t) => diesel::insert_into(console_invitations::table)
-            .values((
-                console_invitations::tenant_id.eq(t),
-                console_invitations::token_hash.eq(token_hash),
-                console_invitations::user_id.eq(user),
-                console_invitations::expires_at.eq(expires_at),
-            ))
-            .execute(conn),
-        Owner::Platform => diesel::insert_into(platform_console_invitations::table)
-            .values((
-                platform_console_invitations::token_hash.eq(token_hash),
-                platform_console_invitations::user_id.eq(user),
-                platform_console_invitations::expires_at.eq(expires_at),
-            ))
-            .execute(conn),
-    }
+    insert_owned!(conn, owner, console_invitations | platform_console_invitations, {
+        token_hash: token_hash,
+        user_id: user,
+        expires_at: expires_at,
+    })
 }
 
 /// Marks an unused, unexpired invitation used and returns its user: a link

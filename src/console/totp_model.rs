@@ -8,8 +8,8 @@ use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use uuid::Uuid;
 
-use super::owner::{by_owner, Owner, Scope};
-use crate::db::schema::{console_login_challenges, platform_console_login_challenges};
+use super::owner::{by_owner, insert_owned, Owner, Scope};
+use crate::db::schema::console_login_challenges;
 
 /// A user's TOTP state.
 #[derive(Clone)]
@@ -188,23 +188,11 @@ pub fn insert_challenge(
     user: Uuid,
     expires_at: DateTime<Utc>,
 ) -> QueryResult<usize> {
-    match owner {
-        Owner::Tenant(t) => diesel::insert_into(console_login_challenges::table)
-            .values((
-                console_login_challenges::tenant_id.eq(t),
-                console_login_challenges::token_hash.eq(token_hash),
-                console_login_challenges::user_id.eq(user),
-                console_login_challenges::expires_at.eq(expires_at),
-            ))
-            .execute(conn),
-        Owner::Platform => diesel::insert_into(platform_console_login_challenges::table)
-            .values((
-                platform_console_login_challenges::token_hash.eq(token_hash),
-                platform_console_login_challenges::user_id.eq(user),
-                platform_console_login_challenges::expires_at.eq(expires_at),
-            ))
-            .execute(conn),
-    }
+    insert_owned!(conn, owner, console_login_challenges | platform_console_login_challenges, {
+        token_hash: token_hash,
+        user_id: user,
+        expires_at: expires_at,
+    })
 }
 
 /// The user of a live challenge in `scope`.

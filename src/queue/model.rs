@@ -106,8 +106,7 @@ pub fn heartbeat(
            FOR UPDATE OF q SKIP LOCKED), \
          renew AS ( \
            UPDATE email_queue q SET lease_until = now() + make_interval(secs => $4) \
-           FROM free WHERE q.tenant_id = free.tenant_id AND q.email_id = free.email_id \
-           RETURNING q.tenant_id) \
+           FROM free WHERE q.tenant_id = free.tenant_id AND q.email_id = free.email_id) \
          SELECT tenant_id, email_id FROM held",
     )
     .bind::<Array<SqlUuid>, _>(&t)
