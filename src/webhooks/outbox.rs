@@ -76,7 +76,8 @@ struct Any {
 }
 
 /// Whether any of `tenants`, or the platform, has an enabled endpoint (of
-/// whatever events): one fixed text, kept prepared, two index probes.
+/// whatever events): one fixed text, kept prepared; the tenants through
+/// the partial index of enabled endpoints, the platform's small table read whole.
 fn any_subscriber(conn: &mut PgConnection, tenants: &[Uuid]) -> QueryResult<bool> {
     let r: Any = crate::db::prepared::query(
         "SELECT EXISTS (SELECT 1 FROM webhooks WHERE enabled AND tenant_id = ANY($1)) \
