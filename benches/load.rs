@@ -629,11 +629,8 @@ fn side_by_side(env: &BenchEnv, rt: &tokio::runtime::Runtime, p: &Params, target
     };
     let mut bench = rt.block_on(BenchApp::start(settings));
     // As a platform runs it: POSTLINE_BENCH_QUOTA=1 gives every tenant a daily
-    // quota (the admission row lock is then on the ingest path);
-    // POSTLINE_BENCH_SERVE=1 keeps the worker delivering to the sink during
-    // the ingest rounds, as `postline serve` does.
+    // quota (the admission row lock is then on the ingest path).
     let quota = std::env::var("POSTLINE_BENCH_QUOTA").is_ok_and(|v| v == "1");
-    let serving = std::env::var("POSTLINE_BENCH_SERVE").is_ok_and(|v| v == "1");
     let extra = if quota {
         serde_json::json!({"rate_limit": {"emails_per_day": 1_000_000_000}})
     } else {
@@ -643,15 +640,10 @@ fn side_by_side(env: &BenchEnv, rt: &tokio::runtime::Runtime, p: &Params, target
     print_figure(
         "shape",
         format!(
-            "tenants {} a daily quota; worker {} during ingest",
+            "tenants {} a daily quota; worker delivering during ingest",
             if quota { "with" } else { "without" },
-            if serving { "delivering" } else { "off" }
         ),
     );
-    if serving {
-        let _runtime = rt.enter();
-        bench.start_worker();
-    }
     let n = p.delivery_messages;
     let reqs = Arc::new(app::spread_requests(
         &tenants,
@@ -659,10 +651,16 @@ fn side_by_side(env: &BenchEnv, rt: &tokio::runtime::Runtime, p: &Params, target
         p.delivery_size,
         domains,
     ));
+    // The worker delivers while the messages come in: end to end is the
+    // time until the last one is out, as for Postfix.
     {
         let _runtime = rt.enter();
         bench.start_worker();
     }
+    let counting = statements::wanted() && statements::reset(&env.admin_url);
+    let commits = xact_commits(&db.url);
+    let postmaster = cpu::port_of(&db.url).and_then(cpu::postmaster);
+    let meter = Meter::start(None, postmaster);
     let started = Instant::now();
     let sent = http::drive(&Load {
         addr: bench.addr,
@@ -677,6 +675,7 @@ fn side_by_side(env: &BenchEnv, rt: &tokio::runtime::Runtime, p: &Params, target
     let accepted = started.elapsed();
     let all = wait_delivered(&db.url, sent.ok, Duration::from_secs(600));
     let delivered = started.elapsed();
+    let split = meter.stop(sent.client_cpu);
     print_figure(
         "postline accepted",
         format!(
@@ -696,6 +695,18 @@ fn side_by_side(env: &BenchEnv, rt: &tokio::runtime::Runtime, p: &Params, target
             if all { "" } else { " (TIMED OUT)" }
         ),
     );
+    print_figure("  cpu per message", split.per_message(sent.ok, delivered));
+    let commits = xact_commits(&db.url) - commits;
+    print_figure(
+        "  postgres commits",
+        format!(
+            "{commits} ({:.2} per delivered message)",
+            commits as f64 / sent.ok.max(1) as f64
+        ),
+    );
+    if counting {
+        statements::report(&env.admin_url, sent.ok, 24);
+    }
     rt.block_on(bench.stop_worker());
 }
 

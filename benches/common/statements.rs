@@ -8,6 +8,9 @@
 //! POSTLINE_BENCH_PG_OPTS="-c shared_preload_libraries=pg_stat_statements" \
 //!   deploy/dev bench load
 //! ```
+//!
+//! With `-c pg_stat_statements.track_planning=on` added to the options, the
+//! planning time is counted too (else it reads 0).
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Double, Text};
@@ -41,6 +44,8 @@ struct Stmt {
     rows: i64,
     #[diesel(sql_type = Double)]
     ms: f64,
+    #[diesel(sql_type = Double)]
+    plan_ms: f64,
     #[diesel(sql_type = Text)]
     query: String,
 }
@@ -63,28 +68,30 @@ pub fn report(url: &str, messages: usize, top: i64) {
     let stmts: Vec<Stmt> = diesel::sql_query(
         // A multi-row INSERT is one text per row count: grouped by its start.
         "SELECT sum(calls)::bigint AS calls, sum(rows)::bigint AS rows, \
-           sum(total_exec_time) AS ms, q AS query \
-         FROM (SELECT calls, rows, total_exec_time, \
+           sum(total_exec_time) AS ms, sum(total_plan_time) AS plan_ms, q AS query \
+         FROM (SELECT calls, rows, total_exec_time, total_plan_time, \
                  left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS q \
                FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_%') s \
-         GROUP BY q ORDER BY ms DESC",
+         GROUP BY q ORDER BY sum(total_exec_time) + sum(total_plan_time) DESC",
     )
     .load(&mut c)
     .unwrap_or_default();
-    let (mut calls, mut rows, mut ms) = (0i64, 0i64, 0f64);
+    let (mut calls, mut rows, mut ms, mut plan_ms) = (0i64, 0i64, 0f64, 0f64);
     for s in &stmts {
         calls += s.calls;
         rows += s.rows;
         ms += s.ms;
+        plan_ms += s.plan_ms;
     }
     for s in stmts.iter().take(top.max(0) as usize) {
         print_figure(
             "  pg statement",
             format!(
-                "{:.3} calls, {:.2} rows, {:.1} µs exec per msg: {}",
+                "{:.3} calls, {:.2} rows, {:.1} µs exec, {:.1} µs plan per msg: {}",
                 s.calls as f64 / n,
                 s.rows as f64 / n,
                 s.ms * 1000.0 / n,
+                s.plan_ms * 1000.0 / n,
                 s.query
             ),
         );
@@ -92,11 +99,12 @@ pub fn report(url: &str, messages: usize, top: i64) {
     print_figure(
         "  pg statements, all",
         format!(
-            "{} kinds (by their first 90 characters); {:.2} calls, {:.2} rows, {:.1} µs exec per msg",
+            "{} kinds (by their first 90 characters); {:.2} calls, {:.2} rows, {:.1} µs exec, {:.1} µs plan per msg",
             stmts.len(),
             calls as f64 / n,
             rows as f64 / n,
-            ms * 1000.0 / n
+            ms * 1000.0 / n,
+            plan_ms * 1000.0 / n
         ),
     );
     let wal: Option<Wal> = diesel::sql_query(

@@ -125,6 +125,40 @@ pub struct EventRow {
     pub at: DateTime<Utc>,
 }
 
+#[derive(QueryableByName)]
+struct Present {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    tenant_id: Uuid,
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    id: Uuid,
+}
+
+/// Which of the messages `keys` still exist, each locked `FOR KEY SHARE`
+/// until the caller's transaction ends, so retention (which takes its rows
+/// `FOR UPDATE SKIP LOCKED`) cannot delete one before events written for it
+/// commit. `email_events` has no foreign key to `emails` (issue 24): a writer
+/// that does not otherwise hold the message row in its transaction writes
+/// only the events of the messages this returns.
+pub fn lock_present(
+    conn: &mut PgConnection,
+    keys: &[(Uuid, Uuid)],
+) -> QueryResult<std::collections::HashSet<(Uuid, Uuid)>> {
+    if keys.is_empty() {
+        return Ok(Default::default());
+    }
+    let (t, e): (Vec<Uuid>, Vec<Uuid>) = keys.iter().copied().unzip();
+    let rows: Vec<Present> = diesel::sql_query(
+        "SELECT m.tenant_id, m.id FROM emails m \
+         JOIN (SELECT DISTINCT t, e FROM unnest($1, $2) AS u(t, e)) u \
+           ON m.tenant_id = u.t AND m.id = u.e \
+         ORDER BY m.tenant_id, m.id FOR KEY SHARE OF m",
+    )
+    .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(&t)
+    .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(&e)
+    .load(conn)?;
+    Ok(rows.into_iter().map(|r| (r.tenant_id, r.id)).collect())
+}
+
 /// The event a new message starts its timeline with: `email.queued`, or
 /// `email.scheduled` with the time it waits for.
 fn accept_event(e: &NewEmail) -> NewEvent {

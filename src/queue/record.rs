@@ -100,12 +100,21 @@ struct ChangedRow {
     email_id: Uuid,
 }
 
+/// What [`record`] wrote.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    /// The messages changed (their fence still held).
+    pub changed: Vec<(Uuid, Uuid)>,
+    /// Webhook outbox rows written (0: no dispatcher needs waking).
+    pub webhook_rows: usize,
+}
+
 /// Writes the outcomes that still hold their fence (two statements for the
 /// queue and the messages, one for events, one for the outbox, one for
-/// usage), in one transaction. Returns the messages changed.
-pub fn record(conn: &mut PgConnection, outcomes: &[Outcome]) -> QueryResult<Vec<(Uuid, Uuid)>> {
+/// usage), in one transaction.
+pub fn record(conn: &mut PgConnection, outcomes: &[Outcome]) -> QueryResult<Recorded> {
     if outcomes.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Recorded::default());
     }
     conn.transaction(|conn| {
         let n = outcomes.len();
@@ -234,16 +243,20 @@ pub fn record(conn: &mut PgConnection, outcomes: &[Outcome]) -> QueryResult<Vec<
                 at: now,
             });
         }
+        let mut webhook_rows = 0;
         if !events.is_empty() {
             diesel::insert_into(email_events::table).values(&events).execute(conn)?;
-            crate::webhooks::outbox::enqueue(conn, &events)?;
+            webhook_rows = crate::webhooks::outbox::enqueue(conn, &events)?;
         }
         let shard = usage::pick_shard();
         usage::add(conn, now.date_naive(), shard, &terminal_counts(outcomes, &changed))?;
         let by_stream = terminal_items(outcomes, &changed);
         crate::usage::streams::add_for_emails(conn, now.date_naive(), shard, &by_stream)?;
         crate::reputation::track::outcomes(conn, &mine)?;
-        Ok(changed.into_iter().collect())
+        Ok(Recorded {
+            changed: changed.into_iter().collect(),
+            webhook_rows,
+        })
     })
 }
 

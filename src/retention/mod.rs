@@ -78,7 +78,9 @@ pub fn purge_batch(
          recipients AS (DELETE FROM email_recipients r USING due \
            WHERE r.tenant_id = due.tenant_id AND r.email_id = due.id), \
          queued AS (DELETE FROM email_queue q USING due \
-           WHERE q.tenant_id = due.tenant_id AND q.email_id = due.id) \
+           WHERE q.tenant_id = due.tenant_id AND q.email_id = due.id), \
+         events AS (DELETE FROM email_events ev USING due \
+           WHERE ev.tenant_id = due.tenant_id AND ev.email_id = due.id) \
          DELETE FROM emails e USING due WHERE e.tenant_id = due.tenant_id AND e.id = due.id"
     ))
     .bind::<Integer, _>(metadata_days)

@@ -104,11 +104,21 @@ pub fn write(
     clicks: &[First],
 ) -> QueryResult<()> {
     conn.transaction(|conn| {
+        // The hits were matched to messages outside this transaction:
+        // retention may have deleted one since (`email_events` has no
+        // foreign key to catch it).
+        let keys: Vec<(Uuid, Uuid)> = events.iter().map(|e| (e.tenant_id, e.email_id)).collect();
+        let present = crate::emails::model::lock_present(conn, &keys)?;
+        let events: Vec<NewEvent> = events
+            .iter()
+            .filter(|e| present.contains(&(e.tenant_id, e.email_id)))
+            .cloned()
+            .collect();
         if !events.is_empty() {
             diesel::insert_into(email_events::table)
-                .values(events)
+                .values(&events)
                 .execute(conn)?;
-            crate::webhooks::outbox::enqueue(conn, events)?;
+            crate::webhooks::outbox::enqueue(conn, &events)?;
         }
         let opened = set_first(conn, opens, false)?;
         let clicked = set_first(conn, clicks, true)?;

@@ -36,11 +36,10 @@ pub async fn run(
         for o in &batch {
             metrics::delivery(o.resolution.label());
         }
-        let evented = batch.iter().any(|o| o.resolution.event().is_some());
         let leases: Vec<_> = batch.iter().map(|o| o.lease).collect();
-        record_with_retry(&pool, batch).await;
+        let webhook_rows = record_with_retry(&pool, batch).await;
         inflight.recorded(&leases);
-        if evented {
+        if webhook_rows > 0 {
             outbox.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
@@ -49,12 +48,13 @@ pub async fn run(
 /// Outcomes must reach the database: a message already accepted by the relay
 /// is otherwise sent again after its lease expires. Retries for a while (the
 /// leases are renewed meanwhile: they stay held until this returns).
-pub async fn record_with_retry(pool: &PgPool, outcomes: Vec<Outcome>) {
+/// Returns the webhook outbox rows written (0 when the outcomes were lost).
+pub async fn record_with_retry(pool: &PgPool, outcomes: Vec<Outcome>) -> usize {
     let outcomes = Arc::new(outcomes);
     for attempt in 0..30u32 {
         let batch = outcomes.clone();
         match db::run(pool, move |conn| Ok(record::record(conn, &batch)?)).await {
-            Ok(_) => return,
+            Ok(r) => return r.webhook_rows,
             Err(e) => {
                 tracing::warn!(error = %e, attempt, "recording delivery outcomes failed; retrying");
                 tokio::time::sleep(
@@ -68,4 +68,5 @@ pub async fn record_with_retry(pool: &PgPool, outcomes: Vec<Outcome>) {
         count = outcomes.len(),
         "delivery outcomes lost; the leases will expire and the messages be retried"
     );
+    0
 }

@@ -44,6 +44,7 @@ mod drill_failover;
 mod drill_input;
 mod drill_kill;
 mod drill_relay;
+mod event_rows;
 mod first_hour;
 mod hostile;
 mod http_errors;
