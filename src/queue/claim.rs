@@ -104,7 +104,7 @@ fn walk(
     skip: &[Uuid],
     n: usize,
 ) -> QueryResult<Vec<Uuid>> {
-    let rows: Vec<TenantRow> = crate::db::prepared::query(
+    let rows: Vec<TenantRow> = diesel::sql_query(
         "WITH RECURSIVE walk AS ( \
            (SELECT tenant_id, next_attempt_at FROM email_queue \
             WHERE lease_until IS NULL AND NOT held AND tenant_id > $1 AND tenant_id <= $2 \

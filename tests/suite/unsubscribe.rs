@@ -135,8 +135,10 @@ async fn broadcast_mail_carries_signed_one_click_headers_and_the_post_suppresses
     assert!(signed.contains(&"list-unsubscribe"), "{h}");
     assert!(signed.contains(&"list-unsubscribe-post"), "{h}");
     assert_eq!(dkimpy(raw.as_bytes(), &dkim_records(&d)), vec![true]);
-    // A changed link fails the signature.
-    let forged_raw = raw.replacen("/u/", "/u/x", 1);
+    // A changed link fails the signature. The link's whole prefix is
+    // replaced: a bare "/u/" can occur in the base64 of `b=` or `bh=`.
+    let forged_raw = raw.replacen(&format!("{PUBLIC}/u/"), &format!("{PUBLIC}/u/x"), 1);
+    assert_ne!(forged_raw, raw);
     assert_eq!(
         dkimpy(forged_raw.as_bytes(), &dkim_records(&d)),
         vec![false]
