@@ -2,7 +2,7 @@
 //! tenant) and the leases the heartbeat renews until their outcome is
 //! recorded.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
@@ -28,6 +28,9 @@ struct State {
     per_tenant: HashMap<Uuid, Held>,
     /// Leases held, until their outcome is recorded.
     leases: HashMap<(Uuid, Uuid), Lease>,
+    /// Leases whose outcome the recorder is writing: their rows may already
+    /// be gone (committed) while they are still held here.
+    recording: HashSet<(Uuid, Uuid)>,
 }
 
 pub struct Inflight {
@@ -128,17 +131,39 @@ impl Inflight {
         self.freed.notify_one();
     }
 
+    /// The recorder starts writing these outcomes.
+    pub fn recording(&self, leases: &[Lease]) {
+        let mut s = self.lock();
+        for l in leases {
+            if s.leases.get(&(l.tenant_id, l.email_id)) == Some(l) {
+                s.recording.insert((l.tenant_id, l.email_id));
+            }
+        }
+    }
+
     pub fn recorded(&self, leases: &[Lease]) {
         let mut s = self.lock();
         for l in leases {
             if s.leases.get(&(l.tenant_id, l.email_id)) == Some(l) {
                 s.leases.remove(&(l.tenant_id, l.email_id));
+                s.recording.remove(&(l.tenant_id, l.email_id));
             }
         }
     }
 
     pub fn leases(&self) -> Vec<Lease> {
         self.lock().leases.values().copied().collect()
+    }
+
+    /// The leases held whose outcome is not being written: a row missing
+    /// for one of these was taken over, not recorded.
+    pub fn unsettled(&self) -> Vec<Lease> {
+        let s = self.lock();
+        s.leases
+            .iter()
+            .filter(|(k, _)| !s.recording.contains(k))
+            .map(|(_, l)| *l)
+            .collect()
     }
 }
 
@@ -175,6 +200,31 @@ mod tests {
         s.worker.lease_pool_size = 0;
         let e = s.validate().unwrap_err().to_string();
         assert!(e.contains("worker.lease_pool_size"), "{e}");
+    }
+
+    #[test]
+    fn a_lease_being_recorded_is_held_but_not_unsettled() {
+        let f = Inflight::new(&settings().worker);
+        let lease = |fence| Lease {
+            tenant_id: Uuid::nil(),
+            email_id: Uuid::nil(),
+            fence,
+        };
+        let other = Lease {
+            email_id: Uuid::new_v4(),
+            ..lease(1)
+        };
+        f.take(lease(1), 10, false);
+        f.take(other, 10, false);
+        // A stale fence marks nothing.
+        f.recording(&[lease(2)]);
+        assert_eq!(f.unsettled().len(), 2);
+        f.recording(&[lease(1)]);
+        assert_eq!(f.leases().len(), 2);
+        assert_eq!(f.unsettled(), vec![other]);
+        f.recorded(&[lease(1)]);
+        assert_eq!(f.leases(), vec![other]);
+        assert_eq!(f.unsettled(), vec![other]);
     }
 
     #[test]

@@ -34,10 +34,10 @@ pub async fn heartbeat(ctx: Ctx) {
         match r {
             Ok(held) => {
                 // Not held any more: taken over or reclaimed, unless its
-                // outcome was recorded meanwhile (its row is gone and this
-                // worker no longer holds it).
+                // outcome was recorded meanwhile or is being recorded (its
+                // row may be gone before the recorder lets go of it).
                 let held: HashSet<(Uuid, Uuid)> = held.into_iter().collect();
-                let still: HashSet<Lease> = ctx.inflight.leases().into_iter().collect();
+                let still: HashSet<Lease> = ctx.inflight.unsettled().into_iter().collect();
                 let lost = leases
                     .iter()
                     .filter(|l| still.contains(l) && !held.contains(&(l.tenant_id, l.email_id)))

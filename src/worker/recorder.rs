@@ -37,6 +37,7 @@ pub async fn run(
             metrics::delivery(o.resolution.label());
         }
         let leases: Vec<_> = batch.iter().map(|o| o.lease).collect();
+        inflight.recording(&leases);
         let webhook_rows = record_with_retry(&pool, batch).await;
         inflight.recorded(&leases);
         if webhook_rows > 0 {
