@@ -41,7 +41,19 @@ pub fn query<'a>(sql: &'static str) -> Prepared<'a> {
     }
 }
 
+#[derive(diesel::QueryableByName)]
+struct Flag {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    flag: bool,
+}
+
 impl<'a> Prepared<'a> {
+    /// Runs a statement whose one row has one boolean column named `flag`
+    /// (a probe such as `SELECT EXISTS (…) AS flag`) and returns it.
+    pub fn flag(self, conn: &mut diesel::PgConnection) -> QueryResult<bool> {
+        Ok(self.get_result::<Flag>(conn)?.flag)
+    }
+
     /// Binds the next placeholder (`$1` first) to `value` as SQL type `ST`.
     pub fn bind<ST, V>(mut self, value: V) -> Self
     where

@@ -109,9 +109,10 @@ pub struct Recorded {
     pub webhook_rows: usize,
 }
 
-/// Writes the outcomes that still hold their fence (two statements for the
-/// queue and the messages, one for events, one for the outbox, one for
-/// usage), in one transaction.
+/// Writes the outcomes that still hold their fence, in one transaction: the
+/// queue and message rows (one statement), then for the messages it changed
+/// their recipients, suppressions, events, webhook outbox rows, usage and
+/// reputation counters.
 pub fn record(conn: &mut PgConnection, outcomes: &[Outcome]) -> QueryResult<Recorded> {
     if outcomes.is_empty() {
         return Ok(Recorded::default());

@@ -169,25 +169,18 @@ pub struct ClaimLimits {
     pub busy_owners: Vec<(Uuid, i32)>,
 }
 
-#[derive(QueryableByName)]
-struct Due {
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    due: bool,
-}
-
 /// Whether either outbox has a delivery due: one fixed text, kept prepared,
 /// through the partial indexes of pending rows. The claim below is planned
-/// at every call (about 1 ms); the dispatcher wakes on every ingest commit,
-/// so without this probe an idle outbox cost that much per commit.
+/// at every call (about 1 ms) and the dispatcher wakes on ingest commits (at
+/// most every `dispatcher::MIN_WAKE_GAP`), so an empty outbox cost that much per wake.
 fn any_due(conn: &mut PgConnection) -> QueryResult<bool> {
-    let r: Due = crate::db::prepared::query(
+    crate::db::prepared::query(
         "SELECT EXISTS (SELECT 1 FROM webhook_deliveries \
                         WHERE status = 'pending' AND next_attempt_at <= now()) \
              OR EXISTS (SELECT 1 FROM platform_webhook_deliveries \
-                        WHERE status = 'pending' AND next_attempt_at <= now()) AS due",
+                        WHERE status = 'pending' AND next_attempt_at <= now()) AS flag",
     )
-    .get_result(conn)?;
-    Ok(r.due)
+    .flag(conn)
 }
 
 /// Leases due deliveries for `lease_secs`, counting the attempt, without

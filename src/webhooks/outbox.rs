@@ -1,5 +1,5 @@
 //! The webhook outbox. [`enqueue`] runs inside the transaction that changes a
-//! message's status (ingest for `email.queued`, `queue::claim::record` for the
+//! message's status (ingest for `email.queued`, `queue::record::record` for the
 //! outcomes), so an event reaches webhooks exactly when its status change
 //! commits. It is one statement, planned at each call; a cheaper one kept
 //! prepared runs first and skips it when neither the events' tenants nor the
@@ -69,23 +69,16 @@ pub fn enqueue(conn: &mut PgConnection, events: &[NewEvent]) -> QueryResult<usiz
     .execute(conn)
 }
 
-#[derive(QueryableByName)]
-struct Any {
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    any: bool,
-}
-
 /// Whether any of `tenants`, or the platform, has an enabled endpoint (of
 /// whatever events): one fixed text, kept prepared; the tenants through
 /// the partial index of enabled endpoints, the platform's small table read whole.
 fn any_subscriber(conn: &mut PgConnection, tenants: &[Uuid]) -> QueryResult<bool> {
-    let r: Any = crate::db::prepared::query(
+    crate::db::prepared::query(
         "SELECT EXISTS (SELECT 1 FROM webhooks WHERE enabled AND tenant_id = ANY($1)) \
-             OR EXISTS (SELECT 1 FROM platform_webhooks WHERE enabled) AS any",
+             OR EXISTS (SELECT 1 FROM platform_webhooks WHERE enabled) AS flag",
     )
     .bind::<Array<SqlUuid>, _>(tenants)
-    .get_result(conn)?;
-    Ok(r.any)
+    .flag(conn)
 }
 
 /// The columns an outbox row is written with.

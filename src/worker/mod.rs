@@ -226,7 +226,7 @@ pub fn spawn_with(
     let mut others = vec![recorder];
     // The webhook dispatcher runs with the worker role and stops with it. It
     // wakes on commits of new mail (their `email.queued` events) and on
-    // recorded outcomes (their events), besides its own poll.
+    // recorded outcomes that wrote outbox rows, besides its own poll.
     let queue_wake = options.wake.unwrap_or(listen_rx);
     // Its caps per endpoint and tenant hold across the nodes (issue 27).
     let flight = options
